@@ -1,0 +1,32 @@
+"""The storage engine: erasure-coded objects on a set of disks with an LMDB index.
+
+Public API::
+
+    store = ObjectStore.open(["/d1", "/d2", "/d3", "/d4"])   # formats new disks
+    await store.start()                                      # settle, heal in background
+    await store.make_bucket("b")
+    info = await store.put_object("b", "k", body_chunks, attrs=ObjectAttrs("text/plain"))
+    reader = await store.get_object("b", "k", offset=0, length=100)
+    async for chunk in reader: ...
+    page = store.list_objects("b", prefix="a/", delimiter="/")
+    report = await store.heal()
+    await store.close()
+"""
+
+from .errors import (BucketExists, BucketNotEmpty, DigestMismatch, DiskFull, FormatError,
+                     IncompleteBody, InvalidRange, NoSuchBucket, NoSuchKey, PreconditionFailed,
+                     QuorumError, ReadQuorumError, StorageError, WriteQuorumError)
+from .healing import HealReport
+from .listing import ListPage
+from .meta import ObjectInfo, PartInfo
+from .reader import ObjectReader
+from .store import BLOCK_SIZE, INLINE_LIMIT, BucketInfo, ObjectStore, default_ec
+from .writer import Condition, ObjectAttrs
+
+__all__ = [
+    "ObjectStore", "ObjectInfo", "PartInfo", "ObjectAttrs", "Condition", "ObjectReader",
+    "ListPage", "BucketInfo", "HealReport", "default_ec", "BLOCK_SIZE", "INLINE_LIMIT",
+    "StorageError", "NoSuchBucket", "NoSuchKey", "BucketExists", "BucketNotEmpty",
+    "InvalidRange", "PreconditionFailed", "DigestMismatch", "IncompleteBody", "QuorumError",
+    "ReadQuorumError", "WriteQuorumError", "DiskFull", "FormatError",
+]

@@ -1,0 +1,253 @@
+"""A disk: shard files plus an LMDB metadata index, behind one small interface.
+
+:class:`Disk` is everything the erasure set needs from a disk; a disk on
+another host would be one more implementation of it. :class:`LocalDisk` keeps a
+directory laid out as::
+
+    format.json          identity (see format.py)
+    meta/                LMDB environment (see metadb.py)
+    data/<xx>/<vid>.<n>  shard file of part n of object version vid
+    tmp/                 shard files being written
+
+Shard-file methods block and are meant to run in worker threads; metadata reads
+are memory-mapped and cheap enough for the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from .format import DiskFormat, Slot, fsync_dir, read_format
+from .metadb import MetaDB, Op
+
+log = logging.getLogger("basalt.storaged.disk")
+
+Iov = Sequence[bytes | bytearray | memoryview]
+
+
+class ShardWriter(abc.ABC):
+    """A shard file being written: frames at explicit offsets, then commit."""
+
+    @abc.abstractmethod
+    def write(self, iov: Iov, offset: int) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Make the file durable and visible under its final name."""
+
+    @abc.abstractmethod
+    def abort(self) -> None: ...
+
+
+class Disk(abc.ABC):
+    """The per-disk interface of the storage engine."""
+
+    position: int
+    format: DiskFormat
+    online: bool
+    healing: bool
+
+    # shard files (blocking)
+    @abc.abstractmethod
+    def create_shard(self, vid: str, part: int) -> ShardWriter: ...
+
+    @abc.abstractmethod
+    def read_shard(self, vid: str, part: int, offset: int, iov: Iov) -> int:
+        """Read into ``iov`` from ``offset``; returns bytes read (short at EOF)."""
+
+    @abc.abstractmethod
+    def shard_size(self, vid: str, part: int) -> int | None:
+        """Size of a shard file, None when it does not exist."""
+
+    @abc.abstractmethod
+    def purge(self, vid: str, parts: Sequence[int]) -> None:
+        """Delete the shard files of a version (missing files are fine)."""
+
+    # metadata
+    @abc.abstractmethod
+    async def commit(self, ops: Sequence[Op]) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def commit_now(self, ops: Sequence[Op]) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def get_object(self, bucket: str, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def get_inline(self, bucket: str, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def scan(self, bucket: str, prefix: str = "", after: str = "", skip_prefix: bool = False,
+             limit: int = 1000) -> list[tuple[str, bytes]]: ...
+
+    @abc.abstractmethod
+    def buckets(self) -> dict[str, bytes]: ...
+
+    @abc.abstractmethod
+    def pending(self) -> list[tuple[str, str, str, list[int]]]:
+        """(vid, bucket, key, parts) of possibly unreferenced shard files."""
+
+    @abc.abstractmethod
+    def check(self) -> bool:
+        """True while the disk is present and still the one that was opened."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class LocalDisk(Disk):
+    """A disk that is a local directory."""
+
+    def __init__(self, slot: Slot, *, sync: bool = True, map_size: int = 1 << 40) -> None:
+        self.root = slot.root
+        self.format = slot.format
+        self.position = slot.format.position
+        self.healing = slot.fresh
+        self.sync = sync
+        self.online = False
+        self._map_size = map_size
+        self._meta: MetaDB | None = None
+        self._ident: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalDisk({self.root!r}, position={self.position})"
+
+    def open(self) -> None:
+        for sub in ("meta", "tmp", "data"):
+            os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+        for i in range(256):
+            os.makedirs(os.path.join(self.root, "data", f"{i:02x}"), exist_ok=True)
+        self._meta = MetaDB(os.path.join(self.root, "meta"), sync=self.sync, map_size=self._map_size)
+        st = os.stat(os.path.join(self.root, "format.json"))
+        self._ident = (st.st_dev, st.st_ino)
+        self.online = True
+
+    def close(self) -> None:
+        self.online = False
+        if self._meta is not None:
+            self._meta.close()
+            self._meta = None
+
+    def clean_tmp(self) -> int:
+        """Remove leftovers of writes interrupted by a crash (start-up only)."""
+        tmp = os.path.join(self.root, "tmp")
+        removed = 0
+        for name in os.listdir(tmp):
+            try:
+                os.unlink(os.path.join(tmp, name))
+                removed += 1
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", name, exc)
+        return removed
+
+    def check(self) -> bool:
+        try:
+            st = os.stat(os.path.join(self.root, "format.json"))
+            fmt = read_format(self.root)
+        except Exception:
+            return False
+        return fmt is not None and fmt.disk_id == self.format.disk_id and (
+            st.st_dev, st.st_ino) == self._ident
+
+    # shard files -----------------------------------------------------------------
+
+    def shard_path(self, vid: str, part: int) -> str:
+        return os.path.join(self.root, "data", vid[:2], f"{vid}.{part}")
+
+    def create_shard(self, vid: str, part: int) -> ShardWriter:
+        return _LocalShardWriter(self, vid, part)
+
+    def read_shard(self, vid: str, part: int, offset: int, iov: Iov) -> int:
+        fd = os.open(self.shard_path(vid, part), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.preadv(fd, iov, offset)
+        finally:
+            os.close(fd)
+
+    def shard_size(self, vid: str, part: int) -> int | None:
+        try:
+            return os.stat(self.shard_path(vid, part)).st_size
+        except FileNotFoundError:
+            return None
+
+    def purge(self, vid: str, parts: Sequence[int]) -> None:
+        for part in parts:
+            try:
+                os.unlink(self.shard_path(vid, part))
+            except FileNotFoundError:
+                pass
+
+    # metadata --------------------------------------------------------------------
+
+    @property
+    def meta(self) -> MetaDB:
+        if self._meta is None:
+            raise OSError(f"disk {self.root} is offline")
+        return self._meta
+
+    async def commit(self, ops: Sequence[Op]) -> list[Any]:
+        return await self.meta.commit(ops)
+
+    def commit_now(self, ops: Sequence[Op]) -> list[Any]:
+        return self.meta.commit_now(ops)
+
+    def get_object(self, bucket: str, key: str) -> bytes | None:
+        return self.meta.get_object(bucket, key)
+
+    def get_inline(self, bucket: str, key: str) -> bytes | None:
+        return self.meta.get_inline(bucket, key)
+
+    def scan(self, bucket: str, prefix: str = "", after: str = "", skip_prefix: bool = False,
+             limit: int = 1000) -> list[tuple[str, bytes]]:
+        return self.meta.scan(bucket, prefix, after, skip_prefix, limit)
+
+    def buckets(self) -> dict[str, bytes]:
+        return {k.decode(): v for k, v in self.meta.items(b"buckets")}
+
+    def pending(self) -> list[tuple[str, str, str, list[int]]]:
+        return [(vid.decode(), *msgpack.unpackb(v)) for vid, v in self.meta.items(b"pending")]
+
+
+class _LocalShardWriter(ShardWriter):
+    """Write to ``tmp/``; commit = fsync file, rename into ``data/``, fsync directory."""
+
+    def __init__(self, disk: LocalDisk, vid: str, part: int) -> None:
+        self.disk = disk
+        self.final = disk.shard_path(vid, part)
+        self.tmp = os.path.join(disk.root, "tmp", f"{vid}.{part}.{uuid.uuid4().hex[:8]}")
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+
+    def write(self, iov: Iov, offset: int) -> None:
+        total = sum(len(b) for b in iov)
+        done = os.pwritev(self.fd, iov, offset)
+        if done < total:  # short write: finish piece by piece (ENOSPC surfaces here)
+            rest = b"".join(bytes(b) for b in iov)[done:]
+            while rest:
+                n = os.pwrite(self.fd, rest, offset + done)
+                done += n
+                rest = rest[n:]
+
+    def commit(self) -> None:
+        if self.disk.sync:
+            os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        os.rename(self.tmp, self.final)
+        if self.disk.sync:
+            fsync_dir(os.path.dirname(self.final))
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,79 @@
+"""Errors raised by the storage engine.
+
+The gateway maps these to S3 codes and blockd to NBD errnos; the engine itself
+knows nothing of either protocol.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of every engine error."""
+
+
+class NoSuchBucket(StorageError):
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"bucket {bucket!r} does not exist")
+        self.bucket = bucket
+
+
+class BucketExists(StorageError):
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"bucket {bucket!r} already exists")
+        self.bucket = bucket
+
+
+class BucketNotEmpty(StorageError):
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"bucket {bucket!r} is not empty")
+        self.bucket = bucket
+
+
+class NoSuchKey(StorageError):
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"object {bucket}/{key} does not exist")
+        self.bucket, self.key = bucket, key
+
+
+class InvalidRange(StorageError):
+    """The requested byte range starts at or after the end of the object."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"range not satisfiable for an object of {size} bytes")
+        self.size = size
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write found a different current version than required."""
+
+
+class DigestMismatch(StorageError):
+    """The body's digest differs from the one the client declared."""
+
+    def __init__(self, algorithm: str, expected: str, actual: str) -> None:
+        super().__init__(f"{algorithm} mismatch: declared {expected}, computed {actual}")
+        self.algorithm, self.expected, self.actual = algorithm, expected, actual
+
+
+class IncompleteBody(StorageError):
+    """The body ended before the declared length."""
+
+
+class QuorumError(StorageError):
+    """Too few disks answered for the operation to be safe."""
+
+
+class WriteQuorumError(QuorumError):
+    pass
+
+
+class ReadQuorumError(QuorumError):
+    pass
+
+
+class DiskFull(StorageError):
+    """A disk ran out of space (ENOSPC) or LMDB's map is full."""
+
+
+class FormatError(StorageError):
+    """A disk's format.json is unreadable, foreign or inconsistent with the set."""

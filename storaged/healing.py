@@ -1,0 +1,342 @@
+"""Healing: bring every disk back to holding its record and shard of each object.
+
+* :func:`heal_object` resolves an object's current version by quorum, rebuilds
+  the shards that are missing or corrupt (reading the healthy ones, re-encoding,
+  writing only the bad positions) and installs the record where it is missing
+  or stale. Records of versions that never reached quorum are removed once
+  they are old enough not to be a write still in flight.
+* :func:`heal_all` does that for every bucket and key any disk knows: it is
+  what ``basalt heal`` runs, and what a wiped or replaced disk gets.
+* :func:`resolve_pending` settles shard files left by interrupted writes.
+* :class:`Healer` is the background task: it heals objects that reads found
+  damaged, watches the disks, and heals a replaced disk completely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .disk import Disk, ShardWriter
+from .errors import ReadQuorumError, StorageError
+from .format import clear_healing, clear_unformatted, mark_healing, read_format, write_format
+from .layout import HASH_LEN, checksum
+from .listing import walk_keys
+from .meta import ObjectInfo, record_version
+from .metadb import ClearPending, DeleteBucket, DeleteObject, PutBucket, PutObject
+from .quorum import Resolved, resolve
+from .reader import read_inline
+from .stripes import encode_and_write, read_batch
+
+if TYPE_CHECKING:
+    from .store import ObjectStore
+
+log = logging.getLogger("basalt.storaged.heal")
+
+SETTLE_NS = 10 * 60 * 10**9  # a minority record younger than this may be a write in flight
+
+
+@dataclasses.dataclass
+class HealReport:
+    buckets: int = 0
+    objects: int = 0
+    healed: int = 0
+    shards_rebuilt: int = 0
+    records_written: int = 0
+    removed: int = 0
+    bytes_rebuilt: int = 0
+    failed: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("started")
+        d["elapsed"] = round(self.elapsed, 3)
+        return d
+
+
+Progress = Callable[[HealReport], None]
+
+
+def _frames_ok(disk: Disk, info: ObjectInfo, part: int, size: int) -> bool:
+    geo = info.geometry
+    buf = bytearray(geo.frame_size)
+    view = memoryview(buf)
+    offset = 0
+    for b in range(geo.block_count(size)):
+        n = HASH_LEN + geo.shard_len(geo.block_len(size, b))
+        if disk.read_shard(info.version_id, part, offset, [view[:n]]) != n:
+            return False
+        if checksum(view[HASH_LEN:n]) != view[:HASH_LEN]:
+            return False
+        offset += n
+    return True
+
+
+def _shard_ok(disk: Disk, info: ObjectInfo, deep: bool) -> bool:
+    """Whether ``disk`` holds a good shard of every part of ``info``."""
+    if info.inline:
+        blob = disk.get_inline(info.bucket, info.key)
+        vid = info.version_id.encode()
+        if blob is None or not blob.startswith(vid):
+            return False
+        body = blob[len(vid):]
+        return checksum(body[HASH_LEN:]) == body[:HASH_LEN]
+    geo = info.geometry
+    for part in info.parts:
+        if disk.shard_size(info.version_id, part.number) != geo.shard_file_size(part.size):
+            return False
+        if deep and not _frames_ok(disk, info, part.number, part.size):
+            return False
+    return True
+
+
+async def _rebuild_files(store: "ObjectStore", info: ObjectInfo, targets: list[int]) -> int:
+    """Rewrite the shard files of ``info`` on ``targets`` from the other disks."""
+    geo = info.geometry
+    exclude = frozenset(targets) | store.offline_positions()
+    rebuilt = 0
+    for part in info.parts:
+        writers: dict[int, ShardWriter] = {}
+        try:
+            for pos in targets:
+                writers[pos] = await store.run(store.disks[pos].create_shard, info.version_id,
+                                               part.number)
+            blocks = geo.block_count(part.size)
+            step = store.buffers.batch_blocks
+            for first in range(0, blocks, step):
+                nb = min(step, blocks - first)
+                batch = await store.buffers.acquire()
+                try:
+                    await read_batch(store.run, store.disks, store.codec, geo, info.dist,
+                                     info.version_id, part.number, part.size, first, nb, batch,
+                                     exclude)
+                    nbytes = min(nb * geo.block_size, part.size - first * geo.block_size)
+                    failed = await store.run(encode_and_write, store.codec, geo, info.dist,
+                                             batch, nbytes, first, writers)
+                finally:
+                    store.buffers.release(batch)
+                if failed:
+                    raise StorageError(f"rewriting shards failed: {failed}")
+            for w in writers.values():
+                await store.run(w.commit)
+            writers.clear()
+            rebuilt += part.size
+        finally:
+            for w in writers.values():
+                await store.run(w.abort)
+    return rebuilt
+
+
+async def heal_object(store: "ObjectStore", bucket: str, key: str, *, deep: bool = False,
+                      report: HealReport | None = None, settle_ns: int = SETTLE_NS) -> str:
+    """Heal one object; returns "ok", "healed", "removed", "absent" or "unknown"."""
+    report = report or HealReport()
+    positions = store.online_positions()
+    records = {p: store.disks[p].get_object(bucket, key) for p in positions}
+    try:
+        res = resolve(bucket, key, records, store.k, store.write_quorum,
+                      offline=store.n - len(positions))
+    except ReadQuorumError:
+        return "unknown"
+    now = time.time_ns()
+    if res is None:
+        stale = {p: r for p, r in records.items()
+                 if r is not None and now - record_version(r)[0] >= settle_ns}
+        if not stale or len(positions) < store.n:
+            return "absent"
+        for pos, record in stale.items():
+            vid = record_version(record)[1]
+            replaced = (await store.disks[pos].commit([DeleteObject(bucket, key, vid)]))[0]
+            store.purge_displaced(pos, bucket, key, replaced.record if replaced.applied else None)
+        report.removed += 1
+        return "removed"
+    return await _heal_version(store, res, records, deep, report, now, settle_ns)
+
+
+async def _heal_version(store: "ObjectStore", res: Resolved, records: dict[int, bytes | None],
+                        deep: bool, report: HealReport, now: int, settle_ns: int) -> str:
+    info = res.info
+    bad: list[int] = []
+    for pos in records:
+        try:
+            ok = await store.run(_shard_ok, store.disks[pos], info, deep)
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append(pos)
+    blobs: dict[int, bytes] = {}
+    if bad:
+        if info.inline:
+            blobs = store.inline_blobs(info, read_inline(store, info))
+        else:
+            report.bytes_rebuilt += await _rebuild_files(store, info, bad)
+        report.shards_rebuilt += len(bad)
+    todo = [p for p in records if p in bad or records[p] != res.record]
+    for pos in todo:
+        current = records[pos]
+        force = current is not None and now - record_version(current)[0] >= settle_ns
+        op = PutObject(info.bucket, info.key, res.record, blobs.get(pos), replace_equal=True,
+                       force=force)
+        replaced = (await store.disks[pos].commit([op]))[0]
+        if replaced.applied:
+            report.records_written += 1
+            store.purge_displaced(pos, info.bucket, info.key, replaced.record, info.version_id)
+    if todo:
+        report.healed += 1
+        return "healed"
+    return "ok"
+
+
+async def heal_buckets(store: "ObjectStore", report: HealReport) -> list[str]:
+    """Make every disk agree on the bucket list; returns the buckets that exist."""
+    positions = store.online_positions()
+    seen: dict[str, dict[int, bytes]] = {}
+    for pos in positions:
+        for name, info in store.disks[pos].buckets().items():
+            seen.setdefault(name, {})[pos] = info
+    alive = []
+    for name, holders in sorted(seen.items()):
+        report.buckets += 1
+        if len(holders) >= store.k:
+            info = next(iter(holders.values()))
+            for pos in positions:
+                if pos not in holders:
+                    await store.disks[pos].commit([PutBucket(name, info)])
+            alive.append(name)
+        elif len(positions) == store.n:
+            for pos in holders:
+                await store.disks[pos].commit([DeleteBucket(name, force=True)])
+    return alive
+
+
+async def heal_all(store: "ObjectStore", *, deep: bool = True, progress: Progress | None = None,
+                   settle_ns: int = SETTLE_NS) -> HealReport:
+    """Heal every bucket and object; ``progress`` is called after each object."""
+    report = HealReport()
+    healing = [d for d in store.disks if d.online and d.healing]
+    for bucket in await heal_buckets(store, report):
+        for key in walk_keys(store, bucket):
+            report.objects += 1
+            try:
+                await heal_object(store, bucket, key, deep=deep, report=report, settle_ns=settle_ns)
+            except Exception as exc:  # keep going: one bad object must not stop a heal
+                report.failed += 1
+                report.errors.append(f"{bucket}/{key}: {exc}")
+                log.warning("heal of %s/%s failed: %s", bucket, key, exc)
+            if progress:
+                progress(report)
+    if not report.failed:
+        for disk in healing:
+            disk.healing = False
+            clear_healing(disk.root)
+            log.info("disk %s healed", disk.root)
+    if progress:
+        progress(report)
+    return report
+
+
+async def resolve_pending(store: "ObjectStore") -> int:
+    """Settle shard files of writes interrupted by a crash (before serving)."""
+    settled = 0
+    keys: dict[tuple[str, str], list[tuple[int, str, list[int]]]] = {}
+    for pos in store.online_positions():
+        for vid, bucket, key, parts in store.disks[pos].pending():
+            keys.setdefault((bucket, key), []).append((pos, vid, parts))
+    for (bucket, key), entries in keys.items():
+        try:
+            await heal_object(store, bucket, key, settle_ns=0)
+        except Exception as exc:
+            log.warning("cannot settle %s/%s: %s", bucket, key, exc)
+            continue
+        for pos, vid, parts in entries:
+            disk = store.disks[pos]
+            current = disk.get_object(bucket, key)
+            if current is None or record_version(current)[1] != vid:
+                await store.run(disk.purge, vid, parts)
+            await disk.commit([ClearPending(vid)])
+            settled += 1
+    return settled
+
+
+class Healer:
+    """Background healing: damaged objects, disk watch, replaced disks."""
+
+    def __init__(self, store: "ObjectStore", interval: float = 5.0) -> None:
+        self.store, self.interval = store, interval
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        store = self.store
+        while True:
+            try:
+                self.watch_disks()
+                while (item := store.heal_queue.pop()) is not None:
+                    (bucket, key), deep = item
+                    await heal_object(store, bucket, key, deep=deep)
+                if any(d.healing and d.online for d in store.disks):
+                    report = await heal_all(store, deep=False)
+                    log.info("background heal: %s", report.as_dict())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background heal pass failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    def watch_disks(self) -> None:
+        """Take lost disks offline; bring back returning and replaced ones."""
+        for disk in self.store.disks:
+            if disk.online and not disk.check():
+                log.error("disk %s lost its format: taking it offline", disk.root)
+                disk.close()
+            if not disk.online:
+                self._reattach(disk)
+
+    def _reattach(self, disk: Disk) -> None:
+        root = getattr(disk, "root", None)
+        if root is None:
+            return
+        try:
+            fmt = read_format(root)
+            if fmt is None:
+                clear_unformatted(root)
+                mark_healing(root)
+                write_format(root, disk.format)
+                disk.healing = True
+                log.warning("disk %s was wiped or replaced: reformatted, healing", root)
+            elif fmt.disk_id != disk.format.disk_id:
+                log.error("disk %s now holds another disk (%s): leaving it offline",
+                          root, fmt.disk_id)
+                return
+            disk.open()  # type: ignore[attr-defined]
+            log.info("disk %s is back online", root)
+        except Exception as exc:
+            log.debug("disk %s still unavailable: %s", root, exc)

@@ -1,0 +1,135 @@
+"""Listing: a merge of sorted LMDB range scans over every online disk.
+
+Each disk's index is scanned in pages; the merged stream is grouped by key and
+each key is resolved by quorum exactly like a read, so a version that some
+disks missed or a stale record a disk kept never shows. With a delimiter, a
+common prefix is emitted once and every cursor then seeks past it, so a
+prefix hiding millions of keys costs one seek, not a walk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .disk import Disk
+from .meta import ObjectInfo
+from .quorum import resolve
+
+if TYPE_CHECKING:
+    from .store import ObjectStore
+
+PAGE = 256
+
+
+@dataclasses.dataclass
+class ListPage:
+    objects: list[ObjectInfo]
+    prefixes: list[str]
+    truncated: bool
+    next_marker: str  # last key or common prefix returned: where the next page starts
+
+
+class _Cursor:
+    def __init__(self, disk: Disk, bucket: str, prefix: str, after: str, skip: bool) -> None:
+        self.disk, self.bucket, self.prefix = disk, bucket, prefix
+        self.after, self.skip = after, skip
+        self.buf: list[tuple[str, bytes]] = []
+        self.done = False
+
+    def head(self) -> tuple[str, bytes] | None:
+        if not self.buf and not self.done:
+            try:
+                self.buf = self.disk.scan(self.bucket, self.prefix, self.after, self.skip, PAGE)
+            except Exception:
+                self.buf = []
+            self.buf.reverse()
+            self.done = len(self.buf) < PAGE
+        return self.buf[-1] if self.buf else None
+
+    def pop(self) -> None:
+        key, _ = self.buf.pop()
+        self.after, self.skip = key, False
+
+    def skip_prefix(self, cp: str) -> None:
+        while self.buf and self.buf[-1][0].startswith(cp):
+            self.buf.pop()
+        if self.after < cp or not self.after.startswith(cp) or not self.skip:
+            self.after, self.skip = cp, True
+
+
+class _Merge:
+    """Quorum-resolved keys of a bucket in order, across disks."""
+
+    def __init__(self, store: "ObjectStore", bucket: str, prefix: str, after: str,
+                 skip: bool) -> None:
+        self.store, self.bucket = store, bucket
+        self.cursors = [_Cursor(store.disks[p], bucket, prefix, after, skip)
+                        for p in store.online_positions()]
+
+    def next(self) -> ObjectInfo | None:
+        while True:
+            heads = [(c, c.head()) for c in self.cursors]
+            live = [(c, h) for c, h in heads if h is not None]
+            if not live:
+                return None
+            key = min(h[0] for _, h in live)
+            records: dict[int, bytes | None] = {c.disk.position: None for c in self.cursors}
+            for c, (k, record) in live:
+                if k == key:
+                    records[c.disk.position] = record
+                    c.pop()
+            try:
+                res = resolve(self.bucket, key, records, self.store.k, self.store.write_quorum)
+            except Exception:
+                res = None
+            if res is not None:
+                return res.info
+
+    def skip_prefix(self, cp: str) -> None:
+        for c in self.cursors:
+            c.skip_prefix(cp)
+
+
+def list_objects(store: "ObjectStore", bucket: str, prefix: str = "", delimiter: str = "",
+                 after: str = "", max_keys: int = 1000) -> ListPage:
+    """One page of keys (and common prefixes) of ``bucket`` after ``after``."""
+    store.require_bucket(bucket)
+    skip = bool(delimiter) and after.startswith(prefix) and after.endswith(delimiter) \
+        and len(after) > len(prefix)
+    merge = _Merge(store, bucket, prefix, after, skip)
+    objects: list[ObjectInfo] = []
+    prefixes: list[str] = []
+    last = ""
+    while True:
+        info = merge.next()
+        if info is None:
+            return ListPage(objects, prefixes, False, last)
+        if len(objects) + len(prefixes) >= max_keys:
+            return ListPage(objects, prefixes, True, last)
+        rest = info.key[len(prefix):]
+        cut = rest.find(delimiter) if delimiter else -1
+        if cut >= 0:
+            cp = prefix + rest[:cut + len(delimiter)]
+            prefixes.append(cp)
+            merge.skip_prefix(cp)
+            last = cp
+        else:
+            objects.append(info)
+            last = info.key
+
+
+def walk_keys(store: "ObjectStore", bucket: str) -> Iterator[str]:
+    """Every key any online disk holds in ``bucket`` (for healing), in order."""
+    cursors = [_Cursor(store.disks[p], bucket, "", "", False) for p in store.online_positions()]
+    while True:
+        heads = [c.head() for c in cursors]
+        keys = [h[0] for h in heads if h is not None]
+        if not keys:
+            return
+        key = min(keys)
+        for c, h in zip(cursors, heads):
+            if h is not None and h[0] == key:
+                c.pop()
+        yield key

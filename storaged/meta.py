@@ -1,0 +1,93 @@
+"""The object metadata record stored in every disk's LMDB index.
+
+One msgpack map per object version, identical on every disk of the set (so a
+quorum is found by comparing version ids). Short keys keep records small:
+listing scans decode many of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+
+import msgpack
+
+from .layout import Geometry
+
+FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PartInfo:
+    """One stored part: a single PUT has one, a multipart upload many."""
+
+    number: int
+    size: int
+    etag: str
+    checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    """Everything known about one object version (public view and record)."""
+
+    bucket: str
+    key: str
+    version_id: str
+    size: int
+    etag: str
+    mtime_ns: int
+    content_type: str = "binary/octet-stream"
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    user_meta: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    checksum_type: str = ""
+    k: int = 1
+    m: int = 0
+    block_size: int = 1 << 20
+    dist: tuple[int, ...] = ()
+    parts: tuple[PartInfo, ...] = ()
+    inline: bool = False
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(self.k, self.m, self.block_size)
+
+    @property
+    def last_modified(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self.mtime_ns / 1e9, tz=datetime.timezone.utc)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Last-writer-wins order: newer mtime, ties broken by version id."""
+        return (self.mtime_ns, self.version_id)
+
+    def pack(self) -> bytes:
+        return msgpack.packb({
+            "v": FORMAT, "vid": self.version_id, "size": self.size, "etag": self.etag,
+            "mt": self.mtime_ns, "ct": self.content_type, "hdr": dict(self.headers),
+            "um": dict(self.user_meta), "cks": dict(self.checksums), "ckt": self.checksum_type,
+            "ec": [self.k, self.m, self.block_size], "dist": list(self.dist),
+            "parts": [[p.number, p.size, p.etag, dict(p.checksums)] for p in self.parts],
+            "inl": self.inline,
+        })
+
+    @classmethod
+    def unpack(cls, bucket: str, key: str, raw: bytes | memoryview) -> "ObjectInfo":
+        d = msgpack.unpackb(raw)
+        k, m, bs = d["ec"]
+        return cls(
+            bucket=bucket, key=key, version_id=d["vid"], size=d["size"], etag=d["etag"],
+            mtime_ns=d["mt"], content_type=d["ct"], headers=d["hdr"], user_meta=d["um"],
+            checksums=d["cks"], checksum_type=d.get("ckt", ""), k=k, m=m, block_size=bs,
+            dist=tuple(d["dist"]),
+            parts=tuple(PartInfo(n, s, e, c) for n, s, e, c in d["parts"]),
+            inline=d["inl"],
+        )
+
+
+def record_version(raw: bytes | memoryview) -> tuple[int, str]:
+    """(mtime, version id) of a packed record, without building an ObjectInfo."""
+    d = msgpack.unpackb(raw)
+    return (d["mt"], d["vid"])

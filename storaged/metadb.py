@@ -1,0 +1,399 @@
+"""One disk's LMDB metadata index and its group committer.
+
+Tables (LMDB sub-databases):
+
+``buckets``   bucket name → packed bucket info
+``objects``   ``bucket/key`` → packed :class:`~storaged.meta.ObjectInfo` record
+``inline``    ``bucket/key`` → version id + shard frames of a small object
+``longkeys``  truncated ``bucket/key`` → the full key (LMDB keys stop at 511 bytes)
+``pending``   version id → (bucket, key, part numbers) whose shard files may be
+              unreferenced: written but not yet committed, or replaced. Resolved
+              (purged or confirmed) after the write and at start-up.
+
+Writes go through :meth:`MetaDB.commit`, which batches the operations of
+concurrent requests into one LMDB transaction — one pair of fsyncs for many
+small objects. Each request's operations run in a nested transaction so a
+failing request never takes its neighbours down. Reads are plain read-only
+transactions on the memory map, cheap enough to run on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import errno
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import lmdb
+import msgpack
+import xxhash
+
+from .errors import DiskFull, StorageError
+from .meta import ObjectInfo, record_version
+
+TRUNCATE = 400          # key bytes kept verbatim in an LMDB key
+_LONG = b"\xff"         # never occurs in UTF-8, so truncated keys sort after their prefix
+TABLES = (b"buckets", b"objects", b"inline", b"longkeys", b"pending", b"uploads")
+
+
+def encode_key(bucket: str, key: str) -> bytes:
+    """LMDB key of an object: sorts like the S3 key within its bucket."""
+    kb = key.encode()
+    head = bucket.encode() + b"/"
+    if len(kb) <= TRUNCATE:
+        return head + kb
+    return head + kb[:TRUNCATE] + _LONG + xxhash.xxh3_128_digest(kb)
+
+
+def _is_long(lkey: bytes, head_len: int) -> bool:
+    return len(lkey) == head_len + TRUNCATE + 1 + 16 and lkey[head_len + TRUNCATE] == 0xFF
+
+
+class Tx:
+    """A write transaction with typed helpers over the tables."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, Any]) -> None:
+        self.txn, self.dbs = txn, dbs
+
+    def get(self, table: bytes, key: bytes) -> bytes | None:
+        return self.txn.get(key, db=self.dbs[table])
+
+    def put(self, table: bytes, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=self.dbs[table])
+
+    def delete(self, table: bytes, key: bytes) -> None:
+        self.txn.delete(key, db=self.dbs[table])
+
+    def has_prefix(self, table: bytes, prefix: bytes) -> bool:
+        cur = self.txn.cursor(db=self.dbs[table])
+        return cur.set_range(prefix) and cur.key().startswith(prefix)
+
+    # objects ------------------------------------------------------------------
+
+    def get_object(self, bucket: str, key: str) -> tuple[bytes | None, bytes | None]:
+        lkey = encode_key(bucket, key)
+        return self.get(b"objects", lkey), self.get(b"inline", lkey)
+
+    def put_object(self, bucket: str, key: str, record: bytes, inline: bytes | None) -> None:
+        lkey = encode_key(bucket, key)
+        self.put(b"objects", lkey, record)
+        if inline is None:
+            self.delete(b"inline", lkey)
+        else:
+            self.put(b"inline", lkey, inline)
+        if _is_long(lkey, len(bucket) + 1):
+            self.put(b"longkeys", lkey, key.encode())
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        lkey = encode_key(bucket, key)
+        for table in (b"objects", b"inline", b"longkeys"):
+            self.delete(table, lkey)
+
+    def add_pending(self, vid: str, bucket: str, key: str, parts: Sequence[int]) -> None:
+        self.put(b"pending", vid.encode(), msgpack.packb([bucket, key, list(parts)]))
+
+    def clear_pending(self, vid: str) -> None:
+        self.delete(b"pending", vid.encode())
+
+
+class Op(Protocol):
+    """A metadata mutation; ``apply`` runs inside one write transaction."""
+
+    def apply(self, tx: Tx) -> Any: ...
+
+
+@dataclasses.dataclass
+class MetaDB:
+    """LMDB environment of one disk."""
+
+    path: str
+    sync: bool = True
+    map_size: int = 1 << 40
+
+    def __post_init__(self) -> None:
+        self.env = lmdb.open(
+            self.path, map_size=self.map_size, max_dbs=len(TABLES) + 2, max_readers=1024,
+            sync=self.sync, metasync=self.sync, readahead=False, meminit=False,
+        )
+        self.dbs = {name: self.env.open_db(name) for name in TABLES}
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lmdb-commit")
+        self._queue: list[tuple[Sequence[Op], asyncio.Future]] = []
+        self._draining = False
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.env.close()
+
+    # reads --------------------------------------------------------------------
+
+    def read(self) -> lmdb.Transaction:
+        return self.env.begin()
+
+    def get(self, table: bytes, key: bytes) -> bytes | None:
+        with self.env.begin() as txn:
+            return txn.get(key, db=self.dbs[table])
+
+    def get_object(self, bucket: str, key: str) -> bytes | None:
+        return self.get(b"objects", encode_key(bucket, key))
+
+    def get_inline(self, bucket: str, key: str) -> bytes | None:
+        return self.get(b"inline", encode_key(bucket, key))
+
+    def items(self, table: bytes) -> list[tuple[bytes, bytes]]:
+        with self.env.begin() as txn:
+            return list(txn.cursor(db=self.dbs[table]).iternext())
+
+    def scan(self, bucket: str, prefix: str = "", after: str = "", skip_prefix: bool = False,
+             limit: int = 1000) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` (key, record) pairs of ``bucket`` in key order.
+
+        Keys start with ``prefix`` and sort after ``after``; with ``skip_prefix``
+        every key starting with ``after`` is skipped too (a listed common prefix).
+        """
+        head = bucket.encode() + b"/"
+        lo = head + prefix.encode()[:TRUNCATE]
+        start = lo
+        if after:
+            ab = after.encode()
+            seek = head + ab[:TRUNCATE]
+            if skip_prefix and len(ab) <= TRUNCATE:
+                seek += _LONG + _LONG  # past every key that starts with `after`
+            start = max(start, seek)
+        out: list[tuple[str, bytes]] = []
+        group: list[tuple[str, bytes]] = []
+        group_head = b""
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs[b"objects"])
+            if not cur.set_range(start):
+                return out
+            longkeys = self.dbs[b"longkeys"]
+            for lkey, record in cur:
+                if not lkey.startswith(lo):
+                    break
+                long = _is_long(lkey, len(head))
+                if long:
+                    full = txn.get(lkey, db=longkeys).decode()
+                else:
+                    full = lkey[len(head):].decode()
+                if group and (not long or lkey[:len(head) + TRUNCATE] != group_head):
+                    out.extend(sorted(group))  # hash order → key order within the group
+                    group = []
+                    if len(out) >= limit:
+                        break
+                if not full.startswith(prefix) or (after and (
+                        full <= after or (skip_prefix and full.startswith(after)))):
+                    continue
+                if long:
+                    group_head = lkey[:len(head) + TRUNCATE]
+                    group.append((full, record))
+                    continue
+                out.append((full, record))
+                if len(out) >= limit:
+                    break
+            out.extend(sorted(group))
+        return out[:limit]
+
+    # writes -------------------------------------------------------------------
+
+    async def commit(self, ops: Sequence[Op]) -> list[Any]:
+        """Apply ``ops`` atomically, batched with concurrent callers; durable on return."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.append((ops, fut))
+        if not self._draining:
+            self._draining = True
+            loop.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    outcomes = await loop.run_in_executor(self._executor, self._apply_batch, batch)
+                except BaseException as exc:  # the whole transaction failed
+                    outcomes = [(False, _disk_error(exc))] * len(batch)
+                for (_, fut), (ok, value) in zip(batch, outcomes):
+                    if fut.done():
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+        finally:
+            self._draining = False
+
+    def commit_now(self, ops: Sequence[Op]) -> list[Any]:
+        """Synchronous :meth:`commit` for start-up and maintenance paths."""
+        ok, value = self._apply_batch([(ops, None)])[0]
+        if not ok:
+            raise value
+        return value
+
+    def _apply_batch(self, batch: Sequence[tuple[Sequence[Op], Any]]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self.env.begin(write=True) as txn:
+                for ops, _ in batch:
+                    child = self.env.begin(write=True, parent=txn)
+                    try:
+                        tx = Tx(child, self.dbs)
+                        results = [op.apply(tx) for op in ops]
+                    except Exception as exc:
+                        child.abort()
+                        outcomes.append((False, _disk_error(exc)))
+                    else:
+                        child.commit()
+                        outcomes.append((True, results))
+        except Exception as exc:
+            return [(False, _disk_error(exc))] * len(batch)
+        return outcomes
+
+
+def _disk_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, lmdb.MapFullError) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return DiskFull(str(exc))
+    if isinstance(exc, lmdb.Error):
+        return StorageError(f"metadata store: {exc}")
+    return exc
+
+
+# --- operations ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class PutBucket:
+    name: str
+    info: bytes
+
+    def apply(self, tx: Tx) -> bool:
+        if tx.get(b"buckets", self.name.encode()) is not None:
+            return False
+        tx.put(b"buckets", self.name.encode(), self.info)
+        return True
+
+
+@dataclasses.dataclass
+class DeleteBucket:
+    name: str
+    force: bool = False
+
+    def apply(self, tx: Tx) -> str:
+        if tx.get(b"buckets", self.name.encode()) is None:
+            return "missing"
+        if not self.force and tx.has_prefix(b"objects", self.name.encode() + b"/"):
+            return "not-empty"
+        tx.delete(b"buckets", self.name.encode())
+        return "deleted"
+
+
+@dataclasses.dataclass
+class AddPending:
+    vid: str
+    bucket: str
+    key: str
+    parts: Sequence[int]
+
+    def apply(self, tx: Tx) -> None:
+        tx.add_pending(self.vid, self.bucket, self.key, self.parts)
+
+
+@dataclasses.dataclass
+class ClearPending:
+    vid: str
+
+    def apply(self, tx: Tx) -> None:
+        tx.clear_pending(self.vid)
+
+
+@dataclasses.dataclass
+class Replaced:
+    """What a put or delete displaced on one disk (for rollback and purging)."""
+
+    applied: bool
+    record: bytes | None = None
+    inline: bytes | None = None
+
+
+def _displace(tx: Tx, bucket: str, key: str, record: bytes | None, new_vid: str | None) -> None:
+    # The displaced version's shard files may now be garbage: mark them pending.
+    if record is None:
+        return
+    old = ObjectInfo.unpack(bucket, key, record)
+    if not old.inline and old.version_id != new_vid:
+        tx.add_pending(old.version_id, bucket, key, [p.number for p in old.parts])
+
+
+@dataclasses.dataclass
+class PutObject:
+    """Install a version if it is newer than the one present (last writer wins).
+
+    ``replace_equal`` also re-installs the same version (healing a record whose
+    inline shard was damaged); ``force`` replaces even a newer record (healing
+    over a write that failed long ago).
+    """
+
+    bucket: str
+    key: str
+    record: bytes
+    inline: bytes | None = None
+    replace_equal: bool = False
+    force: bool = False
+
+    def apply(self, tx: Tx) -> Replaced:
+        old, old_inline = tx.get_object(self.bucket, self.key)
+        new_order = record_version(self.record)
+        if old is not None and not self.force:
+            old_order = record_version(old)
+            if old_order > new_order or (old_order == new_order and not self.replace_equal):
+                return Replaced(False, old, old_inline)
+        tx.put_object(self.bucket, self.key, self.record, self.inline)
+        tx.clear_pending(new_order[1])
+        _displace(tx, self.bucket, self.key, old, new_order[1])
+        return Replaced(True, old, old_inline)
+
+
+@dataclasses.dataclass
+class RestoreObject:
+    """Undo a put of ``vid``: put back what it replaced, if ``vid`` is still current."""
+
+    bucket: str
+    key: str
+    vid: str
+    parts: Sequence[int]
+    previous: bytes | None
+    previous_inline: bytes | None
+
+    def apply(self, tx: Tx) -> bool:
+        current, _ = tx.get_object(self.bucket, self.key)
+        if current is None or record_version(current)[1] != self.vid:
+            return False
+        if self.previous is None:
+            tx.delete_object(self.bucket, self.key)
+        else:
+            tx.put_object(self.bucket, self.key, self.previous, self.previous_inline)
+            tx.clear_pending(record_version(self.previous)[1])
+        tx.add_pending(self.vid, self.bucket, self.key, self.parts)
+        return True
+
+
+@dataclasses.dataclass
+class DeleteObject:
+    """Remove the current version (only ``vid`` when given)."""
+
+    bucket: str
+    key: str
+    vid: str | None = None
+
+    def apply(self, tx: Tx) -> Replaced:
+        old, old_inline = tx.get_object(self.bucket, self.key)
+        if old is None:
+            return Replaced(False)
+        if self.vid is not None and record_version(old)[1] != self.vid:
+            return Replaced(False, old, old_inline)
+        tx.delete_object(self.bucket, self.key)
+        _displace(tx, self.bucket, self.key, old, None)
+        return Replaced(True, old, old_inline)

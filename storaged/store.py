@@ -1,0 +1,383 @@
+"""ObjectStore: the engine's public API over one erasure set of disks.
+
+Buckets and objects with S3 semantics, minus the HTTP: streaming puts and
+ranged gets, listing, copy, delete, healing. Every method that touches shard
+data is a coroutine; hashing, coding and file I/O run in a thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import msgpack
+
+from erasure import Codec
+
+from .buffers import BufferPool
+from .disk import Disk, LocalDisk
+from .errors import (BucketExists, BucketNotEmpty, InvalidRange, NoSuchBucket, NoSuchKey,
+                     ReadQuorumError, WriteQuorumError)
+from .format import assemble
+from .healing import HealReport, Healer, Progress, heal_all, resolve_pending
+from .layout import Geometry, write_quorum
+from .listing import ListPage, list_objects
+from .meta import ObjectInfo
+from .metadb import ClearPending, DeleteBucket, DeleteObject, PutBucket
+from .quorum import Resolved, resolve
+from .reader import ObjectReader, inline_blob
+from .stripes import CORRUPT, Damage
+from .writer import Body, Condition, Finalize, ObjectAttrs, put_object
+
+log = logging.getLogger("basalt.storaged")
+
+T = TypeVar("T")
+
+BLOCK_SIZE = 1 << 20
+INLINE_LIMIT = 128 * 1024
+BATCH_BYTES = 2 << 20
+
+
+def default_ec(disks: int) -> tuple[int, int]:
+    """Erasure coding chosen from the disk count (parity grows with the set)."""
+    if disks < 1:
+        raise ValueError("at least one disk is needed")
+    if disks == 1:
+        return 1, 0
+    if disks <= 3:
+        return disks - 1, 1
+    if disks <= 7:
+        return disks - 2, 2
+    return disks - 4, 4
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketInfo:
+    name: str
+    created_ns: int
+
+
+class HealQueue:
+    """Objects waiting for the background healer (deduplicated)."""
+
+    def __init__(self, on_add: Callable[[], None] | None = None) -> None:
+        self._items: dict[tuple[str, str], bool] = {}
+        self.on_add = on_add
+
+    def add(self, bucket: str, key: str, deep: bool = False) -> None:
+        self._items[(bucket, key)] = self._items.get((bucket, key), False) or deep
+        if self.on_add:
+            self.on_add()
+
+    def pop(self) -> tuple[tuple[str, str], bool] | None:
+        if not self._items:
+            return None
+        item = next(iter(self._items))
+        return item, self._items.pop(item)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ObjectStore:
+    """Buckets and objects on one erasure set."""
+
+    def __init__(self, disks: Sequence[Disk], *, inline_limit: int = INLINE_LIMIT,
+                 batch_bytes: int = BATCH_BYTES, threads: int | None = None,
+                 buffer_limit: int = 64) -> None:
+        fmt = disks[0].format
+        self.disks = list(disks)
+        self.k, self.m, self.n = fmt.k, fmt.m, fmt.k + fmt.m
+        self.write_quorum = min(write_quorum(self.k, self.m), self.n)
+        self.geometry = Geometry(self.k, self.m, fmt.block_size)
+        self.codec = Codec(self.k, self.m)
+        self.inline_limit = min(inline_limit, fmt.block_size)
+        self.buffers = BufferPool(self.geometry, max(1, batch_bytes // fmt.block_size),
+                                  buffer_limit)
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            threads or max(16, 4 * self.n), thread_name_prefix="basalt-io")
+        self.stats: Counter[str] = Counter()
+        self.healer = Healer(self)
+        self.heal_queue = HealQueue(self.healer.wake)
+        self._locks: dict[tuple[str, str], list[Any]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+
+    # lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, roots: Sequence[str], *, ec: tuple[int, int] | None = None,
+             block_size: int = BLOCK_SIZE, sync: bool = True, map_size: int = 1 << 40,
+             clean: bool = True, **kwargs: Any) -> "ObjectStore":
+        """Open (formatting when new) the disk directories ``roots``.
+
+        ``clean`` removes leftovers of interrupted writes; only the process that
+        owns the disks at start-up may do that.
+        """
+        roots = [os.path.abspath(r) for r in roots]
+        k, m = ec if ec is not None else (None, None)
+        if not any(os.path.exists(os.path.join(r, "format.json")) for r in roots) and ec is None:
+            k, m = default_ec(len(roots))
+        disks = [LocalDisk(slot, sync=sync, map_size=map_size)
+                 for slot in assemble(roots, k, m, block_size)]
+        for disk in disks:
+            disk.open()
+            if clean:
+                disk.clean_tmp()
+        return cls(disks, **kwargs)
+
+    async def start(self, *, heal: bool = True, settle: bool = True) -> None:
+        """Settle interrupted writes and start background healing."""
+        if settle:
+            settled = await resolve_pending(self)
+            if settled:
+                log.info("settled %d interrupted writes", settled)
+        if heal:
+            self.healer.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.healer.stop()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for disk in self.disks:
+            disk.close()
+        self.pool.shutdown(wait=True)
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run blocking ``fn(*args)`` in the engine's thread pool."""
+        return asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def background(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def online_positions(self) -> list[int]:
+        return [d.position for d in self.disks if d.online]
+
+    def offline_positions(self) -> frozenset[int]:
+        return frozenset(d.position for d in self.disks if not d.online)
+
+    def disk_states(self) -> list[dict[str, Any]]:
+        return [{"position": d.position, "path": getattr(d, "root", ""),
+                 "state": "healing" if d.healing and d.online else
+                 ("online" if d.online else "offline")} for d in self.disks]
+
+    # buckets ---------------------------------------------------------------------
+
+    def bucket_info(self, name: str) -> BucketInfo | None:
+        votes: Counter[bytes] = Counter()
+        online = self.online_positions()
+        for pos in online:
+            try:
+                raw = self.disks[pos].buckets().get(name)
+            except Exception:
+                continue
+            if raw is not None:
+                votes[raw] += 1
+        if votes:
+            raw, count = votes.most_common(1)[0]
+            if count >= self.k:
+                return BucketInfo(name, msgpack.unpackb(raw)["ct"])
+        if sum(votes.values()) + self.n - len(online) >= self.write_quorum and len(online) < self.n:
+            raise ReadQuorumError(f"bucket {name}: too many disks offline to tell")
+        return None
+
+    def require_bucket(self, name: str) -> BucketInfo:
+        info = self.bucket_info(name)
+        if info is None:
+            raise NoSuchBucket(name)
+        return info
+
+    def list_buckets(self) -> list[BucketInfo]:
+        names: set[str] = set()
+        for pos in self.online_positions():
+            names.update(self.disks[pos].buckets())
+        infos = (self.bucket_info(n) for n in sorted(names))
+        return [i for i in infos if i is not None]
+
+    async def make_bucket(self, name: str) -> BucketInfo:
+        if self.bucket_info(name) is not None:
+            raise BucketExists(name)
+        info = BucketInfo(name, time.time_ns())
+        raw = msgpack.packb({"ct": info.created_ns})
+        positions = self.online_positions()
+        results = await asyncio.gather(
+            *(self.disks[p].commit([PutBucket(name, raw)]) for p in positions),
+            return_exceptions=True)
+        ok = [p for p, r in zip(positions, results) if not isinstance(r, BaseException)]
+        if len(ok) < self.write_quorum:
+            await asyncio.gather(*(self.disks[p].commit([DeleteBucket(name, force=True)])
+                                   for p in ok), return_exceptions=True)
+            raise WriteQuorumError(f"bucket {name}: {len(ok)} disks committed")
+        return info
+
+    async def delete_bucket(self, name: str) -> None:
+        self.require_bucket(name)
+        if list_objects(self, name, max_keys=1).objects:
+            raise BucketNotEmpty(name)
+        positions = self.online_positions()
+        results = await asyncio.gather(
+            *(self.disks[p].commit([DeleteBucket(name, force=True)]) for p in positions),
+            return_exceptions=True)
+        ok = sum(1 for r in results if not isinstance(r, BaseException))
+        if ok < self.write_quorum:
+            raise WriteQuorumError(f"bucket {name}: {ok} disks deleted it")
+
+    # objects ---------------------------------------------------------------------
+
+    def resolve(self, bucket: str, key: str) -> Resolved | None:
+        records: dict[int, bytes | None] = {}
+        for pos in self.online_positions():
+            try:
+                records[pos] = self.disks[pos].get_object(bucket, key)
+            except Exception:
+                continue
+        return resolve(bucket, key, records, self.k, self.write_quorum,
+                       offline=self.n - len(records))
+
+    def head_object(self, bucket: str, key: str) -> ObjectInfo:
+        """The current version's info; NoSuchKey / NoSuchBucket when absent."""
+        res = self.resolve(bucket, key)
+        if res is None:
+            self.require_bucket(bucket)
+            raise NoSuchKey(bucket, key)
+        return res.info
+
+    async def put_object(self, bucket: str, key: str, body: Body, *, size: int | None = None,
+                         attrs: ObjectAttrs | None = None, content_md5: bytes | None = None,
+                         hashers: Sequence[Any] = (), finalize: Finalize | None = None,
+                         condition: Condition | None = None) -> ObjectInfo:
+        """Store an object from an async iterable of byte chunks.
+
+        ``size`` (when known) is enforced; ``content_md5`` is checked against
+        the body; ``hashers`` (objects with ``update``) see every byte;
+        ``finalize(md5_hex)`` runs before the commit and returns extra checksums
+        to store, or raises to reject the body. Nothing is visible unless the
+        whole body was stored durably on a write quorum.
+        """
+        return await put_object(self, bucket, key, body, size=size, attrs=attrs,
+                                content_md5=content_md5, hashers=hashers, finalize=finalize,
+                                condition=condition)
+
+    async def get_object(self, bucket: str, key: str, offset: int = 0,
+                         length: int | None = None, info: ObjectInfo | None = None) -> ObjectReader:
+        """A reader of ``length`` bytes from ``offset`` (to the end when None)."""
+        info = info or self.head_object(bucket, key)
+        if offset < 0 or offset > info.size or (offset == info.size and info.size and length):
+            raise InvalidRange(info.size)
+        length = info.size - offset if length is None else min(length, info.size - offset)
+        self.stats["gets"] += 1
+        return ObjectReader(self, info, offset, length)
+
+    async def delete_object(self, bucket: str, key: str) -> ObjectInfo | None:
+        """Delete the current version; returns it, or None when there was none."""
+        res = self.resolve(bucket, key)
+        if res is None:
+            self.require_bucket(bucket)
+            return None
+        vid = res.info.version_id
+        async with self.key_lock(bucket, key):
+            positions = self.online_positions()
+            results = await asyncio.gather(
+                *(self.disks[p].commit([DeleteObject(bucket, key, vid)]) for p in positions),
+                return_exceptions=True)
+        ok = 0
+        for pos, r in zip(positions, results):
+            if isinstance(r, BaseException):
+                continue
+            ok += 1
+            if r[0].applied:
+                self.purge_displaced(pos, bucket, key, r[0].record)
+        if ok < self.write_quorum:
+            raise WriteQuorumError(f"{bucket}/{key}: {ok} disks deleted it")
+        if ok < self.n:
+            self.heal_queue.add(bucket, key)
+        return res.info
+
+    async def copy_object(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
+                          attrs: ObjectAttrs | None = None,
+                          source: ObjectInfo | None = None) -> ObjectInfo:
+        """Copy an object; ``attrs`` replaces the metadata, else it is kept."""
+        source = source or self.head_object(src_bucket, src_key)
+        if attrs is None:
+            attrs = ObjectAttrs(source.content_type, dict(source.headers), dict(source.user_meta))
+        reader = await self.get_object(src_bucket, src_key, info=source)
+        try:
+            return await self.put_object(dst_bucket, dst_key, reader, size=source.size,
+                                         attrs=attrs)
+        finally:
+            await reader.aclose()
+
+    def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "", after: str = "",
+                     max_keys: int = 1000) -> ListPage:
+        """A page of the keys after ``after`` (rolled up at ``delimiter``)."""
+        return list_objects(self, bucket, prefix, delimiter, after, max_keys)
+
+    async def heal(self, *, deep: bool = True, progress: Progress | None = None) -> HealReport:
+        """Heal every object now (what ``basalt heal`` runs)."""
+        self.healer.watch_disks()
+        return await heal_all(self, deep=deep, progress=progress)
+
+    # internals shared by the put, get and heal paths -----------------------------
+
+    def inline_blobs(self, info: ObjectInfo, data: bytes) -> dict[int, bytes]:
+        shards = self.codec.encode_block(data)
+        return {info.dist[i]: inline_blob(info.version_id, s) for i, s in enumerate(shards)}
+
+    @contextlib.asynccontextmanager
+    async def key_lock(self, bucket: str, key: str) -> AsyncIterator[None]:
+        """Serialise commits to one key within this process."""
+        entry = self._locks.setdefault((bucket, key), [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._locks[(bucket, key)]
+
+    def report_damage(self, info: ObjectInfo, damage: Damage) -> None:
+        corrupt = sum(1 for s in damage.bad.values() if s == CORRUPT)
+        self.stats["shards_corrupt"] += corrupt
+        self.stats["shards_missing"] += len(damage.bad) - corrupt
+        self.stats["degraded_reads"] += 1
+        if corrupt:
+            log.warning("bitrot in %s/%s version %s: shards %s", info.bucket, info.key,
+                        info.version_id, sorted(damage.bad))
+        self.heal_queue.add(info.bucket, info.key, deep=True)
+
+    async def purge(self, pos: int, vid: str, parts: Sequence[int]) -> None:
+        """Delete a version's shard files on one disk and forget its pending record."""
+        disk = self.disks[pos]
+        if not disk.online:
+            return
+        try:
+            await self.run(disk.purge, vid, parts)
+            await disk.commit([ClearPending(vid)])
+        except Exception as exc:  # retried at the next start-up
+            log.warning("purge of %s on %s failed: %s", vid, disk, exc)
+
+    async def purge_everywhere(self, vid: str, parts: Sequence[int]) -> None:
+        await asyncio.gather(*(self.purge(p, vid, parts) for p in self.online_positions()))
+
+    def purge_displaced(self, pos: int, bucket: str, key: str, record: bytes | None,
+                        new_vid: str | None = None) -> None:
+        """Purge the files of the version a commit replaced on one disk."""
+        if record is None:
+            return
+        old = ObjectInfo.unpack(bucket, key, record)
+        if not old.inline and old.version_id != new_vid:
+            self.background(self.purge(pos, old.version_id, [p.number for p in old.parts]))

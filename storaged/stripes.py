@@ -1,0 +1,185 @@
+"""Moving batches of blocks between stripe buffers and shard files.
+
+Both functions here are the engine's inner loops, shared by put, get and heal:
+
+* :func:`encode_and_write` turns the data of a batch into frames (checksum +
+  shard) and writes each disk's frames with a single ``pwritev``;
+* :func:`read_batch` fills a batch's data buffer from the K data shards with one
+  ``preadv`` per disk, verifies every frame's checksum, and rebuilds whatever is
+  missing or corrupt from parity, block by block.
+
+Shard views point straight into the batch buffers: a full block's K data shards
+are the block itself, so no bytes are copied between the disks and the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from erasure import Codec, ErasureError
+
+from .buffers import Batch
+from .disk import Disk, ShardWriter
+from .errors import DiskFull, ReadQuorumError
+from .layout import HASH_LEN, Geometry, checksum
+
+log = logging.getLogger("basalt.storaged")
+
+OK, MISSING, CORRUPT = 0, 1, 2
+
+
+@dataclasses.dataclass
+class Damage:
+    """Shards found bad while reading: (disk position, state) per shard index."""
+
+    bad: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    def add(self, shard: int, state: int) -> None:
+        if state > self.bad.get(shard, OK):
+            self.bad[shard] = state
+
+    @property
+    def corrupt(self) -> bool:
+        return CORRUPT in self.bad.values()
+
+
+def _shard_view(geo: Geometry, batch: Batch, rel: int, block_len: int, index: int) -> memoryview:
+    s = geo.shard_len(block_len)
+    if index < geo.k:
+        base = rel * geo.block_size + index * s
+        return batch.data[base:base + s]
+    base = rel * geo.m * geo.shard_len(geo.block_size) + (index - geo.k) * s
+    return batch.parity[base:base + s]
+
+
+def encode_and_write(codec: Codec, geo: Geometry, dist: Sequence[int], batch: Batch,
+                     nbytes: int, first_block: int, writers: dict[int, ShardWriter]) -> dict[int, BaseException]:
+    """Encode ``nbytes`` of ``batch`` and append the frames to each writer.
+
+    ``writers`` maps disk position to its shard writer; returns the positions
+    whose write failed, with the error.
+    """
+    iovs: dict[int, list[Any]] = {pos: [] for pos in writers}
+    rel, done = 0, 0
+    while done < nbytes:
+        length = min(geo.block_size, nbytes - done)
+        s = geo.shard_len(length)
+        base = rel * geo.block_size
+        if geo.k * s > length:  # zero-pad the last shard of a short block
+            batch.data[base + length:base + geo.k * s] = bytes(geo.k * s - length)
+        pbase = rel * geo.m * geo.shard_len(geo.block_size)
+        codec.encode(batch.data[base:base + geo.k * s], batch.parity[pbase:pbase + geo.m * s], s)
+        for index in range(geo.n):
+            pos = dist[index]
+            if pos in iovs:
+                view = _shard_view(geo, batch, rel, length, index)
+                iovs[pos] += (checksum(view), view)
+        rel += 1
+        done += length
+    failed: dict[int, BaseException] = {}
+    offset = geo.frame_offset(first_block)
+    for pos, iov in iovs.items():
+        try:
+            writers[pos].write(iov, offset)
+        except OSError as exc:
+            failed[pos] = DiskFull(str(exc)) if exc.errno == errno.ENOSPC else exc
+    return failed
+
+
+def _read_frames(disk: Disk | None, vid: str, part: int, offset: int,
+                 views: Sequence[memoryview]) -> list[int]:
+    """Read consecutive frames into ``views``; the state of each."""
+    if disk is None or not disk.online:
+        return [MISSING] * len(views)
+    hashes = [bytearray(HASH_LEN) for _ in views]
+    iov: list[Any] = []
+    for h, v in zip(hashes, views):
+        iov += (h, v)
+    try:
+        got = disk.read_shard(vid, part, offset, iov)
+    except OSError:
+        return [MISSING] * len(views)
+    states = []
+    for h, v in zip(hashes, views):
+        need = HASH_LEN + len(v)
+        if got < need:
+            states.append(MISSING)
+        else:
+            states.append(OK if checksum(v) == h else CORRUPT)
+        got -= need
+    return states
+
+
+async def read_batch(run: Callable[..., Any], disks: Sequence[Disk | None], codec: Codec,
+                     geo: Geometry, dist: Sequence[int], vid: str, part: int, part_size: int,
+                     first_block: int, nblocks: int, batch: Batch,
+                     exclude: frozenset[int] = frozenset()) -> Damage:
+    """Fill ``batch.data`` with blocks ``first_block..+nblocks`` of a part.
+
+    ``run(fn, *args)`` runs blocking work in a thread; ``disks`` is indexed by
+    position; shards on positions in ``exclude`` are treated as missing. Bad
+    shards are rebuilt from parity; the damage found is returned so the caller
+    can queue a heal. Raises ReadQuorumError when a block cannot be rebuilt.
+    """
+    lens = [geo.block_len(part_size, b) for b in range(first_block, first_block + nblocks)]
+    offset = geo.frame_offset(first_block)
+
+    def disk_at(index: int) -> Disk | None:
+        pos = dist[index]
+        return None if pos in exclude else disks[pos]
+
+    reads = [run(_read_frames, disk_at(i), vid, part, offset,
+                 [_shard_view(geo, batch, rel, n, i) for rel, n in enumerate(lens)])
+             for i in range(geo.k)]
+    states = await asyncio.gather(*reads)
+    damage = Damage()
+    bad_blocks: dict[int, list[int]] = {}
+    for index, per_block in enumerate(states):
+        for rel, state in enumerate(per_block):
+            if state != OK:
+                damage.add(index, state)
+                bad_blocks.setdefault(rel, []).append(index)
+    if bad_blocks:
+        await run(_repair_blocks, disk_at, codec, geo, vid, part, first_block, lens, batch,
+                  bad_blocks, damage)
+    return damage
+
+
+def _repair_blocks(disk_at: Callable[[int], Disk | None], codec: Codec, geo: Geometry, vid: str,
+                   part: int, first_block: int, lens: Sequence[int], batch: Batch,
+                   bad_blocks: dict[int, list[int]], damage: Damage) -> None:
+    # Parity of the batch's blocks goes to batch.parity (unused on the read path).
+    dead: set[int] = {i for i, state in damage.bad.items() if state == MISSING and i >= geo.k}
+    for rel, bad in sorted(bad_blocks.items()):
+        length = lens[rel]
+        shards: list[memoryview | None] = [
+            None if i in bad else _shard_view(geo, batch, rel, length, i) for i in range(geo.k)]
+        shards += [None] * geo.m
+        present = geo.k - len(bad)
+        for index in range(geo.k, geo.n):
+            if present >= geo.k:
+                break
+            if index in dead:
+                continue
+            view = _shard_view(geo, batch, rel, length, index)
+            state = _read_frames(disk_at(index), vid, part,
+                                 geo.frame_offset(first_block + rel), [view])[0]
+            if state == OK:
+                shards[index] = view
+                present += 1
+            else:
+                damage.add(index, state)
+                if state == MISSING:
+                    dead.add(index)
+        targets = {i: _shard_view(geo, batch, rel, length, i) for i in bad}
+        try:
+            codec.reconstruct(shards, geo.shard_len(length), targets)
+        except ErasureError as exc:
+            raise ReadQuorumError(
+                f"version {vid} part {part} block {first_block + rel} is unrecoverable: {exc}"
+            ) from None

@@ -1,0 +1,361 @@
+"""The put path: stream a body into shards on every disk and commit it.
+
+Durability points, in order (each disk independently, in parallel):
+
+1. *Pending*: an LMDB record naming the new version id is committed (synced)
+   before any shard file exists, so a crash leaves no file nobody knows about.
+2. *Shards*: frames are written to ``tmp/`` with ``pwritev`` while the body
+   streams in; at the end each file is fsynced, renamed into ``data/`` and its
+   directory fsynced.
+3. *Metadata*: the object record is committed in LMDB (synced, batched with
+   concurrent requests), clearing the pending record in the same transaction.
+   Small objects skip 1-2: their shards go into LMDB with the record.
+
+The write is acknowledged once ``write_quorum`` disks committed step 3.
+Otherwise every disk that did commit is rolled back to its previous record and
+the client gets an error. A crash anywhere leaves either the previous version
+or the new one readable: records pending at start-up are resolved by healing.
+
+MD5 (the ETag) runs in a worker thread beside the coding thread, so a single
+upload keeps two cores busy; both read the same batch buffer, which is only
+reused once both are done with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .buffers import Batch
+from .disk import ShardWriter
+from .errors import DigestMismatch, DiskFull, IncompleteBody, PreconditionFailed, WriteQuorumError
+from .layout import distribution
+from .meta import ObjectInfo, PartInfo
+from .metadb import AddPending, PutObject, Replaced, RestoreObject
+from .stripes import encode_and_write
+
+if TYPE_CHECKING:
+    from .store import ObjectStore
+
+Body = AsyncIterable[bytes | bytearray | memoryview]
+Finalize = Callable[[str], Mapping[str, str] | None]
+
+
+@dataclasses.dataclass
+class ObjectAttrs:
+    """What the client says about an object besides its bytes."""
+
+    content_type: str = "binary/octet-stream"
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    user_meta: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Condition:
+    """A conditional write: the object must be absent, or have this ETag."""
+
+    absent: bool = False
+    etag: str | None = None
+
+
+class _Chunks:
+    """Copies an async byte stream into batch buffers."""
+
+    def __init__(self, body: Body, size: int | None) -> None:
+        self._it = body.__aiter__()
+        self._rest: memoryview | None = None
+        self.size = size
+        self.total = 0
+        self.eof = False
+
+    async def fill(self, buf: memoryview, limit: int) -> int:
+        """Copy up to ``limit`` bytes into ``buf``; fewer only at end of body."""
+        n = 0
+        while n < limit:
+            if self._rest is None:
+                try:
+                    chunk = await self._it.__anext__()
+                except StopAsyncIteration:
+                    self.eof = True
+                    break
+                self._rest = memoryview(chunk).cast("B")
+            take = min(limit - n, len(self._rest))
+            buf[n:n + take] = self._rest[:take]
+            self._rest = self._rest[take:] if take < len(self._rest) else None
+            n += take
+        self.total += n
+        if self.size is not None:
+            if self.total > self.size:
+                raise IncompleteBody(f"body is longer than the declared {self.size} bytes")
+            if self.eof and self.total < self.size:
+                raise IncompleteBody(f"body ended after {self.total} of {self.size} bytes")
+        return n
+
+    async def at_end(self) -> bool:
+        if self.eof:
+            return True
+        if self._rest is None:
+            try:
+                self._rest = memoryview(await self._it.__anext__()).cast("B")
+            except StopAsyncIteration:
+                self.eof = True
+                if self.size is not None and self.total < self.size:
+                    raise IncompleteBody(f"body ended after {self.total} of {self.size} bytes")
+                return True
+        return False
+
+
+def _md5_update(md5: Any, hashers: Sequence[Any], view: memoryview) -> None:
+    md5.update(view)
+    for h in hashers:
+        h.update(view)
+
+
+async def put_object(store: "ObjectStore", bucket: str, key: str, body: Body, *,
+                     size: int | None = None, attrs: ObjectAttrs | None = None,
+                     content_md5: bytes | None = None, hashers: Sequence[Any] = (),
+                     finalize: Finalize | None = None,
+                     condition: Condition | None = None) -> ObjectInfo:
+    """Store ``body`` as ``bucket/key``; see :meth:`ObjectStore.put_object`."""
+    store.require_bucket(bucket)
+    attrs = attrs or ObjectAttrs()
+    chunks = _Chunks(body, size)
+    batch = await store.buffers.acquire()
+    released = False
+    try:
+        first = await chunks.fill(batch.data, min(store.inline_limit + 1, store.buffers.batch_bytes))
+        if chunks.eof and first <= store.inline_limit:
+            data = bytes(batch.data[:first])
+            store.buffers.release(batch)
+            released = True
+            return await _put_inline(store, bucket, key, data, attrs, content_md5, hashers,
+                                     finalize, condition)
+        if not chunks.eof:
+            first += await chunks.fill(batch.data[first:], store.buffers.batch_bytes - first)
+        released = True  # ownership passes to the streaming writer
+        writer = _StreamWriter(store, bucket, key)
+        return await writer.run(chunks, batch, first, attrs, content_md5, hashers, finalize,
+                                condition)
+    finally:
+        if not released:
+            store.buffers.release(batch)
+
+
+def _check_digest(md5_hex: str, content_md5: bytes | None) -> None:
+    if content_md5 is not None and bytes.fromhex(md5_hex) != content_md5:
+        raise DigestMismatch("Content-MD5", content_md5.hex(), md5_hex)
+
+
+def _record(store: "ObjectStore", bucket: str, key: str, vid: str, size: int, md5_hex: str,
+            attrs: ObjectAttrs, checksums: Mapping[str, str] | None, inline: bool) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket, key=key, version_id=vid, size=size, etag=md5_hex,
+        mtime_ns=time.time_ns(), content_type=attrs.content_type, headers=dict(attrs.headers),
+        user_meta=dict(attrs.user_meta), checksums=dict(checksums or {}), k=store.k, m=store.m,
+        block_size=store.geometry.block_size, dist=tuple(distribution(bucket, key, store.n)),
+        parts=(PartInfo(1, size, md5_hex),), inline=inline,
+    )
+
+
+async def _put_inline(store: "ObjectStore", bucket: str, key: str, data: bytes,
+                      attrs: ObjectAttrs, content_md5: bytes | None, hashers: Sequence[Any],
+                      finalize: Finalize | None, condition: Condition | None) -> ObjectInfo:
+    md5 = hashlib.md5()
+    if len(data) > 65536:
+        await store.run(_md5_update, md5, hashers, memoryview(data))
+    else:
+        _md5_update(md5, hashers, memoryview(data))
+    md5_hex = md5.hexdigest()
+    _check_digest(md5_hex, content_md5)
+    checksums = finalize(md5_hex) if finalize else None
+    vid = uuid.uuid4().hex
+    info = _record(store, bucket, key, vid, len(data), md5_hex, attrs, checksums, inline=True)
+    blobs = store.inline_blobs(info, data)
+    return await commit_version(store, info, blobs, condition, positions=store.online_positions())
+
+
+class _StreamWriter:
+    """One large put: pipeline batches through hashing and coding threads."""
+
+    INFLIGHT = 2  # batches being hashed/written while the next one is read
+
+    def __init__(self, store: "ObjectStore", bucket: str, key: str) -> None:
+        self.store, self.bucket, self.key = store, bucket, key
+        self.vid = uuid.uuid4().hex
+        self.dist = distribution(bucket, key, store.n)
+        self.writers: dict[int, ShardWriter] = {}
+        self.failed: dict[int, BaseException] = {}
+
+    async def run(self, chunks: _Chunks, batch: Batch, filled: int, attrs: ObjectAttrs,
+                  content_md5: bytes | None, hashers: Sequence[Any], finalize: Finalize | None,
+                  condition: Condition | None) -> ObjectInfo:
+        store = self.store
+        inflight: deque[tuple[Batch, asyncio.Future, asyncio.Future]] = deque()
+        md5 = hashlib.md5()
+        try:
+            await self._open()
+            block = 0
+            hashing: asyncio.Future | None = None
+            while True:
+                if hashing is not None:
+                    await hashing  # MD5 is sequential: one batch at a time
+                view = batch.data[:filled]
+                hashing = store.run(_md5_update, md5, hashers, view)
+                writing = store.run(encode_and_write, store.codec, store.geometry, self.dist,
+                                    batch, filled, block, dict(self.writers))
+                inflight.append((batch, hashing, writing))
+                block += batch.blocks
+                batch = None
+                if len(inflight) > self.INFLIGHT:
+                    await self._retire(inflight.popleft())
+                if await chunks.at_end():
+                    break
+                batch = await store.buffers.acquire()
+                filled = await chunks.fill(batch.data, store.buffers.batch_bytes)
+                if filled == 0:
+                    store.buffers.release(batch)
+                    batch = None
+                    break
+            while inflight:
+                await self._retire(inflight.popleft())
+            md5_hex = md5.hexdigest()
+            _check_digest(md5_hex, content_md5)
+            checksums = finalize(md5_hex) if finalize else None
+            info = _record(store, self.bucket, self.key, self.vid, chunks.total, md5_hex, attrs,
+                           checksums, inline=False)
+        except BaseException:
+            for item in inflight:
+                await asyncio.gather(item[1], item[2], return_exceptions=True)
+                store.buffers.release(item[0])
+            if batch is not None:
+                store.buffers.release(batch)
+            await asyncio.shield(self._abort())
+            raise
+        # Past this point the body is complete: finish even if the client goes away.
+        return await asyncio.shield(self._finish(info, condition))
+
+    async def _open(self) -> None:
+        store = self.store
+        positions = store.online_positions()
+        disks = [store.disks[p] for p in positions]
+        results = await asyncio.gather(
+            *(d.commit([AddPending(self.vid, self.bucket, self.key, [1])]) for d in disks),
+            return_exceptions=True)
+        ready = [d for d, r in zip(disks, results) if not isinstance(r, BaseException)]
+        self._require(len(ready), results)
+        opened = await asyncio.gather(
+            *(store.run(d.create_shard, self.vid, 1) for d in ready), return_exceptions=True)
+        for d, w in zip(ready, opened):
+            if isinstance(w, BaseException):
+                self.failed[d.position] = w
+            else:
+                self.writers[d.position] = w
+        self._require(len(self.writers), list(self.failed.values()))
+
+    def _require(self, ok: int, results: Sequence[Any]) -> None:
+        if ok < self.store.write_quorum:
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if any(isinstance(e, DiskFull) for e in errors):
+                raise DiskFull(f"not enough disks with free space for {self.bucket}/{self.key}")
+            raise WriteQuorumError(f"{ok} disks writable, {self.store.write_quorum} needed")
+
+    async def _retire(self, item: tuple[Batch, asyncio.Future, asyncio.Future]) -> None:
+        batch, hashing, writing = item
+        try:
+            await hashing
+            failed = await writing
+        finally:
+            self.store.buffers.release(batch)
+        for pos, exc in failed.items():
+            self.writers.pop(pos).abort()
+            self.failed[pos] = exc
+        self._require(len(self.writers), list(self.failed.values()))
+
+    async def _finish(self, info: ObjectInfo, condition: Condition | None) -> ObjectInfo:
+        store = self.store
+        positions = list(self.writers)
+        results = await asyncio.gather(*(store.run(self.writers[p].commit) for p in positions),
+                                       return_exceptions=True)
+        done = [p for p, r in zip(positions, results) if not isinstance(r, BaseException)]
+        for p, r in zip(positions, results):
+            if isinstance(r, BaseException):
+                self.failed[p] = r
+        self.writers.clear()
+        try:
+            self._require(len(done), results)
+        except BaseException:
+            await self._abort()
+            raise
+        return await commit_version(store, info, None, condition, positions=done)
+
+    async def _abort(self) -> None:
+        store = self.store
+        for w in self.writers.values():
+            await store.run(w.abort)
+        self.writers.clear()
+        await store.purge_everywhere(self.vid, [1])
+
+
+async def commit_version(store: "ObjectStore", info: ObjectInfo,
+                         blobs: dict[int, bytes] | None, condition: Condition | None,
+                         positions: Sequence[int]) -> ObjectInfo:
+    """Commit ``info`` on ``positions``; roll back unless a write quorum took it.
+
+    ``blobs`` holds each disk's inline shard for small objects. Versions it
+    displaced are purged in the background once the write stands.
+    """
+    record = info.pack()
+    async with store.key_lock(info.bucket, info.key):
+        if condition is not None:
+            check_condition(store, info.bucket, info.key, condition)
+        disks = [store.disks[p] for p in positions]
+        results = await asyncio.gather(
+            *(d.commit([PutObject(info.bucket, info.key, record,
+                                  blobs[d.position] if blobs else None)]) for d in disks),
+            return_exceptions=True)
+        applied: dict[int, Replaced] = {}
+        for d, r in zip(disks, results):
+            if not isinstance(r, BaseException) and r[0].applied:
+                applied[d.position] = r[0]
+        if len(applied) < store.write_quorum:
+            await _rollback(store, info, applied)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if any(isinstance(e, DiskFull) for e in errors):
+                raise DiskFull(f"disks full while committing {info.bucket}/{info.key}")
+            raise WriteQuorumError(
+                f"{info.bucket}/{info.key}: {len(applied)} disks committed, "
+                f"{store.write_quorum} needed")
+    if len(applied) < store.n:
+        store.heal_queue.add(info.bucket, info.key)
+    for pos in positions:
+        if pos not in applied and not info.inline:
+            store.background(store.purge(pos, info.version_id, [p.number for p in info.parts]))
+    for pos, replaced in applied.items():
+        store.purge_displaced(pos, info.bucket, info.key, replaced.record, info.version_id)
+    return info
+
+
+def check_condition(store: "ObjectStore", bucket: str, key: str, condition: Condition) -> None:
+    """Raise PreconditionFailed unless the current version satisfies ``condition``."""
+    current = store.resolve(bucket, key)
+    if condition.absent and current is not None:
+        raise PreconditionFailed(f"{bucket}/{key} already exists")
+    if condition.etag is not None and (
+            current is None or condition.etag not in (current.info.etag, "*")):
+        raise PreconditionFailed(f"{bucket}/{key} does not have ETag {condition.etag}")
+
+
+async def _rollback(store: "ObjectStore", info: ObjectInfo, applied: dict[int, Replaced]) -> None:
+    parts = [p.number for p in info.parts]
+    await asyncio.gather(*(
+        store.disks[pos].commit([RestoreObject(info.bucket, info.key, info.version_id, parts,
+                                               r.record, r.inline)])
+        for pos, r in applied.items()), return_exceptions=True)
+    if not info.inline:
+        await store.purge_everywhere(info.version_id, parts)

@@ -1,0 +1,223 @@
+"""The object API: buckets, put/get/head/delete/copy, ranges, metadata, errors."""
+
+import asyncio
+import hashlib
+import os
+
+import pytest
+
+from storaged import (BucketExists, BucketNotEmpty, Condition, DigestMismatch, IncompleteBody,
+                      InvalidRange, NoSuchBucket, NoSuchKey, ObjectAttrs, PreconditionFailed)
+from storaged.store import BLOCK_SIZE, INLINE_LIMIT
+
+from .helpers import chunks, read, sizes_around
+
+SIZES = [0, 1] + sizes_around(INLINE_LIMIT, BLOCK_SIZE, 2 * BLOCK_SIZE, 3 * BLOCK_SIZE) + [7_654_321]
+
+
+async def test_buckets(open_store):
+    store = await open_store()
+    assert store.list_buckets() == []
+    await store.make_bucket("photos")
+    await store.make_bucket("archive")
+    assert [b.name for b in store.list_buckets()] == ["archive", "photos"]
+    with pytest.raises(BucketExists):
+        await store.make_bucket("photos")
+    await store.put_object("photos", "a.jpg", chunks(b"jpeg"))
+    with pytest.raises(BucketNotEmpty):
+        await store.delete_bucket("photos")
+    await store.delete_object("photos", "a.jpg")
+    await store.delete_bucket("photos")
+    assert [b.name for b in store.list_buckets()] == ["archive"]
+    with pytest.raises(NoSuchBucket):
+        await store.delete_bucket("photos")
+    with pytest.raises(NoSuchBucket):
+        await store.put_object("photos", "x", chunks(b"x"))
+    with pytest.raises(NoSuchBucket):
+        store.head_object("photos", "x")
+
+
+@pytest.mark.parametrize("ec,n", [((2, 2), 4), ((4, 2), 6), ((1, 0), 1), ((3, 1), 4)])
+async def test_round_trip_sizes(open_store, ec, n):
+    store = await open_store(n, ec=ec)
+    await store.make_bucket("b")
+    for size in SIZES:
+        data = os.urandom(size)
+        info = await store.put_object("b", f"obj-{size}", chunks(data, 100_003))
+        assert info.size == size
+        assert info.etag == hashlib.md5(data).hexdigest()
+        assert info.inline == (size <= INLINE_LIMIT)
+        assert await read(store, "b", f"obj-{size}") == data
+        assert store.head_object("b", f"obj-{size}").etag == info.etag
+
+
+async def test_unknown_and_known_length_bodies(open_store):
+    store = await open_store()
+    await store.make_bucket("b")
+    data = os.urandom(3 * BLOCK_SIZE + 17)
+    await store.put_object("b", "known", chunks(data), size=len(data))
+    await store.put_object("b", "unknown", chunks(data, 1 << 20))
+    assert await read(store, "b", "known") == await read(store, "b", "unknown") == data
+
+
+async def test_ranges_read_only_touched_blocks(open_store):
+    store = await open_store(6, ec=(4, 2))
+    await store.make_bucket("b")
+    data = os.urandom(5 * BLOCK_SIZE + 1234)
+    await store.put_object("b", "big", chunks(data))
+    cases = [(0, 1), (0, len(data)), (BLOCK_SIZE - 1, 2), (BLOCK_SIZE, BLOCK_SIZE),
+             (len(data) - 1, 1), (12345, 3 * BLOCK_SIZE), (len(data) - 10, None), (7, 0)]
+    for offset, length in cases:
+        end = len(data) if length is None else offset + length
+        assert await read(store, "b", "big", offset, length) == data[offset:end]
+    # Reading past the end is clamped; starting past it is an error.
+    assert await read(store, "b", "big", len(data) - 3, 100) == data[-3:]
+    with pytest.raises(InvalidRange):
+        await store.get_object("b", "big", len(data) + 1)
+
+
+async def test_ranges_of_small_objects(open_store):
+    store = await open_store()
+    await store.make_bucket("b")
+    await store.put_object("b", "s", chunks(b"0123456789"))
+    assert await read(store, "b", "s", 2, 3) == b"234"
+    assert await read(store, "b", "s", 9) == b"9"
+
+
+async def test_metadata_and_content_headers(open_store):
+    store = await open_store()
+    await store.make_bucket("b")
+    attrs = ObjectAttrs("text/plain; charset=utf-8",
+                        {"content-encoding": "gzip", "cache-control": "no-cache"},
+                        {"owner": "ada", "ünï": "cödé"})
+    await store.put_object("b", "doc", chunks(b"hello"), attrs=attrs)
+    info = store.head_object("b", "doc")
+    assert info.content_type == "text/plain; charset=utf-8"
+    assert info.headers == {"content-encoding": "gzip", "cache-control": "no-cache"}
+    assert info.user_meta == {"owner": "ada", "ünï": "cödé"}
+    assert info.last_modified.tzinfo is not None
+
+
+async def test_overwrite_and_delete(open_store, tmp_path):
+    store = await open_store()
+    await store.make_bucket("b")
+    big1, big2 = os.urandom(2 * BLOCK_SIZE), os.urandom(BLOCK_SIZE + 5)
+    v1 = await store.put_object("b", "k", chunks(big1))
+    v2 = await store.put_object("b", "k", chunks(big2))
+    assert v1.version_id != v2.version_id
+    assert await read(store, "b", "k") == big2
+    await store.put_object("b", "k", chunks(b"small now"))
+    assert await read(store, "b", "k") == b"small now"
+    await asyncio.sleep(0.05)  # background purge of replaced shard files
+    await asyncio.gather(*store._tasks)
+    leftovers = [f for d in store.disks for _, _, fs in os.walk(os.path.join(d.root, "data"))
+                 for f in fs]
+    assert leftovers == []
+    assert (await store.delete_object("b", "k")).version_id != v2.version_id
+    with pytest.raises(NoSuchKey):
+        store.head_object("b", "k")
+    assert await store.delete_object("b", "k") is None  # deleting nothing is fine
+
+
+async def test_copy_object(open_store):
+    store = await open_store()
+    await store.make_bucket("src")
+    await store.make_bucket("dst")
+    data = os.urandom(BLOCK_SIZE * 2 + 3)
+    await store.put_object("src", "a", chunks(data), attrs=ObjectAttrs("image/png", {}, {"x": "1"}))
+    info = await store.copy_object("src", "a", "dst", "b")
+    assert info.content_type == "image/png" and info.user_meta == {"x": "1"}
+    assert await read(store, "dst", "b") == data
+    replaced = await store.copy_object("src", "a", "src", "a", attrs=ObjectAttrs("text/plain"))
+    assert replaced.content_type == "text/plain" and replaced.user_meta == {}
+    assert await read(store, "src", "a") == data
+
+
+async def test_bad_bodies_leave_nothing(open_store):
+    store = await open_store()
+    await store.make_bucket("b")
+    await store.put_object("b", "k", chunks(b"original"))
+
+    async def broken():
+        yield os.urandom(BLOCK_SIZE)
+        yield os.urandom(BLOCK_SIZE)
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await store.put_object("b", "k", broken())
+    with pytest.raises(IncompleteBody):
+        await store.put_object("b", "k", chunks(os.urandom(3 * BLOCK_SIZE)), size=4 * BLOCK_SIZE)
+    with pytest.raises(IncompleteBody):
+        await store.put_object("b", "k", chunks(b"short"), size=10)
+    data = os.urandom(BLOCK_SIZE * 2)
+    with pytest.raises(DigestMismatch):
+        await store.put_object("b", "k", chunks(data), content_md5=hashlib.md5(b"other").digest())
+    with pytest.raises(DigestMismatch):
+        await store.put_object("b", "small", chunks(b"abc"), content_md5=b"\0" * 16)
+
+    def reject(md5_hex):
+        raise ValueError("checksum mismatch")
+
+    with pytest.raises(ValueError):
+        await store.put_object("b", "k", chunks(data), finalize=reject)
+    assert await read(store, "b", "k") == b"original"
+    with pytest.raises(NoSuchKey):
+        store.head_object("b", "small")
+    await asyncio.gather(*store._tasks)
+    for d in store.disks:
+        assert os.listdir(os.path.join(d.root, "tmp")) == []
+        assert [f for _, _, fs in os.walk(os.path.join(d.root, "data")) for f in fs] == []
+        assert d.pending() == []
+
+
+async def test_hashers_and_finalize_store_checksums(open_store):
+    store = await open_store()
+    await store.make_bucket("b")
+    data = os.urandom(3 * BLOCK_SIZE + 1)
+    sha = hashlib.sha256()
+    seen = []
+
+    def finalize(md5_hex):
+        seen.append(md5_hex)
+        return {"SHA256": sha.hexdigest()}
+
+    info = await store.put_object("b", "k", chunks(data), hashers=[sha], finalize=finalize)
+    assert seen == [hashlib.md5(data).hexdigest()]
+    assert info.checksums == {"SHA256": hashlib.sha256(data).hexdigest()}
+    assert store.head_object("b", "k").checksums == info.checksums
+
+
+async def test_conditional_writes(open_store):
+    store = await open_store()
+    await store.make_bucket("b")
+    first = await store.put_object("b", "k", chunks(b"one"), condition=Condition(absent=True))
+    with pytest.raises(PreconditionFailed):
+        await store.put_object("b", "k", chunks(b"two"), condition=Condition(absent=True))
+    with pytest.raises(PreconditionFailed):
+        await store.put_object("b", "k", chunks(b"two"), condition=Condition(etag="nope"))
+    await store.put_object("b", "k", chunks(b"two"), condition=Condition(etag=first.etag))
+    assert await read(store, "b", "k") == b"two"
+
+
+async def test_concurrent_overwrites_converge(open_store):
+    store = await open_store()
+    await store.make_bucket("b")
+    datas = [os.urandom(BLOCK_SIZE + i) for i in range(8)]
+    await asyncio.gather(*(store.put_object("b", "k", chunks(d)) for d in datas))
+    got = await read(store, "b", "k")
+    assert got in datas
+    records = {d.get_object("b", "k") for d in store.disks}
+    assert len(records) == 1  # every disk agrees on the winner
+
+
+async def test_long_and_unicode_keys(open_store):
+    store = await open_store()
+    await store.make_bucket("b")
+    keys = ["é/ü/€", "a" * 1024, "a" * 1023 + "b", "a" * 600 + "z", "a" * 400, "a" * 401,
+            "tab\tnew\nline", "💾"]
+    for key in keys:
+        await store.put_object("b", key, chunks(key.encode()))
+    for key in keys:
+        assert await read(store, "b", key) == key.encode()
+    listed = [o.key for o in store.list_objects("b").objects]
+    assert listed == sorted(keys, key=lambda k: k.encode())
