@@ -122,8 +122,6 @@ class LocalDisk(Disk):
     def open(self) -> None:
         for sub in ("meta", "tmp", "data"):
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
-        for i in range(256):
-            os.makedirs(os.path.join(self.root, "data", f"{i:02x}"), exist_ok=True)
         self._meta = MetaDB(os.path.join(self.root, "meta"), sync=self.sync, map_size=self._map_size)
         st = os.stat(os.path.join(self.root, "format.json"))
         self._ident = (st.st_dev, st.st_ino)
@@ -239,9 +237,16 @@ class _LocalShardWriter(ShardWriter):
             os.fsync(self.fd)
         os.close(self.fd)
         self.fd = -1
-        os.rename(self.tmp, self.final)
+        folder = os.path.dirname(self.final)
+        try:
+            os.rename(self.tmp, self.final)
+        except FileNotFoundError:  # first shard in this fan-out folder
+            os.makedirs(folder, exist_ok=True)
+            if self.disk.sync:
+                fsync_dir(os.path.dirname(folder))
+            os.rename(self.tmp, self.final)
         if self.disk.sync:
-            fsync_dir(os.path.dirname(self.final))
+            fsync_dir(folder)
 
     def abort(self) -> None:
         if self.fd >= 0:

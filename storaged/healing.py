@@ -142,17 +142,18 @@ async def heal_object(store: "ObjectStore", bucket: str, key: str, *, deep: bool
     """Heal one object; returns "ok", "healed", "removed", "absent" or "unknown"."""
     report = report or HealReport()
     positions = store.online_positions()
-    records = {p: store.disks[p].get_object(bucket, key) for p in positions}
+    answered = store.records(bucket, key)
     try:
-        res = resolve(bucket, key, records, store.k, store.write_quorum,
-                      offline=store.n - len(positions))
+        res = resolve(bucket, key, answered, store.k, store.write_quorum,
+                      offline=store.n - len(answered))
     except ReadQuorumError:
         return "unknown"
+    records = {p: answered.get(p) for p in positions}
     now = time.time_ns()
     if res is None:
         stale = {p: r for p, r in records.items()
                  if r is not None and now - record_version(r)[0] >= settle_ns}
-        if not stale or len(positions) < store.n:
+        if not stale or len(answered) < store.n:  # an unheard disk may hold the rest
             return "absent"
         for pos, record in stale.items():
             vid = record_version(record)[1]
@@ -213,7 +214,7 @@ async def heal_buckets(store: "ObjectStore", report: HealReport) -> list[str]:
                 if pos not in holders:
                     await store.disks[pos].commit([PutBucket(name, info)])
             alive.append(name)
-        elif len(positions) == store.n:
+        elif len(positions) == store.n and not any(store.disks[p].healing for p in positions):
             for pos in holders:
                 await store.disks[pos].commit([DeleteBucket(name, force=True)])
     return alive

@@ -178,20 +178,23 @@ class ObjectStore:
 
     def bucket_info(self, name: str) -> BucketInfo | None:
         votes: Counter[bytes] = Counter()
-        online = self.online_positions()
-        for pos in online:
+        answered = 0
+        for pos in self.online_positions():
+            disk = self.disks[pos]
             try:
-                raw = self.disks[pos].buckets().get(name)
+                raw = disk.buckets().get(name)
             except Exception:
                 continue
             if raw is not None:
                 votes[raw] += 1
+            if raw is not None or not disk.healing:
+                answered += 1
         if votes:
             raw, count = votes.most_common(1)[0]
             if count >= self.k:
                 return BucketInfo(name, msgpack.unpackb(raw)["ct"])
-        if sum(votes.values()) + self.n - len(online) >= self.write_quorum and len(online) < self.n:
-            raise ReadQuorumError(f"bucket {name}: too many disks offline to tell")
+        if answered < self.n and sum(votes.values()) + self.n - answered >= self.write_quorum:
+            raise ReadQuorumError(f"bucket {name}: too many disks unavailable to tell")
         return None
 
     def require_bucket(self, name: str) -> BucketInfo:
@@ -237,13 +240,24 @@ class ObjectStore:
 
     # objects ---------------------------------------------------------------------
 
-    def resolve(self, bucket: str, key: str) -> Resolved | None:
+    def records(self, bucket: str, key: str) -> dict[int, bytes | None]:
+        """Each readable disk's record of an object.
+
+        A disk still being healed has not got every record back yet: what it
+        holds counts, what it lacks is not evidence of absence.
+        """
         records: dict[int, bytes | None] = {}
         for pos in self.online_positions():
             try:
-                records[pos] = self.disks[pos].get_object(bucket, key)
+                record = self.disks[pos].get_object(bucket, key)
             except Exception:
                 continue
+            if record is not None or not self.disks[pos].healing:
+                records[pos] = record
+        return records
+
+    def resolve(self, bucket: str, key: str) -> Resolved | None:
+        records = self.records(bucket, key)
         return resolve(bucket, key, records, self.k, self.write_quorum,
                        offline=self.n - len(records))
 

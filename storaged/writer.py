@@ -38,6 +38,7 @@ from .errors import DigestMismatch, DiskFull, IncompleteBody, PreconditionFailed
 from .layout import distribution
 from .meta import ObjectInfo, PartInfo
 from .metadb import AddPending, PutObject, Replaced, RestoreObject
+from .quorum import Resolved
 from .stripes import encode_and_write
 
 if TYPE_CHECKING:
@@ -310,10 +311,15 @@ async def commit_version(store: "ObjectStore", info: ObjectInfo,
     ``blobs`` holds each disk's inline shard for small objects. Versions it
     displaced are purged in the background once the write stands.
     """
-    record = info.pack()
     async with store.key_lock(info.bucket, info.key):
+        current = store.resolve(info.bucket, info.key)
         if condition is not None:
-            check_condition(store, info.bucket, info.key, condition)
+            check_condition(current, info.bucket, info.key, condition)
+        # Stamped under the lock, so commits of this process are ordered by time
+        # and the last one to commit is the one every disk keeps.
+        newer = current.info.mtime_ns + 1 if current else 0
+        info = dataclasses.replace(info, mtime_ns=max(time.time_ns(), newer))
+        record = info.pack()
         disks = [store.disks[p] for p in positions]
         results = await asyncio.gather(
             *(d.commit([PutObject(info.bucket, info.key, record,
@@ -341,9 +347,9 @@ async def commit_version(store: "ObjectStore", info: ObjectInfo,
     return info
 
 
-def check_condition(store: "ObjectStore", bucket: str, key: str, condition: Condition) -> None:
+def check_condition(current: Resolved | None, bucket: str, key: str,
+                    condition: Condition) -> None:
     """Raise PreconditionFailed unless the current version satisfies ``condition``."""
-    current = store.resolve(bucket, key)
     if condition.absent and current is not None:
         raise PreconditionFailed(f"{bucket}/{key} already exists")
     if condition.etag is not None and (

@@ -1,0 +1,174 @@
+"""Durability at 4+2 on 6 disks: wiped disks, flipped bytes, heal, then more loss.
+
+Objects of sizes 0, 1, inline limit ±1, block size ±1 and 50 MiB must read back
+byte-identical whenever no more than M=2 disks are lost or corrupt.
+"""
+
+import asyncio
+import itertools
+import os
+import shutil
+
+import pytest
+
+from storaged import ObjectStore
+from storaged.layout import HASH_LEN
+from storaged.metadb import PutObject
+from storaged.store import BLOCK_SIZE, INLINE_LIMIT
+
+from .helpers import chunks, payload, read
+
+SIZES = [0, 1, INLINE_LIMIT - 1, INLINE_LIMIT, INLINE_LIMIT + 1,
+         BLOCK_SIZE - 1, BLOCK_SIZE, BLOCK_SIZE + 1, 50 << 20]
+PAIRS = list(itertools.combinations(range(6), 2))
+
+
+async def _build_pristine(dirs):
+    store = ObjectStore.open(dirs, ec=(4, 2), sync=True)
+    await store.start(heal=False)
+    await store.make_bucket("b")
+    expected = {}
+    for size in SIZES:
+        data = payload(f"obj{size}", size)
+        await store.put_object("b", f"obj{size}", chunks(data, 1 << 20))
+        expected[f"obj{size}"] = data
+    await store.close()
+    return expected
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """The loaded disk set, built once per module (copied by each test)."""
+    base = tmp_path_factory.mktemp("pristine")
+    dirs = [str(base / f"disk{i}") for i in range(6)]
+    expected = asyncio.run(_build_pristine(dirs))
+    return dirs, expected
+
+
+@pytest.fixture
+def loaded(pristine, tmp_path):
+    src, expected = pristine
+    dirs = [str(tmp_path / f"disk{i}") for i in range(6)]
+    for s, d in zip(src, dirs):
+        shutil.copytree(s, d)
+    return dirs, expected
+
+
+async def check_all(store, expected):
+    for key, data in expected.items():
+        assert await read(store, "b", key) == data, key
+        if len(data) > 10:
+            mid = len(data) // 2
+            assert await read(store, "b", key, mid - 3, 7) == data[mid - 3:mid + 4], key
+
+
+def wipe(dirs, positions):
+    for p in positions:
+        shutil.rmtree(dirs[p])
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=[f"wipe{a}{b}" for a, b in PAIRS])
+async def test_any_two_wiped_disks_lose_nothing(loaded, open_store, pair, tmp_path):
+    dirs, expected = loaded
+    wipe(dirs, pair)
+    store = await open_store(dirs=dirs)
+    assert [d.position for d in store.disks if d.healing] == list(pair)
+    await check_all(store, expected)
+    assert store.stats["shards_missing"] > 0
+
+
+def flip_bytes(path, offsets):
+    with open(path, "r+b") as f:
+        for off in offsets:
+            f.seek(off)
+            b = f.read(1)
+            f.seek(off)
+            f.write(bytes([b[0] ^ 0xFF]))
+
+
+def corrupt(store, key, positions):
+    """Flip bytes in the shards of ``key`` on ``positions`` (files or inline)."""
+    info = store.head_object("b", key)
+    for pos in positions:
+        disk = store.disks[pos]
+        if info.inline:
+            blob = bytearray(disk.get_inline("b", key))
+            blob[-1] ^= 0xFF
+            disk.commit_now([PutObject("b", key, disk.get_object("b", key), bytes(blob),
+                                       replace_equal=True)])
+            continue
+        path = disk.shard_path(info.version_id, 1)
+        size = os.path.getsize(path)
+        flip_bytes(path, sorted({HASH_LEN, size // 2, size - 1, 3}))
+
+
+async def test_flipped_bytes_on_two_disks_read_correctly_and_are_reported(loaded, open_store):
+    dirs, expected = loaded
+    store = await open_store(dirs=dirs)
+    for i, key in enumerate(expected):
+        if expected[key]:
+            corrupt(store, key, [(i) % 6, (i + 3) % 6])
+    await check_all(store, expected)
+    assert store.stats["shards_corrupt"] > 0
+    damaged = {key for key, data in expected.items() if data}
+    queued = set()
+    while (item := store.heal_queue.pop()) is not None:
+        queued.add(item[0][1])
+        assert item[1] is True  # corruption asks for a deep heal
+    assert queued == damaged
+
+
+async def test_heal_then_lose_two_other_disks(loaded, open_store):
+    dirs, expected = loaded
+    store = await open_store(dirs=dirs)
+    for key in expected:
+        if expected[key]:
+            corrupt(store, key, [0, 1])
+    report = await store.heal(deep=True)
+    assert report.failed == 0 and report.healed == len([d for d in expected.values() if d])
+    assert report.shards_rebuilt == 2 * report.healed
+    again = await store.heal(deep=True)
+    assert again.healed == 0  # the first heal left nothing to do
+    await store.close()
+    wipe(dirs, [2, 3])
+    store = await open_store(dirs=dirs)
+    await check_all(store, expected)
+
+
+async def test_wiped_disks_are_healed_completely(loaded, open_store):
+    dirs, expected = loaded
+    wipe(dirs, [1, 4])
+    store = await open_store(dirs=dirs)
+    progress = []
+    report = await store.heal(deep=False, progress=progress.append)
+    assert report.objects == len(expected) and report.failed == 0
+    assert progress and not any(d.healing for d in store.disks)
+    assert not any(os.path.exists(os.path.join(d, ".healing")) for d in dirs)
+    await store.close()
+    wipe(dirs, [0, 5])  # the healed disks now carry the data
+    store = await open_store(dirs=dirs)
+    await check_all(store, expected)
+
+
+async def test_disk_wiped_while_running_is_detected_and_healed(loaded, open_store):
+    dirs, expected = loaded
+    store = await open_store(dirs=dirs)
+    wipe(dirs, [2, 5])
+    await check_all(store, expected)  # reads rebuild from the others
+    store.healer.watch_disks()
+    assert all(store.disks[p].online and store.disks[p].healing for p in (2, 5))
+    report = await store.heal(deep=False)
+    assert report.failed == 0
+    await store.close()
+    wipe(dirs, [0, 1])
+    store = await open_store(dirs=dirs)
+    await check_all(store, expected)
+
+
+async def test_three_lost_disks_fail_loudly_not_silently(loaded, open_store):
+    from storaged import ReadQuorumError
+    dirs, expected = loaded
+    wipe(dirs, [0, 1, 2])
+    store = await open_store(dirs=dirs)
+    with pytest.raises(ReadQuorumError):
+        await read(store, "b", f"obj{50 << 20}")
