@@ -1,0 +1,122 @@
+"""The `basalt` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+from . import logs
+from .config import DEFAULT_DATA_DIR, ConfigError, disk_paths, parse_address, parse_ec
+from .progress import Progress, human_bytes
+
+
+def _run(coro) -> None:
+    try:
+        import uvloop
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ServeOptions, serve
+    opts = ServeOptions(
+        data_dir=args.data_dir, disks=args.disk or None,
+        ec=parse_ec(args.ec) if args.ec else None,
+        s3_address=parse_address(args.s3_address, 9000),
+        nbd_address=parse_address(args.nbd_address, 10809),
+        sync=not args.no_fsync,
+    )
+    logs.setup(args.log_level)
+    _run(serve(opts))
+    return 0
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    """Heal every object now, with progress, then print a summary."""
+    from storaged import ObjectStore
+    data_dir = os.path.abspath(args.data_dir)
+    if not os.path.exists(os.path.join(data_dir, "basalt.json")):
+        raise ConfigError(f"no Basalt data in {data_dir} (start `basalt serve` there first, "
+                          "or pass --data-dir)")
+    disks = disk_paths(data_dir, None)
+    progress = Progress()
+
+    def show(report) -> None:
+        progress.update(f"healing: {report.objects} objects checked, {report.healed} healed, "
+                        f"{human_bytes(report.bytes_rebuilt)} rebuilt, {report.failed} failed")
+
+    async def main() -> dict:
+        store = ObjectStore.open(disks, clean=False)
+        try:
+            report = await store.heal(deep=not args.quick, progress=show)
+        finally:
+            await store.close()
+        return report.as_dict()
+
+    result: dict = {}
+
+    async def wrapped() -> None:
+        result.update(await main())
+
+    _run(wrapped())
+    progress.done()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"heal done in {result['elapsed']:.1f}s: {result['objects']} objects checked, "
+              f"{result['healed']} healed, {result['shards_rebuilt']} shards rebuilt "
+              f"({human_bytes(result['bytes_rebuilt'])}), {result['removed']} dangling removed, "
+              f"{result['failed']} failed")
+        for err in result["errors"][:20]:
+            print(f"  failed: {err}")
+    return 1 if result["failed"] else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="basalt", description=__doc__)
+    parser.add_argument("--data-dir", default=os.environ.get("BASALT_DATA_DIR", DEFAULT_DATA_DIR),
+                        help="state directory (default: ./basalt-data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="start the storage, S3 and NBD services")
+    p.add_argument("--disk", action="append", metavar="PATH",
+                   help="a disk directory (repeat; default: 4 inside the data dir)")
+    p.add_argument("--ec", metavar="K+M", help="erasure coding (default: from the disk count)")
+    p.add_argument("--s3-address", default="127.0.0.1:9000", metavar="HOST:PORT")
+    p.add_argument("--nbd-address", default="127.0.0.1:10809", metavar="HOST:PORT")
+    p.add_argument("--no-fsync", action="store_true",
+                   help="skip fsync (benchmarks and throwaway data only)")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("heal", help="heal every object now and report")
+    p.add_argument("--quick", action="store_true",
+                   help="check shard presence and sizes only, not every checksum")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_heal)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, OSError) as exc:
+        print(f"basalt: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one clear line, not a traceback
+        from storaged import StorageError
+        if isinstance(exc, StorageError):
+            print(f"basalt: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
