@@ -1,0 +1,411 @@
+"""One NBD client connection: receive buffering, request parsing, flow control.
+
+The connection is an :class:`asyncio.BufferedProtocol`: the event loop reads
+straight into buffers owned here. Requests are parsed from a fixed receive
+buffer, many per ``recv``; a large WRITE payload is read directly into its
+own buffer, which the export then gets as a memoryview without another copy.
+
+Each valid request runs as its own task, so reads are pipelined and replies
+go out in completion order. A client that sends faster than the export
+answers is slowed down, not buffered without end: past a bound on requests
+or bytes in flight, or when the transport's send buffer is full, the
+connection stops reading the socket until things drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from . import protocol as p
+from .nbd_commands import Commands
+from .nbd_handshake import Handshake, ProtocolViolation
+
+if TYPE_CHECKING:
+    from .nbd_server import NBDServer
+
+__all__ = ["NBDConnection"]
+
+log = logging.getLogger("blockd.nbd")
+
+RECV_BUFFER = 256 * 1024
+# Compact the receive buffer when less than this is free at its end. Larger
+# than anything kept pending in it (an option, or a header plus a small
+# write), so compaction always leaves room to read into.
+MIN_FREE = 128 * 1024
+# WRITE payloads up to this size wait in the receive buffer; bigger ones get a
+# buffer of their own that the socket fills directly.
+SMALL_WRITE = 64 * 1024
+WRITE_BUFFER_HIGH = 1024 * 1024
+_HEADER = p.S_REQUEST.size
+_unpack_request = p.S_REQUEST.unpack_from
+_DATA_CMDS = (p.CMD_READ, p.CMD_WRITE)
+
+
+class NBDConnection(asyncio.BufferedProtocol):
+    """Serves one client from the greeting to the hang-up."""
+
+    def __init__(self, server: NBDServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._buf = bytearray(RECV_BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0  # unconsumed bytes are _buf[_start:_end]
+        self._transport: asyncio.Transport | None = None
+        self._lost = False
+        self._waiter: asyncio.Future | None = None  # handshake reads
+        self._want = 0
+        self._cmds: Commands | None = None  # set once in transmission
+        self._payload: bytearray | None = None  # large WRITE being received
+        self._payload_pos = 0
+        self._payload_req: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self._discard = 0  # payload bytes of a refused WRITE still to skip
+        self._discard_reply: tuple[int, int, str] | None = None  # handle, errno, message
+        self._tasks: set[asyncio.Task] = set()
+        self._outq: list = []  # reply buffers not yet handed to the transport
+        self._flush_pending = False
+        self._inflight = 0
+        self._inflight_bytes = 0
+        self._max_requests = server.max_inflight_requests
+        self._max_bytes = server.max_inflight_bytes
+        self._over_limits = False
+        self._write_blocked = False
+        self._backlog = False  # handshake bytes piling up unread
+        self._stopped = False  # no more requests will be parsed
+        self._reading = True
+        self._idle: asyncio.Future | None = None
+        self._finished = self._loop.create_future()
+        self._reason = ""
+        self.task: asyncio.Task | None = None
+        self.peer = "-"
+        self.export_name = "-"
+        self.requests = 0
+        self.rx_bytes = 0
+        self.tx_bytes = 0
+
+    # --- asyncio protocol callbacks ---------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  (uvloop's is no asyncio.Transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else (peer or "unix")
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # Notice clients that vanished without a FIN, so their
+                # connections (and open exports) do not linger forever.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            except OSError:
+                pass
+        # Room for a burst of replies (32 in-flight 4 KiB reads, say) before
+        # the transport asks us to stop reading.
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        self.task = self._loop.create_task(self._serve())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._wake()
+        self._finish("client hung up" if exc is None else f"connection lost: {exc}")
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; in-flight requests still complete
+
+    def pause_writing(self) -> None:
+        self._write_blocked = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_blocked = False
+        self._resume()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._payload is not None:
+            return memoryview(self._payload)[self._payload_pos :]
+        start, end = self._start, self._end
+        if start == end:
+            self._start = self._end = 0
+        elif RECV_BUFFER - end < MIN_FREE:
+            n = end - start
+            self._buf[:n] = bytes(self._view[start:end])  # rare, and at most MIN_FREE
+            self._start, self._end = 0, n
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.rx_bytes += nbytes
+        if self._payload is not None:
+            self._payload_pos += nbytes
+            if self._payload_pos == len(self._payload):
+                data, self._payload = self._payload, None
+                flags, handle, offset, length = self._payload_req
+                self._begin(p.CMD_WRITE, flags, handle, offset, length, memoryview(data))
+                self._process()
+            return
+        self._end += nbytes
+        if self._cmds is None:
+            if self._end - self._start >= self._want:
+                self._wake()
+            if RECV_BUFFER - (self._end - self._start) < MIN_FREE:
+                # Options sent without waiting for replies: stop reading
+                # until the handshake catches up, or the buffer overflows.
+                self._backlog = True
+                self._update_reading()
+        else:
+            self._process()
+
+    # --- handshake I/O (the Channel that nbd_handshake reads from) ----------
+
+    async def read(self, n: int) -> bytes:
+        """The next ``n`` bytes from the client (n ≤ the handshake's option limit)."""
+        while self._end - self._start < n:
+            await self._wait_for(n)
+        start = self._start
+        self._start = start + n
+        self._consumed()
+        return bytes(self._view[start : start + n])
+
+    async def skip(self, n: int) -> None:
+        """Discard the next ``n`` bytes from the client."""
+        while n:
+            if self._start == self._end:
+                await self._wait_for(1)
+            k = min(n, self._end - self._start)
+            self._start += k
+            n -= k
+            self._consumed()
+
+    def write(self, data: bytes) -> None:
+        """Send handshake bytes."""
+        if self._transport is not None and not self._transport.is_closing():
+            self.tx_bytes += len(data)
+            self._transport.write(data)
+
+    def _consumed(self) -> None:
+        if self._backlog:
+            self._backlog = False
+            self._update_reading()
+
+    async def _wait_for(self, n: int) -> None:
+        if self._lost:
+            raise ConnectionResetError("client hung up")
+        self._want = n
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        began = time.monotonic()
+        session = None
+        handshake = Handshake(self, self._server.registry)
+        try:
+            session = await handshake.run()
+            if session is None:
+                self._finish("client aborted the handshake")
+            else:
+                self.export_name = session.export.name
+                self._cmds = Commands(session, self._send)
+                self._process()  # requests that arrived with the last option
+            await self._finished
+            if self._inflight:
+                self._idle = self._loop.create_future()
+                await self._idle
+        except ProtocolViolation as exc:
+            self._finish(f"protocol violation: {exc}")
+            self._log_violation(str(exc))
+        except ConnectionError:
+            self._finish("client hung up during the handshake")
+        except Exception:
+            self._finish("server error")
+            log.exception("nbd connection failed", extra={"fields": {"client": self.peer}})
+        finally:
+            if session is None:
+                self.export_name = handshake.requested
+            self._flush()
+            if self._transport is not None:
+                self._transport.close()
+            if session is not None:
+                try:
+                    await session.export.close()
+                except Exception:
+                    log.exception("nbd export close failed",
+                                  extra={"fields": {"export": session.export.name}})
+            self._server.connection_closed(self)
+            log.info("nbd connection closed", extra={"fields": {
+                "client": self.peer, "export": self.export_name,
+                "duration": round(time.monotonic() - began, 3), "requests": self.requests,
+                "errors": self._cmds.errors if self._cmds else 0,
+                "rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes, "reason": self._reason,
+            }})
+
+    def _finish(self, reason: str) -> None:
+        if not self._finished.done():
+            self._reason = reason
+            self._finished.set_result(None)
+
+    def shutdown(self) -> None:
+        """Stop taking requests; in-flight ones complete before the connection closes."""
+        if self._cmds is None:
+            self._finish("server shutdown")
+            if self._transport is not None:
+                self._transport.close()
+            return
+        self._stop("server shutdown")
+
+    def abort(self) -> None:
+        """Drop the connection now, cancelling requests still running."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+        if self.task is not None:
+            self.task.cancel()
+
+    def _stop(self, reason: str) -> None:
+        self._stopped = True
+        self._update_reading()
+        self._finish(reason)
+
+    # --- transmission -------------------------------------------------------------
+
+    def _send(self, buffers) -> None:
+        # Replies finished in the same loop iteration leave in one writelines:
+        # one syscall for many replies instead of one each. Each reply's
+        # buffers stay together, so replies never interleave.
+        self._outq.extend(buffers)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        queue, self._outq = self._outq, []
+        transport = self._transport
+        if not queue or transport is None or transport.is_closing():
+            return  # the client is gone; the requests still ran
+        for b in queue:
+            self.tx_bytes += len(b)
+        transport.writelines(queue)
+
+    def _process(self) -> None:
+        """Parse and start every complete request in the receive buffer."""
+        cmds = self._cmds
+        buf, view = self._buf, self._view
+        start, end = self._start, self._end
+        while not self._stopped:
+            if self._discard_reply is not None:
+                k = min(self._discard, end - start)
+                start += k
+                self._discard -= k
+                if self._discard:
+                    break
+                handle, err, message = self._discard_reply
+                self._discard_reply = None
+                cmds.reply_error(handle, err, message)
+                continue
+            if self._inflight >= self._max_requests or self._inflight_bytes >= self._max_bytes:
+                self._over_limits = True
+                self._update_reading()
+                break
+            if end - start < _HEADER:
+                break
+            magic, flags, cmd, handle, offset, length = _unpack_request(buf, start)
+            if magic != p.REQUEST_MAGIC:
+                self._log_violation(f"bad request magic {magic:#x}")
+                self._stop(f"protocol violation: bad request magic {magic:#x}")
+                break
+            start += _HEADER
+            if cmd == p.CMD_DISC:
+                self._stop("client disconnected")
+                break
+            self.requests += 1
+            refusal = cmds.check(cmd, flags, offset, length)
+            if cmd == p.CMD_WRITE:
+                if refusal is not None:
+                    # Skip the payload as it streams in, without storing it.
+                    self._discard = length
+                    self._discard_reply = (handle, *refusal)
+                    self._log_refusal(cmd, refusal[1])
+                    continue
+                have = end - start
+                if have >= length:
+                    data = memoryview(bytes(view[start : start + length]))
+                    start += length
+                    self._begin(cmd, flags, handle, offset, length, data)
+                    continue
+                if length <= SMALL_WRITE:
+                    start -= _HEADER  # parse the header again once the payload is in
+                    self.requests -= 1
+                    break
+                payload = bytearray(length)
+                payload[:have] = view[start:end]
+                self._payload, self._payload_pos = payload, have
+                self._payload_req = (flags, handle, offset, length)
+                start = end = 0
+                break
+            if refusal is not None:
+                self._log_refusal(cmd, refusal[1])
+                cmds.reply_error(handle, *refusal)
+                continue
+            self._begin(cmd, flags, handle, offset, length, None)
+        self._start, self._end = start, end
+
+    def _log_violation(self, error: str) -> None:
+        log.warning("nbd protocol violation", extra={"fields": {"client": self.peer, "error": error}})
+
+    def _log_refusal(self, cmd: int, error: str) -> None:
+        # Client mistakes are counted in the connection's line; per request
+        # only at debug level, or a broken client would flood the log.
+        log.debug("nbd request refused", extra={"fields": {
+            "client": self.peer, "cmd": p.COMMAND_NAMES.get(cmd, cmd), "error": error,
+        }})
+
+    def _begin(self, cmd, flags, handle, offset, length, data) -> None:
+        nbytes = length if cmd in _DATA_CMDS else 0
+        self._inflight += 1
+        self._inflight_bytes += nbytes
+        task = self._loop.create_task(self._run(cmd, flags, handle, offset, length, data, nbytes))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, cmd, flags, handle, offset, length, data, nbytes) -> None:
+        try:
+            await self._cmds.run(cmd, flags, handle, offset, length, data)
+        finally:
+            self._inflight -= 1
+            self._inflight_bytes -= nbytes
+            if self._over_limits:
+                self._resume()
+            if not self._inflight and self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
+
+    def _resume(self) -> None:
+        if self._over_limits and (
+            self._inflight > self._max_requests // 2 or self._inflight_bytes > self._max_bytes // 2
+        ):
+            return
+        self._over_limits = False
+        if not self._write_blocked and not self._stopped and self._cmds is not None:
+            self._process()  # requests already buffered go first
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        want = not (self._stopped or self._over_limits or self._write_blocked or self._backlog)
+        transport = self._transport
+        if want == self._reading or transport is None or transport.is_closing():
+            return
+        self._reading = want
+        if want:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
