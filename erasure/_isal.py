@@ -55,5 +55,6 @@ lib.gf_mul.argtypes = [ctypes.c_ubyte, ctypes.c_ubyte]
 lib.gf_mul.restype = ctypes.c_ubyte
 lib.ec_init_tables.argtypes = [ctypes.c_int, ctypes.c_int, _u8p, _u8p]
 lib.ec_init_tables.restype = None
-lib.ec_encode_data.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, _u8p, _vpp, _vpp]
+# ec_encode_data is the hot call: no argtypes, so ctypes skips per-call conversion
+# (callers pass ints and ctypes arrays, which need none).
 lib.ec_encode_data.restype = None

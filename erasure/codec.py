@@ -48,10 +48,13 @@ def allocate(size: int) -> memoryview:
 
 
 def _address(buf: Buffer, writable: bool = False) -> int:
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    if writable and not arr.flags.writeable:
+    try:  # fast path: any writable buffer
+        return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    except (TypeError, ValueError):
+        pass
+    if writable:
         raise ErasureError("output buffer is read-only")
-    return arr.ctypes.data
+    return np.frombuffer(buf, dtype=np.uint8).ctypes.data
 
 
 def _mds_guaranteed(k: int, m: int) -> bool:

@@ -91,6 +91,9 @@ class Disk(abc.ABC):
     def buckets(self) -> dict[str, bytes]: ...
 
     @abc.abstractmethod
+    def get_bucket(self, name: str) -> bytes | None: ...
+
+    @abc.abstractmethod
     def pending(self) -> list[tuple[str, str, str, list[int]]]:
         """(vid, bucket, key, parts) of possibly unreferenced shard files."""
 
@@ -208,6 +211,9 @@ class LocalDisk(Disk):
 
     def buckets(self) -> dict[str, bytes]:
         return {k.decode(): v for k, v in self.meta.items(b"buckets")}
+
+    def get_bucket(self, name: str) -> bytes | None:
+        return self.meta.get(b"buckets", name.encode())
 
     def pending(self) -> list[tuple[str, str, str, list[int]]]:
         return [(vid.decode(), *msgpack.unpackb(v)) for vid, v in self.meta.items(b"pending")]

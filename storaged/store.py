@@ -182,7 +182,7 @@ class ObjectStore:
         for pos in self.online_positions():
             disk = self.disks[pos]
             try:
-                raw = disk.buckets().get(name)
+                raw = disk.get_bucket(name)
             except Exception:
                 continue
             if raw is not None:
