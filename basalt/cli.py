@@ -9,7 +9,8 @@ import os
 import sys
 
 from . import logs
-from .config import DEFAULT_DATA_DIR, ConfigError, disk_paths, parse_address, parse_ec
+from .config import DEFAULT_DATA_DIR, ConfigError, parse_address, parse_ec
+from .admin_client import AdminError
 from .progress import Progress, human_bytes
 
 
@@ -23,47 +24,43 @@ def _run(coro) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import ServeOptions, serve
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
     opts = ServeOptions(
         data_dir=args.data_dir, disks=args.disk or None,
         ec=parse_ec(args.ec) if args.ec else None,
         s3_address=parse_address(args.s3_address, 9000),
         nbd_address=parse_address(args.nbd_address, 10809),
-        sync=not args.no_fsync,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, domain=args.domain, region=args.region,
+        workers=args.workers, sync=not args.no_fsync, log_level=args.log_level,
     )
     logs.setup(args.log_level)
     _run(serve(opts))
     return 0
 
 
+def admin_client(args: argparse.Namespace):
+    from .admin_client import AdminClient
+    from .credentials import for_client
+    return AdminClient(args.endpoint, for_client(os.path.abspath(args.data_dir)))
+
+
 def cmd_heal(args: argparse.Namespace) -> int:
-    """Heal every object now, with progress, then print a summary."""
-    from storaged import ObjectStore
-    data_dir = os.path.abspath(args.data_dir)
-    if not os.path.exists(os.path.join(data_dir, "basalt.json")):
-        raise ConfigError(f"no Basalt data in {data_dir} (start `basalt serve` there first, "
-                          "or pass --data-dir)")
-    disks = disk_paths(data_dir, None)
+    """Heal every object now (blocks until done), with progress, then a summary."""
     progress = Progress()
-
-    def show(report) -> None:
-        progress.update(f"healing: {report.objects} objects checked, {report.healed} healed, "
-                        f"{human_bytes(report.bytes_rebuilt)} rebuilt, {report.failed} failed")
-
-    async def main() -> dict:
-        store = ObjectStore.open(disks, clean=False)
-        try:
-            report = await store.heal(deep=not args.quick, progress=show)
-        finally:
-            await store.close()
-        return report.as_dict()
-
     result: dict = {}
-
-    async def wrapped() -> None:
-        result.update(await main())
-
-    _run(wrapped())
+    query = {"deep": "false" if args.quick else "true"}
+    for line in admin_client(args).stream("POST", "/_basalt/v1/heal", query):
+        if "progress" in line:
+            p = line["progress"]
+            progress.update(f"healing: {p['objects']} objects checked, {p['healed']} healed, "
+                            f"{human_bytes(p['bytes_rebuilt'])} rebuilt, {p['failed']} failed")
+        if line.get("done"):
+            result = line
     progress.done()
+    if not result:
+        print("basalt: the server ended the heal without a result", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result))
     else:
@@ -80,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basalt", description=__doc__)
     parser.add_argument("--data-dir", default=os.environ.get("BASALT_DATA_DIR", DEFAULT_DATA_DIR),
                         help="state directory (default: ./basalt-data)")
+    parser.add_argument("--endpoint",
+                        default=os.environ.get("BASALT_ENDPOINT", "http://127.0.0.1:9000"),
+                        help="a running Basalt (default: $BASALT_ENDPOINT or http://127.0.0.1:9000)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="start the storage, S3 and NBD services")
@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ec", metavar="K+M", help="erasure coding (default: from the disk count)")
     p.add_argument("--s3-address", default="127.0.0.1:9000", metavar="HOST:PORT")
     p.add_argument("--nbd-address", default="127.0.0.1:10809", metavar="HOST:PORT")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve S3 over HTTPS with this certificate")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--domain", help="virtual-hosted-style domain (bucket.DOMAIN)")
+    p.add_argument("--region", default="us-east-1", help="the region Basalt reports")
+    p.add_argument("--workers", type=int, default=0, help="S3 worker processes (default: cores)")
     p.add_argument("--no-fsync", action="store_true",
                    help="skip fsync (benchmarks and throwaway data only)")
     p.add_argument("--log-level", default="info")
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, OSError, AdminError) as exc:
         print(f"basalt: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,20 +1,28 @@
 """The all-in-one process behind `basalt serve`: it wires the daemons together.
 
-Start-up order: open and check the disks (formatting new ones), settle writes a
-crash interrupted, then start background healing and the network services.
-SIGINT/SIGTERM stop everything cleanly.
+The main process owns the disks: it opens and checks them (formatting new
+ones), settles writes a crash interrupted, runs background healing, and
+supervises one S3 worker process per core, all accepting on one listening
+socket it created. SIGINT/SIGTERM stop everything cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import time
 
 from storaged import ObjectStore
 
+from . import credentials
 from .config import disk_paths, save_settings
 
 log = logging.getLogger("basalt.server")
@@ -27,15 +35,92 @@ class ServeOptions:
     ec: tuple[int, int] | None = None
     s3_address: tuple[str, int] = ("127.0.0.1", 9000)
     nbd_address: tuple[str, int] = ("127.0.0.1", 10809)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    domain: str | None = None
+    region: str = "us-east-1"
+    workers: int = 0          # 0: one per core
     sync: bool = True
+    log_level: str = "info"
 
 
-async def serve(opts: ServeOptions, ready: asyncio.Event | None = None) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Workers:
+    """Start, watch and stop the S3 worker processes."""
+
+    def __init__(self, count: int, sock: socket.socket, settings: dict, env: dict) -> None:
+        self.count, self.sock, self.settings, self.env = count, sock, settings, env
+        self.procs: list[subprocess.Popen] = []
+        self._stopping = False
+
+    def _spawn(self) -> tuple[subprocess.Popen, int]:
+        rfd, wfd = os.pipe()
+        settings = dict(self.settings, fd=self.sock.fileno(), ready_fd=wfd)
+        env = dict(self.env, BASALT_WORKER=json.dumps(settings))
+        proc = subprocess.Popen([sys.executable, "-m", "basalt.worker"], env=env,
+                                pass_fds=(self.sock.fileno(), wfd))
+        os.close(wfd)
+        return proc, rfd
+
+    async def start(self, timeout: float = 60.0) -> None:
+        pending = [self._spawn() for _ in range(self.count)]
+        self.procs = [p for p, _ in pending]
+        loop = asyncio.get_running_loop()
+        for proc, rfd in pending:
+            ready = await asyncio.wait_for(loop.run_in_executor(None, os.read, rfd, 1), timeout)
+            os.close(rfd)
+            if ready != b"R":
+                raise RuntimeError(f"S3 worker {proc.pid} failed to start "
+                                   f"(exit code {proc.poll()})")
+
+    async def supervise(self) -> None:
+        """Restart workers that die (with a pause, so a crash loop stays slow)."""
+        while not self._stopping:
+            await asyncio.sleep(1)
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is not None and not self._stopping:
+                    log.error("S3 worker exited; restarting",
+                              extra={"fields": {"pid": proc.pid, "code": proc.returncode}})
+                    new, rfd = self._spawn()
+                    os.close(rfd)
+                    self.procs[i] = new
+                    await asyncio.sleep(1)
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        self._stopping = True
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+async def serve(opts: ServeOptions) -> None:
     """Run until SIGINT/SIGTERM."""
     data_dir = os.path.abspath(opts.data_dir)
     disks = disk_paths(data_dir, opts.disks)
+    creds, generated = credentials.for_server(data_dir)
     store = ObjectStore.open(disks, ec=opts.ec, sync=opts.sync)
     save_settings(data_dir, {"disks": disks})
+    metrics_dir = os.path.join(data_dir, "run", "metrics")
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir)
+    workers: Workers | None = None
     try:
         await store.start()
         log.info("storage ready", extra={"fields": {
@@ -43,15 +128,34 @@ async def serve(opts: ServeOptions, ready: asyncio.Event | None = None) -> None:
             "block_size": store.geometry.block_size, "write_quorum": store.write_quorum}})
         for state in store.disk_states():
             log.info("disk", extra={"fields": state})
+        sock = listen(*opts.s3_address)
+        settings = {"disks": disks, "sync": opts.sync, "region": opts.region,
+                    "domain": opts.domain, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key,
+                    "log_level": opts.log_level}
+        env = dict(os.environ, BASALT_ACCESS_KEY=creds.access_key,
+                   BASALT_SECRET_KEY=creds.secret_key, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+        workers = Workers(opts.workers or os.cpu_count() or 1, sock, settings, env)
+        await workers.start()
+        sock.close()  # the workers hold it now
+        scheme = "https" if opts.tls_cert else "http"
+        host, port = opts.s3_address
+        url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+        log.info("S3 ready", extra={"fields": {"url": url, "workers": workers.count}})
+        print(f"Basalt is serving {len(disks)} disks ({store.k}+{store.m}) from {data_dir}\n"
+              f"S3 endpoint: {url}", flush=True)
+        if generated:
+            print(f"Generated root credentials (stored in {data_dir}/credentials.json):\n"
+                  f"  BASALT_ACCESS_KEY={creds.access_key}\n"
+                  f"  BASALT_SECRET_KEY={creds.secret_key}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        if ready is not None:
-            ready.set()
-        print(f"Basalt is serving {len(disks)} disks ({store.k}+{store.m}) from {data_dir}",
-              flush=True)
+        supervisor = asyncio.ensure_future(workers.supervise())
         await stop.wait()
         log.info("shutting down")
+        supervisor.cancel()
     finally:
+        if workers is not None:
+            await workers.stop()
         await store.close()

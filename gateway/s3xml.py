@@ -429,3 +429,18 @@ def parse_complete_multipart_upload(body: bytes) -> list[CompletedPart]:
     if not parts:
         raise MalformedXML()
     return parts
+
+
+def versioning_configuration() -> bytes:
+    """GetBucketVersioning of a bucket that never had versioning enabled."""
+    return _document("VersioningConfiguration", ())
+
+
+def access_control_policy(owner: Owner) -> bytes:
+    """GetBucketAcl / GetObjectAcl: the owner has full control, nobody else anything."""
+    grantee = ('<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+               'xsi:type="CanonicalUser">' + _el("ID", owner.id)
+               + _el("DisplayName", owner.display_name) + "</Grantee>")
+    return _document("AccessControlPolicy", (
+        _owner("Owner", owner), "<AccessControlList><Grant>", grantee,
+        _el("Permission", "FULL_CONTROL"), "</Grant></AccessControlList>"))

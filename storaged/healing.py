@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -274,6 +275,10 @@ class Healer:
 
     def __init__(self, store: "ObjectStore", interval: float = 5.0) -> None:
         self.store, self.interval = store, interval
+        # Only the process that owns the disks (the server's main process)
+        # reformats a replaced disk and runs full heals; worker processes
+        # reopen disks the owner brought back and heal what their reads found.
+        self.owner = True
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
@@ -299,7 +304,7 @@ class Healer:
                 while (item := store.heal_queue.pop()) is not None:
                     (bucket, key), deep = item
                     await heal_object(store, bucket, key, deep=deep)
-                if any(d.healing and d.online for d in store.disks):
+                if self.owner and any(d.healing and d.online for d in store.disks):
                     report = await heal_all(store, deep=False)
                     log.info("background heal: %s", report.as_dict())
             except asyncio.CancelledError:
@@ -328,6 +333,8 @@ class Healer:
         try:
             fmt = read_format(root)
             if fmt is None:
+                if not self.owner:
+                    return
                 clear_unformatted(root)
                 mark_healing(root)
                 write_format(root, disk.format)
@@ -338,6 +345,7 @@ class Healer:
                           root, fmt.disk_id)
                 return
             disk.open()  # type: ignore[attr-defined]
+            disk.healing = disk.healing or os.path.exists(os.path.join(root, ".healing"))
             log.info("disk %s is back online", root)
         except Exception as exc:
             log.debug("disk %s still unavailable: %s", root, exc)

@@ -96,6 +96,8 @@ def list_objects(store: "ObjectStore", bucket: str, prefix: str = "", delimiter:
                  after: str = "", max_keys: int = 1000) -> ListPage:
     """One page of keys (and common prefixes) of ``bucket`` after ``after``."""
     store.require_bucket(bucket)
+    if max_keys <= 0:
+        return ListPage([], [], False, "")
     skip = bool(delimiter) and after.startswith(prefix) and after.endswith(delimiter) \
         and len(after) > len(prefix)
     merge = _Merge(store, bucket, prefix, after, skip)

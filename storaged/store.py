@@ -105,6 +105,7 @@ class ObjectStore:
         self.pool = concurrent.futures.ThreadPoolExecutor(
             threads or max(16, 4 * self.n), thread_name_prefix="basalt-io")
         self.stats: Counter[str] = Counter()
+        self.on_event: Callable[[str, int], None] | None = None  # metrics hook
         self.healer = Healer(self)
         self.heal_queue = HealQueue(self.healer.wake)
         self._locks: dict[tuple[str, str], list[Any]] = {}
@@ -134,9 +135,15 @@ class ObjectStore:
                 disk.clean_tmp()
         return cls(disks, **kwargs)
 
-    async def start(self, *, heal: bool = True, settle: bool = True) -> None:
-        """Settle interrupted writes and start background healing."""
-        if settle:
+    async def start(self, *, heal: bool = True, settle: bool = True, owner: bool = True) -> None:
+        """Settle interrupted writes and start background healing.
+
+        ``owner`` is the process responsible for the disks: it settles
+        interrupted writes, reformats replaced disks and runs full heals.
+        Other processes serving the same disks pass False.
+        """
+        self.healer.owner = owner
+        if settle and owner:
             settled = await resolve_pending(self)
             if settled:
                 log.info("settled %d interrupted writes", settled)
@@ -292,7 +299,6 @@ class ObjectStore:
         if offset < 0 or offset > info.size or (offset == info.size and info.size and length):
             raise InvalidRange(info.size)
         length = info.size - offset if length is None else min(length, info.size - offset)
-        self.stats["gets"] += 1
         return ObjectReader(self, info, offset, length)
 
     async def delete_object(self, bucket: str, key: str) -> ObjectInfo | None:
@@ -363,11 +369,17 @@ class ObjectStore:
             if entry[1] == 0:
                 del self._locks[(bucket, key)]
 
+    def count(self, event: str, n: int = 1) -> None:
+        """Count an engine event (bitrot found, degraded read, ...)."""
+        self.stats[event] += n
+        if self.on_event is not None:
+            self.on_event(event, n)
+
     def report_damage(self, info: ObjectInfo, damage: Damage) -> None:
         corrupt = sum(1 for s in damage.bad.values() if s == CORRUPT)
-        self.stats["shards_corrupt"] += corrupt
-        self.stats["shards_missing"] += len(damage.bad) - corrupt
-        self.stats["degraded_reads"] += 1
+        self.count("shards_corrupt", corrupt)
+        self.count("shards_missing", len(damage.bad) - corrupt)
+        self.count("degraded_reads")
         if corrupt:
             log.warning("bitrot in %s/%s version %s: shards %s", info.bucket, info.key,
                         info.version_id, sorted(damage.bad))

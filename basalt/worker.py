@@ -1,0 +1,73 @@
+"""An S3 worker process: one per core, all accepting on the server's socket.
+
+Started by `basalt serve` (never by hand) as ``python -m basalt.worker`` with
+its settings in ``BASALT_WORKER`` (JSON), the listening socket's file
+descriptor inherited, and a pipe to report readiness on. It opens the disks
+itself (LMDB is multi-process safe; handles must not cross a fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+
+from aiohttp import web
+
+from gateway import Gateway, GatewayConfig
+from storaged import ObjectStore
+
+from . import logs
+
+log = logging.getLogger("basalt.worker")
+
+
+def ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if not cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+async def run(cfg: dict) -> None:
+    store = ObjectStore.open(cfg["disks"], sync=cfg["sync"], clean=False)
+    await store.start(settle=False, owner=False)
+    config = GatewayConfig(credentials={cfg["access_key"]: cfg["secret_key"]},
+                           region=cfg["region"], domain=cfg.get("domain"))
+    runner = web.AppRunner(Gateway(store, config).app(), access_log=None)
+    await runner.setup()
+    sock = socket.socket(fileno=cfg["fd"])
+    site = web.SockSite(runner, sock, ssl_context=ssl_context(cfg.get("tls_cert"),
+                                                              cfg.get("tls_key")))
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    os.write(cfg["ready_fd"], b"R")
+    os.close(cfg["ready_fd"])
+    await stop.wait()
+    await runner.cleanup()
+    await store.close()
+
+
+def main() -> None:
+    cfg = json.loads(os.environ.pop("BASALT_WORKER"))
+    cfg["access_key"] = os.environ["BASALT_ACCESS_KEY"]
+    cfg["secret_key"] = os.environ["BASALT_SECRET_KEY"]
+    logs.setup(cfg.get("log_level", "info"))
+    try:
+        import uvloop
+        uvloop.run(run(cfg))
+    except ImportError:
+        asyncio.run(run(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

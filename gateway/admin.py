@@ -1,0 +1,104 @@
+"""Basalt's own endpoints under ``/_basalt/`` on the S3 port.
+
+``/_basalt/health`` and ``/_basalt/metrics`` are open (load balancers and
+Prometheus scrape them); everything under ``/_basalt/v1/`` is the admin API,
+SigV4-signed with the admin credentials, answering JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from storaged import HealReport, ObjectStore
+
+from . import metrics
+from .errors import S3Error
+
+AdminHandler = Callable[[web.Request, ObjectStore], Awaitable[web.StreamResponse]]
+ROUTES: dict[tuple[str, str], AdminHandler] = {}
+
+
+def admin_route(method: str, path: str) -> Callable[[AdminHandler], AdminHandler]:
+    """Register an admin API handler (other packages add theirs, e.g. volumes)."""
+    def register(fn: AdminHandler) -> AdminHandler:
+        ROUTES[(method, path)] = fn
+        return fn
+    return register
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def json_error(status: int, code: str, message: str, request_id: str) -> web.Response:
+    return web.json_response({"code": code, "message": message, "request_id": request_id},
+                             status=status)
+
+
+async def health(store: ObjectStore) -> web.Response:
+    disks = store.disk_states()
+    online = sum(1 for d in disks if d["state"] != "offline")
+    ok = online >= store.write_quorum
+    return web.json_response({"status": "ok" if ok else "degraded", "ec": f"{store.k}+{store.m}",
+                              "disks": disks}, status=200 if ok else 503)
+
+
+async def handle(request: web.Request, store: ObjectStore,
+                 authenticate: Callable[[web.Request], object], request_id: str) -> web.StreamResponse:
+    path = request.path
+    if path == "/_basalt/health":
+        return await health(store)
+    if path == "/_basalt/metrics":
+        return web.Response(body=metrics.render(store),
+                            headers={"Content-Type": metrics.CONTENT_TYPE})
+    handler = ROUTES.get((request.method, path))
+    if handler is None:
+        prefix = [h for (m, p), h in ROUTES.items() if path.startswith(p.rstrip("/") + "/")
+                  and p.endswith("/") and m == request.method]
+        if not prefix:
+            return json_error(404, "NotFound", f"no admin endpoint {request.method} {path}",
+                              request_id)
+        handler = prefix[0]
+    try:
+        authenticate(request)
+    except S3Error as exc:
+        return json_error(exc.status, exc.code, exc.message, request_id)
+    try:
+        return await handler(request, store)
+    except AdminError as exc:
+        return json_error(exc.status, exc.code, exc.message, request_id)
+
+
+@admin_route("GET", "/_basalt/v1/info")
+async def info(request: web.Request, store: ObjectStore) -> web.Response:
+    return web.json_response({"ec": f"{store.k}+{store.m}", "write_quorum": store.write_quorum,
+                              "block_size": store.geometry.block_size,
+                              "disks": store.disk_states(), "stats": dict(store.stats)})
+
+
+@admin_route("POST", "/_basalt/v1/heal")
+async def heal(request: web.Request, store: ObjectStore) -> web.StreamResponse:
+    """Heal everything; streams one JSON progress line per half second, then the summary."""
+    deep = request.query.get("deep", "true").lower() != "false"
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    latest: list[HealReport] = []
+
+    def progress(report: HealReport) -> None:
+        latest[:] = [report]
+
+    task = asyncio.ensure_future(store.heal(deep=deep, progress=progress))
+    while not task.done():
+        await asyncio.wait([task], timeout=0.5)
+        if latest and not task.done():
+            await resp.write(json.dumps({"progress": latest[-1].as_dict()}).encode() + b"\n")
+    report = task.result()
+    await resp.write(json.dumps({"done": True, **report.as_dict()}).encode() + b"\n")
+    await resp.write_eof()
+    return resp

@@ -1,0 +1,133 @@
+"""The aiohttp application: routing, authentication, errors, logging, metrics.
+
+Every request goes through :func:`dispatch`: route it, verify its signature,
+run the operation's handler, turn any failure into S3's XML error, add the
+request id headers, log one structured line and count it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from storaged import ObjectStore
+
+from . import admin, bucket, copy, delete, get, listing, metrics, put, router, sigv2, sigv4
+from .errors import S3Error, S3NotImplemented
+from .failures import s3_error
+from .request import Context, GatewayConfig
+
+log = logging.getLogger("basalt.s3")
+
+Handler = Callable[[Context], Awaitable[web.StreamResponse]]
+
+HANDLERS: dict[str, Handler] = {
+    "ListBuckets": bucket.list_buckets,
+    "CreateBucket": bucket.create_bucket,
+    "HeadBucket": bucket.head_bucket,
+    "DeleteBucket": bucket.delete_bucket,
+    "GetBucketLocation": bucket.get_bucket_location,
+    "GetBucketVersioning": bucket.get_bucket_versioning,
+    "PutBucketVersioning": bucket.put_bucket_versioning,
+    "GetBucketAcl": bucket.get_acl,
+    "GetObjectAcl": bucket.get_acl,
+    "PutBucketAcl": bucket.put_acl,
+    "PutObjectAcl": bucket.put_acl,
+    "ListObjects": listing.list_objects,
+    "ListObjectsV2": listing.list_objects_v2,
+    "GetObject": get.get_object,
+    "HeadObject": get.head_object,
+    "PutObject": put.put_object,
+    "CopyObject": copy.copy_object,
+    "DeleteObject": delete.delete_object,
+    "DeleteObjects": delete.delete_objects,
+}
+
+HOST_ID = uuid.uuid4().hex
+
+
+def error_response(err: S3Error, resource: str, request_id: str, method: str) -> web.Response:
+    body = b"" if method == "HEAD" else err.to_xml(resource, request_id)
+    resp = web.Response(status=err.status, body=body or None, headers=err.headers)
+    if body:
+        resp.content_type = "application/xml"
+    return resp
+
+
+class Gateway:
+    """The S3 endpoint over one ObjectStore."""
+
+    def __init__(self, store: ObjectStore, config: GatewayConfig) -> None:
+        self.store, self.config = store, config
+        store.on_event = metrics.engine_event
+
+    def authenticate(self, request: web.Request,
+                     route: router.Route | None = None) -> sigv4.AuthContext:
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        if sigv2.is_presigned_v2(raw_query) and "Authorization" not in request.headers:
+            resource = raw_path
+            if route is not None and route.bucket and not raw_path.startswith(
+                    "/" + route.bucket):  # virtual-hosted: the bucket is in the Host
+                resource = "/" + route.bucket + raw_path
+            return sigv2.verify_presigned(request.method, resource, raw_query, request.headers,
+                                          self.config.credentials.get)
+        return sigv4.verify_request(request.method, raw_path, raw_query, request.headers,
+                                    self.config.credentials.get)
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        request_id = request["request_id"] = uuid.uuid4().hex[:16].upper()
+        started = time.monotonic()
+        op, resource, resp = "Unknown", request.path, None
+        error_code = ""
+        try:
+            if request.path.startswith(router.ADMIN_PREFIX):
+                op = "Admin"
+                resp = await admin.handle(request, self.store, self.authenticate, request_id)
+            else:
+                route = router.route(request.method, request.raw_path.partition("?")[0],
+                                     request.query, request.headers, self.config.domain)
+                op, resource = route.op, route.resource
+                handler = HANDLERS.get(route.op)
+                auth = self.authenticate(request, route)
+                if handler is None:
+                    raise S3NotImplemented(f"{route.op} is not supported.")
+                resp = await handler(Context(request, route, self.store, self.config,
+                                             request_id, auth))
+        except Exception as exc:
+            if request.get("streaming"):
+                raise  # the response had started: all we can do is drop the connection
+            err = s3_error(exc)
+            if err.status >= 500 and not isinstance(exc, S3Error):
+                log.error("internal error", exc_info=exc,
+                          extra={"fields": {"request_id": request_id, "op": op}})
+            error_code = err.code
+            resp = error_response(err, resource, request_id, request.method)
+            if request.body_exists and not request.content.at_eof():
+                resp.force_close()  # never read (maybe gigabytes of) a rejected body
+        finally:
+            elapsed = time.monotonic() - started
+            status = resp.status if resp is not None else 499
+            bytes_in, bytes_out = request.get("bytes_in", 0), request.get("bytes_out", 0)
+            metrics.observe(op, status, elapsed, bytes_in, bytes_out)
+            log.info("request", extra={"fields": {
+                "op": op, "method": request.method, "resource": resource, "status": status,
+                "error": error_code, "in": bytes_in, "out": bytes_out,
+                "ms": round(elapsed * 1000, 2), "id": request_id, "remote": request.remote}})
+        return resp
+
+    def app(self) -> web.Application:
+        application = web.Application(client_max_size=1 << 20)
+        application.router.add_route("*", "/{tail:.*}", self.dispatch)
+        application.on_response_prepare.append(_request_id_headers)
+        return application
+
+
+async def _request_id_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # Runs for every response, streamed ones included, just before it starts.
+    response.headers["x-amz-request-id"] = request.get("request_id", "")
+    response.headers["x-amz-id-2"] = HOST_ID
+    response.headers["Server"] = "Basalt"

@@ -1,0 +1,94 @@
+"""Bucket operations: create, head, delete, list, location, versioning, ACLs."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from . import s3xml
+from .errors import (BucketAlreadyOwnedByYou, InvalidBucketName, MalformedXML,
+                     S3NotImplemented)
+from .request import Context
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+XML = "application/xml"
+
+
+def validate_bucket_name(name: str) -> None:
+    """S3's bucket naming rules (InvalidBucketName otherwise)."""
+    if (not _NAME.match(name) or ".." in name or ".-" in name or "-." in name
+            or _IP.match(name) or name.startswith(("xn--", "sthree-"))
+            or name.endswith(("-s3alias", "--ol-s3"))):
+        raise InvalidBucketName(BucketName=name)
+
+
+def xml_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type=XML)
+
+
+async def create_bucket(ctx: Context) -> web.Response:
+    validate_bucket_name(ctx.bucket)
+    body = await ctx.request.read() if ctx.request.can_read_body else b""
+    if len(body) > s3xml.MAX_BODY_SIZE:
+        raise MalformedXML()
+    s3xml.parse_create_bucket(body)  # any region is ours: we are single-region
+    if ctx.store.bucket_info(ctx.bucket) is not None:
+        raise BucketAlreadyOwnedByYou(BucketName=ctx.bucket)
+    await ctx.store.make_bucket(ctx.bucket)
+    return web.Response(status=200, headers={"Location": f"/{ctx.bucket}"})
+
+
+async def head_bucket(ctx: Context) -> web.Response:
+    ctx.store.require_bucket(ctx.bucket)
+    return web.Response(status=200, headers={"x-amz-bucket-region": ctx.config.region})
+
+
+async def delete_bucket(ctx: Context) -> web.Response:
+    await ctx.store.delete_bucket(ctx.bucket)
+    return web.Response(status=204)
+
+
+async def list_buckets(ctx: Context) -> web.Response:
+    entries = [s3xml.BucketEntry(b.name, b.created_ns / 1e9) for b in ctx.store.list_buckets()]
+    prefix = ctx.query.get("prefix")
+    if prefix:
+        entries = [e for e in entries if e.name.startswith(prefix)]
+    return xml_response(s3xml.list_buckets(ctx.config.owner, entries, prefix=prefix))
+
+
+async def get_bucket_location(ctx: Context) -> web.Response:
+    ctx.store.require_bucket(ctx.bucket)
+    return xml_response(s3xml.location_constraint(ctx.config.region))
+
+
+async def get_bucket_versioning(ctx: Context) -> web.Response:
+    ctx.store.require_bucket(ctx.bucket)
+    return xml_response(s3xml.versioning_configuration())
+
+
+async def get_acl(ctx: Context) -> web.Response:
+    if ctx.route.key is None:
+        ctx.store.require_bucket(ctx.bucket)
+    else:
+        ctx.store.head_object(ctx.bucket, ctx.key)
+    return xml_response(s3xml.access_control_policy(ctx.config.owner))
+
+
+async def put_acl(ctx: Context) -> web.Response:
+    """Only the default ACL exists here: accept it, refuse anything that widens access."""
+    canned = ctx.headers.get("x-amz-acl", "private")
+    grants = [h for h in ctx.headers if h.lower().startswith("x-amz-grant-")]
+    body = await ctx.request.read() if ctx.request.can_read_body else b""
+    if canned != "private" or grants or body:
+        raise S3NotImplemented("Only the private ACL is supported.")
+    if ctx.route.key is None:
+        ctx.store.require_bucket(ctx.bucket)
+    else:
+        ctx.store.head_object(ctx.bucket, ctx.key)
+    return web.Response(status=200)
+
+
+async def put_bucket_versioning(ctx: Context) -> web.Response:
+    raise S3NotImplemented("Bucket versioning is not supported.")

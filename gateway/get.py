@@ -1,0 +1,145 @@
+"""GetObject and HeadObject: headers, conditions, ranges, streaming."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from storaged import ObjectInfo
+
+from . import conditions
+from .checksums import header_name
+from .errors import InvalidArgument, InvalidRange
+from .request import Context
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_OVERRIDES = {"response-content-type": "Content-Type",
+              "response-content-language": "Content-Language",
+              "response-expires": "Expires", "response-cache-control": "Cache-Control",
+              "response-content-disposition": "Content-Disposition",
+              "response-content-encoding": "Content-Encoding"}
+_STORED = {"content-encoding": "Content-Encoding", "content-disposition": "Content-Disposition",
+           "content-language": "Content-Language", "cache-control": "Cache-Control",
+           "expires": "Expires", "x-amz-storage-class": "x-amz-storage-class",
+           "x-amz-website-redirect-location": "x-amz-website-redirect-location"}
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(offset, length) of a ``Range: bytes=`` header; None to send everything.
+
+    Syntax S3 does not serve (several ranges, other units) is ignored like
+    HTTP says; a range that starts past the end is InvalidRange (416).
+    """
+    if not header:
+        return None
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise _unsatisfiable(size)
+        n = min(n, size)
+        return size - n, n
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None
+    if start >= size:
+        raise _unsatisfiable(size)
+    end = min(end, size - 1)
+    return start, end - start + 1
+
+
+def _unsatisfiable(size: int) -> InvalidRange:
+    return InvalidRange(headers={"Content-Range": f"bytes */{size}"}, ActualObjectSize=size)
+
+
+def object_headers(info: ObjectInfo, ctx: Context) -> dict[str, str]:
+    """Response headers describing an object (HEAD and GET)."""
+    h = {"ETag": f'"{info.etag}"', "Last-Modified": conditions.http_date(info.last_modified),
+         "Content-Type": info.content_type, "Accept-Ranges": "bytes"}
+    for name, value in info.headers.items():
+        if name in _STORED:
+            h[_STORED[name]] = value
+    for name, value in info.user_meta.items():
+        h["x-amz-meta-" + name] = value
+    if len(info.parts) > 1:
+        h["x-amz-mp-parts-count"] = str(len(info.parts))
+    for param, header in _OVERRIDES.items():
+        if param in ctx.query:
+            h[header] = ctx.query[param]
+    return h
+
+
+def _part_range(info: ObjectInfo, ctx: Context) -> tuple[int, int] | None:
+    raw = ctx.query.get("partNumber")
+    if raw is None:
+        return None
+    try:
+        number = int(raw)
+    except ValueError:
+        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
+                              ArgumentName="partNumber", ArgumentValue=raw) from None
+    if not 1 <= number <= 10000:
+        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
+                              ArgumentName="partNumber", ArgumentValue=raw)
+    offset = 0
+    for part in info.parts:
+        if part.number == number or (len(info.parts) == 1 and number == 1):
+            return offset, part.size
+        offset += part.size
+    raise InvalidRange(headers={"Content-Range": f"bytes */{info.size}"})
+
+
+def _resolve(ctx: Context) -> tuple[ObjectInfo, dict[str, str], int, int, int]:
+    info = ctx.store.head_object(ctx.bucket, ctx.key)
+    conditions.check(ctx.headers, info)
+    headers = object_headers(info, ctx)
+    part = _part_range(info, ctx)
+    rng = part or parse_range(ctx.headers.get("Range"), info.size)
+    status, offset, length = 200, 0, info.size
+    if rng is not None and rng[1] > 0:
+        offset, length = rng
+        status = 206
+        headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{info.size}"
+    elif rng is None and ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        for algorithm, value in info.checksums.items():
+            headers[header_name(algorithm)] = value
+        if info.checksums:
+            headers["x-amz-checksum-type"] = info.checksum_type or "FULL_OBJECT"
+    return info, headers, status, offset, length
+
+
+async def head_object(ctx: Context) -> web.StreamResponse:
+    _, headers, status, _, length = _resolve(ctx)
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = length
+    return resp
+
+
+async def get_object(ctx: Context) -> web.StreamResponse:
+    info, headers, status, offset, length = _resolve(ctx)
+    reader = await ctx.store.get_object(ctx.bucket, ctx.key, offset, length, info=info)
+    chunks = reader.__aiter__()
+    try:
+        # The first batch is read before the status line goes out, so an
+        # unreadable object still gets a proper error response.
+        first = await anext(chunks, None)
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = length
+        await resp.prepare(ctx.request)
+        ctx.request["streaming"] = True
+        if first is not None:
+            # Chunks are views of buffers the reader reuses, and the transport
+            # may queue what it cannot send at once by reference: send copies.
+            await resp.write(bytes(first))
+            async for chunk in chunks:
+                await resp.write(bytes(chunk))
+        await resp.write_eof()
+    finally:
+        await reader.aclose()
+    ctx.request["bytes_out"] = length
+    return resp
