@@ -273,7 +273,7 @@ async def resolve_pending(store: "ObjectStore") -> int:
 class Healer:
     """Background healing: damaged objects, disk watch, replaced disks."""
 
-    def __init__(self, store: "ObjectStore", interval: float = 5.0) -> None:
+    def __init__(self, store: "ObjectStore", interval: float = 1.0) -> None:
         self.store, self.interval = store, interval
         # Only the process that owns the disks (the server's main process)
         # reformats a replaced disk and runs full heals; worker processes
@@ -281,6 +281,7 @@ class Healer:
         self.owner = True
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._next_full = 0.0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -304,9 +305,12 @@ class Healer:
                 while (item := store.heal_queue.pop()) is not None:
                     (bucket, key), deep = item
                     await heal_object(store, bucket, key, deep=deep)
-                if self.owner and any(d.healing and d.online for d in store.disks):
+                if self.owner and any(d.healing and d.online for d in store.disks) \
+                        and time.monotonic() >= self._next_full:
                     report = await heal_all(store, deep=False)
                     log.info("background heal: %s", report.as_dict())
+                    if report.failed:  # retry later, not in a tight loop
+                        self._next_full = time.monotonic() + 60
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -316,6 +320,15 @@ class Healer:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+
+    async def settle_disks(self, timeout: float = 15.0) -> None:
+        """Watch the disks; outside the owner, wait for it to bring back lost ones."""
+        self.watch_disks()
+        deadline = time.monotonic() + timeout
+        while not self.owner and any(not d.online for d in self.store.disks) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            self.watch_disks()
 
     def watch_disks(self) -> None:
         """Take lost disks offline; bring back returning and replaced ones."""

@@ -347,7 +347,7 @@ class ObjectStore:
 
     async def heal(self, *, deep: bool = True, progress: Progress | None = None) -> HealReport:
         """Heal every object now (what ``basalt heal`` runs)."""
-        self.healer.watch_disks()
+        await self.healer.settle_disks()
         return await heal_all(self, deep=deep, progress=progress)
 
     # internals shared by the put, get and heal paths -----------------------------
