@@ -1,0 +1,486 @@
+#!/usr/bin/env python3
+"""S3 throughput: Basalt beside SeaweedFS, same machine, same run, same client.
+
+Both servers start on 127.0.0.1 (free ports, fresh temp data dirs, killed and
+removed at the end). One asyncio/aiohttp client (benchmarks/s3load.py, SigV4
+signed by hand) drives both with the same rows:
+
+    64 MiB PUT MB/s, 64 MiB GET MB/s   concurrency 4, --big-count objects
+    4 KiB PUT ops/s, 4 KiB GET ops/s   concurrency 16, --seconds each
+
+Each row has a warm-up, every PUT's ETag must equal the body's MD5 and every
+GET body is compared byte for byte, so a broken server cannot win. Rows run
+server after server (the first server alternates per row) with ``sync`` in
+between, so one server's unflushed writes do not slow the other's row.
+MB = 10^6 bytes. GETs read objects just written, so both read warm caches.
+
+    .venv/bin/python benchmarks/s3_bench.py                  # both servers
+    .venv/bin/python benchmarks/s3_bench.py --only seaweedfs # one side only
+    .venv/bin/python benchmarks/s3_bench.py --basalt-args "--no-fsync" --json
+
+A new row is one async function ``row(target) -> Measurement`` added to ROWS
+(a multipart row, e.g. ``aws s3 cp`` of 1 GiB up and down, can run the CLI
+against ``target.server.endpoint`` with ``target.server.access_key``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
+from s3load import S3Client, S3Error, Timing, VerifyError, run_count, run_for  # noqa: E402
+
+MIB = 1 << 20
+BIG_SIZE = 64 * MIB
+SMALL_SIZE = 4096
+BUCKET = "s3bench"
+ACCESS_KEY = "s3benchaccesskey"
+SECRET_KEY = "s3bench-secret-key-0123456789abcdef"
+SERVERS = ("basalt", "seaweedfs")
+
+
+# -- payloads -------------------------------------------------------------
+
+class Payloads:
+    """Distinct, deterministic object bodies cut from two pre-built random buffers.
+
+    Object i's body is a window of the buffer shifted by i steps, so bodies
+    differ without any per-request allocation, and the expected bytes of a
+    GET are simply the same window. MD5s are computed once and cached.
+    """
+
+    BIG_VARIANTS = 64
+    SMALL_VARIANTS = 1 << 16
+
+    def __init__(self, seed: int = 1):
+        rng = random.Random(seed)
+        self._big = memoryview(rng.randbytes(BIG_SIZE + self.BIG_VARIANTS * SMALL_SIZE))
+        self._small = memoryview(rng.randbytes(SMALL_SIZE + self.SMALL_VARIANTS))
+        self._big_md5: dict[int, str] = {}
+        self._small_md5: dict[int, str] = {}
+
+    def big(self, i: int) -> memoryview:
+        start = (i % self.BIG_VARIANTS) * SMALL_SIZE
+        return self._big[start:start + BIG_SIZE]
+
+    def big_md5(self, i: int) -> str:
+        variant = i % self.BIG_VARIANTS
+        if variant not in self._big_md5:
+            self._big_md5[variant] = hashlib.md5(self.big(i)).hexdigest()
+        return self._big_md5[variant]
+
+    def small(self, i: int) -> memoryview:
+        start = i % self.SMALL_VARIANTS
+        return self._small[start:start + SMALL_SIZE]
+
+    def small_md5(self, i: int) -> str:
+        variant = i % self.SMALL_VARIANTS
+        if variant not in self._small_md5:
+            self._small_md5[variant] = hashlib.md5(self.small(i)).hexdigest()
+        return self._small_md5[variant]
+
+
+# -- results ----------------------------------------------------------------
+
+@dataclass
+class Measurement:
+    """One row on one server. ``value`` is None when the row failed."""
+
+    value: float | None
+    ops: int = 0
+    seconds: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    client_cpu: float = 0.0   # client CPU seconds / wall seconds (1.0 = one core)
+    server_cpu: float = 0.0   # server CPU seconds / wall seconds
+    error: str | None = None
+
+    @classmethod
+    def from_timing(cls, timing: Timing, value: float, client_cpu_s: float,
+                    server_cpu_s: float) -> "Measurement":
+        return cls(value=value, ops=timing.ops, seconds=timing.seconds,
+                   p50_ms=timing.percentile(0.50) * 1000,
+                   p99_ms=timing.percentile(0.99) * 1000,
+                   client_cpu=client_cpu_s / timing.seconds,
+                   server_cpu=server_cpu_s / timing.seconds)
+
+
+@dataclass
+class Target:
+    """One server under test plus what earlier rows left on it."""
+
+    server: peers.Server
+    options: argparse.Namespace
+    payloads: Payloads
+    big_keys: int = 0     # big/0000 .. big/N-1 hold payloads.big(i)
+    small_keys: int = 0   # small/00000000 .. small/N-1 hold payloads.small(i)
+
+    def client(self, concurrency: int) -> S3Client:
+        return S3Client(self.server.endpoint, self.server.access_key,
+                        self.server.secret_key, concurrency=concurrency)
+
+
+async def measured(target: Target, phase: Awaitable[Timing],
+                   value: Callable[[Timing], float]) -> Measurement:
+    """Await a timed phase, charging the client's and server's CPU to it."""
+    client_cpu, server_cpu = time.process_time(), peers.group_cpu_seconds(target.server)
+    timing = await phase
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = peers.group_cpu_seconds(target.server) - server_cpu
+    return Measurement.from_timing(timing, value(timing), client_cpu, server_cpu)
+
+
+def big_key(i: int) -> str:
+    return f"big/{i:04d}"
+
+
+def small_key(i: int) -> str:
+    return f"small/{i:08d}"
+
+
+# -- rows ---------------------------------------------------------------------
+
+async def put_big(target: Target) -> Measurement:
+    """64 MiB PUT MB/s: --big-count distinct objects from --big-concurrency workers."""
+    opts, data = target.options, target.payloads
+    count, conc = opts.big_count, opts.big_concurrency
+    for i in range(count):
+        data.big_md5(i)  # hash outside the timed phase
+    async with target.client(conc) as client:
+        async def put(i: int, prefix: str = "big") -> None:
+            key = big_key(i) if prefix == "big" else f"{prefix}/{i:04d}"
+            await client.put_object(BUCKET, key, data.big(i), data.big_md5(i))
+
+        await run_count(conc, conc, lambda i: put(i, "warm-big"))
+        result = await measured(target, run_count(count, conc, put),
+                                lambda t: t.ops * BIG_SIZE / t.seconds / 1e6)
+    target.big_keys = count
+    return result
+
+
+async def get_big(target: Target) -> Measurement:
+    """64 MiB GET MB/s: read the --big-count objects back, every byte compared."""
+    opts, data = target.options, target.payloads
+    count, conc = opts.big_count, opts.big_concurrency
+    async with target.client(conc) as client:
+        if target.big_keys < count:  # the PUT row failed or did not run
+            await run_count(count, conc, lambda i: client.put_object(
+                BUCKET, big_key(i), data.big(i), data.big_md5(i)))
+            target.big_keys = count
+
+        async def get(i: int) -> None:
+            await client.get_object(BUCKET, big_key(i % count), data.big(i % count))
+
+        await run_count(conc, conc, get)
+        return await measured(target, run_count(count, conc, get),
+                              lambda t: t.ops * BIG_SIZE / t.seconds / 1e6)
+
+
+async def put_small(target: Target) -> Measurement:
+    """4 KiB PUT ops/s: new keys for --seconds from --small-concurrency workers."""
+    opts, data = target.options, target.payloads
+    async with target.client(opts.small_concurrency) as client:
+        async def put(i: int) -> None:
+            await client.put_object(BUCKET, small_key(i), data.small(i), data.small_md5(i))
+
+        warm = await run_for(opts.warmup, opts.small_concurrency, put)
+        base = warm.ops
+        result = await measured(
+            target, run_for(opts.seconds, opts.small_concurrency, lambda i: put(base + i)),
+            lambda t: t.ops / t.seconds)
+    target.small_keys = base + result.ops
+    return result
+
+
+async def get_small(target: Target) -> Measurement:
+    """4 KiB GET ops/s: random reads over the first --small-get-keys objects."""
+    opts, data = target.options, target.payloads
+    keys = opts.small_get_keys
+    async with target.client(opts.small_concurrency) as client:
+        if target.small_keys < keys:  # top up so both servers read the same set
+            start = target.small_keys
+            await run_count(keys - start, opts.small_concurrency, lambda i: client.put_object(
+                BUCKET, small_key(start + i), data.small(start + i), data.small_md5(start + i)))
+            target.small_keys = keys
+        rng = random.Random(7)
+
+        async def get(_: int) -> None:
+            i = rng.randrange(keys)
+            await client.get_object(BUCKET, small_key(i), data.small(i))
+
+        await run_for(opts.warmup, opts.small_concurrency, get)
+        return await measured(target, run_for(opts.seconds, opts.small_concurrency, get),
+                              lambda t: t.ops / t.seconds)
+
+
+@dataclass
+class Row:
+    """A benchmark row: what it measures and the Basalt/SeaweedFS target ratio."""
+
+    name: str
+    unit: str
+    run: Callable[[Target], Awaitable[Measurement]]
+    target_ratio: float
+
+
+ROWS = [
+    Row("64 MiB PUT", "MB/s", put_big, 3.0),
+    Row("64 MiB GET", "MB/s", get_big, 1.0),
+    Row("4 KiB PUT", "ops/s", put_small, 1.0),
+    Row("4 KiB GET", "ops/s", get_small, 1.0),
+]
+
+ROW_ERRORS = (S3Error, VerifyError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+# -- running ----------------------------------------------------------------
+
+async def prepare(target: Target, timeout: float) -> None:
+    """Create the bucket and prove the server stores, serves and authenticates:
+    retry a PUT/GET/DELETE probe until it works (a fresh SeaweedFS may not have
+    a writable volume yet), then check a wrong secret gets 403."""
+    deadline = time.monotonic() + timeout
+    probe = b"s3bench probe"
+    async with target.client(2) as client:
+        while True:
+            try:
+                await client.create_bucket(BUCKET)
+                await client.put_object(BUCKET, "probe", probe, hashlib.md5(probe).hexdigest())
+                await client.get_object(BUCKET, "probe", probe)
+                await client.delete_object(BUCKET, "probe")
+                break
+            except ROW_ERRORS as err:
+                if time.monotonic() > deadline:
+                    raise peers.ServerError(f"{target.server.name}: not writable: {err}")
+                await asyncio.sleep(0.5)
+    server = target.server
+    async with S3Client(server.endpoint, server.access_key, "wrong-secret",
+                        concurrency=1) as bad:
+        try:
+            await bad.get_object(BUCKET, "probe")
+        except S3Error as err:
+            if err.status == 403:
+                return
+            raise peers.ServerError(f"{server.name}: wrong secret got HTTP {err.status}, not 403")
+    raise peers.ServerError(f"{server.name}: accepted a request signed with a wrong secret")
+
+
+def flush_page_cache() -> None:
+    """Write dirty pages back now, so a row does not pay for the previous one."""
+    os.sync()
+
+
+async def run_rows(targets: list[Target], rounds: int) -> dict[str, dict[str, list]]:
+    """Every row on every target, ``rounds`` times; the first server of a row
+    alternates. Returns {row name: {server name: [Measurement, ...]}}."""
+    results: dict[str, dict[str, list]] = {row.name: {} for row in ROWS}
+    turn = 0
+    for round_no in range(rounds):
+        for row in ROWS:
+            order = targets if turn % 2 == 0 else targets[::-1]
+            turn += 1
+            for target in order:
+                flush_page_cache()
+                name = target.server.name
+                log(f"[{round_no + 1}/{rounds}] {row.name} on {name} ...")
+                try:
+                    measurement = await row.run(target)
+                except ROW_ERRORS as err:
+                    measurement = Measurement(value=None, error=f"{type(err).__name__}: {err}")
+                log(f"    {format_value(measurement)} {row.unit}"
+                    + (f"  (client CPU {measurement.client_cpu:.0%})" if measurement.value else ""))
+                results[row.name].setdefault(name, []).append(measurement)
+    flush_page_cache()
+    return results
+
+
+async def bench(servers: list[peers.Server], options: argparse.Namespace) -> dict:
+    """Prepare every server, then run the rows."""
+    payloads = Payloads()
+    targets = [Target(server, options, payloads) for server in servers]
+    for target in targets:
+        await prepare(target, options.timeout)
+    return await run_rows(targets, options.repeat)
+
+
+def start_servers(options: argparse.Namespace, stack: contextlib.ExitStack) -> list[peers.Server]:
+    """Start the selected servers; each is stopped and cleaned when ``stack`` closes."""
+    servers = []
+    common = dict(timeout=options.timeout, base_dir=options.dir, keep=options.keep)
+    for name in SERVERS:
+        if options.only and options.only != name:
+            continue
+        log(f"starting {name} ...")
+        if name == "basalt":
+            server = stack.enter_context(peers.basalt_server(
+                ACCESS_KEY, SECRET_KEY, extra_args=options.basalt_args, **common))
+        else:
+            server = stack.enter_context(peers.seaweedfs_server(ACCESS_KEY, SECRET_KEY, **common))
+        log(f"  {server.version} at {server.endpoint}")
+        servers.append(server)
+    return servers
+
+
+def run_async(coroutine):
+    """Run on uvloop when it is installed (a faster client), else asyncio."""
+    try:
+        import uvloop
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coroutine)
+
+
+# -- reporting ----------------------------------------------------------------
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def median_measurement(measurements: list[Measurement]) -> Measurement:
+    """The measurement with the median value, the lower middle one for an even
+    count (a failure if any round failed)."""
+    failed = [m for m in measurements if m.value is None]
+    if failed:
+        return failed[0]
+    ordered = sorted(measurements, key=lambda m: m.value)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def format_value(m: Measurement | None) -> str:
+    if m is None:
+        return "-"
+    return "FAILED" if m.value is None else f"{m.value:,.0f}"
+
+
+def summarize(results: dict, servers: list[peers.Server], options) -> dict:
+    """Machine-readable results: per row the median per server and the ratio."""
+    rows = []
+    for row in ROWS:
+        per_server = {name: median_measurement(ms) for name, ms in results[row.name].items()}
+        basalt, seaweed = per_server.get("basalt"), per_server.get("seaweedfs")
+        ratio = None
+        if basalt and seaweed and basalt.value and seaweed.value:
+            ratio = basalt.value / seaweed.value
+        rows.append({
+            "row": row.name, "unit": row.unit, "target_ratio": row.target_ratio,
+            "ratio": ratio,
+            "servers": {name: asdict(m) for name, m in per_server.items()},
+            "rounds": {name: [m.value for m in ms] for name, ms in results[row.name].items()},
+        })
+    return {
+        "rows": rows,
+        "servers": {s.name: {"version": s.version, "durability": s.durability,
+                             "command": s.command} for s in servers},
+        "settings": {"seconds": options.seconds, "warmup": options.warmup,
+                     "big_count": options.big_count, "big_concurrency": options.big_concurrency,
+                     "small_concurrency": options.small_concurrency,
+                     "small_get_keys": options.small_get_keys, "repeat": options.repeat},
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
+    }
+
+
+def print_table(summary: dict) -> None:
+    """The human report: row | basalt | seaweedfs | ratio | target."""
+    header = f"{'row':<18}{'basalt':>10}{'seaweedfs':>11}{'basalt/seaweedfs':>18}  target"
+    print(header)
+    print("-" * len(header))
+    for row in summary["rows"]:
+        values = [row["servers"].get(name) for name in SERVERS]
+        cells = [format_value(Measurement(**v) if v else None) for v in values]
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "n/a"
+        verdict = ""
+        if row["ratio"] is not None:
+            verdict = "met" if row["ratio"] >= row["target_ratio"] else "MISSED"
+        print(f"{row['row'] + ' ' + row['unit']:<18}{cells[0]:>10}{cells[1]:>11}{ratio:>18}"
+              f"  >= {row['target_ratio']:g}x {verdict}")
+    print()
+    print("p50 / p99 latency ms, CPU per wall second (client | server):")
+    for row in summary["rows"]:
+        for name in (n for n in SERVERS if n in row["servers"]):
+            m = row["servers"][name]
+            if m["value"] is None:
+                print(f"  {row['row']:<11} {name:<10} FAILED: {m['error']}")
+                continue
+            bound = "  <- client-bound?" if m["client_cpu"] > 0.9 else ""
+            print(f"  {row['row']:<11} {name:<10} {m['p50_ms']:7.1f} / {m['p99_ms']:7.1f}"
+                  f"   cpu {m['client_cpu']:.2f} | {m['server_cpu']:.2f}{bound}")
+    print()
+    for name, info in summary["servers"].items():
+        print(f"{name}: {info['version']}; durability: {info['durability']}")
+    machine = summary["machine"]
+    print(f"machine: {machine['cpus']} CPUs, load average at end "
+          f"{', '.join(f'{x:.2f}' for x in machine['loadavg_at_end'])}; "
+          f"every PUT ETag checked against MD5, every GET compared byte for byte")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=SERVERS, help="run one server only (no ratios)")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="length of each timed 4 KiB row (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of warm-up before each 4 KiB row (default 2)")
+    parser.add_argument("--big-count", type=int, default=16,
+                        help="64 MiB objects per big row (default 16)")
+    parser.add_argument("--big-concurrency", type=int, default=4)
+    parser.add_argument("--small-concurrency", type=int, default=16)
+    parser.add_argument("--small-get-keys", type=int, default=2000,
+                        help="4 KiB objects the GET row reads at random (default 2000)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of all rows; the median is reported (default 1)")
+    parser.add_argument("--basalt-args", default="",
+                        help='extra arguments for "basalt serve", e.g. "--no-fsync"')
+    parser.add_argument("--dir", help="parent of the servers' temp data dirs (default $TMPDIR)")
+    parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for a server to become ready (default 60)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    # Ctrl-C and SIGTERM both raise KeyboardInterrupt, which unwinds the
+    # ExitStack: servers stopped, data dirs removed (SIGINT is re-armed in case
+    # a parent shell started us with it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with contextlib.ExitStack() as stack:
+            servers = start_servers(options, stack)
+            results = run_async(bench(servers, options))
+            log("stopping servers ...")
+    except peers.ServerError as err:
+        log(f"error: {err}")
+        return 2
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        return 130
+    summary = summarize(results, servers, options)
+    if options.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_table(summary)
+    failed = any(m["value"] is None for row in summary["rows"] for m in row["servers"].values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
