@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The engine's commit and coding threads wake from I/O needing the GIL for a
+    # moment; a short switch interval keeps them from waiting 5 ms behind the
+    # event loop (measured: +30% small-object PUTs).
+    sys.setswitchinterval(0.0005)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

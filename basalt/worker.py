@@ -58,6 +58,10 @@ async def run(cfg: dict) -> None:
 
 
 def main() -> None:
+    # The engine's commit and coding threads wake from I/O needing the GIL for a
+    # moment; a short switch interval keeps them from waiting 5 ms behind the
+    # event loop (measured: +30% small-object PUTs).
+    sys.setswitchinterval(0.0005)
     cfg = json.loads(os.environ.pop("BASALT_WORKER"))
     cfg["access_key"] = os.environ["BASALT_ACCESS_KEY"]
     cfg["secret_key"] = os.environ["BASALT_SECRET_KEY"]

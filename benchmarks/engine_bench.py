@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -135,6 +136,7 @@ def raw_rows(root: str, seconds: float) -> dict[str, float]:
 
 
 def main() -> None:
+    sys.setswitchinterval(0.0005)  # as basalt serve does (see basalt/cli.py)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default=None, help="where to put the disks (default: a temp dir)")
     ap.add_argument("--seconds", type=float, default=3.0)

@@ -19,7 +19,7 @@ import abc
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import msgpack
@@ -72,7 +72,8 @@ class Disk(abc.ABC):
 
     # metadata
     @abc.abstractmethod
-    async def commit(self, ops: Sequence[Op]) -> list[Any]: ...
+    def commit(self, ops: Sequence[Op]) -> Awaitable[list[Any]]:
+        """Apply metadata operations atomically; durable once awaited."""
 
     @abc.abstractmethod
     def commit_now(self, ops: Sequence[Op]) -> list[Any]: ...
@@ -193,8 +194,8 @@ class LocalDisk(Disk):
             raise OSError(f"disk {self.root} is offline")
         return self._meta
 
-    async def commit(self, ops: Sequence[Op]) -> list[Any]:
-        return await self.meta.commit(ops)
+    def commit(self, ops: Sequence[Op]) -> Awaitable[list[Any]]:
+        return self.meta.commit(ops)
 
     def commit_now(self, ops: Sequence[Op]) -> list[Any]:
         return self.meta.commit_now(ops)

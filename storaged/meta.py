@@ -1,14 +1,16 @@
 """The object metadata record stored in every disk's LMDB index.
 
-One msgpack map per object version, identical on every disk of the set (so a
-quorum is found by comparing version ids). Short keys keep records small:
-listing scans decode many of them.
+One record per object version, identical on every disk of the set (so a
+quorum is found by comparing bytes). A fixed header — mtime, version id,
+flags — lets the commit path order versions without decoding the msgpack
+body that follows; short keys keep the body small for listing scans.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import struct
 from collections.abc import Mapping
 
 import msgpack
@@ -16,6 +18,8 @@ import msgpack
 from .layout import Geometry
 
 FORMAT = 1
+HEADER = struct.Struct(">Q16sB")  # mtime ns, version id (uuid bytes), flags
+INLINE = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,30 +68,36 @@ class ObjectInfo:
         return (self.mtime_ns, self.version_id)
 
     def pack(self) -> bytes:
-        return msgpack.packb({
-            "v": FORMAT, "vid": self.version_id, "size": self.size, "etag": self.etag,
-            "mt": self.mtime_ns, "ct": self.content_type, "hdr": dict(self.headers),
-            "um": dict(self.user_meta), "cks": dict(self.checksums), "ckt": self.checksum_type,
-            "ec": [self.k, self.m, self.block_size], "dist": list(self.dist),
+        header = HEADER.pack(self.mtime_ns, bytes.fromhex(self.version_id),
+                             INLINE if self.inline else 0)
+        return header + msgpack.packb({
+            "v": FORMAT, "size": self.size, "etag": self.etag, "ct": self.content_type,
+            "hdr": dict(self.headers), "um": dict(self.user_meta), "cks": dict(self.checksums),
+            "ckt": self.checksum_type, "ec": [self.k, self.m, self.block_size],
+            "dist": list(self.dist),
             "parts": [[p.number, p.size, p.etag, dict(p.checksums)] for p in self.parts],
-            "inl": self.inline,
         })
 
     @classmethod
     def unpack(cls, bucket: str, key: str, raw: bytes | memoryview) -> "ObjectInfo":
-        d = msgpack.unpackb(raw)
+        mtime, vid, flags = HEADER.unpack_from(raw)
+        d = msgpack.unpackb(memoryview(raw)[HEADER.size:])
         k, m, bs = d["ec"]
         return cls(
-            bucket=bucket, key=key, version_id=d["vid"], size=d["size"], etag=d["etag"],
-            mtime_ns=d["mt"], content_type=d["ct"], headers=d["hdr"], user_meta=d["um"],
+            bucket=bucket, key=key, version_id=vid.hex(), size=d["size"], etag=d["etag"],
+            mtime_ns=mtime, content_type=d["ct"], headers=d["hdr"], user_meta=d["um"],
             checksums=d["cks"], checksum_type=d.get("ckt", ""), k=k, m=m, block_size=bs,
             dist=tuple(d["dist"]),
             parts=tuple(PartInfo(n, s, e, c) for n, s, e, c in d["parts"]),
-            inline=d["inl"],
+            inline=bool(flags & INLINE),
         )
 
 
 def record_version(raw: bytes | memoryview) -> tuple[int, str]:
-    """(mtime, version id) of a packed record, without building an ObjectInfo."""
-    d = msgpack.unpackb(raw)
-    return (d["mt"], d["vid"])
+    """(mtime, version id) of a packed record, from its header alone."""
+    mtime, vid, _ = HEADER.unpack_from(raw)
+    return mtime, vid.hex()
+
+
+def record_inline(raw: bytes | memoryview) -> bool:
+    return bool(HEADER.unpack_from(raw)[2] & INLINE)

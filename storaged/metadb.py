@@ -31,7 +31,7 @@ import msgpack
 import xxhash
 
 from .errors import DiskFull, StorageError
-from .meta import ObjectInfo, record_version
+from .meta import ObjectInfo, record_inline, record_version
 
 TRUNCATE = 400          # key bytes kept verbatim in an LMDB key
 _LONG = b"\xff"         # never occurs in UTF-8, so truncated keys sort after their prefix
@@ -197,15 +197,19 @@ class MetaDB:
 
     # writes -------------------------------------------------------------------
 
-    async def commit(self, ops: Sequence[Op]) -> list[Any]:
-        """Apply ``ops`` atomically, batched with concurrent callers; durable on return."""
+    def commit(self, ops: Sequence[Op]) -> asyncio.Future:
+        """Apply ``ops`` atomically, batched with concurrent callers; durable when done.
+
+        Returns a future (not a coroutine): gathering the commits of several
+        disks then costs no task per disk on the hot small-object path.
+        """
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._queue.append((ops, fut))
         if not self._draining:
             self._draining = True
             loop.create_task(self._drain())
-        return await fut
+        return fut
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -320,11 +324,10 @@ class Replaced:
 
 def _displace(tx: Tx, bucket: str, key: str, record: bytes | None, new_vid: str | None) -> None:
     # The displaced version's shard files may now be garbage: mark them pending.
-    if record is None:
+    if record is None or record_inline(record) or record_version(record)[1] == new_vid:
         return
     old = ObjectInfo.unpack(bucket, key, record)
-    if not old.inline and old.version_id != new_vid:
-        tx.add_pending(old.version_id, bucket, key, [p.number for p in old.parts])
+    tx.add_pending(old.version_id, bucket, key, [p.number for p in old.parts])
 
 
 @dataclasses.dataclass

@@ -30,7 +30,7 @@ from .format import assemble
 from .healing import HealReport, Healer, Progress, heal_all, resolve_pending
 from .layout import Geometry, write_quorum
 from .listing import ListPage, list_objects
-from .meta import ObjectInfo
+from .meta import ObjectInfo, record_inline, record_version
 from .metadb import ClearPending, DeleteBucket, DeleteObject, PutBucket
 from .quorum import Resolved, resolve
 from .reader import ObjectReader, inline_blob
@@ -111,6 +111,7 @@ class ObjectStore:
         self._locks: dict[tuple[str, str], list[Any]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        self._last_stamp = 0
 
     # lifecycle -------------------------------------------------------------------
 
@@ -194,12 +195,10 @@ class ObjectStore:
                 continue
             if raw is not None:
                 votes[raw] += 1
+                if votes[raw] >= self.k:  # a read quorum agrees: no need to ask more
+                    return BucketInfo(name, msgpack.unpackb(raw)["ct"])
             if raw is not None or not disk.healing:
                 answered += 1
-        if votes:
-            raw, count = votes.most_common(1)[0]
-            if count >= self.k:
-                return BucketInfo(name, msgpack.unpackb(raw)["ct"])
         if answered < self.n and sum(votes.values()) + self.n - answered >= self.write_quorum:
             raise ReadQuorumError(f"bucket {name}: too many disks unavailable to tell")
         return None
@@ -369,6 +368,11 @@ class ObjectStore:
             if entry[1] == 0:
                 del self._locks[(bucket, key)]
 
+    def stamp(self) -> int:
+        """A modification time in ns, strictly increasing within this process."""
+        self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
+        return self._last_stamp
+
     def count(self, event: str, n: int = 1) -> None:
         """Count an engine event (bitrot found, degraded read, ...)."""
         self.stats[event] += n
@@ -402,8 +406,7 @@ class ObjectStore:
     def purge_displaced(self, pos: int, bucket: str, key: str, record: bytes | None,
                         new_vid: str | None = None) -> None:
         """Purge the files of the version a commit replaced on one disk."""
-        if record is None:
+        if record is None or record_inline(record) or record_version(record)[1] == new_vid:
             return
         old = ObjectInfo.unpack(bucket, key, record)
-        if not old.inline and old.version_id != new_vid:
-            self.background(self.purge(pos, old.version_id, [p.number for p in old.parts]))
+        self.background(self.purge(pos, old.version_id, [p.number for p in old.parts]))

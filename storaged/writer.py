@@ -312,13 +312,12 @@ async def commit_version(store: "ObjectStore", info: ObjectInfo,
     displaced are purged in the background once the write stands.
     """
     async with store.key_lock(info.bucket, info.key):
-        current = store.resolve(info.bucket, info.key)
         if condition is not None:
-            check_condition(current, info.bucket, info.key, condition)
-        # Stamped under the lock, so commits of this process are ordered by time
-        # and the last one to commit is the one every disk keeps.
-        newer = current.info.mtime_ns + 1 if current else 0
-        info = dataclasses.replace(info, mtime_ns=max(time.time_ns(), newer))
+            check_condition(store.resolve(info.bucket, info.key), info.bucket, info.key,
+                            condition)
+        # Stamped under the lock with a clock that never goes back in this
+        # process, so the last commit is the newest and every disk keeps it.
+        info = dataclasses.replace(info, mtime_ns=store.stamp())
         record = info.pack()
         disks = [store.disks[p] for p in positions]
         results = await asyncio.gather(
