@@ -20,6 +20,7 @@ import sys
 from aiohttp import web
 
 from gateway import Gateway, GatewayConfig
+from gateway.app import PARSER_LIMITS
 from storaged import ObjectStore
 
 from . import logs
@@ -40,7 +41,7 @@ async def run(cfg: dict) -> None:
     await store.start(settle=False, owner=False)
     config = GatewayConfig(credentials={cfg["access_key"]: cfg["secret_key"]},
                            region=cfg["region"], domain=cfg.get("domain"))
-    runner = web.AppRunner(Gateway(store, config).app(), access_log=None)
+    runner = web.AppRunner(Gateway(store, config).app(), access_log=None, **PARSER_LIMITS)
     await runner.setup()
     sock = socket.socket(fileno=cfg["fd"])
     site = web.SockSite(runner, sock, ssl_context=ssl_context(cfg.get("tls_cert"),

@@ -7,6 +7,7 @@ request id headers, log one structured line and count it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -17,7 +18,7 @@ from aiohttp import web
 from storaged import ObjectStore
 
 from . import admin, bucket, copy, delete, get, listing, metrics, put, router, sigv2, sigv4
-from .errors import S3Error, S3NotImplemented
+from .errors import InvalidURI, RequestHeaderSectionTooLarge, S3Error, S3NotImplemented
 from .failures import s3_error
 from .request import Context, GatewayConfig
 
@@ -88,8 +89,14 @@ class Gateway:
                 op = "Admin"
                 resp = await admin.handle(request, self.store, self.authenticate, request_id)
             else:
-                route = router.route(request.method, request.raw_path.partition("?")[0],
-                                     request.query, request.headers, self.config.domain)
+                check_request_size(request)
+                try:
+                    route = router.route(request.method, request.raw_path.partition("?")[0],
+                                         request.query, request.headers, self.config.domain)
+                except S3Error as refused:
+                    # Who is asking is checked before what is asked, as S3 does.
+                    self.authenticate(request)
+                    raise refused
                 op, resource = route.op, route.resource
                 handler = HANDLERS.get(route.op)
                 auth = self.authenticate(request, route)
@@ -97,6 +104,9 @@ class Gateway:
                     raise S3NotImplemented(f"{route.op} is not supported.")
                 resp = await handler(Context(request, route, self.store, self.config,
                                              request_id, auth))
+        except (ConnectionError, asyncio.CancelledError):
+            error_code = "ClientDisconnected"
+            raise  # the client went away: nothing to answer, nothing was stored
         except Exception as exc:
             if request.get("streaming"):
                 raise  # the response had started: all we can do is drop the connection
@@ -107,10 +117,12 @@ class Gateway:
             error_code = err.code
             resp = error_response(err, resource, request_id, request.method)
             if request.body_exists and not request.content.at_eof():
-                resp.force_close()  # never read (maybe gigabytes of) a rejected body
+                # Never read (maybe gigabytes of) a rejected body: close once the
+                # answer is out (the runner sets lingering_time=0 for that).
+                resp.force_close()
         finally:
             elapsed = time.monotonic() - started
-            status = resp.status if resp is not None else 499
+            status = resp.status if resp is not None else 499  # 499: client gone
             bytes_in, bytes_out = request.get("bytes_in", 0), request.get("bytes_out", 0)
             metrics.observe(op, status, elapsed, bytes_in, bytes_out)
             log.info("request", extra={"fields": {
@@ -124,6 +136,27 @@ class Gateway:
         application.router.add_route("*", "/{tail:.*}", self.dispatch)
         application.on_response_prepare.append(_request_id_headers)
         return application
+
+
+MAX_HEADER_BYTES = 8 * 1024
+MAX_URL_BYTES = 8 * 1024
+# aiohttp's own parser limits sit above S3's so that oversized requests reach
+# dispatch and get S3's XML error instead of aiohttp's plain-text 400.
+PARSER_LIMITS = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024,
+                 "lingering_time": 0}
+
+
+def check_request_size(request: web.Request) -> None:
+    if len(request.raw_path) > MAX_URL_BYTES:
+        raise InvalidURI("The URI is too long.")
+    size = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+    if size > MAX_HEADER_BYTES:
+        raise RequestHeaderSectionTooLarge(MaxSizeAllowed=MAX_HEADER_BYTES)
+    if request.method in ("PUT", "POST") and "chunked" in request.headers.get(
+            "Transfer-Encoding", "").lower() \
+            and "x-amz-decoded-content-length" not in request.headers:
+        raise S3NotImplemented("A header you provided implies functionality that is not "
+                               "implemented", Header="Transfer-Encoding")
 
 
 async def _request_id_headers(request: web.Request, response: web.StreamResponse) -> None:

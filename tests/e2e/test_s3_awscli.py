@@ -23,19 +23,14 @@ KIB, MIB = 1024, 1 << 20
 AWS = os.path.join(os.path.dirname(sys.executable), "aws")
 
 # aws-cli switches to multipart uploads at 8 MiB; multipart is not implemented
-# yet, so the "big" profile raises the threshold for the one file above it.
-CONFIG = """\
-[default]
-region = us-east-1
-s3 =
-    max_concurrent_requests = 16
-
-[profile big]
-region = us-east-1
-s3 =
-    multipart_threshold = 64MB
-    multipart_chunksize = 64MB
-"""
+# yet, so the "big" config raises the threshold for the one file above it. (A
+# config file rather than --profile: an explicit profile makes aws-cli ignore
+# the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY the server env carries.)
+CONFIGS = {
+    "config": "[default]\nregion = us-east-1\ns3 =\n    max_concurrent_requests = 16\n",
+    "config-big": "[default]\nregion = us-east-1\ns3 =\n    multipart_threshold = 64MB\n"
+                  "    multipart_chunksize = 64MB\n",
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,28 +38,29 @@ def aws_config(tmp_path_factory):
     if not os.path.exists(AWS):
         pytest.fail(f"aws-cli is not installed in the venv ({AWS}): pip install -e '.[test]'")
     d = tmp_path_factory.mktemp("awscfg")
-    (d / "config").write_text(CONFIG)
+    for name, text in CONFIGS.items():
+        (d / name).write_text(text)
     (d / "credentials").write_text("")
     return d
 
 
 @pytest.fixture
-def aws(basalt, aws_config):
-    """Run ``aws ARGS...``; returns the CompletedProcess (check=True asserts exit 0)."""
+def aws(basalt, aws_config, tmp_path):
+    """Run ``aws ARGS...`` in ``tmp_path`` (aws-cli prints local paths relative to its
+    working directory); returns the CompletedProcess (check=True asserts exit 0)."""
 
-    def run(*args: str, check: bool = True, profile: str | None = None,
+    def run(*args: str, check: bool = True, big: bool = False,
             input: bytes | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-        env = dict(basalt.env, AWS_CONFIG_FILE=str(aws_config / "config"),
+        env = dict(basalt.env, AWS_CONFIG_FILE=str(aws_config / ("config-big" if big else "config")),
                    AWS_SHARED_CREDENTIALS_FILE=str(aws_config / "credentials"),
                    PYTHONIOENCODING="utf-8", AWS_PAGER="")
         env.pop("AWS_PROFILE", None)
         cmd = [AWS, "--endpoint-url", basalt.endpoint]
         if basalt.ca_path:
             cmd += ["--ca-bundle", basalt.ca_path]
-        if profile:
-            cmd += ["--profile", profile]
         cmd += list(args)
-        out = subprocess.run(cmd, env=env, capture_output=True, input=input, timeout=timeout)
+        out = subprocess.run(cmd, env=env, capture_output=True, input=input, timeout=timeout,
+                             cwd=tmp_path)
         out.stdout_text = out.stdout.decode("utf-8", "replace")
         out.stderr_text = out.stderr.decode("utf-8", "replace")
         if check and out.returncode != 0:
@@ -83,7 +79,9 @@ def api(aws, *args: str):
 
 
 def lines(out: subprocess.CompletedProcess, verb: str) -> list[str]:
-    return [ln for ln in out.stdout_text.splitlines() if ln.startswith(verb + ":")]
+    # progress lines are overwritten with \r and padded with spaces
+    text = out.stdout_text.replace("\r", "\n")
+    return [ln.rstrip() for ln in text.splitlines() if ln.startswith(verb + ":")]
 
 
 def new_name(prefix: str = "cli") -> str:
@@ -146,11 +144,11 @@ def test_cp_up_and_down(aws, s3, bucket, tmp_path):
     large = tmp_path / "large.bin"     # above it: single PUT only with the raised threshold
     large.write_bytes(os.urandom(12 * MIB + 7))
 
-    out = aws("s3", "cp", str(small), f"s3://{bucket}/docs/small.txt",
+    out = aws("s3", "cp", "small.txt", f"s3://{bucket}/docs/small.txt",
               "--content-type", "text/plain", "--metadata", "owner=ada,project=basalt")
-    assert lines(out, "upload") == [f"upload: {small} to s3://{bucket}/docs/small.txt"]
+    assert lines(out, "upload") == [f"upload: ./small.txt to s3://{bucket}/docs/small.txt"]
     aws("s3", "cp", str(medium), f"s3://{bucket}/bin/medium.bin")
-    aws("s3", "cp", str(large), f"s3://{bucket}/bin/large.bin", profile="big")
+    aws("s3", "cp", str(large), f"s3://{bucket}/bin/large.bin", big=True)
     aws("s3", "cp", "-", f"s3://{bucket}/stdin.txt", input=b"from stdin\n" * 1000)
 
     head = s3.head_object(Bucket=bucket, Key="docs/small.txt")
@@ -164,14 +162,14 @@ def test_cp_up_and_down(aws, s3, bucket, tmp_path):
     down = tmp_path / "down"
     aws("s3", "cp", f"s3://{bucket}/docs/small.txt", str(down / "small.txt"))
     aws("s3", "cp", f"s3://{bucket}/bin/medium.bin", str(down / "medium.bin"))
-    aws("s3", "cp", f"s3://{bucket}/bin/large.bin", str(down / "large.bin"), profile="big")
+    aws("s3", "cp", f"s3://{bucket}/bin/large.bin", str(down / "large.bin"), big=True)
     for path in (small, medium, large):
         assert sha256_file(down / path.name) == sha256_file(path), path.name
     assert aws("s3", "cp", f"s3://{bucket}/stdin.txt", "-").stdout == b"from stdin\n" * 1000
 
     # recursive cp down of a prefix, and server-side copy between keys
     out = aws("s3", "cp", "--recursive", f"s3://{bucket}/bin/", str(tmp_path / "bin"),
-              profile="big")
+              big=True)
     assert len(lines(out, "download")) == 2
     assert tree_digests(tmp_path / "bin") == {"medium.bin": sha256_file(medium),
                                                "large.bin": sha256_file(large)}
@@ -334,7 +332,7 @@ def test_sync_thousand_files_round_trip(aws, s3, bucket, tmp_path):
     assert len(expected) == 1000
     target = f"s3://{bucket}/tree/"
 
-    up = aws("s3", "sync", "--no-progress", str(src), target)
+    up = aws("s3", "sync", "--no-progress", "src", target)
     uploads = lines(up, "upload")
     assert len(uploads) == 1000, up.stdout_text[-2000:] + up.stderr_text
     assert s3.list_objects_v2(Bucket=bucket, Prefix="tree/", MaxKeys=1)["IsTruncated"]
@@ -342,32 +340,32 @@ def test_sync_thousand_files_round_trip(aws, s3, bucket, tmp_path):
         Bucket=bucket, Prefix="tree/") for o in page.get("Contents", [])]
     assert sorted(listed) == sorted("tree/" + k for k in expected)
 
-    down = aws("s3", "sync", "--no-progress", target, str(dst))
+    down = aws("s3", "sync", "--no-progress", target, "dst")
     assert len(lines(down, "download")) == 1000, down.stdout_text[-2000:] + down.stderr_text
     assert tree_digests(dst) == expected  # every file, byte for byte
 
     # nothing changed: a second sync each way transfers nothing
-    again_up = aws("s3", "sync", "--no-progress", str(src), target)
+    again_up = aws("s3", "sync", "--no-progress", "src", target)
     assert not lines(again_up, "upload"), again_up.stdout_text[:2000]
-    again_down = aws("s3", "sync", "--no-progress", target, str(dst))
+    again_down = aws("s3", "sync", "--no-progress", target, "dst")
     assert not lines(again_down, "download"), again_down.stdout_text[:2000]
-    assert not lines(aws("s3", "sync", "--no-progress", str(dst), target), "upload")
+    assert not lines(aws("s3", "sync", "--no-progress", "dst", target), "upload")
 
     # one file changes: exactly that one goes up, then comes down
     changed = "ünïcödé/日本語.dat"
     time.sleep(1.1)  # make the local mtime clearly newer than the object's LastModified
     (src / changed).write_bytes(b"new content " * 1000)
-    up = aws("s3", "sync", "--no-progress", str(src), target)
-    assert lines(up, "upload") == [f"upload: {src / changed} to {target}{changed}"]
+    up = aws("s3", "sync", "--no-progress", "src", target)
+    assert lines(up, "upload") == [f"upload: src/{changed} to {target}{changed}"]
     assert s3.get_object(Bucket=bucket, Key=f"tree/{changed}")["Body"].read() == \
         b"new content " * 1000
-    down = aws("s3", "sync", "--no-progress", target, str(dst))
-    assert lines(down, "download") == [f"download: {target}{changed} to {dst / changed}"]
+    down = aws("s3", "sync", "--no-progress", target, "dst")
+    assert lines(down, "download") == [f"download: {target}{changed} to dst/{changed}"]
     assert tree_digests(dst) == tree_digests(src)
 
     # a file removed locally: --delete removes exactly that object
     os.remove(src / "with space.txt")
-    out = aws("s3", "sync", "--no-progress", "--delete", str(src), target)
+    out = aws("s3", "sync", "--no-progress", "--delete", "src", target)
     assert lines(out, "delete") == [f"delete: {target}with space.txt"]
     assert not lines(out, "upload")
     assert s3.list_objects_v2(Bucket=bucket, Prefix="tree/with space.txt")["KeyCount"] == 0
