@@ -70,7 +70,9 @@ def cmd_heal(args: argparse.Namespace) -> int:
               f"{result['failed']} failed")
         for err in result["errors"][:20]:
             print(f"  failed: {err}")
-    return 1 if result["failed"] else 0
+        if result.get("disks_offline"):
+            print(f"  warning: {result['disks_offline']} disks were offline and not healed")
+    return 1 if result["failed"] or result.get("disks_offline") else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,6 +51,7 @@ class HealReport:
     removed: int = 0
     bytes_rebuilt: int = 0
     failed: int = 0
+    disks_offline: int = 0
     errors: list[str] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -224,7 +225,7 @@ async def heal_buckets(store: "ObjectStore", report: HealReport) -> list[str]:
 async def heal_all(store: "ObjectStore", *, deep: bool = True, progress: Progress | None = None,
                    settle_ns: int = SETTLE_NS) -> HealReport:
     """Heal every bucket and object; ``progress`` is called after each object."""
-    report = HealReport()
+    report = HealReport(disks_offline=len(store.offline_positions()))
     healing = [d for d in store.disks if d.online and d.healing]
     for bucket in await heal_buckets(store, report):
         for key in walk_keys(store, bucket):
@@ -279,29 +280,40 @@ class Healer:
         # reformats a replaced disk and runs full heals; worker processes
         # reopen disks the owner brought back and heal what their reads found.
         self.owner = True
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._next_full = 0.0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        # Watching runs apart from healing, so a long heal pass never delays
+        # noticing (and replacing) a lost disk.
+        self._tasks = [loop.create_task(self._watch()), loop.create_task(self._heal())]
 
     def wake(self) -> None:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await self._task
+                await task
             except (asyncio.CancelledError, Exception):
                 pass
 
-    async def _run(self) -> None:
-        store = self.store
+    async def _watch(self) -> None:
         while True:
             try:
                 self.watch_disks()
+            except Exception:
+                log.exception("disk watch failed")
+            await asyncio.sleep(self.interval)
+
+    async def _heal(self) -> None:
+        store = self.store
+        while True:
+            try:
                 while (item := store.heal_queue.pop()) is not None:
                     (bucket, key), deep = item
                     await heal_object(store, bucket, key, deep=deep)

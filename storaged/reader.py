@@ -111,10 +111,20 @@ class ObjectReader:
         store, info = self.store, self.info
         batch = await store.buffers.acquire()
         try:
-            damage = await read_batch(store.run, store.disks, store.codec, info.geometry,
-                                      info.dist, info.version_id, job.part, job.part_size,
-                                      job.first_block, job.nblocks, batch,
-                                      exclude=store.offline_positions())
+            for attempt in (0, 1):
+                try:
+                    damage = await read_batch(store.run, store.disks, store.codec,
+                                              info.geometry, info.dist, info.version_id,
+                                              job.part, job.part_size, job.first_block,
+                                              job.nblocks, batch,
+                                              exclude=store.offline_positions())
+                    break
+                except ReadQuorumError:
+                    # A disk this process still holds offline may be back (replaced
+                    # and healed by another process): look again before giving up.
+                    if attempt or not store.offline_positions():
+                        raise
+                    store.healer.watch_disks()
         except BaseException:
             store.buffers.release(batch)
             raise

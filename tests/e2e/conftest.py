@@ -68,7 +68,7 @@ class Server:
         out = subprocess.run([BASALT, "--data-dir", self.data_dir, *args], env=self.env,
                              capture_output=True, text=True, timeout=timeout)
         if check and out.returncode != 0:
-            raise AssertionError(f"basalt {' '.join(args)} failed: {out.stderr}")
+            raise AssertionError(f"basalt {' '.join(args)} failed: {out.stderr}{out.stdout}")
         return out
 
 
