@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import threading
 from collections.abc import Mapping, Sequence
 
-import numpy as np
+# numpy is only used to find the address of read-only buffers; keep its BLAS
+# from starting spinning worker threads that compete with the coding threads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
 
 from . import _isal
 
