@@ -6,21 +6,35 @@ message; plain messages work too. Lines go to stderr.
 
 from __future__ import annotations
 
+import atexit
+import io
 import logging
+import re
 import sys
+import threading
 import time
 
 
+_NEEDS_QUOTES = re.compile(r'[\s"=]|^$')
+
+
 def _value(v: object) -> str:
-    s = str(v)
-    if s == "" or any(c in s for c in ' "=\n\t'):
+    s = v if isinstance(v, str) else str(v)
+    if _NEEDS_QUOTES.search(s):
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return s
 
 
 class LogfmtFormatter(logging.Formatter):
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        second = int(record.created)
+        if second != self._second:  # strftime once a second, not once a line
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                              time.gmtime(second))
+        ts = self._stamp
         parts = [f"ts={ts}.{int(record.msecs):03d}Z", f"level={record.levelname.lower()}",
                  f"logger={record.name}", f"msg={_value(record.getMessage())}"]
         for key, value in (getattr(record, "fields", None) or {}).items():
@@ -30,8 +44,36 @@ class LogfmtFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+class BufferedStderrHandler(logging.StreamHandler):
+    """Writes lines to stderr in batches: a write per request costs a system call.
+
+    Lines are flushed at least every ``interval`` seconds and at exit; warnings
+    and errors are flushed at once.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__(io.TextIOWrapper(open(sys.stderr.fileno(), "wb", closefd=False),
+                                          write_through=False, line_buffering=False))
+        self._stop = threading.Event()
+        threading.Thread(target=self._flusher, args=(interval,), daemon=True,
+                         name="log-flush").start()
+        atexit.register(self.flush)
+
+    def _flusher(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + "\n")
+            if record.levelno >= logging.WARNING:
+                self.flush()
+        except Exception:
+            self.handleError(record)
+
+
 def setup(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BufferedStderrHandler()
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -2,8 +2,8 @@
 
 The main process owns the disks: it opens and checks them (formatting new
 ones), settles writes a crash interrupted, runs background healing, and
-supervises one S3 worker process per core, all accepting on one listening
-socket it created. SIGINT/SIGTERM stop everything cleanly.
+supervises one S3 worker process per core, each with its own SO_REUSEPORT
+listening socket on the S3 address. SIGINT/SIGTERM stop everything cleanly.
 """
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ class ServeOptions:
     log_level: str = "info"
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -55,21 +57,39 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-class Workers:
-    """Start, watch and stop the S3 worker processes."""
+def claim_port(host: str, port: int) -> int:
+    """Check that nobody listens on the address (SO_REUSEPORT would silently share
+    it with another server of the same user); returns the port (chosen if 0)."""
+    probe = listen(host, port)
+    chosen = probe.getsockname()[1]
+    probe.close()
+    return chosen
 
-    def __init__(self, count: int, sock: socket.socket, settings: dict, env: dict) -> None:
-        self.count, self.sock, self.settings, self.env = count, sock, settings, env
+
+class Workers:
+    """Start, watch and stop the S3 worker processes.
+
+    Each worker gets its own SO_REUSEPORT listening socket on the S3 address,
+    so the kernel spreads connections across workers (one shared socket lets
+    whichever worker wakes first take every keep-alive connection).
+    """
+
+    def __init__(self, count: int, address: tuple[str, int], settings: dict, env: dict) -> None:
+        self.count, self.address, self.settings, self.env = count, address, settings, env
         self.procs: list[subprocess.Popen] = []
         self._stopping = False
 
     def _spawn(self) -> tuple[subprocess.Popen, int]:
+        sock = listen(*self.address, reuse_port=True)
         rfd, wfd = os.pipe()
-        settings = dict(self.settings, fd=self.sock.fileno(), ready_fd=wfd)
+        settings = dict(self.settings, fd=sock.fileno(), ready_fd=wfd)
         env = dict(self.env, BASALT_WORKER=json.dumps(settings))
-        proc = subprocess.Popen([sys.executable, "-m", "basalt.worker"], env=env,
-                                pass_fds=(self.sock.fileno(), wfd))
-        os.close(wfd)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "basalt.worker"], env=env,
+                                    pass_fds=(sock.fileno(), wfd))
+        finally:
+            os.close(wfd)
+            sock.close()  # the worker holds it now
         return proc, rfd
 
     async def start(self, timeout: float = 60.0) -> None:
@@ -128,17 +148,16 @@ async def serve(opts: ServeOptions) -> None:
             "block_size": store.geometry.block_size, "write_quorum": store.write_quorum}})
         for state in store.disk_states():
             log.info("disk", extra={"fields": state})
-        sock = listen(*opts.s3_address)
+        host, port = opts.s3_address
+        port = claim_port(host, port)
         settings = {"disks": disks, "sync": opts.sync, "region": opts.region,
                     "domain": opts.domain, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key,
                     "log_level": opts.log_level}
         env = dict(os.environ, BASALT_ACCESS_KEY=creds.access_key,
                    BASALT_SECRET_KEY=creds.secret_key, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
-        workers = Workers(opts.workers or os.cpu_count() or 1, sock, settings, env)
+        workers = Workers(opts.workers or os.cpu_count() or 1, (host, port), settings, env)
         await workers.start()
-        sock.close()  # the workers hold it now
         scheme = "https" if opts.tls_cert else "http"
-        host, port = opts.s3_address
         url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
         log.info("S3 ready", extra={"fields": {"url": url, "workers": workers.count}})
         print(f"Basalt is serving {len(disks)} disks ({store.k}+{store.m}) from {data_dir}\n"

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from storaged import ObjectStore
+from storaged.meta import new_id
 
 from . import admin, bucket, copy, delete, get, listing, metrics, put, router, sigv2, sigv4
 from .errors import InvalidURI, RequestHeaderSectionTooLarge, S3Error, S3NotImplemented
@@ -80,7 +81,7 @@ class Gateway:
                                     self.config.credentials.get)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        request_id = request["request_id"] = uuid.uuid4().hex[:16].upper()
+        request_id = request["request_id"] = new_id(64).upper()
         started = time.monotonic()
         op, resource, resp = "Unknown", request.path, None
         error_code = ""

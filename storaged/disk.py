@@ -19,13 +19,13 @@ import abc
 import ctypes
 import logging
 import os
-import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import msgpack
 
 from .format import DiskFormat, Slot, fsync_dir, read_format
+from .meta import new_id
 from .metadb import MetaDB, Op
 
 log = logging.getLogger("basalt.storaged.disk")
@@ -241,7 +241,7 @@ class _LocalShardWriter(ShardWriter):
     def __init__(self, disk: LocalDisk, vid: str, part: int) -> None:
         self.disk = disk
         self.final = disk.shard_path(vid, part)
-        self.tmp = os.path.join(disk.root, "tmp", f"{vid}.{part}.{uuid.uuid4().hex[:8]}")
+        self.tmp = os.path.join(disk.root, "tmp", f"{vid}.{part}.{new_id(32)}")
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
 
     def write(self, iov: Iov, offset: int) -> None:

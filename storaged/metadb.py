@@ -12,7 +12,7 @@ Tables (LMDB sub-databases):
 
 Writes go through :meth:`MetaDB.commit`, which batches the operations of
 concurrent requests into one LMDB transaction — one pair of fsyncs for many
-small objects. Each request's operations run in a nested transaction so a
+small objects — committed by the process's :class:`Committer`. Each request's operations run in a nested transaction so a
 failing request never takes its neighbours down. Reads are plain read-only
 transactions on the memory map, cheap enough to run on the event loop.
 """
@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import errno
+import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -104,7 +105,7 @@ class Op(Protocol):
     def apply(self, tx: Tx) -> Any: ...
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class MetaDB:
     """LMDB environment of one disk."""
 
@@ -118,12 +119,8 @@ class MetaDB:
             sync=self.sync, metasync=self.sync, readahead=False, meminit=False,
         )
         self.dbs = {name: self.env.open_db(name) for name in TABLES}
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lmdb-commit")
-        self._queue: list[tuple[Sequence[Op], asyncio.Future]] = []
-        self._draining = False
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
         self.env.close()
 
     # reads --------------------------------------------------------------------
@@ -203,32 +200,7 @@ class MetaDB:
         Returns a future (not a coroutine): gathering the commits of several
         disks then costs no task per disk on the hot small-object path.
         """
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._queue.append((ops, fut))
-        if not self._draining:
-            self._draining = True
-            loop.create_task(self._drain())
-        return fut
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    outcomes = await loop.run_in_executor(self._executor, self._apply_batch, batch)
-                except BaseException as exc:  # the whole transaction failed
-                    outcomes = [(False, _disk_error(exc))] * len(batch)
-                for (_, fut), (ok, value) in zip(batch, outcomes):
-                    if fut.done():
-                        continue
-                    if ok:
-                        fut.set_result(value)
-                    else:
-                        fut.set_exception(value)
-        finally:
-            self._draining = False
+        return Committer.current().submit(self, ops)
 
     def commit_now(self, ops: Sequence[Op]) -> list[Any]:
         """Synchronous :meth:`commit` for start-up and maintenance paths."""
@@ -238,6 +210,7 @@ class MetaDB:
         return value
 
     def _apply_batch(self, batch: Sequence[tuple[Sequence[Op], Any]]) -> list[tuple[bool, Any]]:
+        """One write transaction for a batch; (ok, result-or-error) per request."""
         outcomes: list[tuple[bool, Any]] = []
         try:
             with self.env.begin(write=True) as txn:
@@ -255,6 +228,81 @@ class MetaDB:
         except Exception as exc:
             return [(False, _disk_error(exc))] * len(batch)
         return outcomes
+
+
+class Committer:
+    """Commits the queued batches of every disk of a process, a round at a time.
+
+    A round takes whatever each disk has queued and commits it in one hop to
+    the commit threads (disks split across them), then wakes the requests.
+    Few threads and one hop per round matter: on the small-object path thread
+    handoffs (context switches) cost more CPU than the LMDB work itself.
+    """
+
+    THREADS = 2
+    _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Committer]" = \
+        weakref.WeakKeyDictionary()
+
+    def __init__(self, threads: int = THREADS) -> None:
+        self.threads = threads
+        self._executor = concurrent.futures.ThreadPoolExecutor(threads,
+                                                               thread_name_prefix="lmdb-commit")
+        self._pending: dict[MetaDB, list[tuple[Sequence[Op], asyncio.Future]]] = {}
+        self._draining = False
+
+    @classmethod
+    def current(cls) -> "Committer":
+        """The committer of the running event loop."""
+        loop = asyncio.get_running_loop()
+        committer = cls._by_loop.get(loop)
+        if committer is None:
+            committer = cls._by_loop[loop] = cls()
+            weakref.finalize(loop, committer._executor.shutdown, False)
+        return committer
+
+    def submit(self, db: "MetaDB", ops: Sequence[Op]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.setdefault(db, []).append((ops, fut))
+        if not self._draining:
+            self._draining = True
+            loop.create_task(self._drain())
+        return fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                # One turn of the loop lets requests that are ready to commit
+                # join this round: fewer, larger fsynced transactions.
+                await asyncio.sleep(0)
+                work, self._pending = self._pending, {}
+                lanes: list[list[MetaDB]] = [[] for _ in range(self.threads)]
+                for i, db in enumerate(sorted(work, key=lambda d: d.path)):
+                    lanes[i % self.threads].append(db)
+                jobs = [loop.run_in_executor(self._executor, self._commit_lane, lane, work)
+                        for lane in lanes if lane]
+                for outcome in await asyncio.gather(*jobs):
+                    for db, results in outcome.items():
+                        for (_, fut), (ok, value) in zip(work[db], results):
+                            if fut.done():
+                                continue
+                            if ok:
+                                fut.set_result(value)
+                            else:
+                                fut.set_exception(value)
+        finally:
+            self._draining = False
+
+    @staticmethod
+    def _commit_lane(lane: list["MetaDB"], work: dict) -> dict:
+        out = {}
+        for db in lane:
+            try:
+                out[db] = db._apply_batch(work[db])
+            except BaseException as exc:  # the whole transaction failed
+                out[db] = [(False, _disk_error(exc))] * len(work[db])
+        return out
 
 
 def _disk_error(exc: BaseException) -> BaseException:

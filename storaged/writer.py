@@ -27,7 +27,6 @@ import asyncio
 import dataclasses
 import hashlib
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ from .buffers import Batch
 from .disk import ShardWriter
 from .errors import DigestMismatch, DiskFull, IncompleteBody, PreconditionFailed, WriteQuorumError
 from .layout import distribution
-from .meta import ObjectInfo, PartInfo
+from .meta import ObjectInfo, PartInfo, new_id
 from .metadb import AddPending, PutObject, Replaced, RestoreObject
 from .quorum import Resolved
 from .stripes import encode_and_write
@@ -175,7 +174,7 @@ async def _put_inline(store: "ObjectStore", bucket: str, key: str, data: bytes,
     md5_hex = md5.hexdigest()
     _check_digest(md5_hex, content_md5)
     checksums = finalize(md5_hex) if finalize else None
-    vid = uuid.uuid4().hex
+    vid = new_id()
     info = _record(store, bucket, key, vid, len(data), md5_hex, attrs, checksums, inline=True)
     blobs = store.inline_blobs(info, data)
     return await commit_version(store, info, blobs, condition, positions=store.online_positions())
@@ -188,7 +187,7 @@ class _StreamWriter:
 
     def __init__(self, store: "ObjectStore", bucket: str, key: str) -> None:
         self.store, self.bucket, self.key = store, bucket, key
-        self.vid = uuid.uuid4().hex
+        self.vid = new_id()
         self.dist = distribution(bucket, key, store.n)
         self.writers: dict[int, ShardWriter] = {}
         self.failed: dict[int, BaseException] = {}
