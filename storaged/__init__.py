@@ -13,12 +13,14 @@ Public API::
     await store.close()
 """
 
-from .errors import (BucketExists, BucketNotEmpty, DigestMismatch, DiskFull, FormatError,
-                     IncompleteBody, InvalidRange, NoSuchBucket, NoSuchKey, PreconditionFailed,
-                     QuorumError, ReadQuorumError, StorageError, WriteQuorumError)
+from .errors import (BucketExists, BucketNotEmpty, DigestMismatch, DiskFull, EntityTooSmall,
+                     FormatError, IncompleteBody, InvalidPart, InvalidPartOrder, InvalidRange,
+                     NoSuchBucket, NoSuchKey, NoSuchUpload, PreconditionFailed, QuorumError,
+                     ReadQuorumError, StorageError, WriteQuorumError)
 from .healing import HealReport
 from .listing import ListPage
 from .meta import ObjectInfo, PartInfo
+from .multipart import PartRecord, UploadInfo, UploadPage, multipart_etag
 from .reader import ObjectReader
 from .store import BLOCK_SIZE, INLINE_LIMIT, BucketInfo, ObjectStore, default_ec
 from .writer import Condition, ObjectAttrs
@@ -28,5 +30,7 @@ __all__ = [
     "ListPage", "BucketInfo", "HealReport", "default_ec", "BLOCK_SIZE", "INLINE_LIMIT",
     "StorageError", "NoSuchBucket", "NoSuchKey", "BucketExists", "BucketNotEmpty",
     "InvalidRange", "PreconditionFailed", "DigestMismatch", "IncompleteBody", "QuorumError",
-    "ReadQuorumError", "WriteQuorumError", "DiskFull", "FormatError",
+    "ReadQuorumError", "WriteQuorumError", "DiskFull", "FormatError", "NoSuchUpload",
+    "InvalidPart", "InvalidPartOrder", "EntityTooSmall", "PartRecord", "UploadInfo", "UploadPage",
+    "multipart_etag",
 ]

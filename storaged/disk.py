@@ -90,14 +90,23 @@ class Disk(abc.ABC):
              limit: int = 1000) -> list[tuple[str, bytes]]: ...
 
     @abc.abstractmethod
+    def get(self, table: bytes, key: bytes) -> bytes | None:
+        """One value of a metadata table (uploads, parts, ...)."""
+
+    @abc.abstractmethod
+    def range(self, table: bytes, start: bytes, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Items of a metadata table from ``start`` while keys begin with ``prefix``."""
+
+    @abc.abstractmethod
     def buckets(self) -> dict[str, bytes]: ...
 
     @abc.abstractmethod
     def get_bucket(self, name: str) -> bytes | None: ...
 
     @abc.abstractmethod
-    def pending(self) -> list[tuple[str, str, str, list[int]]]:
-        """(vid, bucket, key, parts) of possibly unreferenced shard files."""
+    def pending(self) -> list[tuple[str, str, str, list[int], str]]:
+        """(data id, bucket, key, part numbers, upload id) of possibly unreferenced
+        shard files."""
 
     @abc.abstractmethod
     def check(self) -> bool:
@@ -214,10 +223,24 @@ class LocalDisk(Disk):
     def buckets(self) -> dict[str, bytes]:
         return {k.decode(): v for k, v in self.meta.items(b"buckets")}
 
+    def get(self, table: bytes, key: bytes) -> bytes | None:
+        return self.meta.get(table, key)
+
+    def range(self, table: bytes, start: bytes, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        out = []
+        with self.meta.read() as txn:
+            cur = txn.cursor(db=self.meta.dbs[table])
+            if cur.set_range(start):
+                for k, v in cur:
+                    if not k.startswith(prefix):
+                        break
+                    out.append((k, v))
+        return out
+
     def get_bucket(self, name: str) -> bytes | None:
         return self.meta.get(b"buckets", name.encode())
 
-    def pending(self) -> list[tuple[str, str, str, list[int]]]:
+    def pending(self) -> list[tuple[str, str, str, list[int], str]]:
         return [(vid.decode(), *msgpack.unpackb(v)) for vid, v in self.meta.items(b"pending")]
 
 

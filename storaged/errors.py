@@ -59,6 +59,32 @@ class IncompleteBody(StorageError):
     """The body ended before the declared length."""
 
 
+class NoSuchUpload(StorageError):
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"multipart upload {upload_id} does not exist")
+        self.upload_id = upload_id
+
+
+class InvalidPart(StorageError):
+    """A completion names a part that was not uploaded, or with another ETag."""
+
+    def __init__(self, message: str, number: int | None = None) -> None:
+        super().__init__(message)
+        self.number = number
+
+
+class InvalidPartOrder(StorageError):
+    """A completion lists parts out of ascending order."""
+
+
+class EntityTooSmall(StorageError):
+    """A part other than the last is smaller than the minimum part size."""
+
+    def __init__(self, message: str, number: int, size: int) -> None:
+        super().__init__(message)
+        self.number, self.size = number, size
+
+
 class QuorumError(StorageError):
     """Too few disks answered for the operation to be safe."""
 

@@ -69,14 +69,14 @@ class HealReport:
 Progress = Callable[[HealReport], None]
 
 
-def _frames_ok(disk: Disk, info: ObjectInfo, part: int, size: int) -> bool:
+def _frames_ok(disk: Disk, info: ObjectInfo, data_id: str, part: int, size: int) -> bool:
     geo = info.geometry
     buf = bytearray(geo.frame_size)
     view = memoryview(buf)
     offset = 0
     for b in range(geo.block_count(size)):
         n = HASH_LEN + geo.shard_len(geo.block_len(size, b))
-        if disk.read_shard(info.version_id, part, offset, [view[:n]]) != n:
+        if disk.read_shard(data_id, part, offset, [view[:n]]) != n:
             return False
         if checksum(view[HASH_LEN:n]) != view[:HASH_LEN]:
             return False
@@ -95,9 +95,10 @@ def _shard_ok(disk: Disk, info: ObjectInfo, deep: bool) -> bool:
         return checksum(body[HASH_LEN:]) == body[:HASH_LEN]
     geo = info.geometry
     for part in info.parts:
-        if disk.shard_size(info.version_id, part.number) != geo.shard_file_size(part.size):
+        data_id = info.part_data_id(part)
+        if disk.shard_size(data_id, part.number) != geo.shard_file_size(part.size):
             return False
-        if deep and not _frames_ok(disk, info, part.number, part.size):
+        if deep and not _frames_ok(disk, info, data_id, part.number, part.size):
             return False
     return True
 
@@ -108,10 +109,11 @@ async def _rebuild_files(store: "ObjectStore", info: ObjectInfo, targets: list[i
     exclude = frozenset(targets) | store.offline_positions()
     rebuilt = 0
     for part in info.parts:
+        data_id = info.part_data_id(part)
         writers: dict[int, ShardWriter] = {}
         try:
             for pos in targets:
-                writers[pos] = await store.run(store.disks[pos].create_shard, info.version_id,
+                writers[pos] = await store.run(store.disks[pos].create_shard, data_id,
                                                part.number)
             blocks = geo.block_count(part.size)
             step = store.buffers.batch_blocks
@@ -120,8 +122,7 @@ async def _rebuild_files(store: "ObjectStore", info: ObjectInfo, targets: list[i
                 batch = await store.buffers.acquire()
                 try:
                     await read_batch(store.run, store.disks, store.codec, geo, info.dist,
-                                     info.version_id, part.number, part.size, first, nb, batch,
-                                     exclude)
+                                     data_id, part.number, part.size, first, nb, batch, exclude)
                     nbytes = min(nb * geo.block_size, part.size - first * geo.block_size)
                     failed = await store.run(encode_and_write, store.codec, geo, info.dist,
                                              batch, nbytes, first, writers)
@@ -249,24 +250,32 @@ async def heal_all(store: "ObjectStore", *, deep: bool = True, progress: Progres
 
 
 async def resolve_pending(store: "ObjectStore") -> int:
-    """Settle shard files of writes interrupted by a crash (before serving)."""
+    """Settle shard files of writes interrupted by a crash (before serving).
+
+    Files stay when the current version of their object uses them, or when a
+    multipart upload's part record on some disk does; otherwise they go.
+    """
     settled = 0
-    keys: dict[tuple[str, str], list[tuple[int, str, list[int]]]] = {}
+    keys: dict[tuple[str, str], list[tuple[int, str, list[int], str]]] = {}
     for pos in store.online_positions():
-        for vid, bucket, key, parts in store.disks[pos].pending():
-            keys.setdefault((bucket, key), []).append((pos, vid, parts))
+        for data_id, bucket, key, parts, upload_id in store.disks[pos].pending():
+            keys.setdefault((bucket, key), []).append((pos, data_id, parts, upload_id))
     for (bucket, key), entries in keys.items():
         try:
             await heal_object(store, bucket, key, settle_ns=0)
         except Exception as exc:
             log.warning("cannot settle %s/%s: %s", bucket, key, exc)
             continue
-        for pos, vid, parts in entries:
+        for pos, data_id, parts, upload_id in entries:
             disk = store.disks[pos]
             current = disk.get_object(bucket, key)
-            if current is None or record_version(current)[1] != vid:
-                await store.run(disk.purge, vid, parts)
-            await disk.commit([ClearPending(vid)])
+            used = current is not None and data_id in ObjectInfo.unpack(
+                bucket, key, current).files()
+            if not used and upload_id:
+                used = store.part_uses(upload_id, data_id)
+            if not used:
+                await store.run(disk.purge, data_id, parts)
+            await disk.commit([ClearPending(data_id)])
             settled += 1
     return settled
 
@@ -283,6 +292,7 @@ class Healer:
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._next_full = 0.0
+        self._next_expiry = time.monotonic() + 60
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -317,6 +327,11 @@ class Healer:
                 while (item := store.heal_queue.pop()) is not None:
                     (bucket, key), deep = item
                     await heal_object(store, bucket, key, deep=deep)
+                if self.owner and time.monotonic() >= self._next_expiry:
+                    self._next_expiry = time.monotonic() + min(3600.0, store.upload_expiry / 4)
+                    expired = await store.expire_uploads()
+                    if expired:
+                        log.info("aborted %d abandoned multipart uploads", expired)
                 if self.owner and any(d.healing and d.online for d in store.disks) \
                         and time.monotonic() >= self._next_full:
                     report = await heal_all(store, deep=False)

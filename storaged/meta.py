@@ -43,6 +43,7 @@ class PartInfo:
     size: int
     etag: str
     checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    data_id: str = ""  # whose shard files hold it: "" = the object version's own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,23 @@ class ObjectInfo:
     def last_modified(self) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self.mtime_ns / 1e9, tz=datetime.timezone.utc)
 
+    def files(self) -> dict[str, list[int]]:
+        """Shard files of this version: data id → part numbers (none when inline)."""
+        if self.inline:
+            return {}
+        out: dict[str, list[int]] = {}
+        for p in self.parts:
+            out.setdefault(p.data_id or self.version_id, []).append(p.number)
+        return out
+
+    def own_files(self) -> dict[str, list[int]]:
+        """Shard files written for this version itself (a multipart upload's parts
+        belong to the upload until it is finished)."""
+        return {d: n for d, n in self.files().items() if d == self.version_id}
+
+    def part_data_id(self, part: PartInfo) -> str:
+        return part.data_id or self.version_id
+
     @property
     def order(self) -> tuple[int, str]:
         """Last-writer-wins order: newer mtime, ties broken by version id."""
@@ -88,7 +106,9 @@ class ObjectInfo:
             "hdr": dict(self.headers), "um": dict(self.user_meta), "cks": dict(self.checksums),
             "ckt": self.checksum_type, "ec": [self.k, self.m, self.block_size],
             "dist": list(self.dist),
-            "parts": [[p.number, p.size, p.etag, dict(p.checksums)] for p in self.parts],
+            "parts": [[p.number, p.size, p.etag, dict(p.checksums)] + ([p.data_id] if p.data_id
+                                                                         else [])
+                      for p in self.parts],
         })
 
     @classmethod
@@ -101,7 +121,7 @@ class ObjectInfo:
             mtime_ns=mtime, content_type=d["ct"], headers=d["hdr"], user_meta=d["um"],
             checksums=d["cks"], checksum_type=d.get("ckt", ""), k=k, m=m, block_size=bs,
             dist=tuple(d["dist"]),
-            parts=tuple(PartInfo(n, s, e, c) for n, s, e, c in d["parts"]),
+            parts=tuple(PartInfo(*p) for p in d["parts"]),
             inline=bool(flags & INLINE),
         )
 

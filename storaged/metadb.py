@@ -36,7 +36,7 @@ from .meta import ObjectInfo, record_inline, record_version
 
 TRUNCATE = 400          # key bytes kept verbatim in an LMDB key
 _LONG = b"\xff"         # never occurs in UTF-8, so truncated keys sort after their prefix
-TABLES = (b"buckets", b"objects", b"inline", b"longkeys", b"pending", b"uploads")
+TABLES = (b"buckets", b"objects", b"inline", b"longkeys", b"pending", b"uploads", b"parts")
 
 
 def encode_key(bucket: str, key: str) -> bytes:
@@ -92,8 +92,23 @@ class Tx:
         for table in (b"objects", b"inline", b"longkeys"):
             self.delete(table, lkey)
 
-    def add_pending(self, vid: str, bucket: str, key: str, parts: Sequence[int]) -> None:
-        self.put(b"pending", vid.encode(), msgpack.packb([bucket, key, list(parts)]))
+    def add_pending(self, data_id: str, bucket: str, key: str, parts: Sequence[int],
+                    upload_id: str = "") -> None:
+        self.put(b"pending", data_id.encode(),
+                 msgpack.packb([bucket, key, list(parts), upload_id]))
+
+    def add_pending_files(self, bucket: str, key: str, record: bytes | None,
+                          own_only: bool = False) -> None:
+        """Mark a version's shard files as possibly unreferenced.
+
+        ``own_only`` skips multipart parts: those stay owned by their upload.
+        """
+        if record is None or record_inline(record):
+            return
+        info = ObjectInfo.unpack(bucket, key, record)
+        for data_id, numbers in info.files().items():
+            if not own_only or data_id == info.version_id:
+                self.add_pending(data_id, bucket, key, numbers)
 
     def clear_pending(self, vid: str) -> None:
         self.delete(b"pending", vid.encode())
@@ -348,9 +363,10 @@ class AddPending:
     bucket: str
     key: str
     parts: Sequence[int]
+    upload_id: str = ""
 
     def apply(self, tx: Tx) -> None:
-        tx.add_pending(self.vid, self.bucket, self.key, self.parts)
+        tx.add_pending(self.vid, self.bucket, self.key, self.parts, self.upload_id)
 
 
 @dataclasses.dataclass
@@ -372,10 +388,8 @@ class Replaced:
 
 def _displace(tx: Tx, bucket: str, key: str, record: bytes | None, new_vid: str | None) -> None:
     # The displaced version's shard files may now be garbage: mark them pending.
-    if record is None or record_inline(record) or record_version(record)[1] == new_vid:
-        return
-    old = ObjectInfo.unpack(bucket, key, record)
-    tx.add_pending(old.version_id, bucket, key, [p.number for p in old.parts])
+    if record is not None and record_version(record)[1] != new_vid:
+        tx.add_pending_files(bucket, key, record)
 
 
 @dataclasses.dataclass
@@ -414,7 +428,6 @@ class RestoreObject:
     bucket: str
     key: str
     vid: str
-    parts: Sequence[int]
     previous: bytes | None
     previous_inline: bytes | None
 
@@ -426,8 +439,10 @@ class RestoreObject:
             tx.delete_object(self.bucket, self.key)
         else:
             tx.put_object(self.bucket, self.key, self.previous, self.previous_inline)
-            tx.clear_pending(record_version(self.previous)[1])
-        tx.add_pending(self.vid, self.bucket, self.key, self.parts)
+            prev = ObjectInfo.unpack(self.bucket, self.key, self.previous)
+            for data_id in prev.files():
+                tx.clear_pending(data_id)
+        tx.add_pending_files(self.bucket, self.key, current, own_only=True)
         return True
 
 
@@ -448,3 +463,86 @@ class DeleteObject:
         tx.delete_object(self.bucket, self.key)
         _displace(tx, self.bucket, self.key, old, None)
         return Replaced(True, old, old_inline)
+
+
+# --- multipart uploads --------------------------------------------------------
+
+
+def upload_key(bucket: str, key: str, upload_id: str) -> bytes:
+    """``uploads`` table key: sorts by object key, then upload id (= start time)."""
+    return encode_key(bucket, key) + b"\x00" + upload_id.encode()
+
+
+def part_key(upload_id: str, number: int) -> bytes:
+    return upload_id.encode() + number.to_bytes(4, "big")
+
+
+@dataclasses.dataclass
+class PutUpload:
+    bucket: str
+    key: str
+    upload_id: str
+    record: bytes
+
+    def apply(self, tx: Tx) -> None:
+        tx.put(b"uploads", upload_key(self.bucket, self.key, self.upload_id), self.record)
+
+
+@dataclasses.dataclass
+class PutPart:
+    """Record an uploaded part (replacing an earlier upload of the same number).
+
+    Not applied when this disk does not know the upload (aborted meanwhile).
+    """
+
+    bucket: str
+    key: str
+    upload_id: str
+    number: int
+    data_id: str
+    record: bytes
+
+    def apply(self, tx: Tx) -> Replaced:
+        if tx.get(b"uploads", upload_key(self.bucket, self.key, self.upload_id)) is None:
+            return Replaced(False)
+        pkey = part_key(self.upload_id, self.number)
+        old = tx.get(b"parts", pkey)
+        tx.put(b"parts", pkey, self.record)
+        tx.clear_pending(self.data_id)
+        if old is not None:
+            old_id = msgpack.unpackb(old)["pid"]
+            if old_id != self.data_id:
+                tx.add_pending(old_id, self.bucket, self.key, [self.number], self.upload_id)
+        return Replaced(True, old)
+
+
+@dataclasses.dataclass
+class EndUpload:
+    """Forget an upload (completed or aborted) and its part records.
+
+    Returns the (data id, part number) files no longer used by anything on
+    this disk — every part the current object version does not reference —
+    and marks them pending so a crash before they are purged loses nothing.
+    """
+
+    bucket: str
+    key: str
+    upload_id: str
+
+    def apply(self, tx: Tx) -> list[tuple[str, int]]:
+        tx.delete(b"uploads", upload_key(self.bucket, self.key, self.upload_id))
+        current, _ = tx.get_object(self.bucket, self.key)
+        used = set(ObjectInfo.unpack(self.bucket, self.key, current).files()) \
+            if current is not None else set()
+        prefix = self.upload_id.encode()
+        cur = tx.txn.cursor(db=tx.dbs[b"parts"])
+        unused: list[tuple[str, int]] = []
+        found = cur.set_range(prefix)
+        while found and cur.key().startswith(prefix):
+            number = int.from_bytes(cur.key()[len(prefix):], "big")
+            data_id = msgpack.unpackb(cur.value())["pid"]
+            if data_id not in used:
+                unused.append((data_id, number))
+                tx.add_pending(data_id, self.bucket, self.key, [number])
+            found = cur.delete()
+        return unused

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass
 class _Job:
+    data_id: str
     part: int
     part_size: int
     first_block: int
@@ -72,7 +73,7 @@ class ObjectReader:
                 for b in range(lo // bs, (hi - 1) // bs + 1, step):
                     nb = min(step, (hi - 1) // bs + 1 - b)
                     first = b * bs
-                    jobs.append(_Job(part.number, part.size, b, nb,
+                    jobs.append(_Job(info.part_data_id(part), part.number, part.size, b, nb,
                                      max(lo - first, 0), min(hi - first, nb * bs)))
             base += part.size
         return jobs
@@ -114,7 +115,7 @@ class ObjectReader:
             for attempt in (0, 1):
                 try:
                     damage = await read_batch(store.run, store.disks, store.codec,
-                                              info.geometry, info.dist, info.version_id,
+                                              info.geometry, info.dist, job.data_id,
                                               job.part, job.part_size, job.first_block,
                                               job.nblocks, batch,
                                               exclude=store.offline_positions())

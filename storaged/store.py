@@ -22,6 +22,7 @@ import msgpack
 
 from erasure import Codec
 
+from . import multipart
 from .buffers import BufferPool
 from .disk import Disk, LocalDisk
 from .errors import (BucketExists, BucketNotEmpty, InvalidRange, NoSuchBucket, NoSuchKey,
@@ -92,7 +93,8 @@ class ObjectStore:
 
     def __init__(self, disks: Sequence[Disk], *, inline_limit: int = INLINE_LIMIT,
                  batch_bytes: int = BATCH_BYTES, threads: int | None = None,
-                 buffer_limit: int = 64) -> None:
+                 buffer_limit: int = 64, min_part_size: int = multipart.MIN_PART_SIZE,
+                 upload_expiry: float = 7 * 86400) -> None:
         fmt = disks[0].format
         self.disks = list(disks)
         self.k, self.m, self.n = fmt.k, fmt.m, fmt.k + fmt.m
@@ -106,6 +108,8 @@ class ObjectStore:
             threads or max(16, 4 * self.n), thread_name_prefix="basalt-io")
         self.stats: Counter[str] = Counter()
         self.on_event: Callable[[str, int], None] | None = None  # metrics hook
+        self.min_part_size = min_part_size
+        self.upload_expiry = upload_expiry  # seconds before an abandoned upload is aborted
         self.healer = Healer(self)
         self.heal_queue = HealQueue(self.healer.wake)
         self._locks: dict[tuple[str, str], list[Any]] = {}
@@ -349,6 +353,45 @@ class ObjectStore:
         await self.healer.settle_disks()
         return await heal_all(self, deep=deep, progress=progress)
 
+    # multipart uploads -------------------------------------------------------------
+
+    async def create_upload(self, bucket: str, key: str, attrs: ObjectAttrs | None = None,
+                            checksum_algorithm: str = "",
+                            checksum_type: str = "") -> multipart.UploadInfo:
+        """Start a multipart upload."""
+        return await multipart.create_upload(self, bucket, key, attrs or ObjectAttrs(),
+                                             checksum_algorithm, checksum_type)
+
+    def get_upload(self, bucket: str, key: str, upload_id: str) -> multipart.UploadInfo:
+        return multipart.get_upload(self, bucket, key, upload_id)
+
+    async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: Body,
+                          **kwargs: Any) -> multipart.PartRecord:
+        """Store one part (same options as :meth:`put_object`, minus attrs)."""
+        return await multipart.upload_part(self, bucket, key, upload_id, number, body, **kwargs)
+
+    def list_parts(self, bucket: str, key: str, upload_id: str, after: int = 0,
+                   max_parts: int = 1000) -> tuple[list[multipart.PartRecord], bool]:
+        return multipart.list_parts(self, bucket, key, upload_id, after, max_parts)
+
+    async def complete_upload(self, bucket: str, key: str, upload_id: str,
+                              parts: Sequence[tuple[int, str]], **kwargs: Any) -> ObjectInfo:
+        """Compose the named (number, ETag) parts into the object."""
+        return await multipart.complete_upload(self, bucket, key, upload_id, parts, **kwargs)
+
+    async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        await multipart.abort_upload(self, bucket, key, upload_id)
+
+    def list_uploads(self, bucket: str, **kwargs: Any) -> multipart.UploadPage:
+        return multipart.list_uploads(self, bucket, **kwargs)
+
+    def part_uses(self, upload_id: str, data_id: str) -> bool:
+        return multipart.part_uses(self, upload_id, data_id)
+
+    async def expire_uploads(self) -> int:
+        """Abort uploads older than ``upload_expiry``; how many."""
+        return await multipart.expire_uploads(self, int(self.upload_expiry * 1e9))
+
     # internals shared by the put, get and heal paths -----------------------------
 
     def inline_blobs(self, info: ObjectInfo, data: bytes) -> dict[int, bytes]:
@@ -408,5 +451,5 @@ class ObjectStore:
         """Purge the files of the version a commit replaced on one disk."""
         if record is None or record_inline(record) or record_version(record)[1] == new_vid:
             return
-        old = ObjectInfo.unpack(bucket, key, record)
-        self.background(self.purge(pos, old.version_id, [p.number for p in old.parts]))
+        for data_id, numbers in ObjectInfo.unpack(bucket, key, record).files().items():
+            self.background(self.purge(pos, data_id, numbers))

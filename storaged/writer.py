@@ -28,8 +28,8 @@ import dataclasses
 import hashlib
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .buffers import Batch
 from .disk import ShardWriter
@@ -43,6 +43,7 @@ from .stripes import encode_and_write
 if TYPE_CHECKING:
     from .store import ObjectStore
 
+T = TypeVar("T")
 Body = AsyncIterable[bytes | bytearray | memoryview]
 Finalize = Callable[[str], Mapping[str, str] | None]
 
@@ -64,7 +65,7 @@ class Condition:
     etag: str | None = None
 
 
-class _Chunks:
+class BodyReader:
     """Copies an async byte stream into batch buffers."""
 
     def __init__(self, body: Body, size: int | None) -> None:
@@ -125,7 +126,7 @@ async def put_object(store: "ObjectStore", bucket: str, key: str, body: Body, *,
     """Store ``body`` as ``bucket/key``; see :meth:`ObjectStore.put_object`."""
     store.require_bucket(bucket)
     attrs = attrs or ObjectAttrs()
-    chunks = _Chunks(body, size)
+    chunks = BodyReader(body, size)
     batch = await store.buffers.acquire()
     released = False
     try:
@@ -138,10 +139,15 @@ async def put_object(store: "ObjectStore", bucket: str, key: str, body: Body, *,
                                      finalize, condition)
         if not chunks.eof:
             first += await chunks.fill(batch.data[first:], store.buffers.batch_bytes - first)
-        released = True  # ownership passes to the streaming writer
-        writer = _StreamWriter(store, bucket, key)
-        return await writer.run(chunks, batch, first, attrs, content_md5, hashers, finalize,
-                                condition)
+        released = True  # ownership passes to the stream
+        stream = ShardStream(store, bucket, key, new_id())
+
+        async def commit(stored: Stored) -> ObjectInfo:
+            info = _record(store, bucket, key, stored.data_id, stored.size, stored.md5_hex,
+                           attrs, stored.checksums, inline=False)
+            return await commit_version(store, info, None, condition, stored.positions)
+
+        return await stream.run(chunks, batch, first, content_md5, hashers, finalize, commit)
     finally:
         if not released:
             store.buffers.release(batch)
@@ -180,29 +186,51 @@ async def _put_inline(store: "ObjectStore", bucket: str, key: str, data: bytes,
     return await commit_version(store, info, blobs, condition, positions=store.online_positions())
 
 
-class _StreamWriter:
-    """One large put: pipeline batches through hashing and coding threads."""
+@dataclasses.dataclass
+class Stored:
+    """A body written as shard files: durable on ``positions``, not yet visible."""
+
+    data_id: str
+    number: int
+    size: int
+    md5_hex: str
+    checksums: Mapping[str, str] | None
+    positions: list[int]
+
+
+class ShardStream:
+    """Stream one body into shard files ``<data_id>.<number>``, hashing as it goes.
+
+    Batches are pipelined through the hashing and coding threads. When the body
+    is complete and verified, the files are made durable and ``commit`` (the
+    caller's metadata commit) runs — both shielded from client cancellation.
+    On any failure before that, every file is removed.
+    """
 
     INFLIGHT = 2  # batches being hashed/written while the next one is read
 
-    def __init__(self, store: "ObjectStore", bucket: str, key: str) -> None:
+    def __init__(self, store: "ObjectStore", bucket: str, key: str, data_id: str,
+                 number: int = 1, upload_id: str = "") -> None:
         self.store, self.bucket, self.key = store, bucket, key
-        self.vid = new_id()
+        self.data_id, self.number, self.upload_id = data_id, number, upload_id
         self.dist = distribution(bucket, key, store.n)
         self.writers: dict[int, ShardWriter] = {}
         self.failed: dict[int, BaseException] = {}
 
-    async def run(self, chunks: _Chunks, batch: Batch, filled: int, attrs: ObjectAttrs,
+    async def run(self, chunks: BodyReader, batch: Batch | None, filled: int,
                   content_md5: bytes | None, hashers: Sequence[Any], finalize: Finalize | None,
-                  condition: Condition | None) -> ObjectInfo:
+                  commit: Callable[[Stored], Awaitable[T]]) -> T:
         store = self.store
         inflight: deque[tuple[Batch, asyncio.Future, asyncio.Future]] = deque()
         md5 = hashlib.md5()
         try:
             await self._open()
+            if batch is None:
+                batch = await store.buffers.acquire()
+                filled = await chunks.fill(batch.data, store.buffers.batch_bytes)
             block = 0
             hashing: asyncio.Future | None = None
-            while True:
+            while filled:
                 if hashing is not None:
                     await hashing  # MD5 is sequential: one batch at a time
                 view = batch.data[:filled]
@@ -218,39 +246,37 @@ class _StreamWriter:
                     break
                 batch = await store.buffers.acquire()
                 filled = await chunks.fill(batch.data, store.buffers.batch_bytes)
-                if filled == 0:
-                    store.buffers.release(batch)
-                    batch = None
-                    break
+            if batch is not None:
+                store.buffers.release(batch)
+                batch = None
             while inflight:
                 await self._retire(inflight.popleft())
             md5_hex = md5.hexdigest()
             _check_digest(md5_hex, content_md5)
             checksums = finalize(md5_hex) if finalize else None
-            info = _record(store, self.bucket, self.key, self.vid, chunks.total, md5_hex, attrs,
-                           checksums, inline=False)
         except BaseException:
             for item in inflight:
                 await asyncio.gather(item[1], item[2], return_exceptions=True)
                 store.buffers.release(item[0])
             if batch is not None:
                 store.buffers.release(batch)
-            await asyncio.shield(self._abort())
+            await asyncio.shield(self.discard())
             raise
         # Past this point the body is complete: finish even if the client goes away.
-        return await asyncio.shield(self._finish(info, condition))
+        return await asyncio.shield(self._finish(chunks.total, md5_hex, checksums, commit))
 
     async def _open(self) -> None:
         store = self.store
         positions = store.online_positions()
         disks = [store.disks[p] for p in positions]
-        results = await asyncio.gather(
-            *(d.commit([AddPending(self.vid, self.bucket, self.key, [1])]) for d in disks),
-            return_exceptions=True)
+        pending = AddPending(self.data_id, self.bucket, self.key, [self.number], self.upload_id)
+        results = await asyncio.gather(*(d.commit([pending]) for d in disks),
+                                       return_exceptions=True)
         ready = [d for d, r in zip(disks, results) if not isinstance(r, BaseException)]
         self._require(len(ready), results)
         opened = await asyncio.gather(
-            *(store.run(d.create_shard, self.vid, 1) for d in ready), return_exceptions=True)
+            *(store.run(d.create_shard, self.data_id, self.number) for d in ready),
+            return_exceptions=True)
         for d, w in zip(ready, opened):
             if isinstance(w, BaseException):
                 self.failed[d.position] = w
@@ -277,7 +303,8 @@ class _StreamWriter:
             self.failed[pos] = exc
         self._require(len(self.writers), list(self.failed.values()))
 
-    async def _finish(self, info: ObjectInfo, condition: Condition | None) -> ObjectInfo:
+    async def _finish(self, size: int, md5_hex: str, checksums: Mapping[str, str] | None,
+                      commit: Callable[[Stored], Awaitable[T]]) -> T:
         store = self.store
         positions = list(self.writers)
         results = await asyncio.gather(*(store.run(self.writers[p].commit) for p in positions),
@@ -290,16 +317,17 @@ class _StreamWriter:
         try:
             self._require(len(done), results)
         except BaseException:
-            await self._abort()
+            await self.discard()
             raise
-        return await commit_version(store, info, None, condition, positions=done)
+        return await commit(Stored(self.data_id, self.number, size, md5_hex, checksums, done))
 
-    async def _abort(self) -> None:
+    async def discard(self) -> None:
+        """Remove this stream's files (and pending records) everywhere."""
         store = self.store
         for w in self.writers.values():
             await store.run(w.abort)
         self.writers.clear()
-        await store.purge_everywhere(self.vid, [1])
+        await store.purge_everywhere(self.data_id, [self.number])
 
 
 async def commit_version(store: "ObjectStore", info: ObjectInfo,
@@ -338,8 +366,9 @@ async def commit_version(store: "ObjectStore", info: ObjectInfo,
     if len(applied) < store.n:
         store.heal_queue.add(info.bucket, info.key)
     for pos in positions:
-        if pos not in applied and not info.inline:
-            store.background(store.purge(pos, info.version_id, [p.number for p in info.parts]))
+        if pos not in applied:  # a newer version won on that disk: ours is garbage there
+            for data_id, numbers in info.own_files().items():
+                store.background(store.purge(pos, data_id, numbers))
     for pos, replaced in applied.items():
         store.purge_displaced(pos, info.bucket, info.key, replaced.record, info.version_id)
     return info
@@ -356,10 +385,9 @@ def check_condition(current: Resolved | None, bucket: str, key: str,
 
 
 async def _rollback(store: "ObjectStore", info: ObjectInfo, applied: dict[int, Replaced]) -> None:
-    parts = [p.number for p in info.parts]
     await asyncio.gather(*(
-        store.disks[pos].commit([RestoreObject(info.bucket, info.key, info.version_id, parts,
+        store.disks[pos].commit([RestoreObject(info.bucket, info.key, info.version_id,
                                                r.record, r.inline)])
         for pos, r in applied.items()), return_exceptions=True)
-    if not info.inline:
-        await store.purge_everywhere(info.version_id, parts)
+    for data_id, numbers in info.own_files().items():
+        await store.purge_everywhere(data_id, numbers)

@@ -1,0 +1,179 @@
+"""Multipart uploads in the engine: parts, completion by metadata, abort, races."""
+
+import asyncio
+import hashlib
+import os
+import shutil
+
+import pytest
+
+from storaged import (EntityTooSmall, InvalidPart, InvalidPartOrder, NoSuchUpload, ObjectAttrs,
+                      multipart_etag)
+
+from .helpers import chunks, read
+
+MIB = 1 << 20
+
+
+def shard_files(store):
+    return sorted(f for d in store.disks for _, _, fs in os.walk(os.path.join(d.root, "data"))
+                  for f in fs)
+
+
+async def settle(store):
+    while store._tasks:
+        await asyncio.gather(*list(store._tasks))
+
+
+async def upload(store, key, sizes, attrs=None):
+    up = await store.create_upload("b", key, attrs)
+    datas, parts = [], []
+    for n, size in enumerate(sizes, 1):
+        data = os.urandom(size)
+        part = await store.upload_part("b", key, up.upload_id, n, chunks(data, 300_000),
+                                       size=size)
+        assert part.etag == hashlib.md5(data).hexdigest()
+        datas.append(data)
+        parts.append((n, part.etag))
+    return up, datas, parts
+
+
+@pytest.fixture
+async def store(open_store):
+    s = await open_store(6, ec=(4, 2))
+    await s.make_bucket("b")
+    return s
+
+
+async def test_complete_composes_parts_without_copying(store):
+    up, datas, parts = await upload(store, "big", [5 * MIB, 5 * MIB + 3, 1234],
+                                    ObjectAttrs("video/mp4", {}, {"x": "y"}))
+    files_before = shard_files(store)
+    info = await store.complete_upload("b", "big", up.upload_id, parts)
+    await settle(store)
+    assert shard_files(store) == files_before  # same files, now the object's
+    body = b"".join(datas)
+    assert info.size == len(body) and info.etag == multipart_etag([e for _, e in parts])
+    assert info.etag.endswith("-3") and info.content_type == "video/mp4"
+    assert await read(store, "b", "big") == body
+    for off, length in [(5 * MIB - 10, 20), (0, 5 * MIB + 5), (10 * MIB, 1237), (3, 7)]:
+        assert await read(store, "b", "big", off, length) == body[off:off + length]
+    with pytest.raises(NoSuchUpload):
+        store.get_upload("b", "big", up.upload_id)
+
+
+async def test_part_reupload_replaces_and_list_parts(store):
+    up = await store.create_upload("b", "k")
+    for n in (3, 1, 2):
+        await store.upload_part("b", "k", up.upload_id, n, chunks(b"x" * 10), size=10)
+    again = await store.upload_part("b", "k", up.upload_id, 2, chunks(b"y" * 20), size=20)
+    parts, truncated = store.list_parts("b", "k", up.upload_id)
+    assert [p.number for p in parts] == [1, 2, 3] and not truncated
+    assert parts[1].etag == again.etag and parts[1].size == 20
+    page, truncated = store.list_parts("b", "k", up.upload_id, after=1, max_parts=1)
+    assert [p.number for p in page] == [2] and truncated
+    await settle(store)
+    assert len(shard_files(store)) == 3 * 6  # the replaced part's files are gone
+
+
+async def test_completion_errors(store):
+    up, _, parts = await upload(store, "e", [MIB, MIB])
+    with pytest.raises(InvalidPartOrder):
+        await store.complete_upload("b", "e", up.upload_id, list(reversed(parts)))
+    with pytest.raises(InvalidPart):
+        await store.complete_upload("b", "e", up.upload_id, [(1, "0" * 32), parts[1]])
+    with pytest.raises(InvalidPart):
+        await store.complete_upload("b", "e", up.upload_id, [parts[0], (7, parts[1][1])])
+    with pytest.raises(EntityTooSmall):
+        await store.complete_upload("b", "e", up.upload_id, parts)
+    with pytest.raises(NoSuchUpload):
+        await store.complete_upload("b", "e", "f" * 32, parts)
+    with pytest.raises(NoSuchUpload):
+        await store.upload_part("b", "e", "nonsense", 1, chunks(b"x"))
+    # the upload is still usable after refused completions
+    info = await store.complete_upload("b", "e", up.upload_id, parts[:1])
+    assert info.size == MIB
+
+
+async def test_abort_frees_space_at_once(store):
+    up, _, _ = await upload(store, "gone", [2 * MIB, MIB])
+    assert shard_files(store)
+    await store.abort_upload("b", "gone", up.upload_id)
+    await settle(store)
+    assert shard_files(store) == []
+    assert all(d.pending() == [] for d in store.disks)
+    with pytest.raises(NoSuchUpload):
+        await store.abort_upload("b", "gone", up.upload_id)
+
+
+async def test_unused_parts_are_purged_at_completion(store):
+    up, datas, parts = await upload(store, "some", [5 * MIB, MIB, MIB])
+    await store.complete_upload("b", "some", up.upload_id, [parts[0], parts[2]])
+    await settle(store)
+    assert len(shard_files(store)) == 2 * 6
+    assert await read(store, "b", "some") == datas[0] + datas[2]
+
+
+async def test_parallel_parts_and_racing_completions(store):
+    data = [[os.urandom(5 * MIB) for _ in range(4)] for _ in range(2)]
+    ups = [await store.create_upload("b", "race") for _ in range(2)]
+
+    async def part(i, n):
+        return await store.upload_part("b", "race", ups[i].upload_id, n, chunks(data[i][n - 1]))
+
+    results = await asyncio.gather(*(part(i, n) for i in range(2) for n in range(1, 5)))
+    lists = [[(n, results[i * 4 + n - 1].etag) for n in range(1, 5)] for i in range(2)]
+    await asyncio.gather(*(store.complete_upload("b", "race", up.upload_id, lst)
+                           for up, lst in zip(ups, lists)))
+    # one whole upload wins: never parts of both
+    assert await read(store, "b", "race") in (b"".join(data[0]), b"".join(data[1]))
+    records = {d.get_object("b", "race") for d in store.disks}
+    assert len(records) == 1
+
+
+async def test_list_uploads(store):
+    ids = {}
+    for key in ["a/1", "a/2", "b", "a/1", "c/d/e"]:
+        ids.setdefault(key, []).append((await store.create_upload("b", key)).upload_id)
+    page = store.list_uploads("b")
+    assert [(u.key, u.upload_id) for u in page.uploads] == \
+        [("a/1", ids["a/1"][0]), ("a/1", ids["a/1"][1]), ("a/2", ids["a/2"][0]),
+         ("b", ids["b"][0]), ("c/d/e", ids["c/d/e"][0])]
+    page = store.list_uploads("b", delimiter="/")
+    assert [u.key for u in page.uploads] == ["b"] and page.prefixes == ["a/", "c/"]
+    page = store.list_uploads("b", prefix="a/", max_uploads=2)
+    assert page.truncated and (page.next_key, page.next_upload_id) == ("a/1", ids["a/1"][1])
+    page = store.list_uploads("b", prefix="a/", key_marker="a/1",
+                              upload_id_marker=ids["a/1"][1])
+    assert [u.key for u in page.uploads] == ["a/2"]
+
+
+async def test_abandoned_uploads_expire(store):
+    up = await store.create_upload("b", "old")
+    await store.upload_part("b", "old", up.upload_id, 1, chunks(b"abc"))
+    store.upload_expiry = 3600
+    assert await store.expire_uploads() == 0
+    store.upload_expiry = 0
+    assert await store.expire_uploads() == 1
+    await settle(store)
+    assert shard_files(store) == []
+
+
+async def test_multipart_objects_survive_disk_loss_and_heal(open_store, roots):
+    dirs = roots(6)
+    store = await open_store(dirs=dirs, ec=(4, 2))
+    await store.make_bucket("b")
+    up, datas, parts = await upload(store, "mp", [5 * MIB, 2 * MIB + 1])
+    await store.complete_upload("b", "mp", up.upload_id, parts)
+    await store.close()
+    for i in (0, 3):
+        shutil.rmtree(dirs[i])
+    store = await open_store(dirs=dirs)
+    assert await read(store, "b", "mp") == b"".join(datas)
+    report = await store.heal(deep=True)
+    assert report.failed == 0 and report.healed == 1
+    await store.close()
+    for i in (1, 2):
+        shutil.rmtree(dirs[i])
+    store = await open_store(dirs=dirs)
+    assert await read(store, "b", "mp") == b"".join(datas)
