@@ -153,8 +153,11 @@ async def serve(opts: ServeOptions) -> None:
         settings = {"disks": disks, "sync": opts.sync, "region": opts.region,
                     "domain": opts.domain, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key,
                     "log_level": opts.log_level}
+        # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
+        # one arena each of freed-but-resident memory.
         env = dict(os.environ, BASALT_ACCESS_KEY=creds.access_key,
-                   BASALT_SECRET_KEY=creds.secret_key, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+                   BASALT_SECRET_KEY=creds.secret_key, PROMETHEUS_MULTIPROC_DIR=metrics_dir,
+                   MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"))
         workers = Workers(opts.workers or os.cpu_count() or 1, (host, port), settings, env)
         await workers.start()
         scheme = "https" if opts.tls_cert else "http"

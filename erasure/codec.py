@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import os
 import threading
 from collections.abc import Mapping, Sequence
 
-# numpy is only used to find the address of read-only buffers; keep its BLAS
-# from starting spinning worker threads that compete with the coding threads.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
 
 from . import _isal
 
 __all__ = ["Codec", "ErasureError", "allocate", "MAX_SHARDS"]
 
 MAX_SHARDS = 32
-Buffer = bytes | bytearray | memoryview | mmap.mmap | np.ndarray
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 _u8p = ctypes.POINTER(ctypes.c_ubyte)
 _lib = _isal.lib
@@ -51,6 +46,21 @@ def allocate(size: int) -> memoryview:
     return memoryview(mmap.mmap(-1, size, flags=flags))
 
 
+class _PyBuffer(ctypes.Structure):
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p), ("len", ctypes.c_ssize_t),
+                ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int),
+                ("ndim", ctypes.c_int), ("format", ctypes.c_char_p),
+                ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
+
+
+_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+_get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
+_PyBUF_SIMPLE = 0
+
+
 def _address(buf: Buffer, writable: bool = False) -> int:
     try:  # fast path: any writable buffer
         return ctypes.addressof(ctypes.c_char.from_buffer(buf))
@@ -58,7 +68,14 @@ def _address(buf: Buffer, writable: bool = False) -> int:
         pass
     if writable:
         raise ErasureError("output buffer is read-only")
-    return np.frombuffer(buf, dtype=np.uint8).ctypes.data
+    # Read-only (bytes, views of bytes): ask the buffer protocol. The caller
+    # keeps ``buf`` alive for as long as the address is used.
+    view = _PyBuffer()
+    _get_buffer(buf, ctypes.byref(view), _PyBUF_SIMPLE)
+    try:
+        return view.buf or 0
+    finally:
+        _release_buffer(ctypes.byref(view))
 
 
 def _mds_guaranteed(k: int, m: int) -> bool:

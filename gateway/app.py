@@ -18,7 +18,8 @@ from aiohttp import web
 from storaged import ObjectStore
 from storaged.meta import new_id
 
-from . import admin, bucket, copy, delete, get, listing, metrics, put, router, sigv2, sigv4
+from . import (admin, bucket, copy, delete, get, listing, metrics, multipart, put, router, sigv2,
+               sigv4)
 from .errors import InvalidURI, RequestHeaderSectionTooLarge, S3Error, S3NotImplemented
 from .failures import s3_error
 from .request import Context, GatewayConfig
@@ -47,6 +48,13 @@ HANDLERS: dict[str, Handler] = {
     "CopyObject": copy.copy_object,
     "DeleteObject": delete.delete_object,
     "DeleteObjects": delete.delete_objects,
+    "CreateMultipartUpload": multipart.create_multipart_upload,
+    "UploadPart": multipart.upload_part,
+    "UploadPartCopy": multipart.upload_part_copy,
+    "CompleteMultipartUpload": multipart.complete_multipart_upload,
+    "AbortMultipartUpload": multipart.abort_multipart_upload,
+    "ListParts": multipart.list_parts,
+    "ListMultipartUploads": multipart.list_multipart_uploads,
 }
 
 HOST_ID = uuid.uuid4().hex

@@ -285,6 +285,11 @@ class InvalidRange(S3Error):
     message = "The requested range is not satisfiable"
 
 
+class InvalidPartNumber(S3Error):
+    status = 416
+    message = "The requested partnumber is not satisfiable"
+
+
 class PreconditionFailed(S3Error):
     status = 412
     message = "At least one of the pre-conditions you specified did not hold"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import storaged
 
-from .errors import (BadDigest, BucketAlreadyOwnedByYou, BucketNotEmpty, IncompleteBody,
-                     InternalError, InvalidRange, NoSuchBucket, NoSuchKey, PreconditionFailed,
-                     S3Error, ServiceUnavailable)
+from .errors import (BadDigest, BucketAlreadyOwnedByYou, BucketNotEmpty, EntityTooSmall,
+                     IncompleteBody, InternalError, InvalidPart, InvalidPartOrder, InvalidRange,
+                     NoSuchBucket, NoSuchKey, NoSuchUpload, PreconditionFailed, S3Error,
+                     ServiceUnavailable)
 
 
 class StorageFull(S3Error):
@@ -18,6 +19,8 @@ class StorageFull(S3Error):
 _MAP: list[tuple[type[Exception], type[S3Error]]] = [
     (storaged.NoSuchBucket, NoSuchBucket),
     (storaged.NoSuchKey, NoSuchKey),
+    (storaged.NoSuchUpload, NoSuchUpload),
+    (storaged.InvalidPartOrder, InvalidPartOrder),
     (storaged.BucketExists, BucketAlreadyOwnedByYou),
     (storaged.BucketNotEmpty, BucketNotEmpty),
     (storaged.PreconditionFailed, PreconditionFailed),
@@ -34,6 +37,11 @@ def s3_error(exc: BaseException) -> S3Error:
     if isinstance(exc, storaged.InvalidRange):
         return InvalidRange(headers={"Content-Range": f"bytes */{exc.size}"},
                             ActualObjectSize=exc.size)
+    if isinstance(exc, storaged.InvalidPart):
+        return InvalidPart(PartNumber=exc.number)
+    if isinstance(exc, storaged.EntityTooSmall):
+        return EntityTooSmall(ProposedSize=exc.size, MinSizeAllowed=5 << 20,
+                              PartNumber=exc.number)
     if isinstance(exc, storaged.DigestMismatch):
         return BadDigest(ExpectedDigest=exc.expected, CalculatedDigest=exc.actual)
     for storage_type, s3_type in _MAP:

@@ -10,7 +10,7 @@ from storaged import ObjectInfo
 
 from . import conditions
 from .checksums import header_name
-from .errors import InvalidArgument, InvalidRange
+from .errors import InvalidArgument, InvalidPartNumber, InvalidRange
 from .request import Context
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -75,23 +75,23 @@ def object_headers(info: ObjectInfo, ctx: Context) -> dict[str, str]:
 
 
 def _part_range(info: ObjectInfo, ctx: Context) -> tuple[int, int] | None:
+    """(offset, length) of the part ``?partNumber=`` asks for; None without it."""
     raw = ctx.query.get("partNumber")
     if raw is None:
         return None
     try:
         number = int(raw)
     except ValueError:
-        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
-                              ArgumentName="partNumber", ArgumentValue=raw) from None
+        number = 0
     if not 1 <= number <= 10000:
         raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
                               ArgumentName="partNumber", ArgumentValue=raw)
     offset = 0
     for part in info.parts:
-        if part.number == number or (len(info.parts) == 1 and number == 1):
+        if part.number == number:
             return offset, part.size
         offset += part.size
-    raise InvalidRange(headers={"Content-Range": f"bytes */{info.size}"})
+    raise InvalidPartNumber()
 
 
 def _resolve(ctx: Context) -> tuple[ObjectInfo, dict[str, str], int, int, int]:
@@ -105,12 +105,31 @@ def _resolve(ctx: Context) -> tuple[ObjectInfo, dict[str, str], int, int, int]:
         offset, length = rng
         status = 206
         headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{info.size}"
-    elif rng is None and ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
-        for algorithm, value in info.checksums.items():
+    if ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        if part is not None and len(info.parts) > 1:
+            number = int(ctx.query["partNumber"])
+            sums = next(p.checksums for p in info.parts if p.number == number)
+            kind = "FULL_OBJECT"
+        elif rng is None or part is not None:
+            sums, kind = info.checksums, info.checksum_type or "FULL_OBJECT"
+        else:
+            sums = {}  # a byte range has no stored checksum
+        for algorithm, value in sums.items():
             headers[header_name(algorithm)] = value
-        if info.checksums:
-            headers["x-amz-checksum-type"] = info.checksum_type or "FULL_OBJECT"
+        if sums:
+            headers["x-amz-checksum-type"] = kind
     return info, headers, status, offset, length
+
+
+SEND_PIECE = 256 * 1024
+
+
+async def _send(resp: web.StreamResponse, chunk: memoryview) -> None:
+    # Chunks are views of buffers the reader reuses, and a transport may queue
+    # what it cannot send at once by reference: send copies. Small pieces keep
+    # what each connection queues (TLS adds its own copy) to a few hundred KiB.
+    for start in range(0, len(chunk), SEND_PIECE):
+        await resp.write(bytes(chunk[start:start + SEND_PIECE]))
 
 
 async def head_object(ctx: Context) -> web.StreamResponse:
@@ -133,11 +152,9 @@ async def get_object(ctx: Context) -> web.StreamResponse:
         await resp.prepare(ctx.request)
         ctx.request["streaming"] = True
         if first is not None:
-            # Chunks are views of buffers the reader reuses, and the transport
-            # may queue what it cannot send at once by reference: send copies.
-            await resp.write(bytes(first))
+            await _send(resp, first)
             async for chunk in chunks:
-                await resp.write(bytes(chunk))
+                await _send(resp, chunk)
         await resp.write_eof()
     finally:
         await reader.aclose()

@@ -1,15 +1,23 @@
 """Reusable stripe buffers.
 
-Every put and get works through a few *batches* of consecutive blocks. Their
-buffers come from this pool, pre-faulted once and reused, so steady-state I/O
-allocates nothing and memory per request stays at a few MiB. When the pool is
-exhausted, requests wait: that is the engine's back-pressure.
+Every large put and get works through a few *batches* of consecutive blocks.
+Their buffers come from this pool, pre-faulted once and reused, so steady-state
+I/O allocates nothing. A request first *leases* the number of batches it will
+ever hold at once (a put 3, a get 2); leasing waits while the pool is full, so
+memory stays bounded, and a request never waits again once it runs — no two
+half-served requests can deadlock on the last buffers.
+
+Parity is computed into scratch buffers (:class:`Scratch`) taken for one
+coding call: it is written out within that call, so it never outlives it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import threading
+from collections.abc import Iterator
 
 from erasure import allocate
 
@@ -18,54 +26,100 @@ from .layout import Geometry
 
 @dataclasses.dataclass(eq=False)
 class Batch:
-    """Buffers for ``blocks`` consecutive blocks: data (joined shards) and parity."""
+    """The data of ``blocks`` consecutive blocks (a full block's K shards are its slices)."""
 
     blocks: int
     data: memoryview
-    parity: memoryview
+
+
+class Lease:
+    """Up to ``size`` batches reserved for one request."""
+
+    def __init__(self, pool: "BufferPool", size: int) -> None:
+        self.pool, self.size = pool, size
+        self.held: list[Batch] = []
+
+    def acquire(self) -> Batch:
+        if len(self.held) >= self.size:
+            raise RuntimeError("lease exhausted")  # a bug: the lease was sized wrong
+        batch = self.pool._take()
+        self.held.append(batch)
+        return batch
+
+    def release(self, batch: Batch) -> None:
+        self.held.remove(batch)
+        self.pool._give(batch)
+
+    def close(self) -> None:
+        for batch in self.held:
+            self.pool._give(batch)
+        self.held.clear()
+        self.pool._unreserve(self.size)
 
 
 class BufferPool:
-    """A bounded free list of :class:`Batch` buffers for one geometry."""
+    """Batches for one geometry, at most ``limit`` of them leased at a time."""
 
     def __init__(self, geometry: Geometry, batch_blocks: int, limit: int) -> None:
         self.geometry = geometry
         self.batch_blocks = batch_blocks
         self.limit = limit
         self._free: list[Batch] = []
-        self._created = 0
-        self._waiters: asyncio.Condition | None = None
+        self._reserved = 0
+        self._cond: asyncio.Condition | None = None
 
     @property
     def batch_bytes(self) -> int:
         return self.batch_blocks * self.geometry.block_size
 
-    def _new(self) -> Batch:
-        g = self.geometry
-        shard = g.shard_len(g.block_size)
-        # k spare bytes: the zero padding of a short last block's last shard
-        data = allocate(self.batch_blocks * g.block_size + g.k)
-        parity = allocate(max(1, self.batch_blocks * g.m * shard))
-        self._created += 1
-        return Batch(self.batch_blocks, data, parity)
+    async def lease(self, size: int) -> Lease:
+        size = min(size, self.limit)
+        if self._reserved + size > self.limit:
+            if self._cond is None:
+                self._cond = asyncio.Condition()
+            async with self._cond:
+                await self._cond.wait_for(lambda: self._reserved + size <= self.limit)
+        self._reserved += size
+        return Lease(self, size)
 
-    async def acquire(self) -> Batch:
+    def _take(self) -> Batch:
         if self._free:
             return self._free.pop()
-        if self._created < self.limit:
-            return self._new()
-        if self._waiters is None:
-            self._waiters = asyncio.Condition()
-        async with self._waiters:
-            await self._waiters.wait_for(lambda: bool(self._free))
-            return self._free.pop()
+        g = self.geometry
+        # k spare bytes: the zero padding of a short last block's last shard
+        return Batch(self.batch_blocks, allocate(self.batch_blocks * g.block_size + g.k))
 
-    def release(self, batch: Batch) -> None:
+    def _give(self, batch: Batch) -> None:
         self._free.append(batch)
-        if self._waiters is not None:
+
+    def _unreserve(self, size: int) -> None:
+        self._reserved -= size
+        if self._cond is not None:
             asyncio.get_running_loop().create_task(self._wake())
 
     async def _wake(self) -> None:
-        assert self._waiters is not None
-        async with self._waiters:
-            self._waiters.notify()
+        assert self._cond is not None
+        async with self._cond:
+            self._cond.notify_all()
+
+
+class Scratch:
+    """Parity buffers for the coding threads: taken for one call, then given back,
+    so there are only as many as calls coding at the same moment."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free: list[memoryview] = []
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[memoryview]:
+        with self._lock:
+            buf = self._free.pop() if self._free else None
+        if buf is None:
+            buf = allocate(max(1, self.size))
+        try:
+            yield buf
+        finally:
+            with self._lock:
+                self._free.append(buf)

@@ -117,19 +117,21 @@ async def _rebuild_files(store: "ObjectStore", info: ObjectInfo, targets: list[i
                                                part.number)
             blocks = geo.block_count(part.size)
             step = store.buffers.batch_blocks
-            for first in range(0, blocks, step):
-                nb = min(step, blocks - first)
-                batch = await store.buffers.acquire()
-                try:
+            lease = await store.buffers.lease(1)
+            try:
+                batch = lease.acquire()
+                for first in range(0, blocks, step):
+                    nb = min(step, blocks - first)
                     await read_batch(store.run, store.disks, store.codec, geo, info.dist,
-                                     data_id, part.number, part.size, first, nb, batch, exclude)
+                                     data_id, part.number, part.size, first, nb, batch,
+                                     store.scratch, exclude)
                     nbytes = min(nb * geo.block_size, part.size - first * geo.block_size)
                     failed = await store.run(encode_and_write, store.codec, geo, info.dist,
-                                             batch, nbytes, first, writers)
-                finally:
-                    store.buffers.release(batch)
-                if failed:
-                    raise StorageError(f"rewriting shards failed: {failed}")
+                                             batch, nbytes, first, writers, store.scratch)
+                    if failed:
+                        raise StorageError(f"rewriting shards failed: {failed}")
+            finally:
+                lease.close()
             for w in writers.values():
                 await store.run(w.commit)
             writers.clear()

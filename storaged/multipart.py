@@ -180,7 +180,8 @@ async def upload_part(store: "ObjectStore", bucket: str, key: str, upload_id: st
                     store.background(store.purge(p, old.data_id, [number]))
         return part
 
-    return await stream.run(BodyReader(body, size), None, 0, content_md5, hashers, finalize, commit)
+    return await stream.run(BodyReader(body, size), memoryview(b""), content_md5, hashers, finalize,
+                            commit)
 
 
 def list_parts(store: "ObjectStore", bucket: str, key: str, upload_id: str,

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from .buffers import Batch
+from .buffers import Batch, Lease
 from .errors import ReadQuorumError
 from .layout import HASH_LEN, checksum
 from .meta import ObjectInfo
@@ -86,38 +86,32 @@ class ObjectReader:
             yield memoryview(data)[self.offset:self.offset + self.length]
             return
         jobs = self._jobs()
+        lease = await self.store.buffers.lease(2)  # the batch handed out + the one read ahead
         ahead: asyncio.Task | None = None
-        current: Batch | None = None
         try:
-            ahead = asyncio.ensure_future(self._read(jobs[0]))
+            ahead = asyncio.ensure_future(self._read(jobs[0], lease))
             for i, job in enumerate(jobs):
                 current = await ahead
-                ahead = asyncio.ensure_future(self._read(jobs[i + 1])) if i + 1 < len(jobs) else None
+                ahead = (asyncio.ensure_future(self._read(jobs[i + 1], lease))
+                         if i + 1 < len(jobs) else None)
                 yield current.data[job.lo:job.hi]
-                self.store.buffers.release(current)
-                current = None
+                lease.release(current)
         finally:
-            if current is not None:
-                self.store.buffers.release(current)
             if ahead is not None:
                 ahead.cancel()
-                try:
-                    batch = await ahead
-                except BaseException:
-                    pass
-                else:
-                    self.store.buffers.release(batch)
+                await asyncio.gather(ahead, return_exceptions=True)
+            lease.close()
 
-    async def _read(self, job: _Job) -> Batch:
+    async def _read(self, job: _Job, lease: Lease) -> Batch:
         store, info = self.store, self.info
-        batch = await store.buffers.acquire()
+        batch = lease.acquire()
         try:
             for attempt in (0, 1):
                 try:
                     damage = await read_batch(store.run, store.disks, store.codec,
                                               info.geometry, info.dist, job.data_id,
                                               job.part, job.part_size, job.first_block,
-                                              job.nblocks, batch,
+                                              job.nblocks, batch, store.scratch,
                                               exclude=store.offline_positions())
                     break
                 except ReadQuorumError:
@@ -127,7 +121,7 @@ class ObjectReader:
                         raise
                     store.healer.watch_disks()
         except BaseException:
-            store.buffers.release(batch)
+            lease.release(batch)
             raise
         if damage.bad:
             store.report_damage(info, damage)

@@ -23,7 +23,7 @@ import msgpack
 from erasure import Codec
 
 from . import multipart
-from .buffers import BufferPool
+from .buffers import BufferPool, Scratch
 from .disk import Disk, LocalDisk
 from .errors import (BucketExists, BucketNotEmpty, InvalidRange, NoSuchBucket, NoSuchKey,
                      ReadQuorumError, WriteQuorumError)
@@ -93,7 +93,7 @@ class ObjectStore:
 
     def __init__(self, disks: Sequence[Disk], *, inline_limit: int = INLINE_LIMIT,
                  batch_bytes: int = BATCH_BYTES, threads: int | None = None,
-                 buffer_limit: int = 64, min_part_size: int = multipart.MIN_PART_SIZE,
+                 buffer_limit: int = 12, min_part_size: int = multipart.MIN_PART_SIZE,
                  upload_expiry: float = 7 * 86400) -> None:
         fmt = disks[0].format
         self.disks = list(disks)
@@ -104,6 +104,8 @@ class ObjectStore:
         self.inline_limit = min(inline_limit, fmt.block_size)
         self.buffers = BufferPool(self.geometry, max(1, batch_bytes // fmt.block_size),
                                   buffer_limit)
+        g = self.geometry
+        self.scratch = Scratch(self.buffers.batch_blocks * g.m * g.shard_len(g.block_size))
         self.pool = concurrent.futures.ThreadPoolExecutor(
             threads or max(16, 4 * self.n), thread_name_prefix="basalt-io")
         self.stats: Counter[str] = Counter()
@@ -240,6 +242,8 @@ class ObjectStore:
         self.require_bucket(name)
         if list_objects(self, name, max_keys=1).objects:
             raise BucketNotEmpty(name)
+        for upload in multipart.list_uploads(self, name, max_uploads=1 << 30).uploads:
+            await multipart.end_upload(self, name, upload.key, upload.upload_id)
         positions = self.online_positions()
         results = await asyncio.gather(
             *(self.disks[p].commit([DeleteBucket(name, force=True)]) for p in positions),

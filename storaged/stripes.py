@@ -23,7 +23,7 @@ from typing import Any
 
 from erasure import Codec, ErasureError
 
-from .buffers import Batch
+from .buffers import Batch, Scratch
 from .disk import Disk, ShardWriter
 from .errors import DiskFull, ReadQuorumError
 from .layout import HASH_LEN, Geometry, checksum
@@ -48,46 +48,49 @@ class Damage:
         return CORRUPT in self.bad.values()
 
 
-def _shard_view(geo: Geometry, batch: Batch, rel: int, block_len: int, index: int) -> memoryview:
+def _shard_view(geo: Geometry, batch: Batch, parity: memoryview, rel: int, block_len: int,
+                index: int) -> memoryview:
     s = geo.shard_len(block_len)
     if index < geo.k:
         base = rel * geo.block_size + index * s
         return batch.data[base:base + s]
     base = rel * geo.m * geo.shard_len(geo.block_size) + (index - geo.k) * s
-    return batch.parity[base:base + s]
+    return parity[base:base + s]
 
 
 def encode_and_write(codec: Codec, geo: Geometry, dist: Sequence[int], batch: Batch,
-                     nbytes: int, first_block: int, writers: dict[int, ShardWriter]) -> dict[int, BaseException]:
+                     nbytes: int, first_block: int, writers: dict[int, ShardWriter],
+                     scratch: Scratch) -> dict[int, BaseException]:
     """Encode ``nbytes`` of ``batch`` and append the frames to each writer.
 
     ``writers`` maps disk position to its shard writer; returns the positions
     whose write failed, with the error.
     """
-    iovs: dict[int, list[Any]] = {pos: [] for pos in writers}
-    rel, done = 0, 0
-    while done < nbytes:
-        length = min(geo.block_size, nbytes - done)
-        s = geo.shard_len(length)
-        base = rel * geo.block_size
-        if geo.k * s > length:  # zero-pad the last shard of a short block
-            batch.data[base + length:base + geo.k * s] = bytes(geo.k * s - length)
-        pbase = rel * geo.m * geo.shard_len(geo.block_size)
-        codec.encode(batch.data[base:base + geo.k * s], batch.parity[pbase:pbase + geo.m * s], s)
-        for index in range(geo.n):
-            pos = dist[index]
-            if pos in iovs:
-                view = _shard_view(geo, batch, rel, length, index)
-                iovs[pos] += (checksum(view), view)
-        rel += 1
-        done += length
-    failed: dict[int, BaseException] = {}
-    offset = geo.frame_offset(first_block)
-    for pos, iov in iovs.items():
-        try:
-            writers[pos].write(iov, offset)
-        except OSError as exc:
-            failed[pos] = DiskFull(str(exc)) if exc.errno == errno.ENOSPC else exc
+    with scratch.use() as parity:
+        iovs: dict[int, list[Any]] = {pos: [] for pos in writers}
+        rel, done = 0, 0
+        while done < nbytes:
+            length = min(geo.block_size, nbytes - done)
+            s = geo.shard_len(length)
+            base = rel * geo.block_size
+            if geo.k * s > length:  # zero-pad the last shard of a short block
+                batch.data[base + length:base + geo.k * s] = bytes(geo.k * s - length)
+            pbase = rel * geo.m * geo.shard_len(geo.block_size)
+            codec.encode(batch.data[base:base + geo.k * s], parity[pbase:pbase + geo.m * s], s)
+            for index in range(geo.n):
+                pos = dist[index]
+                if pos in iovs:
+                    view = _shard_view(geo, batch, parity, rel, length, index)
+                    iovs[pos] += (checksum(view), view)
+            rel += 1
+            done += length
+        failed: dict[int, BaseException] = {}
+        offset = geo.frame_offset(first_block)
+        for pos, iov in iovs.items():
+            try:
+                writers[pos].write(iov, offset)
+            except OSError as exc:
+                failed[pos] = DiskFull(str(exc)) if exc.errno == errno.ENOSPC else exc
     return failed
 
 
@@ -117,7 +120,7 @@ def _read_frames(disk: Disk | None, vid: str, part: int, offset: int,
 
 async def read_batch(run: Callable[..., Any], disks: Sequence[Disk | None], codec: Codec,
                      geo: Geometry, dist: Sequence[int], vid: str, part: int, part_size: int,
-                     first_block: int, nblocks: int, batch: Batch,
+                     first_block: int, nblocks: int, batch: Batch, scratch: Scratch,
                      exclude: frozenset[int] = frozenset()) -> Damage:
     """Fill ``batch.data`` with blocks ``first_block..+nblocks`` of a part.
 
@@ -133,8 +136,9 @@ async def read_batch(run: Callable[..., Any], disks: Sequence[Disk | None], code
         pos = dist[index]
         return None if pos in exclude else disks[pos]
 
+    no_parity = memoryview(b"")  # data shards only: no parity views are taken here
     reads = [run(_read_frames, disk_at(i), vid, part, offset,
-                 [_shard_view(geo, batch, rel, n, i) for rel, n in enumerate(lens)])
+                 [_shard_view(geo, batch, no_parity, rel, n, i) for rel, n in enumerate(lens)])
              for i in range(geo.k)]
     states = await asyncio.gather(*reads)
     damage = Damage()
@@ -146,19 +150,27 @@ async def read_batch(run: Callable[..., Any], disks: Sequence[Disk | None], code
                 bad_blocks.setdefault(rel, []).append(index)
     if bad_blocks:
         await run(_repair_blocks, disk_at, codec, geo, vid, part, first_block, lens, batch,
-                  bad_blocks, damage)
+                  bad_blocks, damage, scratch)
     return damage
 
 
 def _repair_blocks(disk_at: Callable[[int], Disk | None], codec: Codec, geo: Geometry, vid: str,
                    part: int, first_block: int, lens: Sequence[int], batch: Batch,
-                   bad_blocks: dict[int, list[int]], damage: Damage) -> None:
-    # Parity of the batch's blocks goes to batch.parity (unused on the read path).
+                   bad_blocks: dict[int, list[int]], damage: Damage, scratch: Scratch) -> None:
+    with scratch.use() as parity:
+        _repair(disk_at, codec, geo, vid, part, first_block, lens, batch, bad_blocks, damage,
+                parity)
+
+
+def _repair(disk_at: Callable[[int], Disk | None], codec: Codec, geo: Geometry, vid: str,
+            part: int, first_block: int, lens: Sequence[int], batch: Batch,
+            bad_blocks: dict[int, list[int]], damage: Damage, parity: memoryview) -> None:
     dead: set[int] = {i for i, state in damage.bad.items() if state == MISSING and i >= geo.k}
     for rel, bad in sorted(bad_blocks.items()):
         length = lens[rel]
         shards: list[memoryview | None] = [
-            None if i in bad else _shard_view(geo, batch, rel, length, i) for i in range(geo.k)]
+            None if i in bad else _shard_view(geo, batch, parity, rel, length, i)
+            for i in range(geo.k)]
         shards += [None] * geo.m
         present = geo.k - len(bad)
         for index in range(geo.k, geo.n):
@@ -166,7 +178,7 @@ def _repair_blocks(disk_at: Callable[[int], Disk | None], codec: Codec, geo: Geo
                 break
             if index in dead:
                 continue
-            view = _shard_view(geo, batch, rel, length, index)
+            view = _shard_view(geo, batch, parity, rel, length, index)
             state = _read_frames(disk_at(index), vid, part,
                                  geo.frame_offset(first_block + rel), [view])[0]
             if state == OK:
@@ -176,7 +188,7 @@ def _repair_blocks(disk_at: Callable[[int], Disk | None], codec: Codec, geo: Geo
                 damage.add(index, state)
                 if state == MISSING:
                     dead.add(index)
-        targets = {i: _shard_view(geo, batch, rel, length, i) for i in bad}
+        targets = {i: _shard_view(geo, batch, parity, rel, length, i) for i in bad}
         try:
             codec.reconstruct(shards, geo.shard_len(length), targets)
         except ErasureError as exc:

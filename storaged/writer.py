@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .buffers import Batch
+from .buffers import Batch, Lease
 from .disk import ShardWriter
 from .errors import DigestMismatch, DiskFull, IncompleteBody, PreconditionFailed, WriteQuorumError
 from .layout import distribution
@@ -127,30 +127,22 @@ async def put_object(store: "ObjectStore", bucket: str, key: str, body: Body, *,
     store.require_bucket(bucket)
     attrs = attrs or ObjectAttrs()
     chunks = BodyReader(body, size)
-    batch = await store.buffers.acquire()
-    released = False
-    try:
-        first = await chunks.fill(batch.data, min(store.inline_limit + 1, store.buffers.batch_bytes))
-        if chunks.eof and first <= store.inline_limit:
-            data = bytes(batch.data[:first])
-            store.buffers.release(batch)
-            released = True
-            return await _put_inline(store, bucket, key, data, attrs, content_md5, hashers,
-                                     finalize, condition)
-        if not chunks.eof:
-            first += await chunks.fill(batch.data[first:], store.buffers.batch_bytes - first)
-        released = True  # ownership passes to the stream
-        stream = ShardStream(store, bucket, key, new_id())
+    # Small objects never touch the stripe pool: read up to the inline limit
+    # into a buffer of their own first.
+    head = bytearray(store.inline_limit + 1)
+    first = await chunks.fill(memoryview(head), len(head))
+    if chunks.eof and first <= store.inline_limit:
+        return await _put_inline(store, bucket, key, bytes(head[:first]), attrs, content_md5,
+                                 hashers, finalize, condition)
+    stream = ShardStream(store, bucket, key, new_id())
 
-        async def commit(stored: Stored) -> ObjectInfo:
-            info = _record(store, bucket, key, stored.data_id, stored.size, stored.md5_hex,
-                           attrs, stored.checksums, inline=False)
-            return await commit_version(store, info, None, condition, stored.positions)
+    async def commit(stored: Stored) -> ObjectInfo:
+        info = _record(store, bucket, key, stored.data_id, stored.size, stored.md5_hex,
+                       attrs, stored.checksums, inline=False)
+        return await commit_version(store, info, None, condition, stored.positions)
 
-        return await stream.run(chunks, batch, first, content_md5, hashers, finalize, commit)
-    finally:
-        if not released:
-            store.buffers.release(batch)
+    return await stream.run(chunks, memoryview(head)[:first], content_md5, hashers, finalize,
+                            commit)
 
 
 def _check_digest(md5_hex: str, content_md5: bytes | None) -> None:
@@ -217,17 +209,21 @@ class ShardStream:
         self.writers: dict[int, ShardWriter] = {}
         self.failed: dict[int, BaseException] = {}
 
-    async def run(self, chunks: BodyReader, batch: Batch | None, filled: int,
-                  content_md5: bytes | None, hashers: Sequence[Any], finalize: Finalize | None,
+    async def run(self, chunks: BodyReader, head: memoryview, content_md5: bytes | None,
+                  hashers: Sequence[Any], finalize: Finalize | None,
                   commit: Callable[[Stored], Awaitable[T]]) -> T:
+        """Stream ``head`` (bytes already read) and the rest of ``chunks``."""
         store = self.store
         inflight: deque[tuple[Batch, asyncio.Future, asyncio.Future]] = deque()
         md5 = hashlib.md5()
+        lease = await store.buffers.lease(self.INFLIGHT + 1)
+        batch: Batch | None = None
         try:
             await self._open()
-            if batch is None:
-                batch = await store.buffers.acquire()
-                filled = await chunks.fill(batch.data, store.buffers.batch_bytes)
+            batch = lease.acquire()
+            batch.data[:len(head)] = head
+            filled = len(head) + await chunks.fill(batch.data[len(head):],
+                                                   store.buffers.batch_bytes - len(head))
             block = 0
             hashing: asyncio.Future | None = None
             while filled:
@@ -236,32 +232,28 @@ class ShardStream:
                 view = batch.data[:filled]
                 hashing = store.run(_md5_update, md5, hashers, view)
                 writing = store.run(encode_and_write, store.codec, store.geometry, self.dist,
-                                    batch, filled, block, dict(self.writers))
+                                    batch, filled, block, dict(self.writers), store.scratch)
                 inflight.append((batch, hashing, writing))
                 block += batch.blocks
                 batch = None
                 if len(inflight) > self.INFLIGHT:
-                    await self._retire(inflight.popleft())
+                    await self._retire(inflight.popleft(), lease)
                 if await chunks.at_end():
                     break
-                batch = await store.buffers.acquire()
+                batch = lease.acquire()
                 filled = await chunks.fill(batch.data, store.buffers.batch_bytes)
-            if batch is not None:
-                store.buffers.release(batch)
-                batch = None
             while inflight:
-                await self._retire(inflight.popleft())
+                await self._retire(inflight.popleft(), lease)
             md5_hex = md5.hexdigest()
             _check_digest(md5_hex, content_md5)
             checksums = finalize(md5_hex) if finalize else None
         except BaseException:
             for item in inflight:
                 await asyncio.gather(item[1], item[2], return_exceptions=True)
-                store.buffers.release(item[0])
-            if batch is not None:
-                store.buffers.release(batch)
+            lease.close()
             await asyncio.shield(self.discard())
             raise
+        lease.close()
         # Past this point the body is complete: finish even if the client goes away.
         return await asyncio.shield(self._finish(chunks.total, md5_hex, checksums, commit))
 
@@ -291,13 +283,14 @@ class ShardStream:
                 raise DiskFull(f"not enough disks with free space for {self.bucket}/{self.key}")
             raise WriteQuorumError(f"{ok} disks writable, {self.store.write_quorum} needed")
 
-    async def _retire(self, item: tuple[Batch, asyncio.Future, asyncio.Future]) -> None:
+    async def _retire(self, item: tuple[Batch, asyncio.Future, asyncio.Future],
+                      lease: Lease) -> None:
         batch, hashing, writing = item
         try:
             await hashing
             failed = await writing
         finally:
-            self.store.buffers.release(batch)
+            lease.release(batch)
         for pos, exc in failed.items():
             self.writers.pop(pos).abort()
             self.failed[pos] = exc
