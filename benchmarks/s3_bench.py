@@ -33,7 +33,9 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -228,6 +230,61 @@ async def get_small(target: Target) -> Measurement:
                               lambda t: t.ops / t.seconds)
 
 
+def _aws_cp(target: Target, src: str, dst: str) -> None:
+    server = target.server
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=server.access_key,
+               AWS_SECRET_ACCESS_KEY=server.secret_key, AWS_DEFAULT_REGION="us-east-1")
+    aws = os.path.join(os.path.dirname(sys.executable), "aws")
+    subprocess.run([aws, "--endpoint-url", server.endpoint, "s3", "cp", "--only-show-errors",
+                    src, dst], env=env, check=True, capture_output=True, timeout=1800)
+
+
+def _cp_file(target: Target) -> str:
+    """A --cp-mib random file (made once per run, shared by both servers)."""
+    path = getattr(target.options, "cp_path", None)
+    if path is None:
+        path = os.path.join(target.options.dir or tempfile.gettempdir(),
+                            f"s3bench-cp-{os.getpid()}.bin")
+        block = os.urandom(16 << 20)
+        with open(path, "wb") as f:
+            for i in range(target.options.cp_mib // 16):
+                f.write(i.to_bytes(8, "little") + block[8:])
+        target.options.cp_path = path
+    return path
+
+
+async def _timed_cp(target: Target, src: str, dst: str) -> Measurement:
+    size = os.path.getsize(_cp_file(target))
+    server_cpu = peers.group_cpu_seconds(target.server)
+    started = time.perf_counter()
+    await asyncio.get_running_loop().run_in_executor(None, _aws_cp, target, src, dst)
+    seconds = time.perf_counter() - started
+    server_cpu = peers.group_cpu_seconds(target.server) - server_cpu
+    return Measurement(value=size / seconds / 1e6, ops=1, seconds=seconds,
+                       server_cpu=server_cpu / seconds)
+
+
+async def cp_up(target: Target) -> Measurement:
+    """`aws s3 cp` of a --cp-mib file up (aws-cli's default multipart settings)."""
+    return await _timed_cp(target, _cp_file(target), f"s3://{BUCKET}/cp.bin")
+
+
+async def cp_down(target: Target) -> Measurement:
+    """`aws s3 cp` of it back down, compared byte for byte."""
+    src = _cp_file(target)
+    back = src + ".back"
+    try:
+        result = await _timed_cp(target, f"s3://{BUCKET}/cp.bin", back)
+        with open(src, "rb") as a, open(back, "rb") as b:
+            while chunk := a.read(16 << 20):
+                if chunk != b.read(len(chunk)):
+                    raise VerifyError(f"{target.server.name}: aws s3 cp returned other bytes")
+        return result
+    finally:
+        if os.path.exists(back):
+            os.unlink(back)
+
+
 @dataclass
 class Row:
     """A benchmark row: what it measures and the Basalt/SeaweedFS target ratio."""
@@ -243,9 +300,12 @@ ROWS = [
     Row("64 MiB GET", "MB/s", get_big, 1.0),
     Row("4 KiB PUT", "ops/s", put_small, 1.0),
     Row("4 KiB GET", "ops/s", get_small, 1.0),
+    Row("aws s3 cp up", "MB/s", cp_up, 1.0),
+    Row("aws s3 cp down", "MB/s", cp_down, 1.0),
 ]
 
-ROW_ERRORS = (S3Error, VerifyError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+ROW_ERRORS = (S3Error, VerifyError, aiohttp.ClientError, asyncio.TimeoutError, OSError,
+              subprocess.CalledProcessError, subprocess.TimeoutExpired)
 
 
 # -- running ----------------------------------------------------------------
@@ -433,6 +493,8 @@ def print_table(summary: dict) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=SERVERS, help="run one server only (no ratios)")
+    parser.add_argument("--cp-mib", type=int, default=1024,
+                        help="size of the file aws s3 cp moves up and down (default 1024)")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="length of each timed 4 KiB row (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0,
@@ -464,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with contextlib.ExitStack() as stack:
+            stack.callback(lambda: getattr(options, "cp_path", None)
+                           and os.path.exists(options.cp_path) and os.unlink(options.cp_path))
             servers = start_servers(options, stack)
             results = run_async(bench(servers, options))
             log("stopping servers ...")
