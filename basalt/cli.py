@@ -9,7 +9,7 @@ import os
 import sys
 
 from . import logs
-from .config import DEFAULT_DATA_DIR, ConfigError, parse_address, parse_ec
+from .config import DEFAULT_DATA_DIR, ConfigError, parse_address, parse_ec, parse_size
 from .admin_client import AdminError
 from .progress import Progress, human_bytes
 
@@ -32,6 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         s3_address=parse_address(args.s3_address, 9000),
         nbd_address=parse_address(args.nbd_address, 10809),
         tls_cert=args.tls_cert, tls_key=args.tls_key, domain=args.domain, region=args.region,
+        nbd_socket=args.nbd_socket,
         workers=args.workers, sync=not args.no_fsync, log_level=args.log_level,
     )
     logs.setup(args.log_level)
@@ -75,6 +76,41 @@ def cmd_heal(args: argparse.Namespace) -> int:
     return 1 if result["failed"] or result.get("disks_offline") else 0
 
 
+def _volume_line(v: dict) -> str:
+    origin = f"  from {v['origin']}" if v.get("origin") else ""
+    return (f"{v['name']:24} {human_bytes(v['size']):>10} provisioned  "
+            f"{human_bytes(v['allocated']):>10} allocated{origin}")
+
+
+def cmd_volume(args: argparse.Namespace) -> int:
+    """Block volume administration through the admin API."""
+    client = admin_client(args)
+    path = "/_basalt/v1/volumes"
+    action = args.action
+    if action == "list":
+        volumes = client.call("GET", path)
+        if args.json:
+            print(json.dumps(volumes))
+        else:
+            for v in volumes:
+                print(_volume_line(v))
+        return 0
+    if action == "create":
+        result = client.call("POST", path, body={"name": args.name,
+                                                 "size": parse_size(args.size)})
+    elif action == "info":
+        result = client.call("GET", f"{path}/{args.name}")
+    elif action == "resize":
+        result = client.call("PATCH", f"{path}/{args.name}",
+                             body={"size": parse_size(args.size), "force": args.force})
+    else:  # delete
+        client.call("DELETE", f"{path}/{args.name}")
+        print(f"deleted volume {args.name}")
+        return 0
+    print(json.dumps(result) if args.json else _volume_line(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basalt", description=__doc__)
     parser.add_argument("--data-dir", default=os.environ.get("BASALT_DATA_DIR", DEFAULT_DATA_DIR),
@@ -90,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ec", metavar="K+M", help="erasure coding (default: from the disk count)")
     p.add_argument("--s3-address", default="127.0.0.1:9000", metavar="HOST:PORT")
     p.add_argument("--nbd-address", default="127.0.0.1:10809", metavar="HOST:PORT")
+    p.add_argument("--nbd-socket", metavar="PATH", help="also serve NBD on this Unix socket")
     p.add_argument("--tls-cert", metavar="PEM", help="serve S3 over HTTPS with this certificate")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--domain", help="virtual-hosted-style domain (bucket.DOMAIN)")
@@ -105,6 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check shard presence and sizes only, not every checksum")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_heal)
+
+    p = sub.add_parser("volume", help="block volumes (NBD exports)")
+    vsub = p.add_subparsers(dest="action", required=True)
+    v = vsub.add_parser("create", help="create a thin volume")
+    v.add_argument("name")
+    v.add_argument("--size", required=True, help="e.g. 10G")
+    v = vsub.add_parser("list", help="list volumes")
+    v = vsub.add_parser("info", help="one volume's sizes and state")
+    v.add_argument("name")
+    v = vsub.add_parser("resize", help="grow (online) or shrink (--force) a volume")
+    v.add_argument("name")
+    v.add_argument("--size", required=True)
+    v.add_argument("--force", action="store_true", help="allow shrinking (loses data)")
+    v = vsub.add_parser("delete", help="delete a volume and its data")
+    v.add_argument("name")
+    for sp in vsub.choices.values():
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_volume)
     return parser
 
 

@@ -75,3 +75,20 @@ def disk_paths(data_dir: str, disks: list[str] | None) -> list[str]:
         return stored
     return [os.path.abspath(os.path.join(data_dir, "disks", f"disk{i}"))
             for i in range(DEFAULT_DISKS)]
+
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1000, "KIB": 1 << 10, "M": 1 << 20, "MB": 10**6,
+          "MIB": 1 << 20, "G": 1 << 30, "GB": 10**9, "GIB": 1 << 30, "T": 1 << 40,
+          "TB": 10**12, "TIB": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``10G`` → 10 GiB (K/M/G/T are binary, as qemu-img's; KB/MB/GB decimal)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text or "")
+    unit = m.group(2).upper() if m else None
+    if not m or unit not in _UNITS:
+        raise ConfigError(f"not a size: {text!r} (e.g. 512M, 10G, 1T)")
+    value = int(float(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ConfigError("a size must be positive")
+    return value

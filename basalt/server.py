@@ -1,8 +1,9 @@
 """The all-in-one process behind `basalt serve`: it wires the daemons together.
 
 The main process owns the disks: it opens and checks them (formatting new
-ones), settles writes a crash interrupted, runs background healing, and
-supervises one S3 worker process per core, each with its own SO_REUSEPORT
+ones), settles writes a crash interrupted, runs background healing, serves
+block volumes over NBD (and their admin API on a Unix socket the workers
+forward to), and supervises one S3 worker process per core, each with its own SO_REUSEPORT
 listening socket on the S3 address. SIGINT/SIGTERM stop everything cleanly.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -18,8 +20,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
+from aiohttp import web
+
+from blockd import NBDServer, VolumeManager, owner_app
 from storaged import ObjectStore
 
 from . import credentials
@@ -39,6 +45,7 @@ class ServeOptions:
     tls_key: str | None = None
     domain: str | None = None
     region: str = "us-east-1"
+    nbd_socket: str | None = None
     workers: int = 0          # 0: one per core
     sync: bool = True
     log_level: str = "info"
@@ -141,6 +148,9 @@ async def serve(opts: ServeOptions) -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir)
     workers: Workers | None = None
+    volumes: VolumeManager | None = None
+    nbd: NBDServer | None = None
+    owner: web.AppRunner | None = None
     try:
         await store.start()
         log.info("storage ready", extra={"fields": {
@@ -148,11 +158,29 @@ async def serve(opts: ServeOptions) -> None:
             "block_size": store.geometry.block_size, "write_quorum": store.write_quorum}})
         for state in store.disk_states():
             log.info("disk", extra={"fields": state})
+        volumes = VolumeManager(store)
+        await volumes.start()
+        nbd = NBDServer(volumes)
+        await nbd.start(*opts.nbd_address)
+        if opts.nbd_socket:
+            await nbd.start_unix(opts.nbd_socket)
+        owner_socket = os.path.join(data_dir, "run", "owner.sock")
+        if len(owner_socket) > 100:  # AF_UNIX paths stop at 108 bytes
+            owner_socket = os.path.join(tempfile.gettempdir(),
+                                        f"basalt-{hashlib.sha1(data_dir.encode()).hexdigest()[:12]}.sock")
+        if os.path.exists(owner_socket):
+            os.unlink(owner_socket)
+        owner = web.AppRunner(owner_app(volumes), access_log=None)
+        await owner.setup()
+        await web.UnixSite(owner, owner_socket).start()
+        nbd_host, nbd_port = opts.nbd_address
+        log.info("NBD ready", extra={"fields": {"address": f"{nbd_host}:{nbd.port}",
+                                                "socket": opts.nbd_socket or ""}})
         host, port = opts.s3_address
         port = claim_port(host, port)
         settings = {"disks": disks, "sync": opts.sync, "region": opts.region,
                     "domain": opts.domain, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key,
-                    "log_level": opts.log_level}
+                    "log_level": opts.log_level, "owner_socket": owner_socket}
         # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
         # one arena each of freed-but-resident memory.
         env = dict(os.environ, BASALT_ACCESS_KEY=creds.access_key,
@@ -164,7 +192,7 @@ async def serve(opts: ServeOptions) -> None:
         url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
         log.info("S3 ready", extra={"fields": {"url": url, "workers": workers.count}})
         print(f"Basalt is serving {len(disks)} disks ({store.k}+{store.m}) from {data_dir}\n"
-              f"S3 endpoint: {url}", flush=True)
+              f"S3 endpoint: {url}\nNBD: nbd://{nbd_host}:{nbd.port}/VOLUME", flush=True)
         if generated:
             print(f"Generated root credentials (stored in {data_dir}/credentials.json):\n"
                   f"  BASALT_ACCESS_KEY={creds.access_key}\n"
@@ -180,4 +208,10 @@ async def serve(opts: ServeOptions) -> None:
     finally:
         if workers is not None:
             await workers.stop()
+        if nbd is not None:
+            await nbd.close()
+        if owner is not None:
+            await owner.cleanup()
+        if volumes is not None:
+            await volumes.close()
         await store.close()

@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
 from storaged import HealReport, ObjectStore
@@ -49,14 +50,57 @@ async def health(store: ObjectStore) -> web.Response:
                               "disks": disks}, status=200 if ok else 503)
 
 
+OWNED = ("/_basalt/v1/volume",)  # served by the process that owns the disks
+
+
+class Owner:
+    """Forwards admin requests to the disk-owning process over its Unix socket."""
+
+    def __init__(self, socket_path: str | None) -> None:
+        self.socket_path = socket_path
+        self._session: aiohttp.ClientSession | None = None
+
+    async def forward(self, request: web.Request, path: str | None = None,
+                      method: str | None = None) -> web.Response:
+        if not self.socket_path:
+            raise AdminError(503, "ServiceUnavailable", "block volumes are not running")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=self.socket_path),
+                timeout=aiohttp.ClientTimeout(total=None))
+        body = await request.read() if request.can_read_body else None
+        url = "http://owner" + (path or request.path_qs)
+        try:
+            async with self._session.request(method or request.method, url, data=body,
+                                             headers={"Content-Type": "application/json"}) as r:
+                return web.Response(status=r.status, body=await r.read(),
+                                    content_type=r.content_type)
+        except aiohttp.ClientError as exc:
+            raise AdminError(503, "ServiceUnavailable", f"volume service unreachable: {exc}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
 async def handle(request: web.Request, store: ObjectStore,
-                 authenticate: Callable[[web.Request], object], request_id: str) -> web.StreamResponse:
+                 authenticate: Callable[[web.Request], object], request_id: str,
+                 owner: Owner | None = None) -> web.StreamResponse:
     path = request.path
     if path == "/_basalt/health":
         return await health(store)
     if path == "/_basalt/metrics":
         return web.Response(body=metrics.render(store),
                             headers={"Content-Type": metrics.CONTENT_TYPE})
+    if path.startswith(OWNED) and owner is not None:
+        try:
+            authenticate(request)
+        except S3Error as exc:
+            return json_error(exc.status, exc.code, exc.message, request_id)
+        try:
+            return await owner.forward(request)
+        except AdminError as exc:
+            return json_error(exc.status, exc.code, exc.message, request_id)
     handler = ROUTES.get((request.method, path))
     if handler is None:
         prefix = [h for (m, p), h in ROUTES.items() if path.startswith(p.rstrip("/") + "/")
@@ -70,6 +114,7 @@ async def handle(request: web.Request, store: ObjectStore,
     except S3Error as exc:
         return json_error(exc.status, exc.code, exc.message, request_id)
     try:
+        request["owner"] = owner
         return await handler(request, store)
     except AdminError as exc:
         return json_error(exc.status, exc.code, exc.message, request_id)
@@ -98,7 +143,18 @@ async def heal(request: web.Request, store: ObjectStore) -> web.StreamResponse:
         await asyncio.wait([task], timeout=0.5)
         if latest and not task.done():
             await resp.write(json.dumps({"progress": latest[-1].as_dict()}).encode() + b"\n")
-    report = task.result()
-    await resp.write(json.dumps({"done": True, **report.as_dict()}).encode() + b"\n")
+    report = task.result().as_dict()
+    owner: Owner | None = request.get("owner")
+    if owner is not None and owner.socket_path:
+        try:
+            volumes = await owner.forward(request, "/_basalt/v1/volume-heal", "POST")
+            report["volumes"] = json.loads(volumes.body)
+            if volumes.status != 200:
+                report["failed"] += 1
+                report["errors"].append(f"volumes: {report['volumes']}")
+        except AdminError as exc:
+            report["failed"] += 1
+            report["errors"].append(f"volumes: {exc.message}")
+    await resp.write(json.dumps({"done": True, **report}).encode() + b"\n")
     await resp.write_eof()
     return resp

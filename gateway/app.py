@@ -73,6 +73,7 @@ class Gateway:
 
     def __init__(self, store: ObjectStore, config: GatewayConfig) -> None:
         self.store, self.config = store, config
+        self.owner = admin.Owner(config.owner_socket)
         store.on_event = metrics.engine_event
 
     def authenticate(self, request: web.Request,
@@ -96,7 +97,8 @@ class Gateway:
         try:
             if request.path.startswith(router.ADMIN_PREFIX):
                 op = "Admin"
-                resp = await admin.handle(request, self.store, self.authenticate, request_id)
+                resp = await admin.handle(request, self.store, self.authenticate, request_id,
+                                          self.owner)
             else:
                 check_request_size(request)
                 try:
@@ -144,6 +146,10 @@ class Gateway:
         application = web.Application(client_max_size=1 << 20)
         application.router.add_route("*", "/{tail:.*}", self.dispatch)
         application.on_response_prepare.append(_request_id_headers)
+
+        async def close_owner(_: web.Application) -> None:
+            await self.owner.close()
+        application.on_cleanup.append(close_owner)
         return application
 
 

@@ -46,6 +46,7 @@ class GatewayConfig:
     region: str = "us-east-1"
     domain: str | None = None               # virtual-hosted style: bucket.DOMAIN
     owner: Owner = dataclasses.field(default_factory=lambda: Owner("basalt", "basalt"))
+    owner_socket: str | None = None         # admin requests served by the disk owner
 
 
 @dataclasses.dataclass

@@ -109,6 +109,15 @@ class Disk(abc.ABC):
         shard files."""
 
     @abc.abstractmethod
+    def open_file(self, name: str, create: bool = True) -> int | None:
+        """A raw file of this disk for another service (block volumes): an fd
+        opened read-write (created when missing, if ``create``; else None).
+        Reopen after ``generation`` changes (the disk was replaced)."""
+
+    @abc.abstractmethod
+    def remove_file(self, name: str) -> None: ...
+
+    @abc.abstractmethod
     def check(self) -> bool:
         """True while the disk is present and still the one that was opened."""
 
@@ -129,6 +138,7 @@ class LocalDisk(Disk):
         self._map_size = map_size
         self._meta: MetaDB | None = None
         self._ident: tuple[int, int] | None = None
+        self.generation = 0  # bumped each time the disk is (re)opened
 
     def __repr__(self) -> str:
         return f"LocalDisk({self.root!r}, position={self.position})"
@@ -139,6 +149,7 @@ class LocalDisk(Disk):
         self._meta = MetaDB(os.path.join(self.root, "meta"), sync=self.sync, map_size=self._map_size)
         st = os.stat(os.path.join(self.root, "format.json"))
         self._ident = (st.st_dev, st.st_ino)
+        self.generation += 1
         self.online = True
 
     def close(self) -> None:
@@ -169,6 +180,21 @@ class LocalDisk(Disk):
             st.st_dev, st.st_ino) == self._ident
 
     # shard files -----------------------------------------------------------------
+
+    def open_file(self, name: str, create: bool = True) -> int | None:
+        folder = os.path.join(self.root, "files")
+        os.makedirs(folder, exist_ok=True)
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            return os.open(os.path.join(folder, name), flags, 0o644)
+        except FileNotFoundError:
+            return None
+
+    def remove_file(self, name: str) -> None:
+        try:
+            os.unlink(os.path.join(self.root, "files", name))
+        except FileNotFoundError:
+            pass
 
     def shard_path(self, vid: str, part: int) -> str:
         return os.path.join(self.root, "data", vid[:2], f"{vid}.{part}")

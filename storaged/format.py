@@ -22,7 +22,7 @@ from .layout import aligned_block_size
 
 FORMAT_FILE = "format.json"
 FORMAT_VERSION = 1
-OWN_ENTRIES = {"meta", "data", "tmp", FORMAT_FILE, FORMAT_FILE + ".tmp", ".healing"}
+OWN_ENTRIES = {"meta", "data", "tmp", "files", FORMAT_FILE, FORMAT_FILE + ".tmp", ".healing"}
 
 
 @dataclasses.dataclass(frozen=True)

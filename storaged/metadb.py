@@ -6,9 +6,13 @@ Tables (LMDB sub-databases):
 ``objects``   ``bucket/key`` → packed :class:`~storaged.meta.ObjectInfo` record
 ``inline``    ``bucket/key`` → version id + shard frames of a small object
 ``longkeys``  truncated ``bucket/key`` → the full key (LMDB keys stop at 511 bytes)
-``pending``   version id → (bucket, key, part numbers) whose shard files may be
-              unreferenced: written but not yet committed, or replaced. Resolved
-              (purged or confirmed) after the write and at start-up.
+``pending``   data id → (bucket, key, part numbers, upload) whose shard files may
+              be unreferenced: written but not yet committed, or replaced.
+              Resolved (purged or confirmed) after the write and at start-up.
+``uploads``   ``bucket/key\0upload id`` → multipart upload
+``parts``     upload id + part number → uploaded part
+``volumes``, ``vmap``, ``vslots``: block volume records, chunk maps and chunk
+              slot allocation, written by blockd through generic operations.
 
 Writes go through :meth:`MetaDB.commit`, which batches the operations of
 concurrent requests into one LMDB transaction — one pair of fsyncs for many
@@ -36,7 +40,9 @@ from .meta import ObjectInfo, record_inline, record_version
 
 TRUNCATE = 400          # key bytes kept verbatim in an LMDB key
 _LONG = b"\xff"         # never occurs in UTF-8, so truncated keys sort after their prefix
-TABLES = (b"buckets", b"objects", b"inline", b"longkeys", b"pending", b"uploads", b"parts")
+TABLES = (b"buckets", b"objects", b"inline", b"longkeys", b"pending", b"uploads", b"parts",
+          # block volumes (their schema belongs to blockd; the engine only stores them)
+          b"volumes", b"vmap", b"vslots")
 
 
 def encode_key(bucket: str, key: str) -> bytes:

@@ -1,0 +1,94 @@
+"""The volume part of the admin API (``/_basalt/v1/volumes``), as aiohttp routes.
+
+Served by the process that owns the disks on a Unix socket; the S3 workers
+authenticate admin requests and forward these to it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from .manager import VolumeError, VolumeManager
+
+PREFIX = "/_basalt/v1/volumes"
+
+
+def _error(exc: VolumeError) -> web.Response:
+    return web.json_response({"code": exc.code, "message": exc.message}, status=exc.status)
+
+
+async def _body(request: web.Request) -> dict:
+    try:
+        data = json.loads(await request.read() or b"{}")
+    except ValueError:
+        raise VolumeError(400, "MalformedJSON", "the request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise VolumeError(400, "MalformedJSON", "the request body must be a JSON object")
+    return data
+
+
+def _size(value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise VolumeError(400, "InvalidSize", "size must be a number of bytes")
+    return value
+
+
+def routes(manager: VolumeManager) -> web.RouteTableDef:
+    r = web.RouteTableDef()
+
+    def handler(fn):
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                return await fn(request)
+            except VolumeError as exc:
+                return _error(exc)
+        return wrapped
+
+    @r.get(PREFIX)
+    @handler
+    async def list_volumes(request: web.Request) -> web.Response:
+        return web.json_response([v.as_dict() for v in manager.list()])
+
+    @r.post(PREFIX)
+    @handler
+    async def create(request: web.Request) -> web.Response:
+        body = await _body(request)
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise VolumeError(400, "InvalidVolumeName", "name is required")
+        info = await manager.create(name, _size(body.get("size")))
+        return web.json_response(info.as_dict(), status=201)
+
+    @r.get(PREFIX + "/{name}")
+    @handler
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response(manager.info(request.match_info["name"]).as_dict())
+
+    @r.patch(PREFIX + "/{name}")
+    @handler
+    async def resize(request: web.Request) -> web.Response:
+        body = await _body(request)
+        info = await manager.resize(request.match_info["name"], _size(body.get("size")),
+                                    force=bool(body.get("force")))
+        return web.json_response(info.as_dict())
+
+    @r.delete(PREFIX + "/{name}")
+    @handler
+    async def delete(request: web.Request) -> web.Response:
+        await manager.delete(request.match_info["name"])
+        return web.Response(status=204)
+
+    @r.post("/_basalt/v1/volume-heal")
+    @handler
+    async def heal(request: web.Request) -> web.Response:
+        return web.json_response(await manager.heal())
+
+    return r
+
+
+def owner_app(manager: VolumeManager) -> web.Application:
+    app = web.Application()
+    app.add_routes(routes(manager))
+    return app

@@ -1,0 +1,383 @@
+"""The volume manager: volumes and their chunk maps, the pool's slots, flushes.
+
+One manager per server (in the process that owns the disks) keeps every map
+in memory and is the only writer of volume metadata, so chunk allocation and
+copy-on-write need no cross-process locking. It is also the NBD server's
+export registry: export names are volume names.
+
+Slot life cycle: allocated (hole-punched, so it reads as zeros) when a chunk
+is first written or copied on write; released when no map uses it; reused
+only once no I/O that started before the release can still touch it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+
+from storaged import ObjectStore, StorageError
+from storaged.meta import new_id
+
+from . import volmeta
+from .export import Export, ExportRegistry, NBDError
+from .pool import CHUNK, ChunkPool
+from .volmeta import MetaChanges, VolumeRecord
+from .volume import Volume, _zero_range
+
+log = logging.getLogger("basalt.blockd")
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+MAX_SIZE = 1 << 50
+
+
+class VolumeError(Exception):
+    """A refused volume operation; ``status`` is the HTTP status for the admin API."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def not_found(name: str) -> VolumeError:
+    return VolumeError(404, "NoSuchVolume", f"volume {name} does not exist")
+
+
+class RWGate:
+    """Many holders of ``shared()`` at once, or one of ``exclusive()``."""
+
+    def __init__(self) -> None:
+        self._readers = 0
+        self._writer = False
+        self._cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        if self._writer:
+            async with self._cond:
+                await self._cond.wait_for(lambda: not self._writer)
+        self._readers += 1
+        try:
+            yield
+        finally:
+            self._readers -= 1
+            if self._readers == 0:
+                async with self._cond:
+                    self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._writer)
+            self._writer = True
+            await self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+@dataclasses.dataclass
+class VolumeInfo:
+    name: str
+    size: int
+    allocated: int
+    created_ns: int
+    origin: str
+    connections: int
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class VolumeManager(ExportRegistry):
+    """Volumes on one store; also the NBD export registry."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.pool = ChunkPool(store)
+        self.records: dict[str, VolumeRecord] = {}
+        self.maps: dict[str, dict[int, int]] = {}          # map id → chunk → slot
+        self.refcounts: dict[int, int] = {}
+        self.free: set[int] = set()
+        self.next_slot = 0
+        self.limbo: list[int] = []                          # released, not yet reusable
+        self.changes = MetaChanges()
+        self.exports: dict[str, Volume] = {}
+        self.writes = RWGate()
+        self._inflight = 0
+        self._flush_lock = asyncio.Lock()
+        self._admin_lock = asyncio.Lock()
+
+    # lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every record and map (voted across the disks)."""
+        self.records = volmeta.load_volumes(self.store)
+        for record in self.records.values():
+            self.maps[record.map_id] = volmeta.load_map(self.store, record.map_id)
+        state = volmeta.load_pool(self.store)
+        self.next_slot = state.next_slot
+        self.refcounts = {}
+        for entries in self.maps.values():
+            for slot in entries.values():
+                self.refcounts[slot] = self.refcounts.get(slot, 0) + 1
+        if self.refcounts != state.refcounts:
+            # Counts are derived from the maps; a crash between commits can only
+            # leave stale counts, and the maps are what the volumes read.
+            self.changes.refcounts.update({s: self.refcounts.get(s, 0) for s in
+                                           set(state.refcounts) | set(self.refcounts)})
+        used = max(self.refcounts, default=-1) + 1
+        self.next_slot = max(self.next_slot, used)
+        self.free = set(range(self.next_slot)) - set(self.refcounts)
+        log.info("volumes ready", extra={"fields": {
+            "volumes": sum(1 for r in self.records.values() if not r.snapshot),
+            "slots": len(self.refcounts), "free": len(self.free)}})
+
+    async def close(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            self.pool.close()
+
+    # the registry the NBD server asks ----------------------------------------------
+
+    async def lookup(self, name: str) -> Export | None:
+        if name not in self.records:
+            return None
+        export = self.exports.get(name)
+        if export is None:
+            export = self.exports[name] = Volume(self, name,
+                                                 read_only=self.records[name].snapshot)
+        return export
+
+    async def names(self) -> list[str]:
+        return sorted(self.records)
+
+    async def listing(self) -> list[tuple[str, str]]:
+        return [(name, (await self.lookup(name)).description) for name in sorted(self.records)]
+
+    # what volumes use while serving I/O -------------------------------------------
+
+    def record(self, name: str) -> VolumeRecord:
+        record = self.records.get(name)
+        if record is None:
+            raise NBDError(errno.EIO, f"volume {name} was deleted")
+        return record
+
+    def map_of(self, name: str) -> dict[int, int]:
+        return self.maps[self.record(name).map_id]
+
+    def shared(self, slot: int) -> bool:
+        return self.refcounts.get(slot, 0) > 1
+
+    @contextlib.asynccontextmanager
+    async def io(self) -> AsyncIterator[None]:
+        """Count data I/O in flight: released slots wait for it to finish."""
+        self._inflight += 1
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0 and self.limbo:
+                self._recycle()
+
+    def _alloc(self) -> int:
+        if self.free:
+            slot = self.free.pop()
+        else:
+            slot = self.next_slot
+            self.next_slot += 1
+            self.changes.next_slot = self.next_slot
+        self.pool.clear(slot)  # whatever an earlier life left there reads as zeros
+        self.refcounts[slot] = 1
+        self.changes.refcounts[slot] = 1
+        return slot
+
+    def _set(self, map_id: str, index: int, slot: int | None) -> None:
+        entries = self.maps[map_id]
+        if slot is None:
+            entries.pop(index, None)
+        else:
+            entries[index] = slot
+        self.changes.maps[(map_id, index)] = slot
+
+    def _release(self, slot: int) -> None:
+        count = self.refcounts.get(slot, 0) - 1
+        if count > 0:
+            self.refcounts[slot] = count
+        else:
+            self.refcounts.pop(slot, None)
+            self.limbo.append(slot)
+            count = 0
+        self.changes.refcounts[slot] = count
+
+    def _recycle(self) -> None:
+        for slot in self.limbo:
+            self.pool.clear(slot)  # give the space back now
+            self.free.add(slot)
+        self.limbo.clear()
+
+    def own_chunk(self, name: str, index: int) -> int:
+        """The slot chunk ``index`` of ``name`` may be written in: allocated when
+        unmapped, copied when shared. Never awaits."""
+        map_id = self.record(name).map_id
+        slot = self.maps[map_id].get(index)
+        if slot is None:
+            slot = self._alloc()
+            self._set(map_id, index, slot)
+        elif self.refcounts.get(slot, 0) > 1:
+            copy = self._alloc()
+            self.pool.copy(slot, copy)
+            self._release(slot)
+            self._set(map_id, index, copy)
+            slot = copy
+        return slot
+
+    def unmap(self, name: str, index: int) -> None:
+        map_id = self.record(name).map_id
+        slot = self.maps[map_id].get(index)
+        if slot is not None:
+            self._set(map_id, index, None)
+            self._release(slot)
+
+    async def flush(self) -> None:
+        """Make every acknowledged write and map change durable: pool first, then
+        the metadata that points at it."""
+        async with self._flush_lock:
+            changes, self.changes = self.changes, MetaChanges()
+            try:
+                await self.store.run(self.pool.sync)
+                if changes:
+                    await volmeta.commit(self.store, changes)
+            except (OSError, StorageError) as exc:
+                changes.merge(self.changes)
+                self.changes = changes
+                raise NBDError(errno.EIO, f"flush failed: {exc}") from None
+
+    # administration ----------------------------------------------------------------
+
+    def _require(self, name: str, snapshot: bool = False) -> VolumeRecord:
+        record = self.records.get(name)
+        if record is None or record.snapshot != snapshot:
+            raise not_found(name)
+        return record
+
+    def info(self, name: str) -> VolumeInfo:
+        record = self.records.get(name)
+        if record is None:
+            raise not_found(name)
+        export = self.exports.get(name)
+        return VolumeInfo(name, record.size, len(self.maps[record.map_id]) * CHUNK,
+                          record.created_ns, record.origin, export.connections if export else 0)
+
+    def list(self) -> list[VolumeInfo]:
+        return [self.info(n) for n in sorted(self.records) if not self.records[n].snapshot]
+
+    async def _commit_admin(self) -> None:
+        try:
+            await self.flush()
+        except NBDError as exc:
+            raise VolumeError(503, "ServiceUnavailable", str(exc)) from None
+
+    async def create(self, name: str, size: int, origin: str = "") -> VolumeInfo:
+        if not NAME.match(name):
+            raise VolumeError(400, "InvalidVolumeName",
+                              "volume names are 1-63 letters, digits, '.', '_' or '-'")
+        if not 0 < size <= MAX_SIZE:
+            raise VolumeError(400, "InvalidSize", f"size must be between 1 byte and {MAX_SIZE}")
+        async with self._admin_lock:
+            if name in self.records:
+                raise VolumeError(409, "VolumeExists", f"volume {name} already exists")
+            record = VolumeRecord(name, new_id(), size, time.time_ns(), origin)
+            self.records[name] = record
+            self.maps[record.map_id] = {}
+            self.changes.records[name] = record.pack()
+            await self._commit_admin()
+        log.info("volume created", extra={"fields": {"volume": name, "size": size}})
+        return self.info(name)
+
+    async def resize(self, name: str, size: int, force: bool = False) -> VolumeInfo:
+        if not 0 < size <= MAX_SIZE:
+            raise VolumeError(400, "InvalidSize", f"size must be between 1 byte and {MAX_SIZE}")
+        async with self._admin_lock:
+            record = self._require(name)
+            if size < record.size and not force:
+                raise VolumeError(409, "ShrinkRefused",
+                                  f"shrinking {name} from {record.size} to {size} bytes loses "
+                                  "data; use --force")
+            if size < record.size:
+                async with self.writes.exclusive():
+                    self._cut(record, size)
+            record.size = size
+            self.changes.records[name] = record.pack()
+            await self._commit_admin()
+        return self.info(name)
+
+    def _cut(self, record: VolumeRecord, size: int) -> None:
+        """Drop the chunks past ``size``; zero the tail of the last one."""
+        entries = self.maps[record.map_id]
+        last = size // CHUNK
+        for index in [i for i in entries if i > last or (i == last and size % CHUNK == 0)]:
+            self.unmap(record.name, index)
+        if size % CHUNK and last in entries:
+            slot = self.own_chunk(record.name, last)
+            _zero_range(self.pool, slot, size % CHUNK, CHUNK - size % CHUNK)
+
+    async def delete(self, name: str) -> None:
+        async with self._admin_lock:
+            record = self._require(name)
+            export = self.exports.get(name)
+            if export is not None and export.connections:
+                raise VolumeError(409, "VolumeInUse",
+                                  f"volume {name} has {export.connections} NBD connections")
+            async with self.writes.exclusive():
+                for index in list(self.maps[record.map_id]):
+                    self.unmap(name, index)
+                del self.records[name]
+                del self.maps[record.map_id]
+                self.exports.pop(name, None)
+                self.changes.records[name] = None
+            await self._commit_admin()
+            self._recycle()
+        log.info("volume deleted", extra={"fields": {"volume": name}})
+
+    # healing -----------------------------------------------------------------------
+
+    async def heal(self) -> dict:
+        """Rewrite the volume metadata on every disk and every slot's lost or
+        damaged copies (after a disk was wiped or replaced)."""
+        async with self._admin_lock, self.writes.exclusive():
+            await self.flush()
+            state = volmeta.PoolState(self.next_slot, dict(self.refcounts), set())
+            full = volmeta.full_state(self.records, self.maps, state)
+            positions = self.store.online_positions()
+            await asyncio.gather(*(self.store.disks[p].commit([ReplaceVolumeTables(full)])
+                                   for p in positions))
+            slots = sorted(self.refcounts)
+            repaired = await self.store.run(self.pool.heal, slots)
+            for pos in positions:
+                self.pool.trust(pos)
+        return {"volumes": len(self.list()), "slots": len(slots), "blocks_repaired": repaired}
+
+
+@dataclasses.dataclass
+class ReplaceVolumeTables:
+    """Make a disk's volume tables exactly ``changes`` (drop anything stale)."""
+
+    changes: MetaChanges
+
+    def apply(self, tx) -> None:
+        for table in (b"volumes", b"vmap", b"vslots"):
+            cur = tx.txn.cursor(db=tx.dbs[table])
+            found = cur.first()
+            while found:
+                found = cur.delete()
+        volmeta.ApplyChanges(self.changes).apply(tx)

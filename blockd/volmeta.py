@@ -1,0 +1,180 @@
+"""Block volume metadata in the disks' LMDB: records, chunk maps, slot counts.
+
+Tables (written on every disk with the engine's write quorum, read by vote
+like object records, so losing M disks loses nothing):
+
+``volumes``  volume name → record (map id, size, creation time, origin)
+``vmap``     map id (16 bytes) + chunk index (8 bytes) → slot (8 bytes)
+``vslots``   ``b"next"`` → next never-used slot; ``b"rc" + slot`` → how many maps
+             use the slot; ``b"free" + slot`` → a released slot for reuse
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import struct
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgpack
+
+from storaged import ObjectStore, ReadQuorumError, WriteQuorumError
+
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+
+
+@dataclasses.dataclass
+class VolumeRecord:
+    name: str
+    map_id: str          # 32 hex chars
+    size: int
+    created_ns: int
+    origin: str = ""     # "volume@snapshot" a clone started from
+    snapshot: bool = False
+
+    def pack(self) -> bytes:
+        return msgpack.packb({"map": self.map_id, "size": self.size, "ct": self.created_ns,
+                              "origin": self.origin, "snap": self.snapshot})
+
+    @classmethod
+    def unpack(cls, name: str, raw: bytes) -> "VolumeRecord":
+        d = msgpack.unpackb(raw)
+        return cls(name, d["map"], d["size"], d["ct"], d.get("origin", ""), d.get("snap", False))
+
+
+def map_key(map_id: str, index: int) -> bytes:
+    return bytes.fromhex(map_id) + _U64.pack(index)
+
+
+@dataclasses.dataclass
+class MetaChanges:
+    """Everything a flush commits: map entries, slot counts, allocator state."""
+
+    records: dict[str, bytes | None] = dataclasses.field(default_factory=dict)
+    maps: dict[tuple[str, int], int | None] = dataclasses.field(default_factory=dict)
+    refcounts: dict[int, int] = dataclasses.field(default_factory=dict)
+    free: dict[int, bool] = dataclasses.field(default_factory=dict)  # slot → in free list
+    next_slot: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.maps or self.refcounts or self.free
+                    or self.next_slot is not None)
+
+    def merge(self, newer: "MetaChanges") -> None:
+        self.records.update(newer.records)
+        self.maps.update(newer.maps)
+        self.refcounts.update(newer.refcounts)
+        self.free.update(newer.free)
+        if newer.next_slot is not None:
+            self.next_slot = newer.next_slot
+
+
+@dataclasses.dataclass
+class ApplyChanges:
+    """The LMDB operation committing a :class:`MetaChanges` on one disk."""
+
+    changes: MetaChanges
+
+    def apply(self, tx: Any) -> None:
+        c = self.changes
+        for name, record in c.records.items():
+            if record is None:
+                tx.delete(b"volumes", name.encode())
+            else:
+                tx.put(b"volumes", name.encode(), record)
+        for (map_id, index), slot in c.maps.items():
+            if slot is None:
+                tx.delete(b"vmap", map_key(map_id, index))
+            else:
+                tx.put(b"vmap", map_key(map_id, index), _U64.pack(slot))
+        for slot, count in c.refcounts.items():
+            if count:
+                tx.put(b"vslots", b"rc" + _U64.pack(slot), _U32.pack(count))
+            else:
+                tx.delete(b"vslots", b"rc" + _U64.pack(slot))
+        for slot, is_free in c.free.items():
+            if is_free:
+                tx.put(b"vslots", b"free" + _U64.pack(slot), b"")
+            else:
+                tx.delete(b"vslots", b"free" + _U64.pack(slot))
+        if c.next_slot is not None:
+            tx.put(b"vslots", b"next", _U64.pack(c.next_slot))
+
+
+async def commit(store: ObjectStore, changes: MetaChanges,
+                 positions: Iterable[int] | None = None) -> None:
+    """Commit on every online disk; a write quorum must take it."""
+    positions = list(positions if positions is not None else store.online_positions())
+    results = await asyncio.gather(*(store.disks[p].commit([ApplyChanges(changes)])
+                                     for p in positions), return_exceptions=True)
+    ok = sum(1 for r in results if not isinstance(r, BaseException))
+    if ok < store.write_quorum:
+        errors = [r for r in results if isinstance(r, BaseException)]
+        raise WriteQuorumError(f"volume metadata: {ok} disks committed, "
+                               f"{store.write_quorum} needed ({errors[:1]})")
+
+
+def _voters(store: ObjectStore) -> list[int]:
+    return [p for p in store.online_positions() if not store.disks[p].healing]
+
+
+def vote_range(store: ObjectStore, table: bytes, prefix: bytes) -> dict[bytes, bytes]:
+    """Items of a table under ``prefix`` that at least K disks agree on."""
+    voters = _voters(store)
+    if store.n - len(voters) > store.n - store.k:
+        raise ReadQuorumError("too many disks unavailable to read volume metadata")
+    seen: dict[bytes, Counter[bytes]] = {}
+    for pos in voters:
+        for key, value in store.disks[pos].range(table, prefix, prefix):
+            seen.setdefault(key, Counter())[value] += 1
+    out = {}
+    for key, votes in seen.items():
+        value, count = votes.most_common(1)[0]
+        if count >= store.k:
+            out[key] = value
+    return out
+
+
+@dataclasses.dataclass
+class PoolState:
+    """Slot bookkeeping of the whole pool, loaded at start."""
+
+    next_slot: int
+    refcounts: dict[int, int]
+    free: set[int]
+
+
+def load_volumes(store: ObjectStore) -> dict[str, VolumeRecord]:
+    return {k.decode(): VolumeRecord.unpack(k.decode(), v)
+            for k, v in vote_range(store, b"volumes", b"").items()}
+
+
+def load_map(store: ObjectStore, map_id: str) -> dict[int, int]:
+    prefix = bytes.fromhex(map_id)
+    return {_U64.unpack(k[16:])[0]: _U64.unpack(v)[0]
+            for k, v in vote_range(store, b"vmap", prefix).items()}
+
+
+def load_pool(store: ObjectStore) -> PoolState:
+    items = vote_range(store, b"vslots", b"")
+    refcounts = {_U64.unpack(k[2:])[0]: _U32.unpack(v)[0] for k, v in items.items()
+                 if k.startswith(b"rc")}
+    free = {_U64.unpack(k[4:])[0] for k in items if k.startswith(b"free")}
+    next_slot = _U64.unpack(items[b"next"])[0] if b"next" in items else 0
+    return PoolState(next_slot, refcounts, free)
+
+
+def full_state(records: Mapping[str, VolumeRecord], maps: Mapping[str, Mapping[int, int]],
+               pool: PoolState) -> MetaChanges:
+    """All metadata as one change set (to heal a disk that lost it)."""
+    changes = MetaChanges(next_slot=pool.next_slot)
+    changes.records = {name: r.pack() for name, r in records.items()}
+    for map_id, entries in maps.items():
+        for index, slot in entries.items():
+            changes.maps[(map_id, index)] = slot
+    changes.refcounts = dict(pool.refcounts)
+    changes.free = {slot: True for slot in pool.free}
+    return changes

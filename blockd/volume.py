@@ -1,0 +1,192 @@
+"""A thin-provisioned volume: an NBD export over a chunk map into the pool.
+
+Reads of unmapped chunks return zeros without touching a disk. The first
+write to a chunk allocates a pool slot; a write to a slot another map (a
+snapshot, a clone) also uses is copied first (copy-on-write). TRIM and
+WRITE_ZEROES over whole chunks give them back. Map changes are durable at
+the next FLUSH (or FUA write) of any connection — the manager's flush syncs
+the pool, then commits the metadata — so with several connections one FLUSH
+covers the writes acknowledged on all of them.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from . import protocol as _p
+from .export import Export, FastZeroUnsupported, NBDError
+from .pool import BLOCK, CHUNK
+
+if TYPE_CHECKING:
+    from .manager import VolumeManager
+
+INLINE_IO = 64 * 1024  # smaller I/O runs on the event loop: a thread hop costs more
+
+
+def pieces(offset: int, length: int) -> Iterator[tuple[int, int, int, int]]:
+    """(chunk index, offset in chunk, length, offset in request) over a range."""
+    done = 0
+    while done < length:
+        index, within = divmod(offset + done, CHUNK)
+        n = min(CHUNK - within, length - done)
+        yield index, within, n, done
+        done += n
+
+
+class Volume(Export):
+    """A writable volume (or, with ``read_only``, an exported snapshot)."""
+
+    can_multi_conn = True
+    can_flush = True
+    can_fua = True
+    can_trim = True
+    can_zero = True
+    can_fast_zero = True
+    can_cache = True
+    minimum_block_size = 1
+    preferred_block_size = BLOCK
+    maximum_block_size = 32 << 20
+
+    def __init__(self, manager: "VolumeManager", name: str, read_only: bool = False) -> None:
+        self.manager, self.name, self.read_only = manager, name, read_only
+        self.connections = 0
+
+    @property
+    def record(self):
+        return self.manager.record(self.name)
+
+    @property
+    def size(self) -> int:  # re-read on every request: online resize
+        return self.record.size
+
+    @property
+    def description(self) -> str:
+        return f"Basalt {'snapshot' if self.read_only else 'volume'} {self.name}"
+
+    @property
+    def map(self) -> dict[int, int]:
+        return self.manager.map_of(self.name)
+
+    async def open(self) -> None:
+        self.connections += 1
+
+    async def close(self) -> None:
+        self.connections -= 1
+
+    async def _io(self, total: int, fn, *args):
+        if total <= INLINE_IO:
+            return fn(*args)
+        return await self.manager.store.run(fn, *args)
+
+    # reads -----------------------------------------------------------------------
+
+    async def pread(self, offset: int, length: int) -> bytes:
+        out = bytearray(length)
+        mapping = self.map
+        jobs = [(mapping[index], within, n, at)
+                for index, within, n, at in pieces(offset, length) if index in mapping]
+        if jobs:
+            async with self.manager.io():
+                await self._io(length, self._read_into, out, jobs)
+        return out
+
+    def _read_into(self, out: bytearray, jobs) -> None:
+        pool, view = self.manager.pool, memoryview(out)
+        try:
+            for slot, within, n, at in jobs:
+                pool.read_into(slot, within, view[at:at + n])
+        except OSError as exc:
+            raise NBDError(exc.errno or errno.EIO, str(exc)) from None
+
+    async def cache(self, offset: int, length: int) -> None:
+        await self.pread(offset, min(length, 32 << 20))
+
+    # writes ----------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise NBDError(errno.EPERM, "snapshots are read-only")
+
+    async def pwrite(self, offset: int, data: memoryview, fua: bool) -> None:
+        self._writable()
+        manager = self.manager
+        async with manager.writes.shared(), manager.io():
+            # Resolving slots never awaits: allocation and copy-on-write of one
+            # chunk cannot interleave with another request's.
+            jobs = [(manager.own_chunk(self.name, index), within, data[at:at + n])
+                    for index, within, n, at in pieces(offset, len(data))]
+            await self._io(len(data), self._write_jobs, jobs)
+        if fua:
+            await manager.flush()
+
+    def _write_jobs(self, jobs) -> None:
+        pool = self.manager.pool
+        try:
+            for slot, within, piece in jobs:
+                pool.write(slot, within, piece)
+        except OSError as exc:
+            raise NBDError(exc.errno or errno.EIO, str(exc)) from None
+
+    async def flush(self) -> None:
+        await self.manager.flush()
+
+    async def trim(self, offset: int, length: int, fua: bool) -> None:
+        self._writable()
+        await self._clear(offset, length, deallocate=True, fast_only=False)
+        if fua:
+            await self.manager.flush()
+
+    async def zero(self, offset: int, length: int, *, may_trim: bool, fast_only: bool,
+                   fua: bool) -> None:
+        self._writable()
+        await self._clear(offset, length, deallocate=may_trim, fast_only=fast_only, zero=True)
+        if fua:
+            await self.manager.flush()
+
+    async def _clear(self, offset: int, length: int, *, deallocate: bool, fast_only: bool,
+                     zero: bool = False) -> None:
+        """Trim or zero a range: whole chunks are unmapped (or emptied), partial
+        ones have their blocks punched and their edges written with zeros."""
+        manager = self.manager
+        async with manager.writes.shared(), manager.io():
+            for index, within, n, _ in pieces(offset, length):
+                slot = self.map.get(index)
+                if slot is None:
+                    continue  # already reads as zeros
+                if within == 0 and n == CHUNK and deallocate:
+                    manager.unmap(self.name, index)
+                    continue
+                if manager.shared(slot):
+                    if not zero:
+                        continue  # TRIM is advisory: leave shared data alone
+                    if fast_only:
+                        raise FastZeroUnsupported("zeroing a shared chunk needs a copy")
+                    slot = manager.own_chunk(self.name, index)
+                _zero_range(manager.pool, slot, within, n)
+
+    async def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
+        runs: list[tuple[int, int]] = []
+        mapping = self.map
+        for index, _, n, _ in pieces(offset, length):
+            flags = 0 if index in mapping else _p.STATE_HOLE | _p.STATE_ZERO
+            if runs and runs[-1][1] == flags:
+                runs[-1] = (runs[-1][0] + n, flags)
+            else:
+                runs.append((n, flags))
+        return runs
+
+
+def _zero_range(pool, slot: int, within: int, n: int) -> None:
+    """Zero ``n`` bytes of a slot: punch the whole blocks, write zeros at the edges."""
+    first = -(-within // BLOCK) * BLOCK
+    last = (within + n) // BLOCK * BLOCK
+    if last > first:
+        pool.clear(slot, first, last - first)
+        if within < first:
+            pool.write(slot, within, bytes(first - within))
+        if within + n > last:
+            pool.write(slot, last, bytes(within + n - last))
+    else:
+        pool.write(slot, within, bytes(n))
