@@ -160,6 +160,7 @@ async def serve(opts: ServeOptions) -> None:
             log.info("disk", extra={"fields": state})
         volumes = VolumeManager(store)
         await volumes.start()
+        volumes.watch()
         nbd = NBDServer(volumes)
         await nbd.start(*opts.nbd_address)
         if opts.nbd_socket:

@@ -103,6 +103,7 @@ class VolumeManager(ExportRegistry):
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.pool = ChunkPool(store)
+        self.pool.has_data = lambda: bool(self.refcounts)
         self.records: dict[str, VolumeRecord] = {}
         self.maps: dict[str, dict[int, int]] = {}          # map id → chunk → slot
         self.refcounts: dict[int, int] = {}
@@ -115,6 +116,7 @@ class VolumeManager(ExportRegistry):
         self._inflight = 0
         self._flush_lock = asyncio.Lock()
         self._admin_lock = asyncio.Lock()
+        self._watcher: asyncio.Future | None = None
 
     # lifecycle ---------------------------------------------------------------------
 
@@ -137,15 +139,38 @@ class VolumeManager(ExportRegistry):
         used = max(self.refcounts, default=-1) + 1
         self.next_slot = max(self.next_slot, used)
         self.free = set(range(self.next_slot)) - set(self.refcounts)
+        # Disks that missed writes while away keep stale copies: never read
+        # them before a heal. Opening every disk's files now marks replaced ones.
+        self.pool.untrusted |= state.stale
+        for pos in self.store.online_positions():
+            self.pool.open(pos)
         log.info("volumes ready", extra={"fields": {
             "volumes": sum(1 for r in self.records.values() if not r.snapshot),
             "slots": len(self.refcounts), "free": len(self.free)}})
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         try:
             await self.flush()
         finally:
             self.pool.close()
+
+    def watch(self, interval: float = 5.0) -> None:
+        """Heal in the background when a disk comes back replaced or wiped."""
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    for pos in self.store.online_positions():
+                        self.pool.open(pos)  # notices a replaced disk
+                    if self.pool.untrusted & set(self.store.online_positions()):
+                        report = await self.heal()
+                        log.info("volumes healed", extra={"fields": report})
+                except Exception:
+                    log.exception("volume heal failed")
+        self._watcher = asyncio.ensure_future(loop())
 
     # the registry the NBD server asks ----------------------------------------------
 
@@ -252,6 +277,10 @@ class VolumeManager(ExportRegistry):
         """Make every acknowledged write and map change durable: pool first, then
         the metadata that points at it."""
         async with self._flush_lock:
+            if self.pool.missed:
+                self.changes.stale.update({p: True for p in self.pool.missed})
+                self.pool.untrusted |= self.pool.missed
+                self.pool.missed = set()
             changes, self.changes = self.changes, MetaChanges()
             try:
                 await self.store.run(self.pool.sync)
@@ -356,16 +385,20 @@ class VolumeManager(ExportRegistry):
         damaged copies (after a disk was wiped or replaced)."""
         async with self._admin_lock, self.writes.exclusive():
             await self.flush()
+            positions = self.store.online_positions()
+            healed = [p for p in positions if p in self.pool.untrusted]
             state = volmeta.PoolState(self.next_slot, dict(self.refcounts), set())
             full = volmeta.full_state(self.records, self.maps, state)
-            positions = self.store.online_positions()
+            # Disks still offline keep their stale mark; those healed lose it.
+            full.stale = {p: True for p in self.pool.untrusted if p not in positions}
             await asyncio.gather(*(self.store.disks[p].commit([ReplaceVolumeTables(full)])
                                    for p in positions))
             slots = sorted(self.refcounts)
             repaired = await self.store.run(self.pool.heal, slots)
             for pos in positions:
                 self.pool.trust(pos)
-        return {"volumes": len(self.list()), "slots": len(slots), "blocks_repaired": repaired}
+        return {"volumes": len(self.list()), "slots": len(slots), "blocks_repaired": repaired,
+                "disks_healed": healed}
 
 
 @dataclasses.dataclass

@@ -25,7 +25,7 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import xxhash
 
@@ -65,6 +65,8 @@ class ChunkPool:
         self._dirty: set[int] = set()
         self._lock = threading.Lock()
         self.untrusted: set[int] = set()  # disks whose copies are not healed yet
+        self.has_data: Callable[[], bool] = lambda: True  # are any slots in use?
+        self.missed: set[int] = set()  # disks that missed writes (offline, failing)
         self.repaired = 0
 
     def close(self) -> None:
@@ -95,17 +97,22 @@ class ChunkPool:
                 os.close(cached[2])
             slab = disk.open_file("volumes.slab", create=False)
             if slab is None:
-                # A new, wiped or replaced disk: its copies are missing until
-                # healed, and its holes must not pass for unwritten blocks.
-                marker = disk.open_file("volumes.fresh")
-                if marker is not None:
-                    os.close(marker)
+                if self.has_data():
+                    # A wiped or replaced disk: its copies are missing until
+                    # healed, and its holes must not pass for unwritten blocks.
+                    _touch(disk, "volumes.fresh")
                 slab = disk.open_file("volumes.slab")
             sums = disk.open_file("volumes.sums")
-            if disk.open_file("volumes.fresh", create=False) is not None:
+            marker = disk.open_file("volumes.fresh", create=False)
+            if marker is not None:
+                os.close(marker)
                 self.untrusted.add(pos)
             self._files[pos] = (generation, slab, sums)
             return slab, sums
+
+    def open(self, pos: int) -> None:
+        """Open (or reopen, after a replacement) a disk's files."""
+        self._fds(pos)
 
     def trust(self, pos: int) -> None:
         """A disk's copies were healed: read from it again."""
@@ -152,6 +159,8 @@ class ChunkPool:
         # spread reads over the replicas, keep each block range on one disk;
         # disks still being healed only as a last resort
         order = replicas[slot % len(replicas):] + replicas[:slot % len(replicas)]
+        for pos in order:
+            self._fds(pos)  # opening a replaced disk's files is what marks it untrusted
         order.sort(key=lambda p: p in self.untrusted)
         stored = None
         for pos in order:
@@ -218,6 +227,7 @@ class ChunkPool:
                        sums: bytes) -> bool:
         fds = self._fds(pos)
         if fds is None:
+            self.missed.add(pos)  # its copy is stale from now on: heal it when back
             return False
         slab, sumfd = fds
         try:
@@ -227,6 +237,7 @@ class ChunkPool:
             if exc.errno == errno.ENOSPC:
                 raise
             log.warning("volume write failed on disk %d: %s", pos, exc)
+            self.missed.add(pos)
             return False
         self._dirty.add(pos)
         return True
@@ -293,6 +304,12 @@ class ChunkPool:
                         self._write_replica(pos, slot, b, good[0], good[1])
                         healed += 1
         return healed
+
+
+def _touch(disk, name: str) -> None:
+    fd = disk.open_file(name)
+    if fd is not None:
+        os.close(fd)
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)

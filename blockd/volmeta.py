@@ -58,16 +58,18 @@ class MetaChanges:
     refcounts: dict[int, int] = dataclasses.field(default_factory=dict)
     free: dict[int, bool] = dataclasses.field(default_factory=dict)  # slot → in free list
     next_slot: int | None = None
+    stale: dict[int, bool] = dataclasses.field(default_factory=dict)  # disk → missed writes
 
     def __bool__(self) -> bool:
         return bool(self.records or self.maps or self.refcounts or self.free
-                    or self.next_slot is not None)
+                    or self.next_slot is not None or self.stale)
 
     def merge(self, newer: "MetaChanges") -> None:
         self.records.update(newer.records)
         self.maps.update(newer.maps)
         self.refcounts.update(newer.refcounts)
         self.free.update(newer.free)
+        self.stale.update(newer.stale)
         if newer.next_slot is not None:
             self.next_slot = newer.next_slot
 
@@ -102,6 +104,11 @@ class ApplyChanges:
                 tx.delete(b"vslots", b"free" + _U64.pack(slot))
         if c.next_slot is not None:
             tx.put(b"vslots", b"next", _U64.pack(c.next_slot))
+        for pos, is_stale in c.stale.items():
+            if is_stale:
+                tx.put(b"vslots", b"stale" + _U32.pack(pos), b"")
+            else:
+                tx.delete(b"vslots", b"stale" + _U32.pack(pos))
 
 
 async def commit(store: ObjectStore, changes: MetaChanges,
@@ -145,6 +152,7 @@ class PoolState:
     next_slot: int
     refcounts: dict[int, int]
     free: set[int]
+    stale: set[int] = dataclasses.field(default_factory=set)
 
 
 def load_volumes(store: ObjectStore) -> dict[str, VolumeRecord]:
@@ -163,8 +171,9 @@ def load_pool(store: ObjectStore) -> PoolState:
     refcounts = {_U64.unpack(k[2:])[0]: _U32.unpack(v)[0] for k, v in items.items()
                  if k.startswith(b"rc")}
     free = {_U64.unpack(k[4:])[0] for k in items if k.startswith(b"free")}
+    stale = {_U32.unpack(k[5:])[0] for k in items if k.startswith(b"stale")}
     next_slot = _U64.unpack(items[b"next"])[0] if b"next" in items else 0
-    return PoolState(next_slot, refcounts, free)
+    return PoolState(next_slot, refcounts, free, stale)
 
 
 def full_state(records: Mapping[str, VolumeRecord], maps: Mapping[str, Mapping[int, int]],
