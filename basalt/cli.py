@@ -11,6 +11,7 @@ import sys
 from . import logs
 from .config import DEFAULT_DATA_DIR, ConfigError, parse_address, parse_ec, parse_size
 from .admin_client import AdminError
+from .backup import BackupError
 from .progress import Progress, human_bytes
 
 
@@ -77,7 +78,7 @@ def cmd_heal(args: argparse.Namespace) -> int:
 
 
 def _volume_line(v: dict) -> str:
-    origin = f"  from {v['origin']}" if v.get("origin") else ""
+    origin = f"  from {v['origin']}" if v.get("origin") and not v.get("snapshot") else ""
     return (f"{v['name']:24} {human_bytes(v['size']):>10} provisioned  "
             f"{human_bytes(v['allocated']):>10} allocated{origin}")
 
@@ -88,7 +89,7 @@ def cmd_volume(args: argparse.Namespace) -> int:
     path = "/_basalt/v1/volumes"
     action = args.action
     if action == "list":
-        volumes = client.call("GET", path)
+        volumes = client.call("GET", path, {"snapshots": "true"})
         if args.json:
             print(json.dumps(volumes))
         else:
@@ -103,6 +104,16 @@ def cmd_volume(args: argparse.Namespace) -> int:
     elif action == "resize":
         result = client.call("PATCH", f"{path}/{args.name}",
                              body={"size": parse_size(args.size), "force": args.force})
+    elif action == "snapshot":
+        result = client.call("POST", f"{path}/{args.name}/snapshots",
+                             body={"snapshot": args.snapshot})
+    elif action == "clone":
+        result = client.call("POST", f"{path}/{args.source}/clone", body={"name": args.name})
+    elif action == "rollback":
+        result = client.call("POST", f"{path}/{args.source}/rollback")
+    elif action in ("backup", "restore"):
+        from .backup import run_backup, run_restore
+        return run_backup(args, client) if action == "backup" else run_restore(args, client)
     else:  # delete
         client.call("DELETE", f"{path}/{args.name}")
         print(f"deleted volume {args.name}")
@@ -155,8 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("name")
     v.add_argument("--size", required=True)
     v.add_argument("--force", action="store_true", help="allow shrinking (loses data)")
-    v = vsub.add_parser("delete", help="delete a volume and its data")
+    v = vsub.add_parser("delete", help="delete a volume (or a snapshot NAME@SNAP)")
     v.add_argument("name")
+    v = vsub.add_parser("snapshot", help="take an instant read-only snapshot")
+    v.add_argument("name")
+    v.add_argument("snapshot")
+    v = vsub.add_parser("clone", help="a new volume from a snapshot (copy-on-write)")
+    v.add_argument("source", metavar="NAME@SNAP")
+    v.add_argument("name", metavar="NEW")
+    v = vsub.add_parser("rollback", help="return a volume to a snapshot")
+    v.add_argument("source", metavar="NAME@SNAP")
+    v = vsub.add_parser("backup", help="back a volume up to S3 (incremental)")
+    v.add_argument("name")
+    v.add_argument("--to", required=True, metavar="s3://BUCKET/PREFIX")
+    v.add_argument("--endpoint-url", help="the target's S3 endpoint (default: "
+                   "$AWS_ENDPOINT_URL, else this Basalt)")
+    v = vsub.add_parser("restore", help="restore a backup onto a new volume")
+    v.add_argument("source", metavar="s3://BUCKET/PREFIX[@BACKUP]")
+    v.add_argument("--to", required=True, metavar="NAME")
+    v.add_argument("--endpoint-url", help="the backup's S3 endpoint (default: "
+                   "$AWS_ENDPOINT_URL, else this Basalt)")
     for sp in vsub.choices.values():
         sp.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_volume)
@@ -171,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, OSError, AdminError) as exc:
+    except (ConfigError, OSError, AdminError, BackupError) as exc:
         print(f"basalt: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

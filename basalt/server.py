@@ -181,7 +181,8 @@ async def serve(opts: ServeOptions) -> None:
         port = claim_port(host, port)
         settings = {"disks": disks, "sync": opts.sync, "region": opts.region,
                     "domain": opts.domain, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key,
-                    "log_level": opts.log_level, "owner_socket": owner_socket}
+                    "log_level": opts.log_level, "owner_socket": owner_socket,
+                    "nbd_address": f"{nbd_host}:{nbd.port}"}
         # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
         # one arena each of freed-but-resident memory.
         env = dict(os.environ, BASALT_ACCESS_KEY=creds.access_key,

@@ -41,7 +41,8 @@ async def run(cfg: dict) -> None:
     await store.start(settle=False, owner=False)
     config = GatewayConfig(credentials={cfg["access_key"]: cfg["secret_key"]},
                            region=cfg["region"], domain=cfg.get("domain"),
-                           owner_socket=cfg.get("owner_socket"))
+                           owner_socket=cfg.get("owner_socket"),
+                           nbd_address=cfg.get("nbd_address", ""))
     runner = web.AppRunner(Gateway(store, config).app(), access_log=None, **PARSER_LIMITS)
     await runner.setup()
     sock = socket.socket(fileno=cfg["fd"])

@@ -11,6 +11,7 @@ import json
 from aiohttp import web
 
 from .manager import VolumeError, VolumeManager
+from .pool import CHUNK
 
 PREFIX = "/_basalt/v1/volumes"
 
@@ -49,7 +50,8 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
     @r.get(PREFIX)
     @handler
     async def list_volumes(request: web.Request) -> web.Response:
-        return web.json_response([v.as_dict() for v in manager.list()])
+        snaps = request.query.get("snapshots", "false") == "true"
+        return web.json_response([v.as_dict() for v in manager.list(snaps)])
 
     @r.post(PREFIX)
     @handler
@@ -79,6 +81,41 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
     async def delete(request: web.Request) -> web.Response:
         await manager.delete(request.match_info["name"])
         return web.Response(status=204)
+
+    @r.post(PREFIX + "/{name}/snapshots")
+    @handler
+    async def snapshot(request: web.Request) -> web.Response:
+        body = await _body(request)
+        info = await manager.snapshot(request.match_info["name"], str(body.get("snapshot", "")))
+        return web.json_response(info.as_dict(), status=201)
+
+    @r.get(PREFIX + "/{name}/snapshots")
+    @handler
+    async def snapshots(request: web.Request) -> web.Response:
+        return web.json_response([s.as_dict() for s in
+                                  manager.snapshots(request.match_info["name"])])
+
+    @r.post(PREFIX + "/{name}/clone")
+    @handler
+    async def clone(request: web.Request) -> web.Response:
+        body = await _body(request)
+        info = await manager.clone(request.match_info["name"], str(body.get("name", "")))
+        return web.json_response(info.as_dict(), status=201)
+
+    @r.post(PREFIX + "/{name}/rollback")
+    @handler
+    async def rollback(request: web.Request) -> web.Response:
+        return web.json_response((await manager.rollback(request.match_info["name"])).as_dict())
+
+    @r.get(PREFIX + "/{name}/diff")
+    @handler
+    async def diff(request: web.Request) -> web.Response:
+        """A snapshot's allocated chunks and those changed since ``base``."""
+        base = request.query.get("base") or None
+        entries, changed = manager.diff(request.match_info["name"], base)
+        return web.json_response({"chunk_size": CHUNK,
+                                  "size": manager.info(request.match_info["name"]).size,
+                                  "allocated": sorted(entries), "changed": changed})
 
     @r.post("/_basalt/v1/volume-heal")
     @handler

@@ -93,8 +93,12 @@ class VolumeInfo:
     origin: str
     connections: int
 
+    @property
+    def snapshot(self) -> bool:
+        return "@" in self.name
+
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "snapshot": self.snapshot}
 
 
 class VolumeManager(ExportRegistry):
@@ -307,8 +311,9 @@ class VolumeManager(ExportRegistry):
         return VolumeInfo(name, record.size, len(self.maps[record.map_id]) * CHUNK,
                           record.created_ns, record.origin, export.connections if export else 0)
 
-    def list(self) -> list[VolumeInfo]:
-        return [self.info(n) for n in sorted(self.records) if not self.records[n].snapshot]
+    def list(self, snapshots: bool = False) -> list[VolumeInfo]:
+        return [self.info(n) for n in sorted(self.records)
+                if snapshots or not self.records[n].snapshot]
 
     async def _commit_admin(self) -> None:
         try:
@@ -360,13 +365,105 @@ class VolumeManager(ExportRegistry):
             slot = self.own_chunk(record.name, last)
             _zero_range(self.pool, slot, size % CHUNK, CHUNK - size % CHUNK)
 
-    async def delete(self, name: str) -> None:
+    def snapshots(self, name: str) -> list[VolumeInfo]:
+        """The snapshots of a volume (``NAME@SNAP``), oldest first."""
+        self._require(name)
+        snaps = [r for n, r in self.records.items() if r.snapshot and n.startswith(name + "@")]
+        return [self.info(r.name) for r in sorted(snaps, key=lambda r: r.created_ns)]
+
+    def _share(self, entries: dict[int, int], map_id: str) -> None:
+        """Point a new map at the same slots (one more user of each)."""
+        self.maps[map_id] = dict(entries)
+        for index, slot in entries.items():
+            self.refcounts[slot] = self.refcounts.get(slot, 0) + 1
+            self.changes.refcounts[slot] = self.refcounts[slot]
+            self.changes.maps[(map_id, index)] = slot
+
+    async def snapshot(self, name: str, snap: str) -> VolumeInfo:
+        """An instant, read-only, point-in-time copy (``NAME@SNAP``)."""
+        if not NAME.match(snap):
+            raise VolumeError(400, "InvalidSnapshotName",
+                              "snapshot names are 1-63 letters, digits, '.', '_' or '-'")
+        full = f"{name}@{snap}"
         async with self._admin_lock:
             record = self._require(name)
-            export = self.exports.get(name)
-            if export is not None and export.connections:
-                raise VolumeError(409, "VolumeInUse",
-                                  f"volume {name} has {export.connections} NBD connections")
+            if full in self.records:
+                raise VolumeError(409, "SnapshotExists", f"snapshot {full} already exists")
+            # No write may be half-applied while the map is copied; writes
+            # already acknowledged are in it, later ones go to copies.
+            async with self.writes.exclusive():
+                snapshot = VolumeRecord(full, new_id(), record.size, time.time_ns(), name,
+                                        snapshot=True)
+                self._share(self.maps[record.map_id], snapshot.map_id)
+                self.records[full] = snapshot
+                self.changes.records[full] = snapshot.pack()
+                await self._commit_admin()
+        log.info("snapshot created", extra={"fields": {"snapshot": full}})
+        return self.info(full)
+
+    async def clone(self, source: str, name: str) -> VolumeInfo:
+        """A new writable volume sharing a snapshot's chunks until they change."""
+        if "@" not in source:
+            raise VolumeError(400, "InvalidSource", "clones are made from a snapshot: NAME@SNAP")
+        if not NAME.match(name):
+            raise VolumeError(400, "InvalidVolumeName",
+                              "volume names are 1-63 letters, digits, '.', '_' or '-'")
+        async with self._admin_lock:
+            snap = self._require(source, snapshot=True)
+            if name in self.records:
+                raise VolumeError(409, "VolumeExists", f"volume {name} already exists")
+            record = VolumeRecord(name, new_id(), snap.size, time.time_ns(), source)
+            self._share(self.maps[snap.map_id], record.map_id)
+            self.records[name] = record
+            self.changes.records[name] = record.pack()
+            await self._commit_admin()
+        log.info("clone created", extra={"fields": {"volume": name, "origin": source}})
+        return self.info(name)
+
+    async def rollback(self, source: str) -> VolumeInfo:
+        """Make a volume what it was at one of its snapshots (refused while in use)."""
+        name, _, _ = source.partition("@")
+        async with self._admin_lock:
+            snap = self._require(source, snapshot=True)
+            record = self._require(name)
+            self._idle(name)
+            async with self.writes.exclusive():
+                for index in list(self.maps[record.map_id]):
+                    self.unmap(name, index)
+                self._share(self.maps[snap.map_id], record.map_id)
+                record.size = snap.size
+                self.changes.records[name] = record.pack()
+                await self._commit_admin()
+            self._recycle()
+        log.info("volume rolled back", extra={"fields": {"volume": name, "snapshot": source}})
+        return self.info(name)
+
+    def diff(self, name: str, base: str | None) -> tuple[dict[int, int], list[int]]:
+        """A snapshot's map, and the chunks that differ from ``base`` (all when None)."""
+        entries = self.maps[self._require(name, snapshot=True).map_id]
+        if base is None:
+            return entries, sorted(entries)
+        old = self.maps[self._require(base, snapshot=True).map_id]
+        changed = {i for i, s in entries.items() if old.get(i) != s}
+        changed |= {i for i in old if i not in entries}
+        return entries, sorted(changed)
+
+    def _idle(self, name: str) -> None:
+        export = self.exports.get(name)
+        if export is not None and export.connections:
+            raise VolumeError(409, "VolumeInUse",
+                              f"volume {name} has {export.connections} NBD connections")
+
+    async def delete(self, name: str) -> None:
+        """Delete a volume (once it has no snapshots) or a snapshot ``NAME@SNAP``."""
+        async with self._admin_lock:
+            record = self.records.get(name)
+            if record is None:
+                raise not_found(name)
+            self._idle(name)
+            if not record.snapshot and any(n.startswith(name + "@") for n in self.records):
+                raise VolumeError(409, "VolumeHasSnapshots",
+                                  f"volume {name} has snapshots; delete them first")
             async with self.writes.exclusive():
                 for index in list(self.maps[record.map_id]):
                     self.unmap(name, index)

@@ -85,7 +85,7 @@ class Owner:
 
 async def handle(request: web.Request, store: ObjectStore,
                  authenticate: Callable[[web.Request], object], request_id: str,
-                 owner: Owner | None = None) -> web.StreamResponse:
+                 owner: Owner | None = None, nbd_address: str = "") -> web.StreamResponse:
     path = request.path
     if path == "/_basalt/health":
         return await health(store)
@@ -115,6 +115,7 @@ async def handle(request: web.Request, store: ObjectStore,
         return json_error(exc.status, exc.code, exc.message, request_id)
     try:
         request["owner"] = owner
+        request["nbd_address"] = nbd_address
         return await handler(request, store)
     except AdminError as exc:
         return json_error(exc.status, exc.code, exc.message, request_id)
@@ -123,6 +124,7 @@ async def handle(request: web.Request, store: ObjectStore,
 @admin_route("GET", "/_basalt/v1/info")
 async def info(request: web.Request, store: ObjectStore) -> web.Response:
     return web.json_response({"ec": f"{store.k}+{store.m}", "write_quorum": store.write_quorum,
+                              "nbd": request.get("nbd_address", ""),
                               "block_size": store.geometry.block_size,
                               "disks": store.disk_states(), "stats": dict(store.stats)})
 

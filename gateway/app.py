@@ -98,7 +98,7 @@ class Gateway:
             if request.path.startswith(router.ADMIN_PREFIX):
                 op = "Admin"
                 resp = await admin.handle(request, self.store, self.authenticate, request_id,
-                                          self.owner)
+                                          self.owner, self.config.nbd_address)
             else:
                 check_request_size(request)
                 try:

@@ -47,6 +47,7 @@ class GatewayConfig:
     domain: str | None = None               # virtual-hosted style: bucket.DOMAIN
     owner: Owner = dataclasses.field(default_factory=lambda: Owner("basalt", "basalt"))
     owner_socket: str | None = None         # admin requests served by the disk owner
+    nbd_address: str = ""                   # host:port of the NBD server (for clients)
 
 
 @dataclasses.dataclass
