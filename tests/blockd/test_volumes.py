@@ -190,3 +190,52 @@ async def test_concurrent_writers_to_fresh_chunks(dirs):
         assert len(set(vm.map_of("c").values())) == len(vm.map_of("c"))
     finally:
         await close(store, vm)
+
+
+async def test_snapshots_share_until_written_and_give_space_back(dirs):
+    store, vm = await open_manager(dirs)
+    try:
+        await vm.create("v", 4 * CHUNK)
+        vol = await vm.lookup("v")
+        await vol.pwrite(0, memoryview(b"a" * 4 * CHUNK), fua=False)
+        await vm.snapshot("v", "s")
+        assert len(vm.refcounts) == 4 and set(vm.refcounts.values()) == {2}
+        await vol.pwrite(10, memoryview(b"b" * 10), fua=False)  # copy-on-write of chunk 0
+        snap = await vm.lookup("v@s")
+        assert snap.read_only and (await snap.pread(0, 20)) == b"a" * 20
+        assert (await vol.pread(0, 20)) == b"a" * 10 + b"b" * 10
+        assert len(vm.refcounts) == 5
+        await vm.clone("v@s", "c")
+        await vm.delete("v@s")  # the clone keeps the shared chunks alive
+        c = await vm.lookup("c")
+        assert (await c.pread(0, 4 * CHUNK)) == b"a" * 4 * CHUNK
+        await vm.delete("c")
+        await vol.flush()
+        assert len(vm.refcounts) == 4 and set(vm.refcounts.values()) == {1}
+        assert len(vm.free) == 1  # the snapshot's copy of chunk 0 came back
+        await vm.snapshot("v", "t")
+        await vol.pwrite(0, memoryview(b"z" * CHUNK), fua=True)
+        await vm.rollback("v@t")
+        assert (await vol.pread(0, 20)) == b"a" * 10 + b"b" * 10
+        entries, changed = vm.diff("v@t", None)
+        assert changed == sorted(entries) == [0, 1, 2, 3]
+    finally:
+        await close(store, vm)
+
+
+async def test_snapshot_state_survives_restart(dirs):
+    store, vm = await open_manager(dirs)
+    await vm.create("v", 2 * CHUNK)
+    vol = await vm.lookup("v")
+    await vol.pwrite(0, memoryview(b"1" * CHUNK), fua=False)
+    await vm.snapshot("v", "s")
+    await vol.pwrite(0, memoryview(b"2" * CHUNK), fua=True)
+    await close(store, vm)
+    store, vm = await open_manager(dirs)
+    try:
+        assert (await (await vm.lookup("v@s")).pread(0, 4)) == b"1111"
+        assert (await (await vm.lookup("v")).pread(0, 4)) == b"2222"
+        assert vm.refcounts == {s: 1 for s in vm.refcounts}
+        assert len(vm.refcounts) == 2
+    finally:
+        await close(store, vm)

@@ -86,6 +86,7 @@ def start_server(tmp: str, *, tls: tuple[str, str, str] | None = None,
         args += ["--tls-cert", cert, "--tls-key", key]
         scheme = "https"
     env = dict(os.environ, BASALT_ACCESS_KEY=ACCESS, BASALT_SECRET_KEY=SECRET)
+    os.makedirs(tmp, exist_ok=True)
     log = open(log_path, "w")
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
