@@ -1,6 +1,6 @@
 """restic (the Debian package) backing up to `basalt serve` and restoring, over HTTP and HTTPS.
 
-restic is given only what any user must give: the repository as
+Written against Debian 12's restic 0.14.0. restic is given only what any user must give: the repository as
 ``s3:<endpoint>/<bucket>/<prefix>`` (restic's form for a custom S3 endpoint),
 a repository password, AWS-style credentials and, over HTTPS, ``--cacert`` with
 the test CA. Nothing else from the environment reaches it (a private HOME and
@@ -31,10 +31,6 @@ RESTIC = shutil.which("restic")
 # with spaces, to check that names survive the round trip through S3 keys.
 NAMES = ["alpha", "beta", "données", "日本語", "Ελληνικά", "emoji 🎉", "with space",
          "naïve-café", "résumé", "Ω", "z"]
-
-
-def _restic_version() -> str:
-    return subprocess.run([RESTIC, "version"], capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture(scope="module", autouse=True)
