@@ -97,8 +97,12 @@ def cmd_volume(args: argparse.Namespace) -> int:
                 print(_volume_line(v))
         return 0
     if action == "create":
-        result = client.call("POST", path, body={"name": args.name,
-                                                 "size": parse_size(args.size)})
+        if not args.size and not args.from_image:
+            raise ConfigError("give --size (or --from-image)")
+        body = {"name": args.name, "size": parse_size(args.size) if args.size else None}
+        if args.from_image:
+            body["image"] = args.from_image
+        result = client.call("POST", path, body=body)
     elif action == "info":
         result = client.call("GET", f"{path}/{args.name}")
     elif action == "resize":
@@ -119,6 +123,23 @@ def cmd_volume(args: argparse.Namespace) -> int:
         print(f"deleted volume {args.name}")
         return 0
     print(json.dumps(result) if args.json else _volume_line(result))
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    """Disk images, stored as objects in the basalt-images bucket."""
+    from .images import import_image, list_images
+    client = admin_client(args)
+    if args.action == "list":
+        images = list_images(client)
+        if args.json:
+            print(json.dumps(images))
+        for image in images if not args.json else []:
+            print(f"{image['name']:32} {human_bytes(image['size']):>10}  {image['format']}")
+        return 0
+    image = import_image(client, args.source, args.name, Progress())
+    print(f"imported {args.source} as image {args.name} ({image['format']}, "
+          f"{human_bytes(image['size'])})")
     return 0
 
 
@@ -158,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     vsub = p.add_subparsers(dest="action", required=True)
     v = vsub.add_parser("create", help="create a thin volume")
     v.add_argument("name")
-    v.add_argument("--size", required=True, help="e.g. 10G")
+    v.add_argument("--size", help="e.g. 10G (with --from-image: grow to at least this)")
+    v.add_argument("--from-image", metavar="IMAGE",
+                   help="a copy-on-write clone of an imported image")
     v = vsub.add_parser("list", help="list volumes")
     v = vsub.add_parser("info", help="one volume's sizes and state")
     v.add_argument("name")
@@ -189,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in vsub.choices.values():
         sp.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_volume)
+
+    p = sub.add_parser("image", help="disk images for volumes")
+    isub = p.add_subparsers(dest="action", required=True)
+    i = isub.add_parser("import", help="store a raw or qcow2 image (a file or s3://...)")
+    i.add_argument("source", metavar="FILE|s3://BUCKET/KEY")
+    i.add_argument("name")
+    i = isub.add_parser("list", help="list images")
+    i.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_image)
     return parser
 
 

@@ -10,6 +10,7 @@ import json
 
 from aiohttp import web
 
+from .images import volume_from_image
 from .manager import VolumeError, VolumeManager
 from .pool import CHUNK
 
@@ -60,7 +61,12 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
         name = body.get("name")
         if not isinstance(name, str):
             raise VolumeError(400, "InvalidVolumeName", "name is required")
-        info = await manager.create(name, _size(body.get("size")))
+        if body.get("image"):
+            size = _size(body["size"]) if body.get("size") is not None else None
+            info = await volume_from_image(manager, manager.store, str(body["image"]), name,
+                                           size)
+        else:
+            info = await manager.create(name, _size(body.get("size")))
         return web.json_response(info.as_dict(), status=201)
 
     @r.get(PREFIX + "/{name}")
