@@ -1,0 +1,540 @@
+#!/usr/bin/env python3
+"""NBD block I/O: Basalt volumes beside qemu-nbd and nbdkit, same machine, same run.
+
+Three servers start on 127.0.0.1 (free ports, fresh temp data dirs, killed and
+removed at the end, also on errors and Ctrl-C): qemu-nbd and nbdkit's file
+plugin each on a sparse 4 GiB raw file, and ``basalt serve`` with a 4 GiB thin
+volume (benchmarks/nbd_peers.py says which flags and why). One client, fio's
+nbd ioengine (libnbd, one connection per job), drives the same jobs on each:
+
+    verify         64 MiB 1 MiB writes, 4 KiB overwrites of them, 32 MiB of fresh
+                   4 KiB writes, all read back with crc32c (a wrong byte stops
+                   that server: it gets no numbers and the run exits 3)
+    fill           sequential 1 MiB writes over the whole --size region of the
+                   fresh export (first writes: the thin allocation path)
+    1M seq write   MB/s, time based        4k rand write   IOPS, time based
+    1M seq read    MB/s, time based        4k rand read    IOPS, time based
+
+All at --iodepth (32). The fill runs first, so every read row reads data that
+was written (holes, which thin servers answer without touching storage, would
+be unfairly fast); ``nbdinfo --map`` checks the region has no hole left before
+the reads. Rows run server after server with the first server rotating per
+row, and ``sync`` before each run so one server's dirty pages do not slow the
+next. No row sends NBD FLUSH unless --flush-every is given; reads come from
+warm caches on every server. MB = 10^6 bytes.
+
+    .venv/bin/python benchmarks/nbd_bench.py                        # all three
+    .venv/bin/python benchmarks/nbd_bench.py --only qemu-nbd,nbdkit # peers only
+    .venv/bin/python benchmarks/nbd_bench.py --runtime 30 --repeat 3 --json
+    .venv/bin/python benchmarks/nbd_bench.py --basalt-args "--no-fsync"
+
+Needs: apt-get install -y fio qemu-utils nbdkit libnbd-bin
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nbd_peers  # noqa: E402
+import peers  # noqa: E402
+from nbd_peers import EXPORT_SIZE, NbdServer, ServerError  # noqa: E402
+
+SERVERS = ("basalt", "qemu-nbd", "nbdkit")
+BASELINE = "qemu-nbd"
+MIB = 1 << 20
+VERIFY_SPAN = 128 * MIB   # at the end of the export, outside the --size region
+EXIT_ROW_FAILED, EXIT_NO_SERVER, EXIT_WRONG_DATA = 1, 2, 3
+
+
+class FioError(RuntimeError):
+    """fio failed, or its job reported an error."""
+
+
+class WrongData(RuntimeError):
+    """A server returned bytes other than those written to it."""
+
+
+# -- fio ---------------------------------------------------------------------
+
+def fio_binary() -> str:
+    path = shutil.which("fio")
+    if not path:
+        raise ServerError("fio not found: apt-get install -y fio")
+    return path
+
+
+def run_fio(args: list[str], workdir: str, timeout: float) -> tuple[dict, str]:
+    """Run fio with ``--output-format=json`` in ``workdir``; return (report,
+    stderr). Raises FioError when fio fails or a job reports an error."""
+    output = os.path.join(workdir, "fio.json")
+    command = [fio_binary(), "--output-format=json", f"--output={output}", *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir,
+                            timeout=timeout)
+    stderr = result.stderr.strip()
+    report = read_report(output)
+    if result.returncode != 0 or report is None:
+        what = "no JSON report" if report is None else "error"
+        raise FioError(f"fio exited {result.returncode} ({what}):"
+                       f" {tail(stderr) or '(no stderr)'}")
+    failed = [job for job in report["jobs"] if job.get("error")]
+    if failed:
+        raise FioError(f"fio job {failed[0]['jobname']} error {failed[0]['error']}:"
+                       f" {tail(stderr)}")
+    return report, stderr
+
+
+def read_report(path: str) -> dict | None:
+    """fio's JSON report; with --thread the nbd engine's "fio: connected to
+    NBD server" line lands in the file before it, so start at the first '{'."""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+        start = re.search(r"^\{", text, re.MULTILINE)
+        return json.loads(text[start.start():]) if start else None
+    except (OSError, ValueError):
+        return None
+
+
+def tail(text: str, lines: int = 5) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def fio_target(server: NbdServer, iodepth: int) -> list[str]:
+    """fio options that point a job at a server's export."""
+    return ["--ioengine=nbd", "--thread", f"--uri={server.uri}", f"--iodepth={iodepth}",
+            "--verify_state_save=0"]
+
+
+# -- correctness ---------------------------------------------------------------
+
+def verify_server(server: NbdServer, options: argparse.Namespace, workdir: str) -> None:
+    """Write, overwrite and read back with crc32c in a span outside the timed
+    region: whole 1 MiB blocks, 4 KiB overwrites inside them (partial chunks
+    of allocated data) and 4 KiB writes to never-written space (partial chunks
+    of holes), 32 in flight. Raises WrongData on any mismatch."""
+    base = EXPORT_SIZE - VERIFY_SPAN
+    args = [*fio_target(server, options.iodepth), "--verify=crc32c", "--do_verify=1",
+            "--verify_fatal=1",
+            "--name=verify-1m-write", "--rw=write", "--bs=1M",
+            f"--offset={base}", f"--size={64 * MIB}",
+            "--name=verify-4k-overwrite", "--stonewall", "--rw=randwrite", "--bs=4k",
+            f"--offset={base}", f"--size={64 * MIB}",
+            "--name=verify-4k-fresh", "--stonewall", "--rw=randwrite", "--bs=4k",
+            f"--offset={base + 64 * MIB}", f"--size={32 * MIB}"]
+    try:
+        report, _ = run_fio(args, workdir, timeout=options.timeout + 600)
+    except FioError as err:
+        if re.search(r"bad magic|bad header|verify: bad|verify failed|type mismatch",
+                     str(err)):
+            raise WrongData(f"{server.name} returned wrong data: {err}") from None
+        raise
+    for job in report["jobs"]:
+        written, read = job["write"]["io_bytes"], job["read"]["io_bytes"]
+        if written == 0 or read < written:
+            raise WrongData(f"{server.name}: {job['jobname']} wrote {written} bytes"
+                            f" but verified only {read}")
+
+
+def hole_bytes(server: NbdServer, size: int) -> int | None:
+    """Bytes in [0, size) that the server's base:allocation map reports as a
+    hole; None when ``nbdinfo --map`` is unavailable or fails."""
+    try:
+        result = subprocess.run(["nbdinfo", "--map", "--json", server.uri],
+                                capture_output=True, text=True, timeout=60)
+        extents = json.loads(result.stdout) if result.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+    if extents is None:
+        return None
+    holes = 0
+    for extent in extents:
+        start, end = extent["offset"], min(extent["offset"] + extent["length"], size)
+        if start < size and extent["type"] & 1:  # NBD_STATE_HOLE
+            holes += end - start
+    return holes
+
+
+# -- rows ----------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One fio job per server; ``target`` is the Basalt/qemu-nbd ratio to meet."""
+
+    name: str
+    rw: str
+    bs: str
+    unit: str                # "MB/s" or "IOPS"
+    target: float | None
+    timed: bool = True       # time based (--runtime); else one pass over --size
+
+
+FILL = Row("fill 1M seq write", "write", "1M", "MB/s", None, timed=False)
+ROWS = [
+    Row("1M seq write", "write", "1M", "MB/s", 1.0),
+    Row("4k rand write", "randwrite", "4k", "IOPS", 0.5),
+    Row("1M seq read", "read", "1M", "MB/s", 1.0),
+    Row("4k rand read", "randread", "4k", "IOPS", 0.5),
+]
+
+
+@dataclass
+class Measurement:
+    """One row on one server. ``value`` is None when the row failed."""
+
+    value: float | None
+    seconds: float = 0.0      # fio's measured runtime (ramp excluded)
+    p50_ms: float = 0.0       # completion latency
+    p99_ms: float = 0.0
+    client_cpu: float = 0.0   # fio CPU / its runtime (1.0 = one core)
+    server_cpu: float = 0.0   # server process group CPU s / wall s of the fio run
+    error: str | None = None
+
+
+def row_args(row: Row, server: NbdServer, options: argparse.Namespace) -> list[str]:
+    """fio options for ``row`` on ``server`` over the [0, --size) region."""
+    args = [*fio_target(server, options.iodepth), f"--name={row.name.replace(' ', '-')}",
+            f"--rw={row.rw}", f"--bs={row.bs}", "--offset=0", f"--size={options.size}"]
+    if row.timed:
+        args += ["--time_based", f"--runtime={round(options.runtime * 1000)}ms",
+                 f"--ramp_time={round(options.ramp_time * 1000)}ms"]
+    if options.flush_every and "write" in row.rw:
+        args.append(f"--fsync={options.flush_every}")
+    return args
+
+
+def measure(row: Row, server: NbdServer, options: argparse.Namespace,
+            workdir: str) -> Measurement:
+    """Run ``row`` on ``server`` once, charging the server's CPU to it."""
+    timeout = (options.ramp_time + options.runtime + 120 if row.timed
+               else options.timeout + 3600)
+    cpu_before, wall_before = peers.group_cpu_seconds(server), time.monotonic()
+    report, _ = run_fio(row_args(row, server, options), workdir, timeout)
+    wall = time.monotonic() - wall_before
+    server_cpu = peers.group_cpu_seconds(server) - cpu_before
+    job = report["jobs"][0]
+    side = job["read" if "read" in row.rw else "write"]
+    seconds = side["runtime"] / 1000 or 1e-9
+    value = side["iops"] if row.unit == "IOPS" else side["bw_bytes"] / 1e6
+    percentiles = side.get("clat_ns", {}).get("percentile", {})
+    return Measurement(
+        value=value, seconds=seconds,
+        p50_ms=percentiles.get("50.000000", 0) / 1e6,
+        p99_ms=percentiles.get("99.000000", 0) / 1e6,
+        client_cpu=(job["usr_cpu"] + job["sys_cpu"]) / 100,
+        server_cpu=server_cpu / wall)
+
+
+ROW_ERRORS = (FioError, OSError, subprocess.TimeoutExpired, KeyError, ValueError)
+
+
+def measure_or_fail(row: Row, server: NbdServer, options, workdir: str) -> Measurement:
+    """``measure`` with any failure recorded as a FAILED cell."""
+    os.sync()  # the previous run's dirty pages are not this run's cost
+    log(f"  {row.name} on {server.name} ...")
+    try:
+        result = measure(row, server, options, workdir)
+    except ROW_ERRORS as err:
+        error = f"{type(err).__name__}: {err}"
+        if server.process.poll() is not None:
+            error += (f"; {server.name} exited with code {server.process.returncode},"
+                      f" log tail:\n{peers.log_tail(server.log_path)}")
+        result = Measurement(value=None, error=error)
+    log(f"    {format_value(result)} {row.unit}" + (f"  {result.error}" if result.error else ""))
+    return result
+
+
+def rotated(servers: list, turn: int) -> list:
+    """``servers`` starting at position ``turn`` (so no server always goes first)."""
+    turn %= max(len(servers), 1)
+    return servers[turn:] + servers[:turn]
+
+
+def run_rows(servers: list[NbdServer], options, workdir: str) -> dict:
+    """Fill every server, check for holes, then every row ``--repeat`` times.
+    Returns {row name: {server name: [Measurement, ...]}}."""
+    results: dict[str, dict[str, list[Measurement]]] = {FILL.name: {}}
+    results.update({row.name: {} for row in ROWS})
+    turn = 0
+    for server in rotated(servers, turn):
+        results[FILL.name][server.name] = [measure_or_fail(FILL, server, options, workdir)]
+    turn += 1
+    for server in servers:
+        holes = hole_bytes(server, options.size)
+        server.extra["holes_after_fill"] = holes
+        if holes:
+            log(f"  WARNING: {server.name} still reports {holes} hole bytes in the region")
+    for round_no in range(options.repeat):
+        for row in ROWS:
+            log(f"[{round_no + 1}/{options.repeat}] {row.name}")
+            for server in rotated(servers, turn):
+                results[row.name].setdefault(server.name, []).append(
+                    measure_or_fail(row, server, options, workdir))
+            turn += 1
+    os.sync()
+    return results
+
+
+# -- servers ---------------------------------------------------------------------
+
+def start_servers(options, stack: contextlib.ExitStack, base_dir: str
+                  ) -> tuple[list[NbdServer], dict[str, str]]:
+    """Start the selected servers (each stopped and removed when ``stack``
+    closes); a server that cannot start is reported, the others still run.
+    Returns (running servers, {server name: why it is missing})."""
+    servers, failures = [], {}
+    for name in options.only:
+        log(f"starting {name} ...")
+        starter = nbd_peers.STARTERS[name]
+        try:
+            server = stack.enter_context(starter(
+                timeout=options.timeout, base_dir=base_dir, keep=options.keep,
+                extra_args=options.basalt_args))
+        except (ServerError, OSError, subprocess.SubprocessError) as err:
+            failures[name] = f"did not start: {err}"
+            log(f"  ERROR: {name} {failures[name]}")
+            continue
+        log(f"  {server.version} at {server.uri}")
+        servers.append(server)
+    return servers, failures
+
+
+def verify_all(servers: list[NbdServer], options, workdir: str,
+               failures: dict[str, str]) -> list[NbdServer]:
+    """Verify each server once; return the ones that returned the right data."""
+    good = []
+    for server in servers:
+        log(f"verifying {server.name} (crc32c write + read back) ...")
+        try:
+            verify_server(server, options, workdir)
+        except WrongData as err:
+            failures[server.name] = f"WRONG DATA: {err}"
+            log("!" * 72 + f"\n!! {failures[server.name]}\n" + "!" * 72)
+            continue
+        except ROW_ERRORS as err:
+            failures[server.name] = f"verify pass failed: {type(err).__name__}: {err}"
+            log(f"  ERROR: {failures[server.name]}")
+            continue
+        good.append(server)
+    return good
+
+
+# -- reporting ---------------------------------------------------------------------
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def format_value(m: Measurement | None) -> str:
+    if m is None:
+        return "-"
+    return "FAILED" if m.value is None else f"{m.value:,.0f}"
+
+
+def median(measurements: list[Measurement]) -> Measurement:
+    """The median measurement (the lower middle one for an even count); a
+    failure if any round failed."""
+    failed = [m for m in measurements if m.value is None]
+    if failed:
+        return failed[0]
+    ordered = sorted(measurements, key=lambda m: m.value)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def summarize(results: dict, servers: list[NbdServer], failures: dict[str, str],
+              options) -> dict:
+    """Machine-readable results: per row the median per server and the ratio."""
+    rows = []
+    for row in [FILL, *ROWS]:
+        per_server = {name: median(ms) for name, ms in results.get(row.name, {}).items()}
+        for name, why in failures.items():
+            per_server[name] = Measurement(value=None, error=why)
+        basalt, base = per_server.get("basalt"), per_server.get(BASELINE)
+        ratio = basalt.value / base.value if (basalt and base and basalt.value
+                                              and base.value) else None
+        rows.append({
+            "row": row.name, "unit": row.unit, "target_ratio": row.target,
+            "ratio": ratio,
+            "servers": {name: asdict(m) for name, m in per_server.items()},
+            "rounds": {name: [m.value for m in ms]
+                       for name, ms in results.get(row.name, {}).items()},
+        })
+    return {
+        "rows": rows,
+        "servers": {s.name: {"version": s.version, "uri": s.uri, "command": s.command,
+                             "settings": s.settings, **s.extra} for s in servers},
+        "failures": failures,
+        "settings": {"size": options.size, "runtime": options.runtime,
+                     "ramp_time": options.ramp_time, "iodepth": options.iodepth,
+                     "repeat": options.repeat, "flush_every": options.flush_every,
+                     "fio": nbd_peers.first_line(["fio", "--version"]),
+                     "filesystem": options.filesystem},
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
+    }
+
+
+def print_table(summary: dict) -> None:
+    """The human report: row | basalt | qemu-nbd | nbdkit | basalt/qemu-nbd | target."""
+    header = (f"{'row':<22}" + "".join(f"{name:>11}" for name in SERVERS)
+              + f"{'basalt/' + BASELINE:>17}  target")
+    print(header)
+    print("-" * len(header))
+    for row in summary["rows"]:
+        cells = [format_value(Measurement(**row["servers"][name]))
+                 if name in row["servers"] else "-" for name in SERVERS]
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "n/a"
+        target = "(reference)"
+        if row["target_ratio"] is not None:
+            target = f">= {row['target_ratio']:g}x"
+            if row["ratio"] is not None:
+                target += " met" if row["ratio"] >= row["target_ratio"] else " MISSED"
+        print(f"{row['row'] + ' ' + row['unit']:<22}" + "".join(f"{c:>11}" for c in cells)
+              + f"{ratio:>17}  {target}")
+    print()
+    print("p50 / p99 completion latency ms; CPU in cores over the run (fio | server):")
+    for row in summary["rows"]:
+        for name in (n for n in SERVERS if n in row["servers"]):
+            m = row["servers"][name]
+            if m["value"] is None:
+                if name not in summary["failures"]:
+                    print(f"  {row['row']:<18} {name:<9} FAILED: {m['error']}")
+                continue
+            bound = "  <- client-bound?" if m["client_cpu"] > 0.9 else ""
+            print(f"  {row['row']:<18} {name:<9} {m['p50_ms']:8.3f} / {m['p99_ms']:8.3f}"
+                  f"   cpu {m['client_cpu']:.2f} | {m['server_cpu']:.2f}{bound}")
+    print()
+    for name, why in summary["failures"].items():
+        print(f"{name}: FAILED, {why}")
+    for name, info in summary["servers"].items():
+        holes = info.get("holes_after_fill")
+        hole_note = ("" if holes is None else
+                     f"; holes left in the region after the fill: {holes} bytes")
+        print(f"{name}: {info['version']}; {info['settings']}{hole_note}")
+        print(f"  $ {' '.join(info['command'])}")
+    s, machine = summary["settings"], summary["machine"]
+    print(f"fio: {s['fio']}, ioengine=nbd, iodepth {s['iodepth']}, region {s['size']} bytes,"
+          f" {s['ramp_time']:g} s ramp + {s['runtime']:g} s per timed row, {s['repeat']}"
+          f" round(s) (median), "
+          + (f"NBD FLUSH every {s['flush_every']} writes" if s["flush_every"] else "no NBD FLUSH")
+          + ";"
+          f" data on {s['filesystem']}")
+    print(f"machine: {machine['cpus']} CPUs, load average at end "
+          f"{', '.join(f'{x:.2f}' for x in machine['loadavg_at_end'])}; every server"
+          f" measured passed a crc32c write/read-back check first")
+
+
+# -- command line ---------------------------------------------------------------------
+
+def parse_size(text: str) -> int:
+    """'2G', '512M', '1048576' -> bytes (binary units)."""
+    match = re.fullmatch(r"(\d+)([KMGT]?)(i?B)?", text.strip(), re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    shift = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[match.group(2).upper()]
+    return int(match.group(1)) << shift
+
+
+def parse_servers(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SERVERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(SERVERS)}")
+    return [name for name in SERVERS if name in names]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", type=parse_servers, default=list(SERVERS),
+                        help="comma-separated servers to run, e.g. qemu-nbd,nbdkit")
+    parser.add_argument("--size", type=parse_size, default=2 << 30,
+                        help="region the rows use, from offset 0 (default 2G)")
+    parser.add_argument("--runtime", type=float, default=15.0,
+                        help="measured seconds per timed row (default 15)")
+    parser.add_argument("--ramp-time", type=float, default=3.0,
+                        help="unmeasured seconds before each timed row (default 3)")
+    parser.add_argument("--iodepth", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of the timed rows; the median is reported (default 1)")
+    parser.add_argument("--flush-every", type=int, default=0, metavar="N",
+                        help="write rows send an NBD FLUSH every N writes (fio --fsync=N;"
+                             " default 0: never)")
+    parser.add_argument("--basalt-args", default="",
+                        help='extra arguments for "basalt serve", e.g. "--no-fsync"')
+    parser.add_argument("--dir", help="parent of the temp data dirs (default $TMPDIR)")
+    parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for a server to become ready (default 60)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    options = parser.parse_args(argv)
+    if not 0 < options.size <= EXPORT_SIZE - VERIFY_SPAN:
+        parser.error(f"--size must be at most {(EXPORT_SIZE - VERIFY_SPAN) >> 20} MiB")
+    return options
+
+
+def filesystem_of(path: str) -> str:
+    """File system type of ``path`` (ext4, tmpfs, ...), for the report."""
+    result = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--target", path],
+                            capture_output=True, text=True)
+    return f"{result.stdout.strip() or 'unknown'} ({path})"
+
+
+def bench(options: argparse.Namespace, stack: contextlib.ExitStack) -> dict:
+    """Start, verify, measure; return the summary. Servers stop when ``stack`` closes."""
+    fio_binary()  # fail before starting anything
+    nbd_peers.require_tool("nbdinfo", "libnbd-bin")
+    workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="nbdbench-",
+                                                              dir=options.dir))
+    if options.keep:  # kept dirs must outlive the workdir
+        data_parent = tempfile.mkdtemp(prefix="nbdbench-servers-", dir=options.dir)
+    else:
+        data_parent = os.path.join(workdir, "servers")
+        os.mkdir(data_parent)
+    options.filesystem = filesystem_of(data_parent)
+    servers, failures = start_servers(options, stack, data_parent)
+    servers = verify_all(servers, options, workdir, failures)
+    results = run_rows(servers, options, workdir) if servers else {}
+    log("stopping servers ...")
+    return summarize(results, servers, failures, options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    # Ctrl-C and SIGTERM both raise KeyboardInterrupt, which unwinds the
+    # ExitStack: fio killed by subprocess.run, servers stopped, dirs removed.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with contextlib.ExitStack() as stack:
+            summary = bench(options, stack)
+    except ServerError as err:
+        log(f"error: {err}")
+        return EXIT_NO_SERVER
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped, data removed")
+        return 130
+    if options.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_table(summary)
+    if any(why.startswith("WRONG DATA") for why in summary["failures"].values()):
+        return EXIT_WRONG_DATA
+    if not summary["servers"]:
+        return EXIT_NO_SERVER
+    failed = any(m["value"] is None for row in summary["rows"] for m in row["servers"].values())
+    return EXIT_ROW_FAILED if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
