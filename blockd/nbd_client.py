@@ -102,7 +102,7 @@ class NBDClient:
     async def read(self, offset: int, length: int) -> bytes:
         return await self._request(p.CMD_READ, offset, length)
 
-    async def write(self, offset: int, data: bytes, fua: bool = False) -> None:
+    async def write(self, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
         await self._request(p.CMD_WRITE, offset, len(data), data,
                             p.CMD_FLAG_FUA if fua else 0)
 
