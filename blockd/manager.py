@@ -113,7 +113,8 @@ class VolumeManager(ExportRegistry):
         self.refcounts: dict[int, int] = {}
         self.free: set[int] = set()
         self.next_slot = 0
-        self.limbo: list[int] = []                          # released, not yet reusable
+        self.limbo: list[int] = []       # released; their unmap not durable yet
+        self.releasable: list[int] = []  # released, unmap durable; reusable once I/O drains
         self.changes = MetaChanges()
         self.exports: dict[str, Volume] = {}
         self.writes = RWGate()
@@ -215,7 +216,7 @@ class VolumeManager(ExportRegistry):
             yield
         finally:
             self._inflight -= 1
-            if self._inflight == 0 and self.limbo:
+            if self._inflight == 0 and self.releasable:
                 self._recycle()
 
     def _alloc(self) -> int:
@@ -249,10 +250,15 @@ class VolumeManager(ExportRegistry):
         self.changes.refcounts[slot] = count
 
     def _recycle(self) -> None:
-        for slot in self.limbo:
+        """Reuse released slots: only once the map no longer naming them is durable
+        (else a crash would bring back a map pointing at reused data) and no I/O
+        that began before the release can still touch them."""
+        if self._inflight:
+            return
+        for slot in self.releasable:
             self.pool.clear(slot)  # give the space back now
             self.free.add(slot)
-        self.limbo.clear()
+        self.releasable.clear()
 
     def own_chunk(self, name: str, index: int) -> int:
         """The slot chunk ``index`` of ``name`` may be written in: allocated when
@@ -286,6 +292,7 @@ class VolumeManager(ExportRegistry):
                 self.pool.untrusted |= self.pool.missed
                 self.pool.missed = set()
             changes, self.changes = self.changes, MetaChanges()
+            released, self.limbo = self.limbo, []
             try:
                 await self.store.run(self.pool.sync)
                 if changes:
@@ -293,7 +300,10 @@ class VolumeManager(ExportRegistry):
             except (OSError, StorageError) as exc:
                 changes.merge(self.changes)
                 self.changes = changes
+                self.limbo = released + self.limbo
                 raise NBDError(errno.EIO, f"flush failed: {exc}") from None
+            self.releasable += released
+            self._recycle()
 
     # administration ----------------------------------------------------------------
 

@@ -67,6 +67,7 @@ class ChunkPool:
         self.untrusted: set[int] = set()  # disks whose copies are not healed yet
         self.has_data: Callable[[], bool] = lambda: True  # are any slots in use?
         self.missed: set[int] = set()  # disks that missed writes (offline, failing)
+        self._block_locks = [threading.Lock() for _ in range(256)]
         self.repaired = 0
 
     def close(self) -> None:
@@ -247,15 +248,29 @@ class ChunkPool:
         data = memoryview(data)
         first, last = offset // BLOCK, (offset + len(data) - 1) // BLOCK
         head, tail = offset - first * BLOCK, (last + 1) * BLOCK - offset - len(data)
-        if head or tail:  # partial blocks: merge with what is there
-            buf = bytearray(self.read(slot, first * BLOCK, (last - first + 1) * BLOCK))
-            buf[head:head + len(data)] = data
-            data = memoryview(buf)
-        sums = b"".join(block_sum(data[i:i + BLOCK]) for i in range(0, len(data), BLOCK))
-        written = sum(self._write_replica(pos, slot, first, data, sums)
-                      for pos in self.positions(slot))
+        partial = sorted({b for b, cut in ((first, head), (last, tail)) if cut})
+        # Two writes into different bytes of one block each read-modify-write it:
+        # without a lock per block, one would undo the other.
+        locks = sorted({id(lk): lk for lk in (self._block_lock(slot, b) for b in partial)}
+                       .items())
+        for _, lock in locks:
+            lock.acquire()
+        try:
+            if partial:  # merge the partial blocks with what is there
+                buf = bytearray(self.read(slot, first * BLOCK, (last - first + 1) * BLOCK))
+                buf[head:head + len(data)] = data
+                data = memoryview(buf)
+            sums = b"".join(block_sum(data[i:i + BLOCK]) for i in range(0, len(data), BLOCK))
+            written = sum(self._write_replica(pos, slot, first, data, sums)
+                          for pos in self.positions(slot))
+        finally:
+            for _, lock in reversed(locks):
+                lock.release()
         if not written:
             raise PoolError(f"slot {slot}: no replica writable")
+
+    def _block_lock(self, slot: int, block: int) -> threading.Lock:
+        return self._block_locks[(slot * BLOCKS + block) % len(self._block_locks)]
 
     def clear(self, slot: int, offset: int = 0, length: int = CHUNK) -> None:
         """Make whole blocks of a slot read as zeros (holes, checksums unset)."""

@@ -83,6 +83,24 @@ def create_volume(server, name: str, size: str) -> dict:
     return json.loads(server.cli("volume", "create", name, "--size", size, "--json").stdout)
 
 
+def api(server, method: str, path: str, body=None):
+    """The admin API the CLI uses, called in-process: for tests whose subject is not
+    the CLI (each `basalt` run costs a second of imports on a busy machine)."""
+    from basalt.admin_client import AdminClient
+    from basalt.credentials import Credentials
+    from .conftest import ACCESS, SECRET
+    return AdminClient(server.endpoint, Credentials(ACCESS, SECRET)).call(
+        method, "/_basalt/v1/volumes" + path, body=body)
+
+
+def new_volume(server, name: str, size: int) -> dict:
+    return api(server, "POST", "", {"name": name, "size": size})
+
+
+def allocated(server, name: str) -> int:
+    return api(server, "GET", f"/{name}")["allocated"]
+
+
 def one_error_line(out: subprocess.CompletedProcess) -> str:
     """The CLI refused: non-zero exit, nothing on stdout, exactly one line on stderr."""
     assert out.returncode != 0, out
