@@ -23,7 +23,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,19 +97,6 @@ def wait_for_export(uri: str, process: subprocess.Popen, timeout: float, what: s
 
 
 @contextlib.contextmanager
-def fresh_dir(name: str, base_dir: str | None, keep: bool):
-    """A new directory for one server's data, removed afterwards unless ``keep``."""
-    path = tempfile.mkdtemp(prefix=f"nbdbench-{name}-", dir=base_dir)
-    try:
-        yield path
-    finally:
-        if keep:
-            print(f"kept {path}", file=sys.stderr)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def running(name: str, command: list[str], data_dir: str):
     """Run ``command`` in its own session (so its whole group can be signalled),
     output to ``data_dir/NAME.log``; always stopped on exit. Yields (process, log)."""
@@ -149,7 +135,7 @@ def qemu_nbd_server(*, timeout: float = 60.0, base_dir: str | None = None,
     """qemu-nbd serving a sparse raw file, flags a user would pick."""
     binary = require_tool("qemu-nbd", "qemu-utils")
     port = peers.free_port()
-    with fresh_dir("qemu-nbd", base_dir, keep) as data_dir:
+    with peers.temp_dir("qemu-nbd", base_dir, keep, "nbdbench") as data_dir:
         command = [binary, "-f", "raw", "-x", EXPORT, "-b", "127.0.0.1", "-p", str(port),
                    "--persistent", "--shared=8", "--cache=writeback", "--aio=threads",
                    sparse_file(data_dir)]
@@ -167,7 +153,7 @@ def nbdkit_server(*, timeout: float = 60.0, base_dir: str | None = None,
     plugin serves the same file whatever export name the client asks for)."""
     binary = require_tool("nbdkit", "nbdkit")
     port = peers.free_port()
-    with fresh_dir("nbdkit", base_dir, keep) as data_dir:
+    with peers.temp_dir("nbdkit", base_dir, keep, "nbdbench") as data_dir:
         command = [binary, "-f", "-i", "127.0.0.1", "-p", str(port), "--exit-with-parent",
                    "file", sparse_file(data_dir)]
         uri = f"nbd://127.0.0.1:{port}/{EXPORT}"

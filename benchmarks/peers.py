@@ -133,9 +133,9 @@ def _running(name: str, command: list[str], env: dict[str, str], data_dir: str,
 
 
 @contextlib.contextmanager
-def _temp_dir(name: str, base: str | None, keep: bool):
+def temp_dir(name: str, base: str | None, keep: bool, prefix: str = "s3bench"):
     """A fresh directory for one server's data, removed afterwards unless ``keep``."""
-    path = tempfile.mkdtemp(prefix=f"s3bench-{name}-", dir=base)
+    path = tempfile.mkdtemp(prefix=f"{prefix}-{name}-", dir=base)
     try:
         yield path
     finally:
@@ -152,7 +152,7 @@ def basalt_server(access_key: str, secret_key: str, *, extra_args: str = "",
     binary = find_executable("basalt", "BASALT_BIN")
     s3_port, nbd_port = free_port(), free_port()
     extra = shlex.split(extra_args)
-    with _temp_dir("basalt", base_dir, keep) as data_dir:
+    with temp_dir("basalt", base_dir, keep) as data_dir:
         command = [binary, "--data-dir", os.path.join(data_dir, "data"), "serve",
                    "--s3-address", f"127.0.0.1:{s3_port}",
                    "--nbd-address", f"127.0.0.1:{nbd_port}", *extra]
@@ -203,7 +203,7 @@ def seaweedfs_server(access_key: str, secret_key: str, *, timeout: float = 60.0,
     ports = {name: free_port() for name in (
         "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
         "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")}
-    with _temp_dir("seaweedfs", base_dir, keep) as data_dir:
+    with temp_dir("seaweedfs", base_dir, keep) as data_dir:
         identities = {"identities": [{
             "name": "bench",
             "credentials": [{"accessKey": access_key, "secretKey": secret_key}],

@@ -10,8 +10,8 @@ from storaged import ObjectInfo
 
 from . import conditions
 from .checksums import header_name
-from .errors import InvalidArgument, InvalidPartNumber, InvalidRange
-from .request import Context
+from .errors import InvalidPartNumber, InvalidRange
+from .request import Context, part_number
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _OVERRIDES = {"response-content-type": "Content-Type",
@@ -76,16 +76,9 @@ def object_headers(info: ObjectInfo, ctx: Context) -> dict[str, str]:
 
 def _part_range(info: ObjectInfo, ctx: Context) -> tuple[int, int] | None:
     """(offset, length) of the part ``?partNumber=`` asks for; None without it."""
-    raw = ctx.query.get("partNumber")
-    if raw is None:
+    if ctx.query.get("partNumber") is None:
         return None
-    try:
-        number = int(raw)
-    except ValueError:
-        number = 0
-    if not 1 <= number <= 10000:
-        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
-                              ArgumentName="partNumber", ArgumentValue=raw)
+    number = part_number(ctx)
     offset = 0
     for part in info.parts:
         if part.number == number:

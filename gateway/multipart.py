@@ -15,7 +15,7 @@ from .copy import copy_source
 from .errors import InvalidArgument, InvalidPart, InvalidRequest, MalformedXML, checksum_mismatch
 from .listing import _encoding
 from .put import write_condition
-from .request import Context, Payload, object_attrs
+from .request import Context, Payload, object_attrs, part_number
 
 MAX_PART_SIZE = 5 << 30
 _COPY_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
@@ -26,18 +26,6 @@ def _upload_headers(upload: UploadInfo) -> dict[str, str]:
         return {}
     return {"x-amz-checksum-algorithm": upload.checksum_algorithm,
             "x-amz-checksum-type": upload.checksum_type}
-
-
-def _part_number(ctx: Context) -> int:
-    raw = ctx.query.get("partNumber", "")
-    try:
-        number = int(raw)
-    except ValueError:
-        number = 0
-    if not 1 <= number <= 10000:
-        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
-                              ArgumentName="partNumber", ArgumentValue=raw)
-    return number
 
 
 def _int_param(ctx: Context, name: str, default: int, limit: int) -> int:
@@ -97,7 +85,7 @@ def _part_checksum(upload: UploadInfo, payload: Payload) -> None:
 
 
 async def upload_part(ctx: Context) -> web.Response:
-    number = _part_number(ctx)
+    number = part_number(ctx)
     upload = ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
     payload = Payload(ctx, max_size=MAX_PART_SIZE)
     _part_checksum(upload, payload)
@@ -109,7 +97,7 @@ async def upload_part(ctx: Context) -> web.Response:
 
 
 async def upload_part_copy(ctx: Context) -> web.Response:
-    number = _part_number(ctx)
+    number = part_number(ctx)
     upload = ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
     src_bucket, src_key, source = copy_source(ctx)
     offset, length = 0, source.size

@@ -172,6 +172,16 @@ class Payload:
         return {self.checksum.algorithm: checksums.b64(digest)}
 
 
+def part_number(ctx: Context) -> int:
+    """``?partNumber=``: 1 to 10000 (InvalidArgument otherwise)."""
+    raw = ctx.query.get("partNumber", "")
+    number = int(raw) if raw.isdigit() else 0
+    if not 1 <= number <= 10000:
+        raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
+                              ArgumentName="partNumber", ArgumentValue=raw)
+    return number
+
+
 def _length(text: str) -> int:
     try:
         value = int(text)
