@@ -7,6 +7,7 @@ authenticate admin requests and forward these to it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -21,14 +22,19 @@ def _error(exc: VolumeError) -> web.Response:
     return web.json_response({"code": exc.code, "message": exc.message}, status=exc.status)
 
 
-async def _body(request: web.Request) -> dict:
+async def json_body(request: web.Request, error: Callable[[str], Exception]) -> dict:
+    """The request's JSON object body ({} when empty); `error(message)` is raised otherwise."""
     try:
         data = json.loads(await request.read() or b"{}")
     except ValueError:
-        raise VolumeError(400, "MalformedJSON", "the request body is not JSON") from None
+        raise error("the request body is not JSON") from None
     if not isinstance(data, dict):
-        raise VolumeError(400, "MalformedJSON", "the request body must be a JSON object")
+        raise error("the request body must be a JSON object")
     return data
+
+
+async def _body(request: web.Request) -> dict:
+    return await json_body(request, lambda message: VolumeError(400, "MalformedJSON", message))
 
 
 def _size(value) -> int:

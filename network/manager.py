@@ -166,11 +166,13 @@ class NetworkManager:
             taps = self.store.taps(name)
             with self.namespace.iproute() as ipr:
                 ports = links.bridge_ports(ipr, bridge)
-            busy = sorted({t.name for t in taps} | set(ports))
+            owners = {t.name: t.owner for t in taps}
+            busy = sorted(set(owners) | set(ports))
             if busy and not force:
+                named = [f"{tap} ({owners[tap]})" if tap in owners else tap for tap in busy]
                 raise NetworkConflictError(
-                    f"network {name!r} still has taps: {', '.join(busy)}"
-                    " (delete them first, or force)"
+                    f"network {name!r} still has taps: {', '.join(named)}"
+                    " (delete their VMs first, or force)"
                 )
             self._unrealize(name, bridge, taps)
             self.store.remove_network(name)

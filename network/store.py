@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import os
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import lmdb
 
+from . import lmdb_envs
 from .addressing import (
     guest_address,
     normalize_mac,
@@ -44,36 +43,6 @@ _DBS = (b"networks", b"reservations", b"addresses", b"macs", b"taps", b"meta")
 # Records are tiny; the map is sparse, so this only caps the file's growth.
 _MAP_SIZE = 256 << 20
 
-# LMDB forbids opening one environment twice in a process (closing the second
-# handle drops the first one's locks), so handles are shared per path and pid.
-_envs: dict[tuple[int, str], list] = {}
-_envs_lock = threading.Lock()
-
-
-def _acquire_env(path: str) -> lmdb.Environment:
-    key = (os.getpid(), os.path.realpath(path))
-    with _envs_lock:
-        entry = _envs.get(key)
-        if entry is None:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            env = lmdb.open(path, max_dbs=len(_DBS), map_size=_MAP_SIZE, subdir=True)
-            entry = _envs[key] = [env, 0]
-        entry[1] += 1
-        return entry[0]
-
-
-def _release_env(path: str) -> None:
-    key = (os.getpid(), os.path.realpath(path))
-    with _envs_lock:
-        entry = _envs.get(key)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] == 0:
-            entry[0].close()
-            del _envs[key]
-
-
 def _key(*parts: str) -> bytes:
     return "\0".join(parts).encode()
 
@@ -87,7 +56,7 @@ class Store:
 
     def __init__(self, path: str):
         self.path = path
-        self._env = _acquire_env(path)
+        self._env = lmdb_envs.acquire(path, len(_DBS), _MAP_SIZE)
         self._db = {name: self._env.open_db(name) for name in _DBS}
         self._closed = False
 
@@ -95,7 +64,7 @@ class Store:
         """Release the LMDB handle (shared with other Stores on the same path)."""
         if not self._closed:
             self._closed = True
-            _release_env(self.path)
+            lmdb_envs.release(self.path)
 
     @contextmanager
     def _txn(self, write: bool = False) -> Iterator[lmdb.Transaction]:
