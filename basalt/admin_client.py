@@ -79,10 +79,23 @@ class AdminClient:
             raise AdminError(f"cannot reach Basalt at {self.endpoint}: {reason}") from None
 
     def call(self, method: str, path: str, query: dict[str, str] | None = None,
-             body: Any = None) -> Any:
-        with self._open(method, path, query, body) as resp:
+             body: Any = None, timeout: float | None = 60) -> Any:
+        with self._open(method, path, query, body, timeout) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None
+
+    def raw(self, path: str, query: dict[str, str] | None = None,
+            timeout: float | None = 60) -> tuple[Iterator[bytes], dict[str, str]]:
+        """A GET whose body is not JSON: its chunks as they arrive (read them
+        all before the next call), and the response headers."""
+        resp = self._open("GET", path, query, timeout=timeout)
+
+        def chunks() -> Iterator[bytes]:
+            with resp:
+                while chunk := resp.read1(65536):
+                    yield chunk
+
+        return chunks(), dict(resp.headers)
 
     def stream(self, method: str, path: str, query: dict[str, str] | None = None,
                body: Any = None) -> Iterator[dict]:

@@ -18,9 +18,10 @@ from .progress import Progress, human_bytes
 def _run(coro) -> None:
     try:
         import uvloop
-        uvloop.run(coro)
     except ImportError:
         asyncio.run(coro)
+    else:
+        uvloop.run(coro)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         s3_address=parse_address(args.s3_address, 9000),
         nbd_address=parse_address(args.nbd_address, 10809),
         tls_cert=args.tls_cert, tls_key=args.tls_key, domain=args.domain, region=args.region,
-        nbd_socket=args.nbd_socket,
+        nbd_socket=args.nbd_socket, netns=args.netns, libvirt_uri=args.libvirt_uri,
         workers=args.workers, sync=not args.no_fsync, log_level=args.log_level,
     )
     logs.setup(args.log_level)
@@ -77,6 +78,14 @@ def cmd_heal(args: argparse.Namespace) -> int:
     return 1 if result["failed"] or result.get("disks_offline") else 0
 
 
+def _print_list(items: list[dict], as_json: bool, line) -> int:
+    if as_json:
+        print(json.dumps(items))
+    for item in [] if as_json else items:
+        print(line(item))
+    return 0
+
+
 def _volume_line(v: dict) -> str:
     origin = f"  from {v['origin']}" if v.get("origin") and not v.get("snapshot") else ""
     return (f"{v['name']:24} {human_bytes(v['size']):>10} provisioned  "
@@ -89,13 +98,8 @@ def cmd_volume(args: argparse.Namespace) -> int:
     path = "/_basalt/v1/volumes"
     action = args.action
     if action == "list":
-        volumes = client.call("GET", path, {"snapshots": "true"})
-        if args.json:
-            print(json.dumps(volumes))
-        else:
-            for v in volumes:
-                print(_volume_line(v))
-        return 0
+        return _print_list(client.call("GET", path, {"snapshots": "true"}), args.json,
+                           _volume_line)
     if action == "create":
         if not args.size and not args.from_image:
             raise ConfigError("give --size (or --from-image)")
@@ -131,16 +135,103 @@ def cmd_image(args: argparse.Namespace) -> int:
     from .images import import_image, list_images
     client = admin_client(args)
     if args.action == "list":
-        images = list_images(client)
-        if args.json:
-            print(json.dumps(images))
-        for image in images if not args.json else []:
-            print(f"{image['name']:32} {human_bytes(image['size']):>10}  {image['format']}")
-        return 0
+        return _print_list(list_images(client), args.json, lambda image: (
+            f"{image['name']:32} {human_bytes(image['size']):>10}  {image['format']}"))
     image = import_image(client, args.source, args.name, Progress())
     print(f"imported {args.source} as image {args.name} ({image['format']}, "
           f"{human_bytes(image['size'])})")
     return 0
+
+
+def _network_line(n: dict) -> str:
+    return (f"{n['name']:16} {n['subnet']:18} gateway {n['gateway']:15} "
+            f"bridge {n['bridge']:15} {'nat' if n['nat'] else 'isolated'}")
+
+
+def cmd_network(args: argparse.Namespace) -> int:
+    """Virtual networks (bridge, DHCP, NAT) through the admin API."""
+    client = admin_client(args)
+    path = "/_basalt/v1/networks"
+    if args.action == "list":
+        return _print_list(client.call("GET", path), args.json, _network_line)
+    if args.action == "delete":
+        client.call("DELETE", f"{path}/{args.name}", {"force": "1"} if args.force else None)
+        print(f"deleted network {args.name}")
+        return 0
+    if args.action == "create":
+        result = client.call("POST", path, body={"name": args.name, "subnet": args.subnet,
+                                                  "nat": args.nat})
+    else:  # info
+        result = client.call("GET", f"{path}/{args.name}")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(_network_line(result))
+    for r in result.get("reservations", []):
+        print(f"  {r['ip']:15} {r['mac']}  {r['owner']}")
+    return 0
+
+
+def _vm_line(vm: dict) -> str:
+    return (f"{vm['name']:16} {vm['state']:9} {vm['ip']:15} {vm['cpus']} cpu "
+            f"{vm['memory_mib']:>5} MiB  volume {vm['volume']}  network {vm['network']}")
+
+
+def _console(client, name: str, follow: bool) -> int:
+    chunks, _ = client.raw(f"/_basalt/v1/vms/{name}/console",
+                           {"follow": "1"} if follow else None, timeout=None if follow else 60)
+    out = sys.stdout.buffer
+    for chunk in chunks:
+        out.write(chunk)
+        out.flush()
+    return 0
+
+
+def cmd_vm(args: argparse.Namespace) -> int:
+    """Virtual machines on Basalt volumes and networks through the admin API."""
+    client = admin_client(args)
+    path = "/_basalt/v1/vms"
+    action = args.action
+    # Booting, ACPI power-off and a first-use KVM probe can outlast the
+    # default minute of an admin call.
+    slow = 300
+    if action == "list":
+        return _print_list(client.call("GET", path), args.json, _vm_line)
+    if action == "console":
+        return _console(client, args.name, args.follow)
+    if action == "delete":
+        client.call("DELETE", f"{path}/{args.name}", timeout=slow)
+        print(f"deleted VM {args.name}")
+        return 0
+    if action == "create":
+        body = {"name": args.name, "volume": args.volume, "network": args.network,
+                "memory": args.memory, "cpus": args.cpus, "cmdline": args.cmdline,
+                "start": args.start}
+        for key in ("kernel", "initrd"):
+            if getattr(args, key):  # the server opens them: absolute paths
+                body[key] = os.path.abspath(getattr(args, key))
+        if args.user_data:
+            with open(args.user_data, encoding="utf-8") as f:
+                body["user_data"] = f.read()
+        result = client.call("POST", path, body=body, timeout=slow)
+    elif action == "info":
+        result = client.call("GET", f"{path}/{args.name}")
+    elif action == "stop":
+        body = {"timeout": args.timeout} if args.timeout is not None else {}
+        result = client.call("POST", f"{path}/{args.name}/stop", body=body,
+                             timeout=slow + (args.timeout or 0))
+    elif action == "reboot":
+        result = client.call("POST", f"{path}/{args.name}/reboot", body={"hard": args.hard},
+                             timeout=slow)
+    else:  # start
+        result = client.call("POST", f"{path}/{args.name}/start", timeout=slow)
+    print(json.dumps(result) if args.json else _vm_line(result))
+    return 0
+
+
+def _add_json_flags(subparsers) -> None:
+    for parser in subparsers.choices.values():
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="S3 worker processes (default: cores)")
     p.add_argument("--no-fsync", action="store_true",
                    help="skip fsync (benchmarks and throwaway data only)")
+    p.add_argument("--netns", metavar="NS",
+                   help="run networks and VMs inside this network namespace")
+    p.add_argument("--libvirt-uri", metavar="URI",
+                   help="libvirt to run VMs on (default: qemu:///system; "
+                        "'private': a libvirtd of Basalt's own under DATA_DIR/run)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 
@@ -209,8 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--to", required=True, metavar="NAME")
     v.add_argument("--endpoint-url", help="the backup's S3 endpoint (default: "
                    "$AWS_ENDPOINT_URL, else this Basalt)")
-    for sp in vsub.choices.values():
-        sp.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_json_flags(vsub)
     p.set_defaults(func=cmd_volume)
 
     p = sub.add_parser("image", help="disk images for volumes")
@@ -221,6 +316,51 @@ def build_parser() -> argparse.ArgumentParser:
     i = isub.add_parser("list", help="list images")
     i.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("network", help="virtual networks for VMs")
+    nsub = p.add_subparsers(dest="action", required=True)
+    n = nsub.add_parser("create", help="a bridge with DHCP (and NAT with --nat)")
+    n.add_argument("name")
+    n.add_argument("--subnet", required=True, metavar="CIDR", help="e.g. 10.20.0.0/24")
+    n.add_argument("--nat", action="store_true", help="let guests reach the outside")
+    nsub.add_parser("list", help="list networks")
+    n = nsub.add_parser("info", help="a network and its address reservations")
+    n.add_argument("name")
+    n = nsub.add_parser("delete", help="delete a network")
+    n.add_argument("name")
+    n.add_argument("--force", action="store_true", help="even with VM NICs still on it")
+    _add_json_flags(nsub)
+    p.set_defaults(func=cmd_network)
+
+    p = sub.add_parser("vm", help="virtual machines on volumes and networks")
+    msub = p.add_subparsers(dest="action", required=True)
+    m = msub.add_parser("create", help="define a VM booting from a volume")
+    m.add_argument("name")
+    m.add_argument("--volume", required=True, help="its disk (a Basalt volume)")
+    m.add_argument("--network", required=True, help="the network of its NIC")
+    m.add_argument("--memory", default="256M", help="e.g. 256M, 1G (default 256M)")
+    m.add_argument("--cpus", type=int, default=1)
+    m.add_argument("--kernel", metavar="FILE", help="boot this kernel directly")
+    m.add_argument("--initrd", metavar="FILE", help="with --kernel: its initramfs")
+    m.add_argument("--cmdline", help="with --kernel: the kernel command line")
+    m.add_argument("--user-data", metavar="FILE", help="cloud-init user-data for the guest")
+    m.add_argument("--start", action="store_true", help="start it at once")
+    for action, text in (("start", "start a VM"), ("info", "one VM and its state"),
+                         ("delete", "delete a VM (its volume stays)")):
+        msub.add_parser(action, help=text).add_argument("name")
+    m = msub.add_parser("stop", help="ACPI power-off, forced after --timeout")
+    m.add_argument("name")
+    m.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="wait this long for the guest (default 30)")
+    m = msub.add_parser("reboot", help="ACPI reboot (--hard: reset)")
+    m.add_argument("name")
+    m.add_argument("--hard", action="store_true", help="reset at once instead of asking the guest")
+    msub.add_parser("list", help="list VMs")
+    m = msub.add_parser("console", help="the serial console output so far")
+    m.add_argument("name")
+    m.add_argument("--follow", "-f", action="store_true", help="keep streaming it")
+    _add_json_flags(msub)
+    p.set_defaults(func=cmd_vm)
     return parser
 
 

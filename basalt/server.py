@@ -30,6 +30,7 @@ from storaged import ObjectStore
 
 from . import credentials
 from .config import disk_paths, save_settings
+from .layers import Layers
 
 log = logging.getLogger("basalt.server")
 
@@ -46,6 +47,8 @@ class ServeOptions:
     domain: str | None = None
     region: str = "us-east-1"
     nbd_socket: str | None = None
+    netns: str | None = None          # network namespace for networks and guests
+    libvirt_uri: str | None = None    # None: qemu:///system; "private": Basalt's own libvirtd
     workers: int = 0          # 0: one per core
     sync: bool = True
     log_level: str = "info"
@@ -62,6 +65,18 @@ def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock.setblocking(False)
     sock.set_inheritable(True)
     return sock
+
+
+def unix_path(data_dir: str, name: str) -> str:
+    """``DATA_DIR/run/NAME``, or a short path in the temp dir when that is too
+    long for AF_UNIX (108 bytes); an old socket file there is removed."""
+    path = os.path.join(data_dir, "run", name)
+    if len(path) > 100:
+        digest = hashlib.sha1(data_dir.encode()).hexdigest()[:12]
+        path = os.path.join(tempfile.gettempdir(), f"basalt-{digest}-{name}")
+    if os.path.exists(path):
+        os.unlink(path)
+    return path
 
 
 def claim_port(host: str, port: int) -> int:
@@ -137,6 +152,27 @@ class Workers:
                 proc.wait()
 
 
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on SIGINT/SIGTERM sent to this process.
+
+    Not `loop.add_signal_handler`: its wakeup pipe is inherited by fork()ed
+    children (pyroute2 forks a helper per namespace operation and SIGTERMs
+    it), and a signal to such a child would reach this loop as our own.
+    """
+    loop = asyncio.get_running_loop()
+    main = os.getpid()
+
+    def handler(signum: int, _frame) -> None:
+        if os.getpid() != main:  # a forked child: die as if no handler were set
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        loop.call_soon_threadsafe(stop.set)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
 async def serve(opts: ServeOptions) -> None:
     """Run until SIGINT/SIGTERM."""
     data_dir = os.path.abspath(opts.data_dir)
@@ -151,6 +187,7 @@ async def serve(opts: ServeOptions) -> None:
     volumes: VolumeManager | None = None
     nbd: NBDServer | None = None
     owner: web.AppRunner | None = None
+    layers: Layers | None = None
     try:
         await store.start()
         log.info("storage ready", extra={"fields": {
@@ -163,20 +200,23 @@ async def serve(opts: ServeOptions) -> None:
         volumes.watch()
         nbd = NBDServer(volumes)
         await nbd.start(*opts.nbd_address)
-        if opts.nbd_socket:
-            await nbd.start_unix(opts.nbd_socket)
-        owner_socket = os.path.join(data_dir, "run", "owner.sock")
-        if len(owner_socket) > 100:  # AF_UNIX paths stop at 108 bytes
-            owner_socket = os.path.join(tempfile.gettempdir(),
-                                        f"basalt-{hashlib.sha1(data_dir.encode()).hexdigest()[:12]}.sock")
-        if os.path.exists(owner_socket):
-            os.unlink(owner_socket)
-        owner = web.AppRunner(owner_app(volumes), access_log=None)
+        # Guests reach their disks on this Unix socket: QEMU runs as another
+        # user under a system libvirtd, so it is world-connectable (0666),
+        # which grants what the loopback NBD port already grants any local user.
+        nbd_socket = opts.nbd_socket or unix_path(data_dir, "nbd.sock")
+        await nbd.start_unix(nbd_socket)
+        os.chmod(nbd_socket, 0o666)
+        layers = Layers(data_dir, opts.netns, opts.libvirt_uri, nbd_socket)
+        await layers.start()
+        owner_socket = unix_path(data_dir, "owner.sock")
+        app = owner_app(volumes)
+        app.add_routes(layers.routes())
+        owner = web.AppRunner(app, access_log=None)
         await owner.setup()
         await web.UnixSite(owner, owner_socket).start()
         nbd_host, nbd_port = opts.nbd_address
         log.info("NBD ready", extra={"fields": {"address": f"{nbd_host}:{nbd.port}",
-                                                "socket": opts.nbd_socket or ""}})
+                                                "socket": nbd_socket}})
         host, port = opts.s3_address
         port = claim_port(host, port)
         settings = {"disks": disks, "sync": opts.sync, "region": opts.region,
@@ -200,9 +240,7 @@ async def serve(opts: ServeOptions) -> None:
                   f"  BASALT_ACCESS_KEY={creds.access_key}\n"
                   f"  BASALT_SECRET_KEY={creds.secret_key}", flush=True)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         supervisor = asyncio.ensure_future(workers.supervise())
         await stop.wait()
         log.info("shutting down")
@@ -214,6 +252,8 @@ async def serve(opts: ServeOptions) -> None:
             await nbd.close()
         if owner is not None:
             await owner.cleanup()
+        if layers is not None:
+            await layers.close()
         if volumes is not None:
             await volumes.close()
         await store.close()

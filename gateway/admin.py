@@ -50,7 +50,10 @@ async def health(store: ObjectStore) -> web.Response:
                               "disks": disks}, status=200 if ok else 503)
 
 
-OWNED = ("/_basalt/v1/volume",)  # served by the process that owns the disks
+# Served by the process that owns the disks (volumes, and the VMs and networks
+# beside them).
+OWNED = ("/_basalt/v1/volume", "/_basalt/v1/vms", "/_basalt/v1/networks")
+RELAYED_HEADERS = ("Content-Type", "X-Basalt-Console-Offset")
 
 
 class Owner:
@@ -60,23 +63,50 @@ class Owner:
         self.socket_path = socket_path
         self._session: aiohttp.ClientSession | None = None
 
-    async def forward(self, request: web.Request, path: str | None = None,
-                      method: str | None = None) -> web.Response:
+    def _request(self, request: web.Request, body: bytes | None, path: str | None = None,
+                 method: str | None = None):
         if not self.socket_path:
-            raise AdminError(503, "ServiceUnavailable", "block volumes are not running")
+            raise AdminError(503, "ServiceUnavailable", "the disk-owning process is not running")
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.UnixConnector(path=self.socket_path),
                 timeout=aiohttp.ClientTimeout(total=None))
+        return self._session.request(method or request.method,
+                                     "http://owner" + (path or request.path_qs), data=body,
+                                     headers={"Content-Type": "application/json"})
+
+    async def forward(self, request: web.Request, path: str | None = None,
+                      method: str | None = None) -> web.Response:
+        """The owner's whole answer to `request` (or to `method path`)."""
         body = await request.read() if request.can_read_body else None
-        url = "http://owner" + (path or request.path_qs)
         try:
-            async with self._session.request(method or request.method, url, data=body,
-                                             headers={"Content-Type": "application/json"}) as r:
+            async with self._request(request, body, path, method) as r:
                 return web.Response(status=r.status, body=await r.read(),
                                     content_type=r.content_type)
         except aiohttp.ClientError as exc:
-            raise AdminError(503, "ServiceUnavailable", f"volume service unreachable: {exc}")
+            raise AdminError(503, "ServiceUnavailable", f"disk-owning process unreachable: {exc}")
+
+    async def relay(self, request: web.Request) -> web.StreamResponse:
+        """Pass `request` to the owner and stream its answer back as it comes
+        (a followed VM console lasts as long as the VM runs)."""
+        body = await request.read() if request.can_read_body else None
+        try:
+            upstream = await self._request(request, body)
+        except aiohttp.ClientError as exc:
+            raise AdminError(503, "ServiceUnavailable", f"disk-owning process unreachable: {exc}")
+        try:
+            response = web.StreamResponse(status=upstream.status, headers={
+                h: upstream.headers[h] for h in RELAYED_HEADERS if h in upstream.headers})
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            except aiohttp.ClientError:
+                pass  # the owner went away mid-stream: end ours where it ended
+            await response.write_eof()
+            return response
+        finally:
+            upstream.release()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -98,7 +128,7 @@ async def handle(request: web.Request, store: ObjectStore,
         except S3Error as exc:
             return json_error(exc.status, exc.code, exc.message, request_id)
         try:
-            return await owner.forward(request)
+            return await owner.relay(request)
         except AdminError as exc:
             return json_error(exc.status, exc.code, exc.message, request_id)
     handler = ROUTES.get((request.method, path))
