@@ -88,3 +88,25 @@ def test_heal_rebuilds_a_wiped_disk_while_serving(basalt_http):
             pass
         assert time.monotonic() < deadline, "disks did not come back online"
         time.sleep(0.2)
+
+
+def test_vm_and_network_routes_need_a_signature(basalt_http):
+    for path in ("/_basalt/v1/vms", "/_basalt/v1/networks"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(basalt_http.endpoint + path, timeout=10)
+        assert err.value.code == 403, path
+
+
+def test_compute_off_says_why_and_storage_keeps_serving(tmp_path):
+    from .conftest import start_server, stop_server
+    # A libvirt nobody answers at: compute is off, everything else serves.
+    server = start_server(str(tmp_path), extra=(
+        "--libvirt-uri", f"qemu:///system?socket={tmp_path}/no-libvirt-sock", "--workers", "1"))
+    try:
+        out = server.cli("vm", "list", check=False)
+        assert out.returncode == 2
+        assert "ComputeUnavailable" in out.stderr and "no-libvirt-sock" in out.stderr, out.stderr
+        assert "layers" in server.log() and "compute=\"off" in server.log()
+        server.cli("volume", "create", "still-works", "--size", "1M")
+    finally:
+        stop_server(server)
