@@ -72,7 +72,8 @@ class VethClient:
         from .guest import UDHCPC_SCRIPT
 
         self.ns = namespaces.make("cli")
-        port = "vc-" + uuid.uuid4().hex[:8]
+        self.host_ns = host_ns
+        self.port = port = "vc-" + uuid.uuid4().hex[:8]
         run("ip", "-n", host_ns, "link", "add", port, "type", "veth",
             "peer", "name", "eth0", "netns", self.ns)
         run("ip", "-n", host_ns, "link", "set", port, "master", bridge, "up")
@@ -91,6 +92,10 @@ class VethClient:
 
     def ping(self, address: str, tries: int = 2) -> bool:
         return ping(self.ns, address, tries)
+
+    def unplug(self) -> None:
+        """Take the client's port off the bridge (the veth pair goes with it)."""
+        run("ip", "-n", self.host_ns, "link", "del", self.port, check=False)
 
 
 def ping(ns: str, address: str, tries: int = 2) -> bool:

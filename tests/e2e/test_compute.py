@@ -234,6 +234,7 @@ def test_guest_boots_from_volume_on_network(lab):
         assert client.ping(lab.net_b["gateway"])
         assert not client.ping(record["ip"]), "a client of netb reached the guest on neta"
         assert not client.ping(lab.net_a["gateway"]), "a client of netb reached neta's gateway"
+        client.unplug()
 
         # Knock: the guest powers itself off (poweroff -f, ACPI S5), the domain stops,
         # and the followed console ends with it.
