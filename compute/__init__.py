@@ -32,21 +32,31 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+SYSTEM_URI = "qemu:///system"
+SYSTEM_SOCKET = "/run/libvirt/libvirt-sock"
+
+
 def unavailable_reason(libvirt_uri: str | None = None) -> str | None:
     """Why compute cannot run here (no libvirt-python, no QEMU, libvirtd unreachable), or None.
 
     With `libvirt_uri`, also opens (and closes) a connection to it.
     """
+    import importlib.util
+    import os
     import shutil
 
-    try:
-        import libvirt
-    except ImportError:
+    if importlib.util.find_spec("libvirt") is None:
         return "libvirt-python is not installed (pip install libvirt-python)"
     if libvirt_uri is None or not libvirt_uri.startswith("test:"):
         if shutil.which("qemu-system-x86_64") is None:
             return "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+    # Without a daemon there is nothing to connect to, and libvirt-python
+    # (~17 MiB resident) need not be loaded into the server just to learn that.
+    if libvirt_uri == SYSTEM_URI and not os.path.exists(SYSTEM_SOCKET):
+        return f"no libvirtd at {SYSTEM_URI} ({SYSTEM_SOCKET} does not exist)"
     if libvirt_uri is not None:
+        import libvirt
+
         from .manager import _quiet  # noqa: F401  (silences libvirt's stderr printing)
 
         try:

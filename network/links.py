@@ -10,13 +10,19 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING
 
 from .addressing import bridge_mac
 from .errors import NetworkConflictError
 from .records import Network
+
+if TYPE_CHECKING:  # pyroute2 costs ~20 MiB: imported when a netlink socket is opened
+    from pyroute2 import IPRoute
+
+
+def _netlink_error() -> type[Exception]:
+    from pyroute2.netlink.exceptions import NetlinkError
+    return NetlinkError
 
 
 def _index(ipr: IPRoute, ifname: str) -> int | None:
@@ -65,7 +71,7 @@ def ensure_bridge(ipr: IPRoute, network: Network) -> bool:
             ipr.addr("del", index=index, address=local, prefixlen=addr["prefixlen"])
     try:
         ipr.addr("add", index=index, address=network.gateway, prefixlen=network.prefixlen)
-    except NetlinkError as exc:
+    except _netlink_error() as exc:
         if exc.code != errno.EEXIST:
             raise
     ipr.link("set", index=index, state="up")
@@ -105,7 +111,7 @@ def remove_link(ipr: IPRoute, ifname: str, kind: str) -> bool:
         return False
     try:
         ipr.link("del", index=index)
-    except NetlinkError as exc:
+    except _netlink_error() as exc:
         if exc.code != errno.ENODEV:
             raise
         return False

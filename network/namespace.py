@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 from .errors import HostToolError
 
@@ -31,6 +33,8 @@ class Namespace:
     def iproute(self) -> IPRoute:
         """A pyroute2 RTNL socket inside this namespace (use as a context manager)."""
         # flags=0: never create a namespace by accident; it must already exist.
+        from pyroute2 import IPRoute  # ~20 MiB: only once netlink is needed
+
         return IPRoute(netns=self.name, flags=0) if self.name else IPRoute()
 
     def argv(self, argv: Sequence[str]) -> list[str]:
