@@ -20,10 +20,11 @@ import os
 
 from aiohttp import web
 
+from compute import SYSTEM_URI
+
 log = logging.getLogger("basalt.layers")
 
 PRIVATE = "private"
-SYSTEM_URI = "qemu:///system"
 
 
 class Layers:

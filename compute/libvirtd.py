@@ -39,6 +39,8 @@ import signal
 import subprocess
 import time
 
+from network.processes import alive, pid_from_file
+
 from .errors import HypervisorError
 
 QEMU_CONF = """\
@@ -74,15 +76,6 @@ _DIRS = (
 _SOCKET_MAX = 107
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _mount_ns(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/mnt")
@@ -113,19 +106,8 @@ class PrivateLibvirtd:
 
     def pid(self) -> int | None:
         """Pid of the running daemon, or None."""
-        try:
-            with open(self.pid_path) as f:
-                pid = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            return None
-        if pid <= 0 or not _alive(pid):
-            return None
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv0 = f.read().split(b"\0")[0]
-        except OSError:
-            return None
-        return pid if os.path.basename(argv0) == b"libvirtd" else None
+        return pid_from_file(self.pid_path,
+                             lambda argv: os.path.basename(argv[0]) == b"libvirtd")
 
     def _script(self) -> str:
         lines = ["set -e"]
@@ -236,11 +218,11 @@ class PrivateLibvirtd:
                 except ProcessLookupError:
                     break
                 deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline and _alive(pid):
+                while time.monotonic() < deadline and alive(pid):
                     if self._proc is not None and self._proc.pid == pid:
                         self._proc.poll()
                     time.sleep(0.05)
-                if not _alive(pid):
+                if not alive(pid):
                     break
         if self._proc is not None:
             try:
@@ -260,7 +242,7 @@ class PrivateLibvirtd:
         for _ in range(50):
             left = []
             for entry in os.listdir("/proc"):
-                if entry.isdigit() and _mount_ns(int(entry)) == mnt_ns and _alive(int(entry)):
+                if entry.isdigit() and _mount_ns(int(entry)) == mnt_ns and alive(int(entry)):
                     left.append(int(entry))
             if not left:
                 return

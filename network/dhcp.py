@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from .errors import HostToolError
 from .namespace import Namespace
+from .processes import alive, pid_from_file
 from .records import Network, Reservation
 
 LEASE_TIME = "1h"
@@ -32,16 +33,6 @@ def _write_atomic(path: str, text: str) -> None:
         os.fsync(f.fileno())
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            # State is the field after the parenthesised command name.
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 class DhcpServer:
@@ -145,23 +136,9 @@ class DhcpServer:
         The pid file alone is not trusted: the pid must belong to a live
         dnsmasq started with this network's config file.
         """
-        try:
-            with open(self.pid_path) as f:
-                pid = int(f.read().strip() or 0)
-        except (FileNotFoundError, ValueError):
-            return None
-        if pid <= 0 or not _process_alive(pid):
-            return None
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except FileNotFoundError:
-            return None
-        if not argv or not os.path.basename(argv[0]).startswith(b"dnsmasq"):
-            return None
-        if f"--conf-file={self.conf_path}".encode() not in argv:
-            return None
-        return pid
+        conf = f"--conf-file={self.conf_path}".encode()
+        return pid_from_file(self.pid_path, lambda argv: (
+            os.path.basename(argv[0]).startswith(b"dnsmasq") and conf in argv))
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -210,7 +187,7 @@ class DhcpServer:
                 return True
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                if not _process_alive(pid):
+                if not alive(pid):
                     return True
                 time.sleep(0.02)
         raise HostToolError(f"dnsmasq {pid} for network {self.name!r} did not exit")
