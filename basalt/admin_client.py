@@ -39,7 +39,7 @@ class AdminClient:
         url = urllib.parse.urlsplit(self.endpoint)
         raw_query = urllib.parse.urlencode(sorted((query or {}).items()),
                                            quote_via=urllib.parse.quote)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
         payload = hashlib.sha256(body).hexdigest()
         headers = {"host": url.netloc, "x-amz-date": amz_date, "x-amz-content-sha256": payload}

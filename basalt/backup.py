@@ -52,7 +52,7 @@ class Target:
     backup_id: str | None = None
 
     @classmethod
-    def parse(cls, url: str) -> "Target":
+    def parse(cls, url: str) -> Target:
         u = urllib.parse.urlsplit(url)
         if u.scheme != "s3" or not u.netloc:
             raise ConfigError(f"not an s3://BUCKET/PREFIX location: {url!r}")
@@ -411,7 +411,7 @@ async def _restore_chunks(s3, source: Target, manifest: dict, host: str, port: i
         packs = list(by_pack.items())
         fetches = [loop.run_in_executor(pool, fetch, p, es) for p, es in packs[:4]]
         unsaved: list[str] = []
-        for i, (pack, entries) in enumerate(packs):
+        for i, (_pack, entries) in enumerate(packs):
             lo, body = await fetches[i]
             if i + 4 < len(packs):
                 fetches.append(loop.run_in_executor(pool, fetch, *packs[i + 4]))

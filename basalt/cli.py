@@ -9,9 +9,9 @@ import os
 import sys
 
 from . import logs
-from .config import DEFAULT_DATA_DIR, ConfigError, parse_address, parse_ec, parse_size
 from .admin_client import AdminError
 from .backup import BackupError
+from .config import DEFAULT_DATA_DIR, ConfigError, parse_address, parse_ec, parse_size
 from .progress import Progress, human_bytes
 
 

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 
-
 _NEEDS_QUOTES = re.compile(r'[\s"=]|^$')
 
 

@@ -122,7 +122,7 @@ def raw_rows(root: str, seconds: float) -> dict[str, float]:
 
         for name, fn in (("4 KiB PUT c=16 ops/s", lambda p: write(p, small)),
                          ("4 KiB GET c=16 ops/s", read)):
-            def lane(i):
+            def lane(i, fn=fn):
                 n, deadline = 0, time.perf_counter() + seconds
                 while time.perf_counter() < deadline:
                     fn(os.path.join(root, f"s{i}-{n % keys[0]}"))

@@ -183,7 +183,7 @@ def create_volume(endpoint: str, timeout: float) -> str:
         result = subprocess.run(command, capture_output=True, text=True, env=env,
                                 timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise ServerError(f"`{shlex.join(command)}` did not finish in {timeout:.0f} s")
+        raise ServerError(f"`{shlex.join(command)}` did not finish in {timeout:.0f} s") from None
     if result.returncode != 0:
         message = (result.stderr.strip() or result.stdout.strip() or "(no output)")
         raise ServerError(f"`basalt volume create {EXPORT} --size {EXPORT_SIZE_ARG}` exited"

@@ -37,9 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import aiohttp
 
@@ -114,7 +114,7 @@ class Measurement:
 
     @classmethod
     def from_timing(cls, timing: Timing, value: float, client_cpu_s: float,
-                    server_cpu_s: float) -> "Measurement":
+                    server_cpu_s: float) -> Measurement:
         return cls(value=value, ops=timing.ops, seconds=timing.seconds,
                    p50_ms=timing.percentile(0.50) * 1000,
                    p99_ms=timing.percentile(0.99) * 1000,
@@ -326,7 +326,7 @@ async def prepare(target: Target, timeout: float) -> None:
                 break
             except ROW_ERRORS as err:
                 if time.monotonic() > deadline:
-                    raise peers.ServerError(f"{target.server.name}: not writable: {err}")
+                    raise peers.ServerError(f"{target.server.name}: not writable: {err}") from err
                 await asyncio.sleep(0.5)
     server = target.server
     async with S3Client(server.endpoint, server.access_key, "wrong-secret",
@@ -336,7 +336,7 @@ async def prepare(target: Target, timeout: float) -> None:
         except S3Error as err:
             if err.status == 403:
                 return
-            raise peers.ServerError(f"{server.name}: wrong secret got HTTP {err.status}, not 403")
+            raise peers.ServerError(f"{server.name}: wrong secret got HTTP {err.status}, not 403") from err
     raise peers.ServerError(f"{server.name}: accepted a request signed with a wrong secret")
 
 

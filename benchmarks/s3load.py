@@ -25,8 +25,8 @@ import re
 import ssl as ssl_module
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 import aiohttp
 from multidict import CIMultiDict
@@ -138,7 +138,7 @@ class S3Client:
         self.ssl = ssl
         self.session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "S3Client":
+    async def __aenter__(self) -> S3Client:
         connector = aiohttp.TCPConnector(limit=self.concurrency,
                                          ssl=self.ssl if self.ssl is not None else True)
         self.session = aiohttp.ClientSession(

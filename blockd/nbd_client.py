@@ -36,7 +36,7 @@ class NBDClient:
         self._handle = 0
         self._task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> "NBDClient":
+    async def __aenter__(self) -> NBDClient:
         await self.connect()
         return self
 

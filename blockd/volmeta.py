@@ -40,7 +40,7 @@ class VolumeRecord:
                               "origin": self.origin, "snap": self.snapshot})
 
     @classmethod
-    def unpack(cls, name: str, raw: bytes) -> "VolumeRecord":
+    def unpack(cls, name: str, raw: bytes) -> VolumeRecord:
         d = msgpack.unpackb(raw)
         return cls(name, d["map"], d["size"], d["ct"], d.get("origin", ""), d.get("snap", False))
 
@@ -64,7 +64,7 @@ class MetaChanges:
         return bool(self.records or self.maps or self.refcounts or self.free
                     or self.next_slot is not None or self.stale)
 
-    def merge(self, newer: "MetaChanges") -> None:
+    def merge(self, newer: MetaChanges) -> None:
         self.records.update(newer.records)
         self.maps.update(newer.maps)
         self.refcounts.update(newer.refcounts)

@@ -49,7 +49,7 @@ class Volume(Export):
     preferred_block_size = BLOCK
     maximum_block_size = 32 << 20
 
-    def __init__(self, manager: "VolumeManager", name: str, read_only: bool = False) -> None:
+    def __init__(self, manager: VolumeManager, name: str, read_only: bool = False) -> None:
         self.manager, self.name, self.read_only = manager, name, read_only
         self.connections = 0
 

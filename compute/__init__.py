@@ -11,8 +11,15 @@ runs a libvirtd of Basalt's own (in a network namespace if asked) where the
 host has none.
 """
 
-from .errors import (ComputeError, HypervisorError, InvalidVMError, VMExistsError,
-                     VMNotFoundError, VMStateError, VolumeUnavailableError)
+from .errors import (
+    ComputeError,
+    HypervisorError,
+    InvalidVMError,
+    VMExistsError,
+    VMNotFoundError,
+    VMStateError,
+    VolumeUnavailableError,
+)
 from .spec import VMRecord, VMSpec
 
 __all__ = [

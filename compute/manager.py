@@ -38,8 +38,14 @@ from . import accel as accel_mod
 from . import console as console_mod
 from . import seed as seed_mod
 from .domain import METADATA_NS, render
-from .errors import (HypervisorError, VMExistsError, VMNotFoundError,
-                     VMStateError, VolumeUnavailableError, from_network_error)
+from .errors import (
+    HypervisorError,
+    VMExistsError,
+    VMNotFoundError,
+    VMStateError,
+    VolumeUnavailableError,
+    from_network_error,
+)
 from .spec import VMRecord, VMSpec, domain_name, owner, validate_name
 from .store import RecordStore
 from .volumes import ExportInfo, export_info

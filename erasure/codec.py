@@ -17,7 +17,6 @@ import mmap
 import threading
 from collections.abc import Mapping, Sequence
 
-
 from . import _isal
 
 __all__ = ["Codec", "ErasureError", "allocate", "MAX_SHARDS"]

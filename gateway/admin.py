@@ -84,7 +84,7 @@ class Owner:
                 return web.Response(status=r.status, body=await r.read(),
                                     content_type=r.content_type)
         except aiohttp.ClientError as exc:
-            raise AdminError(503, "ServiceUnavailable", f"disk-owning process unreachable: {exc}")
+            raise AdminError(503, "ServiceUnavailable", f"disk-owning process unreachable: {exc}") from exc
 
     async def relay(self, request: web.Request) -> web.StreamResponse:
         """Pass `request` to the owner and stream its answer back as it comes
@@ -93,7 +93,7 @@ class Owner:
         try:
             upstream = await self._request(request, body)
         except aiohttp.ClientError as exc:
-            raise AdminError(503, "ServiceUnavailable", f"disk-owning process unreachable: {exc}")
+            raise AdminError(503, "ServiceUnavailable", f"disk-owning process unreachable: {exc}") from exc
         try:
             response = web.StreamResponse(status=upstream.status, headers={
                 h: upstream.headers[h] for h in RELAYED_HEADERS if h in upstream.headers})

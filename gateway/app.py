@@ -18,8 +18,7 @@ from aiohttp import web
 from storaged import ObjectStore
 from storaged.meta import new_id
 
-from . import (admin, bucket, copy, delete, get, listing, metrics, multipart, put, router, sigv2,
-               sigv4)
+from . import admin, bucket, copy, delete, get, listing, metrics, multipart, put, router, sigv2, sigv4
 from .errors import InvalidURI, RequestHeaderSectionTooLarge, S3Error, S3NotImplemented
 from .failures import s3_error
 from .request import Context, GatewayConfig

@@ -7,8 +7,7 @@ import re
 from aiohttp import web
 
 from . import s3xml
-from .errors import (BucketAlreadyOwnedByYou, InvalidBucketName, MalformedXML,
-                     S3NotImplemented)
+from .errors import BucketAlreadyOwnedByYou, InvalidBucketName, MalformedXML, S3NotImplemented
 from .request import Context
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

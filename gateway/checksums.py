@@ -22,7 +22,7 @@ import hashlib
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Protocol
 
 from awscrt import checksums as _crt
@@ -264,7 +264,7 @@ def _multmodp(algorithm: str, a: int, b: int) -> int:
     return product
 
 
-@lru_cache(maxsize=None)
+@cache
 def _x2k(algorithm: str, k: int) -> int:
     """x^(2^k) mod P."""
     if k == 0:

@@ -19,7 +19,7 @@ from .errors import NotModified, PreconditionFailed
 
 def http_date(moment: datetime.datetime) -> str:
     """RFC 7231 date, as in Last-Modified."""
-    return format_datetime(moment.astimezone(datetime.timezone.utc).replace(microsecond=0),
+    return format_datetime(moment.astimezone(datetime.UTC).replace(microsecond=0),
                            usegmt=True)
 
 
@@ -31,7 +31,7 @@ def parse_http_date(value: str | None) -> datetime.datetime | None:
     except (TypeError, ValueError, IndexError):
         return None  # an unparsable date is ignored, as HTTP says
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment
 
 

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import storaged
 
-from .errors import (BadDigest, BucketAlreadyOwnedByYou, BucketNotEmpty, EntityTooSmall,
-                     IncompleteBody, InternalError, InvalidPart, InvalidPartOrder, InvalidRange,
-                     NoSuchBucket, NoSuchKey, NoSuchUpload, PreconditionFailed, S3Error,
-                     ServiceUnavailable)
+from .errors import (
+    BadDigest,
+    BucketAlreadyOwnedByYou,
+    BucketNotEmpty,
+    EntityTooSmall,
+    IncompleteBody,
+    InternalError,
+    InvalidPart,
+    InvalidPartOrder,
+    InvalidRange,
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchUpload,
+    PreconditionFailed,
+    S3Error,
+    ServiceUnavailable,
+)
 
 
 class StorageFull(S3Error):

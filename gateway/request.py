@@ -20,8 +20,15 @@ from storaged import ObjectAttrs, ObjectStore
 
 from . import checksums
 from .chunked import AwsChunkedDecoder, strip_aws_chunked
-from .errors import (InvalidArgument, InvalidStorageClass, KeyTooLongError, MetadataTooLarge,
-                     MissingContentLength, XAmzContentSHA256Mismatch, checksum_mismatch)
+from .errors import (
+    InvalidArgument,
+    InvalidStorageClass,
+    KeyTooLongError,
+    MetadataTooLarge,
+    MissingContentLength,
+    XAmzContentSHA256Mismatch,
+    checksum_mismatch,
+)
 from .router import Route
 from .s3xml import Owner
 from .sigv4 import AuthContext

@@ -12,7 +12,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from defusedxml import DefusedXmlException
@@ -99,9 +99,9 @@ class DeleteErrorEntry:
 def format_timestamp(moment: datetime | float) -> str:
     """S3's timestamp form: ``2009-10-12T17:50:30.000Z`` (naive datetimes are UTC)."""
     if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(moment, timezone.utc)
+        moment = datetime.fromtimestamp(moment, UTC)
     elif moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -142,7 +142,7 @@ def _checksums(checksums: Mapping[str, str] | None) -> str:
 
 def _document(root: str, body: Iterable[str]) -> bytes:
     return (f'{_DECLARATION}<{root} xmlns="{S3_NAMESPACE}">{"".join(body)}</{root}>'
-            .encode("utf-8"))
+            .encode())
 
 
 def _prefixes(prefixes: Iterable[str], encode) -> str:
@@ -217,7 +217,7 @@ def location_constraint(region: str | None) -> bytes:
     """GetBucketLocation result; us-east-1 is written as an empty element, like S3."""
     value = "" if region in (None, "", "us-east-1") else xml_text(region)
     return (f'{_DECLARATION}<LocationConstraint xmlns="{S3_NAMESPACE}">{value}'
-            "</LocationConstraint>").encode("utf-8")
+            "</LocationConstraint>").encode()
 
 
 def copy_object_result(etag: str, last_modified: datetime | float, *,

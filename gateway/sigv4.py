@@ -19,7 +19,7 @@ import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import quote, unquote_to_bytes
@@ -183,7 +183,7 @@ def _parse_amz_date(value: str) -> datetime | None:
         return None
     try:  # slicing: strptime would be most of the cost of a verification
         return datetime(int(value[0:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]),
-                        int(value[11:13]), int(value[13:15]), tzinfo=timezone.utc)
+                        int(value[11:13]), int(value[13:15]), tzinfo=UTC)
     except ValueError:
         return None
 
@@ -202,9 +202,9 @@ def verify_request(
     ``headers`` is a case-insensitive multi-mapping or a list of pairs (repeated
     headers are joined with commas, as SigV4 requires). Raises an ``S3Error``.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+        now = now.replace(tzinfo=UTC)
     header_lists = _header_lists(headers)
     authorization = (header_lists.get("authorization") or [""])[0].strip()
     params = _query_params(raw_query) if raw_query else {}
@@ -295,8 +295,8 @@ def _request_date(header_lists: dict[str, list[str]]) -> tuple[str, datetime]:
         except (TypeError, ValueError):
             moment = None
         if moment is not None:
-            moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(
-                tzinfo=timezone.utc)
+            moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(
+                tzinfo=UTC)
             return moment.strftime("%Y%m%dT%H%M%SZ"), moment
     raise AccessDenied(_NO_DATE)
 

@@ -5,8 +5,14 @@ kernel (bridges, taps, dnsmasq, one nftables table) in step with them. Its
 methods block; call them from asyncio through ``asyncio.to_thread``.
 """
 
-from .errors import (AddressPoolExhaustedError, HostToolError, InvalidNetworkError,
-                     NetworkConflictError, NetworkError, NetworkNotFoundError)
+from .errors import (
+                     AddressPoolExhaustedError,
+                     HostToolError,
+                     InvalidNetworkError,
+                     NetworkConflictError,
+                     NetworkError,
+                     NetworkNotFoundError,
+)
 from .manager import NetworkManager, unavailable_reason
 from .records import Network, Reservation, Tap
 

@@ -13,10 +13,26 @@ Public API::
     await store.close()
 """
 
-from .errors import (BucketExists, BucketNotEmpty, DigestMismatch, DiskFull, EntityTooSmall,
-                     FormatError, IncompleteBody, InvalidPart, InvalidPartOrder, InvalidRange,
-                     NoSuchBucket, NoSuchKey, NoSuchUpload, PreconditionFailed, QuorumError,
-                     ReadQuorumError, StorageError, WriteQuorumError)
+from .errors import (
+                     BucketExists,
+                     BucketNotEmpty,
+                     DigestMismatch,
+                     DiskFull,
+                     EntityTooSmall,
+                     FormatError,
+                     IncompleteBody,
+                     InvalidPart,
+                     InvalidPartOrder,
+                     InvalidRange,
+                     NoSuchBucket,
+                     NoSuchKey,
+                     NoSuchUpload,
+                     PreconditionFailed,
+                     QuorumError,
+                     ReadQuorumError,
+                     StorageError,
+                     WriteQuorumError,
+)
 from .healing import HealReport
 from .listing import ListPage
 from .meta import ObjectInfo, PartInfo

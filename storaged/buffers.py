@@ -35,7 +35,7 @@ class Batch:
 class Lease:
     """Up to ``size`` batches reserved for one request."""
 
-    def __init__(self, pool: "BufferPool", size: int) -> None:
+    def __init__(self, pool: BufferPool, size: int) -> None:
         self.pool, self.size = pool, size
         self.held: list[Batch] = []
 

@@ -38,10 +38,10 @@ class DiskFormat:
     def position(self) -> int:
         return self.disks.index(self.disk_id)
 
-    def for_position(self, position: int) -> "DiskFormat":
+    def for_position(self, position: int) -> DiskFormat:
         return dataclasses.replace(self, disk_id=self.disks[position])
 
-    def same_set(self, other: "DiskFormat") -> bool:
+    def same_set(self, other: DiskFormat) -> bool:
         return (self.deployment_id, self.disks, self.k, self.m, self.block_size) == (
             other.deployment_id, other.disks, other.k, other.m, other.block_size)
 
@@ -53,7 +53,7 @@ class DiskFormat:
         }, indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "DiskFormat":
+    def from_json(cls, text: str) -> DiskFormat:
         d = json.loads(text)
         if d.get("format") != "basalt" or d.get("version") != FORMAT_VERSION:
             raise ValueError("not a Basalt disk format")

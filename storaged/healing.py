@@ -103,7 +103,7 @@ def _shard_ok(disk: Disk, info: ObjectInfo, deep: bool) -> bool:
     return True
 
 
-async def _rebuild_files(store: "ObjectStore", info: ObjectInfo, targets: list[int]) -> int:
+async def _rebuild_files(store: ObjectStore, info: ObjectInfo, targets: list[int]) -> int:
     """Rewrite the shard files of ``info`` on ``targets`` from the other disks."""
     geo = info.geometry
     exclude = frozenset(targets) | store.offline_positions()
@@ -142,7 +142,7 @@ async def _rebuild_files(store: "ObjectStore", info: ObjectInfo, targets: list[i
     return rebuilt
 
 
-async def heal_object(store: "ObjectStore", bucket: str, key: str, *, deep: bool = False,
+async def heal_object(store: ObjectStore, bucket: str, key: str, *, deep: bool = False,
                       report: HealReport | None = None, settle_ns: int = SETTLE_NS) -> str:
     """Heal one object; returns "ok", "healed", "removed", "absent" or "unknown"."""
     report = report or HealReport()
@@ -169,7 +169,7 @@ async def heal_object(store: "ObjectStore", bucket: str, key: str, *, deep: bool
     return await _heal_version(store, res, records, deep, report, now, settle_ns)
 
 
-async def _heal_version(store: "ObjectStore", res: Resolved, records: dict[int, bytes | None],
+async def _heal_version(store: ObjectStore, res: Resolved, records: dict[int, bytes | None],
                         deep: bool, report: HealReport, now: int, settle_ns: int) -> str:
     info = res.info
     bad: list[int] = []
@@ -203,7 +203,7 @@ async def _heal_version(store: "ObjectStore", res: Resolved, records: dict[int, 
     return "ok"
 
 
-async def heal_buckets(store: "ObjectStore", report: HealReport) -> list[str]:
+async def heal_buckets(store: ObjectStore, report: HealReport) -> list[str]:
     """Make every disk agree on the bucket list; returns the buckets that exist."""
     positions = store.online_positions()
     seen: dict[str, dict[int, bytes]] = {}
@@ -225,7 +225,7 @@ async def heal_buckets(store: "ObjectStore", report: HealReport) -> list[str]:
     return alive
 
 
-async def heal_all(store: "ObjectStore", *, deep: bool = True, progress: Progress | None = None,
+async def heal_all(store: ObjectStore, *, deep: bool = True, progress: Progress | None = None,
                    settle_ns: int = SETTLE_NS) -> HealReport:
     """Heal every bucket and object; ``progress`` is called after each object."""
     report = HealReport(disks_offline=len(store.offline_positions()))
@@ -251,7 +251,7 @@ async def heal_all(store: "ObjectStore", *, deep: bool = True, progress: Progres
     return report
 
 
-async def resolve_pending(store: "ObjectStore") -> int:
+async def resolve_pending(store: ObjectStore) -> int:
     """Settle shard files of writes interrupted by a crash (before serving).
 
     Files stay when the current version of their object uses them, or when a
@@ -285,7 +285,7 @@ async def resolve_pending(store: "ObjectStore") -> int:
 class Healer:
     """Background healing: damaged objects, disk watch, replaced disks."""
 
-    def __init__(self, store: "ObjectStore", interval: float = 1.0) -> None:
+    def __init__(self, store: ObjectStore, interval: float = 1.0) -> None:
         self.store, self.interval = store, interval
         # Only the process that owns the disks (the server's main process)
         # reformats a replaced disk and runs full heals; worker processes
@@ -346,7 +346,7 @@ class Healer:
                 log.exception("background heal pass failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 

@@ -62,7 +62,7 @@ class _Cursor:
 class _Merge:
     """Quorum-resolved keys of a bucket in order, across disks."""
 
-    def __init__(self, store: "ObjectStore", bucket: str, prefix: str, after: str,
+    def __init__(self, store: ObjectStore, bucket: str, prefix: str, after: str,
                  skip: bool) -> None:
         self.store, self.bucket = store, bucket
         self.cursors = [_Cursor(store.disks[p], bucket, prefix, after, skip)
@@ -92,7 +92,7 @@ class _Merge:
             c.skip_prefix(cp)
 
 
-def list_objects(store: "ObjectStore", bucket: str, prefix: str = "", delimiter: str = "",
+def list_objects(store: ObjectStore, bucket: str, prefix: str = "", delimiter: str = "",
                  after: str = "", max_keys: int = 1000) -> ListPage:
     """One page of keys (and common prefixes) of ``bucket`` after ``after``."""
     store.require_bucket(bucket)
@@ -122,7 +122,7 @@ def list_objects(store: "ObjectStore", bucket: str, prefix: str = "", delimiter:
             last = info.key
 
 
-def walk_keys(store: "ObjectStore", bucket: str) -> Iterator[str]:
+def walk_keys(store: ObjectStore, bucket: str) -> Iterator[str]:
     """Every key any online disk holds in ``bucket`` (for healing), in order."""
     cursors = [_Cursor(store.disks[p], bucket, "", "", False) for p in store.online_positions()]
     while True:

@@ -74,7 +74,7 @@ class ObjectInfo:
 
     @property
     def last_modified(self) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(self.mtime_ns / 1e9, tz=datetime.timezone.utc)
+        return datetime.datetime.fromtimestamp(self.mtime_ns / 1e9, tz=datetime.UTC)
 
     def files(self) -> dict[str, list[int]]:
         """Shard files of this version: data id → part numbers (none when inline)."""
@@ -112,7 +112,7 @@ class ObjectInfo:
         })
 
     @classmethod
-    def unpack(cls, bucket: str, key: str, raw: bytes | memoryview) -> "ObjectInfo":
+    def unpack(cls, bucket: str, key: str, raw: bytes | memoryview) -> ObjectInfo:
         mtime, vid, flags = HEADER.unpack_from(raw)
         d = msgpack.unpackb(memoryview(raw)[HEADER.size:])
         k, m, bs = d["ec"]

@@ -16,7 +16,8 @@ Tables (LMDB sub-databases):
 
 Writes go through :meth:`MetaDB.commit`, which batches the operations of
 concurrent requests into one LMDB transaction — one pair of fsyncs for many
-small objects — committed by the process's :class:`Committer`. Each request's operations run in a nested transaction so a
+small objects — committed by the process's :class:`Committer`. Each request's operations run
+in a nested transaction so a
 failing request never takes its neighbours down. Reads are plain read-only
 transactions on the memory map, cheap enough to run on the event loop.
 """
@@ -261,7 +262,7 @@ class Committer:
     """
 
     THREADS = 2
-    _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Committer]" = \
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Committer] = \
         weakref.WeakKeyDictionary()
 
     def __init__(self, threads: int = THREADS) -> None:
@@ -272,7 +273,7 @@ class Committer:
         self._draining = False
 
     @classmethod
-    def current(cls) -> "Committer":
+    def current(cls) -> Committer:
         """The committer of the running event loop."""
         loop = asyncio.get_running_loop()
         committer = cls._by_loop.get(loop)
@@ -281,7 +282,7 @@ class Committer:
             weakref.finalize(loop, committer._executor.shutdown, False)
         return committer
 
-    def submit(self, db: "MetaDB", ops: Sequence[Op]) -> asyncio.Future:
+    def submit(self, db: MetaDB, ops: Sequence[Op]) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._pending.setdefault(db, []).append((ops, fut))
@@ -316,7 +317,7 @@ class Committer:
             self._draining = False
 
     @staticmethod
-    def _commit_lane(lane: list["MetaDB"], work: dict) -> dict:
+    def _commit_lane(lane: list[MetaDB], work: dict) -> dict:
         out = {}
         for db in lane:
             try:

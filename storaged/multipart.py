@@ -21,12 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from .errors import (EntityTooSmall, InvalidPart, InvalidPartOrder, NoSuchUpload,
-                     ReadQuorumError, WriteQuorumError)
+from .errors import (
+    EntityTooSmall,
+    InvalidPart,
+    InvalidPartOrder,
+    NoSuchUpload,
+    ReadQuorumError,
+    WriteQuorumError,
+)
 from .layout import distribution
 from .meta import ObjectInfo, PartInfo, new_id
 from .metadb import EndUpload, PutPart, PutUpload, encode_key, part_key, upload_key
-from .writer import Body, Condition, ObjectAttrs, ShardStream, Stored, BodyReader, commit_version
+from .writer import Body, BodyReader, Condition, ObjectAttrs, ShardStream, Stored, commit_version
 
 if TYPE_CHECKING:
     from .store import ObjectStore
@@ -52,7 +58,7 @@ class UploadInfo:
                               "cka": self.checksum_algorithm, "ckt": self.checksum_type})
 
     @classmethod
-    def unpack(cls, bucket: str, upload_id: str, raw: bytes) -> "UploadInfo":
+    def unpack(cls, bucket: str, upload_id: str, raw: bytes) -> UploadInfo:
         d = msgpack.unpackb(raw)
         return cls(bucket, d["key"], upload_id, d["ini"], ObjectAttrs(d["ct"], d["hdr"], d["um"]),
                    d["cka"], d["ckt"])
@@ -72,7 +78,7 @@ class PartRecord:
                               "cks": dict(self.checksums), "mt": self.mtime_ns})
 
     @classmethod
-    def unpack(cls, number: int, raw: bytes) -> "PartRecord":
+    def unpack(cls, number: int, raw: bytes) -> PartRecord:
         d = msgpack.unpackb(raw)
         return cls(number, d["size"], d["etag"], d["cks"], d["pid"], d["mt"])
 
@@ -86,7 +92,7 @@ class UploadPage:
     next_upload_id: str
 
 
-def _quorum(store: "ObjectStore", values: list[bytes | None]) -> bytes | None:
+def _quorum(store: ObjectStore, values: list[bytes | None]) -> bytes | None:
     """The value at least K disks agree on (None: absent), as for objects."""
     votes = Counter(v for v in values if v is not None)
     if votes:
@@ -98,7 +104,7 @@ def _quorum(store: "ObjectStore", values: list[bytes | None]) -> bytes | None:
     return None
 
 
-def _read_all(store: "ObjectStore", table: bytes, key: bytes) -> list[bytes | None]:
+def _read_all(store: ObjectStore, table: bytes, key: bytes) -> list[bytes | None]:
     out = []
     for pos in store.online_positions():
         disk = store.disks[pos]
@@ -111,7 +117,7 @@ def _read_all(store: "ObjectStore", table: bytes, key: bytes) -> list[bytes | No
     return out
 
 
-async def _commit_all(store: "ObjectStore", ops_for: Callable[[int], list[Any]],
+async def _commit_all(store: ObjectStore, ops_for: Callable[[int], list[Any]],
                       what: str) -> dict[int, Any]:
     positions = store.online_positions()
     results = await asyncio.gather(*(store.disks[p].commit(ops_for(p)) for p in positions),
@@ -127,7 +133,7 @@ def new_upload_id() -> str:
     return f"{time.time_ns():016x}{new_id(64)}"
 
 
-async def create_upload(store: "ObjectStore", bucket: str, key: str, attrs: ObjectAttrs,
+async def create_upload(store: ObjectStore, bucket: str, key: str, attrs: ObjectAttrs,
                         checksum_algorithm: str = "", checksum_type: str = "") -> UploadInfo:
     store.require_bucket(bucket)
     upload = UploadInfo(bucket, key, new_upload_id(), time.time_ns(), attrs, checksum_algorithm,
@@ -138,7 +144,7 @@ async def create_upload(store: "ObjectStore", bucket: str, key: str, attrs: Obje
     return upload
 
 
-def get_upload(store: "ObjectStore", bucket: str, key: str, upload_id: str) -> UploadInfo:
+def get_upload(store: ObjectStore, bucket: str, key: str, upload_id: str) -> UploadInfo:
     raw = None
     if len(upload_id) == 32 and all(c in "0123456789abcdef" for c in upload_id):
         raw = _quorum(store, _read_all(store, b"uploads", upload_key(bucket, key, upload_id)))
@@ -148,7 +154,7 @@ def get_upload(store: "ObjectStore", bucket: str, key: str, upload_id: str) -> U
     return UploadInfo.unpack(bucket, upload_id, raw)
 
 
-async def upload_part(store: "ObjectStore", bucket: str, key: str, upload_id: str, number: int,
+async def upload_part(store: ObjectStore, bucket: str, key: str, upload_id: str, number: int,
                       body: Body, *, size: int | None = None, content_md5: bytes | None = None,
                       hashers: Sequence[Any] = (),
                       finalize: Callable[[str], Mapping[str, str] | None] | None = None) -> PartRecord:
@@ -184,7 +190,7 @@ async def upload_part(store: "ObjectStore", bucket: str, key: str, upload_id: st
                             commit)
 
 
-def list_parts(store: "ObjectStore", bucket: str, key: str, upload_id: str,
+def list_parts(store: ObjectStore, bucket: str, key: str, upload_id: str,
                after: int = 0, max_parts: int = 1000) -> tuple[list[PartRecord], bool]:
     """Parts numbered above ``after`` (quorum-agreed), and whether more follow."""
     get_upload(store, bucket, key, upload_id)
@@ -214,7 +220,7 @@ def multipart_etag(etags: Sequence[str]) -> str:
     return f"{digest}-{len(etags)}"
 
 
-async def complete_upload(store: "ObjectStore", bucket: str, key: str, upload_id: str,
+async def complete_upload(store: ObjectStore, bucket: str, key: str, upload_id: str,
                           chosen: Sequence[tuple[int, str]], *,
                           finalize: Callable[[list[PartRecord]], Mapping[str, str]] | None = None,
                           checksum_type: str = "",
@@ -253,7 +259,7 @@ async def complete_upload(store: "ObjectStore", bucket: str, key: str, upload_id
     return info
 
 
-async def end_upload(store: "ObjectStore", bucket: str, key: str, upload_id: str) -> None:
+async def end_upload(store: ObjectStore, bucket: str, key: str, upload_id: str) -> None:
     """Forget an upload; purge the part files nothing uses (abort and completion)."""
     done = await _commit_all(store, lambda p: [EndUpload(bucket, key, upload_id)],
                              f"end upload {upload_id}")
@@ -262,12 +268,12 @@ async def end_upload(store: "ObjectStore", bucket: str, key: str, upload_id: str
             store.background(store.purge(pos, data_id, [number]))
 
 
-async def abort_upload(store: "ObjectStore", bucket: str, key: str, upload_id: str) -> None:
+async def abort_upload(store: ObjectStore, bucket: str, key: str, upload_id: str) -> None:
     get_upload(store, bucket, key, upload_id)
     await end_upload(store, bucket, key, upload_id)
 
 
-def part_uses(store: "ObjectStore", upload_id: str, data_id: str) -> bool:
+def part_uses(store: ObjectStore, upload_id: str, data_id: str) -> bool:
     """Whether any disk's part records of ``upload_id`` name ``data_id``."""
     prefix = upload_id.encode()
     for pos in store.online_positions():
@@ -277,7 +283,7 @@ def part_uses(store: "ObjectStore", upload_id: str, data_id: str) -> bool:
     return False
 
 
-def list_uploads(store: "ObjectStore", bucket: str, prefix: str = "", delimiter: str = "",
+def list_uploads(store: ObjectStore, bucket: str, prefix: str = "", delimiter: str = "",
                  key_marker: str = "", upload_id_marker: str = "",
                  max_uploads: int = 1000) -> UploadPage:
     """In-progress uploads of a bucket, by key then start time (quorum-agreed)."""
@@ -327,7 +333,7 @@ def list_uploads(store: "ObjectStore", bucket: str, prefix: str = "", delimiter:
                       last.upload_id if truncated and last else "")
 
 
-async def expire_uploads(store: "ObjectStore", max_age_ns: int) -> int:
+async def expire_uploads(store: ObjectStore, max_age_ns: int) -> int:
     """Abort uploads started more than ``max_age_ns`` ago (abandoned); how many."""
     now = time.time_ns()
     expired = 0

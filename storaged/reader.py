@@ -42,7 +42,7 @@ class ObjectReader:
     to keep it. Close with :meth:`aclose` (or iterate to the end).
     """
 
-    def __init__(self, store: "ObjectStore", info: ObjectInfo, offset: int, length: int) -> None:
+    def __init__(self, store: ObjectStore, info: ObjectInfo, offset: int, length: int) -> None:
         self.store, self.info, self.offset, self.length = store, info, offset, length
         self._gen: AsyncIterator[memoryview] | None = None
 
@@ -133,7 +133,7 @@ def inline_blob(vid: str, shard: bytes) -> bytes:
     return vid.encode() + checksum(shard) + shard
 
 
-def read_inline(store: "ObjectStore", info: ObjectInfo) -> bytes:
+def read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
     """Decode a small object from the inline shards in the disks' LMDB."""
     k, n = info.k, info.k + info.m
     shards: list[bytes | None] = [None] * n

@@ -25,10 +25,17 @@ from erasure import Codec
 from . import multipart
 from .buffers import BufferPool, Scratch
 from .disk import Disk, LocalDisk
-from .errors import (BucketExists, BucketNotEmpty, InvalidRange, NoSuchBucket, NoSuchKey,
-                     ReadQuorumError, WriteQuorumError)
+from .errors import (
+    BucketExists,
+    BucketNotEmpty,
+    InvalidRange,
+    NoSuchBucket,
+    NoSuchKey,
+    ReadQuorumError,
+    WriteQuorumError,
+)
 from .format import assemble
-from .healing import HealReport, Healer, Progress, heal_all, resolve_pending
+from .healing import Healer, HealReport, Progress, heal_all, resolve_pending
 from .layout import Geometry, write_quorum
 from .listing import ListPage, list_objects
 from .meta import ObjectInfo, record_inline, record_version
@@ -124,7 +131,7 @@ class ObjectStore:
     @classmethod
     def open(cls, roots: Sequence[str], *, ec: tuple[int, int] | None = None,
              block_size: int = BLOCK_SIZE, sync: bool = True, map_size: int = 1 << 40,
-             clean: bool = True, **kwargs: Any) -> "ObjectStore":
+             clean: bool = True, **kwargs: Any) -> ObjectStore:
         """Open (formatting when new) the disk directories ``roots``.
 
         ``clean`` removes leftovers of interrupted writes; only the process that

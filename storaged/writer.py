@@ -107,7 +107,8 @@ class BodyReader:
             except StopAsyncIteration:
                 self.eof = True
                 if self.size is not None and self.total < self.size:
-                    raise IncompleteBody(f"body ended after {self.total} of {self.size} bytes")
+                    raise IncompleteBody(
+                        f"body ended after {self.total} of {self.size} bytes") from None
                 return True
         return False
 
@@ -118,7 +119,7 @@ def _md5_update(md5: Any, hashers: Sequence[Any], view: memoryview) -> None:
         h.update(view)
 
 
-async def put_object(store: "ObjectStore", bucket: str, key: str, body: Body, *,
+async def put_object(store: ObjectStore, bucket: str, key: str, body: Body, *,
                      size: int | None = None, attrs: ObjectAttrs | None = None,
                      content_md5: bytes | None = None, hashers: Sequence[Any] = (),
                      finalize: Finalize | None = None,
@@ -150,7 +151,7 @@ def _check_digest(md5_hex: str, content_md5: bytes | None) -> None:
         raise DigestMismatch("Content-MD5", content_md5.hex(), md5_hex)
 
 
-def _record(store: "ObjectStore", bucket: str, key: str, vid: str, size: int, md5_hex: str,
+def _record(store: ObjectStore, bucket: str, key: str, vid: str, size: int, md5_hex: str,
             attrs: ObjectAttrs, checksums: Mapping[str, str] | None, inline: bool) -> ObjectInfo:
     return ObjectInfo(
         bucket=bucket, key=key, version_id=vid, size=size, etag=md5_hex,
@@ -161,7 +162,7 @@ def _record(store: "ObjectStore", bucket: str, key: str, vid: str, size: int, md
     )
 
 
-async def _put_inline(store: "ObjectStore", bucket: str, key: str, data: bytes,
+async def _put_inline(store: ObjectStore, bucket: str, key: str, data: bytes,
                       attrs: ObjectAttrs, content_md5: bytes | None, hashers: Sequence[Any],
                       finalize: Finalize | None, condition: Condition | None) -> ObjectInfo:
     md5 = hashlib.md5()
@@ -201,7 +202,7 @@ class ShardStream:
 
     INFLIGHT = 2  # batches being hashed/written while the next one is read
 
-    def __init__(self, store: "ObjectStore", bucket: str, key: str, data_id: str,
+    def __init__(self, store: ObjectStore, bucket: str, key: str, data_id: str,
                  number: int = 1, upload_id: str = "") -> None:
         self.store, self.bucket, self.key = store, bucket, key
         self.data_id, self.number, self.upload_id = data_id, number, upload_id
@@ -323,7 +324,7 @@ class ShardStream:
         await store.purge_everywhere(self.data_id, [self.number])
 
 
-async def commit_version(store: "ObjectStore", info: ObjectInfo,
+async def commit_version(store: ObjectStore, info: ObjectInfo,
                          blobs: dict[int, bytes] | None, condition: Condition | None,
                          positions: Sequence[int]) -> ObjectInfo:
     """Commit ``info`` on ``positions``; roll back unless a write quorum took it.
@@ -377,7 +378,7 @@ def check_condition(current: Resolved | None, bucket: str, key: str,
         raise PreconditionFailed(f"{bucket}/{key} does not have ETag {condition.etag}")
 
 
-async def _rollback(store: "ObjectStore", info: ObjectInfo, applied: dict[int, Replaced]) -> None:
+async def _rollback(store: ObjectStore, info: ObjectInfo, applied: dict[int, Replaced]) -> None:
     await asyncio.gather(*(
         store.disks[pos].commit([RestoreObject(info.bucket, info.key, info.version_id,
                                                r.record, r.inline)])

@@ -13,11 +13,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from blockd.export import StaticRegistry  # noqa: E402
 from memory_export import MemoryExport  # noqa: E402
 from nbd_helpers import MiB  # noqa: E402
 from rawnbd import RawClient  # noqa: E402
 from server_thread import ServerThread  # noqa: E402
+
+from blockd.export import StaticRegistry  # noqa: E402
 
 _names = itertools.count()
 

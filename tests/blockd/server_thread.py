@@ -21,9 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from memory_export import MemoryExport  # noqa: E402
+
 from blockd.export import StaticRegistry  # noqa: E402
 from blockd.nbd_server import NBDServer  # noqa: E402
-from memory_export import MemoryExport  # noqa: E402
 
 
 def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:

@@ -10,10 +10,10 @@ import subprocess
 import threading
 
 import pytest
+from memory_export import CHUNK
+from nbd_helpers import MiB, require, run
 
 from blockd import protocol as p
-from nbd_helpers import MiB, require, run
-from memory_export import CHUNK
 
 
 @pytest.fixture(autouse=True)

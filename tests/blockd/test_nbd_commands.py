@@ -8,13 +8,13 @@ import struct
 import time
 
 import pytest
+from memory_export import CHUNK, MemoryExport
+from nbd_helpers import MiB, wait_until
+from rawnbd import assemble_read
+from server_thread import ServerThread
 
 from blockd import protocol as p
 from blockd.export import Export, NBDError
-from nbd_helpers import MiB, wait_until
-from memory_export import CHUNK, MemoryExport
-from rawnbd import assemble_read
-from server_thread import ServerThread
 
 
 @pytest.fixture(params=[True, False], ids=["structured", "simple"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import struct
 
 import pytest
+from nbd_helpers import wait_until
 
 from blockd import protocol as p
 from blockd.export import NBDError
-from nbd_helpers import wait_until
 
 MiB = 1024 * 1024
 

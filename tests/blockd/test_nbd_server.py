@@ -8,11 +8,11 @@ import logging
 import os
 
 import pytest
+from memory_export import MemoryExport
 
 from blockd import protocol as p
 from blockd.export import StaticRegistry
 from blockd.nbd_server import NBDServer
-from memory_export import MemoryExport
 
 MiB = 1024 * 1024
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from network import (Network, NetworkConflictError, NetworkNotFoundError,
-                     Reservation, Tap)
-from network.addressing import bridge_name, parse_subnet, tap_name, validate_name
-
 from compute.volumes import ExportInfo
+from network import Network, NetworkConflictError, NetworkNotFoundError, Reservation, Tap
+from network.addressing import bridge_name, parse_subnet, tap_name, validate_name
 
 
 class FakeNetworks:

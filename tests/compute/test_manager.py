@@ -10,8 +10,15 @@ import pytest
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
 
-from compute.errors import (ComputeError, HypervisorError, InvalidVMError, VMExistsError,
-                            VMNotFoundError, VMStateError, VolumeUnavailableError)
+from compute.errors import (  # noqa: E402
+    ComputeError,
+    HypervisorError,
+    InvalidVMError,
+    VMExistsError,
+    VMNotFoundError,
+    VMStateError,
+    VolumeUnavailableError,
+)
 
 
 def create(manager, name="vm1", volume="vol1", network="net1", **kw):

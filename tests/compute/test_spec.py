@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compute.errors import InvalidVMError
-from compute.spec import VMRecord, VMSpec, domain_name, owner, parse_cpus, parse_memory, \
-    validate_name
+from compute.spec import VMRecord, VMSpec, domain_name, owner, parse_cpus, parse_memory, validate_name
 
 
 @pytest.mark.parametrize("name", ["a", "web-1", "x" * 48, "0vm"])

@@ -88,6 +88,7 @@ def api(server, method: str, path: str, body=None):
     the CLI (each `basalt` run costs a second of imports on a busy machine)."""
     from basalt.admin_client import AdminClient
     from basalt.credentials import Credentials
+
     from .conftest import ACCESS, SECRET
     return AdminClient(server.endpoint, Credentials(ACCESS, SECRET)).call(
         method, "/_basalt/v1/volumes" + path, body=body)
@@ -203,7 +204,7 @@ class RawNBD:
             pass
         self.sock.close()
 
-    def __enter__(self) -> "RawNBD":
+    def __enter__(self) -> RawNBD:
         return self
 
     def __exit__(self, *exc) -> None:

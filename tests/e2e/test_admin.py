@@ -50,6 +50,7 @@ def test_admin_api_needs_a_signature(basalt_http):
     assert out.returncode == 0, out.stderr
     env = dict(basalt_http.env, BASALT_SECRET_KEY="wrong")
     import subprocess
+
     from .conftest import BASALT
     bad = subprocess.run([BASALT, "heal"], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "SignatureDoesNotMatch" in bad.stderr

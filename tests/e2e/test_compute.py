@@ -35,8 +35,7 @@ from basalt.admin_client import AdminClient  # noqa: E402
 from basalt.credentials import Credentials  # noqa: E402
 from network.manager import unavailable_reason  # noqa: E402
 from tests.compute import guest  # noqa: E402
-from tests.compute.lab import (Namespaces, VethClient, missing_tools, ping, run,  # noqa: E402
-                               short_tmpdir)
+from tests.compute.lab import Namespaces, VethClient, missing_tools, ping, run, short_tmpdir  # noqa: E402
 
 from .conftest import ACCESS, SECRET  # noqa: E402
 

@@ -15,11 +15,29 @@ import time
 import pytest
 
 from .conftest import start_server, stop_server
-from .nbd_e2e_helpers import (BLOCK, CHUNK, KiB, MiB, RawNBD, allocated, api, blocks,
-                              create_volume, nbd_map, new_volume, one_error_line, qemu_io,
-                              qemu_io_args, read_volume, require, run, state_at, uri,
-                              volume_info, write_file)
-
+from .nbd_e2e_helpers import (
+    BLOCK,
+    CHUNK,
+    KiB,
+    MiB,
+    RawNBD,
+    allocated,
+    api,
+    blocks,
+    create_volume,
+    nbd_map,
+    new_volume,
+    one_error_line,
+    qemu_io,
+    qemu_io_args,
+    read_volume,
+    require,
+    run,
+    state_at,
+    uri,
+    volume_info,
+    write_file,
+)
 
 ONE_WORKER = ("--workers", "1")  # quicker restarts; NBD is served by the disk owner anyway
 

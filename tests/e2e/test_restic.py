@@ -143,7 +143,7 @@ def change_tree(root: str, seed: int) -> None:
 def manifest(root: str) -> tuple[dict[str, str], set[str]]:
     """{relative file path: sha256} and the set of relative directory paths."""
     files, dirs = {}, set()
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         if rel != ".":
             dirs.add(rel)

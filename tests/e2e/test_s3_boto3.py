@@ -114,7 +114,7 @@ def test_wrong_checksum_and_md5_are_rejected_and_store_nothing(s3, bucket):
 
 
 def test_metadata_and_content_headers(s3, bucket):
-    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     s3.put_object(Bucket=bucket, Key="doc.html", Body=b"<p>hi</p>", ContentType="text/html",
                   ContentEncoding="identity", ContentDisposition='attachment; filename="a.html"',
                   ContentLanguage="en", CacheControl="max-age=60", Expires=expires,

@@ -14,7 +14,6 @@ import signal
 import threading
 import time
 
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .conftest import start_server, stop_server

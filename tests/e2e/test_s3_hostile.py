@@ -36,7 +36,7 @@ REGION = "us-east-1"
 # --- a small SigV4 signer -------------------------------------------------------------
 
 def amz_now(offset: datetime.timedelta = datetime.timedelta()) -> str:
-    return (datetime.datetime.now(datetime.timezone.utc) + offset).strftime("%Y%m%dT%H%M%SZ")
+    return (datetime.datetime.now(datetime.UTC) + offset).strftime("%Y%m%dT%H%M%SZ")
 
 
 def signing_key(secret: str, date: str) -> bytes:

@@ -72,7 +72,7 @@ class RssWatch:
                 continue
             self.peak = max(self.peak, total)
 
-    def __enter__(self) -> "RssWatch":
+    def __enter__(self) -> RssWatch:
         self._thread.start()
         return self
 

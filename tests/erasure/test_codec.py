@@ -5,7 +5,8 @@ import os
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyeclib.ec_iface import ECDriver
 
 from erasure import Codec, ErasureError, allocate

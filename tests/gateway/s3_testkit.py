@@ -10,7 +10,7 @@ import hmac
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import boto3
@@ -21,7 +21,7 @@ from gateway.sigv4 import EMPTY_SHA256, AuthContext, verify_request
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-DOC_NOW = datetime(2013, 5, 24, tzinfo=timezone.utc)
+DOC_NOW = datetime(2013, 5, 24, tzinfo=UTC)
 DOC_DATE = "20130524T000000Z"
 DOC_SCOPE = "20130524/us-east-1/s3/aws4_request"
 

@@ -14,6 +14,8 @@ import pytest
 from botocore.httpchecksum import AwsChunkedWrapper, CrtCrc32cChecksum, CrtCrc32Checksum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from s3_testkit import DOC_NOW, SplitSource, auth_context, encode_chunked, secret_for, stubbed_s3
+from test_sigv4 import DOC_EXAMPLES
 
 from gateway import errors
 from gateway.checksums import b64, checksum, parse_checksum_value
@@ -24,8 +26,6 @@ from gateway.sigv4 import (
     STREAMING_UNSIGNED_TRAILER,
     verify_request,
 )
-from s3_testkit import DOC_NOW, SplitSource, auth_context, encode_chunked, secret_for, stubbed_s3
-from test_sigv4 import DOC_EXAMPLES
 
 A = b"a" * 66560
 DOC_SIGNED_BODY = (

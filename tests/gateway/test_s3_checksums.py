@@ -12,6 +12,7 @@ from awscrt import checksums as crt
 from botocore.httpchecksum import _CHECKSUM_CLS
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from s3_testkit import stubbed_s3
 
 from gateway import errors
 from gateway.checksums import (
@@ -30,7 +31,6 @@ from gateway.checksums import (
     requested_checksum,
     verify_content_md5,
 )
-from s3_testkit import stubbed_s3
 
 CHECK_VALUES = {
     "CRC32": "cbf43926",

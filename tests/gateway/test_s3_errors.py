@@ -8,9 +8,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from botocore.exceptions import ClientError
+from s3_testkit import stubbed_s3
 
 from gateway import errors
-from s3_testkit import stubbed_s3
 
 EXPECTED = {
     "AccessDenied": 403, "SignatureDoesNotMatch": 403, "InvalidAccessKeyId": 403,

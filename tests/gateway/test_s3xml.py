@@ -4,11 +4,12 @@ its after-call handlers), and the parsers read bodies that botocore serialized."
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from s3_testkit import stubbed_s3
 
 from gateway import errors
 from gateway.s3xml import (
@@ -35,9 +36,8 @@ from gateway.s3xml import (
     parse_create_bucket,
     parse_delete,
 )
-from s3_testkit import stubbed_s3
 
-WHEN = datetime(2024, 3, 1, 12, 30, 45, 123456, tzinfo=timezone.utc)
+WHEN = datetime(2024, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
 OWNER = Owner("75aa57f09aa0c8caeab4f8c24e99d10f8e7faeebf76c078efc7c6caea54ba06a", "basalt")
 KEYS = ["plain", "dir/sub/file.txt", "a b+c", "ü/中文/😀", "a&b<c>d\"e'f", "%2F%25", "tab\there",
         "new\nline", "cr\rreturn", " lead and trail "]
@@ -62,7 +62,7 @@ def test_list_buckets():
     assert [b["Name"] for b in out["Buckets"]] == ["alpha", "beta"]
     assert out["Buckets"][0]["CreationDate"] == WHEN.replace(microsecond=123000)
     assert out["Buckets"][0]["BucketRegion"] == "us-east-1"
-    assert out["Buckets"][1]["CreationDate"] == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert out["Buckets"][1]["CreationDate"] == datetime(1970, 1, 1, tzinfo=UTC)
     assert out["Owner"] == {"ID": OWNER.id, "DisplayName": "basalt"}
     assert out["ContinuationToken"] == "tok" and out["Prefix"] == "a"
 

@@ -3,7 +3,7 @@ tampering, and every error S3 returns for a bad signature or authorization."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlsplit
 
 import botocore.auth
@@ -12,6 +12,7 @@ import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from multidict import CIMultiDict
+from s3_testkit import ACCESS_KEY, DOC_NOW, SECRET_KEY, secret_for, stubbed_s3
 
 from gateway import errors
 from gateway.sigv4 import (
@@ -25,9 +26,8 @@ from gateway.sigv4 import (
     signing_key,
     verify_request,
 )
-from s3_testkit import ACCESS_KEY, DOC_NOW, SECRET_KEY, secret_for, stubbed_s3
 
-NOW = datetime(2024, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 HOST = "examplebucket.s3.amazonaws.com"
 
 

@@ -5,7 +5,6 @@ produced: its last acknowledged version or one whose put was still in flight,
 never a mix, never an older one. Leftovers of the interrupted writes are gone.
 """
 
-import asyncio
 import json
 import os
 import random

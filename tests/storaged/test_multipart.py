@@ -7,8 +7,7 @@ import shutil
 
 import pytest
 
-from storaged import (EntityTooSmall, InvalidPart, InvalidPartOrder, NoSuchUpload, ObjectAttrs,
-                      multipart_etag)
+from storaged import EntityTooSmall, InvalidPart, InvalidPartOrder, NoSuchUpload, ObjectAttrs, multipart_etag
 
 from .helpers import chunks, read
 

@@ -6,8 +6,18 @@ import os
 
 import pytest
 
-from storaged import (BucketExists, BucketNotEmpty, Condition, DigestMismatch, IncompleteBody,
-                      InvalidRange, NoSuchBucket, NoSuchKey, ObjectAttrs, PreconditionFailed)
+from storaged import (
+    BucketExists,
+    BucketNotEmpty,
+    Condition,
+    DigestMismatch,
+    IncompleteBody,
+    InvalidRange,
+    NoSuchBucket,
+    NoSuchKey,
+    ObjectAttrs,
+    PreconditionFailed,
+)
 from storaged.store import BLOCK_SIZE, INLINE_LIMIT
 
 from .helpers import chunks, read, sizes_around
