@@ -45,6 +45,7 @@ SETTLE_NS = 10 * 60 * 10**9  # a minority record younger than this may be a writ
 class HealReport:
     buckets: int = 0
     objects: int = 0
+    uploads: int = 0
     healed: int = 0
     shards_rebuilt: int = 0
     records_written: int = 0
@@ -241,6 +242,9 @@ async def heal_all(store: ObjectStore, *, deep: bool = True, progress: Progress 
                 log.warning("heal of %s/%s failed: %s", bucket, key, exc)
             if progress:
                 progress(report)
+        # Late import: upload healing builds on this module's shard checks.
+        from .upload_healing import heal_uploads
+        await heal_uploads(store, bucket, report, deep=deep, settle_ns=settle_ns)
     if not report.failed:
         for disk in healing:
             disk.healing = False

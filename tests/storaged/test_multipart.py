@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from storaged import EntityTooSmall, InvalidPart, InvalidPartOrder, NoSuchUpload, ObjectAttrs, multipart_etag
+from storaged.healing import heal_all
 
 from .helpers import chunks, read
 
@@ -176,3 +177,68 @@ async def test_multipart_objects_survive_disk_loss_and_heal(open_store, roots):
         shutil.rmtree(dirs[i])
     store = await open_store(dirs=dirs)
     assert await read(store, "b", "mp") == b"".join(datas)
+
+
+async def test_upload_in_progress_is_healed_onto_wiped_disks(open_store, roots):
+    """Parts written before two disks were wiped are rebuilt there by a heal, so
+    the completed object survives losing the two disks that kept them."""
+    dirs = roots(6)
+    store = await open_store(dirs=dirs, ec=(4, 2))
+    await store.make_bucket("b")
+    up, datas, parts = await upload(store, "mp", [5 * MIB, 3 * MIB + 7])
+    await store.close()
+    for i in (0, 3):
+        shutil.rmtree(dirs[i])
+    store = await open_store(dirs=dirs)
+    report = await store.heal(deep=True)
+    assert report.failed == 0 and report.uploads == 1 and report.healed == 1
+    assert report.shards_rebuilt == 4  # two parts on two disks
+    assert (await store.heal(deep=True)).healed == 0  # nothing left to do
+    await store.close()
+    for i in (1, 2):  # the disks that kept the parts all along
+        shutil.rmtree(dirs[i])
+    store = await open_store(dirs=dirs)
+    await store.complete_upload("b", "mp", up.upload_id, parts)
+    assert await read(store, "b", "mp") == b"".join(datas)
+
+
+async def test_part_written_while_a_disk_was_away_is_healed(open_store, roots):
+    dirs = roots(4)
+    store = await open_store(dirs=dirs, ec=(2, 2))
+    await store.make_bucket("b")
+    up = await store.create_upload("b", "k", None)
+    away = store.disks[1]
+    away.close()  # offline: the part reaches the write quorum without it
+    data = os.urandom(MIB + 5)
+    part = await store.upload_part("b", "k", up.upload_id, 1, chunks(data, 200_000),
+                                   size=len(data))
+    away.open()
+    report = await store.heal(deep=False)
+    assert report.failed == 0 and report.shards_rebuilt == 1 and report.records_written == 1
+    await store.close()
+    for i in (0, 2):  # two disks gone: disk 1's rebuilt shard is needed now
+        shutil.rmtree(dirs[i])
+    store = await open_store(dirs=dirs)
+    await store.complete_upload("b", "k", up.upload_id, [(1, part.etag)])
+    assert await read(store, "b", "k") == data
+
+
+async def test_heal_forgets_an_upload_only_a_minority_kept(open_store, roots):
+    """An upload aborted while a disk was away leaves its record there; once
+    settled, a heal removes it and its part files instead of reviving it."""
+    dirs = roots(4)
+    store = await open_store(dirs=dirs, ec=(2, 2))
+    await store.make_bucket("b")
+    up, _, _ = await upload(store, "k", [MIB])
+    away = store.disks[3]
+    away.close()
+    await store.abort_upload("b", "k", up.upload_id)
+    away.open()
+    await settle(store)
+    young = await store.heal(deep=False)
+    assert young.removed == 0 and store.disks[3].range(b"uploads", b"b/", b"b/")
+    report = await heal_all(store, deep=False, settle_ns=0)
+    assert report.removed == 1 and report.uploads == 0
+    await settle(store)
+    assert not store.disks[3].range(b"uploads", b"b/", b"b/")
+    assert shard_files(store) == []
