@@ -352,12 +352,19 @@ class PutBucket:
 
 @dataclasses.dataclass
 class DeleteBucket:
+    """Forget a bucket; with ``expect``, only the record a creator wrote itself
+    (a failed creation must never remove a bucket someone else created)."""
+
     name: str
     force: bool = False
+    expect: bytes | None = None
 
     def apply(self, tx: Tx) -> str:
-        if tx.get(b"buckets", self.name.encode()) is None:
+        current = tx.get(b"buckets", self.name.encode())
+        if current is None:
             return "missing"
+        if self.expect is not None and bytes(current) != self.expect:
+            return "other"
         if not self.force and tx.has_prefix(b"objects", self.name.encode() + b"/"):
             return "not-empty"
         tx.delete(b"buckets", self.name.encode())

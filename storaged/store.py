@@ -38,7 +38,7 @@ from .format import assemble
 from .healing import Healer, HealReport, Progress, heal_all, resolve_pending
 from .layout import Geometry, write_quorum
 from .listing import ListPage, list_objects
-from .meta import ObjectInfo, record_inline, record_version
+from .meta import ObjectInfo, new_id, record_inline, record_version
 from .metadb import ClearPending, DeleteBucket, DeleteObject, PutBucket
 from .quorum import Resolved, resolve
 from .reader import ObjectReader, inline_blob
@@ -233,14 +233,29 @@ class ObjectStore:
         if self.bucket_info(name) is not None:
             raise BucketExists(name)
         info = BucketInfo(name, time.time_ns())
-        raw = msgpack.packb({"ct": info.created_ns})
+        # A creator id makes this record ours alone: a rollback removes only it.
+        raw = msgpack.packb({"ct": info.created_ns, "by": new_id()})
         positions = self.online_positions()
+        # The first disk that answers decides between concurrent creators (in
+        # any process): its LMDB write lock serialises them, PutBucket only
+        # adds a missing bucket, and only its winner goes on to the others.
+        ok: list[int] = []
+        while positions and not ok:
+            first = positions.pop(0)
+            try:
+                created = (await self.disks[first].commit([PutBucket(name, raw)]))[0]
+            except Exception:
+                continue
+            if not created:
+                raise BucketExists(name)
+            ok.append(first)
         results = await asyncio.gather(
             *(self.disks[p].commit([PutBucket(name, raw)]) for p in positions),
             return_exceptions=True)
-        ok = [p for p, r in zip(positions, results) if not isinstance(r, BaseException)]
+        ok += [p for p, r in zip(positions, results) if r is not None
+               and not isinstance(r, BaseException) and r[0]]
         if len(ok) < self.write_quorum:
-            await asyncio.gather(*(self.disks[p].commit([DeleteBucket(name, force=True)])
+            await asyncio.gather(*(self.disks[p].commit([DeleteBucket(name, True, raw)])
                                    for p in ok), return_exceptions=True)
             raise WriteQuorumError(f"bucket {name}: {len(ok)} disks committed")
         return info

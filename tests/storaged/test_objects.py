@@ -231,3 +231,20 @@ async def test_long_and_unicode_keys(open_store):
         assert await read(store, "b", key) == key.encode()
     listed = [o.key for o in store.list_objects("b").objects]
     assert listed == sorted(keys, key=lambda k: k.encode())
+
+
+async def test_concurrent_bucket_creation_has_one_winner(open_store):
+    """Creators that all saw the name free race to the disks: one wins, the
+    others are told the bucket exists, and the winner's bucket is untouched."""
+    store = await open_store()
+    for round_ in range(5):
+        name = f"race{round_}"
+        results = await asyncio.gather(*(store.make_bucket(name) for _ in range(8)),
+                                       return_exceptions=True)
+        winners = [r for r in results if not isinstance(r, BaseException)]
+        losers = [r for r in results if isinstance(r, BaseException)]
+        assert len(winners) == 1, results
+        assert all(isinstance(e, BucketExists) for e in losers), losers
+        info = store.bucket_info(name)
+        assert info is not None and info.created_ns == winners[0].created_ns
+        assert len({d.get_bucket(name) for d in store.disks}) == 1  # one record everywhere
