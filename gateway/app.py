@@ -105,7 +105,8 @@ class Gateway:
                                          request.query, request.headers, self.config.domain)
                 except S3Error as refused:
                     # Who is asking is checked before what is asked, as S3 does.
-                    self.authenticate(request)
+                    if not getattr(refused, "before_auth", False):
+                        self.authenticate(request)
                     raise refused
                 op, resource = route.op, route.resource
                 handler = HANDLERS.get(route.op)

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from urllib.parse import unquote
 
-from .errors import InvalidURI, MethodNotAllowed, S3NotImplemented
+from .errors import FormUploadNotImplemented, InvalidURI, MethodNotAllowed, S3NotImplemented
 
 ADMIN_PREFIX = "/_basalt/"
 
@@ -38,6 +38,42 @@ _UNSUPPORTED = {"policy", "lifecycle", "cors", "website", "replication", "taggin
                 "accelerate", "requestPayment", "ownershipControls", "publicAccessBlock",
                 "analytics", "metrics", "inventory", "intelligent-tiering", "restore",
                 "select", "retention", "legal-hold", "torrent", "attributes"}
+
+
+# Request headers that ask for something Basalt does not do (yet): refused with
+# NotImplemented, never stored and ignored, so nobody believes an object is
+# encrypted, locked, tagged or public when it is not.
+_SSE_PREFIXES = ("x-amz-server-side-encryption", "x-amz-copy-source-server-side-encryption")
+_UNSUPPORTED_HEADERS = {
+    "x-amz-object-lock-mode": "Object lock", "x-amz-object-lock-retain-until-date": "Object lock",
+    "x-amz-object-lock-legal-hold": "Object lock", "x-amz-tagging": "Object tagging",
+}
+# Canned ACLs that grant nobody else anything in a single-owner store.
+_OWNER_ONLY_ACLS = {"private", "bucket-owner-full-control", "bucket-owner-read"}
+
+
+def refuse_unsupported_headers(op: str, headers: Mapping[str, str]) -> None:
+    """S3NotImplemented naming the first header asking for a missing feature."""
+    for name, value in headers.items():
+        lname = name.lower()
+        if lname.startswith(_SSE_PREFIXES):
+            raise S3NotImplemented("Server-side encryption is not supported.", Header=name)
+        feature = _UNSUPPORTED_HEADERS.get(lname)
+        if feature and value.strip():
+            raise S3NotImplemented(f"{feature} is not supported.", Header=name)
+        if lname == "x-amz-bucket-object-lock-enabled" and value.strip().lower() == "true":
+            raise S3NotImplemented("Object lock is not supported.", Header=name)
+        if op not in ("PutBucketAcl", "PutObjectAcl") and (
+                lname.startswith("x-amz-grant-")
+                or (lname == "x-amz-acl" and value.strip() not in _OWNER_ONLY_ACLS)):
+            raise S3NotImplemented("Only the private ACL is supported.", Header=name)
+
+
+def is_post_upload(method: str, key: str | None, query: Mapping[str, str],
+                   headers: Mapping[str, str]) -> bool:
+    """An HTML-form (POST policy) upload: a POST of multipart/form-data to a bucket."""
+    return (method == "POST" and key is None and "delete" not in query
+            and headers.get("Content-Type", "").lower().startswith("multipart/form-data"))
 
 
 def split_path(raw_path: str, host: str, domain: str | None) -> tuple[str | None, str | None]:
@@ -70,11 +106,17 @@ def route(method: str, raw_path: str, query: Mapping[str, str], headers: Mapping
         raise MethodNotAllowed()
     if unsupported:
         raise S3NotImplemented(f"The {sorted(unsupported)[0]} sub-resource is not supported.")
+    if is_post_upload(method, key, query, headers):
+        # Its signature is inside the form, so it is refused before any
+        # authentication would wrongly answer AccessDenied.
+        raise FormUploadNotImplemented("POST (HTML form) uploads are not supported.")
     if key is None:
-        return Route(_bucket_op(method, query), bucket)
-    op = _object_op(method, query)
-    if "x-amz-copy-source" in headers and op in ("PutObject", "UploadPart"):
-        op = "CopyObject" if op == "PutObject" else "UploadPartCopy"
+        op = _bucket_op(method, query)
+    else:
+        op = _object_op(method, query)
+        if "x-amz-copy-source" in headers and op in ("PutObject", "UploadPart"):
+            op = "CopyObject" if op == "PutObject" else "UploadPartCopy"
+    refuse_unsupported_headers(op, headers)
     return Route(op, bucket, key)
 
 

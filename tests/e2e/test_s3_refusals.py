@@ -1,0 +1,118 @@
+"""Requests for features Basalt lacks get NotImplemented, and racing CreateBuckets one winner.
+
+Real boto3 against a real `basalt serve` (two S3 worker processes): a user must
+never believe an object is encrypted, locked, tagged or public when it is not,
+nor that their credentials are wrong when a feature is missing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import urllib.error
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+@pytest.fixture
+def s3(basalt_http):
+    return basalt_http.client()
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"r-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def not_implemented(call, **kwargs):
+    with pytest.raises(ClientError) as err:
+        call(**kwargs)
+    assert err.value.response["Error"]["Code"] == "NotImplemented", err.value.response
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+    return err.value.response["Error"]
+
+
+@pytest.mark.parametrize("extra", [
+    {"ServerSideEncryption": "AES256"},
+    {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/x"},
+    {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32},
+    {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": "2040-01-01T00:00:00Z"},
+    {"ObjectLockLegalHoldStatus": "ON"},
+    {"Tagging": "team=backup"},
+    {"ACL": "public-read"},
+], ids=["sse-s3", "sse-kms", "sse-c", "lock", "legal-hold", "tagging", "public-acl"])
+def test_put_with_unsupported_feature_is_refused_and_stores_nothing(s3, bucket, extra):
+    error = not_implemented(s3.put_object, Bucket=bucket, Key="k", Body=b"secret", **extra)
+    assert error.get("Header", "").lower().startswith("x-amz-")
+    with pytest.raises(ClientError) as err:
+        s3.head_object(Bucket=bucket, Key="k")
+    assert err.value.response["Error"]["Code"] == "404"
+
+
+def test_multipart_and_copy_with_encryption_are_refused(s3, bucket):
+    not_implemented(s3.create_multipart_upload, Bucket=bucket, Key="m",
+                    ServerSideEncryption="AES256")
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x")
+    not_implemented(s3.copy_object, Bucket=bucket, Key="dst", Tagging="a=b",
+                    TaggingDirective="REPLACE", CopySource={"Bucket": bucket, "Key": "src"})
+    not_implemented(s3.copy_object, Bucket=bucket, Key="dst", ServerSideEncryption="AES256",
+                    CopySource={"Bucket": bucket, "Key": "src"})
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["src"]
+
+
+def test_object_lock_bucket_is_refused_and_not_created(s3):
+    name = f"lock-{uuid.uuid4().hex[:8]}"
+    not_implemented(s3.create_bucket, Bucket=name, ObjectLockEnabledForBucket=True)
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=name)
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=False)  # asking for none is fine
+    s3.head_bucket(Bucket=name)
+
+
+def test_presigned_post_gets_not_implemented_not_access_denied(s3, bucket):
+    post = s3.generate_presigned_post(bucket, "form.txt", ExpiresIn=300)
+    boundary = uuid.uuid4().hex
+    fields = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+              for k, v in post["fields"].items()]
+    body = ("".join(fields) + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="form.txt"\r\n\r\nhello\r\n--{boundary}--\r\n').encode()
+    request = urllib.request.Request(post["url"], data=body, method="POST", headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=30)
+    assert err.value.code == 501
+    assert ET.fromstring(err.value.read()).findtext("Code") == "NotImplemented"
+
+
+def test_concurrent_create_bucket_has_exactly_one_winner(basalt_http):
+    clients = [basalt_http.client() for _ in range(8)]
+    for _ in range(3):
+        name = f"race-{uuid.uuid4().hex[:10]}"
+
+        def create(s3, name=name):
+            try:
+                s3.create_bucket(Bucket=name)
+                return "created"
+            except ClientError as exc:
+                return exc.response["Error"]["Code"]
+
+        with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+            results = list(pool.map(create, clients))
+        assert results.count("created") == 1, results
+        assert set(results) == {"created", "BucketAlreadyOwnedByYou"}, results
+        first = clients[0].list_buckets()["Buckets"]
+        created = next(b["CreationDate"] for b in first if b["Name"] == name)
+        clients[0].put_object(Bucket=name, Key="k", Body=b"kept")
+        # A late creator changes nothing of the winner's bucket.
+        with pytest.raises(ClientError) as err:
+            clients[1].create_bucket(Bucket=name)
+        assert err.value.response["Error"]["Code"] == "BucketAlreadyOwnedByYou"
+        again = clients[0].list_buckets()["Buckets"]
+        assert next(b["CreationDate"] for b in again if b["Name"] == name) == created
+        assert clients[0].get_object(Bucket=name, Key="k")["Body"].read() == b"kept"

@@ -1,0 +1,62 @@
+"""The router refuses headers that ask for features Basalt lacks, instead of ignoring them."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway import router
+from gateway.errors import FormUploadNotImplemented, S3NotImplemented
+
+
+def route(method="PUT", path="/b/k", headers=None, query=None):
+    return router.route(method, path, query or {}, {"Host": "127.0.0.1", **(headers or {})})
+
+
+@pytest.mark.parametrize("header,value", [
+    ("x-amz-server-side-encryption", "AES256"),
+    ("x-amz-server-side-encryption", "aws:kms"),
+    ("x-amz-server-side-encryption-aws-kms-key-id", "k1"),
+    ("x-amz-server-side-encryption-customer-algorithm", "AES256"),
+    ("x-amz-copy-source-server-side-encryption-customer-key", "a2V5"),
+    ("x-amz-object-lock-mode", "GOVERNANCE"),
+    ("x-amz-object-lock-retain-until-date", "2030-01-01T00:00:00Z"),
+    ("x-amz-object-lock-legal-hold", "ON"),
+    ("x-amz-tagging", "a=b"),
+    ("x-amz-acl", "public-read"),
+    ("x-amz-grant-read", "uri=http://acs.amazonaws.com/groups/global/AllUsers"),
+])
+@pytest.mark.parametrize("method,path,query", [
+    ("PUT", "/b/k", {}), ("POST", "/b/k", {"uploads": ""}),
+])
+def test_object_writes_refuse_unsupported_headers(header, value, method, path, query):
+    with pytest.raises(S3NotImplemented) as err:
+        route(method, path, {header: value}, query)
+    assert err.value.status == 501 and err.value.extra["Header"] == header
+
+
+def test_sse_c_on_reads_is_refused():
+    with pytest.raises(S3NotImplemented):
+        route("GET", "/b/k", {"x-amz-server-side-encryption-customer-key": "a2V5"})
+
+
+def test_object_lock_bucket_refused_only_when_asked_for():
+    with pytest.raises(S3NotImplemented):
+        route("PUT", "/b", {"x-amz-bucket-object-lock-enabled": "true"})
+    assert route("PUT", "/b", {"x-amz-bucket-object-lock-enabled": "false"}).op == "CreateBucket"
+
+
+@pytest.mark.parametrize("acl", ["private", "bucket-owner-full-control"])
+def test_owner_only_acls_are_fine(acl):
+    assert route("PUT", "/b/k", {"x-amz-acl": acl}).op == "PutObject"
+
+
+def test_put_acl_handler_judges_its_own_grants():
+    assert route("PUT", "/b/k", {"x-amz-acl": "public-read"}, {"acl": ""}).op == "PutObjectAcl"
+
+
+def test_form_upload_refused_before_authentication():
+    with pytest.raises(FormUploadNotImplemented) as err:
+        route("POST", "/b", {"Content-Type": "multipart/form-data; boundary=x"})
+    assert err.value.code == "NotImplemented" and err.value.before_auth
+    assert route("POST", "/b", {"Content-Type": "application/xml"}, {"delete": ""}).op \
+        == "DeleteObjects"
