@@ -34,6 +34,17 @@ from .layers import Layers
 
 log = logging.getLogger("basalt.server")
 
+# S3 requests in flight get this long to finish after SIGTERM before they are
+# cancelled (aiohttp waits once for handlers, then once more for the cancelled
+# ones to unwind); a worker still running after WORKER_KILL_AFTER is killed, so
+# the whole process tree is gone within 5 s of the signal.
+WORKER_SHUTDOWN_GRACE = 1.5
+WORKER_KILL_AFTER = 2 * WORKER_SHUTDOWN_GRACE + 0.5
+# NBD requests in flight get this long to finish at shutdown (they run beside
+# the workers' grace); the volumes' final flush then makes every acknowledged
+# write durable.
+NBD_SHUTDOWN_GRACE = 2.0
+
 
 @dataclasses.dataclass
 class ServeOptions:
@@ -138,16 +149,20 @@ class Workers:
                     self.procs[i] = new
                     await asyncio.sleep(1)
 
-    async def stop(self, timeout: float = 15.0) -> None:
+    async def stop(self, timeout: float = WORKER_KILL_AFTER) -> None:
+        """SIGTERM every worker (each lets its requests finish for a short grace,
+        then cancels them); kill those still running after ``timeout`` seconds."""
         self._stopping = True
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
+        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for proc in self.procs:
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
             if proc.poll() is None:
+                log.warning("S3 worker did not stop in time: killing it",
+                            extra={"fields": {"pid": proc.pid, "timeout": timeout}})
                 proc.kill()
                 proc.wait()
 
@@ -222,7 +237,8 @@ async def serve(opts: ServeOptions) -> None:
         settings = {"disks": disks, "sync": opts.sync, "region": opts.region,
                     "domain": opts.domain, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key,
                     "log_level": opts.log_level, "owner_socket": owner_socket,
-                    "nbd_address": f"{nbd_host}:{nbd.port}"}
+                    "nbd_address": f"{nbd_host}:{nbd.port}",
+                    "shutdown_grace": WORKER_SHUTDOWN_GRACE}
         # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
         # one arena each of freed-but-resident memory.
         env = dict(os.environ, BASALT_ACCESS_KEY=creds.access_key,
@@ -246,10 +262,18 @@ async def serve(opts: ServeOptions) -> None:
         log.info("shutting down")
         supervisor.cancel()
     finally:
+        # Order: the S3 workers and NBD clients drain side by side (both may
+        # still need the owner socket and the volumes), then the owner socket,
+        # the layers, the volumes (a last flush) and the disks close.
+        started = time.monotonic()
+        draining = []
         if workers is not None:
-            await workers.stop()
+            draining.append(workers.stop())
         if nbd is not None:
-            await nbd.close()
+            draining.append(nbd.close(timeout=NBD_SHUTDOWN_GRACE))
+        for result in await asyncio.gather(*draining, return_exceptions=True):
+            if isinstance(result, BaseException):
+                log.warning("shutdown step failed", extra={"fields": {"error": repr(result)}})
         if owner is not None:
             await owner.cleanup()
         if layers is not None:
@@ -257,3 +281,4 @@ async def serve(opts: ServeOptions) -> None:
         if volumes is not None:
             await volumes.close()
         await store.close()
+        log.info("stopped", extra={"fields": {"seconds": round(time.monotonic() - started, 3)}})

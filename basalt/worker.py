@@ -43,7 +43,8 @@ async def run(cfg: dict) -> None:
                            region=cfg["region"], domain=cfg.get("domain"),
                            owner_socket=cfg.get("owner_socket"),
                            nbd_address=cfg.get("nbd_address", ""))
-    runner = web.AppRunner(Gateway(store, config).app(), access_log=None, **PARSER_LIMITS)
+    runner = web.AppRunner(Gateway(store, config).app(), access_log=None,
+                           shutdown_timeout=cfg.get("shutdown_grace", 1.5), **PARSER_LIMITS)
     await runner.setup()
     sock = socket.socket(fileno=cfg["fd"])
     site = web.SockSite(runner, sock, ssl_context=ssl_context(cfg.get("tls_cert"),
@@ -56,8 +57,13 @@ async def run(cfg: dict) -> None:
     os.write(cfg["ready_fd"], b"R")
     os.close(cfg["ready_fd"])
     await stop.wait()
+    # Stop accepting, let requests in flight finish (or cancel them: an
+    # interrupted write rolls back, nothing acknowledged is touched), then
+    # close the disks so every commit thread is done before the exit.
+    started = loop.time()
     await runner.cleanup()
     await store.close()
+    log.debug("worker stopped", extra={"fields": {"seconds": round(loop.time() - started, 3)}})
 
 
 def main() -> None:

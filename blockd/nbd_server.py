@@ -89,8 +89,14 @@ class NBDServer:
         """Number of open client connections."""
         return len(self._connections)
 
-    async def close(self) -> None:
-        """Stop listening, let in-flight requests finish, then close every connection."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop listening, let in-flight requests finish, then close every connection.
+
+        ``timeout`` (default :attr:`shutdown_timeout`) bounds the wait; requests
+        still running then are cancelled and their connections dropped. The
+        caller flushes the volumes afterwards, so everything acknowledged is kept.
+        """
+        timeout = self.shutdown_timeout if timeout is None else timeout
         for server in self._servers:
             server.close()
         conns = list(self._connections)
@@ -98,14 +104,14 @@ class NBDServer:
             conn.shutdown()
         tasks = [c.task for c in conns if c.task is not None]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
             if pending:
                 log.warning("nbd shutdown dropping connections with requests still running",
                             extra={"fields": {"connections": len(pending)}})
                 for conn in conns:
                     if conn.task in pending:
                         conn.abort()
-                await asyncio.wait(pending, timeout=self.shutdown_timeout)
+                await asyncio.wait(pending, timeout=1.0)
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()

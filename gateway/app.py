@@ -115,9 +115,19 @@ class Gateway:
                     raise S3NotImplemented(f"{route.op} is not supported.")
                 resp = await handler(Context(request, route, self.store, self.config,
                                              request_id, auth))
-        except (ConnectionError, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            # Cancelled (the client went away, or the server is shutting down and
+            # the grace ran out): whatever was being written is rolled back.
             error_code = "ClientDisconnected"
-            raise  # the client went away: nothing to answer, nothing was stored
+            raise
+        except ConnectionError:
+            # The client went away mid-request: nothing to answer, nothing was
+            # stored. Not an error of ours, so no traceback: aiohttp logs one at
+            # error level for anything a handler raises, so answer instead (the
+            # write fails quietly on the closed connection).
+            error_code = "ClientDisconnected"
+            resp = web.Response(status=499)
+            resp.force_close()
         except Exception as exc:
             if request.get("streaming"):
                 raise  # the response had started: all we can do is drop the connection
