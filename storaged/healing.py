@@ -24,11 +24,20 @@ from typing import TYPE_CHECKING
 
 from .disk import Disk, ShardWriter
 from .errors import ReadQuorumError, StorageError
-from .format import clear_healing, clear_unformatted, mark_healing, read_format, write_format
+from .format import (
+    NOT_FORMATTED,
+    clear_healing,
+    clear_unformatted,
+    mark_healing,
+    read_format,
+    write_format,
+)
 from .layout import HASH_LEN, checksum
 from .listing import walk_keys
 from .meta import ObjectInfo, record_version
 from .metadb import ClearPending, DeleteBucket, DeleteObject, PutBucket, PutObject
+from .metrics import heal_count
+from .mounts import MountFacts, offline_reason
 from .quorum import Resolved, resolve
 from .reader import read_inline
 from .stripes import encode_and_write, read_batch
@@ -59,6 +68,13 @@ class HealReport:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def summary(self) -> dict:
+        """The counters as structured log fields."""
+        return {"objects": self.objects, "healed": self.healed,
+                "shards_rebuilt": self.shards_rebuilt, "bytes_rebuilt": self.bytes_rebuilt,
+                "records_written": self.records_written, "removed": self.removed,
+                "failed": self.failed, "elapsed": f"{self.elapsed:.1f}s"}
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -105,7 +121,8 @@ def _shard_ok(disk: Disk, info: ObjectInfo, deep: bool) -> bool:
 
 
 async def _rebuild_files(store: ObjectStore, info: ObjectInfo, targets: list[int]) -> int:
-    """Rewrite the shard files of ``info`` on ``targets`` from the other disks."""
+    """Rewrite the shard files of ``info`` on ``targets`` from the other disks;
+    returns the shard bytes written (checksums included), not the object's size."""
     geo = info.geometry
     exclude = frozenset(targets) | store.offline_positions()
     rebuilt = 0
@@ -136,7 +153,7 @@ async def _rebuild_files(store: ObjectStore, info: ObjectInfo, targets: list[int
             for w in writers.values():
                 await store.run(w.commit)
             writers.clear()
-            rebuilt += part.size
+            rebuilt += len(targets) * geo.shard_file_size(part.size)
         finally:
             for w in writers.values():
                 await store.run(w.abort)
@@ -147,6 +164,7 @@ async def heal_object(store: ObjectStore, bucket: str, key: str, *, deep: bool =
                       report: HealReport | None = None, settle_ns: int = SETTLE_NS) -> str:
     """Heal one object; returns "ok", "healed", "removed", "absent" or "unknown"."""
     report = report or HealReport()
+    heal_count("objects")
     positions = store.online_positions()
     answered = store.records(bucket, key)
     try:
@@ -185,9 +203,13 @@ async def _heal_version(store: ObjectStore, res: Resolved, records: dict[int, by
     if bad:
         if info.inline:
             blobs = store.inline_blobs(info, read_inline(store, info))
+            written = sum(len(blobs[p]) for p in bad if p in blobs)
         else:
-            report.bytes_rebuilt += await _rebuild_files(store, info, bad)
+            written = await _rebuild_files(store, info, bad)
+        report.bytes_rebuilt += written
         report.shards_rebuilt += len(bad)
+        heal_count("shards", len(bad))
+        heal_count("bytes", written)
     todo = [p for p in records if p in bad or records[p] != res.record]
     for pos in todo:
         current = records[pos]
@@ -200,6 +222,7 @@ async def _heal_version(store: ObjectStore, res: Resolved, records: dict[int, by
             store.purge_displaced(pos, info.bucket, info.key, replaced.record, info.version_id)
     if todo:
         report.healed += 1
+        heal_count("healed")
         return "healed"
     return "ok"
 
@@ -238,6 +261,7 @@ async def heal_all(store: ObjectStore, *, deep: bool = True, progress: Progress 
                 await heal_object(store, bucket, key, deep=deep, report=report, settle_ns=settle_ns)
             except Exception as exc:  # keep going: one bad object must not stop a heal
                 report.failed += 1
+                heal_count("failed")
                 report.errors.append(f"{bucket}/{key}: {exc}")
                 log.warning("heal of %s/%s failed: %s", bucket, key, exc)
             if progress:
@@ -329,10 +353,22 @@ class Healer:
     async def _heal(self) -> None:
         store = self.store
         while True:
+            # One report per pass (queued objects, then a full heal when a disk
+            # needs one), logged as one line when it did or failed something.
+            report = HealReport()
             try:
                 while (item := store.heal_queue.pop()) is not None:
                     (bucket, key), deep = item
-                    await heal_object(store, bucket, key, deep=deep)
+                    report.objects += 1
+                    try:
+                        await heal_object(store, bucket, key, deep=deep, report=report)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        report.failed += 1
+                        heal_count("failed")
+                        log.warning("heal failed", extra={"fields": {
+                            "bucket": bucket, "key": key, "error": str(exc)}})
                 if self.owner and time.monotonic() >= self._next_expiry:
                     self._next_expiry = time.monotonic() + min(3600.0, store.upload_expiry / 4)
                     expired = await store.expire_uploads()
@@ -340,14 +376,18 @@ class Healer:
                         log.info("aborted %d abandoned multipart uploads", expired)
                 if self.owner and any(d.healing and d.online for d in store.disks) \
                         and time.monotonic() >= self._next_full:
-                    report = await heal_all(store, deep=False)
-                    log.info("background heal: %s", report.as_dict())
-                    if report.failed:  # retry later, not in a tight loop
+                    full = await heal_all(store, deep=False)
+                    if full.failed:  # retry later, not in a tight loop
                         self._next_full = time.monotonic() + 60
+                    for field in ("objects", "healed", "shards_rebuilt", "bytes_rebuilt",
+                                  "records_written", "removed", "failed"):
+                        setattr(report, field, getattr(report, field) + getattr(full, field))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("background heal pass failed")
+            if report.healed or report.failed or report.removed:
+                log.info("heal pass", extra={"fields": report.summary()})
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             except TimeoutError:
@@ -355,10 +395,12 @@ class Healer:
             self._wake.clear()
 
     async def settle_disks(self, timeout: float = 15.0) -> None:
-        """Watch the disks; outside the owner, wait for it to bring back lost ones."""
+        """Watch the disks; outside the owner, wait for it to bring back lost ones
+        (only those it can: not a disk left offline for its mount facts)."""
         self.watch_disks()
         deadline = time.monotonic() + timeout
-        while not self.owner and any(not d.online for d in self.store.disks) \
+        while not self.owner and any(not d.online and d.reason == NOT_FORMATTED
+                                     for d in self.store.disks) \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.25)
             self.watch_disks()
@@ -369,29 +411,45 @@ class Healer:
             if disk.online and not disk.check():
                 log.error("disk %s lost its format: taking it offline", disk.root)
                 disk.close()
+                disk.reason = "lost its format.json"
             if not disk.online:
                 self._reattach(disk)
 
+    def _offline(self, disk: Disk, reason: str) -> None:
+        if disk.reason != reason:  # logged once per change, not every watch pass
+            log.warning("disk offline", extra={"fields": {"path": getattr(disk, "root", ""),
+                                                          "reason": reason}})
+            disk.reason = reason
+
     def _reattach(self, disk: Disk) -> None:
+        """Reopen a disk that came back; reformat (owner only) one that was wiped or
+        replaced, unless its mount facts say it is a failed mount (see mounts.py)."""
         root = getattr(disk, "root", None)
         if root is None:
             return
         try:
             fmt = read_format(root)
+            reason = offline_reason(root, disk.format.mounts.get(root), formatted=fmt is not None,
+                                    create=getattr(disk, "create", True))
+            if reason is None and fmt is None and not self.owner:
+                reason = NOT_FORMATTED
+            if reason is None and fmt is not None and fmt.disk_id != disk.format.disk_id:
+                reason = f"holds another disk ({fmt.disk_id})"
+            if reason is not None:
+                self._offline(disk, reason)
+                return
             if fmt is None:
-                if not self.owner:
-                    return
-                clear_unformatted(root)
+                clear_unformatted(root)  # creates the root: offline_reason allowed it
                 mark_healing(root)
+                mounts = dict(disk.format.mounts)
+                mounts[root] = MountFacts.of(root)
+                disk.format = disk.format.with_mounts(mounts)
                 write_format(root, disk.format)
                 disk.healing = True
                 log.warning("disk %s was wiped or replaced: reformatted, healing", root)
-            elif fmt.disk_id != disk.format.disk_id:
-                log.error("disk %s now holds another disk (%s): leaving it offline",
-                          root, fmt.disk_id)
-                return
             disk.open()  # type: ignore[attr-defined]
             disk.healing = disk.healing or os.path.exists(os.path.join(root, ".healing"))
             log.info("disk %s is back online", root)
         except Exception as exc:
             log.debug("disk %s still unavailable: %s", root, exc)
+            self._offline(disk, f"unavailable: {exc}")

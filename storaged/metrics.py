@@ -1,0 +1,31 @@
+"""Prometheus counters of the engine's healing, shared by every server process.
+
+Created on first use, not at import: the server sets
+``PROMETHEUS_MULTIPROC_DIR`` before counting, and a counter made earlier would
+keep its counts in process memory, out of the scrape.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+
+@functools.cache
+def _heal() -> dict[str, Any]:
+    from prometheus_client import Counter
+    return {
+        "objects": Counter("basalt_heal_objects_checked_total",
+                           "Objects (and uploads) a heal checked"),
+        "healed": Counter("basalt_heal_objects_healed_total",
+                          "Objects a heal repaired (shards or records rewritten)"),
+        "shards": Counter("basalt_heal_shards_rebuilt_total", "Shards a heal rewrote"),
+        "bytes": Counter("basalt_heal_rebuilt_bytes_total", "Shard bytes a heal wrote"),
+        "failed": Counter("basalt_heal_failures_total", "Objects a heal could not repair"),
+    }
+
+
+def heal_count(what: str, n: int = 1) -> None:
+    """Count ``n`` heal events of kind ``what`` (objects, healed, shards, bytes, failed)."""
+    if n:
+        _heal()[what].inc(n)
