@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import errno as _errno
+import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from . import protocol as p
@@ -48,6 +50,45 @@ _PAYLOAD = {p.CMD_READ, p.CMD_WRITE, p.CMD_CACHE}
 
 Send = Callable[[Sequence[bytes | bytearray | memoryview]], None]
 
+_OPS = {p.CMD_READ: "read", p.CMD_WRITE: "write", p.CMD_FLUSH: "flush", p.CMD_TRIM: "trim",
+        p.CMD_CACHE: "cache", p.CMD_WRITE_ZEROES: "write_zeroes",
+        p.CMD_BLOCK_STATUS: "block_status"}
+
+
+@functools.cache
+def _metrics():
+    # Made on first use, after the server has set PROMETHEUS_MULTIPROC_DIR, so
+    # the main process's NBD figures land in the same scrape as the workers'.
+    from prometheus_client import Counter, Histogram
+    return (Counter("basalt_nbd_requests_total", "NBD requests by volume and operation",
+                    ["volume", "op"]),
+            Counter("basalt_nbd_bytes_total", "NBD payload bytes by volume and operation",
+                    ["volume", "op"]),
+            Histogram("basalt_nbd_request_duration_seconds", "NBD request latency",
+                      ["volume", "op"], buckets=(.0001, .00025, .0005, .001, .0025, .005, .01,
+                                                 .025, .05, .1, .25, .5, 1, 5)))
+
+
+class _Meter:
+    """One export's NBD metrics, with the labelled children looked up once."""
+
+    def __init__(self, volume: str) -> None:
+        self.volume = volume
+        self._children: dict[int, tuple] = {}
+
+    def observe(self, cmd: int, nbytes: int, seconds: float) -> None:
+        children = self._children.get(cmd)
+        if children is None:
+            requests, nbd_bytes, latency = _metrics()
+            op = _OPS.get(cmd, str(cmd))
+            children = self._children[cmd] = (
+                requests.labels(self.volume, op), nbd_bytes.labels(self.volume, op),
+                latency.labels(self.volume, op))
+        children[0].inc()
+        if nbytes:
+            children[1].inc(nbytes)
+        children[2].observe(seconds)
+
 
 def _allowed_flags(flags: int) -> dict[int, int]:
     """Command flags each command accepts, given the transmission flags."""
@@ -75,6 +116,7 @@ class Commands:
         self.send = send
         self.structured = session.structured
         self.errors = 0
+        self.meter = _Meter(export.name)
         flags = session.flags
         self._allowed = _allowed_flags(flags)
         self._advertised = {
@@ -153,7 +195,17 @@ class Commands:
     async def run(
         self, cmd: int, flags: int, handle: int, offset: int, length: int, data: memoryview | None
     ) -> None:
-        """Execute a request that passed :meth:`check` and send its reply."""
+        """Execute a request that passed :meth:`check`, send its reply, count it."""
+        started = time.monotonic()
+        try:
+            await self._run(cmd, flags, handle, offset, length, data)
+        finally:
+            nbytes = length if cmd in (p.CMD_READ, p.CMD_WRITE) else 0
+            self.meter.observe(cmd, nbytes, time.monotonic() - started)
+
+    async def _run(
+        self, cmd: int, flags: int, handle: int, offset: int, length: int, data: memoryview | None
+    ) -> None:
         try:
             if cmd == p.CMD_READ:
                 await self._read(handle, flags, offset, length)
