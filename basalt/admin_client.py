@@ -24,7 +24,18 @@ from .credentials import Credentials
 
 
 class AdminError(Exception):
-    """The server refused an admin request (or could not be reached)."""
+    """The server refused an admin request (or could not be reached).
+
+    ``code`` is the API's error code (``EndpointUnreachable`` when there was no
+    answer), ``message`` its text; ``str()`` gives ``CODE: message``.
+    ``AdminError(message)`` alone has the code ``AdminError``.
+    """
+
+    def __init__(self, code: str, message: str | None = None, status: int = 0) -> None:
+        if message is None:
+            code, message = "AdminError", code
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.status = code, message, status
 
 
 class AdminClient:
@@ -70,13 +81,14 @@ class AdminClient:
         except urllib.error.HTTPError as exc:
             try:
                 detail = json.loads(exc.read())
-                message = f"{detail.get('code')}: {detail.get('message')}"
-            except ValueError:
-                message = f"HTTP {exc.code}"
-            raise AdminError(message) from None
-        except (urllib.error.URLError, OSError) as exc:
+                code, message = str(detail["code"]), str(detail.get("message") or "")
+            except (ValueError, KeyError, TypeError):
+                code, message = f"HTTP{exc.code}", f"HTTP {exc.code} {exc.reason}"
+            raise AdminError(code, message, exc.code) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise AdminError(f"cannot reach Basalt at {self.endpoint}: {reason}") from None
+            raise AdminError("EndpointUnreachable",
+                             f"cannot reach Basalt at {self.endpoint}: {reason}") from None
 
     def call(self, method: str, path: str, query: dict[str, str] | None = None,
              body: Any = None, timeout: float | None = 60) -> Any:

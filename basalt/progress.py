@@ -1,7 +1,8 @@
-"""Progress lines for long CLI work (heal, uploads, backups, restores).
+"""Progress lines for long CLI work (heal, imports, backups, restores).
 
-On a terminal one line is redrawn in place; elsewhere (CI, pipes) a line is
-printed at most every few seconds so logs stay readable.
+On a terminal one line on stderr is redrawn in place. Elsewhere (CI, pipes,
+log files) nothing is drawn while the work runs: only the final line given to
+:meth:`Progress.done`, so logs stay clean.
 """
 
 from __future__ import annotations
@@ -10,38 +11,63 @@ import sys
 import time
 from typing import TextIO
 
+UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
 
 class Progress:
-    def __init__(self, stream: TextIO | None = None, interval: float = 2.0) -> None:
+    def __init__(self, stream: TextIO | None = None, interval: float = 0.1) -> None:
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.interval = 0.1 if self.tty else interval
+        try:
+            self.tty = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.interval = interval
         self._last = 0.0
         self._shown = False
 
     def update(self, text: str, force: bool = False) -> None:
+        """Redraw the line (terminals only, at most every `interval` seconds)."""
+        if not self.tty:
+            return
         now = time.monotonic()
         if not force and now - self._last < self.interval:
             return
         self._last = now
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text)
-        else:
-            self.stream.write(text + "\n")
+        self.stream.write("\r\x1b[2K" + text)
         self.stream.flush()
         self._shown = True
 
+    def bytes(self, label: str, done: int, total: int | None = None,
+              force: bool = False) -> None:
+        """``label: 120.0 MiB / 2.0 GiB (6%)``, or ``label: 120.0 MiB`` without a total."""
+        self.update(progress_text(label, done, total), force)
+
     def done(self, text: str | None = None) -> None:
-        if text is not None:
-            self.update(text, force=True)
-        if self.tty and self._shown:
-            self.stream.write("\n")
+        """End the line; `text` is the final line (printed on a terminal or not)."""
+        if self.tty:
+            if text is not None:
+                self.update(text, force=True)
+            if self._shown:
+                self.stream.write("\n")
+                self.stream.flush()
+            self._shown = False
+        elif text is not None:
+            self.stream.write(text + "\n")
             self.stream.flush()
 
 
+def progress_text(label: str, done: int, total: int | None = None) -> str:
+    if not total:
+        return f"{label}: {human_bytes(done)}"
+    return f"{label}: {human_bytes(done)} / {human_bytes(total)} ({done * 100 // total}%)"
+
+
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    """``0 B``, ``512 B``, ``1.5 KiB`` ... ``97.7 PiB`` (binary units)."""
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    for unit in UNITS[1:]:
         n /= 1024
-    return f"{n:.1f} TiB"
+        if abs(n) < 1024 or unit == UNITS[-1]:
+            break
+    return f"{n:.1f} {unit}"

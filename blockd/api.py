@@ -12,7 +12,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from .images import volume_from_image
-from .manager import VolumeError, VolumeManager
+from .manager import MAX_SIZE, VolumeError, VolumeManager
 from .pool import CHUNK
 
 PREFIX = "/_basalt/v1/volumes"
@@ -37,9 +37,24 @@ async def _body(request: web.Request) -> dict:
     return await json_body(request, lambda message: VolumeError(400, "MalformedJSON", message))
 
 
+def _human(n: float) -> str:
+    """``1.0 PiB`` (binary units, as the CLI prints sizes)."""
+    if n < 1024:
+        return f"{n:.0f} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        n /= 1024
+        if n < 1024 or unit == "EiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
 def _size(value) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise VolumeError(400, "InvalidSize", "size must be a number of bytes")
+    if not 0 < value <= MAX_SIZE:
+        raise VolumeError(400, "InvalidSize",
+                          f"size {_human(value)} is over the limit of {_human(MAX_SIZE)}"
+                          if value > 0 else "size must be at least 1 byte")
     return value
 
 

@@ -8,7 +8,10 @@ SigV4-signed with the admin credentials, answering JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import stat
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -190,3 +193,40 @@ async def heal(request: web.Request, store: ObjectStore) -> web.StreamResponse:
     await resp.write(json.dumps({"done": True, **report}).encode() + b"\n")
     await resp.write_eof()
     return resp
+
+
+def _capacity(store: ObjectStore) -> dict:
+    """Bytes of the online disks' filesystems (each counted once when disks share
+    one): ``raw``, ``free``, and what that holds as objects (×K/(K+M)) and as
+    volumes (replicated M+1 ways: ÷(M+1))."""
+    filesystems: dict[int, tuple[int, int]] = {}
+    for disk in store.disks:
+        root = getattr(disk, "root", "")
+        if not disk.online or not root:
+            continue
+        try:
+            st, dev = os.statvfs(root), os.stat(root).st_dev
+        except OSError:
+            continue
+        filesystems[dev] = ((st.f_blocks - st.f_bfree + st.f_bavail) * st.f_frsize,
+                            st.f_bavail * st.f_frsize)
+    raw = sum(total for total, _ in filesystems.values())
+    free = sum(avail for _, avail in filesystems.values())
+    replicas = min(store.n, store.m + 1)
+    return {"raw": raw, "free": free, "objects": raw * store.k // store.n,
+            "volumes": raw // replicas, "volume_replicas": replicas}
+
+
+@admin_route("GET", "/_basalt/v1/status")
+async def status(request: web.Request, store: ObjectStore) -> web.Response:
+    """NBD addresses (TCP, and the Unix socket beside the owner's) and capacity."""
+    nbd_socket = None
+    owner: Owner | None = request.get("owner")
+    if owner is not None and owner.socket_path and owner.socket_path.endswith("owner.sock"):
+        candidate = owner.socket_path[:-len("owner.sock")] + "nbd.sock"
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.stat(candidate).st_mode):
+                nbd_socket = candidate
+    capacity = await asyncio.to_thread(_capacity, store)
+    return web.json_response({"ec": f"{store.k}+{store.m}", "nbd": request.get("nbd_address", ""),
+                              "nbd_socket": nbd_socket, "capacity": capacity})

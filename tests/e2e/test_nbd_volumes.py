@@ -65,9 +65,9 @@ def test_create_list_info_and_allocation_grows(srv):
     assert created["size"] == 1 << 30 and created["allocated"] == 0
     listed = {v["name"]: v for v in json.loads(srv.cli("volume", "list", "--json").stdout)}
     assert listed["cli-a"]["size"] == 1 << 30 and listed["cli-a"]["allocated"] == 0
-    text = srv.cli("volume", "list").stdout
-    assert any(line.startswith("cli-a ") and "1.0 GiB provisioned" in line
-               for line in text.splitlines()), text
+    lines = srv.cli("volume", "list").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "SIZE", "ALLOCATED", "CONNECTIONS", "ORIGIN"], lines
+    assert any(line.split()[:4] == ["cli-a", "1.0", "GiB", "0"] for line in lines[1:]), lines
     qemu_io(srv, "cli-a", "write -P 0x61 0 4096", "write -P 0x62 300000 200000", "flush")
     info = volume_info(srv, "cli-a")
     # one chunk for the first write, chunks 4..7 for the second

@@ -1,0 +1,7 @@
+"""``python -m basalt.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

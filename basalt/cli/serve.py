@@ -1,0 +1,93 @@
+"""`basalt serve` and `basalt heal`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from ..config import ConfigError, parse_address, parse_ec
+from ..progress import Progress, human_bytes
+from .common import CLIError, admin_client, emit
+
+
+def _run(coro) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .. import logs
+    from ..server import ServeOptions, serve
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    opts = ServeOptions(
+        data_dir=args.data_dir, disks=args.disk or None,
+        ec=parse_ec(args.ec) if args.ec else None,
+        s3_address=parse_address(args.s3_address, 9000),
+        nbd_address=parse_address(args.nbd_address, 10809),
+        tls_cert=args.tls_cert, tls_key=args.tls_key, domain=args.domain, region=args.region,
+        nbd_socket=args.nbd_socket, netns=args.netns, libvirt_uri=args.libvirt_uri,
+        workers=args.workers, sync=not args.no_fsync, log_level=args.log_level,
+    )
+    logs.setup(args.log_level)
+    _run(serve(opts))
+    return 0
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    """Heal every object now (blocks until done), with progress, then a summary."""
+    progress = Progress()
+    result: dict = {}
+    query = {"deep": "false" if args.quick else "true"}
+    for line in admin_client(args).stream("POST", "/_basalt/v1/heal", query):
+        if "progress" in line:
+            p = line["progress"]
+            progress.update(f"healing: {p['objects']} objects checked, {p['healed']} healed, "
+                            f"{human_bytes(p['bytes_rebuilt'])} rebuilt, {p['failed']} failed")
+        if line.get("done"):
+            result = line
+    progress.done()
+    if not result:
+        raise CLIError("IncompleteHeal", "the server ended the heal without a result", 1)
+    lines = [f"heal done in {result['elapsed']:.1f}s: {result['objects']} objects checked, "
+             f"{result['healed']} healed, {result['shards_rebuilt']} shards rebuilt "
+             f"({human_bytes(result['bytes_rebuilt'])}), {result['removed']} dangling removed, "
+             f"{result['failed']} failed"]
+    lines += [f"  failed: {err}" for err in result["errors"][:20]]
+    if result.get("disks_offline"):
+        lines.append(f"  warning: {result['disks_offline']} disks were offline and not healed")
+    emit(args, result, "\n".join(lines))
+    return 1 if result["failed"] or result.get("disks_offline") else 0
+
+
+def register(sub, add) -> None:
+    p = add(sub, "serve", help="start the storage, S3 and NBD services")
+    p.add_argument("--disk", action="append", metavar="PATH",
+                   help="a disk directory (repeat; default: 4 inside the data dir)")
+    p.add_argument("--ec", metavar="K+M", help="erasure coding (default: from the disk count)")
+    p.add_argument("--s3-address", default="127.0.0.1:9000", metavar="HOST:PORT")
+    p.add_argument("--nbd-address", default="127.0.0.1:10809", metavar="HOST:PORT")
+    p.add_argument("--nbd-socket", metavar="PATH", help="also serve NBD on this Unix socket")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve S3 over HTTPS with this certificate")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--domain", help="virtual-hosted-style domain (bucket.DOMAIN)")
+    p.add_argument("--region", default="us-east-1", help="the region Basalt reports")
+    p.add_argument("--workers", type=int, default=0, help="S3 worker processes (default: cores)")
+    p.add_argument("--no-fsync", action="store_true",
+                   help="skip fsync (benchmarks and throwaway data only)")
+    p.add_argument("--netns", metavar="NS",
+                   help="run networks and VMs inside this network namespace")
+    p.add_argument("--libvirt-uri", metavar="URI",
+                   help="libvirt to run VMs on (default: qemu:///system; "
+                        "'private': a libvirtd of Basalt's own under DATA_DIR/run)")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+    p = add(sub, "heal", help="heal every object now and report")
+    p.add_argument("--quick", action="store_true",
+                   help="check shard presence and sizes only, not every checksum")
+    p.set_defaults(func=cmd_heal)
