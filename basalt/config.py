@@ -77,6 +77,14 @@ def disk_paths(data_dir: str, disks: list[str] | None) -> list[str]:
             for i in range(DEFAULT_DISKS)]
 
 
+def inside(path: str, data_dir: str) -> bool:
+    """Whether ``path`` lies in ``data_dir``: such disk directories (the embedded
+    default) are recreated when deleted; disks given elsewhere never are, since a
+    missing one is a disk that failed to appear (see storaged/mounts.py)."""
+    real, home = os.path.realpath(path), os.path.realpath(data_dir)
+    return os.path.commonpath([real, home]) == home
+
+
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1000, "KIB": 1 << 10, "M": 1 << 20, "MB": 10**6,
           "MIB": 1 << 20, "G": 1 << 30, "GB": 10**9, "GIB": 1 << 30, "T": 1 << 40,
           "TB": 10**12, "TIB": 1 << 40}

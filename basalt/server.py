@@ -26,10 +26,10 @@ import time
 from aiohttp import web
 
 from blockd import NBDServer, VolumeManager, owner_app
-from storaged import ObjectStore
+from storaged import ObjectStore, lock_server
 
 from . import credentials
-from .config import disk_paths, save_settings
+from .config import disk_paths, inside, save_settings
 from .layers import Layers
 
 log = logging.getLogger("basalt.server")
@@ -167,6 +167,16 @@ class Workers:
                 proc.wait()
 
 
+def use_metrics_dir(path: str) -> None:
+    """Make this process's Prometheus figures (NBD, heal passes) files in
+    ``path``, where the workers' scrape sums every process's."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    from prometheus_client import values
+    # The value class is chosen when prometheus_client is first imported; made
+    # again here in case that happened before the directory was known.
+    values.ValueClass = values.get_value_class()
+
+
 def stop_on_signals(stop: asyncio.Event) -> None:
     """Set `stop` on SIGINT/SIGTERM sent to this process.
 
@@ -192,12 +202,19 @@ async def serve(opts: ServeOptions) -> None:
     """Run until SIGINT/SIGTERM."""
     data_dir = os.path.abspath(opts.data_dir)
     disks = disk_paths(data_dir, opts.disks)
+    # First of all, before any disk, credentials, settings or socket is touched:
+    # a second server on this data dir or on any of its disks stops here. The
+    # locks last as long as this process (the kernel drops them at exit).
+    locks = lock_server(data_dir, disks)
     creds, generated = credentials.for_server(data_dir)
-    store = ObjectStore.open(disks, ec=opts.ec, sync=opts.sync)
+    store = ObjectStore.open(disks, ec=opts.ec, sync=opts.sync,
+                             create=lambda root: inside(root, data_dir))
+    locks.lock_disks(disks)  # the disks a first format just created
     save_settings(data_dir, {"disks": disks})
     metrics_dir = os.path.join(data_dir, "run", "metrics")
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir)
+    use_metrics_dir(metrics_dir)
     workers: Workers | None = None
     volumes: VolumeManager | None = None
     nbd: NBDServer | None = None

@@ -35,6 +35,7 @@ from .errors import (
 )
 from .healing import HealReport
 from .listing import ListPage
+from .locks import InUse, Locks, lock_server
 from .meta import ObjectInfo, PartInfo
 from .multipart import PartRecord, UploadInfo, UploadPage, multipart_etag
 from .reader import ObjectReader
@@ -48,5 +49,5 @@ __all__ = [
     "InvalidRange", "PreconditionFailed", "DigestMismatch", "IncompleteBody", "QuorumError",
     "ReadQuorumError", "WriteQuorumError", "DiskFull", "FormatError", "NoSuchUpload",
     "InvalidPart", "InvalidPartOrder", "EntityTooSmall", "PartRecord", "UploadInfo", "UploadPage",
-    "multipart_etag",
+    "multipart_etag", "InUse", "Locks", "lock_server",
 ]

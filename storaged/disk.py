@@ -54,6 +54,7 @@ class Disk(abc.ABC):
     format: DiskFormat
     online: bool
     healing: bool
+    reason: str | None = None  # why the disk is offline (health, logs)
 
     # shard files (blocking)
     @abc.abstractmethod
@@ -135,6 +136,8 @@ class LocalDisk(Disk):
         self.healing = slot.fresh
         self.sync = sync
         self.online = False
+        self.reason: str | None = slot.offline  # why it is offline, for health and logs
+        self.create = slot.create  # its root may be recreated when missing
         self._map_size = map_size
         self._meta: MetaDB | None = None
         self._ident: tuple[int, int] | None = None
@@ -151,6 +154,7 @@ class LocalDisk(Disk):
         self._ident = (st.st_dev, st.st_ino)
         self.generation += 1
         self.online = True
+        self.reason = None
 
     def close(self) -> None:
         self.online = False

@@ -5,6 +5,13 @@ own id and the ids of every disk of the set in position order. On start-up the
 given directories are matched against each other: a directory without a format
 (new, wiped or replaced) takes a free position and is marked for healing; a
 directory formatted for another deployment is refused.
+
+Every ``format.json`` also records the mount facts of every disk of the set by
+path (see mounts.py), so a disk whose own format is gone (wiped, or hidden by a
+failed mount) is still judged: a disk that was a mount point and is not one now
+is left offline, never formatted or written. A root that does not exist is only
+created on a new set's first format or when ``create`` allows it (directories
+inside the data dir).
 """
 
 from __future__ import annotations
@@ -15,14 +22,17 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .errors import FormatError
 from .layout import aligned_block_size
+from .mounts import MountFacts, offline_reason
 
 FORMAT_FILE = "format.json"
 FORMAT_VERSION = 1
 OWN_ENTRIES = {"meta", "data", "tmp", "files", FORMAT_FILE, FORMAT_FILE + ".tmp", ".healing"}
+# An owner-less process (an S3 worker) never formats: it waits for the owner.
+NOT_FORMATTED = "not formatted yet (the server formats it)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +43,8 @@ class DiskFormat:
     k: int
     m: int
     block_size: int
+    # path → facts of every disk of the set when it was formatted (not identity)
+    mounts: Mapping[str, MountFacts] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def position(self) -> int:
@@ -40,6 +52,9 @@ class DiskFormat:
 
     def for_position(self, position: int) -> DiskFormat:
         return dataclasses.replace(self, disk_id=self.disks[position])
+
+    def with_mounts(self, mounts: Mapping[str, MountFacts]) -> DiskFormat:
+        return dataclasses.replace(self, mounts=dict(mounts))
 
     def same_set(self, other: DiskFormat) -> bool:
         return (self.deployment_id, self.disks, self.k, self.m, self.block_size) == (
@@ -50,6 +65,7 @@ class DiskFormat:
             "format": "basalt", "version": FORMAT_VERSION, "deployment_id": self.deployment_id,
             "disk_id": self.disk_id, "set": {"disks": list(self.disks), "k": self.k, "m": self.m,
                                              "block_size": self.block_size},
+            "mounts": {path: f.to_dict() for path, f in sorted(self.mounts.items())},
         }, indent=2) + "\n"
 
     @classmethod
@@ -58,7 +74,10 @@ class DiskFormat:
         if d.get("format") != "basalt" or d.get("version") != FORMAT_VERSION:
             raise ValueError("not a Basalt disk format")
         s = d["set"]
-        fmt = cls(d["deployment_id"], d["disk_id"], tuple(s["disks"]), s["k"], s["m"], s["block_size"])
+        mounts = {p: f for p, f in ((p, MountFacts.from_dict(v)) for p, v in
+                                    (d.get("mounts") or {}).items()) if f is not None}
+        fmt = cls(d["deployment_id"], d["disk_id"], tuple(s["disks"]), s["k"], s["m"],
+                  s["block_size"], mounts)
         fmt.position  # noqa: B018 - raises ValueError when the disk is not in its own set
         return fmt
 
@@ -69,7 +88,7 @@ def read_format(root: str) -> DiskFormat | None:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     try:
         return DiskFormat.from_json(text)
@@ -125,32 +144,53 @@ class Slot:
     root: str
     format: DiskFormat
     fresh: bool  # newly (re)formatted into an existing set: needs healing
+    offline: str | None = None  # why it must not be opened (nothing was written)
+    create: bool = True  # the root may be recreated when missing
 
 
-def assemble(roots: Sequence[str], k: int | None, m: int | None, block_size: int) -> list[Slot]:
+def _merged_mounts(formats: Sequence[DiskFormat]) -> dict[str, MountFacts]:
+    """The facts most of the disks' formats agree on, per path."""
+    votes = Counter((path, facts) for f in formats for path, facts in f.mounts.items())
+    merged: dict[str, MountFacts] = {}
+    for (path, facts), _ in votes.most_common():
+        merged.setdefault(path, facts)
+    return merged
+
+
+def assemble(roots: Sequence[str], k: int | None, m: int | None, block_size: int, *,
+             format: bool = True, create: Callable[[str], bool] | None = None) -> list[Slot]:
     """Match disk directories to set positions, formatting new ones.
 
     ``k``/``m`` given explicitly must match an existing deployment; when None,
     the existing deployment's values (or the caller's defaults for a new one,
-    which must then be given) are used.
+    which must then be given) are used. ``format`` False (a process that does
+    not own the disks) never writes: unformatted disks come back offline.
+    ``create(root)`` says whether a missing root of an existing set may be
+    recreated (default: yes). A disk the mount facts rule out is returned
+    offline with the reason, untouched.
     """
+    create = create or (lambda _root: True)
     if len(set(map(os.path.realpath, roots))) != len(roots):
         raise FormatError("the same disk directory is given twice")
     formats = [read_format(r) for r in roots]
     known = [(r, f) for r, f in zip(roots, formats) if f is not None]
     if not known:
+        if not format:
+            raise FormatError("no disk is formatted yet")
         if k is None or m is None:
             raise FormatError("a new deployment needs its erasure coding (k+m)")
         if k + m != len(roots):
             raise FormatError(f"erasure coding {k}+{m} needs {k + m} disks, {len(roots)} given")
         block_size = aligned_block_size(block_size, k)
         dep, ids = str(uuid.uuid4()), tuple(str(uuid.uuid4()) for _ in roots)
+        for root in roots:
+            clear_unformatted(root)
+        mounts = {root: MountFacts.of(root) for root in roots}
         slots = []
         for pos, root in enumerate(roots):
-            clear_unformatted(root)
-            fmt = DiskFormat(dep, ids[pos], ids, k, m, block_size)
+            fmt = DiskFormat(dep, ids[pos], ids, k, m, block_size, mounts)
             write_format(root, fmt)
-            slots.append(Slot(root, fmt, fresh=False))
+            slots.append(Slot(root, fmt, fresh=False, create=create(root)))
         return slots
 
     deployments = Counter(f.deployment_id for _, f in known)
@@ -174,19 +214,46 @@ def assemble(roots: Sequence[str], k: int | None, m: int | None, block_size: int
         if f.position in taken:
             raise FormatError(f"{root} and {taken[f.position]} are the same disk (copied?)")
         taken[f.position] = root
+    then = _merged_mounts([f for _, f in known])
     free = [p for p in range(len(roots)) if p not in taken]
     slots: list[Slot | None] = [None] * len(roots)
     for root, f in zip(roots, formats):
         if f is not None:
-            slots[f.position] = Slot(root, f, fresh=os.path.exists(os.path.join(root, ".healing")))
+            reason = offline_reason(root, then.get(root), formatted=True, create=True)
+            slots[f.position] = Slot(root, f, fresh=os.path.exists(os.path.join(root, ".healing")),
+                                     offline=reason, create=create(root))
             continue
         pos = free.pop(0)
-        clear_unformatted(root)
         fmt = reference.for_position(pos)
+        reason = offline_reason(root, then.get(root), formatted=False, create=create(root))
+        if reason is None and not format:
+            reason = NOT_FORMATTED
+        if reason is not None:
+            slots[pos] = Slot(root, fmt, fresh=False, offline=reason, create=create(root))
+            continue
+        clear_unformatted(root)
         mark_healing(root)
-        write_format(root, fmt)
-        slots[pos] = Slot(root, fmt, fresh=True)
-    return [s for s in slots if s is not None]
+        slots[pos] = Slot(root, fmt, fresh=True, create=create(root))
+    done = [s for s in slots if s is not None]
+    if format:
+        _record_mounts(done, then)
+    return done
+
+
+def _record_mounts(slots: list[Slot], then: Mapping[str, MountFacts]) -> None:
+    """Write today's facts of the usable disks into their formats, where they
+    changed (a disk reformatted, moved to another path, or the set's first start
+    after an upgrade): one atomic format write per disk, none on a plain restart."""
+    now = dict(then)
+    for slot in slots:
+        if slot.offline is None:
+            now[slot.root] = MountFacts.of(slot.root)
+    now = {s.root: now[s.root] for s in slots if s.root in now}
+    for slot in slots:
+        if slot.offline is None and (slot.fresh and read_format(slot.root) is None
+                                     or dict(slot.format.mounts) != now):
+            slot.format = slot.format.with_mounts(now)
+            write_format(slot.root, slot.format)
 
 
 def mark_healing(root: str) -> None:

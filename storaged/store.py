@@ -131,19 +131,28 @@ class ObjectStore:
     @classmethod
     def open(cls, roots: Sequence[str], *, ec: tuple[int, int] | None = None,
              block_size: int = BLOCK_SIZE, sync: bool = True, map_size: int = 1 << 40,
-             clean: bool = True, **kwargs: Any) -> ObjectStore:
+             clean: bool = True, create: Callable[[str], bool] | None = None,
+             **kwargs: Any) -> ObjectStore:
         """Open (formatting when new) the disk directories ``roots``.
 
-        ``clean`` removes leftovers of interrupted writes; only the process that
-        owns the disks at start-up may do that.
+        ``clean`` is the process that owns the disks at start-up: it removes
+        leftovers of interrupted writes and formats new or wiped disks; other
+        processes (S3 workers) leave unformatted disks offline for it.
+        ``create(root)``: a missing root may be recreated (default: every root;
+        the server allows it only inside its data dir). Disks ruled out by their
+        mount facts stay offline with a reason (see format.assemble).
         """
         roots = [os.path.abspath(r) for r in roots]
         k, m = ec if ec is not None else (None, None)
         if not any(os.path.exists(os.path.join(r, "format.json")) for r in roots) and ec is None:
             k, m = default_ec(len(roots))
         disks = [LocalDisk(slot, sync=sync, map_size=map_size)
-                 for slot in assemble(roots, k, m, block_size)]
+                 for slot in assemble(roots, k, m, block_size, format=clean, create=create)]
         for disk in disks:
+            if disk.reason is not None:
+                log.warning("disk offline", extra={"fields": {"path": disk.root,
+                                                              "reason": disk.reason}})
+                continue
             disk.open()
             if clean:
                 disk.clean_tmp()
@@ -191,9 +200,17 @@ class ObjectStore:
         return frozenset(d.position for d in self.disks if not d.online)
 
     def disk_states(self) -> list[dict[str, Any]]:
-        return [{"position": d.position, "path": getattr(d, "root", ""),
-                 "state": "healing" if d.healing and d.online else
-                 ("online" if d.online else "offline")} for d in self.disks]
+        """Per disk: position, path, state (online | healing | offline) and, when
+        offline, the reason."""
+        states = []
+        for d in self.disks:
+            state = ("healing" if d.healing else "online") if d.online else "offline"
+            entry: dict[str, Any] = {"position": d.position, "path": getattr(d, "root", ""),
+                                     "state": state}
+            if state == "offline":
+                entry["reason"] = d.reason or "unavailable"
+            states.append(entry)
+        return states
 
     # buckets ---------------------------------------------------------------------
 
