@@ -45,12 +45,24 @@ def json_error(status: int, code: str, message: str, request_id: str) -> web.Res
                              status=status)
 
 
-async def health(store: ObjectStore) -> web.Response:
-    disks = store.disk_states()
+async def health(request: web.Request, store: ObjectStore) -> web.Response:
+    """``ok``: every disk online, none healing; ``degraded``: a disk offline or
+    healing but writes still reach the write quorum; ``unavailable``: they do
+    not (503). ``?strict=1`` answers 503 for degraded too (load balancers that
+    should route around a node that is rebuilding)."""
+    disks = await store.run(metrics.disk_states, store)
     online = sum(1 for d in disks if d["state"] != "offline")
-    ok = online >= store.write_quorum
-    return web.json_response({"status": "ok" if ok else "degraded", "ec": f"{store.k}+{store.m}",
-                              "disks": disks}, status=200 if ok else 503)
+    if online < store.write_quorum:
+        status = "unavailable"
+    elif all(d["state"] == "online" for d in disks):
+        status = "ok"
+    else:
+        status = "degraded"
+    strict = request.query.get("strict", "").lower() in ("1", "true", "yes")
+    code = 503 if status == "unavailable" or (strict and status == "degraded") else 200
+    return web.json_response({"status": status, "ec": f"{store.k}+{store.m}",
+                              "write_quorum": store.write_quorum, "disks_online": online,
+                              "disks": disks}, status=code)
 
 
 # Served by the process that owns the disks (volumes, and the VMs and networks
@@ -121,9 +133,9 @@ async def handle(request: web.Request, store: ObjectStore,
                  owner: Owner | None = None, nbd_address: str = "") -> web.StreamResponse:
     path = request.path
     if path == "/_basalt/health":
-        return await health(store)
+        return await health(request, store)
     if path == "/_basalt/metrics":
-        return web.Response(body=metrics.render(store),
+        return web.Response(body=await metrics.render(store),
                             headers={"Content-Type": metrics.CONTENT_TYPE})
     if path.startswith(OWNED) and owner is not None:
         try:
@@ -159,7 +171,7 @@ async def info(request: web.Request, store: ObjectStore) -> web.Response:
     return web.json_response({"ec": f"{store.k}+{store.m}", "write_quorum": store.write_quorum,
                               "nbd": request.get("nbd_address", ""),
                               "block_size": store.geometry.block_size,
-                              "disks": store.disk_states(), "stats": dict(store.stats)})
+                              "disks": metrics.disk_states(store), "stats": dict(store.stats)})
 
 
 @admin_route("POST", "/_basalt/v1/heal")
