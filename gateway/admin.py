@@ -60,9 +60,12 @@ async def health(request: web.Request, store: ObjectStore) -> web.Response:
         status = "degraded"
     strict = request.query.get("strict", "").lower() in ("1", "true", "yes")
     code = 503 if status == "unavailable" or (strict and status == "degraded") else 200
-    return web.json_response({"status": status, "ec": f"{store.k}+{store.m}",
-                              "write_quorum": store.write_quorum, "disks_online": online,
-                              "disks": disks}, status=code)
+    body = {"status": status, "ec": f"{store.k}+{store.m}", "write_quorum": store.write_quorum,
+            "disks_online": online, "disks": disks}
+    if any(d["state"] == "healing" for d in disks):
+        # Counters since the server started, summed over its processes.
+        body["heal"] = await store.run(metrics.heal_progress)
+    return web.json_response(body, status=code)
 
 
 # Served by the process that owns the disks (volumes, and the VMs and networks

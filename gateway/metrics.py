@@ -71,6 +71,30 @@ def disk_states(store: ObjectStore) -> list[dict]:
     return disks
 
 
+def heal_progress() -> dict[str, int]:
+    """The heal counters summed over every server process (objects checked and
+    healed, shards and bytes rebuilt, failures since the server started)."""
+    from storaged.metrics import heal_count  # noqa: F401 - registers the counters
+    names = {"basalt_heal_objects_checked_total": "objects_checked",
+             "basalt_heal_objects_healed_total": "objects_healed",
+             "basalt_heal_shards_rebuilt_total": "shards_rebuilt",
+             "basalt_heal_rebuilt_bytes_total": "bytes_rebuilt",
+             "basalt_heal_failures_total": "failed"}
+    progress = dict.fromkeys(names.values(), 0)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        families = registry.collect()
+    else:
+        from prometheus_client import REGISTRY
+        families = REGISTRY.collect()
+    for family in families:
+        for sample in family.samples:
+            if sample.name in names:
+                progress[names[sample.name]] += int(sample.value)
+    return progress
+
+
 def _table_entries(disk, table: bytes) -> int | None:
     try:
         meta = disk.meta

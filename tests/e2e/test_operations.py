@@ -148,6 +148,9 @@ def test_health_degraded_ok_and_unavailable(tmp_path):
         def state():
             status, health = get(server, "/_basalt/health")
             seen.add(health["status"])
+            if any(d["state"] == "healing" for d in health["disks"]):
+                assert health["status"] == "degraded", health
+                assert health["heal"]["objects_checked"] >= 0, health  # progress shown
             return status, health
         status, health = poll(state, lambda r: r[1]["status"] == "ok", timeout=60, interval=0.02)
         assert status == 200 and [d["state"] for d in health["disks"]] == ["online"] * 4
