@@ -42,6 +42,11 @@ class Progress:
         """``label: 120.0 MiB / 2.0 GiB (6%)``, or ``label: 120.0 MiB`` without a total."""
         self.update(progress_text(label, done, total), force)
 
+    def counter(self, label: str, total: int | None = None) -> Counter:
+        """A callback that adds its argument to a byte count and shows it
+        (boto3's ``Callback=``)."""
+        return Counter(self, label, total)
+
     def done(self, text: str | None = None) -> None:
         """End the line; `text` is the final line (printed on a terminal or not)."""
         if self.tty:
@@ -56,10 +61,24 @@ class Progress:
             self.stream.flush()
 
 
+class Counter:
+    """Bytes done so far (``.done``), shown as ``label: done / total (N%)``."""
+
+    def __init__(self, progress: Progress, label: str, total: int | None) -> None:
+        self.progress, self.label, self.total, self.done = progress, label, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.progress.bytes(self.label, self.done, self.total)
+
+
 def progress_text(label: str, done: int, total: int | None = None) -> str:
     if not total:
         return f"{label}: {human_bytes(done)}"
-    return f"{label}: {human_bytes(done)} / {human_bytes(total)} ({done * 100 // total}%)"
+    percent = round(done * 100 / total)
+    if done < total:
+        percent = min(percent, 99)  # 100% only when it is all there
+    return f"{label}: {human_bytes(done)} / {human_bytes(total)} ({percent}%)"
 
 
 def human_bytes(n: float) -> str:

@@ -128,7 +128,7 @@ def test_human_bytes_and_progress_text():
     assert [human_bytes(n) for n in (0, 1023, 1024, 1536 << 20, 100000 << 40)] == \
         ["0 B", "1023 B", "1.0 KiB", "1.5 GiB", "97.7 PiB"]
     assert progress_text("importing debian12", 120 << 20, 2 << 30) == \
-        "importing debian12: 120.0 MiB / 2.0 GiB (5%)"
+        "importing debian12: 120.0 MiB / 2.0 GiB (6%)"
     assert progress_text("importing x", 5 << 20) == "importing x: 5.0 MiB"
 
 
@@ -157,3 +157,17 @@ def test_progress_on_a_terminal_redraws_one_line():
     p.done()
     assert stream.getvalue() == ("\r\x1b[2Kstep 1\r\x1b[2Kimporting x: 1.0 MiB / 4.0 MiB (25%)"
                                  "\n")
+
+
+def test_progress_counter_is_a_boto3_callback():
+    stream = FakeTTY()
+    count = Progress(stream, interval=0).counter("importing debian12", 2 << 30)
+    count(100 << 20)
+    count(20 << 20)
+    assert count.done == 120 << 20
+    assert stream.getvalue().endswith("importing debian12: 120.0 MiB / 2.0 GiB (6%)")
+
+
+def test_percent_reaches_100_only_at_the_end():
+    assert progress_text("x", 999, 1000).endswith("(99%)")
+    assert progress_text("x", 1000, 1000).endswith("(100%)")
