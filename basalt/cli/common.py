@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import http.client
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..config import DEFAULT_DATA_DIR
@@ -125,6 +127,18 @@ def s3_error(exc: Exception, what: str | None = None) -> CLIError | None:
     return None
 
 
+@contextlib.contextmanager
+def s3_errors_name(what: str | None) -> Iterator[None]:
+    """botocore's errors name no object: raised inside, they say `what` (``s3://b/k``)."""
+    try:
+        yield
+    except Exception as exc:
+        found = s3_error(exc, what)
+        if found is None:
+            raise
+        raise found from None
+
+
 def user_error(exc: BaseException) -> CLIError | None:
     """The CLIError for an exception that is the user's or the world's doing (bad
     input, an error answer, an unreachable server, a full disk), else None (a bug:
@@ -142,6 +156,8 @@ def user_error(exc: BaseException) -> CLIError | None:
         code = errno.errorcode.get(exc.errno or 0, "OSError")
         name = f"{exc.filename}: " if exc.filename else ""
         return CLIError(code, f"{name}{exc.strerror or exc}")
+    if isinstance(exc, http.client.HTTPException):
+        return CLIError("ConnectionBroken", f"the connection to the server broke: {exc!r}")
     found = s3_error(exc) if isinstance(exc, Exception) else None
     if found is not None:
         return found

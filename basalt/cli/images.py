@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..progress import Progress, human_bytes
-from .common import CLIError, admin_client, emit, emit_table, s3_error
+from .common import CLIError, admin_client, emit, emit_table, s3_errors_name
 
 IMAGE_COLUMNS = [
     ("NAME", lambda i: i["name"], False),
@@ -18,9 +18,9 @@ def cmd_image(args: argparse.Namespace) -> int:
     """Disk images, stored as objects in the basalt-images bucket."""
     from .. import images
     client = admin_client(args)
-    what = args.source if args.action == "import" else args.name if args.action == "delete" \
-        else None
-    try:
+    what = args.source if args.action == "import" else f"image {args.name}" \
+        if args.action == "delete" else None
+    with s3_errors_name(what):
         if args.action == "list":
             return emit_table(args, images.list_images(client), IMAGE_COLUMNS)
         if args.action == "delete":
@@ -34,11 +34,6 @@ def cmd_image(args: argparse.Namespace) -> int:
         # images module learnt to refuse replacing by default
         extra = {"replace": True} if args.replace else {}
         image = images.import_image(client, args.source, args.name, Progress(), **extra)
-    except Exception as exc:  # boto3's errors name no object: say which one
-        found = s3_error(exc, what)
-        if found is None:
-            raise
-        raise found from None
     return emit(args, image, f"imported {args.source} as image {args.name} "
                 f"({image.get('format', 'raw')}, {human_bytes(image['size'])})")
 

@@ -11,7 +11,7 @@ import urllib.parse
 from ..admin_client import AdminError
 from ..config import ConfigError, parse_size
 from ..progress import Progress, human_bytes
-from .common import CLIError, admin_client, emit, emit_table, warn
+from .common import CLIError, admin_client, emit, emit_table, s3_errors_name, warn
 
 PATH = "/_basalt/v1/volumes"
 OVERCOMMIT = "{provisioned} provisioned on {usable} usable (thin volumes: writes fail when the " \
@@ -108,9 +108,11 @@ def cmd_volume(args: argparse.Namespace) -> int:
         return emit(args, {"name": args.name, "deleted": True}, f"deleted volume {args.name}")
     if action == "backup":
         from ..backup import run_backup
-        return run_backup(args, client)
+        with s3_errors_name(args.to):
+            return run_backup(args, client)
     if action == "restore":
-        return _restore(args, client)
+        with s3_errors_name(args.source):
+            return _restore(args, client)
     if action == "info":
         result = client.call("GET", f"{PATH}/{args.name}")
     elif action == "snapshot":
@@ -164,9 +166,10 @@ def cmd_backups(args: argparse.Namespace) -> int:
         raise ConfigError("--keep must be at least 1")
     catalog = _catalog()
     client = admin_client(args)
-    if args.backups_action == "list":
-        return emit_table(args, catalog.list_backups(args, client), BACKUP_COLUMNS)
-    result = catalog.prune_backups(args, client, Progress())
+    with s3_errors_name(args.source):
+        if args.backups_action == "list":
+            return emit_table(args, catalog.list_backups(args, client), BACKUP_COLUMNS)
+        result = catalog.prune_backups(args, client, Progress())
     return emit(args, result, f"pruned {len(result['removed'])} backups, kept "
                 f"{len(result['kept'])}; deleted {result['packs_deleted']} packs "
                 f"({human_bytes(result['bytes_freed'])})")

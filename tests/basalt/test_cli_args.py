@@ -171,3 +171,18 @@ def test_progress_counter_is_a_boto3_callback():
 def test_percent_reaches_100_only_at_the_end():
     assert progress_text("x", 999, 1000).endswith("(99%)")
     assert progress_text("x", 1000, 1000).endswith("(100%)")
+
+
+def test_s3_errors_name_the_object_and_let_bugs_through():
+    from basalt.cli.common import s3_errors_name
+    with pytest.raises(CLIError) as err, s3_errors_name("s3://b/prefix"):
+        raise ClientError({"Error": {"Code": "NoSuchBucket", "Message": "x"}}, "ListObjectsV2")
+    assert err.value.message == "s3://b/prefix: no such bucket (NoSuchBucket)"
+    with pytest.raises(KeyError), s3_errors_name("s3://b/prefix"):
+        raise KeyError("a bug")
+
+
+def test_a_broken_connection_is_one_line():
+    import http.client
+    e = user_error(http.client.IncompleteRead(b"", 10))
+    assert e.code == "ConnectionBroken" and "broke" in e.message
