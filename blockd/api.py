@@ -11,11 +11,15 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .images import volume_from_image
+from storaged import StorageError
+
+from . import images
 from .manager import MAX_SIZE, VolumeError, VolumeManager
 from .pool import CHUNK
 
 PREFIX = "/_basalt/v1/volumes"
+# The volume side of images (forwarded to the owner like every /_basalt/v1/volume* path).
+IMAGES = "/_basalt/v1/volume-images"
 
 
 def _error(exc: VolumeError) -> web.Response:
@@ -67,13 +71,18 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
                 return await fn(request)
             except VolumeError as exc:
                 return _error(exc)
+            except StorageError as exc:  # e.g. no write quorum for an image's object
+                return _error(VolumeError(503, "ServiceUnavailable", str(exc)))
         return wrapped
 
     @r.get(PREFIX)
     @handler
     async def list_volumes(request: web.Request) -> web.Response:
+        """Volumes; snapshots (backup ones too) with ``?snapshots=true``; the images'
+        internal volumes only with ``?internal=true``."""
         snaps = request.query.get("snapshots", "false") == "true"
-        return web.json_response([v.as_dict() for v in manager.list(snaps)])
+        internal = request.query.get("internal", "false") == "true"
+        return web.json_response([v.as_dict() for v in manager.list(snaps, internal)])
 
     @r.post(PREFIX)
     @handler
@@ -84,8 +93,8 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
             raise VolumeError(400, "InvalidVolumeName", "name is required")
         if body.get("image"):
             size = _size(body["size"]) if body.get("size") is not None else None
-            info = await volume_from_image(manager, manager.store, str(body["image"]), name,
-                                           size)
+            info = await images.volume_from_image(manager, manager.store, str(body["image"]),
+                                                  name, size)
         else:
             info = await manager.create(name, _size(body.get("size")))
         return web.json_response(info.as_dict(), status=201)
@@ -113,7 +122,11 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
     @handler
     async def snapshot(request: web.Request) -> web.Response:
         body = await _body(request)
-        info = await manager.snapshot(request.match_info["name"], str(body.get("snapshot", "")))
+        note = body.get("note") or ""
+        if not isinstance(note, str) or len(note) > 1024:
+            raise VolumeError(400, "InvalidNote", "note must be a string of at most 1024 chars")
+        info = await manager.snapshot(request.match_info["name"], str(body.get("snapshot", "")),
+                                      note=note)
         return web.json_response(info.as_dict(), status=201)
 
     @r.get(PREFIX + "/{name}/snapshots")
@@ -143,6 +156,21 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
         return web.json_response({"chunk_size": CHUNK,
                                   "size": manager.info(request.match_info["name"]).size,
                                   "allocated": sorted(entries), "changed": changed})
+
+    @r.get(IMAGES)
+    @handler
+    async def image_usage(request: web.Request) -> web.Response:
+        """``{image: {"bases": [...], "volumes": [...]}}`` for images with a base volume."""
+        return web.json_response(images.usage(manager))
+
+    @r.delete(IMAGES + "/{image}")
+    @handler
+    async def delete_image(request: web.Request) -> web.Response:
+        """Delete an image (object and bases; 409 ImageInUse naming the volumes), or with
+        ``?stale=true`` only the unused bases of its earlier versions."""
+        stale = request.query.get("stale", "false") == "true"
+        return web.json_response(await images.delete_image(
+            manager, manager.store, request.match_info["image"], stale_only=stale))
 
     @r.post("/_basalt/v1/volume-heal")
     @handler

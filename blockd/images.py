@@ -6,6 +6,10 @@ once into a hidden base volume (``image.<name>.<etag>``, chunks that are all
 zeros left as holes) and snapshots it; every volume made from the image is
 then an instant copy-on-write clone of that snapshot. Re-importing an image
 under the same name gives it a new ETag, hence a new base.
+
+The base volumes are internal (see ``manager.INTERNAL``): hidden from listings,
+changed only here. Deleting an image is refused while volumes cloned from its
+bases exist; otherwise it removes the bases and the object.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ import shutil
 import subprocess
 import tempfile
 
-from storaged import NoSuchKey, ObjectStore
+from storaged import NoSuchBucket, NoSuchKey, ObjectStore
 
-from .manager import VolumeError, VolumeInfo, VolumeManager
+from .manager import VolumeError, VolumeInfo, VolumeManager, internal_image
 from .pool import CHUNK
 
 BUCKET = "basalt-images"
@@ -29,19 +33,88 @@ def base_name(image: str, etag: str) -> str:
     return f"image.{image}.{etag[:12]}"
 
 
+class ImageInUse(VolumeError):
+    def __init__(self, image: str, volumes: list[str]) -> None:
+        super().__init__(409, "ImageInUse", f"image {image} is used by volumes "
+                         f"{', '.join(volumes)}; delete them first")
+        self.volumes = volumes
+
+
+def _etag(store: ObjectStore, image: str) -> str | None:
+    """The image object's ETag (dashes dropped), None when there is no such image."""
+    try:
+        return store.head_object(BUCKET, image).etag.replace("-", "")
+    except (NoSuchKey, NoSuchBucket):
+        return None
+
+
+def usage(manager: VolumeManager) -> dict[str, dict[str, list[str]]]:
+    """Per image with a base volume: its bases and the user volumes cloned from them."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for name, record in sorted(manager.records.items()):
+        image = internal_image(name)
+        if image is not None and not record.snapshot:
+            found.setdefault(image, {"bases": [], "volumes": []})["bases"].append(name)
+        image = internal_image(record.origin)
+        if image is not None and internal_image(name) is None:
+            found.setdefault(image, {"bases": [], "volumes": []})["volumes"].append(name)
+    return found
+
+
+def _users(manager: VolumeManager, base: str) -> list[str]:
+    return sorted(n for n, r in manager.records.items()
+                  if r.origin.startswith(base + "@") and internal_image(n) is None)
+
+
+async def _drop_base(manager: VolumeManager, base: str) -> None:
+    """Delete a base volume and its snapshots (their clones keep their own slots)."""
+    for snap in [n for n in manager.records if n.startswith(base + "@")]:
+        await manager.delete(snap, internal=True)
+    if base in manager.records:
+        await manager.delete(base, internal=True)
+
+
+async def delete_image(manager: VolumeManager, store: ObjectStore, image: str,
+                       stale_only: bool = False) -> dict:
+    """Delete an image: the object and its base volumes; refused while volumes made
+    from it exist. ``stale_only``: only the unused bases of earlier versions of the
+    image (after it was replaced), keeping the object."""
+    async with manager.image_lock:
+        etag = _etag(store, image)
+        bases = usage(manager).get(image, {}).get("bases", [])
+        if stale_only:
+            current = base_name(image, etag) if etag else None
+            dropped = [b for b in bases if b != current and not _users(manager, b)]
+            for base in dropped:
+                await _drop_base(manager, base)
+            return {"name": image, "bases_deleted": dropped, "object_deleted": False}
+        if etag is None and not bases:
+            raise VolumeError(404, "NoSuchImage", f"image {image} does not exist")
+        users = sorted({u for b in bases for u in _users(manager, b)})
+        if users:
+            raise ImageInUse(image, users)
+        if etag is not None:
+            # The object first: a retry after a failure below finds the bases alone.
+            try:
+                await store.delete_object(BUCKET, image)
+            except (NoSuchKey, NoSuchBucket):
+                pass
+        for base in bases:
+            await _drop_base(manager, base)
+        return {"name": image, "bases_deleted": bases, "object_deleted": etag is not None}
+
+
 async def volume_from_image(manager: VolumeManager, store: ObjectStore, image: str,
                             name: str, size: int | None = None) -> VolumeInfo:
     """A new volume ``name`` with the image's content (grown to ``size`` if larger)."""
-    try:
-        info = store.head_object(BUCKET, image)
-    except (NoSuchKey, Exception) as exc:
-        if isinstance(exc, VolumeError):
-            raise
-        raise VolumeError(404, "NoSuchImage", f"image {image} does not exist") from None
-    base = base_name(image, info.etag.replace("-", ""))
-    if f"{base}@base" not in manager.records:
-        await _materialise(manager, store, image, base)
-    volume = await manager.clone(f"{base}@base", name)
+    async with manager.image_lock:  # no delete_image between materialising and cloning
+        etag = _etag(store, image)
+        if etag is None:
+            raise VolumeError(404, "NoSuchImage", f"image {image} does not exist")
+        base = base_name(image, etag)
+        if f"{base}@base" not in manager.records:
+            await _materialise(manager, store, image, base)
+        volume = await manager.clone(f"{base}@base", name)
     if size is not None and size > volume.size:
         volume = await manager.resize(name, size)
     return volume
@@ -54,11 +127,11 @@ async def _materialise(manager: VolumeManager, store: ObjectStore, image: str,
         raw_path = await _raw_copy(store, image, workdir)
         size = os.path.getsize(raw_path)
         if base in manager.records:  # an earlier attempt died half-way
-            await manager.delete(base)
-        await manager.create(base, max(size, 512))
+            await manager.delete(base, internal=True)
+        await manager.create(base, max(size, 512), internal=True)
         await _fill(raw_path, size, manager, base)
         await manager.flush()
-        await manager.snapshot(base, "base")
+        await manager.snapshot(base, "base", internal=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -34,6 +34,11 @@ log = logging.getLogger("basalt.blockd")
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 MAX_SIZE = 1 << 50
+# Volumes blockd/images.py makes (``image.NAME.ID`` and ``image.NAME.ID@base``):
+# hidden from listings and changed only by the image code (``internal=True``).
+INTERNAL = re.compile(r"^image\.(?P<image>.+)\.(?P<id>[0-9a-f]{12})(?:@.*)?$")
+# The snapshot basalt/backup.py keeps per backup chain (``backup-<target tag>-<id>``).
+BACKUP_SNAPSHOT = re.compile(r"^backup-[0-9a-f]{8}-")
 
 
 class VolumeError(Exception):
@@ -46,6 +51,48 @@ class VolumeError(Exception):
 
 def not_found(name: str) -> VolumeError:
     return VolumeError(404, "NoSuchVolume", f"volume {name} does not exist")
+
+
+class InternalVolume(VolumeError):
+    """A user asked to change a volume that belongs to an image."""
+
+    def __init__(self, name: str, image: str) -> None:
+        super().__init__(403, "InternalVolume",
+                         f"volume {name} is internal to image {image}; use basalt image delete")
+
+
+class VolumeHasSnapshots(VolumeError):
+    """A volume cannot be deleted while snapshots of it exist; the message names them."""
+
+    def __init__(self, name: str, snapshots: list[VolumeRecord]) -> None:
+        plain = [r.name for r in snapshots if not is_backup_snapshot(r.name)]
+        parts = [f"{', '.join(plain)} (delete {'them' if len(plain) > 1 else 'it'} first)"] \
+            if plain else []
+        for r in snapshots:
+            if is_backup_snapshot(r.name):
+                kept = f"backups to {r.note}" if r.note else "a backup chain"
+                parts.append(f"{r.name} (kept by {kept} as the next backup's base; delete it with "
+                             f"basalt volume delete {r.name}, the next backup is then a full one)")
+        super().__init__(409, "VolumeHasSnapshots",
+                         f"volume {name} has snapshots: {', '.join(parts)}")
+        self.snapshots = [r.name for r in snapshots]
+
+
+def internal_image(name: str) -> str | None:
+    """The image whose internal volume (or snapshot) ``name`` is, else None."""
+    m = INTERNAL.match(name)
+    return m.group("image") if m else None
+
+
+def is_backup_snapshot(name: str) -> bool:
+    return BACKUP_SNAPSHOT.match(name.partition("@")[2]) is not None
+
+
+def _guard(name: str, internal: bool) -> None:
+    """Refuse a user's change to (or creation of) an image's internal volume."""
+    image = internal_image(name)
+    if image is not None and not internal:
+        raise InternalVolume(name, image)
 
 
 class RWGate:
@@ -92,6 +139,7 @@ class VolumeInfo:
     created_ns: int
     origin: str
     connections: int
+    note: str = ""
 
     @property
     def snapshot(self) -> bool:
@@ -122,6 +170,8 @@ class VolumeManager(ExportRegistry):
         self._flush_lock = asyncio.Lock()
         self._admin_lock = asyncio.Lock()
         self._watcher: asyncio.Future | None = None
+        # blockd/images.py: one image operation at a time (materialise, clone, delete)
+        self.image_lock = asyncio.Lock()
 
     # lifecycle ---------------------------------------------------------------------
 
@@ -184,15 +234,17 @@ class VolumeManager(ExportRegistry):
             return None
         export = self.exports.get(name)
         if export is None:
-            export = self.exports[name] = Volume(self, name,
-                                                 read_only=self.records[name].snapshot)
+            # an image's base volume is written by the image code only, never over NBD
+            read_only = self.records[name].snapshot or internal_image(name) is not None
+            export = self.exports[name] = Volume(self, name, read_only=read_only)
         return export
 
     async def names(self) -> list[str]:
-        return sorted(self.records)
+        """Export names to advertise: an image's internal volumes are not."""
+        return sorted(n for n in self.records if internal_image(n) is None)
 
     async def listing(self) -> list[tuple[str, str]]:
-        return [(name, (await self.lookup(name)).description) for name in sorted(self.records)]
+        return [(name, (await self.lookup(name)).description) for name in await self.names()]
 
     # what volumes use while serving I/O -------------------------------------------
 
@@ -319,11 +371,15 @@ class VolumeManager(ExportRegistry):
             raise not_found(name)
         export = self.exports.get(name)
         return VolumeInfo(name, record.size, len(self.maps[record.map_id]) * CHUNK,
-                          record.created_ns, record.origin, export.connections if export else 0)
+                          record.created_ns, record.origin, export.connections if export else 0,
+                          record.note)
 
-    def list(self, snapshots: bool = False) -> list[VolumeInfo]:
+    def list(self, snapshots: bool = False, internal: bool = False) -> list[VolumeInfo]:
+        """Volumes (and snapshots, backup ones included, when asked); an image's
+        internal volumes only with ``internal``."""
         return [self.info(n) for n in sorted(self.records)
-                if snapshots or not self.records[n].snapshot]
+                if (snapshots or not self.records[n].snapshot)
+                and (internal or internal_image(n) is None)]
 
     async def _commit_admin(self) -> None:
         try:
@@ -331,10 +387,12 @@ class VolumeManager(ExportRegistry):
         except NBDError as exc:
             raise VolumeError(503, "ServiceUnavailable", str(exc)) from None
 
-    async def create(self, name: str, size: int, origin: str = "") -> VolumeInfo:
+    async def create(self, name: str, size: int, origin: str = "",
+                     internal: bool = False) -> VolumeInfo:
         if not NAME.match(name):
             raise VolumeError(400, "InvalidVolumeName",
                               "volume names are 1-63 letters, digits, '.', '_' or '-'")
+        _guard(name, internal)
         if not 0 < size <= MAX_SIZE:
             raise VolumeError(400, "InvalidSize", f"size must be between 1 byte and {MAX_SIZE}")
         async with self._admin_lock:
@@ -348,7 +406,9 @@ class VolumeManager(ExportRegistry):
         log.info("volume created", extra={"fields": {"volume": name, "size": size}})
         return self.info(name)
 
-    async def resize(self, name: str, size: int, force: bool = False) -> VolumeInfo:
+    async def resize(self, name: str, size: int, force: bool = False,
+                     internal: bool = False) -> VolumeInfo:
+        _guard(name, internal)
         if not 0 < size <= MAX_SIZE:
             raise VolumeError(400, "InvalidSize", f"size must be between 1 byte and {MAX_SIZE}")
         async with self._admin_lock:
@@ -389,11 +449,14 @@ class VolumeManager(ExportRegistry):
             self.changes.refcounts[slot] = self.refcounts[slot]
             self.changes.maps[(map_id, index)] = slot
 
-    async def snapshot(self, name: str, snap: str) -> VolumeInfo:
-        """An instant, read-only, point-in-time copy (``NAME@SNAP``)."""
+    async def snapshot(self, name: str, snap: str, note: str = "",
+                       internal: bool = False) -> VolumeInfo:
+        """An instant, read-only, point-in-time copy (``NAME@SNAP``); ``note`` says
+        what keeps it (a backup chain's target), for the messages that name it."""
         if not NAME.match(snap):
             raise VolumeError(400, "InvalidSnapshotName",
                               "snapshot names are 1-63 letters, digits, '.', '_' or '-'")
+        _guard(name, internal)
         full = f"{name}@{snap}"
         async with self._admin_lock:
             record = self._require(name)
@@ -403,7 +466,7 @@ class VolumeManager(ExportRegistry):
             # already acknowledged are in it, later ones go to copies.
             async with self.writes.exclusive():
                 snapshot = VolumeRecord(full, new_id(), record.size, time.time_ns(), name,
-                                        snapshot=True)
+                                        snapshot=True, note=note)
                 self._share(self.maps[record.map_id], snapshot.map_id)
                 self.records[full] = snapshot
                 self.changes.records[full] = snapshot.pack()
@@ -412,12 +475,14 @@ class VolumeManager(ExportRegistry):
         return self.info(full)
 
     async def clone(self, source: str, name: str) -> VolumeInfo:
-        """A new writable volume sharing a snapshot's chunks until they change."""
+        """A new writable volume sharing a snapshot's chunks until they change
+        (an image's ``@base`` included: that is how volumes are made from images)."""
         if "@" not in source:
             raise VolumeError(400, "InvalidSource", "clones are made from a snapshot: NAME@SNAP")
         if not NAME.match(name):
             raise VolumeError(400, "InvalidVolumeName",
                               "volume names are 1-63 letters, digits, '.', '_' or '-'")
+        _guard(name, False)
         async with self._admin_lock:
             snap = self._require(source, snapshot=True)
             if name in self.records:
@@ -430,9 +495,10 @@ class VolumeManager(ExportRegistry):
         log.info("clone created", extra={"fields": {"volume": name, "origin": source}})
         return self.info(name)
 
-    async def rollback(self, source: str) -> VolumeInfo:
+    async def rollback(self, source: str, internal: bool = False) -> VolumeInfo:
         """Make a volume what it was at one of its snapshots (refused while in use)."""
         name, _, _ = source.partition("@")
+        _guard(name, internal)
         async with self._admin_lock:
             snap = self._require(source, snapshot=True)
             record = self._require(name)
@@ -464,16 +530,18 @@ class VolumeManager(ExportRegistry):
             raise VolumeError(409, "VolumeInUse",
                               f"volume {name} has {export.connections} NBD connections")
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, internal: bool = False) -> None:
         """Delete a volume (once it has no snapshots) or a snapshot ``NAME@SNAP``."""
         async with self._admin_lock:
             record = self.records.get(name)
             if record is None:
                 raise not_found(name)
+            _guard(name, internal)
             self._idle(name)
-            if not record.snapshot and any(n.startswith(name + "@") for n in self.records):
-                raise VolumeError(409, "VolumeHasSnapshots",
-                                  f"volume {name} has snapshots; delete them first")
+            if not record.snapshot:
+                snaps = [r for n, r in self.records.items() if n.startswith(name + "@")]
+                if snaps:
+                    raise VolumeHasSnapshots(name, sorted(snaps, key=lambda r: r.created_ns))
             async with self.writes.exclusive():
                 for index in list(self.maps[record.map_id]):
                     self.unmap(name, index)

@@ -34,15 +34,20 @@ class VolumeRecord:
     created_ns: int
     origin: str = ""     # "volume@snapshot" a clone started from
     snapshot: bool = False
+    note: str = ""       # what keeps it, e.g. the s3:// target of a backup chain's snapshot
 
     def pack(self) -> bytes:
-        return msgpack.packb({"map": self.map_id, "size": self.size, "ct": self.created_ns,
-                              "origin": self.origin, "snap": self.snapshot})
+        body = {"map": self.map_id, "size": self.size, "ct": self.created_ns,
+                "origin": self.origin, "snap": self.snapshot}
+        if self.note:
+            body["note"] = self.note
+        return msgpack.packb(body)
 
     @classmethod
     def unpack(cls, name: str, raw: bytes) -> VolumeRecord:
         d = msgpack.unpackb(raw)
-        return cls(name, d["map"], d["size"], d["ct"], d.get("origin", ""), d.get("snap", False))
+        return cls(name, d["map"], d["size"], d["ct"], d.get("origin", ""), d.get("snap", False),
+                   d.get("note", ""))
 
 
 def map_key(map_id: str, index: int) -> bytes:
