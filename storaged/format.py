@@ -45,6 +45,8 @@ class DiskFormat:
     block_size: int
     # path → facts of every disk of the set when it was formatted (not identity)
     mounts: Mapping[str, MountFacts] = dataclasses.field(default_factory=dict, compare=False)
+    # paths that must not be recreated when missing (disks outside the data dir)
+    fixed: frozenset[str] = dataclasses.field(default_factory=frozenset, compare=False)
 
     @property
     def position(self) -> int:
@@ -53,8 +55,10 @@ class DiskFormat:
     def for_position(self, position: int) -> DiskFormat:
         return dataclasses.replace(self, disk_id=self.disks[position])
 
-    def with_mounts(self, mounts: Mapping[str, MountFacts]) -> DiskFormat:
-        return dataclasses.replace(self, mounts=dict(mounts))
+    def with_mounts(self, mounts: Mapping[str, MountFacts],
+                    fixed: frozenset[str] | None = None) -> DiskFormat:
+        return dataclasses.replace(self, mounts=dict(mounts),
+                                   fixed=self.fixed if fixed is None else frozenset(fixed))
 
     def same_set(self, other: DiskFormat) -> bool:
         return (self.deployment_id, self.disks, self.k, self.m, self.block_size) == (
@@ -66,6 +70,7 @@ class DiskFormat:
             "disk_id": self.disk_id, "set": {"disks": list(self.disks), "k": self.k, "m": self.m,
                                              "block_size": self.block_size},
             "mounts": {path: f.to_dict() for path, f in sorted(self.mounts.items())},
+            "fixed": sorted(self.fixed),
         }, indent=2) + "\n"
 
     @classmethod
@@ -77,7 +82,7 @@ class DiskFormat:
         mounts = {p: f for p, f in ((p, MountFacts.from_dict(v)) for p, v in
                                     (d.get("mounts") or {}).items()) if f is not None}
         fmt = cls(d["deployment_id"], d["disk_id"], tuple(s["disks"]), s["k"], s["m"],
-                  s["block_size"], mounts)
+                  s["block_size"], mounts, frozenset(d.get("fixed") or ()))
         fmt.position  # noqa: B018 - raises ValueError when the disk is not in its own set
         return fmt
 
@@ -166,14 +171,19 @@ def assemble(roots: Sequence[str], k: int | None, m: int | None, block_size: int
     which must then be given) are used. ``format`` False (a process that does
     not own the disks) never writes: unformatted disks come back offline.
     ``create(root)`` says whether a missing root of an existing set may be
-    recreated (default: yes). A disk the mount facts rule out is returned
-    offline with the reason, untouched.
+    recreated; the answer is recorded in the formats (``fixed``), and when
+    ``create`` is None (an S3 worker) the recorded one is used (default: yes),
+    so every process judges a missing disk alike. A disk the mount facts rule
+    out is returned offline with the reason, untouched.
     """
-    create = create or (lambda _root: True)
     if len(set(map(os.path.realpath, roots))) != len(roots):
         raise FormatError("the same disk directory is given twice")
     formats = [read_format(r) for r in roots]
     known = [(r, f) for r, f in zip(roots, formats) if f is not None]
+    if create is None:
+        recorded = frozenset().union(*(f.fixed for _, f in known))
+        create = lambda root: root not in recorded  # noqa: E731
+    fixed = frozenset(r for r in roots if not create(r))
     if not known:
         if not format:
             raise FormatError("no disk is formatted yet")
@@ -188,7 +198,7 @@ def assemble(roots: Sequence[str], k: int | None, m: int | None, block_size: int
         mounts = {root: MountFacts.of(root) for root in roots}
         slots = []
         for pos, root in enumerate(roots):
-            fmt = DiskFormat(dep, ids[pos], ids, k, m, block_size, mounts)
+            fmt = DiskFormat(dep, ids[pos], ids, k, m, block_size, mounts, fixed)
             write_format(root, fmt)
             slots.append(Slot(root, fmt, fresh=False, create=create(root)))
         return slots
@@ -236,11 +246,12 @@ def assemble(roots: Sequence[str], k: int | None, m: int | None, block_size: int
         slots[pos] = Slot(root, fmt, fresh=True, create=create(root))
     done = [s for s in slots if s is not None]
     if format:
-        _record_mounts(done, then)
+        _record_mounts(done, then, fixed)
     return done
 
 
-def _record_mounts(slots: list[Slot], then: Mapping[str, MountFacts]) -> None:
+def _record_mounts(slots: list[Slot], then: Mapping[str, MountFacts],
+                   fixed: frozenset[str]) -> None:
     """Write today's facts of the usable disks into their formats, where they
     changed (a disk reformatted, moved to another path, or the set's first start
     after an upgrade): one atomic format write per disk, none on a plain restart."""
@@ -251,8 +262,9 @@ def _record_mounts(slots: list[Slot], then: Mapping[str, MountFacts]) -> None:
     now = {s.root: now[s.root] for s in slots if s.root in now}
     for slot in slots:
         if slot.offline is None and (slot.fresh and read_format(slot.root) is None
-                                     or dict(slot.format.mounts) != now):
-            slot.format = slot.format.with_mounts(now)
+                                     or dict(slot.format.mounts) != now
+                                     or slot.format.fixed != fixed):
+            slot.format = slot.format.with_mounts(now, fixed)
             write_format(slot.root, slot.format)
 
 

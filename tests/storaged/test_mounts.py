@@ -158,9 +158,18 @@ async def test_missing_disk_is_recreated_only_when_allowed(roots, open_store):
     assert not os.path.exists(dirs[1])
     await check_readable(store)
     await store.close()
+    # An S3 worker (no ``create`` of its own) follows what the formats record.
+    worker = ObjectStore.open(dirs, sync=False, clean=False)
+    try:
+        assert worker.disk_states()[1]["reason"] == f"missing ({dirs[1]} does not exist)"
+    finally:
+        worker.pool.shutdown()
+        for d in worker.disks:
+            d.close()
     # Inside the data dir (create allowed): recreated and healed, as before.
-    store = await open_store(dirs=dirs)
+    store = await open_store(dirs=dirs, create=lambda root: True)
     assert store.disks[1].online and store.disks[1].healing
+    assert not read_format(dirs[0]).fixed
 
 
 async def test_worker_never_formats(roots, open_store):
