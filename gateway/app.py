@@ -120,15 +120,16 @@ class Gateway:
             # the grace ran out): whatever was being written is rolled back.
             error_code = "ClientDisconnected"
             raise
-        except ConnectionError:
-            # The client went away mid-request: nothing to answer, nothing was
-            # stored. Not an error of ours, so no traceback: aiohttp logs one at
-            # error level for anything a handler raises, so answer instead (the
-            # write fails quietly on the closed connection).
-            error_code = "ClientDisconnected"
-            resp = web.Response(status=499)
-            resp.force_close()
         except Exception as exc:
+            if isinstance(exc, ConnectionError) and _client_gone(request):
+                # The client went away mid-request: nothing to answer, nothing
+                # was stored. Not an error of ours: aiohttp logs a traceback at
+                # error level for anything a handler raises, so answer instead
+                # (the write fails quietly on the closed connection).
+                error_code = "ClientDisconnected"
+                resp = web.Response(status=499)
+                resp.force_close()
+                return resp
             if request.get("streaming"):
                 raise  # the response had started: all we can do is drop the connection
             err = s3_error(exc)
@@ -169,6 +170,11 @@ MAX_URL_BYTES = 8 * 1024
 # dispatch and get S3's XML error instead of aiohttp's plain-text 400.
 PARSER_LIMITS = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024,
                  "lingering_time": 0}
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def check_request_size(request: web.Request) -> None:

@@ -66,6 +66,11 @@ def disk_states(store: ObjectStore) -> list[dict]:
     disks = store.disk_states()
     for d in disks:
         if d["state"] != "offline" and d.get("path"):
+            # Each process notices a lost disk on its next watch (up to a second
+            # later); checking its format here keeps the workers' answers alike.
+            if not os.path.exists(os.path.join(d["path"], "format.json")):
+                d["state"], d["reason"] = "offline", "format.json is gone"
+                continue
             marked = os.path.exists(os.path.join(d["path"], HEALING_MARKER))
             d["state"] = "healing" if marked else "online"
     return disks
