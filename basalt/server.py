@@ -293,6 +293,10 @@ async def serve(opts: ServeOptions) -> None:
                 log.warning("shutdown step failed", extra={"fields": {"error": repr(result)}})
         if owner is not None:
             await owner.cleanup()
+            try:  # aiohttp leaves the socket file behind
+                os.unlink(owner_socket)
+            except OSError:
+                pass
         if layers is not None:
             await layers.close()
         if volumes is not None:

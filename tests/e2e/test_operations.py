@@ -96,6 +96,8 @@ def test_signal_during_a_200_mib_upload(tmp_path, signame, target):
         assert not [line for line in log.splitlines() if "level=error" in line], log
         assert server.proc.returncode == 0 or server.proc.returncode == -sig, \
             server.proc.returncode
+        # The owner's and NBD's Unix sockets are closed and removed.
+        assert not glob.glob(os.path.join(server.data_dir, "run", "*.sock"))
     finally:
         stop_server(server)
     server = start_server(str(tmp_path))  # same data dir
