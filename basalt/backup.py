@@ -88,6 +88,31 @@ def s3_client(args: Any, admin: AdminClient):
                         **kwargs)
 
 
+def check_bucket(s3, target: Target) -> None:
+    """One clear BackupError when the target bucket is missing or unreachable."""
+    from botocore import exceptions as bex
+    try:
+        s3.head_bucket(Bucket=target.bucket)
+    except bex.ClientError as exc:
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code") or exc.response.get("ResponseMetadata", {})
+                   .get("HTTPStatusCode", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise BackupError(f"bucket {target.bucket} does not exist") from None
+        if code in ("403", "AccessDenied"):
+            raise BackupError(f"bucket {target.bucket}: access denied") from None
+        raise BackupError(f"bucket {target.bucket} is not reachable: {exc}") from None
+    except bex.BotoCoreError as exc:
+        raise BackupError(f"bucket {target.bucket} is not reachable: {exc}") from None
+
+
+def target_label(s3, target: Target, admin: AdminClient) -> str:
+    """``s3://BUCKET/PREFIX`` (and the endpoint when it is not this Basalt)."""
+    url = f"s3://{target.bucket}/{target.prefix}".rstrip("/")
+    endpoint = s3.meta.endpoint_url
+    return url if endpoint == admin.endpoint else f"{url} on {endpoint}"
+
+
 def nbd_address(admin: AdminClient) -> tuple[str, int]:
     address = admin.call("GET", "/_basalt/v1/info").get("nbd") or ""
     host, _, port = address.rpartition(":")
@@ -143,6 +168,7 @@ class _Packer:
         self.entries: dict[str, list] = {}
         self.uploaded = 0
         self.reused = 0
+        self.sent: set[str] = set()  # pack keys this run uploads
 
     def add(self, index: int, data: bytes | memoryview) -> None:
         sha = hashlib.sha256(data).hexdigest()
@@ -165,6 +191,7 @@ class _Packer:
         if key in self.existing:  # uploaded by an interrupted earlier run
             self.reused += len(data)
             return
+        self.sent.add(key)
         self.uploads.append(self.pool.submit(self._put, key, data))
 
     def _put(self, key: str, data: bytes) -> None:
@@ -223,10 +250,7 @@ def run_backup(args: Any, admin: AdminClient) -> int:
     volume = args.name
     started = time.monotonic()
     progress = Progress()
-    try:
-        s3.head_bucket(Bucket=target.bucket)
-    except Exception as exc:
-        raise BackupError(f"bucket {target.bucket} is not reachable: {exc}") from None
+    check_bucket(s3, target)
     # One chain of backup snapshots per target, so backing a volume up to two
     # places keeps both incremental.
     tag = hashlib.sha1(f"{s3.meta.endpoint_url}|{target.bucket}|{target.prefix}".encode()
@@ -254,7 +278,9 @@ def run_backup(args: Any, admin: AdminClient) -> int:
     else:
         backup_id = _backup_id()
         snap = prefix + backup_id
-        admin.call("POST", f"/_basalt/v1/volumes/{volume}/snapshots", body={"snapshot": snap})
+        # the note lets `volume delete` say which backups keep this snapshot
+        admin.call("POST", f"/_basalt/v1/volumes/{volume}/snapshots",
+                   body={"snapshot": snap, "note": target_label(s3, target, admin)})
     query = {"base": f"{volume}@{base['snapshot']}"} if base else {}
     diff = admin.call("GET", f"/_basalt/v1/volumes/{volume}@{snap}/diff", query)
     chunk, size = diff["chunk_size"], diff["size"]
@@ -272,6 +298,7 @@ def run_backup(args: Any, admin: AdminClient) -> int:
         entries = {i: e for i, e in base["chunks"].items()
                    if int(i) in allocated and int(i) not in changed_set}
     entries.update(packer.entries)
+    _check_reused(s3, target, entries, packer)
     manifest = {"format": 1, "backup": backup_id, "volume": volume, "size": size,
                 "chunk_size": chunk, "snapshot": snap, "created": time.time(),
                 "base": base["backup"] if base else None, "chunks": entries}
@@ -298,6 +325,19 @@ def run_backup(args: Any, admin: AdminClient) -> int:
     return 0
 
 
+def _check_reused(s3, target: Target, entries: dict, packer: _Packer) -> None:
+    """A manifest must never name a missing pack: the packs this backup reuses
+    (from the last backup, or left by an interrupted run) must still be there,
+    which a prune running meanwhile could have changed (see backup_catalog)."""
+    reused = {e[0] for e in entries.values()} - packer.sent
+    if not reused:
+        return
+    missing = reused - _existing_packs(s3, target)
+    if missing:
+        raise BackupError(f"{len(missing)} packs this backup reuses were deleted meanwhile "
+                          "(a concurrent prune?); run the backup again")
+
+
 def _existing_packs(s3, target: Target) -> set[str]:
     keys: set[str] = set()
     for page in s3.get_paginator("list_objects_v2").paginate(
@@ -320,6 +360,7 @@ def _state_path(admin: AdminClient, volume: str, backup_id: str) -> str:
 def run_restore(args: Any, admin: AdminClient) -> int:
     source = Target.parse(args.source)
     s3 = s3_client(args, admin)
+    check_bucket(s3, source)
     keys = list_manifests(s3, source)
     if source.backup_id:
         key = source.key("backups", f"{source.backup_id}.json.gz")
