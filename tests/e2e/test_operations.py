@@ -219,6 +219,9 @@ def test_metrics_capacity_objects_uploads_nbd_and_heal(tmp_path):
 
         status, text = get(server, "/_basalt/metrics")
         assert status == 200
+        from prometheus_client.parser import text_string_to_metric_families
+        names = [f.name for f in text_string_to_metric_families(text)]  # valid exposition
+        assert len(names) == len(set(names)), names
         totals = metric(text, "basalt_disk_total_bytes")
         assert len(totals) == 4 and all(v > 0 for v in totals), totals
         assert all(v > 0 for v in metric(text, "basalt_disk_used_bytes"))
