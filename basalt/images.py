@@ -197,7 +197,8 @@ def import_image(admin: AdminClient, source: str, name: str, progress: Progress,
         users = _usage(admin).get(name, {}).get("volumes") or []
         if users:
             raise ImageError("ImageInUse", f"image {name} is used by volumes "
-                             f"{', '.join(users)}; delete them before replacing it")
+                             f"{', '.join(users)}; delete "
+                             f"{'them' if len(users) > 1 else 'it'} before replacing the image")
     done = [0]
 
     def show(n: int) -> None:

@@ -35,8 +35,9 @@ def base_name(image: str, etag: str) -> str:
 
 class ImageInUse(VolumeError):
     def __init__(self, image: str, volumes: list[str]) -> None:
+        them = "them" if len(volumes) > 1 else "it"
         super().__init__(409, "ImageInUse", f"image {image} is used by volumes "
-                         f"{', '.join(volumes)}; delete them first")
+                         f"{', '.join(volumes)}; delete {them} first")
         self.volumes = volumes
 
 

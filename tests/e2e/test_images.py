@@ -127,7 +127,7 @@ def test_internal_volumes_are_hidden_and_protected_until_the_image_is_deleted(ba
     images = {i["name"]: i for i in json.loads(server.cli("image", "list", "--json").stdout)}
     assert images["deb"]["volumes"] == ["deb-vm"]
     _refused(server.cli("image", "delete", "deb", check=False),
-             "image deb is used by volumes deb-vm; delete them first")
+             "image deb is used by volumes deb-vm; delete it first")
     server.cli("volume", "delete", "deb-vm")
     deleted = json.loads(server.cli("image", "delete", "deb", "--json").stdout)
     assert deleted["deleted"] and deleted["bases_deleted"] == [base]
