@@ -243,7 +243,10 @@ async def serve(opts: ServeOptions) -> None:
         owner_socket = unix_path(data_dir, "owner.sock")
         app = owner_app(volumes)
         app.add_routes(layers.routes())
-        owner = web.AppRunner(app, access_log=None)
+        # At shutdown the workers are gone before this closes; whatever still
+        # runs here (a followed console, a request a killed worker forwarded)
+        # gets half a second, not aiohttp's default minute.
+        owner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await owner.setup()
         await web.UnixSite(owner, owner_socket).start()
         nbd_host, nbd_port = opts.nbd_address
