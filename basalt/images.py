@@ -89,13 +89,21 @@ def _code(exc) -> str:
                or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
 
 
-def _source_error(exc: Exception, source: str) -> Exception:
-    """One clear line for a failed read of an ``s3://`` source."""
+def _source_error(exc: Exception, source: str, src=None, bucket: str = "") -> Exception:
+    """One clear line for a failed read of an ``s3://`` source (``src``, ``bucket``:
+    to tell a missing bucket from a missing key when a HEAD answered a bare 404)."""
     from botocore import exceptions as bex
     if isinstance(exc, bex.ClientError):
         code = _code(exc)
+        if code in ("404", "NotFound") and src is not None:
+            code = "NoSuchKey"
+            try:
+                src.head_bucket(Bucket=bucket)
+            except bex.ClientError as inner:
+                if _code(inner) in ("404", "NoSuchBucket", "NotFound"):
+                    code = "NoSuchBucket"
         if code in ("NoSuchBucket", "NoSuchKey", "404", "NotFound"):
-            return ImageError("NoSuchObject", f"{source}: no such object")
+            return ImageError(code, f"{source}: no such object ({code})")
         if code in ("403", "AccessDenied"):
             return ImageError("AccessDenied", f"{source}: access denied")
         return ImageError(code or "S3Error", f"{source}: {exc}")
@@ -160,7 +168,7 @@ def _open_source(admin: AdminClient, source: str) -> tuple[int, bytes, object]:
             head = src.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEADER - 1}"
                                   )["Body"].read() if size else b""
         except Exception as exc:
-            raise _source_error(exc, source) from None
+            raise _source_error(exc, source, src, bucket) from None
 
         def opener():
             try:
