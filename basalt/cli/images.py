@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..progress import Progress, human_bytes
-from .common import CLIError, admin_client, emit, emit_table, s3_errors_name
+from .common import admin_client, emit, emit_table, s3_errors_name
 
 IMAGE_COLUMNS = [
     ("NAME", lambda i: i["name"], False),
@@ -24,16 +24,11 @@ def cmd_image(args: argparse.Namespace) -> int:
         if args.action == "list":
             return emit_table(args, images.list_images(client), IMAGE_COLUMNS)
         if args.action == "delete":
-            delete = getattr(images, "delete_image", None)
-            if delete is None:
-                raise CLIError("NotImplemented", "image delete is not available in this build")
-            result = delete(client, args.name)
+            result = images.delete_image(client, args.name)
             return emit(args, dict({"name": args.name, "deleted": True}, **(result or {})),
                         f"deleted image {args.name}")
-        # replace= only when asked: the same call works before and after the
-        # images module learnt to refuse replacing by default
-        extra = {"replace": True} if args.replace else {}
-        image = images.import_image(client, args.source, args.name, Progress(), **extra)
+        image = images.import_image(client, args.source, args.name, Progress(),
+                                    replace=args.replace)
     return emit(args, image, f"imported {args.source} as image {args.name} "
                 f"({image.get('format', 'raw')}, {human_bytes(image['size'])})")
 

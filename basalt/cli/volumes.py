@@ -11,7 +11,7 @@ import urllib.parse
 from ..admin_client import AdminError
 from ..config import ConfigError, parse_size
 from ..progress import Progress, human_bytes
-from .common import CLIError, admin_client, emit, emit_table, s3_errors_name, warn
+from .common import admin_client, emit, emit_table, s3_errors_name, warn
 
 PATH = "/_basalt/v1/volumes"
 OVERCOMMIT = "{provisioned} provisioned on {usable} usable (thin volumes: writes fail when the " \
@@ -152,19 +152,11 @@ BACKUP_COLUMNS = [
 ]
 
 
-def _catalog():
-    try:
-        from .. import backup_catalog
-    except ImportError as exc:
-        raise CLIError("NotImplemented", f"backup listing is not available: {exc}") from None
-    return backup_catalog
-
-
 def cmd_backups(args: argparse.Namespace) -> int:
     """`volume backups list|prune s3://BUCKET/PREFIX`."""
     if args.backups_action == "prune" and args.keep < 1:
         raise ConfigError("--keep must be at least 1")
-    catalog = _catalog()
+    from .. import backup_catalog as catalog
     client = admin_client(args)
     with s3_errors_name(args.source):
         if args.backups_action == "list":
