@@ -11,6 +11,7 @@ IMAGE_COLUMNS = [
     ("NAME", lambda i: i["name"], False),
     ("SIZE", lambda i: human_bytes(i["size"]), True),
     ("FORMAT", lambda i: i.get("format"), False),
+    ("VOLUMES", lambda i: ",".join(i.get("volumes") or []), False),
 ]
 
 

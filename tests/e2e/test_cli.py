@@ -271,8 +271,12 @@ def test_image_import_list_and_json(basalt_http, tmp_path):
                                                        endpoint_env=True)))}
     assert images["cli-img"]["size"] == 1 << 20
     lines = ok(cli(srv, "image", "list", endpoint_env=True)).stdout.splitlines()
-    assert lines[0].split() == ["NAME", "SIZE", "FORMAT"]
-    assert any(line.split() == ["cli-img", "1.0", "MiB", "raw"] for line in lines[1:]), lines
+    assert lines[0].split() == ["NAME", "SIZE", "FORMAT", "VOLUMES"]
+    assert any(line.split() == ["cli-img", "1.0", "MiB", "raw", "-"] for line in lines[1:]), lines
+    ok(cli(srv, "volume", "create", "cli-img-vol", "--from-image", "cli-img", endpoint_env=True))
+    lines = ok(cli(srv, "image", "list", endpoint_env=True)).stdout.splitlines()
+    assert any(line.split() == ["cli-img", "1.0", "MiB", "raw", "cli-img-vol"]
+               for line in lines[1:]), lines
 
 
 def test_image_delete(basalt_http, tmp_path):
