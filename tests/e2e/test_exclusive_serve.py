@@ -41,6 +41,20 @@ def refused(out: subprocess.CompletedProcess, elapsed: float, what: str, path: s
     assert "Traceback" not in out.stderr and "serving" not in out.stdout, out
 
 
+def touched(data_dir: str) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of the files a second server must leave alone."""
+    names = ["basalt.json", "credentials.json", "run/owner.sock", "run/nbd.sock"]
+    names += [f"disks/disk{i}/format.json" for i in range(4)]
+    out = {}
+    for name in names:
+        path = os.path.join(data_dir, name)
+        if os.path.exists(path):
+            st = os.stat(path)
+            out[name] = (st.st_ino, st.st_mtime_ns)
+    assert "basalt.json" in out and "disks/disk0/format.json" in out, out
+    return out
+
+
 def sha256_of_volume(server, name: str, dest) -> str:
     run("nbdcopy", uri(server, name), str(dest), timeout=300)
     with open(dest, "rb") as f:
@@ -91,9 +105,11 @@ def test_second_server_on_the_data_dir_is_refused_while_a_volume_write_runs(tmp_
         writer = subprocess.Popen(["nbdcopy", "-C", "2", "--flush", src, uri(server, "busy")],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
+            before = touched(server.data_dir)
             out, elapsed = second_serve(server, "--data-dir", server.data_dir)
             refused(out, elapsed, "data dir", server.data_dir, server.proc.pid)
             assert all(os.path.exists(s) for s in sockets)
+            assert touched(server.data_dir) == before  # settings, credentials, formats
             assert writer.wait(300) == 0, writer.stdout.read()
         finally:
             if writer.poll() is None:
