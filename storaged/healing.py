@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .disk import Disk, ShardWriter
@@ -188,28 +188,44 @@ async def heal_object(store: ObjectStore, bucket: str, key: str, *, deep: bool =
     return await _heal_version(store, res, records, deep, report, now, settle_ns)
 
 
-async def _heal_version(store: ObjectStore, res: Resolved, records: dict[int, bytes | None],
-                        deep: bool, report: HealReport, now: int, settle_ns: int) -> str:
-    info = res.info
+async def bad_shards(store: ObjectStore, info: ObjectInfo, positions: Iterable[int],
+                     deep: bool) -> list[int]:
+    """The ``positions`` whose disk lacks a good shard of ``info``."""
     bad: list[int] = []
-    for pos in records:
+    for pos in positions:
         try:
             ok = await store.run(_shard_ok, store.disks[pos], info, deep)
         except OSError:
             ok = False
         if not ok:
             bad.append(pos)
+    return bad
+
+
+def count_rebuilt(report: HealReport, shards: int, written: int) -> None:
+    """Add rebuilt shards and the bytes written for them to the report and metrics."""
+    report.bytes_rebuilt += written
+    report.shards_rebuilt += shards
+    heal_count("shards", shards)
+    heal_count("bytes", written)
+
+
+async def rebuild_shard_files(store: ObjectStore, info: ObjectInfo, targets: list[int],
+                              report: HealReport) -> None:
+    """Rewrite the shard files of ``info`` on ``targets`` and count them."""
+    count_rebuilt(report, len(targets), await _rebuild_files(store, info, targets))
+
+
+async def _heal_version(store: ObjectStore, res: Resolved, records: dict[int, bytes | None],
+                        deep: bool, report: HealReport, now: int, settle_ns: int) -> str:
+    info = res.info
+    bad = await bad_shards(store, info, records, deep)
     blobs: dict[int, bytes] = {}
-    if bad:
-        if info.inline:
-            blobs = store.inline_blobs(info, read_inline(store, info))
-            written = sum(len(blobs[p]) for p in bad if p in blobs)
-        else:
-            written = await _rebuild_files(store, info, bad)
-        report.bytes_rebuilt += written
-        report.shards_rebuilt += len(bad)
-        heal_count("shards", len(bad))
-        heal_count("bytes", written)
+    if bad and info.inline:
+        blobs = store.inline_blobs(info, read_inline(store, info))
+        count_rebuilt(report, len(bad), sum(len(blobs[p]) for p in bad if p in blobs))
+    elif bad:
+        await rebuild_shard_files(store, info, bad, report)
     todo = [p for p in records if p in bad or records[p] != res.record]
     for pos in todo:
         current = records[pos]

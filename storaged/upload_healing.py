@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
-from .healing import HealReport, _rebuild_files, _shard_ok
+from .healing import HealReport, bad_shards, rebuild_shard_files
 from .layout import distribution
 from .meta import ObjectInfo, PartInfo
 from .metadb import EndUpload, PutPart, PutUpload
@@ -117,17 +117,9 @@ async def _heal_upload(store: ObjectStore, upload: UploadInfo, record: bytes,
             continue  # a part write that never reached quorum: the client was told so
         part = PartRecord.unpack(number, raw)
         info = _part_info(store, upload, part)
-        bad = []
-        for pos in positions:
-            try:
-                ok = await store.run(_shard_ok, store.disks[pos], info, deep)
-            except OSError:
-                ok = False
-            if not ok:
-                bad.append(pos)
+        bad = await bad_shards(store, info, positions, deep)
         if bad:
-            report.bytes_rebuilt += await _rebuild_files(store, info, bad)
-            report.shards_rebuilt += len(bad)
+            await rebuild_shard_files(store, info, bad, report)
             changed = True
         for pos in positions:
             if pos not in bad and values.get(pos) == raw:

@@ -66,3 +66,9 @@ def client(nbd):
     yield connect
     for c in clients:
         c.close()
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """Four disk directories for an in-process volume manager."""
+    return [str(tmp_path / f"d{i}") for i in range(4)]

@@ -4,24 +4,11 @@
 import os
 
 import pytest
+from volume_helpers import open_manager
 
 from blockd import VolumeError, VolumeManager, images
 from blockd.manager import InternalVolume, VolumeHasSnapshots
 from blockd.pool import CHUNK
-from storaged import ObjectStore
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    return [str(tmp_path / f"d{i}") for i in range(4)]
-
-
-async def open_manager(dirs):
-    store = ObjectStore.open(dirs, sync=True)
-    await store.start(heal=False)
-    manager = VolumeManager(store)
-    await manager.start()
-    return store, manager
 
 
 async def put_image(store, name: str, data: bytes) -> None:

@@ -5,28 +5,10 @@ import os
 import shutil
 
 import pytest
+from volume_helpers import close, open_manager
 
-from blockd import VolumeError, VolumeManager
+from blockd import VolumeError
 from blockd.pool import BLOCK, CHUNK
-from storaged import ObjectStore
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    return [str(tmp_path / f"d{i}") for i in range(4)]
-
-
-async def open_manager(dirs):
-    store = ObjectStore.open(dirs, sync=True)
-    await store.start(heal=False)
-    manager = VolumeManager(store)
-    await manager.start()
-    return store, manager
-
-
-async def close(store, manager):
-    await manager.close()
-    await store.close()
 
 
 async def test_thin_allocation_and_block_status(dirs):

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 from .conftest import ACCESS, BASALT, SECRET, Server, free_port, stop_server, wait_healthy
+from .nbd_e2e_helpers import one_error_line as one_line
 from .test_volume_backup import qemu_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,15 +48,6 @@ def json_error(out: subprocess.CompletedProcess) -> dict:
     doc = one_json(out)
     assert set(doc) == {"error", "message"} and doc["error"] and doc["message"], doc
     return doc
-
-
-def one_line(out: subprocess.CompletedProcess) -> str:
-    """Refused: non-zero exit, nothing on stdout, one `basalt: ...` line on stderr."""
-    assert out.returncode != 0, out
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("basalt: "), out.stderr
-    assert "Traceback" not in out.stderr and not out.stdout.strip(), out
-    return lines[0]
 
 
 def positions(server: Server, *command: str) -> list[list[str]]:

@@ -1,6 +1,6 @@
 """Requests for features Basalt lacks get NotImplemented, and racing CreateBuckets one winner.
 
-Real boto3 against a real `basalt serve` (two S3 worker processes): a user must
+Real boto3 against a real `basalt serve` (HTTP and HTTPS, two S3 worker processes): a user must
 never believe an object is encrypted, locked, tagged or public when it is not,
 nor that their credentials are wrong when a feature is missing.
 """
@@ -8,6 +8,7 @@ nor that their credentials are wrong when a feature is missing.
 from __future__ import annotations
 
 import concurrent.futures
+import ssl
 import urllib.error
 import urllib.request
 import uuid
@@ -15,18 +16,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from botocore.exceptions import ClientError
-
-
-@pytest.fixture
-def s3(basalt_http):
-    return basalt_http.client()
-
-
-@pytest.fixture
-def bucket(s3):
-    name = f"r-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def not_implemented(call, **kwargs):
@@ -75,7 +64,7 @@ def test_object_lock_bucket_is_refused_and_not_created(s3):
     s3.head_bucket(Bucket=name)
 
 
-def test_presigned_post_gets_not_implemented_not_access_denied(s3, bucket):
+def test_presigned_post_gets_not_implemented_not_access_denied(basalt, s3, bucket):
     post = s3.generate_presigned_post(bucket, "form.txt", ExpiresIn=300)
     boundary = uuid.uuid4().hex
     fields = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
@@ -85,7 +74,8 @@ def test_presigned_post_gets_not_implemented_not_access_denied(s3, bucket):
     request = urllib.request.Request(post["url"], data=body, method="POST", headers={
         "Content-Type": f"multipart/form-data; boundary={boundary}"})
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(request, timeout=30)
+        urllib.request.urlopen(request, timeout=30, context=ssl.create_default_context(
+            cafile=basalt.ca_path) if basalt.ca_path else None)
     assert err.value.code == 501
     assert ET.fromstring(err.value.read()).findtext("Code") == "NotImplemented"
 
