@@ -257,6 +257,7 @@ async def serve(opts: ServeOptions) -> None:
         settings = {"disks": disks, "sync": opts.sync, "region": opts.region,
                     "domain": opts.domain, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key,
                     "log_level": opts.log_level, "owner_socket": owner_socket,
+                    "nbd_socket": nbd_socket,
                     "nbd_address": f"{nbd_host}:{nbd.port}",
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}
         # Few malloc arenas: the coding threads' short-lived buffers otherwise pin

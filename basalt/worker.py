@@ -42,7 +42,8 @@ async def run(cfg: dict) -> None:
     config = GatewayConfig(credentials={cfg["access_key"]: cfg["secret_key"]},
                            region=cfg["region"], domain=cfg.get("domain"),
                            owner_socket=cfg.get("owner_socket"),
-                           nbd_address=cfg.get("nbd_address", ""))
+                           nbd_address=cfg.get("nbd_address", ""),
+                           nbd_socket=cfg.get("nbd_socket"))
     runner = web.AppRunner(Gateway(store, config).app(), access_log=None,
                            shutdown_timeout=cfg.get("shutdown_grace", 1.5), **PARSER_LIMITS)
     await runner.setup()

@@ -8,10 +8,8 @@ SigV4-signed with the admin credentials, answering JSON.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import stat
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -133,7 +131,8 @@ class Owner:
 
 async def handle(request: web.Request, store: ObjectStore,
                  authenticate: Callable[[web.Request], object], request_id: str,
-                 owner: Owner | None = None, nbd_address: str = "") -> web.StreamResponse:
+                 owner: Owner | None = None, nbd_address: str = "",
+                 nbd_socket: str | None = None) -> web.StreamResponse:
     path = request.path
     if path == "/_basalt/health":
         return await health(request, store)
@@ -164,6 +163,7 @@ async def handle(request: web.Request, store: ObjectStore,
     try:
         request["owner"] = owner
         request["nbd_address"] = nbd_address
+        request["nbd_socket"] = nbd_socket
         return await handler(request, store)
     except AdminError as exc:
         return json_error(exc.status, exc.code, exc.message, request_id)
@@ -234,14 +234,8 @@ def _capacity(store: ObjectStore) -> dict:
 
 @admin_route("GET", "/_basalt/v1/status")
 async def status(request: web.Request, store: ObjectStore) -> web.Response:
-    """NBD addresses (TCP, and the Unix socket beside the owner's) and capacity."""
-    nbd_socket = None
-    owner: Owner | None = request.get("owner")
-    if owner is not None and owner.socket_path and owner.socket_path.endswith("owner.sock"):
-        candidate = owner.socket_path[:-len("owner.sock")] + "nbd.sock"
-        with contextlib.suppress(OSError):
-            if stat.S_ISSOCK(os.stat(candidate).st_mode):
-                nbd_socket = candidate
+    """NBD addresses (TCP and the Unix socket) and capacity."""
+    nbd_socket = request.get("nbd_socket")
     capacity = await asyncio.to_thread(_capacity, store)
     return web.json_response({"ec": f"{store.k}+{store.m}", "nbd": request.get("nbd_address", ""),
                               "nbd_socket": nbd_socket, "capacity": capacity})

@@ -97,7 +97,8 @@ class Gateway:
             if request.path.startswith(router.ADMIN_PREFIX):
                 op = "Admin"
                 resp = await admin.handle(request, self.store, self.authenticate, request_id,
-                                          self.owner, self.config.nbd_address)
+                                          self.owner, self.config.nbd_address,
+                                          self.config.nbd_socket)
             else:
                 check_request_size(request)
                 try:

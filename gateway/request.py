@@ -55,6 +55,7 @@ class GatewayConfig:
     owner: Owner = dataclasses.field(default_factory=lambda: Owner("basalt", "basalt"))
     owner_socket: str | None = None         # admin requests served by the disk owner
     nbd_address: str = ""                   # host:port of the NBD server (for clients)
+    nbd_socket: str | None = None           # its Unix socket
 
 
 @dataclasses.dataclass
