@@ -463,6 +463,11 @@ class Healer:
                 write_format(root, disk.format)
                 disk.healing = True
                 log.warning("disk %s was wiped or replaced: reformatted, healing", root)
+            elif self.owner and disk.reason is not None:
+                # Back after being away while we served: it missed the writes
+                # made meanwhile, so it is healed completely, like a new disk.
+                mark_healing(root)
+                disk.healing = True
             disk.open()  # type: ignore[attr-defined]
             disk.healing = disk.healing or os.path.exists(os.path.join(root, ".healing"))
             log.info("disk %s is back online", root)

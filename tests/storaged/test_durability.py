@@ -172,3 +172,29 @@ async def test_three_lost_disks_fail_loudly_not_silently(loaded, open_store):
     store = await open_store(dirs=dirs)
     with pytest.raises(ReadQuorumError):
         await read(store, "b", f"obj{50 << 20}")
+
+
+async def test_disk_back_after_being_away_is_healed_completely(open_store, tmp_path):
+    """Writes made while a disk was away reach it through a full heal, so the set
+    again survives losing any two other disks."""
+    dirs = [str(tmp_path / f"disk{i}") for i in range(6)]
+    # Real disks (not dirs inside a data dir): a missing one is not recreated.
+    store = await open_store(dirs=dirs, ec=(4, 2), create=lambda root: False)
+    await store.make_bucket("b")
+    os.rename(dirs[1], dirs[1] + ".away")
+    store.healer.watch_disks()
+    assert not store.disks[1].online
+    expected = {f"k{i}": os.urandom(size) for i, size in enumerate((10, 300_000, 3 << 20))}
+    for key, data in expected.items():
+        await store.put_object("b", key, chunks(data, 100_000), size=len(data))
+    os.rename(dirs[1] + ".away", dirs[1])
+    store.healer.watch_disks()
+    assert store.disks[1].online and store.disks[1].healing
+    assert os.path.exists(os.path.join(dirs[1], ".healing"))
+    report = await store.heal(deep=False)
+    assert report.failed == 0 and report.shards_rebuilt == len(expected)
+    assert not store.disks[1].healing
+    await store.close()
+    wipe(dirs, [0, 2])  # with disk 1 healed, four disks still hold everything
+    store = await open_store(dirs=dirs)
+    await check_all(store, expected)
