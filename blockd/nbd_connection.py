@@ -240,6 +240,8 @@ class NBDConnection(asyncio.BufferedProtocol):
                 except Exception:
                     log.exception("nbd export close failed",
                                   extra={"fields": {"export": session.export.name}})
+            if self._cmds is not None:
+                self._cmds.meter.flush()
             self._server.connection_closed(self)
             log.info("nbd connection closed", extra={"fields": {
                 "client": self.peer, "export": self.export_name,
