@@ -220,11 +220,11 @@ def _capacity(store: ObjectStore) -> dict:
         if not disk.online or not root:
             continue
         try:
-            st, dev = os.statvfs(root), os.stat(root).st_dev
+            _, used, free = metrics.fs_bytes(root)
+            dev = os.stat(root).st_dev
         except OSError:
             continue
-        filesystems[dev] = ((st.f_blocks - st.f_bfree + st.f_bavail) * st.f_frsize,
-                            st.f_bavail * st.f_frsize)
+        filesystems[dev] = (used + free, free)  # reserved blocks are not Basalt's
     raw = sum(total for total, _ in filesystems.values())
     free = sum(avail for _, avail in filesystems.values())
     replicas = min(store.n, store.m + 1)

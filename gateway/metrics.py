@@ -28,11 +28,11 @@ from prometheus_client import (
 )
 
 from storaged import ObjectStore
+from storaged.format import FORMAT_FILE, needs_healing
 from storaged.meta import HEADER
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 STORED_REFRESH = 60.0  # seconds between two scans for the bytes stored
-HEALING_MARKER = ".healing"  # written by the owner when a disk needs a full heal
 
 REQUESTS = Counter("basalt_s3_requests_total", "S3 requests by operation and HTTP status",
                    ["op", "status"])
@@ -68,11 +68,10 @@ def disk_states(store: ObjectStore) -> list[dict]:
         if d["state"] != "offline" and d.get("path"):
             # Each process notices a lost disk on its next watch (up to a second
             # later); checking its format here keeps the workers' answers alike.
-            if not os.path.exists(os.path.join(d["path"], "format.json")):
+            if not os.path.exists(os.path.join(d["path"], FORMAT_FILE)):
                 d["state"], d["reason"] = "offline", "format.json is gone"
                 continue
-            marked = os.path.exists(os.path.join(d["path"], HEALING_MARKER))
-            d["state"] = "healing" if marked else "online"
+            d["state"] = "healing" if needs_healing(d["path"]) else "online"
     return disks
 
 
@@ -109,19 +108,26 @@ def _table_entries(disk, table: bytes) -> int | None:
         return None
 
 
+def _fullest(store: ObjectStore, table: bytes):
+    """(entries, disk) of the online disk whose LMDB table holds the most (O(1)
+    each), or None when no disk answers."""
+    counts = [(n, d) for d in store.disks
+              if d.online and (n := _table_entries(d, table)) is not None]
+    return max(counts, key=lambda c: c[0]) if counts else None
+
+
 def _entries(store: ObjectStore, table: bytes) -> int | None:
-    """Entries of an LMDB table, the most any online disk holds (O(1) each)."""
-    counts = [n for d in store.disks if d.online and (n := _table_entries(d, table)) is not None]
-    return max(counts) if counts else None
+    """Entries of an LMDB table, the most any online disk holds."""
+    fullest = _fullest(store, table)
+    return fullest[0] if fullest else None
 
 
 def _scan_stored(store: ObjectStore) -> dict:
     """Count the objects and sum their sizes on the fullest online disk."""
-    counts = [(n, d) for d in store.disks
-              if d.online and (n := _table_entries(d, b"objects")) is not None]
+    fullest = _fullest(store, b"objects")
     objects = size = 0
-    if counts:
-        meta = max(counts, key=lambda c: c[0])[1].meta
+    if fullest:
+        meta = fullest[1].meta
         with meta.env.begin() as txn:
             for raw in txn.cursor(db=meta.dbs[b"objects"]).iternext(keys=False):
                 objects += 1
@@ -156,6 +162,13 @@ def stored(store: ObjectStore, cache_dir: str | None) -> dict | None:
         return fresh
 
 
+def fs_bytes(path: str) -> tuple[int, int, int]:
+    """(size, used, free for unprivileged writers) of the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return (st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize,
+            st.f_bavail * st.f_frsize)
+
+
 def _label(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -179,11 +192,9 @@ def store_lines(store: ObjectStore, disks: list[dict], stored_now: dict | None) 
         if disk["state"] == "offline" or not disk.get("path"):
             continue
         try:
-            st = os.statvfs(disk["path"])
+            capacity.append((disk, *fs_bytes(disk["path"])))
         except OSError:
             continue
-        capacity.append((disk, st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize,
-                         st.f_bavail * st.f_frsize))
     for i, (name, text) in enumerate((
             ("basalt_disk_total_bytes", "Size of the filesystem holding the disk."),
             ("basalt_disk_used_bytes", "Bytes used on the filesystem holding the disk."),

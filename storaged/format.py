@@ -30,7 +30,8 @@ from .mounts import MountFacts, offline_reason
 
 FORMAT_FILE = "format.json"
 FORMAT_VERSION = 1
-OWN_ENTRIES = {"meta", "data", "tmp", "files", FORMAT_FILE, FORMAT_FILE + ".tmp", ".healing"}
+HEALING_FILE = ".healing"  # present while the disk needs a full heal
+OWN_ENTRIES = {"meta", "data", "tmp", "files", FORMAT_FILE, FORMAT_FILE + ".tmp", HEALING_FILE}
 # An owner-less process (an S3 worker) never formats: it waits for the owner.
 NOT_FORMATTED = "not formatted yet (the server formats it)"
 
@@ -138,7 +139,7 @@ def clear_unformatted(root: str) -> None:
         path = os.path.join(root, name)
         if os.path.isdir(path):
             shutil.rmtree(path)
-        elif name != ".healing":
+        elif name != HEALING_FILE:
             os.unlink(path)
 
 
@@ -230,7 +231,7 @@ def assemble(roots: Sequence[str], k: int | None, m: int | None, block_size: int
     for root, f in zip(roots, formats):
         if f is not None:
             reason = offline_reason(root, then.get(root), formatted=True, create=True)
-            slots[f.position] = Slot(root, f, fresh=os.path.exists(os.path.join(root, ".healing")),
+            slots[f.position] = Slot(root, f, fresh=needs_healing(root),
                                      offline=reason, create=create(root))
             continue
         pos = free.pop(0)
@@ -271,13 +272,18 @@ def _record_mounts(slots: list[Slot], then: Mapping[str, MountFacts],
 def mark_healing(root: str) -> None:
     """Record that ``root`` needs a full heal (survives restarts until done)."""
     os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, ".healing"), "w") as f:
+    with open(os.path.join(root, HEALING_FILE), "w") as f:
         f.flush()
         os.fsync(f.fileno())
 
 
+def needs_healing(root: str) -> bool:
+    """Whether ``root`` carries the mark :func:`mark_healing` leaves."""
+    return os.path.exists(os.path.join(root, HEALING_FILE))
+
+
 def clear_healing(root: str) -> None:
     try:
-        os.unlink(os.path.join(root, ".healing"))
+        os.unlink(os.path.join(root, HEALING_FILE))
     except FileNotFoundError:
         pass

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -29,6 +28,7 @@ from .format import (
     clear_healing,
     clear_unformatted,
     mark_healing,
+    needs_healing,
     read_format,
     write_format,
 )
@@ -68,6 +68,12 @@ class HealReport:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def add(self, other: HealReport) -> None:
+        """Count ``other``'s work in this report too."""
+        for field in ("objects", "uploads", "healed", "shards_rebuilt", "bytes_rebuilt",
+                      "records_written", "removed", "failed"):
+            setattr(self, field, getattr(self, field) + getattr(other, field))
 
     def summary(self) -> dict:
         """The counters as structured log fields."""
@@ -395,9 +401,7 @@ class Healer:
                     full = await heal_all(store, deep=False)
                     if full.failed:  # retry later, not in a tight loop
                         self._next_full = time.monotonic() + 60
-                    for field in ("objects", "healed", "shards_rebuilt", "bytes_rebuilt",
-                                  "records_written", "removed", "failed"):
-                        setattr(report, field, getattr(report, field) + getattr(full, field))
+                    report.add(full)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -469,7 +473,7 @@ class Healer:
                 mark_healing(root)
                 disk.healing = True
             disk.open()  # type: ignore[attr-defined]
-            disk.healing = disk.healing or os.path.exists(os.path.join(root, ".healing"))
+            disk.healing = disk.healing or needs_healing(root)
             log.info("disk %s is back online", root)
         except Exception as exc:
             log.debug("disk %s still unavailable: %s", root, exc)

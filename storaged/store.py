@@ -269,8 +269,7 @@ class ObjectStore:
         results = await asyncio.gather(
             *(self.disks[p].commit([PutBucket(name, raw)]) for p in positions),
             return_exceptions=True)
-        ok += [p for p, r in zip(positions, results) if r is not None
-               and not isinstance(r, BaseException) and r[0]]
+        ok += [p for p, r in zip(positions, results) if not isinstance(r, BaseException) and r[0]]
         if len(ok) < self.write_quorum:
             await asyncio.gather(*(self.disks[p].commit([DeleteBucket(name, True, raw)])
                                    for p in ok), return_exceptions=True)
