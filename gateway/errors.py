@@ -301,6 +301,38 @@ class NotModified(S3Error):
     has_body = False
 
 
+# --- versioning, object lock, lifecycle, tagging --------------------------------
+
+class InvalidBucketState(S3Error):
+    status = 409
+    message = "The request is not valid with the current state of the bucket."
+
+
+class InvalidTag(S3Error):
+    status = 400
+    message = "The TagSet is not valid."
+
+
+class NoSuchTagSet(S3Error):
+    status = 404
+    message = "The TagSet does not exist"
+
+
+class NoSuchLifecycleConfiguration(S3Error):
+    status = 404
+    message = "The lifecycle configuration does not exist"
+
+
+class ObjectLockConfigurationNotFoundError(S3Error):
+    status = 404
+    message = "Object Lock configuration does not exist for this bucket"
+
+
+class NoSuchObjectLockConfiguration(S3Error):
+    status = 404
+    message = "The specified object does not have a ObjectLock configuration"
+
+
 # --- service ------------------------------------------------------------------
 
 class MethodNotAllowed(S3Error):

@@ -103,3 +103,28 @@ class DiskFull(StorageError):
 
 class FormatError(StorageError):
     """A disk's format.json is unreadable, foreign or inconsistent with the set."""
+
+
+class NoSuchVersion(StorageError):
+    def __init__(self, bucket: str, key: str, version_id: str) -> None:
+        super().__init__(f"object {bucket}/{key} has no version {version_id}")
+        self.bucket, self.key, self.version_id = bucket, key, version_id
+
+
+class DeleteMarker(StorageError):
+    """The version asked for is a delete marker (S3: 404 for the latest, 405 by id)."""
+
+    def __init__(self, bucket: str, key: str, version_id: str, by_id: bool,
+                 mtime_ns: int = 0) -> None:
+        super().__init__(f"object {bucket}/{key} is deleted (delete marker {version_id})")
+        self.bucket, self.key, self.version_id = bucket, key, version_id
+        self.by_id, self.mtime_ns = by_id, mtime_ns
+
+
+class ObjectLocked(StorageError):
+    """A version protected by object lock (retention or legal hold) cannot be
+    deleted, overwritten in place or have its retention shortened."""
+
+
+class InvalidBucketState(StorageError):
+    """The request conflicts with the bucket's versioning or object lock state."""
