@@ -84,7 +84,29 @@ class Disk(abc.ABC):
     def get_object(self, bucket: str, key: str) -> bytes | None: ...
 
     @abc.abstractmethod
-    def get_inline(self, bucket: str, key: str) -> bytes | None: ...
+    def get_inline(self, bucket: str, key: str) -> bytes | None:
+        """The inline shard of the latest version."""
+
+    @abc.abstractmethod
+    def version_inline(self, bucket: str, key: str, mtime_ns: int, vid: str) -> bytes | None:
+        """The inline shard of any version."""
+
+    @abc.abstractmethod
+    def get_version(self, bucket: str, key: str, version: tuple[int, str] | None) -> bytes | None:
+        """A version's record by (mtime, data id head); None: the null version."""
+
+    @abc.abstractmethod
+    def key_versions(self, bucket: str, key: str) -> list[bytes]:
+        """Every version record of a key, newest first."""
+
+    @abc.abstractmethod
+    def scan_versions(self, bucket: str, prefix: str = "", after: str = "",
+                      after_suffix: bytes | None = None, skip_prefix: bool = False,
+                      limit: int = 1000) -> list[tuple[str, bytes, bytes]]: ...
+
+    @abc.abstractmethod
+    def bucket_config(self, bucket: str) -> dict[str, tuple[int, bytes | None]]:
+        """A bucket's settings: kind → (stamp, value)."""
 
     @abc.abstractmethod
     def scan(self, bucket: str, prefix: str = "", after: str = "", skip_prefix: bool = False,
@@ -245,6 +267,23 @@ class LocalDisk(Disk):
 
     def get_inline(self, bucket: str, key: str) -> bytes | None:
         return self.meta.get_inline(bucket, key)
+
+    def version_inline(self, bucket: str, key: str, mtime_ns: int, vid: str) -> bytes | None:
+        return self.meta.version_inline(bucket, key, mtime_ns, vid)
+
+    def get_version(self, bucket: str, key: str, version: tuple[int, str] | None) -> bytes | None:
+        return self.meta.get_version(bucket, key, version)
+
+    def key_versions(self, bucket: str, key: str) -> list[bytes]:
+        return self.meta.key_versions(bucket, key)
+
+    def scan_versions(self, bucket: str, prefix: str = "", after: str = "",
+                      after_suffix: bytes | None = None, skip_prefix: bool = False,
+                      limit: int = 1000) -> list[tuple[str, bytes, bytes]]:
+        return self.meta.scan_versions(bucket, prefix, after, after_suffix, skip_prefix, limit)
+
+    def bucket_config(self, bucket: str) -> dict[str, tuple[int, bytes | None]]:
+        return self.meta.bucket_config(bucket)
 
     def scan(self, bucket: str, prefix: str = "", after: str = "", skip_prefix: bool = False,
              limit: int = 1000) -> list[tuple[str, bytes]]:

@@ -35,7 +35,15 @@ from .format import (
 from .layout import HASH_LEN, checksum
 from .listing import walk_keys
 from .meta import ObjectInfo, record_version
-from .metadb import ClearPending, DeleteBucket, DeleteObject, PutBucket, PutObject
+from .metadb import (
+    ClearPending,
+    DeleteBucket,
+    DeleteVersion,
+    PutBucket,
+    PutBucketConfig,
+    PutObject,
+    record_suffix,
+)
 from .metrics import heal_count
 from .mounts import MountFacts, offline_reason
 from .quorum import Resolved, resolve
@@ -110,7 +118,7 @@ def _frames_ok(disk: Disk, info: ObjectInfo, data_id: str, part: int, size: int)
 def _shard_ok(disk: Disk, info: ObjectInfo, deep: bool) -> bool:
     """Whether ``disk`` holds a good shard of every part of ``info``."""
     if info.inline:
-        blob = disk.get_inline(info.bucket, info.key)
+        blob = disk.version_inline(info.bucket, info.key, info.mtime_ns, info.version_id)
         vid = info.version_id.encode()
         if blob is None or not blob.startswith(vid):
             return False
@@ -168,30 +176,60 @@ async def _rebuild_files(store: ObjectStore, info: ObjectInfo, targets: list[int
 
 async def heal_object(store: ObjectStore, bucket: str, key: str, *, deep: bool = False,
                       report: HealReport | None = None, settle_ns: int = SETTLE_NS) -> str:
-    """Heal one object; returns "ok", "healed", "removed", "absent" or "unknown"."""
+    """Heal every version of one object; returns "ok", "healed", "removed",
+    "absent" or "unknown" (the strongest outcome of its versions)."""
     report = report or HealReport()
     heal_count("objects")
     positions = store.online_positions()
-    answered = store.records(bucket, key)
-    try:
-        res = resolve(bucket, key, answered, store.k, store.write_quorum,
-                      offline=store.n - len(answered))
-    except ReadQuorumError:
-        return "unknown"
-    records = {p: answered.get(p) for p in positions}
+    held: dict[int, dict[bytes, bytes]] = {}
+    for pos in positions:
+        disk = store.disks[pos]
+        try:
+            versions = disk.key_versions(bucket, key)
+        except Exception:
+            continue
+        # A disk still being healed lacks records: that is no evidence of absence.
+        if versions or not disk.healing:
+            held[pos] = {record_suffix(r): r for r in versions}
+    suffixes = sorted(set().union(*held.values())) if held else []
+    if not suffixes:
+        return "absent"
     now = time.time_ns()
-    if res is None:
-        stale = {p: r for p, r in records.items()
-                 if r is not None and now - record_version(r)[0] >= settle_ns}
-        if not stale or len(answered) < store.n:  # an unheard disk may hold the rest
-            return "absent"
-        for pos, record in stale.items():
-            vid = record_version(record)[1]
-            replaced = (await store.disks[pos].commit([DeleteObject(bucket, key, vid)]))[0]
-            store.purge_displaced(pos, bucket, key, replaced.record if replaced.applied else None)
-        report.removed += 1
-        return "removed"
-    return await _heal_version(store, res, records, deep, report, now, settle_ns)
+    outcomes = set()
+    for suffix in suffixes:
+        records = {p: held.get(p, {}).get(suffix) for p in positions}
+        answered = {p: held[p].get(suffix) for p in held}
+        try:
+            res = resolve(bucket, key, answered, store.k, store.write_quorum,
+                          offline=store.n - len(held))
+        except ReadQuorumError:
+            outcomes.add("unknown")
+            continue
+        if res is None:
+            outcomes.add(await _remove_stale(store, bucket, key, records, len(held), now,
+                                             settle_ns, report))
+        else:
+            outcomes.add(await _heal_version(store, res, records, deep, report))
+    for outcome in ("healed", "removed", "unknown", "ok"):
+        if outcome in outcomes:
+            return outcome
+    return "absent"
+
+
+async def _remove_stale(store: ObjectStore, bucket: str, key: str,
+                        records: dict[int, bytes | None], heard: int, now: int, settle_ns: int,
+                        report: HealReport) -> str:
+    """Remove a version that never reached quorum, once it cannot be a write in flight."""
+    stale = {p: r for p, r in records.items()
+             if r is not None and now - record_version(r)[0] >= settle_ns}
+    if not stale or heard < store.n:  # an unheard disk may hold the rest
+        return "absent"
+    for pos, record in stale.items():
+        replaced = (await store.disks[pos].commit(
+            [DeleteVersion(bucket, key, *record_version(record))]))[0]
+        store.purge_displaced(pos, bucket, key, replaced.record if replaced.applied else None)
+    report.removed += 1
+    return "removed"
 
 
 async def bad_shards(store: ObjectStore, info: ObjectInfo, positions: Iterable[int],
@@ -223,7 +261,7 @@ async def rebuild_shard_files(store: ObjectStore, info: ObjectInfo, targets: lis
 
 
 async def _heal_version(store: ObjectStore, res: Resolved, records: dict[int, bytes | None],
-                        deep: bool, report: HealReport, now: int, settle_ns: int) -> str:
+                        deep: bool, report: HealReport) -> str:
     info = res.info
     bad = await bad_shards(store, info, records, deep)
     blobs: dict[int, bytes] = {}
@@ -234,10 +272,9 @@ async def _heal_version(store: ObjectStore, res: Resolved, records: dict[int, by
         await rebuild_shard_files(store, info, bad, report)
     todo = [p for p in records if p in bad or records[p] != res.record]
     for pos in todo:
-        current = records[pos]
-        force = current is not None and now - record_version(current)[0] >= settle_ns
+        # Exactly this version, displacing nothing: other versions heal on their own.
         op = PutObject(info.bucket, info.key, res.record, blobs.get(pos), replace_equal=True,
-                       force=force)
+                       force=True)
         replaced = (await store.disks[pos].commit([op]))[0]
         if replaced.applied:
             report.records_written += 1
@@ -264,11 +301,32 @@ async def heal_buckets(store: ObjectStore, report: HealReport) -> list[str]:
             for pos in positions:
                 if pos not in holders:
                     await store.disks[pos].commit([PutBucket(name, info)])
+            await _heal_bucket_configs(store, name, positions)
             alive.append(name)
         elif len(positions) == store.n and not any(store.disks[p].healing for p in positions):
             for pos in holders:
                 await store.disks[pos].commit([DeleteBucket(name, force=True)])
     return alive
+
+
+async def _heal_bucket_configs(store: ObjectStore, name: str, positions: list[int]) -> None:
+    """Give every disk the newest of each of the bucket's settings."""
+    held = {}
+    for pos in positions:
+        try:
+            held[pos] = store.disks[pos].bucket_config(name)
+        except Exception:
+            continue
+    newest: dict[str, tuple[int, bytes | None]] = {}
+    for configs in held.values():
+        for kind, entry in configs.items():
+            if kind not in newest or entry[0] > newest[kind][0]:
+                newest[kind] = entry
+    for pos, configs in held.items():
+        ops = [PutBucketConfig(name, kind, stamp, value) for kind, (stamp, value) in newest.items()
+               if configs.get(kind, (None,))[0] != stamp]
+        if ops:
+            await store.disks[pos].commit(ops)
 
 
 async def heal_all(store: ObjectStore, *, deep: bool = True, progress: Progress | None = None,
@@ -320,9 +378,8 @@ async def resolve_pending(store: ObjectStore) -> int:
             continue
         for pos, data_id, parts, upload_id in entries:
             disk = store.disks[pos]
-            current = disk.get_object(bucket, key)
-            used = current is not None and data_id in ObjectInfo.unpack(
-                bucket, key, current).files()
+            used = any(data_id in ObjectInfo.unpack(bucket, key, r).files()
+                       for r in disk.key_versions(bucket, key))
             if not used and upload_id:
                 used = store.part_uses(upload_id, data_id)
             if not used:

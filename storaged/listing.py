@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .disk import Disk
-from .meta import ObjectInfo
+from .meta import ObjectInfo, parse_version
+from .metadb import version_suffix
 from .quorum import resolve
 
 if TYPE_CHECKING:
-    from .store import ObjectStore
+    from .store import ObjectStore, VersionPage
 
 PAGE = 256
 
@@ -84,7 +85,7 @@ class _Merge:
                 res = resolve(self.bucket, key, records, self.store.k, self.store.write_quorum)
             except Exception:
                 res = None
-            if res is not None:
+            if res is not None and not res.info.delete_marker:
                 return res.info
 
     def skip_prefix(self, cp: str) -> None:
@@ -135,3 +136,109 @@ def walk_keys(store: ObjectStore, bucket: str) -> Iterator[str]:
             if h is not None and h[0] == key:
                 c.pop()
         yield key
+
+
+class _VersionCursor:
+    """One disk's versions in S3 order, read a page at a time."""
+
+    def __init__(self, disk: Disk, bucket: str, prefix: str, after: str,
+                 after_suffix: bytes | None, skip: bool) -> None:
+        self.disk, self.bucket, self.prefix = disk, bucket, prefix
+        self.after, self.after_suffix, self.skip = after, after_suffix, skip
+        self.buf: list[tuple[str, bytes, bytes]] = []
+        self.done = False
+
+    def head(self) -> tuple[str, bytes, bytes] | None:
+        if not self.buf and not self.done:
+            try:
+                self.buf = self.disk.scan_versions(self.bucket, self.prefix, self.after,
+                                                   self.after_suffix, self.skip, PAGE)
+            except Exception:
+                self.buf = []
+            self.buf.reverse()
+            self.done = len(self.buf) < PAGE
+        return self.buf[-1] if self.buf else None
+
+    def pop(self) -> None:
+        key, suffix, _ = self.buf.pop()
+        self.after, self.after_suffix, self.skip = key, suffix, False
+
+    def skip_prefix(self, cp: str) -> None:
+        while self.buf and self.buf[-1][0].startswith(cp):
+            self.buf.pop()
+        self.after, self.after_suffix, self.skip = cp, None, True
+
+
+def _marker_suffix(store: ObjectStore, bucket: str, key: str, version: str) -> bytes | None:
+    """Where listing resumes inside ``key``: after version ``version``."""
+    if not version:
+        return None
+    try:
+        parsed = parse_version(version)
+    except ValueError:
+        return None
+    if parsed is None:  # the null version: find its place
+        res = store.resolve_version(bucket, key, version)
+        if res is None:
+            return None
+        return version_suffix(res.info.mtime_ns, res.info.version_id)
+    mtime, head = parsed
+    # Past every data id starting with the id's head.
+    return version_suffix(mtime, head + "0" * 16)[:16] + b"\xff" * 8
+
+
+def list_versions(store: ObjectStore, bucket: str, prefix: str = "", delimiter: str = "",
+                  key_marker: str = "", version_marker: str = "",
+                  max_keys: int = 1000) -> VersionPage:
+    """One page of versions (and common prefixes) after the markers, each
+    version resolved by quorum like a read; the first of each key is latest."""
+    from .store import VersionEntry, VersionPage
+    store.require_bucket(bucket)
+    if max_keys <= 0:
+        return VersionPage([], [], False, "", "")
+    after_suffix = _marker_suffix(store, bucket, key_marker, version_marker) \
+        if key_marker else None
+    skip = bool(delimiter) and key_marker.startswith(prefix) and key_marker.endswith(delimiter) \
+        and len(key_marker) > len(prefix)
+    cursors = [_VersionCursor(store.disks[p], bucket, prefix, key_marker, after_suffix, skip)
+               for p in store.online_positions()]
+    entries: list[VersionEntry] = []
+    prefixes: list[str] = []
+    # Inside the marker's key the latest version was on an earlier page.
+    last_key = key_marker if after_suffix is not None else None
+    last_version = ""
+    truncated = False
+    while True:
+        heads = [(c, c.head()) for c in cursors]
+        live = [(c, h) for c, h in heads if h is not None]
+        if not live:
+            break
+        key, suffix = min((h[0], h[1]) for _, h in live)
+        records: dict[int, bytes | None] = {c.disk.position: None for c in cursors}
+        for c, h in live:
+            if (h[0], h[1]) == (key, suffix):
+                records[c.disk.position] = h[2]
+                c.pop()
+        try:
+            res = resolve(bucket, key, records, store.k, store.write_quorum)
+        except Exception:
+            res = None
+        if res is None:
+            continue
+        if len(entries) + len(prefixes) >= max_keys:
+            truncated = True
+            break
+        rest = key[len(prefix):]
+        cut = rest.find(delimiter) if delimiter else -1
+        if cut >= 0:
+            cp = prefix + rest[:cut + len(delimiter)]
+            prefixes.append(cp)
+            for c in cursors:
+                c.skip_prefix(cp)
+            last_key, last_version = cp, ""
+            continue
+        entries.append(VersionEntry(res.info, key != last_key))
+        last_key, last_version = key, res.info.version
+    if not truncated:
+        return VersionPage(entries, prefixes, False, "", "")
+    return VersionPage(entries, prefixes, True, last_key or "", last_version)

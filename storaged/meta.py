@@ -33,6 +33,9 @@ def new_id(bits: int = 128) -> str:
     return f"{_ids.getrandbits(bits):0{bits // 4}x}"
 HEADER = struct.Struct(">Q16sB")  # mtime ns, version id (uuid bytes), flags
 INLINE = 1
+MARKER = 2      # a delete marker: no data
+VERSIONED = 4   # has a version id of its own; without it the version is the "null" one
+NULL_VERSION = "null"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,21 @@ class ObjectInfo:
     dist: tuple[int, ...] = ()
     parts: tuple[PartInfo, ...] = ()
     inline: bool = False
+    delete_marker: bool = False
+    versioned: bool = False
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    lock_mode: str = ""          # "" | GOVERNANCE | COMPLIANCE
+    lock_until_ns: int = 0
+    legal_hold: bool = False
+    meta_ns: int = 0             # last change of tags or lock settings (newest wins)
+
+    @property
+    def version(self) -> str:
+        """The version id clients see: "null", or the mtime and the data id's head
+        (the mtime leads so a version is found by one LMDB seek)."""
+        if not self.versioned:
+            return NULL_VERSION
+        return f"{self.mtime_ns:016x}{self.version_id[:16]}"
 
     @property
     def geometry(self) -> Geometry:
@@ -99,9 +117,19 @@ class ObjectInfo:
         return (self.mtime_ns, self.version_id)
 
     def pack(self) -> bytes:
-        header = HEADER.pack(self.mtime_ns, bytes.fromhex(self.version_id),
-                             INLINE if self.inline else 0)
-        return header + msgpack.packb({
+        flags = ((INLINE if self.inline else 0) | (MARKER if self.delete_marker else 0)
+                 | (VERSIONED if self.versioned else 0))
+        header = HEADER.pack(self.mtime_ns, bytes.fromhex(self.version_id), flags)
+        extra: dict = {}
+        if self.tags:
+            extra["tags"] = dict(self.tags)
+        if self.lock_mode:
+            extra["lock"] = [self.lock_mode, self.lock_until_ns]
+        if self.legal_hold:
+            extra["hold"] = True
+        if self.meta_ns:
+            extra["ms"] = self.meta_ns
+        return header + msgpack.packb(extra | {
             "v": FORMAT, "size": self.size, "etag": self.etag, "ct": self.content_type,
             "hdr": dict(self.headers), "um": dict(self.user_meta), "cks": dict(self.checksums),
             "ckt": self.checksum_type, "ec": [self.k, self.m, self.block_size],
@@ -122,7 +150,10 @@ class ObjectInfo:
             checksums=d["cks"], checksum_type=d.get("ckt", ""), k=k, m=m, block_size=bs,
             dist=tuple(d["dist"]),
             parts=tuple(PartInfo(*p) for p in d["parts"]),
-            inline=bool(flags & INLINE),
+            inline=bool(flags & INLINE), delete_marker=bool(flags & MARKER),
+            versioned=bool(flags & VERSIONED), tags=d.get("tags", {}),
+            lock_mode=d.get("lock", ("", 0))[0], lock_until_ns=d.get("lock", ("", 0))[1],
+            legal_hold=d.get("hold", False), meta_ns=d.get("ms", 0),
         )
 
 
@@ -134,3 +165,29 @@ def record_version(raw: bytes | memoryview) -> tuple[int, str]:
 
 def record_inline(raw: bytes | memoryview) -> bool:
     return bool(HEADER.unpack_from(raw)[2] & INLINE)
+
+
+def record_marker(raw: bytes | memoryview) -> bool:
+    return bool(HEADER.unpack_from(raw)[2] & MARKER)
+
+
+def record_null(raw: bytes | memoryview) -> bool:
+    """Whether a packed record is its key's "null" version."""
+    return not HEADER.unpack_from(raw)[2] & VERSIONED
+
+
+def record_meta_ns(raw: bytes | memoryview) -> int:
+    """When the record's tags or lock settings last changed (0: never)."""
+    return msgpack.unpackb(memoryview(raw)[HEADER.size:]).get("ms", 0)
+
+
+def parse_version(version: str) -> tuple[int, str] | None:
+    """(mtime, data id head) of a client version id; None for "null".
+
+    Raises ValueError for anything that is not a version id Basalt issued.
+    """
+    if version == NULL_VERSION:
+        return None
+    if len(version) != 32 or version != version.lower():
+        raise ValueError(version)
+    return int(version[:16], 16), f"{int(version[16:], 16):016x}"

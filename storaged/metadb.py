@@ -3,8 +3,15 @@
 Tables (LMDB sub-databases):
 
 ``buckets``   bucket name → packed bucket info
-``objects``   ``bucket/key`` → packed :class:`~storaged.meta.ObjectInfo` record
+``objects``   ``bucket/key`` → packed :class:`~storaged.meta.ObjectInfo` record of the
+              latest version (possibly a delete marker)
 ``inline``    ``bucket/key`` → version id + shard frames of a small object
+``versions``  ``bucket/key\0`` + version suffix → record of a noncurrent version; the
+              suffix (inverted mtime and data id) sorts newest first, as S3 lists
+``vinline``   the same key → inline shard of a noncurrent small version
+``nullver``   ``bucket/key`` → suffix of the noncurrent "null" version, if any
+``bucketcfg`` bucket name ``\0`` kind → [stamp, value]: versioning, lock, lifecycle,
+              tagging settings (the newest stamp wins)
 ``longkeys``  truncated ``bucket/key`` → the full key (LMDB keys stop at 511 bytes)
 ``pending``   data id → (bucket, key, part numbers, upload) whose shard files may
               be unreferenced: written but not yet committed, or replaced.
@@ -37,11 +44,12 @@ import msgpack
 import xxhash
 
 from .errors import DiskFull, StorageError
-from .meta import ObjectInfo, record_inline, record_version
+from .meta import ObjectInfo, record_inline, record_meta_ns, record_null, record_version
 
 TRUNCATE = 400          # key bytes kept verbatim in an LMDB key
 _LONG = b"\xff"         # never occurs in UTF-8, so truncated keys sort after their prefix
 TABLES = (b"buckets", b"objects", b"inline", b"longkeys", b"pending", b"uploads", b"parts",
+          b"versions", b"vinline", b"nullver", b"bucketcfg",
           # block volumes (their schema belongs to blockd; the engine only stores them)
           b"volumes", b"vmap", b"vslots")
 
@@ -53,6 +61,28 @@ def encode_key(bucket: str, key: str) -> bytes:
     if len(kb) <= TRUNCATE:
         return head + kb
     return head + kb[:TRUNCATE] + _LONG + xxhash.xxh3_128_digest(kb)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def version_suffix(mtime_ns: int, vid: str) -> bytes:
+    """Sort key of a version within its key: newest first (mtime, then data id,
+    both descending — the order records are compared in)."""
+    inverted = bytes(b ^ 0xFF for b in bytes.fromhex(vid))
+    return (_MASK64 - mtime_ns).to_bytes(8, "big") + inverted
+
+
+def record_suffix(record: bytes | memoryview) -> bytes:
+    return version_suffix(*record_version(record))
+
+
+def versions_prefix(bucket: str, key: str) -> bytes:
+    return encode_key(bucket, key) + b"\x00"
+
+
+def config_key(bucket: str, kind: str) -> bytes:
+    return bucket.encode() + b"\x00" + kind.encode()
 
 
 def _is_long(lkey: bytes, head_len: int) -> bool:
@@ -98,6 +128,88 @@ class Tx:
         lkey = encode_key(bucket, key)
         for table in (b"objects", b"inline", b"longkeys"):
             self.delete(table, lkey)
+
+    # versions -----------------------------------------------------------------
+    # Per key a disk holds a set of versions; the newest is in ``objects``, the
+    # others in ``versions``. These helpers keep that invariant.
+
+    def _stash(self, bucket: str, key: str, record: bytes, inline: bytes | None) -> None:
+        """File a version as noncurrent."""
+        lkey = encode_key(bucket, key)
+        suffix = record_suffix(record)
+        vkey = lkey + b"\x00" + suffix
+        self.put(b"versions", vkey, record)
+        if inline is None:
+            self.delete(b"vinline", vkey)
+        else:
+            self.put(b"vinline", vkey, inline)
+        if record_null(record):
+            self.put(b"nullver", lkey, suffix)
+
+    def _unstash(self, bucket: str, key: str, suffix: bytes) -> tuple[bytes, bytes | None] | None:
+        lkey = encode_key(bucket, key)
+        vkey = lkey + b"\x00" + suffix
+        record = self.get(b"versions", vkey)
+        if record is None:
+            return None
+        inline = self.get(b"vinline", vkey)
+        self.delete(b"versions", vkey)
+        self.delete(b"vinline", vkey)
+        if self.get(b"nullver", lkey) == suffix:
+            self.delete(b"nullver", lkey)
+        return record, inline
+
+    def find_version(self, bucket: str, key: str, mtime_ns: int,
+                     vid: str) -> tuple[bytes, bytes | None] | None:
+        """A version's (record, inline) by its exact mtime and data id."""
+        latest, inline = self.get_object(bucket, key)
+        if latest is not None and record_version(latest) == (mtime_ns, vid):
+            return latest, inline
+        vkey = versions_prefix(bucket, key) + version_suffix(mtime_ns, vid)
+        record = self.get(b"versions", vkey)
+        return None if record is None else (record, self.get(b"vinline", vkey))
+
+    def null_version(self, bucket: str, key: str) -> tuple[bytes, bytes | None] | None:
+        latest, inline = self.get_object(bucket, key)
+        if latest is not None and record_null(latest):
+            return latest, inline
+        suffix = self.get(b"nullver", encode_key(bucket, key))
+        if suffix is None:
+            return None
+        vkey = versions_prefix(bucket, key) + suffix
+        record = self.get(b"versions", vkey)
+        return None if record is None else (record, self.get(b"vinline", vkey))
+
+    def add_version(self, bucket: str, key: str, record: bytes, inline: bytes | None) -> None:
+        """Add a version (or replace the record of the same version)."""
+        latest, latest_inline = self.get_object(bucket, key)
+        order = record_version(record)
+        if latest is None:
+            self.put_object(bucket, key, record, inline)
+            return
+        latest_order = record_version(latest)
+        if order > latest_order:
+            self._stash(bucket, key, latest, latest_inline)
+            self.put_object(bucket, key, record, inline)
+        elif order == latest_order:
+            self.put_object(bucket, key, record, inline)
+        else:
+            self._stash(bucket, key, record, inline)
+
+    def remove_version(self, bucket: str, key: str, mtime_ns: int,
+                       vid: str) -> tuple[bytes, bytes | None] | None:
+        """Remove a version; the newest noncurrent one becomes latest if needed."""
+        latest, inline = self.get_object(bucket, key)
+        if latest is None or record_version(latest) != (mtime_ns, vid):
+            return self._unstash(bucket, key, version_suffix(mtime_ns, vid))
+        self.delete_object(bucket, key)
+        prefix = versions_prefix(bucket, key)
+        cur = self.txn.cursor(db=self.dbs[b"versions"])
+        if cur.set_range(prefix) and cur.key().startswith(prefix):
+            promoted = self._unstash(bucket, key, bytes(cur.key()[len(prefix):]))
+            assert promoted is not None
+            self.put_object(bucket, key, *promoted)
+        return latest, inline
 
     def add_pending(self, data_id: str, bucket: str, key: str, parts: Sequence[int],
                     upload_id: str = "") -> None:
@@ -159,6 +271,93 @@ class MetaDB:
 
     def get_inline(self, bucket: str, key: str) -> bytes | None:
         return self.get(b"inline", encode_key(bucket, key))
+
+    def get_version(self, bucket: str, key: str, version: tuple[int, str] | None) -> bytes | None:
+        """The record of a version given as (mtime, data id head), or the null one."""
+        with self.env.begin() as txn:
+            tx = Tx(txn, self.dbs)
+            if version is None:
+                found = tx.null_version(bucket, key)
+                return None if found is None else found[0]
+            mtime, head = version
+            latest, _ = tx.get_object(bucket, key)
+            if latest is not None:
+                lm, lvid = record_version(latest)
+                if lm == mtime and lvid.startswith(head):
+                    return latest
+            prefix = versions_prefix(bucket, key)
+            seek = prefix + version_suffix(mtime, head + "0" * 16)[:16]
+            cur = txn.cursor(db=self.dbs[b"versions"])
+            if cur.set_range(seek) and cur.key().startswith(seek):
+                return cur.value()
+            return None
+
+    def version_inline(self, bucket: str, key: str, mtime_ns: int, vid: str) -> bytes | None:
+        """The inline shard of a version, latest or not."""
+        with self.env.begin() as txn:
+            found = Tx(txn, self.dbs).find_version(bucket, key, mtime_ns, vid)
+            return None if found is None else found[1]
+
+    def key_versions(self, bucket: str, key: str) -> list[bytes]:
+        """Every version record of a key, newest first."""
+        with self.env.begin() as txn:
+            latest = txn.get(encode_key(bucket, key), db=self.dbs[b"objects"])
+            if latest is None:
+                return []
+            out = [latest]
+            prefix = versions_prefix(bucket, key)
+            cur = txn.cursor(db=self.dbs[b"versions"])
+            found = cur.set_range(prefix)
+            while found and cur.key().startswith(prefix):
+                out.append(cur.value())
+                found = cur.next()
+            return out
+
+    def scan_versions(self, bucket: str, prefix: str = "", after: str = "",
+                      after_suffix: bytes | None = None, skip_prefix: bool = False,
+                      limit: int = 1000) -> list[tuple[str, bytes, bytes]]:
+        """Up to ``limit`` (key, suffix, record) versions in S3 order (key ascending,
+        newest first), after version ``after_suffix`` of key ``after`` (None: after
+        every version of ``after``); ``skip_prefix`` as in :meth:`scan`."""
+        out: list[tuple[str, bytes, bytes]] = []
+        if after and after_suffix is not None:
+            self._versions_of(bucket, after, after_suffix, out, limit)
+        if len(out) >= limit:
+            return out
+        for key, record in self.scan(bucket, prefix, after, skip_prefix, limit - len(out)):
+            out.append((key, record_suffix(record), record))
+            self._versions_of(bucket, key, b"", out, limit)
+            if len(out) >= limit:
+                break
+        return out
+
+    def _versions_of(self, bucket: str, key: str, after_suffix: bytes,
+                     out: list[tuple[str, bytes, bytes]], limit: int) -> None:
+        prefix = versions_prefix(bucket, key)
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs[b"versions"])
+            found = cur.set_range(prefix + after_suffix)
+            while found and len(out) < limit:
+                vkey = cur.key()
+                if not vkey.startswith(prefix):
+                    break
+                suffix = vkey[len(prefix):]
+                if suffix > after_suffix:
+                    out.append((key, suffix, cur.value()))
+                found = cur.next()
+
+    def bucket_config(self, bucket: str) -> dict[str, tuple[int, bytes | None]]:
+        """A bucket's settings on this disk: kind → (stamp, value)."""
+        prefix = bucket.encode() + b"\x00"
+        out = {}
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.dbs[b"bucketcfg"])
+            found = cur.set_range(prefix)
+            while found and cur.key().startswith(prefix):
+                stamp, value = msgpack.unpackb(cur.value())
+                out[cur.key()[len(prefix):].decode()] = (stamp, value)
+                found = cur.next()
+        return out
 
     def items(self, table: bytes) -> list[tuple[bytes, bytes]]:
         with self.env.begin() as txn:
@@ -368,6 +567,11 @@ class DeleteBucket:
         if not self.force and tx.has_prefix(b"objects", self.name.encode() + b"/"):
             return "not-empty"
         tx.delete(b"buckets", self.name.encode())
+        prefix = self.name.encode() + b"\x00"
+        cur = tx.txn.cursor(db=tx.dbs[b"bucketcfg"])
+        found = cur.set_range(prefix)
+        while found and cur.key().startswith(prefix):
+            found = cur.delete()
         return "deleted"
 
 
@@ -400,19 +604,15 @@ class Replaced:
     inline: bytes | None = None
 
 
-def _displace(tx: Tx, bucket: str, key: str, record: bytes | None, new_vid: str | None) -> None:
-    # The displaced version's shard files may now be garbage: mark them pending.
-    if record is not None and record_version(record)[1] != new_vid:
-        tx.add_pending_files(bucket, key, record)
-
-
 @dataclasses.dataclass
 class PutObject:
-    """Install a version if it is newer than the one present (last writer wins).
+    """Install a version of an object.
 
-    ``replace_equal`` also re-installs the same version (healing a record whose
-    inline shard was damaged); ``force`` replaces even a newer record (healing
-    over a write that failed long ago).
+    A null version (unversioned or suspended bucket) replaces the key's null
+    version if it is newer (last writer wins); a versioned one joins the key's
+    versions. ``replace_equal`` re-installs the same version (healing a damaged
+    inline shard or stale record); ``force`` (healing) installs the record
+    without displacing anything — stale versions are removed separately.
     """
 
     bucket: str
@@ -423,60 +623,104 @@ class PutObject:
     force: bool = False
 
     def apply(self, tx: Tx) -> Replaced:
-        old, old_inline = tx.get_object(self.bucket, self.key)
-        new_order = record_version(self.record)
-        if old is not None and not self.force:
-            old_order = record_version(old)
-            if old_order > new_order or (old_order == new_order and not self.replace_equal):
-                return Replaced(False, old, old_inline)
-        tx.put_object(self.bucket, self.key, self.record, self.inline)
-        tx.clear_pending(new_order[1])
-        _displace(tx, self.bucket, self.key, old, new_order[1])
-        return Replaced(True, old, old_inline)
+        bucket, key = self.bucket, self.key
+        order = record_version(self.record)
+        found = tx.find_version(bucket, key, *order)
+        if found is not None and not self.replace_equal:
+            return Replaced(False, *found)
+        displaced = None
+        if found is None and not self.force and record_null(self.record):
+            displaced = tx.null_version(bucket, key)
+            if displaced is not None:
+                if record_version(displaced[0]) > order:
+                    return Replaced(False, *displaced)
+                tx.remove_version(bucket, key, *record_version(displaced[0]))
+        tx.add_version(bucket, key, self.record, self.inline)
+        tx.clear_pending(order[1])
+        if displaced is None:
+            return Replaced(True)
+        tx.add_pending_files(bucket, key, displaced[0])
+        return Replaced(True, *displaced)
+
+
+@dataclasses.dataclass
+class UpdateVersion:
+    """Replace a version's record by one with newer tags or lock settings
+    (same version, same data); a no-op when this disk lacks the version."""
+
+    bucket: str
+    key: str
+    record: bytes
+
+    def apply(self, tx: Tx) -> bool:
+        found = tx.find_version(self.bucket, self.key, *record_version(self.record))
+        if found is None or record_meta_ns(found[0]) >= record_meta_ns(self.record):
+            return False
+        tx.add_version(self.bucket, self.key, self.record, found[1])
+        return True
 
 
 @dataclasses.dataclass
 class RestoreObject:
-    """Undo a put of ``vid``: put back what it replaced, if ``vid`` is still current."""
+    """Undo a put of version (mtime, vid): remove it and put back the null
+    version it displaced (``previous``), if any."""
 
     bucket: str
     key: str
+    mtime_ns: int
     vid: str
     previous: bytes | None
     previous_inline: bytes | None
 
     def apply(self, tx: Tx) -> bool:
-        current, _ = tx.get_object(self.bucket, self.key)
-        if current is None or record_version(current)[1] != self.vid:
+        removed = tx.remove_version(self.bucket, self.key, self.mtime_ns, self.vid)
+        if removed is None:
             return False
-        if self.previous is None:
-            tx.delete_object(self.bucket, self.key)
-        else:
-            tx.put_object(self.bucket, self.key, self.previous, self.previous_inline)
+        if self.previous is not None:
+            tx.add_version(self.bucket, self.key, self.previous, self.previous_inline)
             prev = ObjectInfo.unpack(self.bucket, self.key, self.previous)
             for data_id in prev.files():
                 tx.clear_pending(data_id)
-        tx.add_pending_files(self.bucket, self.key, current, own_only=True)
+        tx.add_pending_files(self.bucket, self.key, removed[0], own_only=True)
         return True
 
 
 @dataclasses.dataclass
-class DeleteObject:
-    """Remove the current version (only ``vid`` when given)."""
+class DeleteVersion:
+    """Remove one version (mtime, vid); its files become pending."""
 
     bucket: str
     key: str
-    vid: str | None = None
+    mtime_ns: int
+    vid: str
 
     def apply(self, tx: Tx) -> Replaced:
-        old, old_inline = tx.get_object(self.bucket, self.key)
-        if old is None:
+        removed = tx.remove_version(self.bucket, self.key, self.mtime_ns, self.vid)
+        if removed is None:
             return Replaced(False)
-        if self.vid is not None and record_version(old)[1] != self.vid:
-            return Replaced(False, old, old_inline)
-        tx.delete_object(self.bucket, self.key)
-        _displace(tx, self.bucket, self.key, old, None)
-        return Replaced(True, old, old_inline)
+        tx.add_pending_files(self.bucket, self.key, removed[0])
+        return Replaced(True, *removed)
+
+
+@dataclasses.dataclass
+class PutBucketConfig:
+    """Set (``value`` None: remove) one kind of a bucket's settings, if ``stamp``
+    is newer than what the disk holds; False when the bucket is unknown here."""
+
+    bucket: str
+    kind: str
+    stamp: int
+    value: bytes | None
+
+    def apply(self, tx: Tx) -> bool:
+        if tx.get(b"buckets", self.bucket.encode()) is None:
+            return False
+        ckey = config_key(self.bucket, self.kind)
+        old = tx.get(b"bucketcfg", ckey)
+        if old is not None and msgpack.unpackb(old)[0] >= self.stamp:
+            return True
+        tx.put(b"bucketcfg", ckey, msgpack.packb([self.stamp, self.value]))
+        return True
 
 
 # --- multipart uploads --------------------------------------------------------
@@ -542,10 +786,14 @@ class EndUpload:
     bucket: str
     key: str
     upload_id: str
+    keep: tuple[int, str] | None = None  # (mtime, data id) of the version completing it
 
     def apply(self, tx: Tx) -> list[tuple[str, int]]:
         tx.delete(b"uploads", upload_key(self.bucket, self.key, self.upload_id))
         current, _ = tx.get_object(self.bucket, self.key)
+        if self.keep is not None:  # not necessarily the latest: a newer version may exist
+            found = tx.find_version(self.bucket, self.key, *self.keep)
+            current = found[0] if found is not None else current
         used = set(ObjectInfo.unpack(self.bucket, self.key, current).files()) \
             if current is not None else set()
         prefix = self.upload_id.encode()

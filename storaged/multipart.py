@@ -55,13 +55,17 @@ class UploadInfo:
         a = self.attrs
         return msgpack.packb({"key": self.key, "ini": self.initiated_ns, "ct": a.content_type,
                               "hdr": dict(a.headers), "um": dict(a.user_meta),
-                              "cka": self.checksum_algorithm, "ckt": self.checksum_type})
+                              "cka": self.checksum_algorithm, "ckt": self.checksum_type,
+                              "tags": dict(a.tags), "lock": [a.lock_mode, a.lock_until_ns],
+                              "hold": a.legal_hold})
 
     @classmethod
     def unpack(cls, bucket: str, upload_id: str, raw: bytes) -> UploadInfo:
         d = msgpack.unpackb(raw)
-        return cls(bucket, d["key"], upload_id, d["ini"], ObjectAttrs(d["ct"], d["hdr"], d["um"]),
-                   d["cka"], d["ckt"])
+        mode, until = d.get("lock", ("", 0))
+        attrs = ObjectAttrs(d["ct"], d["hdr"], d["um"], d.get("tags", {}), mode, until,
+                            d.get("hold", False))
+        return cls(bucket, d["key"], upload_id, d["ini"], attrs, d["cka"], d["ckt"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,18 +254,24 @@ async def complete_upload(store: ObjectStore, bucket: str, key: str, upload_id: 
         etag=multipart_etag([p.etag for p in parts]), mtime_ns=time.time_ns(),
         content_type=upload.attrs.content_type, headers=dict(upload.attrs.headers),
         user_meta=dict(upload.attrs.user_meta), checksums=checksums,
-        checksum_type=checksum_type, k=store.k, m=store.m, block_size=store.geometry.block_size,
+        checksum_type=checksum_type, tags=dict(upload.attrs.tags),
+        lock_mode=upload.attrs.lock_mode, lock_until_ns=upload.attrs.lock_until_ns,
+        legal_hold=upload.attrs.legal_hold, k=store.k, m=store.m, block_size=store.geometry.block_size,
         dist=tuple(distribution(bucket, key, store.n)),
         parts=tuple(PartInfo(p.number, p.size, p.etag, dict(p.checksums), p.data_id)
                     for p in parts))
     info = await commit_version(store, info, None, condition, store.online_positions())
-    await end_upload(store, bucket, key, upload_id)
+    await end_upload(store, bucket, key, upload_id, keep=(info.mtime_ns, info.version_id))
     return info
 
 
-async def end_upload(store: ObjectStore, bucket: str, key: str, upload_id: str) -> None:
-    """Forget an upload; purge the part files nothing uses (abort and completion)."""
-    done = await _commit_all(store, lambda p: [EndUpload(bucket, key, upload_id)],
+async def end_upload(store: ObjectStore, bucket: str, key: str, upload_id: str,
+                     keep: tuple[int, str] | None = None) -> None:
+    """Forget an upload; purge the part files nothing uses (abort and completion).
+
+    ``keep``: the version (mtime, data id) that completed it, whose parts stay.
+    """
+    done = await _commit_all(store, lambda p: [EndUpload(bucket, key, upload_id, keep)],
                              f"end upload {upload_id}")
     for pos, unused in done.items():
         for data_id, number in unused:

@@ -147,7 +147,7 @@ def read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
         blob = None
         if disk.online:
             try:
-                blob = disk.get_inline(info.bucket, info.key)
+                blob = disk.version_inline(info.bucket, info.key, info.mtime_ns, info.version_id)
             except Exception:
                 blob = None
         if blob is None or not blob.startswith(vid):

@@ -28,22 +28,32 @@ from .disk import Disk, LocalDisk
 from .errors import (
     BucketExists,
     BucketNotEmpty,
+    DeleteMarker,
+    InvalidBucketState,
     InvalidRange,
     NoSuchBucket,
     NoSuchKey,
+    NoSuchVersion,
     ReadQuorumError,
     WriteQuorumError,
 )
 from .format import assemble
 from .healing import Healer, HealReport, Progress, heal_all, resolve_pending
-from .layout import Geometry, write_quorum
-from .listing import ListPage, list_objects
-from .meta import ObjectInfo, new_id, record_inline, record_version
-from .metadb import ClearPending, DeleteBucket, DeleteObject, PutBucket
+from .layout import Geometry, distribution, write_quorum
+from .listing import ListPage, list_objects, list_versions
+from .meta import ObjectInfo, new_id, parse_version, record_inline, record_version
+from .metadb import (
+    ClearPending,
+    DeleteBucket,
+    DeleteVersion,
+    PutBucket,
+    PutBucketConfig,
+    UpdateVersion,
+)
 from .quorum import Resolved, resolve
 from .reader import ObjectReader, inline_blob
 from .stripes import CORRUPT, Damage
-from .writer import Body, Condition, Finalize, ObjectAttrs, put_object
+from .writer import Body, Condition, Finalize, ObjectAttrs, commit_version, put_object
 
 log = logging.getLogger("basalt.storaged")
 
@@ -71,6 +81,35 @@ def default_ec(disks: int) -> tuple[int, int]:
 class BucketInfo:
     name: str
     created_ns: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketSettings:
+    """What the write path needs of a bucket's settings."""
+
+    versioning: str = ""          # "" (never enabled) | Enabled | Suspended
+    lock: Any = None              # object_lock.LockConfig when object lock is on
+
+
+@dataclasses.dataclass(frozen=True)
+class DeleteResult:
+    version_id: str | None        # client version id of the removed version or new marker
+    delete_marker: bool           # a marker was created, or the removed version was one
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionEntry:
+    info: ObjectInfo
+    is_latest: bool
+
+
+@dataclasses.dataclass
+class VersionPage:
+    entries: list[VersionEntry]
+    prefixes: list[str]
+    truncated: bool
+    next_key_marker: str
+    next_version_marker: str
 
 
 class HealQueue:
@@ -239,6 +278,53 @@ class ObjectStore:
             raise NoSuchBucket(name)
         return info
 
+    def bucket_configs(self, name: str) -> dict[str, bytes]:
+        """A bucket's settings (kind → value): the newest each disk knows of."""
+        newest: dict[str, tuple[int, bytes | None]] = {}
+        for pos in self.online_positions():
+            try:
+                held = self.disks[pos].bucket_config(name)
+            except Exception:
+                continue
+            for kind, (stamp, value) in held.items():
+                if kind not in newest or stamp > newest[kind][0]:
+                    newest[kind] = (stamp, value)
+        return {kind: value for kind, (_, value) in newest.items() if value is not None}
+
+    def bucket_config(self, name: str, kind: str) -> bytes | None:
+        """One kind of a bucket's settings: versioning, lock, lifecycle, tagging."""
+        self.require_bucket(name)
+        return self.bucket_configs(name).get(kind)
+
+    def bucket_settings(self, name: str) -> BucketSettings:
+        configs = self.bucket_configs(name)
+        lock = None
+        if "lock" in configs:
+            from .object_lock import LockConfig
+            lock = LockConfig.unpack(configs["lock"])
+        return BucketSettings(configs.get("versioning", b"").decode(), lock)
+
+    def versioning(self, name: str) -> str:
+        """"" (never enabled), "Enabled" or "Suspended"."""
+        return self.bucket_settings(name).versioning
+
+    async def set_bucket_config(self, name: str, kind: str, value: bytes | None) -> None:
+        """Set (None: remove) one kind of a bucket's settings on a write quorum.
+
+        Versioning cannot be suspended while object lock is on.
+        """
+        self.require_bucket(name)
+        if kind == "versioning" and value != b"Enabled" and self.bucket_settings(name).lock:
+            raise InvalidBucketState("An Object Lock configuration is present on this bucket, "
+                                     "so the versioning state cannot be changed.")
+        op = PutBucketConfig(name, kind, self.stamp(), value)
+        positions = self.online_positions()
+        results = await asyncio.gather(*(self.disks[p].commit([op]) for p in positions),
+                                       return_exceptions=True)
+        ok = sum(1 for r in results if not isinstance(r, BaseException) and r[0])
+        if ok < self.write_quorum:
+            raise WriteQuorumError(f"bucket {name}: {ok} disks stored its {kind} settings")
+
     def list_buckets(self) -> list[BucketInfo]:
         names: set[str] = set()
         for pos in self.online_positions():
@@ -246,12 +332,15 @@ class ObjectStore:
         infos = (self.bucket_info(n) for n in sorted(names))
         return [i for i in infos if i is not None]
 
-    async def make_bucket(self, name: str) -> BucketInfo:
+    async def make_bucket(self, name: str, settings: dict[str, bytes] | None = None) -> BucketInfo:
+        """Create a bucket, with initial ``settings`` (kind → value, e.g. object lock)."""
         if self.bucket_info(name) is not None:
             raise BucketExists(name)
         info = BucketInfo(name, time.time_ns())
         # A creator id makes this record ours alone: a rollback removes only it.
         raw = msgpack.packb({"ct": info.created_ns, "by": new_id()})
+        ops = [PutBucket(name, raw)] + [PutBucketConfig(name, kind, info.created_ns, value)
+                                        for kind, value in (settings or {}).items()]
         positions = self.online_positions()
         # The first disk that answers decides between concurrent creators (in
         # any process): its LMDB write lock serialises them, PutBucket only
@@ -260,15 +349,14 @@ class ObjectStore:
         while positions and not ok:
             first = positions.pop(0)
             try:
-                created = (await self.disks[first].commit([PutBucket(name, raw)]))[0]
+                created = (await self.disks[first].commit(ops))[0]
             except Exception:
                 continue
             if not created:
                 raise BucketExists(name)
             ok.append(first)
         results = await asyncio.gather(
-            *(self.disks[p].commit([PutBucket(name, raw)]) for p in positions),
-            return_exceptions=True)
+            *(self.disks[p].commit(ops) for p in positions), return_exceptions=True)
         ok += [p for p, r in zip(positions, results) if not isinstance(r, BaseException) and r[0]]
         if len(ok) < self.write_quorum:
             await asyncio.gather(*(self.disks[p].commit([DeleteBucket(name, True, raw)])
@@ -278,7 +366,7 @@ class ObjectStore:
 
     async def delete_bucket(self, name: str) -> None:
         self.require_bucket(name)
-        if list_objects(self, name, max_keys=1).objects:
+        if list_versions(self, name, max_keys=1).entries:
             raise BucketNotEmpty(name)
         for upload in multipart.list_uploads(self, name, max_uploads=1 << 30).uploads:
             await multipart.end_upload(self, name, upload.key, upload.upload_id)
@@ -313,12 +401,45 @@ class ObjectStore:
         return resolve(bucket, key, records, self.k, self.write_quorum,
                        offline=self.n - len(records))
 
-    def head_object(self, bucket: str, key: str) -> ObjectInfo:
-        """The current version's info; NoSuchKey / NoSuchBucket when absent."""
-        res = self.resolve(bucket, key)
+    def resolve_version(self, bucket: str, key: str, version_id: str) -> Resolved | None:
+        """A version by its client id ("null" included), resolved by quorum.
+
+        Raises NoSuchVersion for an id Basalt could not have issued.
+        """
+        try:
+            version = parse_version(version_id)
+        except ValueError:
+            raise NoSuchVersion(bucket, key, version_id) from None
+        records: dict[int, bytes | None] = {}
+        for pos in self.online_positions():
+            disk = self.disks[pos]
+            try:
+                record = disk.get_version(bucket, key, version)
+            except Exception:
+                continue
+            if record is not None or not disk.healing:
+                records[pos] = record
+        return resolve(bucket, key, records, self.k, self.write_quorum,
+                       offline=self.n - len(records))
+
+    def head_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+        """The info of the current version (or of ``version_id``).
+
+        Raises NoSuchKey / NoSuchVersion / NoSuchBucket when absent, and
+        DeleteMarker when the version is a delete marker.
+        """
+        if version_id is None:
+            res = self.resolve(bucket, key)
+        else:
+            res = self.resolve_version(bucket, key, version_id)
         if res is None:
             self.require_bucket(bucket)
-            raise NoSuchKey(bucket, key)
+            if version_id is None:
+                raise NoSuchKey(bucket, key)
+            raise NoSuchVersion(bucket, key, version_id)
+        if res.info.delete_marker:
+            raise DeleteMarker(bucket, key, res.info.version, version_id is not None,
+                               res.info.mtime_ns)
         return res.info
 
     async def put_object(self, bucket: str, key: str, body: Body, *, size: int | None = None,
@@ -346,18 +467,35 @@ class ObjectStore:
         length = info.size - offset if length is None else min(length, info.size - offset)
         return ObjectReader(self, info, offset, length)
 
-    async def delete_object(self, bucket: str, key: str) -> ObjectInfo | None:
-        """Delete the current version; returns it, or None when there was none."""
-        res = self.resolve(bucket, key)
+    async def delete_object(self, bucket: str, key: str, version_id: str | None = None, *,
+                            bypass_governance: bool = False) -> DeleteResult:
+        """Delete as S3 does: without ``version_id`` an unversioned bucket loses
+        the object and a versioned one gets a delete marker; with it, that
+        version is removed for good — unless object lock protects it."""
+        settings = self.bucket_settings(bucket)
+        if version_id is None and settings.versioning:
+            marker = ObjectInfo(bucket, key, new_id(), 0, "", 0, k=self.k, m=self.m,
+                                block_size=self.geometry.block_size,
+                                dist=tuple(distribution(bucket, key, self.n)), delete_marker=True)
+            self.require_bucket(bucket)
+            marker = await commit_version(self, marker, None, None, self.online_positions())
+            return DeleteResult(marker.version, True)
+        if version_id is None:
+            res = self.resolve(bucket, key)
+        else:
+            res = self.resolve_version(bucket, key, version_id)
         if res is None:
             self.require_bucket(bucket)
-            return None
-        vid = res.info.version_id
+            return DeleteResult(version_id, False)
+        info = res.info
+        if info.lock_mode or info.legal_hold:
+            from .object_lock import check_delete
+            check_delete(info, time.time_ns(), bypass_governance)
+        op = DeleteVersion(bucket, key, info.mtime_ns, info.version_id)
         async with self.key_lock(bucket, key):
             positions = self.online_positions()
-            results = await asyncio.gather(
-                *(self.disks[p].commit([DeleteObject(bucket, key, vid)]) for p in positions),
-                return_exceptions=True)
+            results = await asyncio.gather(*(self.disks[p].commit([op]) for p in positions),
+                                           return_exceptions=True)
         ok = 0
         for pos, r in zip(positions, results):
             if isinstance(r, BaseException):
@@ -369,7 +507,37 @@ class ObjectStore:
             raise WriteQuorumError(f"{bucket}/{key}: {ok} disks deleted it")
         if ok < self.n:
             self.heal_queue.add(bucket, key)
-        return res.info
+        return DeleteResult(version_id, info.delete_marker)
+
+    async def update_object(self, bucket: str, key: str, version_id: str | None, *,
+                            tags: dict[str, str] | None = None,
+                            retention: tuple[str, int] | None = None,
+                            legal_hold: bool | None = None,
+                            bypass_governance: bool = False) -> ObjectInfo:
+        """Change a version's tags, retention or legal hold (its data stays)."""
+        async with self.key_lock(bucket, key):
+            info = self.head_object(bucket, key, version_id)
+            changes: dict[str, Any] = {"meta_ns": max(self.stamp(), info.meta_ns + 1)}
+            if tags is not None:
+                changes["tags"] = dict(tags)
+            if retention is not None:
+                from .object_lock import check_retention_change
+                check_retention_change(info, retention[0], retention[1], time.time_ns(),
+                                       bypass_governance)
+                changes["lock_mode"], changes["lock_until_ns"] = retention
+            if legal_hold is not None:
+                changes["legal_hold"] = legal_hold
+            info = dataclasses.replace(info, **changes)
+            op = UpdateVersion(bucket, key, info.pack())
+            positions = self.online_positions()
+            results = await asyncio.gather(*(self.disks[p].commit([op]) for p in positions),
+                                           return_exceptions=True)
+        ok = sum(1 for r in results if not isinstance(r, BaseException) and r[0])
+        if ok < self.write_quorum:
+            raise WriteQuorumError(f"{bucket}/{key}: {ok} disks updated it")
+        if ok < self.n:
+            self.heal_queue.add(bucket, key)
+        return info
 
     async def copy_object(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
                           attrs: ObjectAttrs | None = None,
@@ -377,7 +545,8 @@ class ObjectStore:
         """Copy an object; ``attrs`` replaces the metadata, else it is kept."""
         source = source or self.head_object(src_bucket, src_key)
         if attrs is None:
-            attrs = ObjectAttrs(source.content_type, dict(source.headers), dict(source.user_meta))
+            attrs = ObjectAttrs(source.content_type, dict(source.headers), dict(source.user_meta),
+                                dict(source.tags))
         reader = await self.get_object(src_bucket, src_key, info=source)
         try:
             return await self.put_object(dst_bucket, dst_key, reader, size=source.size,
@@ -389,6 +558,13 @@ class ObjectStore:
                      max_keys: int = 1000) -> ListPage:
         """A page of the keys after ``after`` (rolled up at ``delimiter``)."""
         return list_objects(self, bucket, prefix, delimiter, after, max_keys)
+
+    def list_versions(self, bucket: str, prefix: str = "", delimiter: str = "",
+                      key_marker: str = "", version_marker: str = "",
+                      max_keys: int = 1000) -> VersionPage:
+        """A page of versions and delete markers in S3 order (key, newest first)."""
+        return list_versions(self, bucket, prefix, delimiter, key_marker, version_marker,
+                             max_keys)
 
     async def heal(self, *, deep: bool = True, progress: Progress | None = None) -> HealReport:
         """Heal every object now (what ``basalt heal`` runs)."""

@@ -55,6 +55,10 @@ class ObjectAttrs:
     content_type: str = "binary/octet-stream"
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     user_meta: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    lock_mode: str = ""       # retention asked for; the bucket's default applies otherwise
+    lock_until_ns: int = 0
+    legal_hold: bool = False
 
 
 @dataclasses.dataclass
@@ -158,7 +162,8 @@ def _record(store: ObjectStore, bucket: str, key: str, vid: str, size: int, md5_
         mtime_ns=time.time_ns(), content_type=attrs.content_type, headers=dict(attrs.headers),
         user_meta=dict(attrs.user_meta), checksums=dict(checksums or {}), k=store.k, m=store.m,
         block_size=store.geometry.block_size, dist=tuple(distribution(bucket, key, store.n)),
-        parts=(PartInfo(1, size, md5_hex),), inline=inline,
+        parts=(PartInfo(1, size, md5_hex),), inline=inline, tags=dict(attrs.tags),
+        lock_mode=attrs.lock_mode, lock_until_ns=attrs.lock_until_ns, legal_hold=attrs.legal_hold,
     )
 
 
@@ -329,16 +334,24 @@ async def commit_version(store: ObjectStore, info: ObjectInfo,
                          positions: Sequence[int]) -> ObjectInfo:
     """Commit ``info`` on ``positions``; roll back unless a write quorum took it.
 
-    ``blobs`` holds each disk's inline shard for small objects. Versions it
-    displaced are purged in the background once the write stands.
+    The bucket's versioning decides whether it becomes a new version (Enabled)
+    or the key's null version, replacing the previous null one. ``blobs`` holds
+    each disk's inline shard for small objects. Versions it displaced are
+    purged in the background once the write stands.
     """
+    settings = store.bucket_settings(info.bucket)
+    versioned = settings.versioning == "Enabled"
     async with store.key_lock(info.bucket, info.key):
         if condition is not None:
             check_condition(store.resolve(info.bucket, info.key), info.bucket, info.key,
                             condition)
         # Stamped under the lock with a clock that never goes back in this
         # process, so the last commit is the newest and every disk keeps it.
-        info = dataclasses.replace(info, mtime_ns=store.stamp())
+        stamp = store.stamp()
+        info = dataclasses.replace(info, mtime_ns=stamp, versioned=versioned)
+        if not info.delete_marker and not info.lock_mode and settings.lock is not None:
+            mode, until = settings.lock.default_retention(stamp)
+            info = dataclasses.replace(info, lock_mode=mode, lock_until_ns=until)
         record = info.pack()
         disks = [store.disks[p] for p in positions]
         results = await asyncio.gather(
@@ -371,6 +384,8 @@ async def commit_version(store: ObjectStore, info: ObjectInfo,
 def check_condition(current: Resolved | None, bucket: str, key: str,
                     condition: Condition) -> None:
     """Raise PreconditionFailed unless the current version satisfies ``condition``."""
+    if current is not None and current.info.delete_marker:
+        current = None
     if condition.absent and current is not None:
         raise PreconditionFailed(f"{bucket}/{key} already exists")
     if condition.etag is not None and (
@@ -380,8 +395,8 @@ def check_condition(current: Resolved | None, bucket: str, key: str,
 
 async def _rollback(store: ObjectStore, info: ObjectInfo, applied: dict[int, Replaced]) -> None:
     await asyncio.gather(*(
-        store.disks[pos].commit([RestoreObject(info.bucket, info.key, info.version_id,
-                                               r.record, r.inline)])
+        store.disks[pos].commit([RestoreObject(info.bucket, info.key, info.mtime_ns,
+                                               info.version_id, r.record, r.inline)])
         for pos, r in applied.items()), return_exceptions=True)
     for data_id, numbers in info.own_files().items():
         await store.purge_everywhere(data_id, numbers)

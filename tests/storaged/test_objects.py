@@ -18,7 +18,7 @@ from storaged import (
     ObjectAttrs,
     PreconditionFailed,
 )
-from storaged.store import BLOCK_SIZE, INLINE_LIMIT
+from storaged.store import BLOCK_SIZE, INLINE_LIMIT, DeleteResult
 
 from .helpers import chunks, read, sizes_around
 
@@ -123,10 +123,11 @@ async def test_overwrite_and_delete(open_store, tmp_path):
     leftovers = [f for d in store.disks for _, _, fs in os.walk(os.path.join(d.root, "data"))
                  for f in fs]
     assert leftovers == []
-    assert (await store.delete_object("b", "k")).version_id != v2.version_id
+    assert (await store.delete_object("b", "k")).delete_marker is False
     with pytest.raises(NoSuchKey):
         store.head_object("b", "k")
-    assert await store.delete_object("b", "k") is None  # deleting nothing is fine
+    # deleting nothing is fine
+    assert (await store.delete_object("b", "k")) == DeleteResult(None, False)
 
 
 async def test_copy_object(open_store):

@@ -1,0 +1,163 @@
+"""Versioned buckets in the engine: versions, delete markers, the null version,
+listing in S3 order against a model, and healing of every version."""
+
+import random
+import shutil
+
+import pytest
+
+from storaged import DeleteMarker, NoSuchKey, NoSuchVersion
+from storaged.store import BLOCK_SIZE
+
+from .helpers import chunks, payload
+
+
+async def read_version(store, bucket, key, version):
+    info = store.head_object(bucket, key, version)
+    reader = await store.get_object(bucket, key, info=info)
+    return await reader.read()
+
+
+async def versioned(store, name="b", state=b"Enabled"):
+    await store.make_bucket(name)
+    await store.set_bucket_config(name, "versioning", state)
+
+
+async def test_versions_of_one_key(open_store):
+    store = await open_store(4, ec=(2, 2))
+    await versioned(store)
+    sizes = [10, 200_000, 2 * BLOCK_SIZE + 7, 0]
+    infos = []
+    for i, size in enumerate(sizes):
+        infos.append(await store.put_object("b", "k", chunks(payload(f"v{i}", size))))
+    assert len({i.version for i in infos}) == len(sizes)
+    assert all(i.version != "null" and len(i.version) == 32 for i in infos)
+    assert store.head_object("b", "k").version == infos[-1].version
+    for i, info in enumerate(infos):
+        assert await read_version(store, "b", "k", info.version) == payload(f"v{i}", sizes[i])
+    page = store.list_versions("b")
+    assert [e.info.version for e in page.entries] == [i.version for i in reversed(infos)]
+    assert [e.is_latest for e in page.entries] == [True, False, False, False]
+
+
+async def test_delete_marker_and_undelete(open_store):
+    store = await open_store(4, ec=(2, 2))
+    await versioned(store)
+    v1 = await store.put_object("b", "k", chunks(b"one"))
+    result = await store.delete_object("b", "k")
+    assert result.delete_marker and result.version_id not in (None, "null")
+    with pytest.raises(DeleteMarker) as err:
+        store.head_object("b", "k")
+    assert err.value.version_id == result.version_id and not err.value.by_id
+    with pytest.raises(DeleteMarker) as err:
+        store.head_object("b", "k", result.version_id)
+    assert err.value.by_id
+    assert store.list_objects("b").objects == []
+    assert await read_version(store, "b", "k", v1.version) == b"one"
+    # Removing the marker brings the object back.
+    removed = await store.delete_object("b", "k", result.version_id)
+    assert removed.delete_marker
+    assert store.head_object("b", "k").version == v1.version
+    assert [o.key for o in store.list_objects("b").objects] == ["k"]
+
+
+async def test_remove_latest_promotes_previous(open_store):
+    store = await open_store(4, ec=(2, 2))
+    await versioned(store)
+    big = payload("big", BLOCK_SIZE + 3)
+    v1 = await store.put_object("b", "k", chunks(big))
+    v2 = await store.put_object("b", "k", chunks(b"two"))
+    await store.delete_object("b", "k", v2.version)
+    assert store.head_object("b", "k").version == v1.version
+    assert await read_version(store, "b", "k", v1.version) == big
+    with pytest.raises(NoSuchVersion):
+        store.head_object("b", "k", v2.version)
+    with pytest.raises(NoSuchVersion):
+        store.head_object("b", "k", "not-a-version")
+
+
+async def test_null_version_unversioned_then_enabled_then_suspended(open_store):
+    store = await open_store(4, ec=(2, 2))
+    await store.make_bucket("b")
+    old = await store.put_object("b", "k", chunks(b"before versioning"))
+    assert old.version == "null"
+    await store.set_bucket_config("b", "versioning", b"Enabled")
+    assert store.versioning("b") == "Enabled"
+    v1 = await store.put_object("b", "k", chunks(b"v1"))
+    assert await read_version(store, "b", "k", "null") == b"before versioning"
+    await store.set_bucket_config("b", "versioning", b"Suspended")
+    n1 = await store.put_object("b", "k", chunks(b"null again"))
+    assert n1.version == "null"
+    # The old null version was replaced; v1 stays.
+    versions = [(e.info.version, e.is_latest) for e in store.list_versions("b").entries]
+    assert versions == [("null", True), (v1.version, False)]
+    assert await read_version(store, "b", "k", "null") == b"null again"
+    marker = await store.delete_object("b", "k")
+    assert marker == type(marker)("null", True)
+    versions = [(e.info.version, e.info.delete_marker) for e in store.list_versions("b").entries]
+    assert versions == [("null", True), (v1.version, False)]
+    with pytest.raises(NoSuchKey):
+        store.head_object("b", "nothing")
+
+
+async def test_listing_pages_match_a_model(open_store):
+    store = await open_store(4, ec=(2, 2))
+    await versioned(store)
+    rng = random.Random(7)
+    keys = ["a", "a/b", "a/c/d", "b", "c/x", "c/y", "d"]
+    model: dict[str, list[tuple[str, bool]]] = {k: [] for k in keys}
+    for _ in range(300):
+        key = rng.choice(keys)
+        if rng.random() < 0.2:
+            marker = await store.delete_object("b", key)
+            model[key].insert(0, (marker.version_id, True))
+        else:
+            info = await store.put_object("b", key, chunks(b"x" * rng.randrange(50)))
+            model[key].insert(0, (info.version, False))
+    expected = [(k, v, m, i == 0) for k in sorted(keys) for i, (v, m) in enumerate(model[k])]
+    for max_keys in (1, 7, 100, 1000):
+        got, key_marker, version_marker = [], "", ""
+        while True:
+            page = store.list_versions("b", key_marker=key_marker,
+                                       version_marker=version_marker, max_keys=max_keys)
+            got += [(e.info.key, e.info.version, e.info.delete_marker, e.is_latest)
+                    for e in page.entries]
+            if not page.truncated:
+                break
+            key_marker, version_marker = page.next_key_marker, page.next_version_marker
+        assert got == expected, max_keys
+    page = store.list_versions("b", prefix="a", delimiter="/", max_keys=1000)
+    assert page.prefixes == ["a/"]
+    assert {e.info.key for e in page.entries} == {"a"}
+    page = store.list_versions("b", delimiter="/", max_keys=1000)
+    assert page.prefixes == ["a/", "c/"]
+
+
+async def test_heal_restores_every_version(open_store):
+    store = await open_store(6, ec=(4, 2))
+    await versioned(store)
+    written = {}
+    for i in range(5):
+        for key, size in (("small", 100 + i), ("large", BLOCK_SIZE * 2 + i)):
+            data = payload(f"{key}{i}", size)
+            written[(await store.put_object("b", key, chunks(data))).version] = (key, data)
+    marker = await store.delete_object("b", "small")
+    for disk in store.disks[:2]:
+        disk.close()
+        shutil.rmtree(disk.root)
+    store.healer.owner = True
+    store.healer.watch_disks()
+    report = await store.heal()
+    assert report.failed == 0 and report.healed >= 2
+    # Lose two other disks: every version must now come from the healed ones.
+    for disk in store.disks[2:4]:
+        disk.close()
+        disk.online = False
+    for version, (key, data) in written.items():
+        assert await read_version(store, "b", key, version) == data
+    with pytest.raises(DeleteMarker):
+        store.head_object("b", "small")
+    entries = store.list_versions("b").entries
+    assert len(entries) == 11
+    small = [e for e in entries if e.info.key == "small"]
+    assert small[0].info.version == marker.version_id and small[0].is_latest
