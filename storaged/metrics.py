@@ -1,4 +1,4 @@
-"""Prometheus counters of the engine's healing, shared by every server process.
+"""Prometheus counters of the engine's healing and lifecycle, shared by every server process.
 
 Created on first use, not at import: the server sets
 ``PROMETHEUS_MULTIPROC_DIR`` before counting, and a counter made earlier would
@@ -29,3 +29,18 @@ def heal_count(what: str, n: int = 1) -> None:
     """Count ``n`` heal events of kind ``what`` (objects, healed, shards, bytes, failed)."""
     if n:
         _heal()[what].inc(n)
+
+
+@functools.cache
+def _lifecycle() -> Any:
+    from prometheus_client import Counter
+    return Counter("basalt_lifecycle_actions_total",
+                   "Versions and uploads the lifecycle scanner removed (or skipped: locked)",
+                   ["action"])
+
+
+def lifecycle_count(what: str, n: int = 1) -> None:
+    """Count ``n`` lifecycle actions of kind ``what`` (expire_current, expire_noncurrent,
+    remove_delete_marker, abort_upload, skipped_locked)."""
+    if n:
+        _lifecycle().labels(action=what).inc(n)
