@@ -27,6 +27,7 @@ from aiohttp import web
 
 from blockd import NBDServer, VolumeManager, owner_app
 from storaged import ObjectStore, lock_server
+from storaged.lifecycle_rules import DAY_NS
 
 from . import credentials
 from .config import disk_paths, inside, save_settings
@@ -63,6 +64,7 @@ class ServeOptions:
     workers: int = 0          # 0: one per core
     sync: bool = True
     log_level: str = "info"
+    lifecycle_day_ns: int = DAY_NS    # a lifecycle rule's day (shorter in tests)
 
 
 def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -209,6 +211,7 @@ async def serve(opts: ServeOptions) -> None:
     creds, generated = credentials.for_server(data_dir)
     store = ObjectStore.open(disks, ec=opts.ec, sync=opts.sync,
                              create=lambda root: inside(root, data_dir))
+    store.lifecycle_day_ns = opts.lifecycle_day_ns
     locks.lock_disks(disks)  # the disks a first format just created
     save_settings(data_dir, {"disks": disks})
     metrics_dir = os.path.join(data_dir, "run", "metrics")
@@ -259,6 +262,7 @@ async def serve(opts: ServeOptions) -> None:
                     "log_level": opts.log_level, "owner_socket": owner_socket,
                     "nbd_socket": nbd_socket,
                     "nbd_address": f"{nbd_host}:{nbd.port}",
+                    "lifecycle_day_ns": opts.lifecycle_day_ns,
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}
         # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
         # one arena each of freed-but-resident memory.

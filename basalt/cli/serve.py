@@ -24,6 +24,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..server import ServeOptions, serve
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
+    if not args.lifecycle_day_seconds > 0:
+        raise ConfigError("--lifecycle-day-seconds must be positive")
     opts = ServeOptions(
         data_dir=args.data_dir, disks=args.disk or None,
         ec=parse_ec(args.ec) if args.ec else None,
@@ -32,6 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, domain=args.domain, region=args.region,
         nbd_socket=args.nbd_socket, netns=args.netns, libvirt_uri=args.libvirt_uri,
         workers=args.workers, sync=not args.no_fsync, log_level=args.log_level,
+        lifecycle_day_ns=round(args.lifecycle_day_seconds * 1e9),
     )
     logs.setup(args.log_level)
     _run(serve(opts))
@@ -84,6 +87,8 @@ def register(sub, add) -> None:
     p.add_argument("--libvirt-uri", metavar="URI",
                    help="libvirt to run VMs on (default: qemu:///system; "
                         "'private': a libvirtd of Basalt's own under DATA_DIR/run)")
+    p.add_argument("--lifecycle-day-seconds", type=float, default=86400, metavar="N",
+                   help="length of a lifecycle rule's day (default 86400; shorter for tests)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 

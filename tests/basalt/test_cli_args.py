@@ -44,6 +44,25 @@ def test_serve_takes_data_dir_after_the_command():
     assert parse("--data-dir", "D", "serve").data_dir == "D"
 
 
+def test_serve_lifecycle_day_reaches_the_server_options(monkeypatch):
+    import basalt.cli.serve as serve_cli
+    import basalt.logs
+    import basalt.server
+    seen = []
+
+    async def fake_serve(opts):
+        seen.append(opts)
+
+    monkeypatch.setattr(basalt.server, "serve", fake_serve)
+    monkeypatch.setattr(basalt.logs, "setup", lambda level: None)
+    assert parse("serve").lifecycle_day_seconds == 86400
+    serve_cli.cmd_serve(parse("serve", "--lifecycle-day-seconds", "2", "--data-dir", "D"))
+    serve_cli.cmd_serve(parse("serve"))
+    assert [o.lifecycle_day_ns for o in seen] == [2 * 10**9, 86400 * 10**9]
+    with pytest.raises(ConfigError):
+        serve_cli.cmd_serve(parse("serve", "--lifecycle-day-seconds", "0"))
+
+
 def test_defaults_from_the_environment(monkeypatch):
     monkeypatch.setenv("BASALT_DATA_DIR", "/env/data")
     monkeypatch.setenv("BASALT_ENDPOINT", "http://env:9")
