@@ -22,7 +22,6 @@ from storaged.object_lock import COMPLIANCE, GOVERNANCE, MODES, LockConfig
 
 from . import checksums
 from .bucket import xml_response
-from .delete import _body_verified
 from .errors import (
     InvalidArgument,
     InvalidBucketState,
@@ -260,6 +259,13 @@ def version_id_param(ctx: Context) -> str | None:
     return value
 
 
+async def read_verified_body(ctx: Context) -> bytes:
+    """The request body, checked against Content-MD5 or an ``x-amz-checksum-*`` (one is required)."""
+    from .delete import _body_verified  # here: gateway.delete imports this module
+
+    return await _body_verified(ctx)
+
+
 def _require_lock(ctx: Context) -> LockConfig:
     config = LockConfig.unpack(ctx.store.bucket_config(ctx.bucket, "lock"))
     if not config.enabled:
@@ -270,7 +276,7 @@ def _require_lock(ctx: Context) -> LockConfig:
 async def put_object_lock_configuration(ctx: Context) -> web.Response:
     """PUT /{bucket}?object-lock"""
     versioning = ctx.store.versioning(ctx.bucket)
-    config = parse_lock_configuration(await _body_verified(ctx))
+    config = parse_lock_configuration(await read_verified_body(ctx))
     if versioning != "Enabled":
         raise InvalidBucketState("Versioning must be 'Enabled' on the bucket to apply a Object Lock "
                                  "configuration")
@@ -289,7 +295,7 @@ async def get_object_lock_configuration(ctx: Context) -> web.Response:
 async def put_object_retention(ctx: Context) -> web.Response:
     """PUT /{bucket}/{key}?retention[&versionId=]"""
     version_id = version_id_param(ctx)
-    body = await _body_verified(ctx)
+    body = await read_verified_body(ctx)
     retention = parse_retention(body, ctx.store.stamp())
     _require_lock(ctx)
     await ctx.store.update_object(ctx.bucket, ctx.key, version_id, retention=retention,
@@ -310,7 +316,7 @@ async def get_object_retention(ctx: Context) -> web.Response:
 async def put_object_legal_hold(ctx: Context) -> web.Response:
     """PUT /{bucket}/{key}?legal-hold[&versionId=]"""
     version_id = version_id_param(ctx)
-    on = parse_legal_hold(await _body_verified(ctx))
+    on = parse_legal_hold(await read_verified_body(ctx))
     _require_lock(ctx)
     await ctx.store.update_object(ctx.bucket, ctx.key, version_id, legal_hold=on)
     return web.Response(status=200)

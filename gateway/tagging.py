@@ -19,9 +19,8 @@ import msgpack
 from aiohttp import web
 
 from .bucket import xml_response
-from .delete import _body_verified
 from .errors import InvalidArgument, InvalidTag, MalformedXML, NoSuchTagSet, S3Error, xml_text
-from .object_lock import version_id_param
+from .object_lock import read_verified_body, version_id_param
 from .request import Context
 from .s3xml import _children, _document, _parse, _text
 
@@ -155,7 +154,7 @@ def version_headers(ctx: Context, info: Any) -> dict[str, str]:
 async def put_object_tagging(ctx: Context) -> web.Response:
     """PUT /{bucket}/{key}?tagging[&versionId=]"""
     version_id = version_id_param(ctx)
-    tags = parse_tagging(await _body_verified(ctx))
+    tags = parse_tagging(await read_verified_body(ctx))
     info = await ctx.store.update_object(ctx.bucket, ctx.key, version_id, tags=tags)
     return web.Response(status=200, headers=version_headers(ctx, info))
 
@@ -177,7 +176,7 @@ async def delete_object_tagging(ctx: Context) -> web.Response:
 async def put_bucket_tagging(ctx: Context) -> web.Response:
     """PUT /{bucket}?tagging"""
     ctx.store.bucket_config(ctx.bucket, "tagging")  # NoSuchBucket first
-    tags = parse_tagging(await _body_verified(ctx), limit=BUCKET_TAG_LIMIT)
+    tags = parse_tagging(await read_verified_body(ctx), limit=BUCKET_TAG_LIMIT)
     await ctx.store.set_bucket_config(ctx.bucket, "tagging", msgpack.packb(tags) if tags else None)
     return web.Response(status=204)
 
