@@ -27,6 +27,7 @@ from aiohttp import web
 
 from blockd import NBDServer, VolumeManager, owner_app
 from storaged import ObjectStore, lock_server
+from storaged.lifecycle import LifecycleScanner
 from storaged.lifecycle_rules import DAY_NS
 
 from . import credentials
@@ -223,8 +224,11 @@ async def serve(opts: ServeOptions) -> None:
     nbd: NBDServer | None = None
     owner: web.AppRunner | None = None
     layers: Layers | None = None
+    scanner: LifecycleScanner | None = None
     try:
         await store.start()
+        scanner = LifecycleScanner(store)
+        scanner.start()
         log.info("storage ready", extra={"fields": {
             "data_dir": data_dir, "ec": f"{store.k}+{store.m}", "disks": len(disks),
             "block_size": store.geometry.block_size, "write_quorum": store.write_quorum}})
@@ -309,5 +313,7 @@ async def serve(opts: ServeOptions) -> None:
             await layers.close()
         if volumes is not None:
             await volumes.close()
+        if scanner is not None:
+            await scanner.stop()
         await store.close()
         log.info("stopped", extra={"fields": {"seconds": round(time.monotonic() - started, 3)}})

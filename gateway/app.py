@@ -18,7 +18,25 @@ from aiohttp import web
 from storaged import ObjectStore
 from storaged.meta import new_id
 
-from . import admin, bucket, copy, delete, get, listing, metrics, multipart, put, router, sigv2, sigv4
+from . import (
+    admin,
+    attributes,
+    bucket,
+    copy,
+    delete,
+    get,
+    lifecycle,
+    listing,
+    metrics,
+    multipart,
+    object_lock,
+    put,
+    router,
+    sigv2,
+    sigv4,
+    tagging,
+    versioning,
+)
 from .errors import InvalidURI, RequestHeaderSectionTooLarge, S3Error, S3NotImplemented
 from .failures import s3_error
 from .request import Context, GatewayConfig
@@ -33,8 +51,25 @@ HANDLERS: dict[str, Handler] = {
     "HeadBucket": bucket.head_bucket,
     "DeleteBucket": bucket.delete_bucket,
     "GetBucketLocation": bucket.get_bucket_location,
-    "GetBucketVersioning": bucket.get_bucket_versioning,
-    "PutBucketVersioning": bucket.put_bucket_versioning,
+    "GetBucketVersioning": versioning.get_bucket_versioning,
+    "PutBucketVersioning": versioning.put_bucket_versioning,
+    "ListObjectVersions": versioning.list_object_versions,
+    "GetObjectLockConfiguration": object_lock.get_object_lock_configuration,
+    "PutObjectLockConfiguration": object_lock.put_object_lock_configuration,
+    "GetObjectRetention": object_lock.get_object_retention,
+    "PutObjectRetention": object_lock.put_object_retention,
+    "GetObjectLegalHold": object_lock.get_object_legal_hold,
+    "PutObjectLegalHold": object_lock.put_object_legal_hold,
+    "GetBucketLifecycleConfiguration": lifecycle.get_bucket_lifecycle,
+    "PutBucketLifecycleConfiguration": lifecycle.put_bucket_lifecycle,
+    "DeleteBucketLifecycle": lifecycle.delete_bucket_lifecycle,
+    "GetObjectTagging": tagging.get_object_tagging,
+    "PutObjectTagging": tagging.put_object_tagging,
+    "DeleteObjectTagging": tagging.delete_object_tagging,
+    "GetBucketTagging": tagging.get_bucket_tagging,
+    "GetObjectAttributes": attributes.get_object_attributes,
+    "PutBucketTagging": tagging.put_bucket_tagging,
+    "DeleteBucketTagging": tagging.delete_bucket_tagging,
     "GetBucketAcl": bucket.get_acl,
     "GetObjectAcl": bucket.get_acl,
     "PutBucketAcl": bucket.put_acl,

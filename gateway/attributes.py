@@ -18,10 +18,9 @@ from storaged.errors import DeleteMarker
 from . import conditions
 from .bucket import xml_response
 from .errors import InvalidArgument, NoSuchKey
-from .object_lock import version_id_param
 from .request import Context
 from .s3xml import _document, _el
-from .tagging import version_headers
+from .versioning import version_headers, version_param
 
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 ATTRIBUTES_HEADER = "x-amz-object-attributes"
@@ -112,7 +111,7 @@ async def get_object_attributes(ctx: Context) -> web.Response:
     wanted = parse_object_attributes(ctx.headers.getall(ATTRIBUTES_HEADER, []))
     max_parts, marker = parts_paging(ctx.headers)
     try:
-        info = ctx.store.head_object(ctx.bucket, ctx.key, version_id_param(ctx))
+        info = ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
     except DeleteMarker as exc:
         if exc.by_id:
             raise

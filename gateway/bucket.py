@@ -6,6 +6,8 @@ import re
 
 from aiohttp import web
 
+from storaged.object_lock import LockConfig
+
 from . import s3xml
 from .errors import BucketAlreadyOwnedByYou, InvalidBucketName, MalformedXML, S3NotImplemented
 from .request import Context
@@ -35,7 +37,11 @@ async def create_bucket(ctx: Context) -> web.Response:
     s3xml.parse_create_bucket(body)  # any region is ours: we are single-region
     if ctx.store.bucket_info(ctx.bucket) is not None:
         raise BucketAlreadyOwnedByYou(BucketName=ctx.bucket)
-    await ctx.store.make_bucket(ctx.bucket)
+    settings = {}
+    if ctx.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true":
+        # Object lock needs versions: the bucket starts with versioning on.
+        settings = {"versioning": b"Enabled", "lock": LockConfig(enabled=True).pack()}
+    await ctx.store.make_bucket(ctx.bucket, settings)
     return web.Response(status=200, headers={"Location": f"/{ctx.bucket}"})
 
 
@@ -62,11 +68,6 @@ async def get_bucket_location(ctx: Context) -> web.Response:
     return xml_response(s3xml.location_constraint(ctx.config.region))
 
 
-async def get_bucket_versioning(ctx: Context) -> web.Response:
-    ctx.store.require_bucket(ctx.bucket)
-    return xml_response(s3xml.versioning_configuration())
-
-
 async def get_acl(ctx: Context) -> web.Response:
     if ctx.route.key is None:
         ctx.store.require_bucket(ctx.bucket)
@@ -87,7 +88,3 @@ async def put_acl(ctx: Context) -> web.Response:
     else:
         ctx.store.head_object(ctx.bucket, ctx.key)
     return web.Response(status=200)
-
-
-async def put_bucket_versioning(ctx: Context) -> web.Response:
-    raise S3NotImplemented("Bucket versioning is not supported.")

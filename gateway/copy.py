@@ -6,35 +6,48 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from storaged import ObjectAttrs, ObjectInfo
+from storaged import DeleteMarker, ObjectInfo
 
 from . import checksums, conditions, s3xml
 from .bucket import xml_response
 from .errors import InvalidArgument, InvalidRequest
-from .put import write_condition
-from .request import MAX_KEY_BYTES, Context, object_attrs
+from .put import upload_attrs, write_condition
+from .request import MAX_KEY_BYTES, Context
+from .versioning import check_version_id, version_headers
 
 MAX_COPY_SIZE = 5 << 30
 
 
-def parse_copy_source(value: str) -> tuple[str, str]:
-    """``/bucket/key`` or ``bucket/key`` (URL-encoded, maybe ``?versionId=``)."""
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """(bucket, key, version id) of ``/bucket/key`` or ``bucket/key`` (URL-encoded,
+    maybe ``?versionId=``)."""
     path, _, query = value.partition("?")
     if query and not query.startswith("versionId="):
         raise InvalidArgument("Invalid copy source", ArgumentName="x-amz-copy-source")
+    version = check_version_id(unquote(query[len("versionId="):]), "x-amz-copy-source") \
+        if query else None
     path = unquote(path)
     bucket, _, key = path.lstrip("/").partition("/")
     if not bucket or not key or len(key.encode()) > MAX_KEY_BYTES:
         raise InvalidArgument("Copy Source must mention the source bucket and key: "
                               "sourcebucket/sourcekey", ArgumentName="x-amz-copy-source",
                               ArgumentValue=value)
-    return bucket, key
+    return bucket, key, version
 
 
 def copy_source(ctx: Context) -> tuple[str, str, ObjectInfo]:
-    """The copy source named by the request, its conditions checked (412 otherwise)."""
-    bucket, key = parse_copy_source(ctx.headers["x-amz-copy-source"])
-    info = ctx.store.head_object(bucket, key)
+    """The copy source named by the request, its conditions checked (412 otherwise).
+
+    A delete marker as source is InvalidRequest by version id, NoSuchKey as latest.
+    """
+    bucket, key, version = parse_copy_source(ctx.headers["x-amz-copy-source"])
+    try:
+        info = ctx.store.head_object(bucket, key, version)
+    except DeleteMarker as exc:
+        if exc.by_id:
+            raise InvalidRequest("The source of a copy request may not specifically refer to "
+                                 "a delete marker by version id.") from None
+        raise
     conditions.check(ctx.headers, info, prefix="x-amz-copy-source-if-")
     return bucket, key, info
 
@@ -51,8 +64,10 @@ async def copy_object(ctx: Context) -> web.Response:
     if directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("Unknown metadata directive.",
                               ArgumentName="x-amz-metadata-directive", ArgumentValue=directive)
+    # Copying a named version over its key is how a previous version is restored.
     if (src_bucket, src_key) == (ctx.bucket, ctx.key) and directive == "COPY" \
-            and "x-amz-storage-class" not in ctx.headers:
+            and "x-amz-storage-class" not in ctx.headers and "?versionId=" not in \
+            ctx.headers["x-amz-copy-source"]:
         raise InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself "
             "without changing the object's metadata, storage class, website redirect location "
@@ -60,10 +75,7 @@ async def copy_object(ctx: Context) -> web.Response:
     if source.size > MAX_COPY_SIZE:
         raise InvalidRequest("The specified copy source is larger than the maximum allowable "
                              f"size for a copy source: {MAX_COPY_SIZE}")
-    if directive == "REPLACE":
-        attrs = object_attrs(ctx.headers)
-    else:
-        attrs = ObjectAttrs(source.content_type, dict(source.headers), dict(source.user_meta))
+    attrs = upload_attrs(ctx, source, copy_meta=directive == "COPY", with_body=False)
     wanted = ctx.headers.get("x-amz-checksum-algorithm")
     hashers, keep = [], _kept_checksums(source)
     if wanted:
@@ -83,4 +95,8 @@ async def copy_object(ctx: Context) -> web.Response:
     body = s3xml.copy_object_result(info.etag, info.last_modified,
                                     checksums=info.checksums or None,
                                     checksum_type="FULL_OBJECT" if info.checksums else None)
-    return xml_response(body)
+    response = xml_response(body)
+    response.headers.update(version_headers(ctx, info))
+    if source.versioned or ctx.store.versioning(src_bucket):
+        response.headers["x-amz-copy-source-version-id"] = source.version
+    return response

@@ -8,17 +8,31 @@ import hashlib
 from aiohttp import web
 
 from storaged import StorageError
+from storaged.store import DeleteResult
 
 from . import checksums, s3xml
 from .bucket import xml_response
 from .errors import InvalidRequest, MalformedXML, S3Error, checksum_mismatch
 from .failures import s3_error
+from .object_lock import bypass_governance
 from .request import MAX_KEY_BYTES, Context
+from .versioning import check_version_id, version_param
+
+
+def _result_headers(result: DeleteResult) -> dict[str, str]:
+    headers = {}
+    if result.version_id is not None:
+        headers["x-amz-version-id"] = result.version_id
+    if result.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+    return headers
 
 
 async def delete_object(ctx: Context) -> web.Response:
-    await ctx.store.delete_object(ctx.bucket, ctx.key)
-    return web.Response(status=204)
+    result = await ctx.store.delete_object(
+        ctx.bucket, ctx.key, version_param(ctx),
+        bypass_governance=bypass_governance(ctx.store, ctx.bucket, ctx.headers))
+    return web.Response(status=204, headers=_result_headers(result))
 
 
 async def _body_verified(ctx: Context) -> bytes:
@@ -46,21 +60,29 @@ async def delete_objects(ctx: Context) -> web.Response:
     deleted: list[s3xml.DeletedEntry] = []
     errors: list[s3xml.DeleteErrorEntry] = []
 
-    async def one(key: str) -> None:
+    bypass = bypass_governance(ctx.store, ctx.bucket, ctx.headers)
+
+    async def one(index: int, key: str, version: str | None) -> None:
         if len(key.encode()) > MAX_KEY_BYTES:
-            errors.append(s3xml.DeleteErrorEntry(key, "KeyTooLongError", "Your key is too long"))
+            errors.append(s3xml.DeleteErrorEntry(key, "KeyTooLongError", "Your key is too long",
+                                                 version))
             return
         try:
-            await ctx.store.delete_object(ctx.bucket, key)
+            if version is not None:
+                check_version_id(version)
+            result = await ctx.store.delete_object(ctx.bucket, key, version,
+                                                   bypass_governance=bypass)
         except (StorageError, S3Error) as exc:
             err = s3_error(exc)
-            errors.append(s3xml.DeleteErrorEntry(key, err.code, err.message))
+            errors.append(s3xml.DeleteErrorEntry(key, err.code, err.message, version))
         else:
-            deleted.append(s3xml.DeletedEntry(key))
+            marker_id = result.version_id if result.delete_marker else None
+            deleted.append(s3xml.DeletedEntry(key, version, result.delete_marker, marker_id))
+            order[id(deleted[-1])] = index
 
-    keys = [o.key for o in request.objects]
-    for start in range(0, len(keys), 64):  # bounded parallelism
-        await asyncio.gather(*(one(k) for k in keys[start:start + 64]))
-    order = {k: i for i, k in enumerate(keys)}
-    deleted.sort(key=lambda d: order[d.key])
+    objects = [(i, o.key, o.version_id) for i, o in enumerate(request.objects)]
+    order: dict[int, int] = {}
+    for start in range(0, len(objects), 64):  # bounded parallelism
+        await asyncio.gather(*(one(*o) for o in objects[start:start + 64]))
+    deleted.sort(key=lambda d: order[id(d)])
     return xml_response(s3xml.delete_result(deleted, errors, quiet=request.quiet))

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from email.utils import formatdate
+
 import storaged
 
 from .errors import (
+    AccessDenied,
     BadDigest,
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
     EntityTooSmall,
     IncompleteBody,
     InternalError,
+    InvalidBucketState,
     InvalidPart,
     InvalidPartOrder,
     InvalidRange,
+    MethodNotAllowed,
     NoSuchBucket,
     NoSuchKey,
     NoSuchUpload,
+    NoSuchVersion,
     PreconditionFailed,
     S3Error,
     ServiceUnavailable,
@@ -55,6 +61,19 @@ def s3_error(exc: BaseException) -> S3Error:
     if isinstance(exc, storaged.EntityTooSmall):
         return EntityTooSmall(ProposedSize=exc.size, MinSizeAllowed=5 << 20,
                               PartNumber=exc.number)
+    if isinstance(exc, storaged.DeleteMarker):
+        headers = {"x-amz-delete-marker": "true", "x-amz-version-id": exc.version_id}
+        if not exc.by_id:
+            return NoSuchKey(headers=headers, Key=exc.key)
+        headers["Last-Modified"] = formatdate(exc.mtime_ns / 1e9, usegmt=True)
+        headers["Allow"] = "DELETE"
+        return MethodNotAllowed(headers=headers, Method="GET", ResourceType="DeleteMarker")
+    if isinstance(exc, storaged.NoSuchVersion):
+        return NoSuchVersion(Key=exc.key, VersionId=exc.version_id)
+    if isinstance(exc, storaged.ObjectLocked):
+        return AccessDenied("Access Denied because object protected by object lock.")
+    if isinstance(exc, storaged.InvalidBucketState):
+        return InvalidBucketState(str(exc))
     if isinstance(exc, storaged.DigestMismatch):
         return BadDigest(ExpectedDigest=exc.expected, CalculatedDigest=exc.actual)
     for storage_type, s3_type in _MAP:

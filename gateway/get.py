@@ -11,7 +11,11 @@ from storaged import ObjectInfo
 from . import conditions
 from .checksums import header_name
 from .errors import InvalidPartNumber, InvalidRange
+from .lifecycle import expiration_header
+from .object_lock import lock_response_headers
 from .request import Context, part_number
+from .tagging import tagging_count_header
+from .versioning import version_headers, version_param
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _OVERRIDES = {"response-content-type": "Content-Type",
@@ -88,9 +92,13 @@ def _part_range(info: ObjectInfo, ctx: Context) -> tuple[int, int] | None:
 
 
 def _resolve(ctx: Context) -> tuple[ObjectInfo, dict[str, str], int, int, int]:
-    info = ctx.store.head_object(ctx.bucket, ctx.key)
+    info = ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
     conditions.check(ctx.headers, info)
     headers = object_headers(info, ctx)
+    headers.update(version_headers(ctx, info))
+    headers.update(lock_response_headers(info))
+    headers.update(tagging_count_header(info))
+    headers.update(expiration_header(ctx.store, info, ctx.store.lifecycle_day_ns))
     part = _part_range(info, ctx)
     rng = part or parse_range(ctx.headers.get("Range"), info.size)
     status, offset, length = 200, 0, info.size

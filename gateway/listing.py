@@ -15,7 +15,7 @@ from .errors import InvalidArgument
 from .request import Context
 
 
-def _max_keys(ctx: Context) -> int:
+def max_keys_param(ctx: Context) -> int:
     raw = ctx.query.get("max-keys", "1000")
     try:
         value = int(raw)
@@ -28,7 +28,7 @@ def _max_keys(ctx: Context) -> int:
     return min(value, 1000)
 
 
-def _encoding(ctx: Context) -> str | None:
+def encoding_param(ctx: Context) -> str | None:
     value = ctx.query.get("encoding-type")
     if value is not None and value.lower() != "url":
         raise InvalidArgument("Invalid Encoding Method specified in Request",
@@ -36,7 +36,7 @@ def _encoding(ctx: Context) -> str | None:
     return value.lower() if value else None
 
 
-def _entry(info: ObjectInfo, owner: s3xml.Owner | None) -> s3xml.ObjectEntry:
+def object_entry(info: ObjectInfo, owner: s3xml.Owner | None) -> s3xml.ObjectEntry:
     algorithm = next(iter(info.checksums), None)
     return s3xml.ObjectEntry(
         key=info.key, size=info.size, etag=info.etag, last_modified=info.last_modified,
@@ -60,11 +60,11 @@ def decode_token(token: str) -> str:
 async def list_objects(ctx: Context) -> web.Response:
     q = ctx.query
     prefix, delimiter, marker = q.get("prefix", ""), q.get("delimiter", ""), q.get("marker", "")
-    max_keys, encoding = _max_keys(ctx), _encoding(ctx)
+    max_keys, encoding = max_keys_param(ctx), encoding_param(ctx)
     page = ctx.store.list_objects(ctx.bucket, prefix, delimiter, marker, max_keys)
     owner = ctx.config.owner
     body = s3xml.list_objects_v1(
-        ctx.bucket, [_entry(o, owner) for o in page.objects], page.prefixes, prefix=prefix,
+        ctx.bucket, [object_entry(o, owner) for o in page.objects], page.prefixes, prefix=prefix,
         marker=marker, max_keys=max_keys, delimiter=delimiter or None,
         is_truncated=page.truncated,
         next_marker=page.next_marker if page.truncated and delimiter else None,
@@ -75,7 +75,7 @@ async def list_objects(ctx: Context) -> web.Response:
 async def list_objects_v2(ctx: Context) -> web.Response:
     q = ctx.query
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
-    max_keys, encoding = _max_keys(ctx), _encoding(ctx)
+    max_keys, encoding = max_keys_param(ctx), encoding_param(ctx)
     token = q.get("continuation-token")
     start_after = q.get("start-after")
     after = decode_token(token) if token is not None else (start_after or "")
@@ -83,7 +83,7 @@ async def list_objects_v2(ctx: Context) -> web.Response:
     page = ctx.store.list_objects(ctx.bucket, prefix, delimiter, after, max_keys)
     owner = ctx.config.owner if fetch_owner else None
     body = s3xml.list_objects_v2(
-        ctx.bucket, [_entry(o, owner) for o in page.objects], page.prefixes, prefix=prefix,
+        ctx.bucket, [object_entry(o, owner) for o in page.objects], page.prefixes, prefix=prefix,
         max_keys=max_keys, delimiter=delimiter or None, is_truncated=page.truncated,
         continuation_token=token,
         next_continuation_token=encode_token(page.next_marker) if page.truncated else None,

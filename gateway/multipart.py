@@ -13,9 +13,10 @@ from . import checksums, s3xml
 from .bucket import xml_response
 from .copy import copy_source
 from .errors import InvalidArgument, InvalidPart, InvalidRequest, MalformedXML, checksum_mismatch
-from .listing import _encoding
-from .put import write_condition
-from .request import Context, Payload, object_attrs, part_number
+from .listing import encoding_param
+from .put import upload_attrs, write_condition
+from .request import Context, Payload, part_number
+from .versioning import version_headers
 
 MAX_PART_SIZE = 5 << 30
 _COPY_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
@@ -43,7 +44,7 @@ def _int_param(ctx: Context, name: str, default: int, limit: int) -> int:
 
 
 async def create_multipart_upload(ctx: Context) -> web.Response:
-    attrs = object_attrs(ctx.headers)
+    attrs = upload_attrs(ctx, with_body=False)
     algorithm = ctx.headers.get("x-amz-checksum-algorithm", "")
     kind = ""
     if algorithm:
@@ -168,9 +169,11 @@ async def complete_multipart_upload(ctx: Context) -> web.Response:
         finalize=_composer(upload, requested, full), checksum_type=upload.checksum_type,
         condition=write_condition(ctx))
     location = f"{ctx.request.scheme}://{ctx.request.host}/{ctx.bucket}/{ctx.key}"
-    return xml_response(s3xml.complete_multipart_upload_result(
+    response = xml_response(s3xml.complete_multipart_upload_result(
         location, ctx.bucket, ctx.key, info.etag, checksums=info.checksums or None,
         checksum_type=info.checksum_type or None))
+    response.headers.update(version_headers(ctx, info))
+    return response
 
 
 async def abort_multipart_upload(ctx: Context) -> web.Response:
@@ -200,7 +203,7 @@ async def list_multipart_uploads(ctx: Context) -> web.Response:
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
     key_marker, id_marker = q.get("key-marker", ""), q.get("upload-id-marker", "")
     max_uploads = _int_param(ctx, "max-uploads", 1000, 1000)
-    encoding = _encoding(ctx)
+    encoding = encoding_param(ctx)
     page = ctx.store.list_uploads(ctx.bucket, prefix=prefix, delimiter=delimiter,
                                   key_marker=key_marker, upload_id_marker=id_marker,
                                   max_uploads=max_uploads)

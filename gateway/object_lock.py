@@ -32,6 +32,7 @@ from .errors import (
 )
 from .request import Context
 from .s3xml import _children, _document, _el, _parse, _text, format_timestamp
+from .versioning import version_param
 
 __all__ = ["COMPLIANCE", "GOVERNANCE", "LockConfig"]
 
@@ -250,15 +251,6 @@ def bypass_governance(store: Any, bucket: str, headers: Mapping[str, str]) -> bo
 
 # --- handlers ----------------------------------------------------------------------------
 
-def version_id_param(ctx: Context) -> str | None:
-    """``?versionId=`` (None without it; the empty string is InvalidArgument)."""
-    value = ctx.query.get("versionId")
-    if value == "":
-        raise InvalidArgument("Version id cannot be the empty string", ArgumentName="versionId",
-                              ArgumentValue="")
-    return value
-
-
 async def read_verified_body(ctx: Context) -> bytes:
     """The request body, checked against Content-MD5 or an ``x-amz-checksum-*`` (one is required)."""
     from .delete import _body_verified  # here: gateway.delete imports this module
@@ -294,7 +286,7 @@ async def get_object_lock_configuration(ctx: Context) -> web.Response:
 
 async def put_object_retention(ctx: Context) -> web.Response:
     """PUT /{bucket}/{key}?retention[&versionId=]"""
-    version_id = version_id_param(ctx)
+    version_id = version_param(ctx)
     body = await read_verified_body(ctx)
     retention = parse_retention(body, ctx.store.stamp())
     _require_lock(ctx)
@@ -305,7 +297,7 @@ async def put_object_retention(ctx: Context) -> web.Response:
 
 async def get_object_retention(ctx: Context) -> web.Response:
     """GET /{bucket}/{key}?retention[&versionId=]"""
-    version_id = version_id_param(ctx)
+    version_id = version_param(ctx)
     _require_lock(ctx)
     info = ctx.store.head_object(ctx.bucket, ctx.key, version_id)
     if not info.lock_mode:
@@ -315,7 +307,7 @@ async def get_object_retention(ctx: Context) -> web.Response:
 
 async def put_object_legal_hold(ctx: Context) -> web.Response:
     """PUT /{bucket}/{key}?legal-hold[&versionId=]"""
-    version_id = version_id_param(ctx)
+    version_id = version_param(ctx)
     on = parse_legal_hold(await read_verified_body(ctx))
     _require_lock(ctx)
     await ctx.store.update_object(ctx.bucket, ctx.key, version_id, legal_hold=on)
@@ -324,7 +316,7 @@ async def put_object_legal_hold(ctx: Context) -> web.Response:
 
 async def get_object_legal_hold(ctx: Context) -> web.Response:
     """GET /{bucket}/{key}?legal-hold[&versionId=]"""
-    version_id = version_id_param(ctx)
+    version_id = version_param(ctx)
     _require_lock(ctx)
     info = ctx.store.head_object(ctx.bucket, ctx.key, version_id)
     hold = getattr(info, "legal_hold", None)

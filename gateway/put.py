@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 from aiohttp import web
 
-from storaged import Condition
+from storaged import Condition, ObjectAttrs, ObjectInfo
 
 from .checksums import header_name
+from .object_lock import lock_for_write
 from .request import Context, Payload, object_attrs
+from .tagging import tags_for_copy, tags_from_header
+from .versioning import version_headers
+
+
+def upload_attrs(ctx: Context, copy_from: ObjectInfo | None = None, copy_meta: bool = False,
+                 with_body: bool = True) -> ObjectAttrs:
+    """What a write gives the new version: metadata (``copy_from``'s when
+    ``copy_meta``), tags (``x-amz-tagging``, or per the copy's tagging directive)
+    and object lock (the headers', else the bucket's default retention)."""
+    if copy_from is not None and copy_meta:
+        attrs = ObjectAttrs(copy_from.content_type, dict(copy_from.headers),
+                            dict(copy_from.user_meta))
+    else:
+        attrs = object_attrs(ctx.headers)
+    if copy_from is not None:
+        tags = tags_for_copy(ctx.headers, copy_from.tags)
+    else:
+        header = ctx.headers.get("x-amz-tagging")
+        tags = tags_from_header(header) if header else {}
+    mode, until, hold = lock_for_write(ctx.store, ctx.bucket, ctx.headers, time.time_ns(),
+                                       with_body=with_body)
+    return dataclasses.replace(attrs, tags=tags, lock_mode=mode, lock_until_ns=until,
+                               legal_hold=hold)
 
 
 def write_condition(ctx: Context) -> Condition | None:
@@ -21,14 +48,14 @@ def write_condition(ctx: Context) -> Condition | None:
 
 
 async def put_object(ctx: Context) -> web.Response:
-    attrs = object_attrs(ctx.headers)
+    attrs = upload_attrs(ctx)
     payload = Payload(ctx)
     info = await ctx.store.put_object(
         ctx.bucket, ctx.key, payload.stream, size=payload.size, attrs=attrs,
         content_md5=payload.content_md5, hashers=payload.hashers, finalize=payload.finalize,
         condition=write_condition(ctx))
     ctx.request["bytes_in"] = info.size
-    headers = {"ETag": f'"{info.etag}"'}
+    headers = {"ETag": f'"{info.etag}"', **version_headers(ctx, info)}
     for algorithm, value in info.checksums.items():
         headers[header_name(algorithm)] = value
         headers["x-amz-checksum-type"] = "FULL_OBJECT"

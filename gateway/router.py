@@ -32,22 +32,28 @@ class Route:
 # Sub-resources we answer; any other one is refused rather than ignored, so a
 # client never believes (say) a lifecycle rule was stored when it was not.
 _BUCKET_GET = {"location": "GetBucketLocation", "versioning": "GetBucketVersioning",
-               "acl": "GetBucketAcl", "uploads": "ListMultipartUploads"}
-_UNSUPPORTED = {"policy", "lifecycle", "cors", "website", "replication", "tagging",
-                "encryption", "logging", "notification", "object-lock", "versions",
-                "accelerate", "requestPayment", "ownershipControls", "publicAccessBlock",
-                "analytics", "metrics", "inventory", "intelligent-tiering", "restore",
-                "select", "retention", "legal-hold", "torrent", "attributes"}
+               "acl": "GetBucketAcl", "uploads": "ListMultipartUploads",
+               "versions": "ListObjectVersions", "object-lock": "GetObjectLockConfiguration",
+               "lifecycle": "GetBucketLifecycleConfiguration", "tagging": "GetBucketTagging"}
+_BUCKET_PUT = {"acl": "PutBucketAcl", "versioning": "PutBucketVersioning",
+               "object-lock": "PutObjectLockConfiguration",
+               "lifecycle": "PutBucketLifecycleConfiguration", "tagging": "PutBucketTagging"}
+_BUCKET_DELETE = {"lifecycle": "DeleteBucketLifecycle", "tagging": "DeleteBucketTagging"}
+_OBJECT_GET = {"acl": "GetObjectAcl", "tagging": "GetObjectTagging",
+               "retention": "GetObjectRetention", "legal-hold": "GetObjectLegalHold",
+               "attributes": "GetObjectAttributes"}
+_OBJECT_PUT = {"acl": "PutObjectAcl", "tagging": "PutObjectTagging",
+               "retention": "PutObjectRetention", "legal-hold": "PutObjectLegalHold"}
+_UNSUPPORTED = {"policy", "cors", "website", "replication", "encryption", "logging",
+                "notification", "accelerate", "requestPayment", "ownershipControls",
+                "publicAccessBlock", "analytics", "metrics", "inventory", "intelligent-tiering",
+                "restore", "select", "torrent"}
 
 
 # Request headers that ask for something Basalt does not do (yet): refused with
 # NotImplemented, never stored and ignored, so nobody believes an object is
-# encrypted, locked, tagged or public when it is not.
+# encrypted or public when it is not.
 _SSE_PREFIXES = ("x-amz-server-side-encryption", "x-amz-copy-source-server-side-encryption")
-_UNSUPPORTED_HEADERS = {
-    "x-amz-object-lock-mode": "Object lock", "x-amz-object-lock-retain-until-date": "Object lock",
-    "x-amz-object-lock-legal-hold": "Object lock", "x-amz-tagging": "Object tagging",
-}
 # Canned ACLs that grant nobody else anything in a single-owner store.
 _OWNER_ONLY_ACLS = {"private", "bucket-owner-full-control", "bucket-owner-read"}
 
@@ -58,11 +64,6 @@ def refuse_unsupported_headers(op: str, headers: Mapping[str, str]) -> None:
         lname = name.lower()
         if lname.startswith(_SSE_PREFIXES):
             raise S3NotImplemented("Server-side encryption is not supported.", Header=name)
-        feature = _UNSUPPORTED_HEADERS.get(lname)
-        if feature and value.strip():
-            raise S3NotImplemented(f"{feature} is not supported.", Header=name)
-        if lname == "x-amz-bucket-object-lock-enabled" and value.strip().lower() == "true":
-            raise S3NotImplemented("Object lock is not supported.", Header=name)
         if op not in ("PutBucketAcl", "PutObjectAcl") and (
                 lname.startswith("x-amz-grant-")
                 or (lname == "x-amz-acl" and value.strip() not in _OWNER_ONLY_ACLS)):
@@ -120,22 +121,23 @@ def route(method: str, raw_path: str, query: Mapping[str, str], headers: Mapping
     return Route(op, bucket, key)
 
 
+def _sub_resource(ops: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    for name, op in ops.items():
+        if name in query:
+            return op
+    return None
+
+
 def _bucket_op(method: str, query: Mapping[str, str]) -> str:
     if method == "GET":
-        for name, op in _BUCKET_GET.items():
-            if name in query:
-                return op
-        return "ListObjectsV2" if query.get("list-type") == "2" else "ListObjects"
+        return _sub_resource(_BUCKET_GET, query) or (
+            "ListObjectsV2" if query.get("list-type") == "2" else "ListObjects")
     if method == "HEAD":
         return "HeadBucket"
     if method == "PUT":
-        if "acl" in query:
-            return "PutBucketAcl"
-        if "versioning" in query:
-            return "PutBucketVersioning"
-        return "CreateBucket"
+        return _sub_resource(_BUCKET_PUT, query) or "CreateBucket"
     if method == "DELETE":
-        return "DeleteBucket"
+        return _sub_resource(_BUCKET_DELETE, query) or "DeleteBucket"
     if method == "POST" and "delete" in query:
         return "DeleteObjects"
     raise MethodNotAllowed()
@@ -144,18 +146,19 @@ def _bucket_op(method: str, query: Mapping[str, str]) -> str:
 def _object_op(method: str, query: Mapping[str, str]) -> str:
     upload = "uploadId" in query
     if method == "GET":
-        if "acl" in query:
-            return "GetObjectAcl"
-        return "ListParts" if upload else "GetObject"
+        return _sub_resource(_OBJECT_GET, query) or ("ListParts" if upload else "GetObject")
     if method == "HEAD":
         return "HeadObject"
     if method == "PUT":
-        if "acl" in query:
-            return "PutObjectAcl"
+        sub = _sub_resource(_OBJECT_PUT, query)
+        if sub:
+            return sub
         if upload or "partNumber" in query:
             return "UploadPart"
         return "PutObject"
     if method == "DELETE":
+        if "tagging" in query:
+            return "DeleteObjectTagging"
         return "AbortMultipartUpload" if upload else "DeleteObject"
     if method == "POST":
         if "uploads" in query:

@@ -431,9 +431,63 @@ def parse_complete_multipart_upload(body: bytes) -> list[CompletedPart]:
     return parts
 
 
-def versioning_configuration() -> bytes:
-    """GetBucketVersioning of a bucket that never had versioning enabled."""
-    return _document("VersioningConfiguration", ())
+def versioning_configuration(status: str = "") -> bytes:
+    """GetBucketVersioning: empty for a bucket that never had versioning enabled."""
+    return _document("VersioningConfiguration", (_el("Status", status or None),))
+
+
+def parse_versioning(body: bytes) -> str | None:
+    """The Status of a PutBucketVersioning body (None when absent: no change)."""
+    root = _parse(body, "VersioningConfiguration")
+    if root is None:
+        raise MalformedXML()
+    status = _text(root, "Status")
+    if status is not None and status not in ("Enabled", "Suspended"):
+        raise MalformedXML()
+    mfa = _text(root, "MfaDelete")
+    if mfa is not None and mfa not in ("Enabled", "Disabled"):
+        raise MalformedXML()
+    if mfa == "Enabled":
+        raise InvalidArgument("MFA delete is not supported.", ArgumentName="MfaDelete")
+    return status
+
+
+@dataclass(slots=True)
+class VersionEntry:
+    entry: ObjectEntry
+    version_id: str
+    is_latest: bool
+    delete_marker: bool
+
+
+def list_versions(bucket: str, versions: Sequence[VersionEntry], common_prefixes: Sequence[str],
+                  *, prefix: str, key_marker: str, version_id_marker: str, max_keys: int,
+                  delimiter: str | None, is_truncated: bool, next_key_marker: str | None,
+                  next_version_id_marker: str | None, encoding_type: str | None,
+                  owner: Owner) -> bytes:
+    """ListVersionsResult (ListObjectVersions): versions and delete markers in order."""
+    enc = _encoder(encoding_type)
+    items = []
+    for v in versions:
+        e = v.entry
+        head = (_el("Key", enc(e.key)) + _el("VersionId", v.version_id)
+                + _el("IsLatest", v.is_latest)
+                + _el("LastModified", format_timestamp(e.last_modified)))
+        if v.delete_marker:
+            items.append("<DeleteMarker>" + head + _owner("Owner", owner) + "</DeleteMarker>")
+        else:
+            items.append("<Version>" + head + _etag(e.etag)
+                         + _el("ChecksumAlgorithm", e.checksum_algorithm)
+                         + _el("ChecksumType", e.checksum_type) + _el("Size", e.size)
+                         + _el("StorageClass", e.storage_class) + _owner("Owner", owner)
+                         + "</Version>")
+    return _document("ListVersionsResult", (
+        _el("Name", bucket), _el("Prefix", enc(prefix)), _el("KeyMarker", enc(key_marker)),
+        _el("VersionIdMarker", version_id_marker),
+        _el("NextKeyMarker", _maybe(enc, next_key_marker)),
+        _el("NextVersionIdMarker", next_version_id_marker), _el("MaxKeys", max_keys),
+        _el("Delimiter", _maybe(enc, delimiter)), _el("IsTruncated", is_truncated),
+        _el("EncodingType", encoding_type), "".join(items), _prefixes(common_prefixes, enc)))
 
 
 def access_control_policy(owner: Owner) -> bytes:

@@ -20,9 +20,10 @@ from aiohttp import web
 
 from .bucket import xml_response
 from .errors import InvalidArgument, InvalidTag, MalformedXML, NoSuchTagSet, S3Error, xml_text
-from .object_lock import read_verified_body, version_id_param
+from .object_lock import read_verified_body
 from .request import Context
 from .s3xml import _children, _document, _parse, _text
+from .versioning import version_headers, version_param
 
 OBJECT_TAG_LIMIT = 10
 BUCKET_TAG_LIMIT = 50
@@ -139,21 +140,11 @@ def render_tagging(tags: Mapping[str, str]) -> bytes:
     return _document("Tagging", ("<TagSet>", items, "</TagSet>"))
 
 
-def version_headers(ctx: Context, info: Any) -> dict[str, str]:
-    """``x-amz-version-id`` for a response about ``info``: its id when versioned, "null"
-    for the null version of a bucket that has (had) versioning, nothing otherwise."""
-    if getattr(info, "versioned", False):
-        return {"x-amz-version-id": info.version}
-    if ctx.store.versioning(ctx.bucket):
-        return {"x-amz-version-id": "null"}
-    return {}
-
-
 # --- handlers ----------------------------------------------------------------------------
 
 async def put_object_tagging(ctx: Context) -> web.Response:
     """PUT /{bucket}/{key}?tagging[&versionId=]"""
-    version_id = version_id_param(ctx)
+    version_id = version_param(ctx)
     tags = parse_tagging(await read_verified_body(ctx))
     info = await ctx.store.update_object(ctx.bucket, ctx.key, version_id, tags=tags)
     return web.Response(status=200, headers=version_headers(ctx, info))
@@ -161,7 +152,7 @@ async def put_object_tagging(ctx: Context) -> web.Response:
 
 async def get_object_tagging(ctx: Context) -> web.Response:
     """GET /{bucket}/{key}?tagging[&versionId=]"""
-    info = ctx.store.head_object(ctx.bucket, ctx.key, version_id_param(ctx))
+    info = ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
     resp = xml_response(render_tagging(getattr(info, "tags", None) or {}))
     resp.headers.update(version_headers(ctx, info))
     return resp
@@ -169,7 +160,7 @@ async def get_object_tagging(ctx: Context) -> web.Response:
 
 async def delete_object_tagging(ctx: Context) -> web.Response:
     """DELETE /{bucket}/{key}?tagging[&versionId=]"""
-    info = await ctx.store.update_object(ctx.bucket, ctx.key, version_id_param(ctx), tags={})
+    info = await ctx.store.update_object(ctx.bucket, ctx.key, version_param(ctx), tags={})
     return web.Response(status=204, headers=version_headers(ctx, info))
 
 

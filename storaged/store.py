@@ -158,6 +158,7 @@ class ObjectStore:
         self.on_event: Callable[[str, int], None] | None = None  # metrics hook
         self.min_part_size = min_part_size
         self.upload_expiry = upload_expiry  # seconds before an abandoned upload is aborted
+        self.lifecycle_day_ns = 86400 * 10**9  # a lifecycle "day" (shorter in tests and demos)
         self.healer = Healer(self)
         self.heal_queue = HealQueue(self.healer.wake)
         self._locks: dict[tuple[str, str], list[Any]] = {}

@@ -1,7 +1,7 @@
 """Requests for features Basalt lacks get NotImplemented, and racing CreateBuckets one winner.
 
 Real boto3 against a real `basalt serve` (HTTP and HTTPS, two S3 worker processes): a user must
-never believe an object is encrypted, locked, tagged or public when it is not,
+never believe an object is encrypted or public when it is not,
 nor that their credentials are wrong when a feature is missing.
 """
 
@@ -30,11 +30,8 @@ def not_implemented(call, **kwargs):
     {"ServerSideEncryption": "AES256"},
     {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/x"},
     {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32},
-    {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": "2040-01-01T00:00:00Z"},
-    {"ObjectLockLegalHoldStatus": "ON"},
-    {"Tagging": "team=backup"},
     {"ACL": "public-read"},
-], ids=["sse-s3", "sse-kms", "sse-c", "lock", "legal-hold", "tagging", "public-acl"])
+], ids=["sse-s3", "sse-kms", "sse-c", "public-acl"])
 def test_put_with_unsupported_feature_is_refused_and_stores_nothing(s3, bucket, extra):
     error = not_implemented(s3.put_object, Bucket=bucket, Key="k", Body=b"secret", **extra)
     assert error.get("Header", "").lower().startswith("x-amz-")
@@ -48,20 +45,9 @@ def test_multipart_and_copy_with_encryption_are_refused(s3, bucket):
                     ServerSideEncryption="AES256")
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     s3.put_object(Bucket=bucket, Key="src", Body=b"x")
-    not_implemented(s3.copy_object, Bucket=bucket, Key="dst", Tagging="a=b",
-                    TaggingDirective="REPLACE", CopySource={"Bucket": bucket, "Key": "src"})
     not_implemented(s3.copy_object, Bucket=bucket, Key="dst", ServerSideEncryption="AES256",
                     CopySource={"Bucket": bucket, "Key": "src"})
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["src"]
-
-
-def test_object_lock_bucket_is_refused_and_not_created(s3):
-    name = f"lock-{uuid.uuid4().hex[:8]}"
-    not_implemented(s3.create_bucket, Bucket=name, ObjectLockEnabledForBucket=True)
-    with pytest.raises(ClientError):
-        s3.head_bucket(Bucket=name)
-    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=False)  # asking for none is fine
-    s3.head_bucket(Bucket=name)
 
 
 def test_presigned_post_gets_not_implemented_not_access_denied(basalt, s3, bucket):

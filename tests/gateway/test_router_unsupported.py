@@ -18,10 +18,6 @@ def route(method="PUT", path="/b/k", headers=None, query=None):
     ("x-amz-server-side-encryption-aws-kms-key-id", "k1"),
     ("x-amz-server-side-encryption-customer-algorithm", "AES256"),
     ("x-amz-copy-source-server-side-encryption-customer-key", "a2V5"),
-    ("x-amz-object-lock-mode", "GOVERNANCE"),
-    ("x-amz-object-lock-retain-until-date", "2030-01-01T00:00:00Z"),
-    ("x-amz-object-lock-legal-hold", "ON"),
-    ("x-amz-tagging", "a=b"),
     ("x-amz-acl", "public-read"),
     ("x-amz-grant-read", "uri=http://acs.amazonaws.com/groups/global/AllUsers"),
 ])
@@ -39,10 +35,31 @@ def test_sse_c_on_reads_is_refused():
         route("GET", "/b/k", {"x-amz-server-side-encryption-customer-key": "a2V5"})
 
 
-def test_object_lock_bucket_refused_only_when_asked_for():
-    with pytest.raises(S3NotImplemented):
-        route("PUT", "/b", {"x-amz-bucket-object-lock-enabled": "true"})
-    assert route("PUT", "/b", {"x-amz-bucket-object-lock-enabled": "false"}).op == "CreateBucket"
+@pytest.mark.parametrize("header,value", [
+    ("x-amz-object-lock-mode", "GOVERNANCE"), ("x-amz-object-lock-legal-hold", "ON"),
+    ("x-amz-tagging", "a=b"),
+])
+def test_lock_and_tagging_headers_reach_the_handler(header, value):
+    assert route("PUT", "/b/k", {header: value}).op == "PutObject"
+    assert route("PUT", "/b", {"x-amz-bucket-object-lock-enabled": "true"}).op == "CreateBucket"
+
+
+@pytest.mark.parametrize("method,path,query,op", [
+    ("GET", "/b", {"versions": ""}, "ListObjectVersions"),
+    ("PUT", "/b", {"versioning": ""}, "PutBucketVersioning"),
+    ("PUT", "/b", {"object-lock": ""}, "PutObjectLockConfiguration"),
+    ("GET", "/b", {"lifecycle": ""}, "GetBucketLifecycleConfiguration"),
+    ("DELETE", "/b", {"lifecycle": ""}, "DeleteBucketLifecycle"),
+    ("DELETE", "/b", {"tagging": ""}, "DeleteBucketTagging"),
+    ("PUT", "/b/k", {"tagging": ""}, "PutObjectTagging"),
+    ("DELETE", "/b/k", {"tagging": ""}, "DeleteObjectTagging"),
+    ("PUT", "/b/k", {"retention": ""}, "PutObjectRetention"),
+    ("GET", "/b/k", {"legal-hold": ""}, "GetObjectLegalHold"),
+    ("GET", "/b/k", {"attributes": ""}, "GetObjectAttributes"),
+    ("DELETE", "/b/k", {"versionId": "null"}, "DeleteObject"),
+])
+def test_versioning_lock_lifecycle_tagging_routes(method, path, query, op):
+    assert route(method, path, {}, query).op == op
 
 
 @pytest.mark.parametrize("acl", ["private", "bucket-owner-full-control"])
