@@ -180,6 +180,20 @@ class Tx:
         record = self.get(b"versions", vkey)
         return None if record is None else (record, self.get(b"vinline", vkey))
 
+    def key_versions(self, bucket: str, key: str) -> list[bytes]:
+        """Every version record of a key, newest first."""
+        latest, _ = self.get_object(bucket, key)
+        if latest is None:
+            return []
+        out = [latest]
+        prefix = versions_prefix(bucket, key)
+        cur = self.txn.cursor(db=self.dbs[b"versions"])
+        found = cur.set_range(prefix)
+        while found and cur.key().startswith(prefix):
+            out.append(cur.value())
+            found = cur.next()
+        return out
+
     def add_version(self, bucket: str, key: str, record: bytes, inline: bytes | None) -> None:
         """Add a version (or replace the record of the same version)."""
         latest, latest_inline = self.get_object(bucket, key)
@@ -301,17 +315,7 @@ class MetaDB:
     def key_versions(self, bucket: str, key: str) -> list[bytes]:
         """Every version record of a key, newest first."""
         with self.env.begin() as txn:
-            latest = txn.get(encode_key(bucket, key), db=self.dbs[b"objects"])
-            if latest is None:
-                return []
-            out = [latest]
-            prefix = versions_prefix(bucket, key)
-            cur = txn.cursor(db=self.dbs[b"versions"])
-            found = cur.set_range(prefix)
-            while found and cur.key().startswith(prefix):
-                out.append(cur.value())
-                found = cur.next()
-            return out
+            return Tx(txn, self.dbs).key_versions(bucket, key)
 
     def scan_versions(self, bucket: str, prefix: str = "", after: str = "",
                       after_suffix: bytes | None = None, skip_prefix: bool = False,
@@ -790,12 +794,12 @@ class EndUpload:
 
     def apply(self, tx: Tx) -> list[tuple[str, int]]:
         tx.delete(b"uploads", upload_key(self.bucket, self.key, self.upload_id))
-        current, _ = tx.get_object(self.bucket, self.key)
-        if self.keep is not None:  # not necessarily the latest: a newer version may exist
-            found = tx.find_version(self.bucket, self.key, *self.keep)
-            current = found[0] if found is not None else current
-        used = set(ObjectInfo.unpack(self.bucket, self.key, current).files()) \
-            if current is not None else set()
+        # The version that completed the upload need not be the latest (a newer
+        # one may exist): with ``keep`` look at it, else at every version.
+        found = tx.find_version(self.bucket, self.key, *self.keep) if self.keep else None
+        records = [found[0]] if found is not None else tx.key_versions(self.bucket, self.key)
+        used = {data_id for record in records
+                for data_id in ObjectInfo.unpack(self.bucket, self.key, record).files()}
         prefix = self.upload_id.encode()
         cur = tx.txn.cursor(db=tx.dbs[b"parts"])
         unused: list[tuple[str, int]] = []

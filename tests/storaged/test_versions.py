@@ -1,9 +1,11 @@
 """Versioned buckets in the engine: versions, delete markers, the null version,
 listing in S3 order against a model, and healing of every version."""
 
+import asyncio
 import random
 import shutil
 
+import msgpack
 import pytest
 
 from storaged import DeleteMarker, NoSuchKey, NoSuchVersion
@@ -17,6 +19,13 @@ async def read_version(store, bucket, key, version):
     info = store.head_object(bucket, key, version)
     reader = await store.get_object(bucket, key, info=info)
     return await reader.read()
+
+
+def lose(store, *positions):
+    """Lose disks for good: closed and their directories gone."""
+    for pos in positions:
+        store.disks[pos].close()
+        shutil.rmtree(store.disks[pos].root)
 
 
 async def versioned(store, name="b", state=b"Enabled"):
@@ -150,10 +159,7 @@ async def test_heal_restores_every_version(open_store):
     store.healer.watch_disks()
     report = await store.heal()
     assert report.failed == 0 and report.healed >= 2
-    # Lose two other disks: every version must now come from the healed ones.
-    for disk in store.disks[2:4]:
-        disk.close()
-        disk.online = False
+    lose(store, 2, 3)  # every version must now come from the healed ones
     for version, (key, data) in written.items():
         assert await read_version(store, "b", key, version) == data
     with pytest.raises(DeleteMarker):
@@ -199,7 +205,34 @@ async def test_bitrot_in_noncurrent_versions_is_found_and_healed(open_store):
     report = await store.heal(deep=True)
     assert report.failed == 0 and report.shards_rebuilt >= 2 * len(written)
     assert (await store.heal(deep=True)).shards_rebuilt == 0
-    for disk in store.disks[2:4]:
-        disk.close()
+    lose(store, 2, 3)
     for version, (key, data) in written.items():
         assert await read_version(store, "b", key, version) == data
+
+
+async def test_leftover_upload_record_never_purges_a_noncurrent_multipart_version(open_store):
+    """A disk that missed an upload's completion still holds its record; healing it
+    away must keep the part files the (now noncurrent) completed version uses."""
+    from storaged.healing import heal_all
+    from storaged.metadb import PutPart, PutUpload, upload_key
+
+    store = await open_store(4, ec=(2, 2), min_part_size=1)
+    await versioned(store)
+    upload = await store.create_upload("b", "mp")
+    record = store.disks[0].get(b"uploads", upload_key("b", "mp", upload.upload_id))
+    parts = [payload("p1", BLOCK_SIZE + 5), payload("p2", 777)]
+    etags = [(await store.upload_part("b", "mp", upload.upload_id, i + 1, chunks(p))).etag
+             for i, p in enumerate(parts)]
+    prefix = upload.upload_id.encode()
+    part_records = store.disks[0].range(b"parts", prefix, prefix)
+    done = await store.complete_upload("b", "mp", upload.upload_id,
+                                       [(i + 1, e) for i, e in enumerate(etags)])
+    await store.put_object("b", "mp", chunks(b"newer"))
+    store.disks[0].commit_now([PutUpload("b", "mp", upload.upload_id, record)] + [
+        PutPart("b", "mp", upload.upload_id, int.from_bytes(k[len(prefix):], "big"),
+                msgpack.unpackb(v)["pid"], v) for k, v in part_records])
+    report = await heal_all(store, settle_ns=0)
+    assert report.failed == 0 and report.removed >= 1
+    await asyncio.gather(*store._tasks)
+    lose(store, 1, 2)
+    assert await read_version(store, "b", "mp", done.version) == b"".join(parts)
