@@ -10,6 +10,7 @@ from aiohttp import web
 from storaged import Condition, ObjectAttrs, ObjectInfo
 
 from .checksums import header_name
+from .lifecycle import expiration_header
 from .object_lock import lock_for_write
 from .request import Context, Payload, object_attrs
 from .tagging import tags_for_copy, tags_from_header
@@ -55,7 +56,8 @@ async def put_object(ctx: Context) -> web.Response:
         content_md5=payload.content_md5, hashers=payload.hashers, finalize=payload.finalize,
         condition=write_condition(ctx))
     ctx.request["bytes_in"] = info.size
-    headers = {"ETag": f'"{info.etag}"', **version_headers(ctx, info)}
+    headers = {"ETag": f'"{info.etag}"', **version_headers(ctx, info),
+               **expiration_header(ctx.store, info, ctx.store.lifecycle_day_ns)}
     for algorithm, value in info.checksums.items():
         headers[header_name(algorithm)] = value
         headers["x-amz-checksum-type"] = "FULL_OBJECT"
