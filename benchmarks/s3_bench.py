@@ -17,6 +17,16 @@ MB = 10^6 bytes. GETs read objects just written, so both read warm caches.
     .venv/bin/python benchmarks/s3_bench.py                  # both servers
     .venv/bin/python benchmarks/s3_bench.py --only seaweedfs # one side only
     .venv/bin/python benchmarks/s3_bench.py --basalt-args "--no-fsync" --json
+    .venv/bin/python benchmarks/s3_bench.py --versioning     # Basalt only, see below
+
+``--versioning`` runs the 64 MiB and 4 KiB rows on one Basalt server only,
+in a versioned bucket (s3bench-versioned, versioning Enabled) beside an
+unversioned one (s3bench), and prints versioned/unversioned per row (target:
+within 10%, i.e. >= 0.9x). The two buckets alternate first per row like the
+servers do. With ``--repeat`` > 1 the 64 MiB PUT row overwrites its keys: in
+the unversioned bucket that replaces the old data, in the versioned one it
+adds a version. Each bucket's probe checks that the versioned bucket answers a
+PUT with a version id and the unversioned one does not.
 
 A new row is one async function ``row(target) -> Measurement`` added to ROWS
 (a multipart row, e.g. ``aws s3 cp`` of 1 GiB up and down, can run the CLI
@@ -51,6 +61,7 @@ MIB = 1 << 20
 BIG_SIZE = 64 * MIB
 SMALL_SIZE = 4096
 BUCKET = "s3bench"
+VERSIONED_BUCKET = "s3bench-versioned"
 ACCESS_KEY = "s3benchaccesskey"
 SECRET_KEY = "s3bench-secret-key-0123456789abcdef"
 SERVERS = ("basalt", "seaweedfs")
@@ -131,6 +142,13 @@ class Target:
     payloads: Payloads
     big_keys: int = 0     # big/0000 .. big/N-1 hold payloads.big(i)
     small_keys: int = 0   # small/00000000 .. small/N-1 hold payloads.small(i)
+    bucket: str = BUCKET
+    versioned: bool = False  # prepare() enables versioning on the bucket
+    label: str | None = None  # the results column; the server's name by default
+
+    @property
+    def name(self) -> str:
+        return self.label or self.server.name
 
     def client(self, concurrency: int) -> S3Client:
         return S3Client(self.server.endpoint, self.server.access_key,
@@ -166,7 +184,7 @@ async def put_big(target: Target) -> Measurement:
     async with target.client(conc) as client:
         async def put(i: int, prefix: str = "big") -> None:
             key = big_key(i) if prefix == "big" else f"{prefix}/{i:04d}"
-            await client.put_object(BUCKET, key, data.big(i), data.big_md5(i))
+            await client.put_object(target.bucket, key, data.big(i), data.big_md5(i))
 
         await run_count(conc, conc, lambda i: put(i, "warm-big"))
         result = await measured(target, run_count(count, conc, put),
@@ -182,11 +200,11 @@ async def get_big(target: Target) -> Measurement:
     async with target.client(conc) as client:
         if target.big_keys < count:  # the PUT row failed or did not run
             await run_count(count, conc, lambda i: client.put_object(
-                BUCKET, big_key(i), data.big(i), data.big_md5(i)))
+                target.bucket, big_key(i), data.big(i), data.big_md5(i)))
             target.big_keys = count
 
         async def get(i: int) -> None:
-            await client.get_object(BUCKET, big_key(i % count), data.big(i % count))
+            await client.get_object(target.bucket, big_key(i % count), data.big(i % count))
 
         await run_count(conc, conc, get)
         return await measured(target, run_count(count, conc, get),
@@ -198,7 +216,7 @@ async def put_small(target: Target) -> Measurement:
     opts, data = target.options, target.payloads
     async with target.client(opts.small_concurrency) as client:
         async def put(i: int) -> None:
-            await client.put_object(BUCKET, small_key(i), data.small(i), data.small_md5(i))
+            await client.put_object(target.bucket, small_key(i), data.small(i), data.small_md5(i))
 
         warm = await run_for(opts.warmup, opts.small_concurrency, put)
         base = warm.ops
@@ -217,13 +235,13 @@ async def get_small(target: Target) -> Measurement:
         if target.small_keys < keys:  # top up so both servers read the same set
             start = target.small_keys
             await run_count(keys - start, opts.small_concurrency, lambda i: client.put_object(
-                BUCKET, small_key(start + i), data.small(start + i), data.small_md5(start + i)))
+                target.bucket, small_key(start + i), data.small(start + i), data.small_md5(start + i)))
             target.small_keys = keys
         rng = random.Random(7)
 
         async def get(_: int) -> None:
             i = rng.randrange(keys)
-            await client.get_object(BUCKET, small_key(i), data.small(i))
+            await client.get_object(target.bucket, small_key(i), data.small(i))
 
         await run_for(opts.warmup, opts.small_concurrency, get)
         return await measured(target, run_for(opts.seconds, opts.small_concurrency, get),
@@ -266,7 +284,7 @@ async def _timed_cp(target: Target, src: str, dst: str) -> Measurement:
 
 async def cp_up(target: Target) -> Measurement:
     """`aws s3 cp` of a --cp-mib file up (aws-cli's default multipart settings)."""
-    return await _timed_cp(target, _cp_file(target), f"s3://{BUCKET}/cp.bin")
+    return await _timed_cp(target, _cp_file(target), f"s3://{target.bucket}/cp.bin")
 
 
 async def cp_down(target: Target) -> Measurement:
@@ -274,7 +292,7 @@ async def cp_down(target: Target) -> Measurement:
     src = _cp_file(target)
     back = src + ".back"
     try:
-        result = await _timed_cp(target, f"s3://{BUCKET}/cp.bin", back)
+        result = await _timed_cp(target, f"s3://{target.bucket}/cp.bin", back)
         with open(src, "rb") as a, open(back, "rb") as b:
             while chunk := a.read(16 << 20):
                 if chunk != b.read(len(chunk)):
@@ -304,6 +322,12 @@ ROWS = [
     Row("aws s3 cp down", "MB/s", cp_down, 1.0),
 ]
 
+# --versioning: the same rows, versioned bucket / unversioned bucket on one Basalt.
+VERSIONING_ROWS = [Row(row.name, row.unit, row.run, 0.9) for row in ROWS[:4]]
+VERSIONING_COLUMNS = ("versioned", "unversioned")
+VERSIONING_XML = (b'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                  b"<Status>Enabled</Status></VersioningConfiguration>")
+
 ROW_ERRORS = (S3Error, VerifyError, aiohttp.ClientError, asyncio.TimeoutError, OSError,
               subprocess.CalledProcessError, subprocess.TimeoutExpired)
 
@@ -316,23 +340,29 @@ async def prepare(target: Target, timeout: float) -> None:
     a writable volume yet), then check a wrong secret gets 403."""
     deadline = time.monotonic() + timeout
     probe = b"s3bench probe"
+    bucket = target.bucket
     async with target.client(2) as client:
         while True:
             try:
-                await client.create_bucket(BUCKET)
-                await client.put_object(BUCKET, "probe", probe, hashlib.md5(probe).hexdigest())
-                await client.get_object(BUCKET, "probe", probe)
-                await client.delete_object(BUCKET, "probe")
+                await client.create_bucket(bucket)
+                await client.put_object(bucket, "probe", probe, hashlib.md5(probe).hexdigest())
+                await client.get_object(bucket, "probe", probe)
+                await client.delete_object(bucket, "probe")
                 break
             except ROW_ERRORS as err:
                 if time.monotonic() > deadline:
                     raise peers.ServerError(f"{target.server.name}: not writable: {err}") from err
                 await asyncio.sleep(0.5)
+        if target.versioned:
+            await client.request("PUT", bucket, query={"versioning": ""}, data=VERSIONING_XML,
+                                 headers={"Content-Type": "application/xml"})
+        if target.versioned or target.options.versioning:
+            await check_versioning(client, target)
     server = target.server
     async with S3Client(server.endpoint, server.access_key, "wrong-secret",
                         concurrency=1) as bad:
         try:
-            await bad.get_object(BUCKET, "probe")
+            await bad.get_object(bucket, "probe")
         except S3Error as err:
             if err.status == 403:
                 return
@@ -340,23 +370,41 @@ async def prepare(target: Target, timeout: float) -> None:
     raise peers.ServerError(f"{server.name}: accepted a request signed with a wrong secret")
 
 
+async def check_versioning(client: S3Client, target: Target) -> None:
+    """Two PUTs of one key: a versioned bucket answers each with its own version id
+    and keeps both; an unversioned one answers none (or "null")."""
+    ids = []
+    for body in (b"version one", b"version two"):
+        _, headers, _ = await client.request("PUT", target.bucket, "probe-versions", data=body,
+                                             headers={"Content-Length": str(len(body))})
+        ids.append(headers.get("x-amz-version-id", "null"))
+    _, _, listing = await client.request("GET", target.bucket,
+                                         query={"versions": "", "prefix": "probe-versions"})
+    kept = listing.count(b"<Version>")
+    if target.versioned and (len(set(ids)) != 2 or "null" in ids or kept != 2):
+        raise peers.ServerError(f"{target.bucket}: not versioning (version ids {ids}, {kept} kept)")
+    if not target.versioned and (ids != ["null", "null"] or kept != 1):
+        raise peers.ServerError(f"{target.bucket}: versioning (version ids {ids}, {kept} kept)")
+
+
 def flush_page_cache() -> None:
     """Write dirty pages back now, so a row does not pay for the previous one."""
     os.sync()
 
 
-async def run_rows(targets: list[Target], rounds: int) -> dict[str, dict[str, list]]:
+async def run_rows(targets: list[Target], rounds: int,
+                   rows: list[Row] = ROWS) -> dict[str, dict[str, list]]:
     """Every row on every target, ``rounds`` times; the first server of a row
-    alternates. Returns {row name: {server name: [Measurement, ...]}}."""
-    results: dict[str, dict[str, list]] = {row.name: {} for row in ROWS}
+    alternates. Returns {row name: {target name: [Measurement, ...]}}."""
+    results: dict[str, dict[str, list]] = {row.name: {} for row in rows}
     turn = 0
     for round_no in range(rounds):
-        for row in ROWS:
+        for row in rows:
             order = targets if turn % 2 == 0 else targets[::-1]
             turn += 1
             for target in order:
                 flush_page_cache()
-                name = target.server.name
+                name = target.name
                 log(f"[{round_no + 1}/{rounds}] {row.name} on {name} ...")
                 try:
                     measurement = await row.run(target)
@@ -372,10 +420,18 @@ async def run_rows(targets: list[Target], rounds: int) -> dict[str, dict[str, li
 async def bench(servers: list[peers.Server], options: argparse.Namespace) -> dict:
     """Prepare every server, then run the rows."""
     payloads = Payloads()
-    targets = [Target(server, options, payloads) for server in servers]
+    if options.versioning:  # one Basalt, two buckets
+        [server] = servers
+        targets = [Target(server, options, payloads, bucket=VERSIONED_BUCKET, versioned=True,
+                          label="versioned"),
+                   Target(server, options, payloads, label="unversioned")]
+        rows = VERSIONING_ROWS
+    else:
+        targets = [Target(server, options, payloads) for server in servers]
+        rows = ROWS
     for target in targets:
         await prepare(target, options.timeout)
-    return await run_rows(targets, options.repeat)
+    return await run_rows(targets, options.repeat, rows)
 
 
 def start_servers(options: argparse.Namespace, stack: contextlib.ExitStack) -> list[peers.Server]:
@@ -384,6 +440,8 @@ def start_servers(options: argparse.Namespace, stack: contextlib.ExitStack) -> l
     common = dict(timeout=options.timeout, base_dir=options.dir, keep=options.keep)
     for name in SERVERS:
         if options.only and options.only != name:
+            continue
+        if options.versioning and name != "basalt":
             continue
         log(f"starting {name} ...")
         if name == "basalt":
@@ -430,14 +488,17 @@ def format_value(m: Measurement | None) -> str:
 
 
 def summarize(results: dict, servers: list[peers.Server], options) -> dict:
-    """Machine-readable results: per row the median per server and the ratio."""
+    """Machine-readable results: per row the median per column (server, or bucket
+    with --versioning) and the ratio of the first column to the second."""
     rows = []
-    for row in ROWS:
+    table_rows, columns = ((VERSIONING_ROWS, VERSIONING_COLUMNS) if options.versioning
+                           else (ROWS, SERVERS))
+    for row in table_rows:
         per_server = {name: median_measurement(ms) for name, ms in results[row.name].items()}
-        basalt, seaweed = per_server.get("basalt"), per_server.get("seaweedfs")
+        first, second = per_server.get(columns[0]), per_server.get(columns[1])
         ratio = None
-        if basalt and seaweed and basalt.value and seaweed.value:
-            ratio = basalt.value / seaweed.value
+        if first and second and first.value and second.value:
+            ratio = first.value / second.value
         rows.append({
             "row": row.name, "unit": row.unit, "target_ratio": row.target_ratio,
             "ratio": ratio,
@@ -445,6 +506,8 @@ def summarize(results: dict, servers: list[peers.Server], options) -> dict:
             "rounds": {name: [m.value for m in ms] for name, ms in results[row.name].items()},
         })
     return {
+        "mode": "versioning" if options.versioning else "peers",
+        "columns": list(columns),
         "rows": rows,
         "servers": {s.name: {"version": s.version, "durability": s.durability,
                              "command": s.command} for s in servers},
@@ -457,34 +520,44 @@ def summarize(results: dict, servers: list[peers.Server], options) -> dict:
 
 
 def print_table(summary: dict) -> None:
-    """The human report: row | basalt | seaweedfs | ratio | target."""
-    header = f"{'row':<18}{'basalt':>10}{'seaweedfs':>11}{'basalt/seaweedfs':>18}  target"
+    """The human report: row | basalt | seaweedfs | ratio | target (with --versioning:
+    row | versioned | unversioned | ratio | target)."""
+    columns = summary["columns"]
+    ratio_name = f"{columns[0]}/{columns[1]}"
+    widths = (max(10, len(columns[0]) + 1), max(11, len(columns[1]) + 1),
+              max(18, len(ratio_name) + 2))
+    name_width = max(10, *(len(c) for c in columns))
+    header = (f"{'row':<18}{columns[0]:>{widths[0]}}{columns[1]:>{widths[1]}}"
+              f"{ratio_name:>{widths[2]}}  target")
     print(header)
     print("-" * len(header))
     for row in summary["rows"]:
-        values = [row["servers"].get(name) for name in SERVERS]
+        values = [row["servers"].get(name) for name in columns]
         cells = [format_value(Measurement(**v) if v else None) for v in values]
         ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "n/a"
         verdict = ""
         if row["ratio"] is not None:
             verdict = "met" if row["ratio"] >= row["target_ratio"] else "MISSED"
-        print(f"{row['row'] + ' ' + row['unit']:<18}{cells[0]:>10}{cells[1]:>11}{ratio:>18}"
-              f"  >= {row['target_ratio']:g}x {verdict}")
+        print(f"{row['row'] + ' ' + row['unit']:<18}{cells[0]:>{widths[0]}}{cells[1]:>{widths[1]}}"
+              f"{ratio:>{widths[2]}}  >= {row['target_ratio']:g}x {verdict}")
     print()
     print("p50 / p99 latency ms, CPU per wall second (client | server):")
     for row in summary["rows"]:
-        for name in (n for n in SERVERS if n in row["servers"]):
+        for name in (n for n in columns if n in row["servers"]):
             m = row["servers"][name]
             if m["value"] is None:
-                print(f"  {row['row']:<11} {name:<10} FAILED: {m['error']}")
+                print(f"  {row['row']:<11} {name:<{name_width}} FAILED: {m['error']}")
                 continue
             bound = "  <- client-bound?" if m["client_cpu"] > 0.9 else ""
-            print(f"  {row['row']:<11} {name:<10} {m['p50_ms']:7.1f} / {m['p99_ms']:7.1f}"
+            print(f"  {row['row']:<11} {name:<{name_width}} {m['p50_ms']:7.1f} / {m['p99_ms']:7.1f}"
                   f"   cpu {m['client_cpu']:.2f} | {m['server_cpu']:.2f}{bound}")
     print()
     for name, info in summary["servers"].items():
         print(f"{name}: {info['version']}; durability: {info['durability']}")
     machine = summary["machine"]
+    if summary["mode"] == "versioning":
+        print(f"buckets: {VERSIONED_BUCKET} (versioning Enabled) and {BUCKET} (never versioned), "
+              "same server")
     print(f"machine: {machine['cpus']} CPUs, load average at end "
           f"{', '.join(f'{x:.2f}' for x in machine['loadavg_at_end'])}; "
           f"every PUT ETag checked against MD5, every GET compared byte for byte")
@@ -514,7 +587,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for a server to become ready (default 60)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    return parser.parse_args(argv)
+    parser.add_argument("--versioning", action="store_true",
+                        help="Basalt only: the 64 MiB and 4 KiB rows in a versioned bucket beside "
+                             "an unversioned one, ratio versioned/unversioned (target >= 0.9x)")
+    options = parser.parse_args(argv)
+    if options.versioning and options.only == "seaweedfs":
+        parser.error("--versioning measures Basalt only")
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
