@@ -10,8 +10,8 @@ prefix hiding millions of keys costs one seek, not a walk.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .disk import Disk
 from .meta import ObjectInfo, parse_version
@@ -32,6 +32,19 @@ class ListPage:
     next_marker: str  # last key or common prefix returned: where the next page starts
 
 
+def _next_head(cursor: Any, fetch: Callable[[], list]) -> Any:
+    """A cursor's next entry, reading its next page when the buffer ran out
+    (an unreadable disk simply ends its stream)."""
+    if not cursor.buf and not cursor.done:
+        try:
+            cursor.buf = fetch()
+        except Exception:
+            cursor.buf = []
+        cursor.buf.reverse()
+        cursor.done = len(cursor.buf) < PAGE
+    return cursor.buf[-1] if cursor.buf else None
+
+
 class _Cursor:
     def __init__(self, disk: Disk, bucket: str, prefix: str, after: str, skip: bool) -> None:
         self.disk, self.bucket, self.prefix = disk, bucket, prefix
@@ -40,14 +53,8 @@ class _Cursor:
         self.done = False
 
     def head(self) -> tuple[str, bytes] | None:
-        if not self.buf and not self.done:
-            try:
-                self.buf = self.disk.scan(self.bucket, self.prefix, self.after, self.skip, PAGE)
-            except Exception:
-                self.buf = []
-            self.buf.reverse()
-            self.done = len(self.buf) < PAGE
-        return self.buf[-1] if self.buf else None
+        return _next_head(self, lambda: self.disk.scan(self.bucket, self.prefix, self.after,
+                                                       self.skip, PAGE))
 
     def pop(self) -> None:
         key, _ = self.buf.pop()
@@ -149,15 +156,8 @@ class _VersionCursor:
         self.done = False
 
     def head(self) -> tuple[str, bytes, bytes] | None:
-        if not self.buf and not self.done:
-            try:
-                self.buf = self.disk.scan_versions(self.bucket, self.prefix, self.after,
-                                                   self.after_suffix, self.skip, PAGE)
-            except Exception:
-                self.buf = []
-            self.buf.reverse()
-            self.done = len(self.buf) < PAGE
-        return self.buf[-1] if self.buf else None
+        return _next_head(self, lambda: self.disk.scan_versions(
+            self.bucket, self.prefix, self.after, self.after_suffix, self.skip, PAGE))
 
     def pop(self) -> None:
         key, suffix, _ = self.buf.pop()

@@ -233,6 +233,14 @@ class ObjectStore:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def commit_applied(self, ops: Sequence[Any]) -> int:
+        """Commit ``ops`` on every online disk; how many applied them (a true
+        first result)."""
+        results = await asyncio.gather(*(self.disks[p].commit(ops)
+                                         for p in self.online_positions()),
+                                       return_exceptions=True)
+        return sum(1 for r in results if not isinstance(r, BaseException) and r[0])
+
     def online_positions(self) -> list[int]:
         return [d.position for d in self.disks if d.online]
 
@@ -318,11 +326,7 @@ class ObjectStore:
         if kind == "versioning" and value != b"Enabled" and self.bucket_settings(name).lock:
             raise InvalidBucketState("An Object Lock configuration is present on this bucket, "
                                      "so the versioning state cannot be changed.")
-        op = PutBucketConfig(name, kind, self.stamp(), value)
-        positions = self.online_positions()
-        results = await asyncio.gather(*(self.disks[p].commit([op]) for p in positions),
-                                       return_exceptions=True)
-        ok = sum(1 for r in results if not isinstance(r, BaseException) and r[0])
+        ok = await self.commit_applied([PutBucketConfig(name, kind, self.stamp(), value)])
         if ok < self.write_quorum:
             raise WriteQuorumError(f"bucket {name}: {ok} disks stored its {kind} settings")
 
@@ -529,11 +533,7 @@ class ObjectStore:
             if legal_hold is not None:
                 changes["legal_hold"] = legal_hold
             info = dataclasses.replace(info, **changes)
-            op = UpdateVersion(bucket, key, info.pack())
-            positions = self.online_positions()
-            results = await asyncio.gather(*(self.disks[p].commit([op]) for p in positions),
-                                           return_exceptions=True)
-        ok = sum(1 for r in results if not isinstance(r, BaseException) and r[0])
+            ok = await self.commit_applied([UpdateVersion(bucket, key, info.pack())])
         if ok < self.write_quorum:
             raise WriteQuorumError(f"{bucket}/{key}: {ok} disks updated it")
         if ok < self.n:
