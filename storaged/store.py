@@ -288,22 +288,35 @@ class ObjectStore:
         return info
 
     def bucket_configs(self, name: str) -> dict[str, bytes]:
-        """A bucket's settings (kind → value): the newest each disk knows of."""
+        """A bucket's settings (kind → value): the newest stamp wins.
+
+        A setting was stored on a write quorum, so any N - W + 1 disks that
+        are not being healed include one that has it: no need to ask more.
+        """
         newest: dict[str, tuple[int, bytes | None]] = {}
+        needed = self.n - self.write_quorum + 1
         for pos in self.online_positions():
+            disk = self.disks[pos]
             try:
-                held = self.disks[pos].bucket_config(name)
+                held = disk.bucket_config(name)
             except Exception:
                 continue
             for kind, (stamp, value) in held.items():
                 if kind not in newest or stamp > newest[kind][0]:
                     newest[kind] = (stamp, value)
+            if not disk.healing:
+                needed -= 1
+                if needed == 0:
+                    break
         return {kind: value for kind, (_, value) in newest.items() if value is not None}
 
     def bucket_config(self, name: str, kind: str) -> bytes | None:
-        """One kind of a bucket's settings: versioning, lock, lifecycle, tagging."""
-        self.require_bucket(name)
-        return self.bucket_configs(name).get(kind)
+        """One kind of a bucket's settings: versioning, lock, lifecycle, tagging
+        (NoSuchBucket when there is no such bucket)."""
+        value = self.bucket_configs(name).get(kind)
+        if value is None:
+            self.require_bucket(name)
+        return value
 
     def bucket_settings(self, name: str) -> BucketSettings:
         configs = self.bucket_configs(name)
