@@ -236,3 +236,23 @@ async def test_leftover_upload_record_never_purges_a_noncurrent_multipart_versio
     await asyncio.gather(*store._tasks)
     lose(store, 1, 2)
     assert await read_version(store, "b", "mp", done.version) == b"".join(parts)
+
+
+async def test_bucket_settings_survive_wiped_disks_and_are_healed(open_store):
+    store = await open_store(4, ec=(2, 2))
+    await versioned(store)
+    await store.set_bucket_config("b", "lifecycle", b"rules")
+    await store.set_bucket_config("b", "lifecycle", None)  # removed: must stay removed
+    lose(store, 0, 1)  # the disks read first
+    store.healer.owner = True
+    store.healer.watch_disks()
+    assert [d.healing for d in store.disks[:2]] == [True, True]
+    assert store.versioning("b") == "Enabled"
+    assert (await store.heal()).failed == 0
+    for disk in store.disks:
+        held = disk.bucket_config("b")
+        assert held["versioning"][1] == b"Enabled" and held["lifecycle"][1] is None
+    lose(store, 2, 3)
+    store.healer.watch_disks()
+    assert store.versioning("b") == "Enabled"
+    assert store.bucket_configs("b") == {"versioning": b"Enabled"}
