@@ -61,11 +61,14 @@ def parts_paging(headers: Mapping[str, str]) -> tuple[int, int]:
 
 
 def _checksum_elements(sums: Mapping[str, str] | None) -> str:
+    """The checksum elements; a composite checksum without its ``-N`` part count (base64 has
+    no "-"): GetObjectAttributes answers it so, where HeadObject and CompleteMultipartUpload
+    keep the suffix."""
     out = []
     for algorithm, value in (sums or {}).items():
         element = _CHECKSUM_ELEMENTS.get(algorithm.upper())
         if element is not None:
-            out.append(_el(element, value))
+            out.append(_el(element, value.split("-", 1)[0]))
     return "".join(out)
 
 
