@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import compute, images, serve, volumes
+from . import buckets, compute, images, serve, volumes
 from .common import CLIError, global_options, report, resolve_defaults, user_error, wants_json
 
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     volumes.register(sub, add)
     images.register(sub, add)
     compute.register(sub, add)
+    buckets.register(sub, add)
     return parser
 
 
