@@ -29,6 +29,7 @@ from blockd import NBDServer, VolumeManager, owner_app
 from storaged import ObjectStore, lock_server
 from storaged.lifecycle import LifecycleScanner
 from storaged.lifecycle_rules import DAY_NS
+from storaged.locks import KeyLocks
 
 from . import credentials
 from .config import disk_paths, inside, save_settings
@@ -213,6 +214,8 @@ async def serve(opts: ServeOptions) -> None:
     store = ObjectStore.open(disks, ec=opts.ec, sync=opts.sync,
                              create=lambda root: inside(root, data_dir))
     store.lifecycle_day_ns = opts.lifecycle_day_ns
+    key_locks = os.path.join(data_dir, "run", "keylocks")
+    store.key_locks = KeyLocks(key_locks)  # shared with the S3 workers
     locks.lock_disks(disks)  # the disks a first format just created
     save_settings(data_dir, {"disks": disks})
     metrics_dir = os.path.join(data_dir, "run", "metrics")
@@ -266,7 +269,7 @@ async def serve(opts: ServeOptions) -> None:
                     "log_level": opts.log_level, "owner_socket": owner_socket,
                     "nbd_socket": nbd_socket,
                     "nbd_address": f"{nbd_host}:{nbd.port}",
-                    "lifecycle_day_ns": opts.lifecycle_day_ns,
+                    "lifecycle_day_ns": opts.lifecycle_day_ns, "key_locks": key_locks,
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}
         # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
         # one arena each of freed-but-resident memory.

@@ -23,6 +23,7 @@ from gateway import Gateway, GatewayConfig
 from gateway.app import PARSER_LIMITS
 from storaged import ObjectStore
 from storaged.lifecycle_rules import DAY_NS
+from storaged.locks import KeyLocks
 
 from . import logs
 
@@ -40,6 +41,7 @@ def ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
 async def run(cfg: dict) -> None:
     store = ObjectStore.open(cfg["disks"], sync=cfg["sync"], clean=False)
     store.lifecycle_day_ns = cfg.get("lifecycle_day_ns", DAY_NS)   # for x-amz-expiration
+    store.key_locks = KeyLocks(cfg["key_locks"])
     await store.start(settle=False, owner=False)
     config = GatewayConfig(credentials={cfg["access_key"]: cfg["secret_key"]},
                            region=cfg["region"], domain=cfg.get("domain"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import zlib
 from collections.abc import Iterable
 
 from .errors import StorageError
@@ -115,3 +116,36 @@ def lock_server(data_dir: str, disks: Iterable[str]) -> Locks:
         locks.release()
         raise
     return locks
+
+
+class KeyLocks:
+    """Serialise changes to one object across the server's processes.
+
+    Removing a version and changing its retention or legal hold read the
+    version, check object lock, then write: two such changes racing in two
+    worker processes must not both pass the check on what the other is about
+    to change. Keys hash onto ``SLOTS`` lock files in ``directory`` (taken with
+    ``flock`` in a thread, so the event loop keeps serving while it waits).
+    """
+
+    SLOTS = 256
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+
+    def acquire(self, bucket: str, key: str) -> int:
+        """Block until this process holds the key's slot; returns the fd to release."""
+        slot = zlib.crc32(f"{bucket}/{key}".encode()) % self.SLOTS
+        fd = os.open(os.path.join(self.directory, f"{slot:03d}"),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @staticmethod
+    def release(fd: int) -> None:
+        os.close(fd)  # closing drops the flock

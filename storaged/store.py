@@ -41,6 +41,7 @@ from .format import assemble
 from .healing import Healer, HealReport, Progress, heal_all, resolve_pending
 from .layout import Geometry, distribution, write_quorum
 from .listing import ListPage, list_objects, list_versions
+from .locks import KeyLocks
 from .meta import ObjectInfo, new_id, parse_version, record_inline, record_version
 from .metadb import (
     ClearPending,
@@ -159,6 +160,8 @@ class ObjectStore:
         self.min_part_size = min_part_size
         self.upload_expiry = upload_expiry  # seconds before an abandoned upload is aborted
         self.lifecycle_day_ns = 86400 * 10**9  # a lifecycle "day" (shorter in tests and demos)
+        # Set by a server with several processes on these disks (see locks.KeyLocks).
+        self.key_locks: KeyLocks | None = None
         self.healer = Healer(self)
         self.heal_queue = HealQueue(self.healer.wake)
         self._locks: dict[tuple[str, str], list[Any]] = {}
@@ -498,19 +501,19 @@ class ObjectStore:
             self.require_bucket(bucket)
             marker = await commit_version(self, marker, None, None, self.online_positions())
             return DeleteResult(marker.version, True)
-        if version_id is None:
-            res = self.resolve(bucket, key)
-        else:
-            res = self.resolve_version(bucket, key, version_id)
-        if res is None:
-            self.require_bucket(bucket)
-            return DeleteResult(version_id, False)
-        info = res.info
-        if info.lock_mode or info.legal_hold:
-            from .object_lock import check_delete
-            check_delete(info, time.time_ns(), bypass_governance)
-        op = DeleteVersion(bucket, key, info.mtime_ns, info.version_id)
-        async with self.key_lock(bucket, key):
+        async with self.version_lock(bucket, key):
+            if version_id is None:
+                res = self.resolve(bucket, key)
+            else:
+                res = self.resolve_version(bucket, key, version_id)
+            if res is None:
+                self.require_bucket(bucket)
+                return DeleteResult(version_id, False)
+            info = res.info
+            if info.lock_mode or info.legal_hold:
+                from .object_lock import check_delete
+                check_delete(info, time.time_ns(), bypass_governance)
+            op = DeleteVersion(bucket, key, info.mtime_ns, info.version_id)
             positions = self.online_positions()
             results = await asyncio.gather(*(self.disks[p].commit([op]) for p in positions),
                                            return_exceptions=True)
@@ -533,7 +536,7 @@ class ObjectStore:
                             legal_hold: bool | None = None,
                             bypass_governance: bool = False) -> ObjectInfo:
         """Change a version's tags, retention or legal hold (its data stays)."""
-        async with self.key_lock(bucket, key):
+        async with self.version_lock(bucket, key):
             info = self.head_object(bucket, key, version_id)
             changes: dict[str, Any] = {"meta_ns": max(self.stamp(), info.meta_ns + 1)}
             if tags is not None:
@@ -642,6 +645,21 @@ class ObjectStore:
             entry[1] -= 1
             if entry[1] == 0:
                 del self._locks[(bucket, key)]
+
+    @contextlib.asynccontextmanager
+    async def version_lock(self, bucket: str, key: str) -> AsyncIterator[None]:
+        """:meth:`key_lock`, and across processes too when the server set ``key_locks``:
+        held while a version is checked against object lock and changed."""
+        async with self.key_lock(bucket, key):
+            if self.key_locks is None:
+                yield
+                return
+            # Not cancellable mid-wait: a cancelled waiter would leak the fd.
+            fd = await asyncio.shield(self.run(self.key_locks.acquire, bucket, key))
+            try:
+                yield
+            finally:
+                self.key_locks.release(fd)
 
     def stamp(self) -> int:
         """A modification time in ns, strictly increasing within this process."""

@@ -622,9 +622,6 @@ def race(server: Server, rounds: int, *calls) -> list[list[object]]:
         pool.shutdown()
 
 
-@pytest.mark.xfail(strict=True, reason="storaged/store.py update_object rewrites the whole version "
-                   "record it read; key_lock is per process, so concurrent updates on two S3 workers "
-                   "lose each other's legal hold, retention or tags")
 def test_concurrent_updates_of_one_version_keep_every_change(workers4):
     s3 = workers4.client()
     bucket = new_name()
@@ -651,9 +648,6 @@ def test_concurrent_updates_of_one_version_keep_every_change(workers4):
     assert lost == []
 
 
-@pytest.mark.xfail(strict=True, reason="storaged/store.py delete_object checks the lock on the record "
-                   "it resolved before taking any lock (and key_lock is per process): a legal hold "
-                   "committed meanwhile by another worker does not stop the delete")
 def test_legal_hold_racing_a_delete_never_both_succeed(workers4):
     s3 = workers4.client()
     bucket = new_name()
