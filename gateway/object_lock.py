@@ -267,6 +267,7 @@ def _require_lock(ctx: Context) -> LockConfig:
 
 async def put_object_lock_configuration(ctx: Context) -> web.Response:
     """PUT /{bucket}?object-lock"""
+    ctx.store.require_bucket(ctx.bucket)
     versioning = ctx.store.versioning(ctx.bucket)
     config = parse_lock_configuration(await read_verified_body(ctx))
     if versioning != "Enabled":

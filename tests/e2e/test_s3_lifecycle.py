@@ -333,8 +333,6 @@ def test_expiration_header_on_get_and_head(s3):
     assert expiration(s3.head_object(Bucket=bucket, Key="logs/a")) is None
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/put.py: PutObject never sends x-amz-expiration "
-                   "(only gateway/get.py calls lifecycle.expiration_header)")
 def test_expiration_header_on_put(s3):
     bucket = new_bucket(s3)
     put_rules(s3, bucket, {"ID": "year", "Filter": {"Prefix": "logs/"}, "Status": "Enabled",
