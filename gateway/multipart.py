@@ -14,6 +14,7 @@ from .bucket import xml_response
 from .copy import copy_source
 from .errors import InvalidArgument, InvalidPart, InvalidRequest, MalformedXML, checksum_mismatch
 from .listing import encoding_param
+from .object_lock import has_integrity_header
 from .put import upload_attrs, write_condition
 from .request import Context, Payload, part_number
 from .versioning import version_headers
@@ -88,6 +89,9 @@ def _part_checksum(upload: UploadInfo, payload: Payload) -> None:
 async def upload_part(ctx: Context) -> web.Response:
     number = part_number(ctx)
     upload = ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
+    if (upload.attrs.lock_mode or upload.attrs.legal_hold) and not has_integrity_header(ctx.headers):
+        raise InvalidRequest("Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part "
+                             "requests with Object Lock parameters")
     payload = Payload(ctx, max_size=MAX_PART_SIZE)
     _part_checksum(upload, payload)
     part = await ctx.store.upload_part(
