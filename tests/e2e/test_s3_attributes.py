@@ -14,21 +14,11 @@ import os
 import pytest
 from botocore.exceptions import ClientError
 
+from .s3_errors import refused
 from .test_s3_awscli import api, aws, aws_config  # noqa: F401  (fixtures)
 
 ALL = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
 MIB = 1 << 20
-
-
-def code(err: pytest.ExceptionInfo) -> str:
-    return err.value.response["Error"]["Code"]
-
-
-def refused(expected: str, call, **kwargs) -> ClientError:
-    with pytest.raises(ClientError) as err:
-        call(**kwargs)
-    assert code(err) == expected, err.value.response
-    return err.value
 
 
 def sha256_b64(data: bytes) -> str:

@@ -34,20 +34,10 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from .conftest import ACCESS, SECRET, Server, start_server, stop_server
+from .s3_errors import refused
 from .test_s3_awscli import api, aws, aws_config  # noqa: F401  (fixtures)
 
 DAY = timedelta(days=1)
-
-
-def code(err: pytest.ExceptionInfo) -> str:
-    return err.value.response["Error"]["Code"]
-
-
-def refused(expected: str, call, **kwargs) -> ClientError:
-    with pytest.raises(ClientError) as err:
-        call(**kwargs)
-    assert code(err) == expected, err.value.response
-    return err.value
 
 
 def ahead(seconds: float) -> datetime:

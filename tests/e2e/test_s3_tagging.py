@@ -13,20 +13,9 @@ import os
 from urllib.parse import quote
 
 import pytest
-from botocore.exceptions import ClientError
 
+from .s3_errors import refused
 from .test_s3_awscli import api, aws, aws_config  # noqa: F401  (fixtures)
-
-
-def code(err: pytest.ExceptionInfo) -> str:
-    return err.value.response["Error"]["Code"]
-
-
-def refused(expected: str, call, **kwargs) -> ClientError:
-    with pytest.raises(ClientError) as err:
-        call(**kwargs)
-    assert code(err) == expected, err.value.response
-    return err.value
 
 
 def tagset(tags: dict[str, str]) -> dict:

@@ -16,11 +16,8 @@ import random
 import pytest
 from botocore.exceptions import ClientError
 
+from .s3_errors import code
 from .test_s3_awscli import aws, aws_config  # noqa: F401  (fixtures)
-
-
-def code(err: pytest.ExceptionInfo) -> str:
-    return err.value.response["Error"]["Code"]
 
 
 def enable(s3, bucket, status="Enabled"):
