@@ -196,6 +196,7 @@ async def heal_object(store: ObjectStore, bucket: str, key: str, *, deep: bool =
         return "absent"
     now = time.time_ns()
     outcomes = set()
+    null_seen = False  # suffixes go newest first: only the newest null version stays
     for suffix in suffixes:
         records = {p: held.get(p, {}).get(suffix) for p in positions}
         answered = {p: held[p].get(suffix) for p in held}
@@ -205,6 +206,12 @@ async def heal_object(store: ObjectStore, bucket: str, key: str, *, deep: bool =
         except ReadQuorumError:
             outcomes.add("unknown")
             continue
+        if res is not None and not res.info.versioned:
+            if null_seen:  # displaced by a newer null version: a rolled-back race's leftover
+                outcomes.add(await _remove_stale(store, bucket, key, records, store.n, now, 0,
+                                                 report))
+                continue
+            null_seen = True
         if res is None:
             outcomes.add(await _remove_stale(store, bucket, key, records, len(held), now,
                                              settle_ns, report))
@@ -273,8 +280,10 @@ async def _heal_version(store: ObjectStore, res: Resolved, records: dict[int, by
     todo = [p for p in records if p in bad or records[p] != res.record]
     for pos in todo:
         # Exactly this version, displacing nothing: other versions heal on their own.
+        # A null version obeys the one-null rule, though: a write racing this heal
+        # may have displaced it since it was read.
         op = PutObject(info.bucket, info.key, res.record, blobs.get(pos), replace_equal=True,
-                       force=True)
+                       force=info.versioned)
         replaced = (await store.disks[pos].commit([op]))[0]
         if replaced.applied:
             report.records_written += 1

@@ -680,7 +680,9 @@ class RestoreObject:
         removed = tx.remove_version(self.bucket, self.key, self.mtime_ns, self.vid)
         if removed is None:
             return False
-        if self.previous is not None:
+        # A key has one null version: another write's may have arrived meanwhile,
+        # and then the displaced one stays displaced (its files stay pending).
+        if self.previous is not None and tx.null_version(self.bucket, self.key) is None:
             tx.add_version(self.bucket, self.key, self.previous, self.previous_inline)
             prev = ObjectInfo.unpack(self.bucket, self.key, self.previous)
             for data_id in prev.files():

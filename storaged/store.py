@@ -666,6 +666,10 @@ class ObjectStore:
         self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
         return self._last_stamp
 
+    def stamp_after(self, ns: int) -> None:
+        """Make the next :meth:`stamp` later than ``ns`` (another process's)."""
+        self._last_stamp = max(self._last_stamp, ns)
+
     def count(self, event: str, n: int = 1) -> None:
         """Count an engine event (bitrot found, degraded read, ...)."""
         self.stats[event] += n

@@ -35,7 +35,7 @@ from .buffers import Batch, Lease
 from .disk import ShardWriter
 from .errors import DigestMismatch, DiskFull, IncompleteBody, PreconditionFailed, WriteQuorumError
 from .layout import distribution
-from .meta import ObjectInfo, PartInfo, new_id
+from .meta import ObjectInfo, PartInfo, new_id, record_version
 from .metadb import AddPending, PutObject, Replaced, RestoreObject
 from .quorum import Resolved
 from .stripes import encode_and_write
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .store import ObjectStore
 
 T = TypeVar("T")
+RACE_RETRIES = 3  # commits retried after losing to a newer write of another process
 Body = AsyncIterable[bytes | bytearray | memoryview]
 Finalize = Callable[[str], Mapping[str, str] | None]
 
@@ -345,25 +346,39 @@ async def commit_version(store: ObjectStore, info: ObjectInfo,
         if condition is not None:
             check_condition(store.resolve(info.bucket, info.key), info.bucket, info.key,
                             condition)
-        # Stamped under the lock with a clock that never goes back in this
-        # process, so the last commit is the newest and every disk keeps it.
-        stamp = store.stamp()
-        info = dataclasses.replace(info, mtime_ns=stamp, versioned=versioned)
-        if not info.delete_marker and not info.lock_mode and settings.lock is not None:
-            mode, until = settings.lock.default_retention(stamp)
-            info = dataclasses.replace(info, lock_mode=mode, lock_until_ns=until)
-        record = info.pack()
-        disks = [store.disks[p] for p in positions]
-        results = await asyncio.gather(
-            *(d.commit([PutObject(info.bucket, info.key, record,
-                                  blobs[d.position] if blobs else None)]) for d in disks),
-            return_exceptions=True)
-        applied: dict[int, Replaced] = {}
-        for d, r in zip(disks, results):
-            if not isinstance(r, BaseException) and r[0].applied:
-                applied[d.position] = r[0]
-        if len(applied) < store.write_quorum:
-            await _rollback(store, info, applied)
+        for attempt in range(RACE_RETRIES + 1):
+            # Stamped under the lock with a clock that never goes back in this
+            # process, so the last commit is the newest and every disk keeps it.
+            stamp = store.stamp()
+            info = dataclasses.replace(info, mtime_ns=stamp, versioned=versioned)
+            if not info.delete_marker and not info.lock_mode and settings.lock is not None:
+                mode, until = settings.lock.default_retention(stamp)
+                info = dataclasses.replace(info, lock_mode=mode, lock_until_ns=until)
+            record = info.pack()
+            disks = [store.disks[p] for p in positions]
+            results = await asyncio.gather(
+                *(d.commit([PutObject(info.bucket, info.key, record,
+                                      blobs[d.position] if blobs else None)]) for d in disks),
+                return_exceptions=True)
+            applied: dict[int, Replaced] = {}
+            newer = 0
+            for d, r in zip(disks, results):
+                if isinstance(r, BaseException):
+                    continue
+                if r[0].applied:
+                    applied[d.position] = r[0]
+                elif r[0].record is not None:
+                    newer = max(newer, record_version(r[0].record)[0])
+            if len(applied) >= store.write_quorum:
+                break
+            await _undo(store, info, applied)
+            if newer and attempt < RACE_RETRIES:
+                # Another process committed a newer null version between our stamp
+                # and our commit: S3's last writer wins, so go again, newer still.
+                store.stamp_after(newer)
+                continue
+            for data_id, numbers in info.own_files().items():
+                await store.purge_everywhere(data_id, numbers)
             errors = [r for r in results if isinstance(r, BaseException)]
             if any(isinstance(e, DiskFull) for e in errors):
                 raise DiskFull(f"disks full while committing {info.bucket}/{info.key}")
@@ -393,10 +408,9 @@ def check_condition(current: Resolved | None, bucket: str, key: str,
         raise PreconditionFailed(f"{bucket}/{key} does not have ETag {condition.etag}")
 
 
-async def _rollback(store: ObjectStore, info: ObjectInfo, applied: dict[int, Replaced]) -> None:
+async def _undo(store: ObjectStore, info: ObjectInfo, applied: dict[int, Replaced]) -> None:
+    """Remove ``info``'s record where it was applied, restoring what it displaced."""
     await asyncio.gather(*(
         store.disks[pos].commit([RestoreObject(info.bucket, info.key, info.mtime_ns,
                                                info.version_id, r.record, r.inline)])
         for pos, r in applied.items()), return_exceptions=True)
-    for data_id, numbers in info.own_files().items():
-        await store.purge_everywhere(data_id, numbers)

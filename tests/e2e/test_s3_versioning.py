@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from .s3_errors import code
 from .test_s3_awscli import aws, aws_config  # noqa: F401  (fixtures)
+from .test_s3_object_lock import workers4  # noqa: F401  (fixture)
 
 
 def enable(s3, bucket, status="Enabled"):
@@ -210,3 +211,26 @@ def test_aws_cli_lists_versions(aws, basalt, s3, bucket):  # noqa: F811
     out = aws("s3api", "get-bucket-versioning", "--bucket", bucket, "--output", "json")
     assert json.loads(out.stdout_text)["Status"] == "Enabled"
     assert [v[1] for v in all_versions(s3, bucket)] == ids[:0:-1]
+
+
+@pytest.mark.parametrize("status", [None, "Enabled", "Suspended"])
+def test_concurrent_puts_to_one_key_on_several_workers_all_succeed(workers4, status):  # noqa: F811
+    """S3's last writer wins: a PUT that loses the race to a newer one on another
+    worker process is still a success, never a 503."""
+    bucket = f"race-{os.urandom(4).hex()}"
+    clients = [workers4.client(max_pool_connections=8) for _ in range(8)]
+    clients[0].create_bucket(Bucket=bucket)
+    if status:
+        enable(clients[0], bucket, status)
+    bodies = [os.urandom(4096) for _ in range(160)]
+
+    def put(i):
+        clients[i % 8].put_object(Bucket=bucket, Key="hot", Body=bodies[i])
+        return i
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        assert sorted(pool.map(put, range(len(bodies)))) == list(range(len(bodies)))
+    final = clients[0].get_object(Bucket=bucket, Key="hot")["Body"].read()
+    assert final in bodies
+    kept = all_versions(clients[0], bucket)
+    assert len(kept) == (len(bodies) if status == "Enabled" else 1)
