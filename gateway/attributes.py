@@ -18,9 +18,9 @@ from storaged.errors import DeleteMarker
 from . import conditions
 from .bucket import xml_response
 from .errors import InvalidArgument, NoSuchKey
-from .request import Context
+from .request import Context, version_param
 from .s3xml import _document, _el
-from .versioning import version_headers, version_param
+from .versioning import version_headers
 
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 ATTRIBUTES_HEADER = "x-amz-object-attributes"

@@ -10,7 +10,7 @@ from storaged.object_lock import LockConfig
 
 from . import s3xml
 from .errors import BucketAlreadyOwnedByYou, InvalidBucketName, MalformedXML, S3NotImplemented
-from .request import Context
+from .request import Context, version_param
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
@@ -72,7 +72,7 @@ async def get_acl(ctx: Context) -> web.Response:
     if ctx.route.key is None:
         ctx.store.require_bucket(ctx.bucket)
     else:
-        ctx.store.head_object(ctx.bucket, ctx.key)
+        ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
     return xml_response(s3xml.access_control_policy(ctx.config.owner))
 
 
@@ -86,5 +86,5 @@ async def put_acl(ctx: Context) -> web.Response:
     if ctx.route.key is None:
         ctx.store.require_bucket(ctx.bucket)
     else:
-        ctx.store.head_object(ctx.bucket, ctx.key)
+        ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
     return web.Response(status=200)

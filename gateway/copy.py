@@ -12,8 +12,8 @@ from . import checksums, conditions, s3xml
 from .bucket import xml_response
 from .errors import InvalidArgument, InvalidRequest
 from .put import upload_attrs, write_condition
-from .request import MAX_KEY_BYTES, Context
-from .versioning import check_version_id, version_headers
+from .request import MAX_KEY_BYTES, Context, check_version_id
+from .versioning import version_headers
 
 MAX_COPY_SIZE = 5 << 30
 

@@ -15,8 +15,7 @@ from .bucket import xml_response
 from .errors import InvalidRequest, MalformedXML, S3Error, checksum_mismatch
 from .failures import s3_error
 from .object_lock import bypass_governance
-from .request import MAX_KEY_BYTES, Context
-from .versioning import check_version_id, version_param
+from .request import MAX_KEY_BYTES, Context, check_version_id, version_param
 
 
 def _result_headers(result: DeleteResult) -> dict[str, str]:

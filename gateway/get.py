@@ -13,9 +13,9 @@ from .checksums import header_name
 from .errors import InvalidPartNumber, InvalidRange
 from .lifecycle import expiration_header
 from .object_lock import lock_response_headers
-from .request import Context, part_number
+from .request import Context, part_number, version_param
 from .tagging import tagging_count_header
-from .versioning import version_headers, version_param
+from .versioning import version_headers
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _OVERRIDES = {"response-content-type": "Content-Type",

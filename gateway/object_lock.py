@@ -30,9 +30,8 @@ from .errors import (
     NoSuchObjectLockConfiguration,
     ObjectLockConfigurationNotFoundError,
 )
-from .request import Context
+from .request import Context, version_param
 from .s3xml import _children, _document, _el, _parse, _text, format_timestamp
-from .versioning import version_param
 
 __all__ = ["COMPLIANCE", "GOVERNANCE", "LockConfig"]
 

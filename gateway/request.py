@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from storaged import ObjectAttrs, ObjectStore
+from storaged.meta import parse_version
 
 from . import checksums
 from .chunked import AwsChunkedDecoder, strip_aws_chunked
@@ -178,6 +179,25 @@ class Payload:
         if expected is not None and expected != digest:
             raise checksum_mismatch(self.checksum.algorithm)
         return {self.checksum.algorithm: checksums.b64(digest)}
+
+
+def check_version_id(value: str, name: str = "versionId") -> str:
+    """A client version id, or InvalidArgument as S3 answers a malformed one."""
+    if value == "":
+        raise InvalidArgument("Version id cannot be the empty string", ArgumentName=name,
+                              ArgumentValue=value)
+    try:
+        parse_version(value)
+    except ValueError:
+        raise InvalidArgument("Invalid version id specified", ArgumentName=name,
+                              ArgumentValue=value) from None
+    return value
+
+
+def version_param(ctx: Context) -> str | None:
+    """The ``?versionId=`` of an object request (None without one)."""
+    value = ctx.query.get("versionId")
+    return None if value is None else check_version_id(value)
 
 
 def part_number(ctx: Context) -> int:

@@ -21,9 +21,9 @@ from aiohttp import web
 from .bucket import xml_response
 from .errors import InvalidArgument, InvalidTag, MalformedXML, NoSuchTagSet, S3Error, xml_text
 from .object_lock import read_verified_body
-from .request import Context
+from .request import Context, version_param
 from .s3xml import _children, _document, _parse, _text
-from .versioning import version_headers, version_param
+from .versioning import version_headers
 
 OBJECT_TAG_LIMIT = 10
 BUCKET_TAG_LIMIT = 50

@@ -5,32 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from storaged import ObjectInfo
-from storaged.meta import parse_version
 
 from . import s3xml
 from .bucket import xml_response
 from .errors import InvalidArgument, MalformedXML
 from .listing import encoding_param, max_keys_param, object_entry
-from .request import Context
-
-
-def check_version_id(value: str, name: str = "versionId") -> str:
-    """A client version id, or InvalidArgument as S3 answers a malformed one."""
-    if value == "":
-        raise InvalidArgument("Version id cannot be the empty string", ArgumentName=name,
-                              ArgumentValue=value)
-    try:
-        parse_version(value)
-    except ValueError:
-        raise InvalidArgument("Invalid version id specified", ArgumentName=name,
-                              ArgumentValue=value) from None
-    return value
-
-
-def version_param(ctx: Context) -> str | None:
-    """The ``?versionId=`` of an object request (None without one)."""
-    value = ctx.query.get("versionId")
-    return None if value is None else check_version_id(value)
+from .request import Context, check_version_id
 
 
 def version_headers(ctx: Context, info: ObjectInfo) -> dict[str, str]:

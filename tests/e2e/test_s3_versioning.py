@@ -147,6 +147,11 @@ def test_bad_version_input(s3, bucket):
     with pytest.raises(ClientError) as err:
         s3.get_object(Bucket=bucket, Key="k", VersionId="0" * 32)
     assert code(err) == "NoSuchVersion"
+    vid = s3.head_object(Bucket=bucket, Key="k")["VersionId"]
+    assert s3.get_object_acl(Bucket=bucket, Key="k", VersionId=vid)["Grants"]
+    with pytest.raises(ClientError) as err:
+        s3.get_object_acl(Bucket=bucket, Key="k", VersionId="0" * 32)
+    assert code(err) == "NoSuchVersion"
     with pytest.raises(ClientError) as err:
         s3.list_object_versions(Bucket=bucket, VersionIdMarker="null")
     assert code(err) == "InvalidArgument"
