@@ -14,6 +14,7 @@ import pytest
 
 from .conftest import BASALT, Server, free_port
 from .nbd_e2e_helpers import one_error_line as one_line
+from .test_cli import json_error, ok, one_json
 
 
 def run(server: Server, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -22,26 +23,6 @@ def run(server: Server, *args: str, stdin: str | None = None) -> subprocess.Comp
     env.pop("BASALT_ENDPOINT", None)
     return subprocess.run([BASALT, *args], env=env, capture_output=True, text=True, timeout=120,
                           input=stdin)
-
-
-def ok(out: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert out.returncode == 0, out.stderr + out.stdout
-    assert "Traceback" not in out.stderr, out.stderr
-    return out
-
-
-def one_json(out: subprocess.CompletedProcess):
-    assert "Traceback" not in out.stderr, out.stderr
-    doc = json.loads(out.stdout)
-    assert isinstance(doc, dict | list), out.stdout
-    return doc
-
-
-def json_error(out: subprocess.CompletedProcess) -> dict:
-    assert out.returncode != 0, out.stdout
-    doc = one_json(out)
-    assert set(doc) == {"error", "message"} and doc["error"] and doc["message"], doc
-    return doc
 
 
 def many(server: Server, commands: list[tuple[str, ...]]) -> list[subprocess.CompletedProcess]:

@@ -5,6 +5,7 @@ aws-chunked encoder."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import random
@@ -14,9 +15,11 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import boto3
+import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
+from gateway.errors import S3Error
 from gateway.sigv4 import EMPTY_SHA256, AuthContext, verify_request
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -171,3 +174,13 @@ def encode_chunked(data: bytes, chunk_size: int, *, auth: AuthContext | None = N
         out += f"x-amz-trailer-signature:{signature}\r\n".encode()
     out += b"\r\n"
     return bytes(out)
+
+
+@contextlib.contextmanager
+def raises(code: str, message: str | None = None):
+    """Expect the S3 error ``code`` (and ``message``) from the block."""
+    with pytest.raises(S3Error) as info:
+        yield info
+    assert info.value.code == code, str(info.value)
+    if message is not None:
+        assert info.value.message == message

@@ -3,27 +3,18 @@ we render read back by botocore."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from s3_testkit import stubbed_s3
+from s3_testkit import raises, stubbed_s3
 
-from gateway import errors
 from gateway.attributes import parse_object_attributes, parts_paging, render_attributes
 
 WHEN = datetime(2024, 3, 1, 12, 30, 45, tzinfo=UTC)
 ALL = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
 
 
-@contextlib.contextmanager
-def raises(code: str, message: str | None = None):
-    with pytest.raises(errors.S3Error) as info:
-        yield info
-    assert info.value.code == code, str(info.value)
-    if message is not None:
-        assert info.value.message == message
 
 
 def part(number, size, checksums=None):

@@ -3,14 +3,12 @@ what we render botocore reads back, and every refusal carries S3's code."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from s3_testkit import stubbed_s3
+from s3_testkit import raises, stubbed_s3
 
-from gateway import errors
 from gateway.object_lock import (
     LockConfig,
     bypass_governance,
@@ -48,14 +46,6 @@ def respond(body: bytes, headers: dict | None = None):
     return s3.client
 
 
-@contextlib.contextmanager
-def raises(code: str, message: str | None = None):
-    """Expect the S3 error ``code`` (and ``message``)."""
-    with pytest.raises(errors.S3Error) as info:
-        yield info
-    assert info.value.code == code, str(info.value)
-    if message is not None:
-        assert info.value.message == message
 
 
 def xml(inner: str, root: str = "ObjectLockConfiguration") -> bytes:
