@@ -566,8 +566,9 @@ class VolumeManager(ExportRegistry):
             full = volmeta.full_state(self.records, self.maps, state)
             # Disks still offline keep their stale mark; those healed lose it.
             full.stale = {p: True for p in self.pool.untrusted if p not in positions}
-            await asyncio.gather(*(self.store.disks[p].commit([ReplaceVolumeTables(full)])
-                                   for p in positions))
+            done = await self.store.set.commit_all([ReplaceVolumeTables(full)], positions)
+            if done.errors:  # every disk must take the repaired tables
+                raise next(iter(done.errors.values()))
             slots = sorted(self.refcounts)
             repaired = await self.store.run(self.pool.heal, slots)
             for pos in positions:

@@ -11,7 +11,6 @@ like object records, so losing M disks loses nothing):
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import struct
 from collections import Counter
@@ -20,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from storaged import ObjectStore, ReadQuorumError, WriteQuorumError
+from storaged import ObjectStore, ReadQuorumError
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -119,14 +118,8 @@ class ApplyChanges:
 async def commit(store: ObjectStore, changes: MetaChanges,
                  positions: Iterable[int] | None = None) -> None:
     """Commit on every online disk; a write quorum must take it."""
-    positions = list(positions if positions is not None else store.online_positions())
-    results = await asyncio.gather(*(store.disks[p].commit([ApplyChanges(changes)])
-                                     for p in positions), return_exceptions=True)
-    ok = sum(1 for r in results if not isinstance(r, BaseException))
-    if ok < store.write_quorum:
-        errors = [r for r in results if isinstance(r, BaseException)]
-        raise WriteQuorumError(f"volume metadata: {ok} disks committed, "
-                               f"{store.write_quorum} needed ({errors[:1]})")
+    done = await store.set.commit_all([ApplyChanges(changes)], positions)
+    done.require(store.write_quorum, "volume metadata")
 
 
 def _voters(store: ObjectStore) -> list[int]:

@@ -181,16 +181,9 @@ async def heal_object(store: ObjectStore, bucket: str, key: str, *, deep: bool =
     report = report or HealReport()
     heal_count("objects")
     positions = store.online_positions()
-    held: dict[int, dict[bytes, bytes]] = {}
-    for pos in positions:
-        disk = store.disks[pos]
-        try:
-            versions = disk.key_versions(bucket, key)
-        except Exception:
-            continue
-        # A disk still being healed lacks records: that is no evidence of absence.
-        if versions or not disk.healing:
-            held[pos] = {record_suffix(r): r for r in versions}
+    held = {pos: {record_suffix(r): r for r in versions or ()}
+            for pos, versions in store.set.vote(
+                lambda disk: disk.key_versions(bucket, key) or None).items()}
     suffixes = sorted(set().union(*held.values())) if held else []
     if not suffixes:
         return "absent"

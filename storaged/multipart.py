@@ -11,7 +11,6 @@ nobody ever reads a mix.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import time
@@ -109,27 +108,13 @@ def _quorum(store: ObjectStore, values: list[bytes | None]) -> bytes | None:
 
 
 def _read_all(store: ObjectStore, table: bytes, key: bytes) -> list[bytes | None]:
-    out = []
-    for pos in store.online_positions():
-        disk = store.disks[pos]
-        try:
-            value = disk.get(table, key)
-        except Exception:
-            continue
-        if value is not None or not disk.healing:
-            out.append(value)
-    return out
+    return list(store.set.vote(lambda disk: disk.get(table, key)).values())
 
 
-async def _commit_all(store: ObjectStore, ops_for: Callable[[int], list[Any]],
-                      what: str) -> dict[int, Any]:
-    positions = store.online_positions()
-    results = await asyncio.gather(*(store.disks[p].commit(ops_for(p)) for p in positions),
-                                   return_exceptions=True)
-    ok = {p: r[0] for p, r in zip(positions, results) if not isinstance(r, BaseException)}
-    if len(ok) < store.write_quorum:
-        raise WriteQuorumError(f"{what}: {len(ok)} disks committed, {store.write_quorum} needed")
-    return ok
+async def _commit_all(store: ObjectStore, ops: list[Any], what: str) -> dict[int, Any]:
+    done = await store.set.commit_all(ops)
+    done.require(store.write_quorum, what)
+    return done.firsts()
 
 
 def new_upload_id() -> str:
@@ -143,7 +128,7 @@ async def create_upload(store: ObjectStore, bucket: str, key: str, attrs: Object
     upload = UploadInfo(bucket, key, new_upload_id(), time.time_ns(), attrs, checksum_algorithm,
                         checksum_type)
     record = upload.pack()
-    await _commit_all(store, lambda p: [PutUpload(bucket, key, upload.upload_id, record)],
+    await _commit_all(store, [PutUpload(bucket, key, upload.upload_id, record)],
                       f"create upload {bucket}/{key}")
     return upload
 
@@ -171,11 +156,9 @@ async def upload_part(store: ObjectStore, bucket: str, key: str, upload_id: str,
                           stored.data_id, time.time_ns())
         record = part.pack()
         positions = stored.positions
-        results = await asyncio.gather(*(
-            store.disks[p].commit([PutPart(bucket, key, upload_id, number, stored.data_id,
-                                           record)]) for p in positions), return_exceptions=True)
-        applied = {p: r[0] for p, r in zip(positions, results)
-                   if not isinstance(r, BaseException) and r[0].applied}
+        done = await store.set.commit_all(
+            [PutPart(bucket, key, upload_id, number, stored.data_id, record)], positions)
+        applied = done.applied()
         for p in positions:
             if p not in applied:
                 store.background(store.purge(p, stored.data_id, [number]))
@@ -271,7 +254,7 @@ async def end_upload(store: ObjectStore, bucket: str, key: str, upload_id: str,
 
     ``keep``: the version (mtime, data id) that completed it, whose parts stay.
     """
-    done = await _commit_all(store, lambda p: [EndUpload(bucket, key, upload_id, keep)],
+    done = await _commit_all(store, [EndUpload(bucket, key, upload_id, keep)],
                              f"end upload {upload_id}")
     for pos, unused in done.items():
         for data_id, number in unused:

@@ -25,6 +25,7 @@ from erasure import Codec
 from . import multipart
 from .buffers import BufferPool, Scratch
 from .disk import Disk, LocalDisk
+from .erasure_set import ErasureSet
 from .errors import (
     BucketExists,
     BucketNotEmpty,
@@ -39,7 +40,7 @@ from .errors import (
 )
 from .format import assemble
 from .healing import Healer, HealReport, Progress, heal_all, resolve_pending
-from .layout import Geometry, distribution, write_quorum
+from .layout import Geometry, distribution
 from .listing import ListPage, list_objects, list_versions
 from .locks import KeyLocks
 from .meta import ObjectInfo, new_id, parse_version, record_inline, record_version
@@ -143,9 +144,10 @@ class ObjectStore:
                  buffer_limit: int = 12, min_part_size: int = multipart.MIN_PART_SIZE,
                  upload_expiry: float = 7 * 86400) -> None:
         fmt = disks[0].format
-        self.disks = list(disks)
+        self.set = ErasureSet(disks, fmt.k, fmt.m)
+        self.disks = self.set.disks
         self.k, self.m, self.n = fmt.k, fmt.m, fmt.k + fmt.m
-        self.write_quorum = min(write_quorum(self.k, self.m), self.n)
+        self.write_quorum = self.set.write_quorum
         self.geometry = Geometry(self.k, self.m, fmt.block_size)
         self.codec = Codec(self.k, self.m)
         self.inline_limit = min(inline_limit, fmt.block_size)
@@ -236,19 +238,11 @@ class ObjectStore:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def commit_applied(self, ops: Sequence[Any]) -> int:
-        """Commit ``ops`` on every online disk; how many applied them (a true
-        first result)."""
-        results = await asyncio.gather(*(self.disks[p].commit(ops)
-                                         for p in self.online_positions()),
-                                       return_exceptions=True)
-        return sum(1 for r in results if not isinstance(r, BaseException) and r[0])
-
     def online_positions(self) -> list[int]:
-        return [d.position for d in self.disks if d.online]
+        return self.set.online_positions()
 
     def offline_positions(self) -> frozenset[int]:
-        return frozenset(d.position for d in self.disks if not d.online)
+        return self.set.offline_positions()
 
     def disk_states(self) -> list[dict[str, Any]]:
         """Per disk: position, path, state (online | healing | offline) and, when
@@ -342,9 +336,8 @@ class ObjectStore:
         if kind == "versioning" and value != b"Enabled" and self.bucket_settings(name).lock:
             raise InvalidBucketState("An Object Lock configuration is present on this bucket, "
                                      "so the versioning state cannot be changed.")
-        ok = await self.commit_applied([PutBucketConfig(name, kind, self.stamp(), value)])
-        if ok < self.write_quorum:
-            raise WriteQuorumError(f"bucket {name}: {ok} disks stored its {kind} settings")
+        done = await self.set.commit_all([PutBucketConfig(name, kind, self.stamp(), value)])
+        done.require(self.write_quorum, f"bucket {name} {kind} settings", len(done.applied()))
 
     def list_buckets(self) -> list[BucketInfo]:
         names: set[str] = set()
@@ -376,12 +369,9 @@ class ObjectStore:
             if not created:
                 raise BucketExists(name)
             ok.append(first)
-        results = await asyncio.gather(
-            *(self.disks[p].commit(ops) for p in positions), return_exceptions=True)
-        ok += [p for p, r in zip(positions, results) if not isinstance(r, BaseException) and r[0]]
+        ok += list((await self.set.commit_all(ops, positions)).applied())
         if len(ok) < self.write_quorum:
-            await asyncio.gather(*(self.disks[p].commit([DeleteBucket(name, True, raw)])
-                                   for p in ok), return_exceptions=True)
+            await self.set.commit_all([DeleteBucket(name, True, raw)], ok)
             raise WriteQuorumError(f"bucket {name}: {len(ok)} disks committed")
         return info
 
@@ -391,13 +381,8 @@ class ObjectStore:
             raise BucketNotEmpty(name)
         for upload in multipart.list_uploads(self, name, max_uploads=1 << 30).uploads:
             await multipart.end_upload(self, name, upload.key, upload.upload_id)
-        positions = self.online_positions()
-        results = await asyncio.gather(
-            *(self.disks[p].commit([DeleteBucket(name, force=True)]) for p in positions),
-            return_exceptions=True)
-        ok = sum(1 for r in results if not isinstance(r, BaseException))
-        if ok < self.write_quorum:
-            raise WriteQuorumError(f"bucket {name}: {ok} disks deleted it")
+        done = await self.set.commit_all([DeleteBucket(name, force=True)])
+        done.require(self.write_quorum, f"deletion of bucket {name}")
 
     # objects ---------------------------------------------------------------------
 
@@ -407,15 +392,7 @@ class ObjectStore:
         A disk still being healed has not got every record back yet: what it
         holds counts, what it lacks is not evidence of absence.
         """
-        records: dict[int, bytes | None] = {}
-        for pos in self.online_positions():
-            try:
-                record = self.disks[pos].get_object(bucket, key)
-            except Exception:
-                continue
-            if record is not None or not self.disks[pos].healing:
-                records[pos] = record
-        return records
+        return self.set.vote(lambda disk: disk.get_object(bucket, key))
 
     def resolve(self, bucket: str, key: str) -> Resolved | None:
         records = self.records(bucket, key)
@@ -431,15 +408,7 @@ class ObjectStore:
             version = parse_version(version_id)
         except ValueError:
             raise NoSuchVersion(bucket, key, version_id) from None
-        records: dict[int, bytes | None] = {}
-        for pos in self.online_positions():
-            disk = self.disks[pos]
-            try:
-                record = disk.get_version(bucket, key, version)
-            except Exception:
-                continue
-            if record is not None or not disk.healing:
-                records[pos] = record
+        records = self.set.vote(lambda disk: disk.get_version(bucket, key, version))
         return resolve(bucket, key, records, self.k, self.write_quorum,
                        offline=self.n - len(records))
 
@@ -514,19 +483,11 @@ class ObjectStore:
                 from .object_lock import check_delete
                 check_delete(info, time.time_ns(), bypass_governance)
             op = DeleteVersion(bucket, key, info.mtime_ns, info.version_id)
-            positions = self.online_positions()
-            results = await asyncio.gather(*(self.disks[p].commit([op]) for p in positions),
-                                           return_exceptions=True)
-        ok = 0
-        for pos, r in zip(positions, results):
-            if isinstance(r, BaseException):
-                continue
-            ok += 1
-            if r[0].applied:
-                self.purge_displaced(pos, bucket, key, r[0].record)
-        if ok < self.write_quorum:
-            raise WriteQuorumError(f"{bucket}/{key}: {ok} disks deleted it")
-        if ok < self.n:
+            done = await self.set.commit_all([op])
+        for pos, replaced in done.applied().items():
+            self.purge_displaced(pos, bucket, key, replaced.record)
+        done.require(self.write_quorum, f"deletion of {bucket}/{key}")
+        if len(done.results) < self.n:
             self.heal_queue.add(bucket, key)
         return DeleteResult(version_id, info.delete_marker)
 
@@ -549,9 +510,9 @@ class ObjectStore:
             if legal_hold is not None:
                 changes["legal_hold"] = legal_hold
             info = dataclasses.replace(info, **changes)
-            ok = await self.commit_applied([UpdateVersion(bucket, key, info.pack())])
-        if ok < self.write_quorum:
-            raise WriteQuorumError(f"{bucket}/{key}: {ok} disks updated it")
+            done = await self.set.commit_all([UpdateVersion(bucket, key, info.pack())])
+        ok = len(done.applied())
+        done.require(self.write_quorum, f"update of {bucket}/{key}", ok)
         if ok < self.n:
             self.heal_queue.add(bucket, key)
         return info

@@ -266,13 +266,10 @@ class ShardStream:
 
     async def _open(self) -> None:
         store = self.store
-        positions = store.online_positions()
-        disks = [store.disks[p] for p in positions]
         pending = AddPending(self.data_id, self.bucket, self.key, [self.number], self.upload_id)
-        results = await asyncio.gather(*(d.commit([pending]) for d in disks),
-                                       return_exceptions=True)
-        ready = [d for d, r in zip(disks, results) if not isinstance(r, BaseException)]
-        self._require(len(ready), results)
+        done = await store.set.commit_all([pending])
+        done.require(store.write_quorum, f"writing {self.bucket}/{self.key}")
+        ready = [store.disks[p] for p in done.results]
         opened = await asyncio.gather(
             *(store.run(d.create_shard, self.data_id, self.number) for d in ready),
             return_exceptions=True)
@@ -355,20 +352,12 @@ async def commit_version(store: ObjectStore, info: ObjectInfo,
                 mode, until = settings.lock.default_retention(stamp)
                 info = dataclasses.replace(info, lock_mode=mode, lock_until_ns=until)
             record = info.pack()
-            disks = [store.disks[p] for p in positions]
-            results = await asyncio.gather(
-                *(d.commit([PutObject(info.bucket, info.key, record,
-                                      blobs[d.position] if blobs else None)]) for d in disks),
-                return_exceptions=True)
-            applied: dict[int, Replaced] = {}
-            newer = 0
-            for d, r in zip(disks, results):
-                if isinstance(r, BaseException):
-                    continue
-                if r[0].applied:
-                    applied[d.position] = r[0]
-                elif r[0].record is not None:
-                    newer = max(newer, record_version(r[0].record)[0])
+            ops = {p: [PutObject(info.bucket, info.key, record, blobs[p] if blobs else None)]
+                   for p in positions}
+            done = await store.set.commit_all(ops.__getitem__, positions)
+            applied: dict[int, Replaced] = done.applied()
+            newer = max((record_version(r.record)[0] for p, r in done.firsts().items()
+                         if p not in applied and r.record is not None), default=0)
             if len(applied) >= store.write_quorum:
                 break
             await _undo(store, info, applied)
@@ -379,12 +368,7 @@ async def commit_version(store: ObjectStore, info: ObjectInfo,
                 continue
             for data_id, numbers in info.own_files().items():
                 await store.purge_everywhere(data_id, numbers)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if any(isinstance(e, DiskFull) for e in errors):
-                raise DiskFull(f"disks full while committing {info.bucket}/{info.key}")
-            raise WriteQuorumError(
-                f"{info.bucket}/{info.key}: {len(applied)} disks committed, "
-                f"{store.write_quorum} needed")
+            done.require(store.write_quorum, f"commit of {info.bucket}/{info.key}", len(applied))
     if len(applied) < store.n:
         store.heal_queue.add(info.bucket, info.key)
     for pos in positions:
@@ -410,7 +394,6 @@ def check_condition(current: Resolved | None, bucket: str, key: str,
 
 async def _undo(store: ObjectStore, info: ObjectInfo, applied: dict[int, Replaced]) -> None:
     """Remove ``info``'s record where it was applied, restoring what it displaced."""
-    await asyncio.gather(*(
-        store.disks[pos].commit([RestoreObject(info.bucket, info.key, info.mtime_ns,
-                                               info.version_id, r.record, r.inline)])
-        for pos, r in applied.items()), return_exceptions=True)
+    await store.set.commit_all(
+        lambda p: [RestoreObject(info.bucket, info.key, info.mtime_ns, info.version_id,
+                                 applied[p].record, applied[p].inline)], applied)
