@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from .disk import Disk
@@ -84,16 +84,19 @@ class ErasureSet:
                 done.results[pos] = outcome
         return done
 
-    def vote(self, read: Callable[[Disk], T | None]) -> dict[int, T | None]:
-        """``read(disk)`` of every online disk that answers (None: absent there),
-        leaving out disks being healed that do not have it."""
-        answers: dict[int, T | None] = {}
+    def answers(self, read: Callable[[Disk], T]) -> Iterator[tuple[Disk, T]]:
+        """(disk, ``read(disk)``) for each online disk that answers, in position
+        order, lazily: a caller that has heard enough stops asking."""
         for pos in self.online_positions():
             disk = self.disks[pos]
             try:
                 value = read(disk)
             except Exception:
                 continue
-            if value is not None or not disk.healing:
-                answers[pos] = value
-        return answers
+            yield disk, value
+
+    def vote(self, read: Callable[[Disk], T | None]) -> dict[int, T | None]:
+        """``read(disk)`` of every online disk that answers (None: absent there),
+        leaving out disks being healed that do not have it."""
+        return {disk.position: value for disk, value in self.answers(read)
+                if value is not None or not disk.healing}

@@ -262,12 +262,7 @@ class ObjectStore:
     def bucket_info(self, name: str) -> BucketInfo | None:
         votes: Counter[bytes] = Counter()
         answered = 0
-        for pos in self.online_positions():
-            disk = self.disks[pos]
-            try:
-                raw = disk.get_bucket(name)
-            except Exception:
-                continue
+        for disk, raw in self.set.answers(lambda d: d.get_bucket(name)):
             if raw is not None:
                 votes[raw] += 1
                 if votes[raw] >= self.k:  # a read quorum agrees: no need to ask more
@@ -292,12 +287,7 @@ class ObjectStore:
         """
         newest: dict[str, tuple[int, bytes | None]] = {}
         needed = self.n - self.write_quorum + 1
-        for pos in self.online_positions():
-            disk = self.disks[pos]
-            try:
-                held = disk.bucket_config(name)
-            except Exception:
-                continue
+        for disk, held in self.set.answers(lambda d: d.bucket_config(name)):
             for kind, (stamp, value) in held.items():
                 if kind not in newest or stamp > newest[kind][0]:
                     newest[kind] = (stamp, value)
