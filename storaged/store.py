@@ -402,16 +402,19 @@ class ObjectStore:
         return resolve(bucket, key, records, self.k, self.write_quorum,
                        offline=self.n - len(records))
 
+    def resolve_any(self, bucket: str, key: str, version_id: str | None) -> Resolved | None:
+        """The latest version (``version_id`` None) or the one named."""
+        if version_id is None:
+            return self.resolve(bucket, key)
+        return self.resolve_version(bucket, key, version_id)
+
     def head_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
         """The info of the current version (or of ``version_id``).
 
         Raises NoSuchKey / NoSuchVersion / NoSuchBucket when absent, and
         DeleteMarker when the version is a delete marker.
         """
-        if version_id is None:
-            res = self.resolve(bucket, key)
-        else:
-            res = self.resolve_version(bucket, key, version_id)
+        res = self.resolve_any(bucket, key, version_id)
         if res is None:
             self.require_bucket(bucket)
             if version_id is None:
@@ -461,10 +464,7 @@ class ObjectStore:
             marker = await commit_version(self, marker, None, None, self.online_positions())
             return DeleteResult(marker.version, True)
         async with self.version_lock(bucket, key):
-            if version_id is None:
-                res = self.resolve(bucket, key)
-            else:
-                res = self.resolve_version(bucket, key, version_id)
+            res = self.resolve_any(bucket, key, version_id)
             if res is None:
                 self.require_bucket(bucket)
                 return DeleteResult(version_id, False)
