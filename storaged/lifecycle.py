@@ -135,12 +135,8 @@ async def _apply(store: Any, bucket: str, action: Action, walk: KeyWalk,
     info = action.info
     try:
         if action.kind == "expire_current":
-            # Deleting without a version id acts on whatever is current *now*: only
-            # when it is still the version we judged (a new PUT restarts the clock).
-            current = store.head_object(bucket, info.key)
-            if (current.mtime_ns, current.version_id) != (info.mtime_ns, info.version_id):
-                return
-            await store.delete_object(bucket, info.key)
+            # Only while it is still the version judged: a new PUT restarts the clock.
+            await store.delete_object(bucket, info.key, expect=(info.mtime_ns, info.version_id))
         else:
             await store.delete_object(bucket, info.key, info.version)
     except ObjectLocked:

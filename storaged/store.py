@@ -451,11 +451,19 @@ class ObjectStore:
         return ObjectReader(self, info, offset, length)
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None, *,
-                            bypass_governance: bool = False) -> DeleteResult:
+                            bypass_governance: bool = False,
+                            expect: tuple[int, str] | None = None) -> DeleteResult:
         """Delete as S3 does: without ``version_id`` an unversioned bucket loses
         the object and a versioned one gets a delete marker; with it, that
-        version is removed for good — unless object lock protects it."""
+        version is removed for good — unless object lock protects it.
+
+        ``expect`` (mtime, data id): act only while that version is still the one
+        deleted (the latest, without ``version_id``): a background job that judged
+        a version must not hit a newer write instead. Nothing is done otherwise.
+        """
         settings = self.bucket_settings(bucket)
+        if expect is not None and version_id is None and not self._is_latest(bucket, key, expect):
+            return DeleteResult(None, False)
         if version_id is None and settings.versioning:
             marker = ObjectInfo(bucket, key, new_id(), 0, "", 0, k=self.k, m=self.m,
                                 block_size=self.geometry.block_size,
@@ -469,6 +477,8 @@ class ObjectStore:
                 self.require_bucket(bucket)
                 return DeleteResult(version_id, False)
             info = res.info
+            if expect is not None and (info.mtime_ns, info.version_id) != expect:
+                return DeleteResult(None, False)
             if info.lock_mode or info.legal_hold:
                 from .object_lock import check_delete
                 check_delete(info, time.time_ns(), bypass_governance)
@@ -480,6 +490,10 @@ class ObjectStore:
         if len(done.results) < self.n:
             self.heal_queue.add(bucket, key)
         return DeleteResult(version_id, info.delete_marker)
+
+    def _is_latest(self, bucket: str, key: str, version: tuple[int, str]) -> bool:
+        res = self.resolve(bucket, key)
+        return res is not None and (res.info.mtime_ns, res.info.version_id) == version
 
     async def update_object(self, bucket: str, key: str, version_id: str | None, *,
                             tags: dict[str, str] | None = None,

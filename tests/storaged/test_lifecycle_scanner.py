@@ -101,9 +101,13 @@ class FakeStore:
             raise DeleteMarker(bucket, key, versions[0].version, False)
         return versions[0]
 
-    async def delete_object(self, bucket, key, version_id=None, *, bypass_governance=False):
+    async def delete_object(self, bucket, key, version_id=None, *, bypass_governance=False,
+                            expect=None):
         assert not bypass_governance, "lifecycle must never bypass object lock"
         versions = self.keys.get(key, [])
+        if expect is not None and (not versions or versions[0].delete_marker or (
+                versions[0].mtime_ns, versions[0].version_id) != expect):
+            return
         if version_id is None:
             if self.mode == "":
                 versions.pop(0)

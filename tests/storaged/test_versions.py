@@ -256,3 +256,23 @@ async def test_bucket_settings_survive_wiped_disks_and_are_healed(open_store):
     store.healer.watch_disks()
     assert store.versioning("b") == "Enabled"
     assert store.bucket_configs("b") == {"versioning": b"Enabled"}
+
+
+@pytest.mark.parametrize("state", [None, b"Enabled"])
+async def test_expecting_delete_never_hits_a_newer_write(open_store, state):
+    """What the lifecycle scanner relies on: a delete judged on one version does
+    nothing once a newer write is current."""
+    store = await open_store(4, ec=(2, 2))
+    await store.make_bucket("b")
+    if state:
+        await store.set_bucket_config("b", "versioning", state)
+    old = await store.put_object("b", "k", chunks(b"judged"))
+    new = await store.put_object("b", "k", chunks(b"written since"))
+    result = await store.delete_object("b", "k", expect=(old.mtime_ns, old.version_id))
+    assert result == type(result)(None, False)
+    assert await read_version(store, "b", "k", new.version) == b"written since"
+    assert len(store.list_versions("b").entries) == (2 if state else 1)
+    done = await store.delete_object("b", "k", expect=(new.mtime_ns, new.version_id))
+    assert done.delete_marker == bool(state)
+    with pytest.raises(DeleteMarker if state else NoSuchKey):
+        store.head_object("b", "k")
