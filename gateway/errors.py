@@ -308,6 +308,13 @@ class InvalidBucketState(S3Error):
     message = "The request is not valid with the current state of the bucket."
 
 
+class BadRequest(S3Error):
+    """What S3 answers an object with more than 10 tags."""
+
+    status = 400
+    message = "Bad Request"
+
+
 class InvalidTag(S3Error):
     status = 400
     message = "The TagSet is not valid."

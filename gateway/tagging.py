@@ -19,7 +19,7 @@ import msgpack
 from aiohttp import web
 
 from .bucket import xml_response
-from .errors import InvalidArgument, InvalidTag, MalformedXML, NoSuchTagSet, S3Error, xml_text
+from .errors import BadRequest, InvalidArgument, InvalidTag, MalformedXML, NoSuchTagSet, xml_text
 from .object_lock import read_verified_body
 from .request import Context, version_param
 from .s3xml import _children, _document, _parse, _text
@@ -32,13 +32,6 @@ MAX_VALUE = 256
 _SYMBOLS = frozenset("_.:/=+-@")
 _HEADER_MESSAGE = ("The header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL query "
                    "parameters without tag name duplicates.")
-
-
-class BadRequest(S3Error):
-    """What S3 answers an object with more than 10 tags."""
-
-    status = 400
-    message = "Bad Request"
 
 
 def _utf16_length(text: str) -> int:

@@ -42,6 +42,7 @@ from .metadb import (
     PutBucket,
     PutBucketConfig,
     PutObject,
+    newest_settings,
     record_suffix,
 )
 from .metrics import heal_count
@@ -303,7 +304,7 @@ async def heal_buckets(store: ObjectStore, report: HealReport) -> list[str]:
             for pos in positions:
                 if pos not in holders:
                     await store.disks[pos].commit([PutBucket(name, info)])
-            await _heal_bucket_configs(store, name, positions)
+            await _heal_bucket_configs(store, name)
             alive.append(name)
         elif len(positions) == store.n and not any(store.disks[p].healing for p in positions):
             for pos in holders:
@@ -311,19 +312,11 @@ async def heal_buckets(store: ObjectStore, report: HealReport) -> list[str]:
     return alive
 
 
-async def _heal_bucket_configs(store: ObjectStore, name: str, positions: list[int]) -> None:
+async def _heal_bucket_configs(store: ObjectStore, name: str) -> None:
     """Give every disk the newest of each of the bucket's settings."""
-    held = {}
-    for pos in positions:
-        try:
-            held[pos] = store.disks[pos].bucket_config(name)
-        except Exception:
-            continue
-    newest: dict[str, tuple[int, bytes | None]] = {}
-    for configs in held.values():
-        for kind, entry in configs.items():
-            if kind not in newest or entry[0] > newest[kind][0]:
-                newest[kind] = entry
+    held = {disk.position: configs
+            for disk, configs in store.set.answers(lambda d: d.bucket_config(name))}
+    newest = newest_settings(held.values())
     for pos, configs in held.items():
         ops = [PutBucketConfig(name, kind, stamp, value) for kind, (stamp, value) in newest.items()
                if configs.get(kind, (None,))[0] != stamp]

@@ -36,7 +36,7 @@ import concurrent.futures
 import dataclasses
 import errno
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import lmdb
@@ -706,6 +706,17 @@ class DeleteVersion:
             return Replaced(False)
         tx.add_pending_files(self.bucket, self.key, removed[0])
         return Replaced(True, *removed)
+
+
+def newest_settings(held: Iterable[dict[str, tuple[int, bytes | None]]]
+                    ) -> dict[str, tuple[int, bytes | None]]:
+    """Per kind, the (stamp, value) with the newest stamp among the disks' ``held``."""
+    newest: dict[str, tuple[int, bytes | None]] = {}
+    for configs in held:
+        for kind, entry in configs.items():
+            if kind not in newest or entry[0] > newest[kind][0]:
+                newest[kind] = entry
+    return newest
 
 
 @dataclasses.dataclass

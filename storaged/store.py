@@ -51,6 +51,7 @@ from .metadb import (
     PutBucket,
     PutBucketConfig,
     UpdateVersion,
+    newest_settings,
 )
 from .quorum import Resolved, resolve
 from .reader import ObjectReader, inline_blob
@@ -285,17 +286,16 @@ class ObjectStore:
         A setting was stored on a write quorum, so any N - W + 1 disks that
         are not being healed include one that has it: no need to ask more.
         """
-        newest: dict[str, tuple[int, bytes | None]] = {}
+        held = []
         needed = self.n - self.write_quorum + 1
-        for disk, held in self.set.answers(lambda d: d.bucket_config(name)):
-            for kind, (stamp, value) in held.items():
-                if kind not in newest or stamp > newest[kind][0]:
-                    newest[kind] = (stamp, value)
+        for disk, configs in self.set.answers(lambda d: d.bucket_config(name)):
+            held.append(configs)
             if not disk.healing:
                 needed -= 1
                 if needed == 0:
                     break
-        return {kind: value for kind, (_, value) in newest.items() if value is not None}
+        return {kind: value for kind, (_, value) in newest_settings(held).items()
+                if value is not None}
 
     def bucket_config(self, name: str, kind: str) -> bytes | None:
         """One kind of a bucket's settings: versioning, lock, lifecycle, tagging
@@ -461,10 +461,9 @@ class ObjectStore:
         deleted (the latest, without ``version_id``): a background job that judged
         a version must not hit a newer write instead. Nothing is done otherwise.
         """
-        settings = self.bucket_settings(bucket)
-        if expect is not None and version_id is None and not self._is_latest(bucket, key, expect):
-            return DeleteResult(None, False)
-        if version_id is None and settings.versioning:
+        if version_id is None and self.versioning(bucket):
+            if expect is not None and not self._is_latest(bucket, key, expect):
+                return DeleteResult(None, False)
             marker = ObjectInfo(bucket, key, new_id(), 0, "", 0, k=self.k, m=self.m,
                                 block_size=self.geometry.block_size,
                                 dist=tuple(distribution(bucket, key, self.n)), delete_marker=True)
