@@ -43,6 +43,7 @@ import lmdb
 import msgpack
 import xxhash
 
+from . import wire
 from .errors import DiskFull, StorageError
 from .meta import ObjectInfo, record_inline, record_meta_ns, record_null, record_version
 
@@ -541,6 +542,7 @@ def _disk_error(exc: BaseException) -> BaseException:
 # --- operations ---------------------------------------------------------------
 
 
+@wire.register
 @dataclasses.dataclass
 class PutBucket:
     name: str
@@ -553,6 +555,7 @@ class PutBucket:
         return True
 
 
+@wire.register
 @dataclasses.dataclass
 class DeleteBucket:
     """Forget a bucket; with ``expect``, only the record a creator wrote itself
@@ -579,6 +582,7 @@ class DeleteBucket:
         return "deleted"
 
 
+@wire.register
 @dataclasses.dataclass
 class AddPending:
     vid: str
@@ -591,6 +595,7 @@ class AddPending:
         tx.add_pending(self.vid, self.bucket, self.key, self.parts, self.upload_id)
 
 
+@wire.register
 @dataclasses.dataclass
 class ClearPending:
     vid: str
@@ -599,6 +604,7 @@ class ClearPending:
         tx.clear_pending(self.vid)
 
 
+@wire.register
 @dataclasses.dataclass
 class Replaced:
     """What a put or delete displaced on one disk (for rollback and purging)."""
@@ -608,6 +614,7 @@ class Replaced:
     inline: bytes | None = None
 
 
+@wire.register
 @dataclasses.dataclass
 class PutObject:
     """Install a version of an object.
@@ -647,6 +654,7 @@ class PutObject:
         return Replaced(True, *displaced)
 
 
+@wire.register
 @dataclasses.dataclass
 class UpdateVersion:
     """Replace a version's record by one with newer tags or lock settings
@@ -664,6 +672,7 @@ class UpdateVersion:
         return True
 
 
+@wire.register
 @dataclasses.dataclass
 class RestoreObject:
     """Undo a put of version (mtime, vid): remove it and put back the null
@@ -691,6 +700,7 @@ class RestoreObject:
         return True
 
 
+@wire.register
 @dataclasses.dataclass
 class DeleteVersion:
     """Remove one version (mtime, vid); its files become pending."""
@@ -719,6 +729,7 @@ def newest_settings(held: Iterable[dict[str, tuple[int, bytes | None]]]
     return newest
 
 
+@wire.register
 @dataclasses.dataclass
 class PutBucketConfig:
     """Set (``value`` None: remove) one kind of a bucket's settings, if ``stamp``
@@ -752,6 +763,7 @@ def part_key(upload_id: str, number: int) -> bytes:
     return upload_id.encode() + number.to_bytes(4, "big")
 
 
+@wire.register
 @dataclasses.dataclass
 class PutUpload:
     bucket: str
@@ -763,6 +775,7 @@ class PutUpload:
         tx.put(b"uploads", upload_key(self.bucket, self.key, self.upload_id), self.record)
 
 
+@wire.register
 @dataclasses.dataclass
 class PutPart:
     """Record an uploaded part (replacing an earlier upload of the same number).
@@ -791,6 +804,7 @@ class PutPart:
         return Replaced(True, old)
 
 
+@wire.register
 @dataclasses.dataclass
 class EndUpload:
     """Forget an upload (completed or aborted) and its part records.
