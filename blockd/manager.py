@@ -1,13 +1,13 @@
-"""The volume manager: volumes and their chunk maps, the pool's slots, flushes.
+"""The volume manager: volume administration, flushes, and the export registry.
 
-One manager per server (in the process that owns the disks) keeps every map
-in memory and is the only writer of volume metadata, so chunk allocation and
-copy-on-write need no cross-process locking. It is also the NBD server's
-export registry: export names are volume names.
-
-Slot life cycle: allocated (hole-punched, so it reads as zeros) when a chunk
-is first written or copied on write; released when no map uses it; reused
-only once no I/O that started before the release can still touch it.
+One manager per server (in the process that owns the disks) keeps every
+volume record and, in its :class:`~blockd.chunk_map.ChunkMaps`, every chunk
+map in memory, and is the only writer of volume metadata, so chunk allocation
+and copy-on-write need no cross-process locking. It creates, resizes,
+snapshots, clones, rolls back and deletes volumes (an image's internal ones
+only for blockd/images.py), makes writes durable (pool first, then the
+metadata pointing at it), and is the NBD server's export registry: export
+names are volume names.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from storaged import ObjectStore, StorageError
 from storaged.meta import new_id
 
 from . import volmeta
+from .chunk_map import ChunkMaps
 from .export import Export, ExportRegistry, NBDError
 from .pool import CHUNK, ChunkPool
 from .volmeta import MetaChanges, VolumeRecord
@@ -155,18 +156,11 @@ class VolumeManager(ExportRegistry):
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.pool = ChunkPool(store)
-        self.pool.has_data = lambda: bool(self.refcounts)
+        self.chunks = ChunkMaps(self.pool)
+        self.pool.has_data = lambda: bool(self.chunks.refcounts)
         self.records: dict[str, VolumeRecord] = {}
-        self.maps: dict[str, dict[int, int]] = {}          # map id → chunk → slot
-        self.refcounts: dict[int, int] = {}
-        self.free: set[int] = set()
-        self.next_slot = 0
-        self.limbo: list[int] = []       # released; their unmap not durable yet
-        self.releasable: list[int] = []  # released, unmap durable; reusable once I/O drains
-        self.changes = MetaChanges()
         self.exports: dict[str, Volume] = {}
         self.writes = RWGate()
-        self._inflight = 0
         self._flush_lock = asyncio.Lock()
         self._admin_lock = asyncio.Lock()
         self._watcher: asyncio.Future | None = None
@@ -178,22 +172,9 @@ class VolumeManager(ExportRegistry):
     async def start(self) -> None:
         """Load every record and map (voted across the disks)."""
         self.records = volmeta.load_volumes(self.store)
-        for record in self.records.values():
-            self.maps[record.map_id] = volmeta.load_map(self.store, record.map_id)
         state = volmeta.load_pool(self.store)
-        self.next_slot = state.next_slot
-        self.refcounts = {}
-        for entries in self.maps.values():
-            for slot in entries.values():
-                self.refcounts[slot] = self.refcounts.get(slot, 0) + 1
-        if self.refcounts != state.refcounts:
-            # Counts are derived from the maps; a crash between commits can only
-            # leave stale counts, and the maps are what the volumes read.
-            self.changes.refcounts.update({s: self.refcounts.get(s, 0) for s in
-                                           set(state.refcounts) | set(self.refcounts)})
-        used = max(self.refcounts, default=-1) + 1
-        self.next_slot = max(self.next_slot, used)
-        self.free = set(range(self.next_slot)) - set(self.refcounts)
+        self.chunks.load({r.map_id: volmeta.load_map(self.store, r.map_id)
+                          for r in self.records.values()}, state)
         # Disks that missed writes while away keep stale copies: never read
         # them before a heal. Opening every disk's files now marks replaced ones.
         self.pool.untrusted |= state.stale
@@ -201,7 +182,7 @@ class VolumeManager(ExportRegistry):
             self.pool.open(pos)
         log.info("volumes ready", extra={"fields": {
             "volumes": sum(1 for r in self.records.values() if not r.snapshot),
-            "slots": len(self.refcounts), "free": len(self.free)}})
+            "slots": len(self.chunks.refcounts), "free": len(self.chunks.free)}})
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -255,107 +236,51 @@ class VolumeManager(ExportRegistry):
         return record
 
     def map_of(self, name: str) -> dict[int, int]:
-        return self.maps[self.record(name).map_id]
+        return self.chunks.maps[self.record(name).map_id]
 
     def shared(self, slot: int) -> bool:
-        return self.refcounts.get(slot, 0) > 1
+        return self.chunks.shared(slot)
 
     @contextlib.asynccontextmanager
     async def io(self) -> AsyncIterator[None]:
         """Count data I/O in flight: released slots wait for it to finish."""
-        self._inflight += 1
-        try:
+        with self.chunks.io():
             yield
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0 and self.releasable:
-                self._recycle()
-
-    def _alloc(self) -> int:
-        if self.free:
-            slot = self.free.pop()
-        else:
-            slot = self.next_slot
-            self.next_slot += 1
-            self.changes.next_slot = self.next_slot
-        self.pool.clear(slot)  # whatever an earlier life left there reads as zeros
-        self.refcounts[slot] = 1
-        self.changes.refcounts[slot] = 1
-        return slot
-
-    def _set(self, map_id: str, index: int, slot: int | None) -> None:
-        entries = self.maps[map_id]
-        if slot is None:
-            entries.pop(index, None)
-        else:
-            entries[index] = slot
-        self.changes.maps[(map_id, index)] = slot
-
-    def _release(self, slot: int) -> None:
-        count = self.refcounts.get(slot, 0) - 1
-        if count > 0:
-            self.refcounts[slot] = count
-        else:
-            self.refcounts.pop(slot, None)
-            self.limbo.append(slot)
-            count = 0
-        self.changes.refcounts[slot] = count
-
-    def _recycle(self) -> None:
-        """Reuse released slots: only once the map no longer naming them is durable
-        (else a crash would bring back a map pointing at reused data) and no I/O
-        that began before the release can still touch them."""
-        if self._inflight:
-            return
-        for slot in self.releasable:
-            self.pool.clear(slot)  # give the space back now
-            self.free.add(slot)
-        self.releasable.clear()
 
     def own_chunk(self, name: str, index: int) -> int:
         """The slot chunk ``index`` of ``name`` may be written in: allocated when
         unmapped, copied when shared. Never awaits."""
-        map_id = self.record(name).map_id
-        slot = self.maps[map_id].get(index)
-        if slot is None:
-            slot = self._alloc()
-            self._set(map_id, index, slot)
-        elif self.refcounts.get(slot, 0) > 1:
-            copy = self._alloc()
-            self.pool.copy(slot, copy)
-            self._release(slot)
-            self._set(map_id, index, copy)
-            slot = copy
-        return slot
+        return self.chunks.own(self.record(name).map_id, index)
 
     def unmap(self, name: str, index: int) -> None:
-        map_id = self.record(name).map_id
-        slot = self.maps[map_id].get(index)
-        if slot is not None:
-            self._set(map_id, index, None)
-            self._release(slot)
+        self.chunks.unmap(self.record(name).map_id, index)
+
+    # The allocator's counts, as the tests and reports read them.
+    @property
+    def refcounts(self) -> dict[int, int]:
+        return self.chunks.refcounts
+
+    @property
+    def free(self) -> set[int]:
+        return self.chunks.free
 
     async def flush(self) -> None:
         """Make every acknowledged write and map change durable: pool first, then
         the metadata that points at it."""
         async with self._flush_lock:
             if self.pool.missed:
-                self.changes.stale.update({p: True for p in self.pool.missed})
+                self.chunks.changes.stale.update({p: True for p in self.pool.missed})
                 self.pool.untrusted |= self.pool.missed
                 self.pool.missed = set()
-            changes, self.changes = self.changes, MetaChanges()
-            released, self.limbo = self.limbo, []
+            changes, released = self.chunks.take()
             try:
                 await self.store.run(self.pool.sync)
                 if changes:
                     await volmeta.commit(self.store, changes)
             except (OSError, StorageError) as exc:
-                changes.merge(self.changes)
-                self.changes = changes
-                self.limbo = released + self.limbo
+                self.chunks.untake(changes, released)
                 raise NBDError(errno.EIO, f"flush failed: {exc}") from None
-            self.releasable += released
-            self._recycle()
+            self.chunks.committed(released)
 
     # administration ----------------------------------------------------------------
 
@@ -370,7 +295,7 @@ class VolumeManager(ExportRegistry):
         if record is None:
             raise not_found(name)
         export = self.exports.get(name)
-        return VolumeInfo(name, record.size, len(self.maps[record.map_id]) * CHUNK,
+        return VolumeInfo(name, record.size, len(self.chunks.maps[record.map_id]) * CHUNK,
                           record.created_ns, record.origin, export.connections if export else 0,
                           record.note)
 
@@ -380,6 +305,11 @@ class VolumeManager(ExportRegistry):
         return [self.info(n) for n in sorted(self.records)
                 if (snapshots or not self.records[n].snapshot)
                 and (internal or internal_image(n) is None)]
+
+    def _changed(self, name: str) -> None:
+        """Note a record created, changed or (gone from ``records``) deleted."""
+        record = self.records.get(name)
+        self.chunks.changes.records[name] = record.pack() if record is not None else None
 
     async def _commit_admin(self) -> None:
         try:
@@ -400,8 +330,8 @@ class VolumeManager(ExportRegistry):
                 raise VolumeError(409, "VolumeExists", f"volume {name} already exists")
             record = VolumeRecord(name, new_id(), size, time.time_ns(), origin)
             self.records[name] = record
-            self.maps[record.map_id] = {}
-            self.changes.records[name] = record.pack()
+            self.chunks.add(record.map_id)
+            self._changed(name)
             await self._commit_admin()
         log.info("volume created", extra={"fields": {"volume": name, "size": size}})
         return self.info(name)
@@ -421,13 +351,13 @@ class VolumeManager(ExportRegistry):
                 async with self.writes.exclusive():
                     self._cut(record, size)
             record.size = size
-            self.changes.records[name] = record.pack()
+            self._changed(name)
             await self._commit_admin()
         return self.info(name)
 
     def _cut(self, record: VolumeRecord, size: int) -> None:
         """Drop the chunks past ``size``; zero the tail of the last one."""
-        entries = self.maps[record.map_id]
+        entries = self.chunks.maps[record.map_id]
         last = size // CHUNK
         for index in [i for i in entries if i > last or (i == last and size % CHUNK == 0)]:
             self.unmap(record.name, index)
@@ -440,14 +370,6 @@ class VolumeManager(ExportRegistry):
         self._require(name)
         snaps = [r for n, r in self.records.items() if r.snapshot and n.startswith(name + "@")]
         return [self.info(r.name) for r in sorted(snaps, key=lambda r: r.created_ns)]
-
-    def _share(self, entries: dict[int, int], map_id: str) -> None:
-        """Point a new map at the same slots (one more user of each)."""
-        self.maps[map_id] = dict(entries)
-        for index, slot in entries.items():
-            self.refcounts[slot] = self.refcounts.get(slot, 0) + 1
-            self.changes.refcounts[slot] = self.refcounts[slot]
-            self.changes.maps[(map_id, index)] = slot
 
     async def snapshot(self, name: str, snap: str, note: str = "",
                        internal: bool = False) -> VolumeInfo:
@@ -467,9 +389,9 @@ class VolumeManager(ExportRegistry):
             async with self.writes.exclusive():
                 snapshot = VolumeRecord(full, new_id(), record.size, time.time_ns(), name,
                                         snapshot=True, note=note)
-                self._share(self.maps[record.map_id], snapshot.map_id)
+                self.chunks.share(record.map_id, snapshot.map_id)
                 self.records[full] = snapshot
-                self.changes.records[full] = snapshot.pack()
+                self._changed(full)
                 await self._commit_admin()
         log.info("snapshot created", extra={"fields": {"snapshot": full}})
         return self.info(full)
@@ -488,9 +410,9 @@ class VolumeManager(ExportRegistry):
             if name in self.records:
                 raise VolumeError(409, "VolumeExists", f"volume {name} already exists")
             record = VolumeRecord(name, new_id(), snap.size, time.time_ns(), source)
-            self._share(self.maps[snap.map_id], record.map_id)
+            self.chunks.share(snap.map_id, record.map_id)
             self.records[name] = record
-            self.changes.records[name] = record.pack()
+            self._changed(name)
             await self._commit_admin()
         log.info("clone created", extra={"fields": {"volume": name, "origin": source}})
         return self.info(name)
@@ -504,22 +426,21 @@ class VolumeManager(ExportRegistry):
             record = self._require(name)
             self._idle(name)
             async with self.writes.exclusive():
-                for index in list(self.maps[record.map_id]):
-                    self.unmap(name, index)
-                self._share(self.maps[snap.map_id], record.map_id)
+                self.chunks.empty(record.map_id)
+                self.chunks.share(snap.map_id, record.map_id)
                 record.size = snap.size
-                self.changes.records[name] = record.pack()
+                self._changed(name)
                 await self._commit_admin()
-            self._recycle()
+            self.chunks.recycle()
         log.info("volume rolled back", extra={"fields": {"volume": name, "snapshot": source}})
         return self.info(name)
 
     def diff(self, name: str, base: str | None) -> tuple[dict[int, int], list[int]]:
         """A snapshot's map, and the chunks that differ from ``base`` (all when None)."""
-        entries = self.maps[self._require(name, snapshot=True).map_id]
+        entries = self.chunks.maps[self._require(name, snapshot=True).map_id]
         if base is None:
             return entries, sorted(entries)
-        old = self.maps[self._require(base, snapshot=True).map_id]
+        old = self.chunks.maps[self._require(base, snapshot=True).map_id]
         changed = {i for i, s in entries.items() if old.get(i) != s}
         changed |= {i for i in old if i not in entries}
         return entries, sorted(changed)
@@ -543,14 +464,12 @@ class VolumeManager(ExportRegistry):
                 if snaps:
                     raise VolumeHasSnapshots(name, sorted(snaps, key=lambda r: r.created_ns))
             async with self.writes.exclusive():
-                for index in list(self.maps[record.map_id]):
-                    self.unmap(name, index)
+                self.chunks.drop(record.map_id)
                 del self.records[name]
-                del self.maps[record.map_id]
                 self.exports.pop(name, None)
-                self.changes.records[name] = None
+                self._changed(name)
             await self._commit_admin()
-            self._recycle()
+            self.chunks.recycle()
         log.info("volume deleted", extra={"fields": {"volume": name}})
 
     # healing -----------------------------------------------------------------------
@@ -562,14 +481,13 @@ class VolumeManager(ExportRegistry):
             await self.flush()
             positions = self.store.online_positions()
             healed = [p for p in positions if p in self.pool.untrusted]
-            state = volmeta.PoolState(self.next_slot, dict(self.refcounts), set())
-            full = volmeta.full_state(self.records, self.maps, state)
+            full = volmeta.full_state(self.records, self.chunks.maps, self.chunks.state())
             # Disks still offline keep their stale mark; those healed lose it.
             full.stale = {p: True for p in self.pool.untrusted if p not in positions}
             done = await self.store.set.commit_all([ReplaceVolumeTables(full)], positions)
             if done.errors:  # every disk must take the repaired tables
                 raise next(iter(done.errors.values()))
-            slots = sorted(self.refcounts)
+            slots = sorted(self.chunks.refcounts)
             repaired = await self.store.run(self.pool.heal, slots)
             for pos in positions:
                 self.pool.trust(pos)

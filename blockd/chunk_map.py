@@ -1,0 +1,193 @@
+"""Chunk maps and the slot allocator: which pool slot holds each volume chunk.
+
+Every volume and snapshot has a map (chunk index → slot, under its map id).
+Snapshots and clones share slots with the map they were taken from, so each
+slot carries a count of the maps using it; a write to a slot another map
+uses goes to a fresh copy first (copy-on-write). Every change is also noted
+in :attr:`ChunkMaps.changes`, which the next flush commits to the disks.
+
+Slot life cycle: allocated (hole-punched, so it reads as zeros) when a chunk
+is first written or copied on write; released when no map uses it; reused
+only once no I/O that started before the release can still touch it.
+
+Only the process that owns the disks keeps these maps, and nothing here
+awaits, so allocation and copy-on-write of one chunk never interleave with
+another request's and need no locking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Protocol
+
+from .volmeta import MetaChanges, PoolState
+
+
+class SlotStore(Protocol):
+    """What the allocator needs of the pool (blockd.pool.ChunkPool)."""
+
+    def clear(self, slot: int) -> None: ...
+
+    def copy(self, src: int, dst: int) -> None: ...
+
+
+class ChunkMaps:
+    """Every map, each slot's user count, and the free and released slots."""
+
+    def __init__(self, pool: SlotStore) -> None:
+        self.pool = pool
+        self.maps: dict[str, dict[int, int]] = {}  # map id → chunk → slot
+        self.refcounts: dict[int, int] = {}         # slot → maps using it
+        self.free: set[int] = set()
+        self.next_slot = 0
+        self.limbo: list[int] = []       # released; their unmap not durable yet
+        self.releasable: list[int] = []  # released, unmap durable; reusable once I/O drains
+        self.changes = MetaChanges()     # what the next flush commits
+        self._inflight = 0
+
+    def load(self, maps: dict[str, dict[int, int]], state: PoolState) -> None:
+        """Take the maps and the pool state read at start; the counts are derived
+        from the maps."""
+        self.maps = maps
+        refcounts: dict[int, int] = {}
+        for entries in maps.values():
+            for slot in entries.values():
+                refcounts[slot] = refcounts.get(slot, 0) + 1
+        if refcounts != state.refcounts:
+            # A crash between commits can only leave stale counts, and the maps
+            # are what the volumes read.
+            self.changes.refcounts.update({s: refcounts.get(s, 0) for s in
+                                           set(state.refcounts) | set(refcounts)})
+        self.refcounts = refcounts
+        self.next_slot = max(state.next_slot, max(refcounts, default=-1) + 1)
+        self.free = set(range(self.next_slot)) - set(refcounts)
+
+    def state(self) -> PoolState:
+        """The slot bookkeeping as stored (free slots are derived at load)."""
+        return PoolState(self.next_slot, dict(self.refcounts), set())
+
+    # maps ----------------------------------------------------------------------------
+
+    def add(self, map_id: str) -> None:
+        """A new, empty map."""
+        self.maps[map_id] = {}
+
+    def share(self, source: str, map_id: str) -> None:
+        """Make ``map_id`` (new, or emptied) point at the slots of ``source``
+        (one more user of each): a snapshot, a clone, a rollback."""
+        entries = self.maps[source]
+        self.maps[map_id] = dict(entries)
+        for index, slot in entries.items():
+            self.refcounts[slot] = self.refcounts.get(slot, 0) + 1
+            self.changes.refcounts[slot] = self.refcounts[slot]
+            self.changes.maps[(map_id, index)] = slot
+
+    def own(self, map_id: str, index: int) -> int:
+        """The slot chunk ``index`` may be written in: allocated when unmapped,
+        copied when shared."""
+        slot = self.maps[map_id].get(index)
+        if slot is None:
+            slot = self._alloc()
+            self._set(map_id, index, slot)
+        elif self.refcounts.get(slot, 0) > 1:
+            copy = self._alloc()
+            self.pool.copy(slot, copy)
+            self._release(slot)
+            self._set(map_id, index, copy)
+            slot = copy
+        return slot
+
+    def unmap(self, map_id: str, index: int) -> None:
+        """Drop one chunk (it reads as zeros again); its slot loses a user."""
+        slot = self.maps[map_id].get(index)
+        if slot is not None:
+            self._set(map_id, index, None)
+            self._release(slot)
+
+    def empty(self, map_id: str) -> None:
+        """Unmap every chunk of a map."""
+        for index in list(self.maps[map_id]):
+            self.unmap(map_id, index)
+
+    def drop(self, map_id: str) -> None:
+        """Unmap every chunk and forget the map."""
+        self.empty(map_id)
+        del self.maps[map_id]
+
+    def shared(self, slot: int) -> bool:
+        return self.refcounts.get(slot, 0) > 1
+
+    # slots ---------------------------------------------------------------------------
+
+    def _alloc(self) -> int:
+        if self.free:
+            slot = self.free.pop()
+        else:
+            slot = self.next_slot
+            self.next_slot += 1
+            self.changes.next_slot = self.next_slot
+        self.pool.clear(slot)  # whatever an earlier life left there reads as zeros
+        self.refcounts[slot] = 1
+        self.changes.refcounts[slot] = 1
+        return slot
+
+    def _set(self, map_id: str, index: int, slot: int | None) -> None:
+        entries = self.maps[map_id]
+        if slot is None:
+            entries.pop(index, None)
+        else:
+            entries[index] = slot
+        self.changes.maps[(map_id, index)] = slot
+
+    def _release(self, slot: int) -> None:
+        count = self.refcounts.get(slot, 0) - 1
+        if count > 0:
+            self.refcounts[slot] = count
+        else:
+            self.refcounts.pop(slot, None)
+            self.limbo.append(slot)
+            count = 0
+        self.changes.refcounts[slot] = count
+
+    @contextlib.contextmanager
+    def io(self) -> Iterator[None]:
+        """Count data I/O in flight: released slots wait for it to finish."""
+        self._inflight += 1
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0 and self.releasable:
+                self.recycle()
+
+    def recycle(self) -> None:
+        """Reuse released slots: only once the map no longer naming them is durable
+        (else a crash would bring back a map pointing at reused data) and no I/O
+        that began before the release can still touch them."""
+        if self._inflight:
+            return
+        for slot in self.releasable:
+            self.pool.clear(slot)  # give the space back now
+            self.free.add(slot)
+        self.releasable.clear()
+
+    # flushes -------------------------------------------------------------------------
+
+    def take(self) -> tuple[MetaChanges, list[int]]:
+        """The changes for a flush to commit and the slots it releases; later
+        changes collect anew."""
+        changes, self.changes = self.changes, MetaChanges()
+        released, self.limbo = self.limbo, []
+        return changes, released
+
+    def untake(self, changes: MetaChanges, released: list[int]) -> None:
+        """The flush failed: its changes and slots wait for the next one."""
+        changes.merge(self.changes)
+        self.changes = changes
+        self.limbo = released + self.limbo
+
+    def committed(self, released: list[int]) -> None:
+        """The flush is durable: its released slots can be reused once I/O drains."""
+        self.releasable += released
+        self.recycle()
