@@ -28,7 +28,7 @@ from . import volmeta
 from .chunk_map import ChunkMaps
 from .export import Export, ExportRegistry, NBDError
 from .pool import CHUNK, ChunkPool
-from .volmeta import MetaChanges, VolumeRecord
+from .volmeta import VolumeRecord
 from .volume import Volume, _zero_range
 
 log = logging.getLogger("basalt.blockd")
@@ -484,7 +484,7 @@ class VolumeManager(ExportRegistry):
             full = volmeta.full_state(self.records, self.chunks.maps, self.chunks.state())
             # Disks still offline keep their stale mark; those healed lose it.
             full.stale = {p: True for p in self.pool.untrusted if p not in positions}
-            done = await self.store.set.commit_all([ReplaceVolumeTables(full)], positions)
+            done = await self.store.set.commit_all([volmeta.ReplaceVolumeTables(full)], positions)
             if done.errors:  # every disk must take the repaired tables
                 raise next(iter(done.errors.values()))
             slots = sorted(self.chunks.refcounts)
@@ -494,17 +494,3 @@ class VolumeManager(ExportRegistry):
         return {"volumes": len(self.list()), "slots": len(slots), "blocks_repaired": repaired,
                 "disks_healed": healed}
 
-
-@dataclasses.dataclass
-class ReplaceVolumeTables:
-    """Make a disk's volume tables exactly ``changes`` (drop anything stale)."""
-
-    changes: MetaChanges
-
-    def apply(self, tx) -> None:
-        for table in (b"volumes", b"vmap", b"vslots"):
-            cur = tx.txn.cursor(db=tx.dbs[table])
-            found = cur.first()
-            while found:
-                found = cur.delete()
-        volmeta.ApplyChanges(self.changes).apply(tx)

@@ -115,6 +115,22 @@ class ApplyChanges:
                 tx.delete(b"vslots", b"stale" + _U32.pack(pos))
 
 
+@dataclasses.dataclass
+class ReplaceVolumeTables:
+    """The LMDB operation making a disk's volume tables exactly ``changes`` (a
+    full state, see :func:`full_state`), dropping anything stale: the heal."""
+
+    changes: MetaChanges
+
+    def apply(self, tx: Any) -> None:
+        for table in (b"volumes", b"vmap", b"vslots"):
+            cur = tx.txn.cursor(db=tx.dbs[table])
+            found = cur.first()
+            while found:
+                found = cur.delete()
+        ApplyChanges(self.changes).apply(tx)
+
+
 async def commit(store: ObjectStore, changes: MetaChanges,
                  positions: Iterable[int] | None = None) -> None:
     """Commit on every online disk; a write quorum must take it."""
