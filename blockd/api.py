@@ -1,7 +1,9 @@
 """The volume part of the admin API (``/_basalt/v1/volumes``), as aiohttp routes.
 
 Served by the process that owns the disks on a Unix socket; the S3 workers
-authenticate admin requests and forward these to it.
+authenticate admin requests and forward these to it. The volume engine refuses
+with domain errors (blockd/errors.py); this is where their codes become HTTP
+statuses, in one table.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from aiohttp import web
 from storaged import StorageError
 
 from . import images
-from .manager import MAX_SIZE, VolumeError, VolumeManager
+from .errors import InvalidArgument, InvalidVolumeName, ServiceUnavailable, VolumeError
+from .manager import MAX_SIZE, VolumeManager
 from .pool import CHUNK
 
 PREFIX = "/_basalt/v1/volumes"
@@ -22,8 +25,29 @@ PREFIX = "/_basalt/v1/volumes"
 IMAGES = "/_basalt/v1/volume-images"
 
 
+# The HTTP status of each refusal's code (blockd/images.py's included). A code
+# not listed is 400 for an InvalidArgument, else 500: a refusal nobody mapped.
+STATUS = {
+    "NoSuchVolume": 404, "NoSuchImage": 404,
+    "InternalVolume": 403,
+    "VolumeExists": 409, "SnapshotExists": 409, "VolumeInUse": 409, "ShrinkRefused": 409,
+    "VolumeHasSnapshots": 409, "ImageInUse": 409,
+    "InvalidImage": 400,
+    "QemuImgMissing": 501,
+    "ServiceUnavailable": 503,
+}
+
+
+def http_status(exc: VolumeError) -> int:
+    """The HTTP status answering a refused volume operation."""
+    found = STATUS.get(exc.code)
+    if found is not None:
+        return found
+    return 400 if isinstance(exc, InvalidArgument) else 500
+
+
 def _error(exc: VolumeError) -> web.Response:
-    return web.json_response({"code": exc.code, "message": exc.message}, status=exc.status)
+    return web.json_response({"code": exc.code, "message": exc.message}, status=http_status(exc))
 
 
 async def json_body(request: web.Request, error: Callable[[str], Exception]) -> dict:
@@ -38,7 +62,7 @@ async def json_body(request: web.Request, error: Callable[[str], Exception]) -> 
 
 
 async def _body(request: web.Request) -> dict:
-    return await json_body(request, lambda message: VolumeError(400, "MalformedJSON", message))
+    return await json_body(request, lambda message: InvalidArgument("MalformedJSON", message))
 
 
 def _human(n: float) -> str:
@@ -54,11 +78,11 @@ def _human(n: float) -> str:
 
 def _size(value) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise VolumeError(400, "InvalidSize", "size must be a number of bytes")
+        raise InvalidArgument("InvalidSize", "size must be a number of bytes")
     if not 0 < value <= MAX_SIZE:
-        raise VolumeError(400, "InvalidSize",
-                          f"size {_human(value)} is over the limit of {_human(MAX_SIZE)}"
-                          if value > 0 else "size must be at least 1 byte")
+        raise InvalidArgument("InvalidSize",
+                              f"size {_human(value)} is over the limit of {_human(MAX_SIZE)}"
+                              if value > 0 else "size must be at least 1 byte")
     return value
 
 
@@ -72,7 +96,7 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
             except VolumeError as exc:
                 return _error(exc)
             except StorageError as exc:  # e.g. no write quorum for an image's object
-                return _error(VolumeError(503, "ServiceUnavailable", str(exc)))
+                return _error(ServiceUnavailable(str(exc)))
         return wrapped
 
     @r.get(PREFIX)
@@ -90,7 +114,7 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
         body = await _body(request)
         name = body.get("name")
         if not isinstance(name, str):
-            raise VolumeError(400, "InvalidVolumeName", "name is required")
+            raise InvalidVolumeName(message="name is required")
         if body.get("image"):
             size = _size(body["size"]) if body.get("size") is not None else None
             info = await images.volume_from_image(manager, manager.store, str(body["image"]),
@@ -124,7 +148,7 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
         body = await _body(request)
         note = body.get("note") or ""
         if not isinstance(note, str) or len(note) > 1024:
-            raise VolumeError(400, "InvalidNote", "note must be a string of at most 1024 chars")
+            raise InvalidArgument("InvalidNote", "note must be a string of at most 1024 chars")
         info = await manager.snapshot(request.match_info["name"], str(body.get("snapshot", "")),
                                       note=note)
         return web.json_response(info.as_dict(), status=201)

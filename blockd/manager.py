@@ -26,6 +26,18 @@ from storaged.meta import new_id
 
 from . import volmeta
 from .chunk_map import ChunkMaps
+from .errors import (
+    InternalVolume,
+    InvalidArgument,
+    InvalidVolumeName,
+    NoSuchVolume,
+    ServiceUnavailable,
+    ShrinkRefused,
+    VolumeError,  # noqa: F401  (blockd/images.py imports it from here)
+    VolumeExists,
+    VolumeHasSnapshots,
+    VolumeInUse,
+)
 from .export import Export, ExportRegistry, NBDError
 from .pool import CHUNK, ChunkPool
 from .volmeta import VolumeRecord
@@ -40,43 +52,6 @@ MAX_SIZE = 1 << 50
 INTERNAL = re.compile(r"^image\.(?P<image>.+)\.(?P<id>[0-9a-f]{12})(?:@.*)?$")
 # The snapshot basalt/backup.py keeps per backup chain (``backup-<target tag>-<id>``).
 BACKUP_SNAPSHOT = re.compile(r"^backup-[0-9a-f]{8}-")
-
-
-class VolumeError(Exception):
-    """A refused volume operation; ``status`` is the HTTP status for the admin API."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def not_found(name: str) -> VolumeError:
-    return VolumeError(404, "NoSuchVolume", f"volume {name} does not exist")
-
-
-class InternalVolume(VolumeError):
-    """A user asked to change a volume that belongs to an image."""
-
-    def __init__(self, name: str, image: str) -> None:
-        super().__init__(403, "InternalVolume",
-                         f"volume {name} is internal to image {image}; use basalt image delete")
-
-
-class VolumeHasSnapshots(VolumeError):
-    """A volume cannot be deleted while snapshots of it exist; the message names them."""
-
-    def __init__(self, name: str, snapshots: list[VolumeRecord]) -> None:
-        plain = [r.name for r in snapshots if not is_backup_snapshot(r.name)]
-        parts = [f"{', '.join(plain)} (delete {'them' if len(plain) > 1 else 'it'} first)"] \
-            if plain else []
-        for r in snapshots:
-            if is_backup_snapshot(r.name):
-                kept = f"backups to {r.note}" if r.note else "a backup chain"
-                parts.append(f"{r.name} (kept by {kept} as the next backup's base; delete it with "
-                             f"basalt volume delete {r.name}, the next backup is then a full one)")
-        super().__init__(409, "VolumeHasSnapshots",
-                         f"volume {name} has snapshots: {', '.join(parts)}")
-        self.snapshots = [r.name for r in snapshots]
 
 
 def internal_image(name: str) -> str | None:
@@ -287,13 +262,13 @@ class VolumeManager(ExportRegistry):
     def _require(self, name: str, snapshot: bool = False) -> VolumeRecord:
         record = self.records.get(name)
         if record is None or record.snapshot != snapshot:
-            raise not_found(name)
+            raise NoSuchVolume(name)
         return record
 
     def info(self, name: str) -> VolumeInfo:
         record = self.records.get(name)
         if record is None:
-            raise not_found(name)
+            raise NoSuchVolume(name)
         export = self.exports.get(name)
         return VolumeInfo(name, record.size, len(self.chunks.maps[record.map_id]) * CHUNK,
                           record.created_ns, record.origin, export.connections if export else 0,
@@ -315,19 +290,18 @@ class VolumeManager(ExportRegistry):
         try:
             await self.flush()
         except NBDError as exc:
-            raise VolumeError(503, "ServiceUnavailable", str(exc)) from None
+            raise ServiceUnavailable(str(exc)) from None
 
     async def create(self, name: str, size: int, origin: str = "",
                      internal: bool = False) -> VolumeInfo:
         if not NAME.match(name):
-            raise VolumeError(400, "InvalidVolumeName",
-                              "volume names are 1-63 letters, digits, '.', '_' or '-'")
+            raise InvalidVolumeName()
         _guard(name, internal)
         if not 0 < size <= MAX_SIZE:
-            raise VolumeError(400, "InvalidSize", f"size must be between 1 byte and {MAX_SIZE}")
+            raise InvalidArgument("InvalidSize", f"size must be between 1 byte and {MAX_SIZE}")
         async with self._admin_lock:
             if name in self.records:
-                raise VolumeError(409, "VolumeExists", f"volume {name} already exists")
+                raise VolumeExists(name)
             record = VolumeRecord(name, new_id(), size, time.time_ns(), origin)
             self.records[name] = record
             self.chunks.add(record.map_id)
@@ -340,13 +314,11 @@ class VolumeManager(ExportRegistry):
                      internal: bool = False) -> VolumeInfo:
         _guard(name, internal)
         if not 0 < size <= MAX_SIZE:
-            raise VolumeError(400, "InvalidSize", f"size must be between 1 byte and {MAX_SIZE}")
+            raise InvalidArgument("InvalidSize", f"size must be between 1 byte and {MAX_SIZE}")
         async with self._admin_lock:
             record = self._require(name)
             if size < record.size and not force:
-                raise VolumeError(409, "ShrinkRefused",
-                                  f"shrinking {name} from {record.size} to {size} bytes loses "
-                                  "data; use --force")
+                raise ShrinkRefused(name, record.size, size)
             if size < record.size:
                 async with self.writes.exclusive():
                     self._cut(record, size)
@@ -376,14 +348,13 @@ class VolumeManager(ExportRegistry):
         """An instant, read-only, point-in-time copy (``NAME@SNAP``); ``note`` says
         what keeps it (a backup chain's target), for the messages that name it."""
         if not NAME.match(snap):
-            raise VolumeError(400, "InvalidSnapshotName",
-                              "snapshot names are 1-63 letters, digits, '.', '_' or '-'")
+            raise InvalidVolumeName(snapshot=True)
         _guard(name, internal)
         full = f"{name}@{snap}"
         async with self._admin_lock:
             record = self._require(name)
             if full in self.records:
-                raise VolumeError(409, "SnapshotExists", f"snapshot {full} already exists")
+                raise VolumeExists(full)
             # No write may be half-applied while the map is copied; writes
             # already acknowledged are in it, later ones go to copies.
             async with self.writes.exclusive():
@@ -400,15 +371,14 @@ class VolumeManager(ExportRegistry):
         """A new writable volume sharing a snapshot's chunks until they change
         (an image's ``@base`` included: that is how volumes are made from images)."""
         if "@" not in source:
-            raise VolumeError(400, "InvalidSource", "clones are made from a snapshot: NAME@SNAP")
+            raise InvalidArgument("InvalidSource", "clones are made from a snapshot: NAME@SNAP")
         if not NAME.match(name):
-            raise VolumeError(400, "InvalidVolumeName",
-                              "volume names are 1-63 letters, digits, '.', '_' or '-'")
+            raise InvalidVolumeName()
         _guard(name, False)
         async with self._admin_lock:
             snap = self._require(source, snapshot=True)
             if name in self.records:
-                raise VolumeError(409, "VolumeExists", f"volume {name} already exists")
+                raise VolumeExists(name)
             record = VolumeRecord(name, new_id(), snap.size, time.time_ns(), source)
             self.chunks.share(snap.map_id, record.map_id)
             self.records[name] = record
@@ -448,21 +418,22 @@ class VolumeManager(ExportRegistry):
     def _idle(self, name: str) -> None:
         export = self.exports.get(name)
         if export is not None and export.connections:
-            raise VolumeError(409, "VolumeInUse",
-                              f"volume {name} has {export.connections} NBD connections")
+            raise VolumeInUse(name, export.connections)
 
     async def delete(self, name: str, internal: bool = False) -> None:
         """Delete a volume (once it has no snapshots) or a snapshot ``NAME@SNAP``."""
         async with self._admin_lock:
             record = self.records.get(name)
             if record is None:
-                raise not_found(name)
+                raise NoSuchVolume(name)
             _guard(name, internal)
             self._idle(name)
             if not record.snapshot:
                 snaps = [r for n, r in self.records.items() if n.startswith(name + "@")]
                 if snaps:
-                    raise VolumeHasSnapshots(name, sorted(snaps, key=lambda r: r.created_ns))
+                    snaps.sort(key=lambda r: r.created_ns)
+                    raise VolumeHasSnapshots(name, [r.name for r in snaps], {
+                        r.name: r.note for r in snaps if is_backup_snapshot(r.name)})
             async with self.writes.exclusive():
                 self.chunks.drop(record.map_id)
                 del self.records[name]
