@@ -1,0 +1,47 @@
+"""Basalt's cluster mode: coordination through etcd.
+
+Public API::
+
+    etcd = Etcd("etcd://h1:2379,h2:2379,h3:2379", timeout=2)
+    await etcd.put("/basalt/x", b"v", lease=None)
+    value, mod_revision = await etcd.get("/basalt/x")          # or None
+    await etcd.create("/basalt/buckets/b", b"{...}")           # True for exactly one creator
+    async with etcd.watch_prefix("/basalt/nodes/") as events:
+        async for event in events: ...                         # WatchEvent(type, key, value, rev)
+    await etcd.close()
+
+Errors: :class:`EtcdUnavailable` (no endpoint answers, or etcd has no quorum),
+:class:`EtcdError` (everything else; the base class of both).
+"""
+
+from .etcd import (
+    Etcd,
+    EtcdCompacted,
+    EtcdError,
+    EtcdUnavailable,
+    KeyValue,
+    Watch,
+    WatchEvent,
+    compare,
+    op_delete,
+    op_get,
+    op_put,
+    parse_endpoints,
+    prefix_end,
+)
+
+__all__ = [
+    "Etcd",
+    "EtcdCompacted",
+    "EtcdError",
+    "EtcdUnavailable",
+    "KeyValue",
+    "Watch",
+    "WatchEvent",
+    "compare",
+    "op_delete",
+    "op_get",
+    "op_put",
+    "parse_endpoints",
+    "prefix_end",
+]
