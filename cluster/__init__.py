@@ -6,6 +6,9 @@ Public API::
     await etcd.put("/basalt/x", b"v", lease=None)
     value, mod_revision = await etcd.get("/basalt/x")          # or None
     await etcd.create("/basalt/buckets/b", b"{...}")           # True for exactly one creator
+    async with Lease(etcd, ttl=10) as lease: ...               # lease.id, lease.lost
+    async with Election(etcd, "heal", "node1", ttl=10) as e:   # e.is_leader
+        ...
     async with etcd.watch_prefix("/basalt/nodes/") as events:
         async for event in events: ...                         # WatchEvent(type, key, value, rev)
     await etcd.close()
@@ -14,6 +17,7 @@ Errors: :class:`EtcdUnavailable` (no endpoint answers, or etcd has no quorum),
 :class:`EtcdError` (everything else; the base class of both).
 """
 
+from .election import LEADER_PREFIX, Election
 from .etcd import (
     Etcd,
     EtcdCompacted,
@@ -29,13 +33,17 @@ from .etcd import (
     parse_endpoints,
     prefix_end,
 )
+from .lease import Lease
 
 __all__ = [
+    "LEADER_PREFIX",
+    "Election",
     "Etcd",
     "EtcdCompacted",
     "EtcdError",
     "EtcdUnavailable",
     "KeyValue",
+    "Lease",
     "Watch",
     "WatchEvent",
     "compare",

@@ -1,4 +1,4 @@
-"""cluster.Etcd against a real 3-member etcd cluster."""
+"""cluster.Etcd, Lease and Election against a real 3-member etcd cluster."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import time
 import pytest
 
 from cluster import (
+    Election,
     Etcd,
     EtcdError,
     EtcdUnavailable,
+    Lease,
     WatchEvent,
     parse_endpoints,
     prefix_end,
@@ -120,6 +122,38 @@ async def _absent(etcd: Etcd, *keys: str) -> bool:
     return all([await etcd.get(key) is None for key in keys])
 
 
+async def test_lease_kept_alive_then_revoked(etcd_client):
+    etcd = etcd_client()
+    async with Lease(etcd, ttl=2) as lease:
+        await etcd.put("/t/held", "x", lease=lease.id)
+        await asyncio.sleep(3)                    # longer than the TTL: keepalives hold it
+        assert lease.alive and not lease.lost.is_set()
+        assert await etcd.get("/t/held") is not None
+    assert await etcd.get("/t/held") is None      # closing revoked it at once
+
+
+async def test_lease_lost_when_expired_or_unreachable(etcd_cluster, etcd_client):
+    etcd = etcd_client()
+    lease = await Lease(etcd, ttl=2).start()
+    await etcd.revoke(lease.id)                   # someone ended it behind our back
+    await asyncio.wait_for(lease.lost.wait(), 5)
+    assert not lease.alive
+    await lease.close()
+
+    # A holder that can reach only member 2, which dies: no keepalive gets through,
+    # and the lease counts as lost no later than its TTL (etcd may keep it longer).
+    only = etcd_cluster.members[2]
+    cut_off = etcd_client(endpoints=f"etcd://127.0.0.1:{only.client_port}")
+    async with Lease(cut_off, ttl=2) as lease:
+        await asyncio.sleep(1)                    # a keepalive or two succeed
+        assert lease.alive
+        etcd_cluster.kill(2)
+        killed = time.monotonic()
+        await asyncio.wait_for(lease.lost.wait(), 5)
+        assert time.monotonic() - killed <= 2 + 0.5
+        assert not lease.alive
+
+
 async def test_watch_sees_puts_and_deletes_and_survives_member_death(etcd_cluster, etcd_client):
     watcher, writer = etcd_client(), etcd_client()
     async with watcher.watch_prefix("/w/") as events:
@@ -197,3 +231,50 @@ async def test_quorum_loss_is_unavailable_then_recovers(etcd_cluster, etcd_clien
         while event.value != b"back":
             event = await next_event(events)
         assert (event.key, event.mod_revision) == (b"/t/q", rev)
+
+
+async def test_election_one_leader_and_takeover_on_revoke(etcd_client):
+    a = Election(etcd_client(), "heal", "node-a", ttl=2)
+    b = Election(etcd_client(), "heal", "node-b", ttl=2)
+    async with a, b:
+        await eventually(_one_leader(a, b), what="a leader")
+        leader, follower = (a, b) if a.is_leader else (b, a)
+        assert await follower.leader() == leader.node
+        await asyncio.sleep(0.5)
+        assert leader.is_leader and not follower.is_leader    # stable
+
+        # The leader's lease ends (revoked under it): the other takes over.
+        await follower.etcd.revoke(leader.lease.id)
+        await asyncio.wait_for(follower.wait_elected(), 10)
+        assert await follower.leader() == follower.node
+        await asyncio.wait_for(leader.wait_not_leader(), 10)
+        await asyncio.sleep(0.5)
+        assert follower.is_leader and not leader.is_leader
+
+        # Resigning hands over at once.
+        await follower.resign()
+        await asyncio.wait_for(leader.wait_elected(), 5)
+        assert await leader.leader() == leader.node
+
+
+async def test_election_takeover_when_leader_is_cut_off(etcd_client):
+    a = Election(etcd_client(), "lifecycle", "node-a", ttl=2)
+    async with a:
+        await asyncio.wait_for(a.wait_elected(), 10)
+        b = Election(etcd_client(), "lifecycle", "node-b", ttl=2)
+        async with b:
+            await asyncio.sleep(0.5)
+            assert a.is_leader and not b.is_leader
+            # The leader loses etcd (its client closes, no more keepalives):
+            # it steps down within its TTL and b wins when etcd expires the lease.
+            await a.etcd.close()
+            await asyncio.wait_for(a.wait_not_leader(), 5)
+            await asyncio.wait_for(b.wait_elected(), 10)
+            assert await b.leader() == "node-b"
+            assert not a.is_leader
+
+
+def _one_leader(*elections: Election):
+    async def check() -> bool:
+        return sum(e.is_leader for e in elections) == 1
+    return check
