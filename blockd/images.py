@@ -41,10 +41,10 @@ class ImageInUse(VolumeError):
         self.volumes = volumes
 
 
-def _etag(store: ObjectStore, image: str) -> str | None:
+async def _etag(store: ObjectStore, image: str) -> str | None:
     """The image object's ETag (dashes dropped), None when there is no such image."""
     try:
-        return store.head_object(BUCKET, image).etag.replace("-", "")
+        return (await store.head_object(BUCKET, image)).etag.replace("-", "")
     except (NoSuchKey, NoSuchBucket):
         return None
 
@@ -81,7 +81,7 @@ async def delete_image(manager: VolumeManager, store: ObjectStore, image: str,
     from it exist. ``stale_only``: only the unused bases of earlier versions of the
     image (after it was replaced), keeping the object."""
     async with manager.image_lock:
-        etag = _etag(store, image)
+        etag = await _etag(store, image)
         bases = usage(manager).get(image, {}).get("bases", [])
         if stale_only:
             current = base_name(image, etag) if etag else None
@@ -109,7 +109,7 @@ async def volume_from_image(manager: VolumeManager, store: ObjectStore, image: s
                             name: str, size: int | None = None) -> VolumeInfo:
     """A new volume ``name`` with the image's content (grown to ``size`` if larger)."""
     async with manager.image_lock:  # no delete_image between materialising and cloning
-        etag = _etag(store, image)
+        etag = await _etag(store, image)
         if etag is None:
             raise VolumeError(404, "NoSuchImage", f"image {image} does not exist")
         base = base_name(image, etag)

@@ -114,7 +114,7 @@ async def get_object_attributes(ctx: Context) -> web.Response:
     wanted = parse_object_attributes(ctx.headers.getall(ATTRIBUTES_HEADER, []))
     max_parts, marker = parts_paging(ctx.headers)
     try:
-        info = ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
+        info = await ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
     except DeleteMarker as exc:
         if exc.by_id:
             raise
@@ -123,5 +123,5 @@ async def get_object_attributes(ctx: Context) -> web.Response:
     resp = xml_response(render_attributes(info, wanted, max_parts=max_parts,
                                           part_number_marker=marker))
     resp.headers["Last-Modified"] = conditions.http_date(info.last_modified)
-    resp.headers.update(version_headers(ctx, info))
+    resp.headers.update(await version_headers(ctx, info))
     return resp

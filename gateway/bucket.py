@@ -35,7 +35,7 @@ async def create_bucket(ctx: Context) -> web.Response:
     if len(body) > s3xml.MAX_BODY_SIZE:
         raise MalformedXML()
     s3xml.parse_create_bucket(body)  # any region is ours: we are single-region
-    if ctx.store.bucket_info(ctx.bucket) is not None:
+    if await ctx.store.bucket_info(ctx.bucket) is not None:
         raise BucketAlreadyOwnedByYou(BucketName=ctx.bucket)
     settings = {}
     if ctx.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true":
@@ -46,7 +46,7 @@ async def create_bucket(ctx: Context) -> web.Response:
 
 
 async def head_bucket(ctx: Context) -> web.Response:
-    ctx.store.require_bucket(ctx.bucket)
+    await ctx.store.require_bucket(ctx.bucket)
     return web.Response(status=200, headers={"x-amz-bucket-region": ctx.config.region})
 
 
@@ -56,7 +56,7 @@ async def delete_bucket(ctx: Context) -> web.Response:
 
 
 async def list_buckets(ctx: Context) -> web.Response:
-    entries = [s3xml.BucketEntry(b.name, b.created_ns / 1e9) for b in ctx.store.list_buckets()]
+    entries = [s3xml.BucketEntry(b.name, b.created_ns / 1e9) for b in await ctx.store.list_buckets()]
     prefix = ctx.query.get("prefix")
     if prefix:
         entries = [e for e in entries if e.name.startswith(prefix)]
@@ -64,15 +64,15 @@ async def list_buckets(ctx: Context) -> web.Response:
 
 
 async def get_bucket_location(ctx: Context) -> web.Response:
-    ctx.store.require_bucket(ctx.bucket)
+    await ctx.store.require_bucket(ctx.bucket)
     return xml_response(s3xml.location_constraint(ctx.config.region))
 
 
 async def get_acl(ctx: Context) -> web.Response:
     if ctx.route.key is None:
-        ctx.store.require_bucket(ctx.bucket)
+        await ctx.store.require_bucket(ctx.bucket)
     else:
-        ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
+        await ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
     return xml_response(s3xml.access_control_policy(ctx.config.owner))
 
 
@@ -84,7 +84,7 @@ async def put_acl(ctx: Context) -> web.Response:
     if canned != "private" or grants or body:
         raise S3NotImplemented("Only the private ACL is supported.")
     if ctx.route.key is None:
-        ctx.store.require_bucket(ctx.bucket)
+        await ctx.store.require_bucket(ctx.bucket)
     else:
-        ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
+        await ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
     return web.Response(status=200)

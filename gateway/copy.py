@@ -35,14 +35,14 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
     return bucket, key, version
 
 
-def copy_source(ctx: Context) -> tuple[str, str, ObjectInfo]:
+async def copy_source(ctx: Context) -> tuple[str, str, ObjectInfo]:
     """The copy source named by the request, its conditions checked (412 otherwise).
 
     A delete marker as source is InvalidRequest by version id, NoSuchKey as latest.
     """
     bucket, key, version = parse_copy_source(ctx.headers["x-amz-copy-source"])
     try:
-        info = ctx.store.head_object(bucket, key, version)
+        info = await ctx.store.head_object(bucket, key, version)
     except DeleteMarker as exc:
         if exc.by_id:
             raise InvalidRequest("The source of a copy request may not specifically refer to "
@@ -59,7 +59,7 @@ def _kept_checksums(source: ObjectInfo) -> dict[str, str]:
 
 
 async def copy_object(ctx: Context) -> web.Response:
-    src_bucket, src_key, source = copy_source(ctx)
+    src_bucket, src_key, source = await copy_source(ctx)
     directive = ctx.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise InvalidArgument("Unknown metadata directive.",
@@ -75,7 +75,7 @@ async def copy_object(ctx: Context) -> web.Response:
     if source.size > MAX_COPY_SIZE:
         raise InvalidRequest("The specified copy source is larger than the maximum allowable "
                              f"size for a copy source: {MAX_COPY_SIZE}")
-    attrs = upload_attrs(ctx, source, copy_meta=directive == "COPY", with_body=False)
+    attrs = await upload_attrs(ctx, source, copy_meta=directive == "COPY", with_body=False)
     wanted = ctx.headers.get("x-amz-checksum-algorithm")
     hashers, keep = [], _kept_checksums(source)
     if wanted:
@@ -96,7 +96,7 @@ async def copy_object(ctx: Context) -> web.Response:
                                     checksums=info.checksums or None,
                                     checksum_type="FULL_OBJECT" if info.checksums else None)
     response = xml_response(body)
-    response.headers.update(version_headers(ctx, info))
-    if source.versioned or ctx.store.versioning(src_bucket):
+    response.headers.update(await version_headers(ctx, info))
+    if source.versioned or await ctx.store.versioning(src_bucket):
         response.headers["x-amz-copy-source-version-id"] = source.version
     return response

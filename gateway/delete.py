@@ -30,7 +30,7 @@ def _result_headers(result: DeleteResult) -> dict[str, str]:
 async def delete_object(ctx: Context) -> web.Response:
     result = await ctx.store.delete_object(
         ctx.bucket, ctx.key, version_param(ctx),
-        bypass_governance=bypass_governance(ctx.store, ctx.bucket, ctx.headers))
+        bypass_governance=await bypass_governance(ctx.store, ctx.bucket, ctx.headers))
     return web.Response(status=204, headers=_result_headers(result))
 
 
@@ -55,11 +55,11 @@ async def _body_verified(ctx: Context) -> bytes:
 
 async def delete_objects(ctx: Context) -> web.Response:
     request = s3xml.parse_delete(await _body_verified(ctx))
-    ctx.store.require_bucket(ctx.bucket)
+    await ctx.store.require_bucket(ctx.bucket)
     deleted: list[s3xml.DeletedEntry] = []
     errors: list[s3xml.DeleteErrorEntry] = []
 
-    bypass = bypass_governance(ctx.store, ctx.bucket, ctx.headers)
+    bypass = await bypass_governance(ctx.store, ctx.bucket, ctx.headers)
 
     async def one(index: int, key: str, version: str | None) -> None:
         if len(key.encode()) > MAX_KEY_BYTES:

@@ -91,14 +91,14 @@ def _part_range(info: ObjectInfo, ctx: Context) -> tuple[int, int] | None:
     raise InvalidPartNumber()
 
 
-def _resolve(ctx: Context) -> tuple[ObjectInfo, dict[str, str], int, int, int]:
-    info = ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
+async def _resolve(ctx: Context) -> tuple[ObjectInfo, dict[str, str], int, int, int]:
+    info = await ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
     conditions.check(ctx.headers, info)
     headers = object_headers(info, ctx)
-    headers.update(version_headers(ctx, info))
+    headers.update(await version_headers(ctx, info))
     headers.update(lock_response_headers(info))
     headers.update(tagging_count_header(info))
-    headers.update(expiration_header(ctx.store, info, ctx.store.lifecycle_day_ns))
+    headers.update(await expiration_header(ctx.store, info, ctx.store.lifecycle_day_ns))
     part = _part_range(info, ctx)
     rng = part or parse_range(ctx.headers.get("Range"), info.size)
     status, offset, length = 200, 0, info.size
@@ -134,14 +134,14 @@ async def _send(resp: web.StreamResponse, chunk: memoryview) -> None:
 
 
 async def head_object(ctx: Context) -> web.StreamResponse:
-    _, headers, status, _, length = _resolve(ctx)
+    _, headers, status, _, length = await _resolve(ctx)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = length
     return resp
 
 
 async def get_object(ctx: Context) -> web.StreamResponse:
-    info, headers, status, offset, length = _resolve(ctx)
+    info, headers, status, offset, length = await _resolve(ctx)
     reader = await ctx.store.get_object(ctx.bucket, ctx.key, offset, length, info=info)
     chunks = reader.__aiter__()
     try:

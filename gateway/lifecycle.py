@@ -25,14 +25,14 @@ KIND = "lifecycle"
 
 async def put_bucket_lifecycle(ctx: Context) -> web.Response:
     body = await _body_verified(ctx)          # Content-MD5 or a checksum is required
-    ctx.store.require_bucket(ctx.bucket)      # NoSuchBucket before any XML error
+    await ctx.store.require_bucket(ctx.bucket)      # NoSuchBucket before any XML error
     config = parse_lifecycle(body)
     await ctx.store.set_bucket_config(ctx.bucket, KIND, config.pack())
     return web.Response(status=200)
 
 
 async def get_bucket_lifecycle(ctx: Context) -> web.Response:
-    raw = ctx.store.bucket_config(ctx.bucket, KIND)
+    raw = await ctx.store.bucket_config(ctx.bucket, KIND)
     if not raw:
         raise NoSuchLifecycleConfiguration(BucketName=ctx.bucket)
     return xml_response(render_lifecycle(LifecycleConfig.unpack(raw)))
@@ -43,10 +43,10 @@ async def delete_bucket_lifecycle(ctx: Context) -> web.Response:
     return web.Response(status=204)
 
 
-def expiration_header(store: Any, info: Any, day_ns: int = DAY_NS) -> dict[str, str]:
+async def expiration_header(store: Any, info: Any, day_ns: int = DAY_NS) -> dict[str, str]:
     """``{"x-amz-expiration": 'expiry-date="...", rule-id="..."'}`` for a current
     object version a rule expires, else ``{}`` (also for delete markers)."""
-    raw = store.bucket_config(info.bucket, KIND)
+    raw = await store.bucket_config(info.bucket, KIND)
     if not raw:
         return {}
     found = expiration(LifecycleConfig.unpack(raw), info, day_ns)

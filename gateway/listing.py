@@ -61,7 +61,7 @@ async def list_objects(ctx: Context) -> web.Response:
     q = ctx.query
     prefix, delimiter, marker = q.get("prefix", ""), q.get("delimiter", ""), q.get("marker", "")
     max_keys, encoding = max_keys_param(ctx), encoding_param(ctx)
-    page = ctx.store.list_objects(ctx.bucket, prefix, delimiter, marker, max_keys)
+    page = await ctx.store.list_objects(ctx.bucket, prefix, delimiter, marker, max_keys)
     owner = ctx.config.owner
     body = s3xml.list_objects_v1(
         ctx.bucket, [object_entry(o, owner) for o in page.objects], page.prefixes, prefix=prefix,
@@ -80,7 +80,7 @@ async def list_objects_v2(ctx: Context) -> web.Response:
     start_after = q.get("start-after")
     after = decode_token(token) if token is not None else (start_after or "")
     fetch_owner = q.get("fetch-owner", "false").lower() == "true"
-    page = ctx.store.list_objects(ctx.bucket, prefix, delimiter, after, max_keys)
+    page = await ctx.store.list_objects(ctx.bucket, prefix, delimiter, after, max_keys)
     owner = ctx.config.owner if fetch_owner else None
     body = s3xml.list_objects_v2(
         ctx.bucket, [object_entry(o, owner) for o in page.objects], page.prefixes, prefix=prefix,

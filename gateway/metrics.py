@@ -178,7 +178,8 @@ def _family(lines: list[str], name: str, kind: str, help_text: str) -> None:
     lines.append(f"# TYPE {name} {kind}")
 
 
-def store_lines(store: ObjectStore, disks: list[dict], stored_now: dict | None) -> list[str]:
+def store_lines(store: ObjectStore, disks: list[dict], stored_now: dict | None,
+                buckets: int | None) -> list[str]:
     """The figures read from the store and the disks at scrape time."""
     lines: list[str] = []
     _family(lines, "basalt_disk_state", "gauge", "Disk state (1 for the current state).")
@@ -210,10 +211,6 @@ def store_lines(store: ObjectStore, disks: list[dict], stored_now: dict | None) 
     lines.append(f"basalt_disks_online {online}")
     _family(lines, "basalt_write_quorum", "gauge", "Disks a write needs.")
     lines.append(f"basalt_write_quorum {store.write_quorum}")
-    try:
-        buckets = len(store.list_buckets())
-    except Exception:
-        buckets = None
     if buckets is not None:
         _family(lines, "basalt_buckets", "gauge", "Buckets.")
         lines.append(f"basalt_buckets {buckets}")
@@ -246,5 +243,9 @@ async def render(store: ObjectStore) -> bytes:
     # Disk stats and LMDB reads may block on a sick disk: off the event loop.
     disks = await store.run(disk_states, store)
     stored_now = await store.run(stored, store, cache_dir)
-    lines = await store.run(store_lines, store, disks, stored_now)
+    try:
+        buckets: int | None = len(await store.list_buckets())
+    except Exception:
+        buckets = None
+    lines = await store.run(store_lines, store, disks, stored_now, buckets)
     return text + ("\n".join(lines) + "\n").encode()

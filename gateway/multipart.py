@@ -45,7 +45,7 @@ def _int_param(ctx: Context, name: str, default: int, limit: int) -> int:
 
 
 async def create_multipart_upload(ctx: Context) -> web.Response:
-    attrs = upload_attrs(ctx, with_body=False)
+    attrs = await upload_attrs(ctx, with_body=False)
     algorithm = ctx.headers.get("x-amz-checksum-algorithm", "")
     kind = ""
     if algorithm:
@@ -88,7 +88,7 @@ def _part_checksum(upload: UploadInfo, payload: Payload) -> None:
 
 async def upload_part(ctx: Context) -> web.Response:
     number = part_number(ctx)
-    upload = ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
+    upload = await ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
     if (upload.attrs.lock_mode or upload.attrs.legal_hold) and not has_integrity_header(ctx.headers):
         raise InvalidRequest("Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part "
                              "requests with Object Lock parameters")
@@ -103,8 +103,8 @@ async def upload_part(ctx: Context) -> web.Response:
 
 async def upload_part_copy(ctx: Context) -> web.Response:
     number = part_number(ctx)
-    upload = ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
-    src_bucket, src_key, source = copy_source(ctx)
+    upload = await ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
+    src_bucket, src_key, source = await copy_source(ctx)
     offset, length = 0, source.size
     rng = ctx.headers.get("x-amz-copy-source-range")
     if rng is not None:
@@ -158,7 +158,7 @@ def _composer(upload: UploadInfo, requested: dict[int, dict[str, str]], full: by
 
 async def complete_multipart_upload(ctx: Context) -> web.Response:
     body = await ctx.request.read()
-    upload = ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
+    upload = await ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
     chosen = s3xml.parse_complete_multipart_upload(body)
     if not chosen:
         raise MalformedXML()
@@ -176,7 +176,7 @@ async def complete_multipart_upload(ctx: Context) -> web.Response:
     response = xml_response(s3xml.complete_multipart_upload_result(
         location, ctx.bucket, ctx.key, info.etag, checksums=info.checksums or None,
         checksum_type=info.checksum_type or None))
-    response.headers.update(version_headers(ctx, info))
+    response.headers.update(await version_headers(ctx, info))
     return response
 
 
@@ -186,10 +186,10 @@ async def abort_multipart_upload(ctx: Context) -> web.Response:
 
 
 async def list_parts(ctx: Context) -> web.Response:
-    upload = ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
+    upload = await ctx.store.get_upload(ctx.bucket, ctx.key, ctx.query.get("uploadId", ""))
     marker = _int_param(ctx, "part-number-marker", 0, 10000)
     max_parts = _int_param(ctx, "max-parts", 1000, 1000)
-    parts, truncated = ctx.store.list_parts(ctx.bucket, ctx.key, upload.upload_id, marker,
+    parts, truncated = await ctx.store.list_parts(ctx.bucket, ctx.key, upload.upload_id, marker,
                                             max_parts)
     entries = [s3xml.PartEntry(p.number, p.size, p.etag, p.mtime_ns / 1e9, p.checksums)
                for p in parts]
@@ -208,7 +208,7 @@ async def list_multipart_uploads(ctx: Context) -> web.Response:
     key_marker, id_marker = q.get("key-marker", ""), q.get("upload-id-marker", "")
     max_uploads = _int_param(ctx, "max-uploads", 1000, 1000)
     encoding = encoding_param(ctx)
-    page = ctx.store.list_uploads(ctx.bucket, prefix=prefix, delimiter=delimiter,
+    page = await ctx.store.list_uploads(ctx.bucket, prefix=prefix, delimiter=delimiter,
                                   key_marker=key_marker, upload_id_marker=id_marker,
                                   max_uploads=max_uploads)
     owner = ctx.config.owner

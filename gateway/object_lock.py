@@ -198,7 +198,7 @@ def has_integrity_header(headers: Mapping[str, str]) -> bool:
             or checksums.requested_checksum(headers) is not None)
 
 
-def lock_for_write(store: Any, bucket: str, headers: Mapping[str, str], now_ns: int, *,
+async def lock_for_write(store: Any, bucket: str, headers: Mapping[str, str], now_ns: int, *,
                    with_body: bool = True) -> tuple[str, int, bool]:
     """The lock a new version gets: the headers', else the bucket's default retention.
 
@@ -209,7 +209,7 @@ def lock_for_write(store: Any, bucket: str, headers: Mapping[str, str], now_ns: 
     """
     mode, until, hold = lock_from_headers(headers, now_ns)
     explicit = bool(mode) or hold is not None
-    config = LockConfig.unpack(store.bucket_config(bucket, "lock"))
+    config = LockConfig.unpack(await store.bucket_config(bucket, "lock"))
     if explicit and not config.enabled:
         raise InvalidRequest("Bucket is missing ObjectLockConfiguration")
     if not mode:
@@ -237,12 +237,12 @@ def bypass_requested(headers: Mapping[str, str]) -> bool:
     return _lower(headers).get(BYPASS_HEADER, "").strip().lower() == "true"
 
 
-def bypass_governance(store: Any, bucket: str, headers: Mapping[str, str]) -> bool:
+async def bypass_governance(store: Any, bucket: str, headers: Mapping[str, str]) -> bool:
     """The bypass flag of DeleteObject(s); the header on a bucket without object lock is
     InvalidArgument, as S3 answers."""
     if BYPASS_HEADER not in _lower(headers):
         return False
-    if not LockConfig.unpack(store.bucket_config(bucket, "lock")).enabled:
+    if not LockConfig.unpack(await store.bucket_config(bucket, "lock")).enabled:
         raise InvalidArgument("x-amz-bypass-governance-retention is only applicable to Object Lock "
                               "enabled buckets.", ArgumentName=BYPASS_HEADER)
     return bypass_requested(headers)
@@ -257,8 +257,8 @@ async def read_verified_body(ctx: Context) -> bytes:
     return await _body_verified(ctx)
 
 
-def _require_lock(ctx: Context) -> LockConfig:
-    config = LockConfig.unpack(ctx.store.bucket_config(ctx.bucket, "lock"))
+async def _require_lock(ctx: Context) -> LockConfig:
+    config = LockConfig.unpack(await ctx.store.bucket_config(ctx.bucket, "lock"))
     if not config.enabled:
         raise InvalidRequest(MISSING_LOCK)
     return config
@@ -266,8 +266,8 @@ def _require_lock(ctx: Context) -> LockConfig:
 
 async def put_object_lock_configuration(ctx: Context) -> web.Response:
     """PUT /{bucket}?object-lock"""
-    ctx.store.require_bucket(ctx.bucket)
-    versioning = ctx.store.versioning(ctx.bucket)
+    await ctx.store.require_bucket(ctx.bucket)
+    versioning = await ctx.store.versioning(ctx.bucket)
     config = parse_lock_configuration(await read_verified_body(ctx))
     if versioning != "Enabled":
         raise InvalidBucketState("Versioning must be 'Enabled' on the bucket to apply a Object Lock "
@@ -278,7 +278,7 @@ async def put_object_lock_configuration(ctx: Context) -> web.Response:
 
 async def get_object_lock_configuration(ctx: Context) -> web.Response:
     """GET /{bucket}?object-lock"""
-    config = LockConfig.unpack(ctx.store.bucket_config(ctx.bucket, "lock"))
+    config = LockConfig.unpack(await ctx.store.bucket_config(ctx.bucket, "lock"))
     if not config.enabled:
         raise ObjectLockConfigurationNotFoundError(BucketName=ctx.bucket)
     return xml_response(render_lock_configuration(config))
@@ -289,7 +289,7 @@ async def put_object_retention(ctx: Context) -> web.Response:
     version_id = version_param(ctx)
     body = await read_verified_body(ctx)
     retention = parse_retention(body, ctx.store.stamp())
-    _require_lock(ctx)
+    await _require_lock(ctx)
     await ctx.store.update_object(ctx.bucket, ctx.key, version_id, retention=retention,
                                   bypass_governance=bypass_requested(ctx.headers))
     return web.Response(status=200)
@@ -298,8 +298,8 @@ async def put_object_retention(ctx: Context) -> web.Response:
 async def get_object_retention(ctx: Context) -> web.Response:
     """GET /{bucket}/{key}?retention[&versionId=]"""
     version_id = version_param(ctx)
-    _require_lock(ctx)
-    info = ctx.store.head_object(ctx.bucket, ctx.key, version_id)
+    await _require_lock(ctx)
+    info = await ctx.store.head_object(ctx.bucket, ctx.key, version_id)
     if not info.lock_mode:
         raise NoSuchObjectLockConfiguration()
     return xml_response(render_retention(info.lock_mode, info.lock_until_ns))
@@ -309,7 +309,7 @@ async def put_object_legal_hold(ctx: Context) -> web.Response:
     """PUT /{bucket}/{key}?legal-hold[&versionId=]"""
     version_id = version_param(ctx)
     on = parse_legal_hold(await read_verified_body(ctx))
-    _require_lock(ctx)
+    await _require_lock(ctx)
     await ctx.store.update_object(ctx.bucket, ctx.key, version_id, legal_hold=on)
     return web.Response(status=200)
 
@@ -317,8 +317,8 @@ async def put_object_legal_hold(ctx: Context) -> web.Response:
 async def get_object_legal_hold(ctx: Context) -> web.Response:
     """GET /{bucket}/{key}?legal-hold[&versionId=]"""
     version_id = version_param(ctx)
-    _require_lock(ctx)
-    info = ctx.store.head_object(ctx.bucket, ctx.key, version_id)
+    await _require_lock(ctx)
+    info = await ctx.store.head_object(ctx.bucket, ctx.key, version_id)
     hold = getattr(info, "legal_hold", None)
     if hold is None:  # an engine that tells "never set" apart
         raise NoSuchObjectLockConfiguration()

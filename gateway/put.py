@@ -17,7 +17,7 @@ from .tagging import tags_for_copy, tags_from_header
 from .versioning import version_headers
 
 
-def upload_attrs(ctx: Context, copy_from: ObjectInfo | None = None, copy_meta: bool = False,
+async def upload_attrs(ctx: Context, copy_from: ObjectInfo | None = None, copy_meta: bool = False,
                  with_body: bool = True) -> ObjectAttrs:
     """What a write gives the new version: metadata (``copy_from``'s when
     ``copy_meta``), tags (``x-amz-tagging``, or per the copy's tagging directive)
@@ -32,8 +32,8 @@ def upload_attrs(ctx: Context, copy_from: ObjectInfo | None = None, copy_meta: b
     else:
         header = ctx.headers.get("x-amz-tagging")
         tags = tags_from_header(header) if header else {}
-    mode, until, hold = lock_for_write(ctx.store, ctx.bucket, ctx.headers, time.time_ns(),
-                                       with_body=with_body)
+    mode, until, hold = await lock_for_write(ctx.store, ctx.bucket, ctx.headers,
+                                             time.time_ns(), with_body=with_body)
     return dataclasses.replace(attrs, tags=tags, lock_mode=mode, lock_until_ns=until,
                                legal_hold=hold)
 
@@ -49,15 +49,15 @@ def write_condition(ctx: Context) -> Condition | None:
 
 
 async def put_object(ctx: Context) -> web.Response:
-    attrs = upload_attrs(ctx)
+    attrs = await upload_attrs(ctx)
     payload = Payload(ctx)
     info = await ctx.store.put_object(
         ctx.bucket, ctx.key, payload.stream, size=payload.size, attrs=attrs,
         content_md5=payload.content_md5, hashers=payload.hashers, finalize=payload.finalize,
         condition=write_condition(ctx))
     ctx.request["bytes_in"] = info.size
-    headers = {"ETag": f'"{info.etag}"', **version_headers(ctx, info),
-               **expiration_header(ctx.store, info, ctx.store.lifecycle_day_ns)}
+    headers = {"ETag": f'"{info.etag}"', **(await version_headers(ctx, info)),
+               **(await expiration_header(ctx.store, info, ctx.store.lifecycle_day_ns))}
     for algorithm, value in info.checksums.items():
         headers[header_name(algorithm)] = value
         headers["x-amz-checksum-type"] = "FULL_OBJECT"

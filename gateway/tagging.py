@@ -140,39 +140,39 @@ async def put_object_tagging(ctx: Context) -> web.Response:
     version_id = version_param(ctx)
     tags = parse_tagging(await read_verified_body(ctx))
     info = await ctx.store.update_object(ctx.bucket, ctx.key, version_id, tags=tags)
-    return web.Response(status=200, headers=version_headers(ctx, info))
+    return web.Response(status=200, headers=await version_headers(ctx, info))
 
 
 async def get_object_tagging(ctx: Context) -> web.Response:
     """GET /{bucket}/{key}?tagging[&versionId=]"""
-    info = ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
+    info = await ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
     resp = xml_response(render_tagging(getattr(info, "tags", None) or {}))
-    resp.headers.update(version_headers(ctx, info))
+    resp.headers.update(await version_headers(ctx, info))
     return resp
 
 
 async def delete_object_tagging(ctx: Context) -> web.Response:
     """DELETE /{bucket}/{key}?tagging[&versionId=]"""
     info = await ctx.store.update_object(ctx.bucket, ctx.key, version_param(ctx), tags={})
-    return web.Response(status=204, headers=version_headers(ctx, info))
+    return web.Response(status=204, headers=await version_headers(ctx, info))
 
 
 async def put_bucket_tagging(ctx: Context) -> web.Response:
     """PUT /{bucket}?tagging"""
-    ctx.store.bucket_config(ctx.bucket, "tagging")  # NoSuchBucket first
+    await ctx.store.bucket_config(ctx.bucket, "tagging")  # NoSuchBucket first
     tags = parse_tagging(await read_verified_body(ctx), limit=BUCKET_TAG_LIMIT)
     await ctx.store.set_bucket_config(ctx.bucket, "tagging", msgpack.packb(tags) if tags else None)
     return web.Response(status=204)
 
 
-def bucket_tags(store: Any, bucket: str) -> dict[str, str]:
-    raw = store.bucket_config(bucket, "tagging")
+async def bucket_tags(store: Any, bucket: str) -> dict[str, str]:
+    raw = await store.bucket_config(bucket, "tagging")
     return dict(msgpack.unpackb(raw)) if raw else {}
 
 
 async def get_bucket_tagging(ctx: Context) -> web.Response:
     """GET /{bucket}?tagging"""
-    tags = bucket_tags(ctx.store, ctx.bucket)
+    tags = await bucket_tags(ctx.store, ctx.bucket)
     if not tags:
         raise NoSuchTagSet(BucketName=ctx.bucket)
     return xml_response(render_tagging(tags))
@@ -180,6 +180,6 @@ async def get_bucket_tagging(ctx: Context) -> web.Response:
 
 async def delete_bucket_tagging(ctx: Context) -> web.Response:
     """DELETE /{bucket}?tagging"""
-    ctx.store.bucket_config(ctx.bucket, "tagging")  # NoSuchBucket
+    await ctx.store.bucket_config(ctx.bucket, "tagging")  # NoSuchBucket
     await ctx.store.set_bucket_config(ctx.bucket, "tagging", None)
     return web.Response(status=204)

@@ -13,17 +13,17 @@ from .listing import encoding_param, max_keys_param, object_entry
 from .request import Context, check_version_id
 
 
-def version_headers(ctx: Context, info: ObjectInfo) -> dict[str, str]:
+async def version_headers(ctx: Context, info: ObjectInfo) -> dict[str, str]:
     """``x-amz-version-id`` as S3 sends it: for every version of a bucket that has
     (or had) versioning, "null" included; never for an unversioned bucket."""
-    if info.versioned or ctx.store.versioning(info.bucket):
+    if info.versioned or await ctx.store.versioning(info.bucket):
         return {"x-amz-version-id": info.version}
     return {}
 
 
 async def get_bucket_versioning(ctx: Context) -> web.Response:
-    ctx.store.require_bucket(ctx.bucket)
-    return xml_response(s3xml.versioning_configuration(ctx.store.versioning(ctx.bucket)))
+    await ctx.store.require_bucket(ctx.bucket)
+    return xml_response(s3xml.versioning_configuration(await ctx.store.versioning(ctx.bucket)))
 
 
 async def put_bucket_versioning(ctx: Context) -> web.Response:
@@ -31,7 +31,7 @@ async def put_bucket_versioning(ctx: Context) -> web.Response:
     if len(body) > s3xml.MAX_BODY_SIZE:
         raise MalformedXML()
     status = s3xml.parse_versioning(body)
-    ctx.store.require_bucket(ctx.bucket)
+    await ctx.store.require_bucket(ctx.bucket)
     if status is not None:
         await ctx.store.set_bucket_config(ctx.bucket, "versioning", status.encode())
     return web.Response(status=200)
@@ -47,7 +47,7 @@ async def list_object_versions(ctx: Context) -> web.Response:
             raise InvalidArgument("A version-id marker cannot be specified without a key marker.",
                                   ArgumentName="version-id-marker", ArgumentValue=version_marker)
         check_version_id(version_marker, "version-id-marker")
-    page = ctx.store.list_versions(ctx.bucket, prefix, delimiter, key_marker, version_marker,
+    page = await ctx.store.list_versions(ctx.bucket, prefix, delimiter, key_marker, version_marker,
                                    max_keys)
     versions = [s3xml.VersionEntry(object_entry(e.info, None), e.info.version, e.is_latest,
                                    e.info.delete_marker) for e in page.entries]

@@ -9,13 +9,18 @@ directory laid out as::
     data/<xx>/<vid>.<n>  shard file of part n of object version vid
     tmp/                 shard files being written
 
-Shard-file methods block and are meant to run in worker threads; metadata reads
-are memory-mapped and cheap enough for the event loop.
+Shard-file methods block and are meant to run in worker threads. Metadata reads
+are memory-mapped and short, but can still fault pages in from the disk, and on
+a remote disk they are network calls: the engine makes them through
+:meth:`Disk.read` (or :meth:`ErasureSet.ask` for a whole set), never on the
+event loop.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
+import concurrent.futures
 import ctypes
 import logging
 import os
@@ -29,6 +34,8 @@ from .meta import new_id
 from .metadb import MetaDB, Op
 
 log = logging.getLogger("basalt.storaged.disk")
+
+META_THREADS = 4  # LMDB reads are short: a few threads keep every disk's answers coming
 
 Iov = Sequence[bytes | bytearray | memoryview]
 
@@ -47,9 +54,18 @@ class ShardWriter(abc.ABC):
     def abort(self) -> None: ...
 
 
+# The metadata queries a disk answers (see Disk.read): plain names and
+# arguments, so that a query can travel to a disk on another machine.
+READS = frozenset({
+    "get_object", "get_inline", "version_inline", "get_version", "key_versions",
+    "scan_versions", "bucket_config", "scan", "get", "range", "buckets", "get_bucket",
+    "pending"})
+
+
 class Disk(abc.ABC):
     """The per-disk interface of the storage engine."""
 
+    local = False  # reads are cheap enough to batch into one thread hop per set
     position: int
     format: DiskFormat
     online: bool
@@ -73,6 +89,17 @@ class Disk(abc.ABC):
         """Delete the shard files of a version (missing files are fine)."""
 
     # metadata
+    @abc.abstractmethod
+    async def read(self, query: str, *args: Any) -> Any:
+        """Answer one metadata query (a name in :data:`READS`, e.g. ``"scan"``,
+        with that method's arguments) without blocking the event loop."""
+
+    def read_now(self, query: str, *args: Any) -> Any:
+        """:meth:`read` on the calling thread (local disks only)."""
+        if query not in READS:
+            raise ValueError(f"unknown metadata query {query!r}")
+        return getattr(self, query)(*args)
+
     @abc.abstractmethod
     def commit(self, ops: Sequence[Op]) -> Awaitable[list[Any]]:
         """Apply metadata operations atomically; durable once awaited."""
@@ -150,6 +177,8 @@ class Disk(abc.ABC):
 
 class LocalDisk(Disk):
     """A disk that is a local directory."""
+
+    local = True
 
     def __init__(self, slot: Slot, *, sync: bool = True, map_size: int = 1 << 40) -> None:
         self.root = slot.root
@@ -256,6 +285,10 @@ class LocalDisk(Disk):
             raise OSError(f"disk {self.root} is offline")
         return self._meta
 
+    async def read(self, query: str, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(
+            meta_readers(), self.read_now, query, *args)
+
     def commit(self, ops: Sequence[Op]) -> Awaitable[list[Any]]:
         return self.meta.commit(ops)
 
@@ -311,6 +344,19 @@ class LocalDisk(Disk):
 
     def pending(self) -> list[tuple[str, str, str, list[int], str]]:
         return [(vid.decode(), *msgpack.unpackb(v)) for vid, v in self.meta.items(b"pending")]
+
+
+_readers: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+
+
+def meta_readers() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads metadata reads run on (one pool per process: a pool made
+    before a fork has no threads in the child)."""
+    global _readers
+    if _readers is None or _readers[0] != os.getpid():
+        _readers = (os.getpid(), concurrent.futures.ThreadPoolExecutor(
+            META_THREADS, thread_name_prefix="basalt-meta"))
+    return _readers[1]
 
 
 _SYNC_FILE_RANGE_WRITE = 2

@@ -3,9 +3,10 @@
 * :meth:`ErasureSet.commit_all` applies metadata operations on every online disk
   (or on given positions) at once and keeps each disk's result or error;
   :meth:`Committed.require` is the one rule for when such a write stands.
-* :meth:`ErasureSet.vote` reads one item from every online disk; a disk still
-  being healed that lacks the item is left out, since its silence is no
-  evidence that the item does not exist.
+* :meth:`ErasureSet.ask` puts one metadata query to every online disk at once,
+  off the event loop; :meth:`ErasureSet.vote` is the same read for a quorum
+  decision: a disk still being healed that lacks the item is left out, since
+  its silence is no evidence that the item does not exist.
 
 Every place that commits to or reads from all disks goes through these, so a
 disk that lives on another machine changes only the :class:`Disk` behind them.
@@ -15,15 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from .disk import Disk
+from .disk import Disk, meta_readers
 from .errors import DiskFull, WriteQuorumError
 from .layout import write_quorum
 from .metadb import Op
 
-T = TypeVar("T")
 Ops = Sequence[Op] | Callable[[int], Sequence[Op]]
 
 
@@ -84,19 +84,46 @@ class ErasureSet:
                 done.results[pos] = outcome
         return done
 
-    def answers(self, read: Callable[[Disk], T]) -> Iterator[tuple[Disk, T]]:
-        """(disk, ``read(disk)``) for each online disk that answers, in position
-        order, lazily: a caller that has heard enough stops asking."""
-        for pos in self.online_positions():
-            disk = self.disks[pos]
-            try:
-                value = read(disk)
-            except Exception:
-                continue
-            yield disk, value
+    async def ask(self, query: str, *args: Any,
+                  positions: Iterable[int] | None = None) -> list[tuple[Disk, Any]]:
+        """(disk, answer) to metadata query ``query(*args)`` (see :data:`READS`)
+        from every online disk (or ``positions``) that answers, in position order.
 
-    def vote(self, read: Callable[[Disk], T | None]) -> dict[int, T | None]:
-        """``read(disk)`` of every online disk that answers (None: absent there),
-        leaving out disks being healed that do not have it."""
-        return {disk.position: value for disk, value in self.answers(read)
-                if value is not None or not disk.healing}
+        The disks are asked concurrently and off the event loop: local disks in
+        one thread hop together (their reads are memory-mapped and short, so one
+        hop costs less than one per disk), the others each on their own.
+        """
+        where = positions if positions is not None else self.online_positions()
+        disks = [self.disks[p] for p in where]
+        local = [d for d in disks if d.local]
+        remote = [d for d in disks if not d.local]
+        jobs = [d.read(query, *args) for d in remote]
+        if local:
+            jobs.append(asyncio.get_running_loop().run_in_executor(
+                meta_readers(), _read_each, local, query, args))
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        answers: dict[int, Any] = {}
+        for disk, outcome in zip(remote, outcomes):
+            if not isinstance(outcome, BaseException):
+                answers[disk.position] = outcome
+        if local and not isinstance(outcomes[-1], BaseException):
+            answers.update(outcomes[-1])
+        return [(d, answers[d.position]) for d in disks if d.position in answers]
+
+    async def vote(self, query: str, *args: Any) -> dict[int, Any]:
+        """Each answering disk's answer to ``query(*args)``, None where it has
+        nothing (an empty answer counts as nothing), leaving out disks being
+        healed that have nothing: their silence is no evidence of absence."""
+        return {disk.position: value or None for disk, value in await self.ask(query, *args)
+                if value or not disk.healing}
+
+
+def _read_each(disks: Sequence[Disk], query: str, args: tuple) -> dict[int, Any]:
+    """One thread's turn at every local disk: position → answer (failures left out)."""
+    out = {}
+    for disk in disks:
+        try:
+            out[disk.position] = disk.read_now(query, *args)
+        except Exception:
+            continue
+    return out

@@ -183,8 +183,7 @@ async def heal_object(store: ObjectStore, bucket: str, key: str, *, deep: bool =
     heal_count("objects")
     positions = store.online_positions()
     held = {pos: {record_suffix(r): r for r in versions or ()}
-            for pos, versions in store.set.vote(
-                lambda disk: disk.key_versions(bucket, key) or None).items()}
+            for pos, versions in (await store.set.vote("key_versions", bucket, key)).items()}
     suffixes = sorted(set().union(*held.values())) if held else []
     if not suffixes:
         return "absent"
@@ -267,7 +266,7 @@ async def _heal_version(store: ObjectStore, res: Resolved, records: dict[int, by
     bad = await bad_shards(store, info, records, deep)
     blobs: dict[int, bytes] = {}
     if bad and info.inline:
-        blobs = store.inline_blobs(info, read_inline(store, info))
+        blobs = store.inline_blobs(info, await read_inline(store, info))
         count_rebuilt(report, len(bad), sum(len(blobs[p]) for p in bad if p in blobs))
     elif bad:
         await rebuild_shard_files(store, info, bad, report)
@@ -293,9 +292,9 @@ async def heal_buckets(store: ObjectStore, report: HealReport) -> list[str]:
     """Make every disk agree on the bucket list; returns the buckets that exist."""
     positions = store.online_positions()
     seen: dict[str, dict[int, bytes]] = {}
-    for pos in positions:
-        for name, info in store.disks[pos].buckets().items():
-            seen.setdefault(name, {})[pos] = info
+    for disk, held in await store.set.ask("buckets", positions=positions):
+        for name, info in held.items():
+            seen.setdefault(name, {})[disk.position] = info
     alive = []
     for name, holders in sorted(seen.items()):
         report.buckets += 1
@@ -315,7 +314,7 @@ async def heal_buckets(store: ObjectStore, report: HealReport) -> list[str]:
 async def _heal_bucket_configs(store: ObjectStore, name: str) -> None:
     """Give every disk the newest of each of the bucket's settings."""
     held = {disk.position: configs
-            for disk, configs in store.set.answers(lambda d: d.bucket_config(name))}
+            for disk, configs in await store.set.ask("bucket_config", name)}
     newest = newest_settings(held.values())
     for pos, configs in held.items():
         ops = [PutBucketConfig(name, kind, stamp, value) for kind, (stamp, value) in newest.items()
@@ -330,7 +329,7 @@ async def heal_all(store: ObjectStore, *, deep: bool = True, progress: Progress 
     report = HealReport(disks_offline=len(store.offline_positions()))
     healing = [d for d in store.disks if d.online and d.healing]
     for bucket in await heal_buckets(store, report):
-        for key in walk_keys(store, bucket):
+        async for key in walk_keys(store, bucket):
             report.objects += 1
             try:
                 await heal_object(store, bucket, key, deep=deep, report=report, settle_ns=settle_ns)
@@ -362,9 +361,9 @@ async def resolve_pending(store: ObjectStore) -> int:
     """
     settled = 0
     keys: dict[tuple[str, str], list[tuple[int, str, list[int], str]]] = {}
-    for pos in store.online_positions():
-        for data_id, bucket, key, parts, upload_id in store.disks[pos].pending():
-            keys.setdefault((bucket, key), []).append((pos, data_id, parts, upload_id))
+    for disk, pending in await store.set.ask("pending"):
+        for data_id, bucket, key, parts, upload_id in pending:
+            keys.setdefault((bucket, key), []).append((disk.position, data_id, parts, upload_id))
     for (bucket, key), entries in keys.items():
         try:
             await heal_object(store, bucket, key, settle_ns=0)
@@ -374,9 +373,9 @@ async def resolve_pending(store: ObjectStore) -> int:
         for pos, data_id, parts, upload_id in entries:
             disk = store.disks[pos]
             used = any(data_id in ObjectInfo.unpack(bucket, key, r).files()
-                       for r in disk.key_versions(bucket, key))
+                       for r in await disk.read("key_versions", bucket, key))
             if not used and upload_id:
-                used = store.part_uses(upload_id, data_id)
+                used = await store.part_uses(upload_id, data_id)
             if not used:
                 await store.run(disk.purge, data_id, parts)
             await disk.commit([ClearPending(data_id)])

@@ -69,9 +69,9 @@ async def run_lifecycle(store: Any, day_ns: int = DAY_NS, now_ns: int | None = N
     """One pass over every bucket with a lifecycle configuration."""
     now = now_ns if now_ns is not None else time.time_ns()
     report = LifecycleReport()
-    for bucket in store.list_buckets():
+    for bucket in await store.list_buckets():
         try:
-            raw = store.bucket_config(bucket.name, KIND)
+            raw = await store.bucket_config(bucket.name, KIND)
             if not raw:
                 continue
             config = LifecycleConfig.unpack(raw)
@@ -95,7 +95,7 @@ async def _scan_versions(store: Any, bucket: str, config: LifecycleConfig, now: 
     key: str | None = None
     deferred: tuple[Action, KeyWalk] | None = None
     while True:
-        page = store.list_versions(bucket, key_marker=key_marker, version_marker=version_marker,
+        page = await store.list_versions(bucket, key_marker=key_marker, version_marker=version_marker,
                                    max_keys=batch)
         if deferred is not None:
             await _apply(store, bucket, *deferred, report)
@@ -161,7 +161,7 @@ async def _scan_uploads(store: Any, bucket: str, config: LifecycleConfig, now: i
         return
     key_marker = upload_marker = ""
     while True:
-        page = store.list_uploads(bucket, key_marker=key_marker, upload_id_marker=upload_marker,
+        page = await store.list_uploads(bucket, key_marker=key_marker, upload_id_marker=upload_marker,
                                   max_uploads=batch)
         for upload in page.uploads:
             if abort_rule(config, upload.key, upload.initiated_ns, now, day_ns) is None:

@@ -9,8 +9,9 @@ prefix hiding millions of keys costs one seek, not a walk.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .disk import Disk
@@ -32,17 +33,24 @@ class ListPage:
     next_marker: str  # last key or common prefix returned: where the next page starts
 
 
-def _next_head(cursor: Any, fetch: Callable[[], list]) -> Any:
-    """A cursor's next entry, reading its next page when the buffer ran out
-    (an unreadable disk simply ends its stream)."""
-    if not cursor.buf and not cursor.done:
-        try:
-            cursor.buf = fetch()
-        except Exception:
-            cursor.buf = []
+async def _refill(cursors: Sequence[Any]) -> None:
+    """Read the next page of every cursor whose buffer ran out, from all their
+    disks at once (an unreadable disk simply ends its stream)."""
+    empty = [c for c in cursors if not c.buf and not c.done]
+    if not empty:
+        return
+    pages = await asyncio.gather(*(c.disk.read(*c.query()) for c in empty),
+                                 return_exceptions=True)
+    for cursor, page in zip(empty, pages):
+        cursor.buf = [] if isinstance(page, BaseException) else list(page)
         cursor.buf.reverse()
         cursor.done = len(cursor.buf) < PAGE
-    return cursor.buf[-1] if cursor.buf else None
+
+
+async def _heads(cursors: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """(cursor, its next entry) of the cursors that have one."""
+    await _refill(cursors)
+    return [(c, c.buf[-1]) for c in cursors if c.buf]
 
 
 class _Cursor:
@@ -52,9 +60,8 @@ class _Cursor:
         self.buf: list[tuple[str, bytes]] = []
         self.done = False
 
-    def head(self) -> tuple[str, bytes] | None:
-        return _next_head(self, lambda: self.disk.scan(self.bucket, self.prefix, self.after,
-                                                       self.skip, PAGE))
+    def query(self) -> tuple:
+        return "scan", self.bucket, self.prefix, self.after, self.skip, PAGE
 
     def pop(self) -> None:
         key, _ = self.buf.pop()
@@ -76,10 +83,9 @@ class _Merge:
         self.cursors = [_Cursor(store.disks[p], bucket, prefix, after, skip)
                         for p in store.online_positions()]
 
-    def next(self) -> ObjectInfo | None:
+    async def next(self) -> ObjectInfo | None:
         while True:
-            heads = [(c, c.head()) for c in self.cursors]
-            live = [(c, h) for c, h in heads if h is not None]
+            live = await _heads(self.cursors)
             if not live:
                 return None
             key = min(h[0] for _, h in live)
@@ -100,10 +106,10 @@ class _Merge:
             c.skip_prefix(cp)
 
 
-def list_objects(store: ObjectStore, bucket: str, prefix: str = "", delimiter: str = "",
-                 after: str = "", max_keys: int = 1000) -> ListPage:
+async def list_objects(store: ObjectStore, bucket: str, prefix: str = "", delimiter: str = "",
+                       after: str = "", max_keys: int = 1000) -> ListPage:
     """One page of keys (and common prefixes) of ``bucket`` after ``after``."""
-    store.require_bucket(bucket)
+    await store.require_bucket(bucket)
     if max_keys <= 0:
         return ListPage([], [], False, "")
     skip = bool(delimiter) and after.startswith(prefix) and after.endswith(delimiter) \
@@ -113,7 +119,7 @@ def list_objects(store: ObjectStore, bucket: str, prefix: str = "", delimiter: s
     prefixes: list[str] = []
     last = ""
     while True:
-        info = merge.next()
+        info = await merge.next()
         if info is None:
             return ListPage(objects, prefixes, False, last)
         if len(objects) + len(prefixes) >= max_keys:
@@ -130,17 +136,16 @@ def list_objects(store: ObjectStore, bucket: str, prefix: str = "", delimiter: s
             last = info.key
 
 
-def walk_keys(store: ObjectStore, bucket: str) -> Iterator[str]:
+async def walk_keys(store: ObjectStore, bucket: str) -> AsyncIterator[str]:
     """Every key any online disk holds in ``bucket`` (for healing), in order."""
     cursors = [_Cursor(store.disks[p], bucket, "", "", False) for p in store.online_positions()]
     while True:
-        heads = [c.head() for c in cursors]
-        keys = [h[0] for h in heads if h is not None]
-        if not keys:
+        live = await _heads(cursors)
+        if not live:
             return
-        key = min(keys)
-        for c, h in zip(cursors, heads):
-            if h is not None and h[0] == key:
+        key = min(h[0] for _, h in live)
+        for c, h in live:
+            if h[0] == key:
                 c.pop()
         yield key
 
@@ -155,9 +160,9 @@ class _VersionCursor:
         self.buf: list[tuple[str, bytes, bytes]] = []
         self.done = False
 
-    def head(self) -> tuple[str, bytes, bytes] | None:
-        return _next_head(self, lambda: self.disk.scan_versions(
-            self.bucket, self.prefix, self.after, self.after_suffix, self.skip, PAGE))
+    def query(self) -> tuple:
+        return ("scan_versions", self.bucket, self.prefix, self.after, self.after_suffix,
+                self.skip, PAGE)
 
     def pop(self) -> None:
         key, suffix, _ = self.buf.pop()
@@ -169,7 +174,8 @@ class _VersionCursor:
         self.after, self.after_suffix, self.skip = cp, None, True
 
 
-def _marker_suffix(store: ObjectStore, bucket: str, key: str, version: str) -> bytes | None:
+async def _marker_suffix(store: ObjectStore, bucket: str, key: str,
+                         version: str) -> bytes | None:
     """Where listing resumes inside ``key``: after version ``version``."""
     if not version:
         return None
@@ -178,7 +184,7 @@ def _marker_suffix(store: ObjectStore, bucket: str, key: str, version: str) -> b
     except ValueError:
         return None
     if parsed is None:  # the null version: find its place
-        res = store.resolve_version(bucket, key, version)
+        res = await store.resolve_version(bucket, key, version)
         if res is None:
             return None
         return version_suffix(res.info.mtime_ns, res.info.version_id)
@@ -187,16 +193,16 @@ def _marker_suffix(store: ObjectStore, bucket: str, key: str, version: str) -> b
     return version_suffix(mtime, head + "0" * 16)[:16] + b"\xff" * 8
 
 
-def list_versions(store: ObjectStore, bucket: str, prefix: str = "", delimiter: str = "",
-                  key_marker: str = "", version_marker: str = "",
-                  max_keys: int = 1000) -> VersionPage:
+async def list_versions(store: ObjectStore, bucket: str, prefix: str = "", delimiter: str = "",
+                        key_marker: str = "", version_marker: str = "",
+                        max_keys: int = 1000) -> VersionPage:
     """One page of versions (and common prefixes) after the markers, each
     version resolved by quorum like a read; the first of each key is latest."""
     from .store import VersionEntry, VersionPage
-    store.require_bucket(bucket)
+    await store.require_bucket(bucket)
     if max_keys <= 0:
         return VersionPage([], [], False, "", "")
-    after_suffix = _marker_suffix(store, bucket, key_marker, version_marker) \
+    after_suffix = await _marker_suffix(store, bucket, key_marker, version_marker) \
         if key_marker else None
     skip = bool(delimiter) and key_marker.startswith(prefix) and key_marker.endswith(delimiter) \
         and len(key_marker) > len(prefix)
@@ -209,8 +215,7 @@ def list_versions(store: ObjectStore, bucket: str, prefix: str = "", delimiter: 
     last_version = ""
     truncated = False
     while True:
-        heads = [(c, c.head()) for c in cursors]
-        live = [(c, h) for c, h in heads if h is not None]
+        live = await _heads(cursors)
         if not live:
             break
         key, suffix = min((h[0], h[1]) for _, h in live)

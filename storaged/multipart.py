@@ -107,8 +107,8 @@ def _quorum(store: ObjectStore, values: list[bytes | None]) -> bytes | None:
     return None
 
 
-def _read_all(store: ObjectStore, table: bytes, key: bytes) -> list[bytes | None]:
-    return list(store.set.vote(lambda disk: disk.get(table, key)).values())
+async def _read_all(store: ObjectStore, table: bytes, key: bytes) -> list[bytes | None]:
+    return list((await store.set.vote("get", table, key)).values())
 
 
 async def _commit_all(store: ObjectStore, ops: list[Any], what: str) -> dict[int, Any]:
@@ -124,7 +124,7 @@ def new_upload_id() -> str:
 
 async def create_upload(store: ObjectStore, bucket: str, key: str, attrs: ObjectAttrs,
                         checksum_algorithm: str = "", checksum_type: str = "") -> UploadInfo:
-    store.require_bucket(bucket)
+    await store.require_bucket(bucket)
     upload = UploadInfo(bucket, key, new_upload_id(), time.time_ns(), attrs, checksum_algorithm,
                         checksum_type)
     record = upload.pack()
@@ -133,12 +133,13 @@ async def create_upload(store: ObjectStore, bucket: str, key: str, attrs: Object
     return upload
 
 
-def get_upload(store: ObjectStore, bucket: str, key: str, upload_id: str) -> UploadInfo:
+async def get_upload(store: ObjectStore, bucket: str, key: str, upload_id: str) -> UploadInfo:
     raw = None
     if len(upload_id) == 32 and all(c in "0123456789abcdef" for c in upload_id):
-        raw = _quorum(store, _read_all(store, b"uploads", upload_key(bucket, key, upload_id)))
+        raw = _quorum(store, await _read_all(store, b"uploads",
+                                             upload_key(bucket, key, upload_id)))
     if raw is None:
-        store.require_bucket(bucket)
+        await store.require_bucket(bucket)
         raise NoSuchUpload(upload_id)
     return UploadInfo.unpack(bucket, upload_id, raw)
 
@@ -148,7 +149,7 @@ async def upload_part(store: ObjectStore, bucket: str, key: str, upload_id: str,
                       hashers: Sequence[Any] = (),
                       finalize: Callable[[str], Mapping[str, str] | None] | None = None) -> PartRecord:
     """Store one part (replacing an earlier upload of the same number)."""
-    get_upload(store, bucket, key, upload_id)
+    await get_upload(store, bucket, key, upload_id)
     stream = ShardStream(store, bucket, key, new_id(), number, upload_id)
 
     async def commit(stored: Stored) -> PartRecord:
@@ -164,7 +165,7 @@ async def upload_part(store: ObjectStore, bucket: str, key: str, upload_id: str,
                 store.background(store.purge(p, stored.data_id, [number]))
         if len(applied) < store.write_quorum:
             await stream.discard()
-            get_upload(store, bucket, key, upload_id)  # NoSuchUpload when aborted meanwhile
+            await get_upload(store, bucket, key, upload_id)  # NoSuchUpload when aborted meanwhile
             raise WriteQuorumError(f"part {number} of {upload_id}: {len(applied)} disks")
         for p, replaced in applied.items():
             if replaced.record is not None:
@@ -177,18 +178,14 @@ async def upload_part(store: ObjectStore, bucket: str, key: str, upload_id: str,
                             commit)
 
 
-def list_parts(store: ObjectStore, bucket: str, key: str, upload_id: str,
-               after: int = 0, max_parts: int = 1000) -> tuple[list[PartRecord], bool]:
+async def list_parts(store: ObjectStore, bucket: str, key: str, upload_id: str,
+                     after: int = 0, max_parts: int = 1000) -> tuple[list[PartRecord], bool]:
     """Parts numbered above ``after`` (quorum-agreed), and whether more follow."""
-    get_upload(store, bucket, key, upload_id)
+    await get_upload(store, bucket, key, upload_id)
     found: dict[int, list[bytes]] = {}
     prefix = upload_id.encode()
-    for pos in store.online_positions():
-        disk = store.disks[pos]
-        try:
-            items = disk.range(b"parts", part_key(upload_id, after + 1), prefix)
-        except Exception:
-            continue
+    for _, items in await store.set.ask("range", b"parts", part_key(upload_id, after + 1),
+                                        prefix):
         for k, v in items:
             found.setdefault(int.from_bytes(k[len(prefix):], "big"), []).append(v)
     parts = []
@@ -213,13 +210,14 @@ async def complete_upload(store: ObjectStore, bucket: str, key: str, upload_id: 
                           checksum_type: str = "",
                           condition: Condition | None = None) -> ObjectInfo:
     """Compose the named parts (number, ETag) into the object; nothing is copied."""
-    upload = get_upload(store, bucket, key, upload_id)
+    upload = await get_upload(store, bucket, key, upload_id)
     if not chosen:
         raise InvalidPart("You must specify at least one part")
     numbers = [n for n, _ in chosen]
     if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
         raise InvalidPartOrder("The list of parts was not in ascending order")
-    stored = {p.number: p for p in list_parts(store, bucket, key, upload_id, 0, MAX_PARTS)[0]}
+    listed, _ = await list_parts(store, bucket, key, upload_id, 0, MAX_PARTS)
+    stored = {p.number: p for p in listed}
     parts: list[PartRecord] = []
     for number, etag in chosen:
         part = stored.get(number)
@@ -262,33 +260,30 @@ async def end_upload(store: ObjectStore, bucket: str, key: str, upload_id: str,
 
 
 async def abort_upload(store: ObjectStore, bucket: str, key: str, upload_id: str) -> None:
-    get_upload(store, bucket, key, upload_id)
+    await get_upload(store, bucket, key, upload_id)
     await end_upload(store, bucket, key, upload_id)
 
 
-def part_uses(store: ObjectStore, upload_id: str, data_id: str) -> bool:
-    """Whether any disk's part records of ``upload_id`` name ``data_id``."""
+async def part_uses(store: ObjectStore, upload_id: str, data_id: str) -> bool:
+    """Whether any disk's part records of ``upload_id`` name ``data_id`` (True
+    when a disk could not tell: a file is only ever purged on certainty)."""
     prefix = upload_id.encode()
-    for pos in store.online_positions():
-        for _, v in store.disks[pos].range(b"parts", prefix, prefix):
-            if msgpack.unpackb(v)["pid"] == data_id:
-                return True
-    return False
+    online = store.online_positions()
+    answers = await store.set.ask("range", b"parts", prefix, prefix, positions=online)
+    if len(answers) < len(online):
+        return True
+    return any(msgpack.unpackb(v)["pid"] == data_id for _, items in answers for _, v in items)
 
 
-def list_uploads(store: ObjectStore, bucket: str, prefix: str = "", delimiter: str = "",
-                 key_marker: str = "", upload_id_marker: str = "",
-                 max_uploads: int = 1000) -> UploadPage:
+async def list_uploads(store: ObjectStore, bucket: str, prefix: str = "", delimiter: str = "",
+                       key_marker: str = "", upload_id_marker: str = "",
+                       max_uploads: int = 1000) -> UploadPage:
     """In-progress uploads of a bucket, by key then start time (quorum-agreed)."""
-    store.require_bucket(bucket)
+    await store.require_bucket(bucket)
     start = encode_key(bucket, prefix)
     head = bucket.encode() + b"/"
     seen: dict[bytes, list[bytes]] = {}
-    for pos in store.online_positions():
-        try:
-            items = store.disks[pos].range(b"uploads", start, head)
-        except Exception:
-            continue
+    for _, items in await store.set.ask("range", b"uploads", start, head):
         for k, v in items:
             seen.setdefault(k, []).append(v)
     uploads: list[UploadInfo] = []
@@ -330,8 +325,8 @@ async def expire_uploads(store: ObjectStore, max_age_ns: int) -> int:
     """Abort uploads started more than ``max_age_ns`` ago (abandoned); how many."""
     now = time.time_ns()
     expired = 0
-    for bucket in [b.name for b in store.list_buckets()]:
-        page = list_uploads(store, bucket, max_uploads=1 << 30)
+    for bucket in [b.name for b in await store.list_buckets()]:
+        page = await list_uploads(store, bucket, max_uploads=1 << 30)
         for upload in page.uploads:
             if now - upload.initiated_ns > max_age_ns:
                 await end_upload(store, bucket, upload.key, upload.upload_id)

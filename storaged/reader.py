@@ -82,7 +82,7 @@ class ObjectReader:
         if self.length == 0:
             return
         if self.info.inline:
-            data = read_inline(self.store, self.info)
+            data = await read_inline(self.store, self.info)
             yield memoryview(data)[self.offset:self.offset + self.length]
             return
         jobs = self._jobs()
@@ -133,23 +133,20 @@ def inline_blob(vid: str, shard: bytes) -> bytes:
     return vid.encode() + checksum(shard) + shard
 
 
-def read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
+async def read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
     """Decode a small object from the inline shards in the disks' LMDB."""
     k, n = info.k, info.k + info.m
     shards: list[bytes | None] = [None] * n
     damage = Damage()
     vid = info.version_id.encode()
     found = 0
+    blobs = {disk.position: blob for disk, blob in await store.set.ask(
+        "version_inline", info.bucket, info.key, info.mtime_ns, info.version_id,
+        positions=[p for p in info.dist if store.disks[p].online])}
     for index in range(n):
         if found == k:
             break
-        disk = store.disks[info.dist[index]]
-        blob = None
-        if disk.online:
-            try:
-                blob = disk.version_inline(info.bucket, info.key, info.mtime_ns, info.version_id)
-            except Exception:
-                blob = None
+        blob = blobs.get(info.dist[index])
         if blob is None or not blob.startswith(vid):
             damage.add(index, MISSING)
             continue

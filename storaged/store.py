@@ -260,13 +260,13 @@ class ObjectStore:
 
     # buckets ---------------------------------------------------------------------
 
-    def bucket_info(self, name: str) -> BucketInfo | None:
+    async def bucket_info(self, name: str) -> BucketInfo | None:
         votes: Counter[bytes] = Counter()
         answered = 0
-        for disk, raw in self.set.answers(lambda d: d.get_bucket(name)):
+        for disk, raw in await self.set.ask("get_bucket", name):
             if raw is not None:
                 votes[raw] += 1
-                if votes[raw] >= self.k:  # a read quorum agrees: no need to ask more
+                if votes[raw] >= self.k:  # a read quorum agrees
                     return BucketInfo(name, msgpack.unpackb(raw)["ct"])
             if raw is not None or not disk.healing:
                 answered += 1
@@ -274,71 +274,61 @@ class ObjectStore:
             raise ReadQuorumError(f"bucket {name}: too many disks unavailable to tell")
         return None
 
-    def require_bucket(self, name: str) -> BucketInfo:
-        info = self.bucket_info(name)
+    async def require_bucket(self, name: str) -> BucketInfo:
+        info = await self.bucket_info(name)
         if info is None:
             raise NoSuchBucket(name)
         return info
 
-    def bucket_configs(self, name: str) -> dict[str, bytes]:
-        """A bucket's settings (kind → value): the newest stamp wins.
-
-        A setting was stored on a write quorum, so any N - W + 1 disks that
-        are not being healed include one that has it: no need to ask more.
-        """
-        held = []
-        needed = self.n - self.write_quorum + 1
-        for disk, configs in self.set.answers(lambda d: d.bucket_config(name)):
-            held.append(configs)
-            if not disk.healing:
-                needed -= 1
-                if needed == 0:
-                    break
+    async def bucket_configs(self, name: str) -> dict[str, bytes]:
+        """A bucket's settings (kind → value): the newest stamp wins (a setting
+        was stored on a write quorum, so every reader sees one disk that has it)."""
+        held = [configs for _, configs in await self.set.ask("bucket_config", name)]
         return {kind: value for kind, (_, value) in newest_settings(held).items()
                 if value is not None}
 
-    def bucket_config(self, name: str, kind: str) -> bytes | None:
+    async def bucket_config(self, name: str, kind: str) -> bytes | None:
         """One kind of a bucket's settings: versioning, lock, lifecycle, tagging
         (NoSuchBucket when there is no such bucket)."""
-        value = self.bucket_configs(name).get(kind)
+        value = (await self.bucket_configs(name)).get(kind)
         if value is None:
-            self.require_bucket(name)
+            await self.require_bucket(name)
         return value
 
-    def bucket_settings(self, name: str) -> BucketSettings:
-        configs = self.bucket_configs(name)
+    async def bucket_settings(self, name: str) -> BucketSettings:
+        configs = await self.bucket_configs(name)
         lock = None
         if "lock" in configs:
             from .object_lock import LockConfig
             lock = LockConfig.unpack(configs["lock"])
         return BucketSettings(configs.get("versioning", b"").decode(), lock)
 
-    def versioning(self, name: str) -> str:
+    async def versioning(self, name: str) -> str:
         """"" (never enabled), "Enabled" or "Suspended"."""
-        return self.bucket_settings(name).versioning
+        return (await self.bucket_settings(name)).versioning
 
     async def set_bucket_config(self, name: str, kind: str, value: bytes | None) -> None:
         """Set (None: remove) one kind of a bucket's settings on a write quorum.
 
         Versioning cannot be suspended while object lock is on.
         """
-        self.require_bucket(name)
-        if kind == "versioning" and value != b"Enabled" and self.bucket_settings(name).lock:
+        await self.require_bucket(name)
+        if kind == "versioning" and value != b"Enabled" and (await self.bucket_settings(name)).lock:
             raise InvalidBucketState("An Object Lock configuration is present on this bucket, "
                                      "so the versioning state cannot be changed.")
         done = await self.set.commit_all([PutBucketConfig(name, kind, self.stamp(), value)])
         done.require(self.write_quorum, f"bucket {name} {kind} settings", len(done.applied()))
 
-    def list_buckets(self) -> list[BucketInfo]:
+    async def list_buckets(self) -> list[BucketInfo]:
         names: set[str] = set()
-        for pos in self.online_positions():
-            names.update(self.disks[pos].buckets())
-        infos = (self.bucket_info(n) for n in sorted(names))
+        for _, held in await self.set.ask("buckets"):
+            names.update(held)
+        infos = await asyncio.gather(*(self.bucket_info(n) for n in sorted(names)))
         return [i for i in infos if i is not None]
 
     async def make_bucket(self, name: str, settings: dict[str, bytes] | None = None) -> BucketInfo:
         """Create a bucket, with initial ``settings`` (kind → value, e.g. object lock)."""
-        if self.bucket_info(name) is not None:
+        if await self.bucket_info(name) is not None:
             raise BucketExists(name)
         info = BucketInfo(name, time.time_ns())
         # A creator id makes this record ours alone: a rollback removes only it.
@@ -366,30 +356,30 @@ class ObjectStore:
         return info
 
     async def delete_bucket(self, name: str) -> None:
-        self.require_bucket(name)
-        if list_versions(self, name, max_keys=1).entries:
+        await self.require_bucket(name)
+        if (await list_versions(self, name, max_keys=1)).entries:
             raise BucketNotEmpty(name)
-        for upload in multipart.list_uploads(self, name, max_uploads=1 << 30).uploads:
+        for upload in (await multipart.list_uploads(self, name, max_uploads=1 << 30)).uploads:
             await multipart.end_upload(self, name, upload.key, upload.upload_id)
         done = await self.set.commit_all([DeleteBucket(name, force=True)])
         done.require(self.write_quorum, f"deletion of bucket {name}")
 
     # objects ---------------------------------------------------------------------
 
-    def records(self, bucket: str, key: str) -> dict[int, bytes | None]:
+    async def records(self, bucket: str, key: str) -> dict[int, bytes | None]:
         """Each readable disk's record of an object.
 
         A disk still being healed has not got every record back yet: what it
         holds counts, what it lacks is not evidence of absence.
         """
-        return self.set.vote(lambda disk: disk.get_object(bucket, key))
+        return await self.set.vote("get_object", bucket, key)
 
-    def resolve(self, bucket: str, key: str) -> Resolved | None:
-        records = self.records(bucket, key)
+    async def resolve(self, bucket: str, key: str) -> Resolved | None:
+        records = await self.records(bucket, key)
         return resolve(bucket, key, records, self.k, self.write_quorum,
                        offline=self.n - len(records))
 
-    def resolve_version(self, bucket: str, key: str, version_id: str) -> Resolved | None:
+    async def resolve_version(self, bucket: str, key: str, version_id: str) -> Resolved | None:
         """A version by its client id ("null" included), resolved by quorum.
 
         Raises NoSuchVersion for an id Basalt could not have issued.
@@ -398,25 +388,27 @@ class ObjectStore:
             version = parse_version(version_id)
         except ValueError:
             raise NoSuchVersion(bucket, key, version_id) from None
-        records = self.set.vote(lambda disk: disk.get_version(bucket, key, version))
+        records = await self.set.vote("get_version", bucket, key, version)
         return resolve(bucket, key, records, self.k, self.write_quorum,
                        offline=self.n - len(records))
 
-    def resolve_any(self, bucket: str, key: str, version_id: str | None) -> Resolved | None:
+    async def resolve_any(self, bucket: str, key: str, version_id: str | None
+                          ) -> Resolved | None:
         """The latest version (``version_id`` None) or the one named."""
         if version_id is None:
-            return self.resolve(bucket, key)
-        return self.resolve_version(bucket, key, version_id)
+            return await self.resolve(bucket, key)
+        return await self.resolve_version(bucket, key, version_id)
 
-    def head_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+    async def head_object(self, bucket: str, key: str, version_id: str | None = None
+                          ) -> ObjectInfo:
         """The info of the current version (or of ``version_id``).
 
         Raises NoSuchKey / NoSuchVersion / NoSuchBucket when absent, and
         DeleteMarker when the version is a delete marker.
         """
-        res = self.resolve_any(bucket, key, version_id)
+        res = await self.resolve_any(bucket, key, version_id)
         if res is None:
-            self.require_bucket(bucket)
+            await self.require_bucket(bucket)
             if version_id is None:
                 raise NoSuchKey(bucket, key)
             raise NoSuchVersion(bucket, key, version_id)
@@ -444,7 +436,7 @@ class ObjectStore:
     async def get_object(self, bucket: str, key: str, offset: int = 0,
                          length: int | None = None, info: ObjectInfo | None = None) -> ObjectReader:
         """A reader of ``length`` bytes from ``offset`` (to the end when None)."""
-        info = info or self.head_object(bucket, key)
+        info = info or await self.head_object(bucket, key)
         if offset < 0 or offset > info.size or (offset == info.size and info.size and length):
             raise InvalidRange(info.size)
         length = info.size - offset if length is None else min(length, info.size - offset)
@@ -461,19 +453,19 @@ class ObjectStore:
         deleted (the latest, without ``version_id``): a background job that judged
         a version must not hit a newer write instead. Nothing is done otherwise.
         """
-        if version_id is None and self.versioning(bucket):
-            if expect is not None and not self._is_latest(bucket, key, expect):
+        if version_id is None and await self.versioning(bucket):
+            if expect is not None and not await self._is_latest(bucket, key, expect):
                 return DeleteResult(None, False)
             marker = ObjectInfo(bucket, key, new_id(), 0, "", 0, k=self.k, m=self.m,
                                 block_size=self.geometry.block_size,
                                 dist=tuple(distribution(bucket, key, self.n)), delete_marker=True)
-            self.require_bucket(bucket)
+            await self.require_bucket(bucket)
             marker = await commit_version(self, marker, None, None, self.online_positions())
             return DeleteResult(marker.version, True)
         async with self.version_lock(bucket, key):
-            res = self.resolve_any(bucket, key, version_id)
+            res = await self.resolve_any(bucket, key, version_id)
             if res is None:
-                self.require_bucket(bucket)
+                await self.require_bucket(bucket)
                 return DeleteResult(version_id, False)
             info = res.info
             if expect is not None and (info.mtime_ns, info.version_id) != expect:
@@ -490,8 +482,8 @@ class ObjectStore:
             self.heal_queue.add(bucket, key)
         return DeleteResult(version_id, info.delete_marker)
 
-    def _is_latest(self, bucket: str, key: str, version: tuple[int, str]) -> bool:
-        res = self.resolve(bucket, key)
+    async def _is_latest(self, bucket: str, key: str, version: tuple[int, str]) -> bool:
+        res = await self.resolve(bucket, key)
         return res is not None and (res.info.mtime_ns, res.info.version_id) == version
 
     async def update_object(self, bucket: str, key: str, version_id: str | None, *,
@@ -501,7 +493,7 @@ class ObjectStore:
                             bypass_governance: bool = False) -> ObjectInfo:
         """Change a version's tags, retention or legal hold (its data stays)."""
         async with self.version_lock(bucket, key):
-            info = self.head_object(bucket, key, version_id)
+            info = await self.head_object(bucket, key, version_id)
             changes: dict[str, Any] = {"meta_ns": max(self.stamp(), info.meta_ns + 1)}
             if tags is not None:
                 changes["tags"] = dict(tags)
@@ -524,7 +516,7 @@ class ObjectStore:
                           attrs: ObjectAttrs | None = None,
                           source: ObjectInfo | None = None) -> ObjectInfo:
         """Copy an object; ``attrs`` replaces the metadata, else it is kept."""
-        source = source or self.head_object(src_bucket, src_key)
+        source = source or await self.head_object(src_bucket, src_key)
         if attrs is None:
             attrs = ObjectAttrs(source.content_type, dict(source.headers), dict(source.user_meta),
                                 dict(source.tags))
@@ -535,16 +527,16 @@ class ObjectStore:
         finally:
             await reader.aclose()
 
-    def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "", after: str = "",
-                     max_keys: int = 1000) -> ListPage:
+    async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "",
+                           after: str = "", max_keys: int = 1000) -> ListPage:
         """A page of the keys after ``after`` (rolled up at ``delimiter``)."""
-        return list_objects(self, bucket, prefix, delimiter, after, max_keys)
+        return await list_objects(self, bucket, prefix, delimiter, after, max_keys)
 
-    def list_versions(self, bucket: str, prefix: str = "", delimiter: str = "",
-                      key_marker: str = "", version_marker: str = "",
-                      max_keys: int = 1000) -> VersionPage:
+    async def list_versions(self, bucket: str, prefix: str = "", delimiter: str = "",
+                            key_marker: str = "", version_marker: str = "",
+                            max_keys: int = 1000) -> VersionPage:
         """A page of versions and delete markers in S3 order (key, newest first)."""
-        return list_versions(self, bucket, prefix, delimiter, key_marker, version_marker,
+        return await list_versions(self, bucket, prefix, delimiter, key_marker, version_marker,
                              max_keys)
 
     async def heal(self, *, deep: bool = True, progress: Progress | None = None) -> HealReport:
@@ -561,17 +553,17 @@ class ObjectStore:
         return await multipart.create_upload(self, bucket, key, attrs or ObjectAttrs(),
                                              checksum_algorithm, checksum_type)
 
-    def get_upload(self, bucket: str, key: str, upload_id: str) -> multipart.UploadInfo:
-        return multipart.get_upload(self, bucket, key, upload_id)
+    async def get_upload(self, bucket: str, key: str, upload_id: str) -> multipart.UploadInfo:
+        return await multipart.get_upload(self, bucket, key, upload_id)
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: Body,
                           **kwargs: Any) -> multipart.PartRecord:
         """Store one part (same options as :meth:`put_object`, minus attrs)."""
         return await multipart.upload_part(self, bucket, key, upload_id, number, body, **kwargs)
 
-    def list_parts(self, bucket: str, key: str, upload_id: str, after: int = 0,
-                   max_parts: int = 1000) -> tuple[list[multipart.PartRecord], bool]:
-        return multipart.list_parts(self, bucket, key, upload_id, after, max_parts)
+    async def list_parts(self, bucket: str, key: str, upload_id: str, after: int = 0,
+                         max_parts: int = 1000) -> tuple[list[multipart.PartRecord], bool]:
+        return await multipart.list_parts(self, bucket, key, upload_id, after, max_parts)
 
     async def complete_upload(self, bucket: str, key: str, upload_id: str,
                               parts: Sequence[tuple[int, str]], **kwargs: Any) -> ObjectInfo:
@@ -581,11 +573,11 @@ class ObjectStore:
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         await multipart.abort_upload(self, bucket, key, upload_id)
 
-    def list_uploads(self, bucket: str, **kwargs: Any) -> multipart.UploadPage:
-        return multipart.list_uploads(self, bucket, **kwargs)
+    async def list_uploads(self, bucket: str, **kwargs: Any) -> multipart.UploadPage:
+        return await multipart.list_uploads(self, bucket, **kwargs)
 
-    def part_uses(self, upload_id: str, data_id: str) -> bool:
-        return multipart.part_uses(self, upload_id, data_id)
+    async def part_uses(self, upload_id: str, data_id: str) -> bool:
+        return await multipart.part_uses(self, upload_id, data_id)
 
     async def expire_uploads(self) -> int:
         """Abort uploads older than ``upload_expiry``; how many."""

@@ -60,7 +60,7 @@ async def heal_uploads(store: ObjectStore, bucket: str, report: HealReport, *,
     head = bucket.encode() + b"/"
     seen: dict[bytes, dict[int, bytes]] = {}
     for pos in positions:
-        for lkey, value in await store.run(store.disks[pos].range, b"uploads", head, head):
+        for lkey, value in await store.disks[pos].read("range", b"uploads", head, head):
             seen.setdefault(lkey, {})[pos] = value
     everyone = len(positions) == store.n and not any(store.disks[p].healing for p in positions)
     for lkey, holders in sorted(seen.items()):
@@ -109,7 +109,7 @@ async def _heal_upload(store: ObjectStore, upload: UploadInfo, record: bytes,
     prefix = upload_id.encode()
     parts: dict[int, dict[int, bytes]] = {}
     for pos in positions:
-        for pkey, value in await store.run(store.disks[pos].range, b"parts", prefix, prefix):
+        for pkey, value in await store.disks[pos].read("range", b"parts", prefix, prefix):
             parts.setdefault(int.from_bytes(pkey[len(prefix):], "big"), {})[pos] = value
     for number, values in sorted(parts.items()):
         raw = _agreed(values, store.k, newest=True)

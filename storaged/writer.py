@@ -130,7 +130,7 @@ async def put_object(store: ObjectStore, bucket: str, key: str, body: Body, *,
                      finalize: Finalize | None = None,
                      condition: Condition | None = None) -> ObjectInfo:
     """Store ``body`` as ``bucket/key``; see :meth:`ObjectStore.put_object`."""
-    store.require_bucket(bucket)
+    await store.require_bucket(bucket)
     attrs = attrs or ObjectAttrs()
     chunks = BodyReader(body, size)
     # Small objects never touch the stripe pool: read up to the inline limit
@@ -337,11 +337,11 @@ async def commit_version(store: ObjectStore, info: ObjectInfo,
     each disk's inline shard for small objects. Versions it displaced are
     purged in the background once the write stands.
     """
-    settings = store.bucket_settings(info.bucket)
+    settings = await store.bucket_settings(info.bucket)
     versioned = settings.versioning == "Enabled"
     async with store.key_lock(info.bucket, info.key):
         if condition is not None:
-            check_condition(store.resolve(info.bucket, info.key), info.bucket, info.key,
+            check_condition(await store.resolve(info.bucket, info.key), info.bucket, info.key,
                             condition)
         for attempt in range(RACE_RETRIES + 1):
             # Stamped under the lock with a clock that never goes back in this

@@ -12,7 +12,7 @@ from blockd.pool import CHUNK
 
 
 async def put_image(store, name: str, data: bytes) -> None:
-    if store.bucket_info(images.BUCKET) is None:
+    if await store.bucket_info(images.BUCKET) is None:
         await store.make_bucket(images.BUCKET)
 
     async def body():
@@ -51,7 +51,7 @@ async def test_image_volumes_are_hidden_protected_and_deleted_with_the_image(dir
         result = await images.delete_image(vm, store, "deb")
         assert result["object_deleted"] and result["bases_deleted"] == [base]
         assert not any(n.startswith("image.") for n in vm.records)
-        assert store.resolve(images.BUCKET, "deb") is None
+        assert await store.resolve(images.BUCKET, "deb") is None
         with pytest.raises(VolumeError, match="image deb does not exist"):
             await images.delete_image(vm, store, "deb")
     finally:
@@ -74,7 +74,7 @@ async def test_stale_bases_of_a_replaced_image_are_dropped_when_unused(dirs):
         await vm.delete("old-user")
         dropped = (await images.delete_image(vm, store, "img", stale_only=True))["bases_deleted"]
         assert len(dropped) == 1 and vm.records["new-user"].origin.partition("@")[0] not in dropped
-        assert store.resolve(images.BUCKET, "img") is not None
+        assert await store.resolve(images.BUCKET, "img") is not None
     finally:
         await vm.close()
         await store.close()

@@ -259,7 +259,7 @@ class FakeStore:
     def __init__(self, lock: LockConfig | None):
         self.lock = lock
 
-    def bucket_config(self, bucket, kind):
+    async def bucket_config(self, bucket, kind):
         assert kind == "lock"
         return self.lock.pack() if self.lock else None
 
@@ -269,18 +269,19 @@ CRC = {"x-amz-checksum-crc32": "AAAAAA=="}
 TRAILER = {"x-amz-trailer": "x-amz-checksum-crc32"}
 
 
-def test_lock_for_write_explicit_and_default():
+async def test_lock_for_write_explicit_and_default():
     headers = {MODE: "COMPLIANCE", UNTIL: "2030-01-01T00:00:00Z", **MD5}
-    assert lock_for_write(FakeStore(LockConfig(True)), "b", headers, NOW) == ("COMPLIANCE", FUTURE_NS, False)
+    assert await lock_for_write(FakeStore(LockConfig(True)), "b", headers, NOW) == (
+        "COMPLIANCE", FUTURE_NS, False)
     default = FakeStore(LockConfig(True, "GOVERNANCE", days=2))
-    assert lock_for_write(default, "b", CRC, NOW) == ("GOVERNANCE", NOW + 2 * DAY_NS, False)
+    assert await lock_for_write(default, "b", CRC, NOW) == ("GOVERNANCE", NOW + 2 * DAY_NS, False)
     # explicit headers win over the bucket default
-    assert lock_for_write(default, "b", headers, NOW) == ("COMPLIANCE", FUTURE_NS, False)
-    assert lock_for_write(default, "b", {HOLD: "ON", **TRAILER}, NOW) == ("GOVERNANCE",
+    assert await lock_for_write(default, "b", headers, NOW) == ("COMPLIANCE", FUTURE_NS, False)
+    assert await lock_for_write(default, "b", {HOLD: "ON", **TRAILER}, NOW) == ("GOVERNANCE",
                                                                           NOW + 2 * DAY_NS, True)
     # nothing asked, nothing configured: no integrity header needed
-    assert lock_for_write(FakeStore(None), "b", {}, NOW) == ("", 0, False)
-    assert lock_for_write(FakeStore(LockConfig(True)), "b", {}, NOW) == ("", 0, False)
+    assert await lock_for_write(FakeStore(None), "b", {}, NOW) == ("", 0, False)
+    assert await lock_for_write(FakeStore(LockConfig(True)), "b", {}, NOW) == ("", 0, False)
 
 
 @pytest.mark.parametrize("store,headers", [
@@ -288,36 +289,36 @@ def test_lock_for_write_explicit_and_default():
     (FakeStore(LockConfig(True)), {MODE: "GOVERNANCE", UNTIL: "2030-01-01T00:00:00Z"}),
     (FakeStore(LockConfig(True, "COMPLIANCE", years=1)), {}),
 ])
-def test_lock_for_write_needs_an_integrity_header(store, headers):
+async def test_lock_for_write_needs_an_integrity_header(store, headers):
     message = ("Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests "
                "with Object Lock parameters")
     with raises("InvalidRequest", message):
-        lock_for_write(store, "b", headers, NOW)
-    lock_for_write(store, "b", headers, NOW, with_body=False)  # CopyObject, CreateMultipartUpload
+        await lock_for_write(store, "b", headers, NOW)
+    await lock_for_write(store, "b", headers, NOW, with_body=False)  # CopyObject, CreateMultipartUpload
 
 
 @pytest.mark.parametrize("headers", [{HOLD: "ON"}, {MODE: "GOVERNANCE", UNTIL: "2030-01-01T00:00:00Z"}])
-def test_lock_for_write_on_bucket_without_lock(headers):
+async def test_lock_for_write_on_bucket_without_lock(headers):
     with raises("InvalidRequest", "Bucket is missing ObjectLockConfiguration"):
-        lock_for_write(FakeStore(None), "b", {**headers, **MD5}, NOW)
+        await lock_for_write(FakeStore(None), "b", {**headers, **MD5}, NOW)
 
 
-def test_lock_for_write_checks_headers_before_the_bucket():
+async def test_lock_for_write_checks_headers_before_the_bucket():
     with raises("InvalidArgument"):
-        lock_for_write(FakeStore(None), "b", {HOLD: "maybe"}, NOW)
+        await lock_for_write(FakeStore(None), "b", {HOLD: "maybe"}, NOW)
 
 
-def test_bypass():
+async def test_bypass():
     assert bypass_requested({"x-amz-bypass-governance-retention": "True"})
     assert not bypass_requested({"x-amz-bypass-governance-retention": "false"})
     assert not bypass_requested({})
     locked = FakeStore(LockConfig(True))
-    assert bypass_governance(locked, "b", {"X-Amz-Bypass-Governance-Retention": "true"}) is True
-    assert bypass_governance(locked, "b", {"x-amz-bypass-governance-retention": "false"}) is False
-    assert bypass_governance(FakeStore(None), "b", {}) is False
+    assert await bypass_governance(locked, "b", {"X-Amz-Bypass-Governance-Retention": "true"}) is True
+    assert await bypass_governance(locked, "b", {"x-amz-bypass-governance-retention": "false"}) is False
+    assert await bypass_governance(FakeStore(None), "b", {}) is False
     with raises("InvalidArgument", "x-amz-bypass-governance-retention is only applicable to Object Lock "
                 "enabled buckets.") as exc:
-        bypass_governance(FakeStore(None), "b", {"x-amz-bypass-governance-retention": "false"})
+        await bypass_governance(FakeStore(None), "b", {"x-amz-bypass-governance-retention": "false"})
     assert exc.value.extra == {"ArgumentName": "x-amz-bypass-governance-retention"}
 
 

@@ -35,7 +35,7 @@ async def main(state_path: str, dirs: list[str]) -> None:
     store = ObjectStore.open(dirs, sync=True)
     await store.start(heal=False)
     versioned = os.environ.get("CRASH_VERSIONED") == "1"
-    if store.bucket_info("crash") is None:
+    if await store.bucket_info("crash") is None:
         await store.make_bucket("crash")
         if versioned:
             await store.set_bucket_config("crash", "versioning", b"Enabled")

@@ -90,7 +90,8 @@ async def test_sigkill_during_writes_keeps_each_object_whole(roots, tmp_path):
             report = await store.heal(deep=True)
             assert report.failed == 0
             # Every shard file on disk now belongs to a current version.
-            live = {store.head_object("crash", k).version_id for k in KEYS if _exists(store, k)}
+            live = {(await store.head_object("crash", k)).version_id for k in KEYS
+                    if await _exists(store, k)}
             for disk in store.disks:
                 for _, _, files in os.walk(os.path.join(disk.root, "data")):
                     assert {f.split(".")[0] for f in files} <= live
@@ -99,9 +100,9 @@ async def test_sigkill_during_writes_keeps_each_object_whole(roots, tmp_path):
     assert interrupted, "no kill landed in the middle of a write"
 
 
-def _exists(store, key):
+async def _exists(store, key):
     try:
-        store.head_object("crash", key)
+        await store.head_object("crash", key)
         return True
     except Exception:
         return False
@@ -123,13 +124,13 @@ async def test_sigkill_during_versioned_writes_keeps_every_acknowledged_version(
             for key, number, vid in ids:
                 if number % 10 == 9:
                     with pytest.raises(DeleteMarker):
-                        store.head_object("crash", key, vid)
+                        await store.head_object("crash", key, vid)
                     continue
-                info = store.head_object("crash", key, vid)
+                info = await store.head_object("crash", key, vid)
                 reader = await store.get_object("crash", key, info=info)
                 assert await reader.read() == version_bytes(key, number), (round_, key, number)
             listed = set()
-            page = store.list_versions("crash", max_keys=100_000)
+            page = await store.list_versions("crash", max_keys=100_000)
             for entry in page.entries:
                 listed.add(entry.info.version)
             assert {vid for _, _, vid in ids} <= listed

@@ -86,9 +86,9 @@ def flip_bytes(path, offsets):
             f.write(bytes([b[0] ^ 0xFF]))
 
 
-def corrupt(store, key, positions):
+async def corrupt(store, key, positions):
     """Flip bytes in the shards of ``key`` on ``positions`` (files or inline)."""
-    info = store.head_object("b", key)
+    info = await store.head_object("b", key)
     for pos in positions:
         disk = store.disks[pos]
         if info.inline:
@@ -107,7 +107,7 @@ async def test_flipped_bytes_on_two_disks_read_correctly_and_are_reported(loaded
     store = await open_store(dirs=dirs)
     for i, key in enumerate(expected):
         if expected[key]:
-            corrupt(store, key, [(i) % 6, (i + 3) % 6])
+            await corrupt(store, key, [(i) % 6, (i + 3) % 6])
     await check_all(store, expected)
     assert store.stats["shards_corrupt"] > 0
     damaged = {key for key, data in expected.items() if data}
@@ -123,7 +123,7 @@ async def test_heal_then_lose_two_other_disks(loaded, open_store):
     store = await open_store(dirs=dirs)
     for key in expected:
         if expected[key]:
-            corrupt(store, key, [0, 1])
+            await corrupt(store, key, [0, 1])
     report = await store.heal(deep=True)
     assert report.failed == 0 and report.healed == len([d for d in expected.values() if d])
     assert report.shards_rebuilt == 2 * report.healed

@@ -1,6 +1,8 @@
 """ErasureSet: commit on every disk with one quorum rule, and votes that do not
 count a healing disk's silence as absence."""
 
+import threading
+
 import pytest
 
 from storaged import DiskFull, WriteQuorumError
@@ -19,7 +21,10 @@ class FakeDisk:
         self.committed.append(ops)
         return [op for op in ops]
 
-    def get(self):
+    local = False
+
+    async def read(self, query, *args):
+        assert (query, args) == ("get", ("t", b"k"))
         if self.fail is not None:
             raise self.fail
         return self.answer
@@ -50,7 +55,29 @@ def test_applied_counts_true_results_and_applied_flags():
     assert sorted(done.applied()) == [0, 2]
 
 
-def test_vote_leaves_out_healing_disks_without_the_item():
+async def test_vote_leaves_out_healing_disks_without_the_item():
     disks = [FakeDisk(0, b"r"), FakeDisk(1, None, healing=True), FakeDisk(2, b"r", healing=True),
              FakeDisk(3, None), FakeDisk(4, fail=OSError("io"))]
-    assert ErasureSet(disks, 3, 2).vote(FakeDisk.get) == {0: b"r", 2: b"r", 3: None}
+    assert await ErasureSet(disks, 3, 2).vote("get", "t", b"k") == {0: b"r", 2: b"r", 3: None}
+
+
+class LocalFake(FakeDisk):
+    local = True
+
+    def read_now(self, query, *args):
+        self.thread = threading.get_ident()
+        if self.fail is not None:
+            raise self.fail
+        return (query, args, self.position)
+
+
+async def test_ask_reads_local_disks_in_one_thread_off_the_loop_and_remote_ones_too():
+    disks = [LocalFake(0), FakeDisk(1, b"remote"), LocalFake(2, fail=OSError("io")),
+             LocalFake(3, online=False), LocalFake(4)]
+    answers = await ErasureSet(disks, 3, 2).ask("get", "t", b"k")
+    assert [(d.position, a) for d, a in answers] == [
+        (0, ("get", ("t", b"k"), 0)), (1, b"remote"), (4, ("get", ("t", b"k"), 4))]
+    assert disks[0].thread == disks[4].thread != threading.get_ident()
+    assert not hasattr(disks[3], "thread")
+    only = await ErasureSet(disks, 3, 2).ask("get", "t", b"k", positions=[4])
+    assert [d.position for d, _ in only] == [4]

@@ -64,16 +64,16 @@ class FakeStore:
         return [(v.mtime_ns, v.delete_marker) for v in self.keys.get(key, [])]
 
     # the store API
-    def list_buckets(self):
+    async def list_buckets(self):
         return [types.SimpleNamespace(name="b", created_ns=0)]
 
-    def bucket_config(self, bucket: str, kind: str) -> bytes | None:
+    async def bucket_config(self, bucket: str, kind: str) -> bytes | None:
         return self.config.get(kind)
 
-    def versioning(self, bucket: str) -> str:
+    async def versioning(self, bucket: str) -> str:
         return self.mode
 
-    def list_versions(self, bucket, prefix="", delimiter="", key_marker="", version_marker="",
+    async def list_versions(self, bucket, prefix="", delimiter="", key_marker="", version_marker="",
                       max_keys=1000):
         self.pages.append(max_keys)
         flat = [v for k in sorted(self.keys) for v in self.keys[k] if k.startswith(prefix)]
@@ -93,7 +93,7 @@ class FakeStore:
             next_key_marker=last.key if truncated else "",
             next_version_marker=last.version if truncated else "")
 
-    def head_object(self, bucket, key, version_id=None):
+    async def head_object(self, bucket, key, version_id=None):
         versions = self.keys.get(key)
         if not versions:
             raise NoSuchKey(bucket, key)
@@ -126,7 +126,7 @@ class FakeStore:
                 return
         raise NoSuchVersion(bucket, key, version_id)
 
-    def list_uploads(self, bucket, prefix="", delimiter="", key_marker="", upload_id_marker="",
+    async def list_uploads(self, bucket, prefix="", delimiter="", key_marker="", upload_id_marker="",
                      max_uploads=1000):
         self.upload_pages.append(max_uploads)
         ordered = sorted(self.uploads, key=lambda u: (u.key, u.upload_id))
@@ -160,7 +160,7 @@ async def test_the_fake_pages_like_the_store():
         store.put(f"k{i}", 30, 20, 10)
     seen, km, vm = [], "", ""
     while True:
-        page = store.list_versions("b", key_marker=km, version_marker=vm, max_keys=4)
+        page = await store.list_versions("b", key_marker=km, version_marker=vm, max_keys=4)
         seen += [(e.info.key, e.info.mtime_ns) for e in page.entries]
         if not page.truncated:
             break

@@ -9,11 +9,11 @@ from storaged import NoSuchBucket
 from .helpers import chunks
 
 
-def page_all(store, bucket, prefix="", delimiter="", max_keys=1000):
+async def page_all(store, bucket, prefix="", delimiter="", max_keys=1000):
     """Follow continuation like a client would; returns (keys, prefixes, pages)."""
     keys, prefixes, pages, after = [], [], 0, ""
     while True:
-        page = store.list_objects(bucket, prefix, delimiter, after, max_keys)
+        page = await store.list_objects(bucket, prefix, delimiter, after, max_keys)
         pages += 1
         keys += [o.key for o in page.objects]
         prefixes += page.prefixes
@@ -38,39 +38,39 @@ async def tree(open_store):
 
 async def test_full_listing_is_sorted(tree):
     store, names = tree
-    keys, prefixes, _ = page_all(store, "t")
+    keys, prefixes, _ = await page_all(store, "t")
     assert keys == names and prefixes == []
 
 
 async def test_prefix_and_delimiter(tree):
     store, names = tree
-    keys, prefixes, _ = page_all(store, "t", delimiter="/")
+    keys, prefixes, _ = await page_all(store, "t", delimiter="/")
     assert keys == ["a", "docs.txt", "readme", "z-last"]
     assert prefixes == ["a/", "docs/", "img/"]
-    keys, prefixes, _ = page_all(store, "t", prefix="img/", delimiter="/")
+    keys, prefixes, _ = await page_all(store, "t", prefix="img/", delimiter="/")
     assert keys == [] and prefixes == ["img/2023/", "img/2024/"]
-    keys, prefixes, _ = page_all(store, "t", prefix="a/", delimiter="/")
+    keys, prefixes, _ = await page_all(store, "t", prefix="a/", delimiter="/")
     assert keys == ["a/", "a/b"] and prefixes == ["a/b/"]
-    keys, _, _ = page_all(store, "t", prefix="docs/01")
+    keys, _, _ = await page_all(store, "t", prefix="docs/01")
     assert keys == [f"docs/{i:03d}.txt" for i in range(10, 20)]
 
 
 @pytest.mark.parametrize("max_keys", [1, 2, 3, 7, 1000])
 async def test_pagination_matches_single_page(tree, max_keys):
     store, names = tree
-    keys, _, pages = page_all(store, "t", max_keys=max_keys)
+    keys, _, pages = await page_all(store, "t", max_keys=max_keys)
     assert keys == names
     assert pages == -(-len(names) // max_keys)  # the last page is never an empty one
-    keys, prefixes, _ = page_all(store, "t", delimiter="/", max_keys=max_keys)
+    keys, prefixes, _ = await page_all(store, "t", delimiter="/", max_keys=max_keys)
     assert keys == ["a", "docs.txt", "readme", "z-last"]
     assert prefixes == ["a/", "docs/", "img/"]
 
 
 async def test_start_after(tree):
     store, names = tree
-    page = store.list_objects("t", after="docs/025.txt")
+    page = await store.list_objects("t", after="docs/025.txt")
     assert [o.key for o in page.objects] == [n for n in names if n > "docs/025.txt"]
-    page = store.list_objects("t", after="zzz")
+    page = await store.list_objects("t", after="zzz")
     assert page.objects == [] and not page.truncated
 
 
@@ -79,9 +79,9 @@ async def test_exact_page_boundary_is_not_truncated(open_store):
     await store.make_bucket("b")
     for i in range(4):
         await store.put_object("b", f"k{i}", chunks(b"x"))
-    page = store.list_objects("b", max_keys=4)
+    page = await store.list_objects("b", max_keys=4)
     assert len(page.objects) == 4 and not page.truncated
-    page = store.list_objects("b", max_keys=3)
+    page = await store.list_objects("b", max_keys=3)
     assert page.truncated and page.next_marker == "k2"
 
 
@@ -94,16 +94,16 @@ async def test_listing_survives_lost_disks_and_hides_minority_records(open_store
     # A record only one disk holds (a write that never reached quorum) is not listed.
     from storaged.metadb import PutObject
     store.disks[0].commit_now([PutObject("b", "stray", store.disks[0].get_object("b", "k00"))])
-    keys, _, _ = page_all(store, "b")
+    keys, _, _ = await page_all(store, "b")
     assert keys == [f"k{i:02d}" for i in range(20)]
     # Two disks offline (2+2): everything is still listed.
     store.disks[1].close()
     store.disks[2].close()
-    keys, _, _ = page_all(store, "b", max_keys=6)
+    keys, _, _ = await page_all(store, "b", max_keys=6)
     assert keys == [f"k{i:02d}" for i in range(20)]
 
 
 async def test_listing_unknown_bucket(open_store):
     store = await open_store()
     with pytest.raises(NoSuchBucket):
-        store.list_objects("nope")
+        await store.list_objects("nope")

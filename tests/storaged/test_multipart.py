@@ -59,7 +59,7 @@ async def test_complete_composes_parts_without_copying(store):
     for off, length in [(5 * MIB - 10, 20), (0, 5 * MIB + 5), (10 * MIB, 1237), (3, 7)]:
         assert await read(store, "b", "big", off, length) == body[off:off + length]
     with pytest.raises(NoSuchUpload):
-        store.get_upload("b", "big", up.upload_id)
+        await store.get_upload("b", "big", up.upload_id)
 
 
 async def test_part_reupload_replaces_and_list_parts(store):
@@ -67,10 +67,10 @@ async def test_part_reupload_replaces_and_list_parts(store):
     for n in (3, 1, 2):
         await store.upload_part("b", "k", up.upload_id, n, chunks(b"x" * 10), size=10)
     again = await store.upload_part("b", "k", up.upload_id, 2, chunks(b"y" * 20), size=20)
-    parts, truncated = store.list_parts("b", "k", up.upload_id)
+    parts, truncated = await store.list_parts("b", "k", up.upload_id)
     assert [p.number for p in parts] == [1, 2, 3] and not truncated
     assert parts[1].etag == again.etag and parts[1].size == 20
-    page, truncated = store.list_parts("b", "k", up.upload_id, after=1, max_parts=1)
+    page, truncated = await store.list_parts("b", "k", up.upload_id, after=1, max_parts=1)
     assert [p.number for p in page] == [2] and truncated
     await settle(store)
     assert len(shard_files(store)) == 3 * 6  # the replaced part's files are gone
@@ -135,15 +135,15 @@ async def test_list_uploads(store):
     ids = {}
     for key in ["a/1", "a/2", "b", "a/1", "c/d/e"]:
         ids.setdefault(key, []).append((await store.create_upload("b", key)).upload_id)
-    page = store.list_uploads("b")
+    page = await store.list_uploads("b")
     assert [(u.key, u.upload_id) for u in page.uploads] == \
         [("a/1", ids["a/1"][0]), ("a/1", ids["a/1"][1]), ("a/2", ids["a/2"][0]),
          ("b", ids["b"][0]), ("c/d/e", ids["c/d/e"][0])]
-    page = store.list_uploads("b", delimiter="/")
+    page = await store.list_uploads("b", delimiter="/")
     assert [u.key for u in page.uploads] == ["b"] and page.prefixes == ["a/", "c/"]
-    page = store.list_uploads("b", prefix="a/", max_uploads=2)
+    page = await store.list_uploads("b", prefix="a/", max_uploads=2)
     assert page.truncated and (page.next_key, page.next_upload_id) == ("a/1", ids["a/1"][1])
-    page = store.list_uploads("b", prefix="a/", key_marker="a/1",
+    page = await store.list_uploads("b", prefix="a/", key_marker="a/1",
                               upload_id_marker=ids["a/1"][1])
     assert [u.key for u in page.uploads] == ["a/2"]
 

@@ -27,10 +27,10 @@ SIZES = [0, 1] + sizes_around(INLINE_LIMIT, BLOCK_SIZE, 2 * BLOCK_SIZE, 3 * BLOC
 
 async def test_buckets(open_store):
     store = await open_store()
-    assert store.list_buckets() == []
+    assert await store.list_buckets() == []
     await store.make_bucket("photos")
     await store.make_bucket("archive")
-    assert [b.name for b in store.list_buckets()] == ["archive", "photos"]
+    assert [b.name for b in await store.list_buckets()] == ["archive", "photos"]
     with pytest.raises(BucketExists):
         await store.make_bucket("photos")
     await store.put_object("photos", "a.jpg", chunks(b"jpeg"))
@@ -38,13 +38,13 @@ async def test_buckets(open_store):
         await store.delete_bucket("photos")
     await store.delete_object("photos", "a.jpg")
     await store.delete_bucket("photos")
-    assert [b.name for b in store.list_buckets()] == ["archive"]
+    assert [b.name for b in await store.list_buckets()] == ["archive"]
     with pytest.raises(NoSuchBucket):
         await store.delete_bucket("photos")
     with pytest.raises(NoSuchBucket):
         await store.put_object("photos", "x", chunks(b"x"))
     with pytest.raises(NoSuchBucket):
-        store.head_object("photos", "x")
+        await store.head_object("photos", "x")
 
 
 @pytest.mark.parametrize("ec,n", [((2, 2), 4), ((4, 2), 6), ((1, 0), 1), ((3, 1), 4)])
@@ -58,7 +58,7 @@ async def test_round_trip_sizes(open_store, ec, n):
         assert info.etag == hashlib.md5(data).hexdigest()
         assert info.inline == (size <= INLINE_LIMIT)
         assert await read(store, "b", f"obj-{size}") == data
-        assert store.head_object("b", f"obj-{size}").etag == info.etag
+        assert (await store.head_object("b", f"obj-{size}")).etag == info.etag
 
 
 async def test_unknown_and_known_length_bodies(open_store):
@@ -101,7 +101,7 @@ async def test_metadata_and_content_headers(open_store):
                         {"content-encoding": "gzip", "cache-control": "no-cache"},
                         {"owner": "ada", "ünï": "cödé"})
     await store.put_object("b", "doc", chunks(b"hello"), attrs=attrs)
-    info = store.head_object("b", "doc")
+    info = await store.head_object("b", "doc")
     assert info.content_type == "text/plain; charset=utf-8"
     assert info.headers == {"content-encoding": "gzip", "cache-control": "no-cache"}
     assert info.user_meta == {"owner": "ada", "ünï": "cödé"}
@@ -125,7 +125,7 @@ async def test_overwrite_and_delete(open_store, tmp_path):
     assert leftovers == []
     assert (await store.delete_object("b", "k")).delete_marker is False
     with pytest.raises(NoSuchKey):
-        store.head_object("b", "k")
+        await store.head_object("b", "k")
     # deleting nothing is fine
     assert (await store.delete_object("b", "k")) == DeleteResult(None, False)
 
@@ -173,7 +173,7 @@ async def test_bad_bodies_leave_nothing(open_store):
         await store.put_object("b", "k", chunks(data), finalize=reject)
     assert await read(store, "b", "k") == b"original"
     with pytest.raises(NoSuchKey):
-        store.head_object("b", "small")
+        await store.head_object("b", "small")
     await asyncio.gather(*store._tasks)
     for d in store.disks:
         assert os.listdir(os.path.join(d.root, "tmp")) == []
@@ -195,7 +195,7 @@ async def test_hashers_and_finalize_store_checksums(open_store):
     info = await store.put_object("b", "k", chunks(data), hashers=[sha], finalize=finalize)
     assert seen == [hashlib.md5(data).hexdigest()]
     assert info.checksums == {"SHA256": hashlib.sha256(data).hexdigest()}
-    assert store.head_object("b", "k").checksums == info.checksums
+    assert (await store.head_object("b", "k")).checksums == info.checksums
 
 
 async def test_conditional_writes(open_store):
@@ -230,7 +230,7 @@ async def test_long_and_unicode_keys(open_store):
         await store.put_object("b", key, chunks(key.encode()))
     for key in keys:
         assert await read(store, "b", key) == key.encode()
-    listed = [o.key for o in store.list_objects("b").objects]
+    listed = [o.key for o in (await store.list_objects("b")).objects]
     assert listed == sorted(keys, key=lambda k: k.encode())
 
 
@@ -246,6 +246,6 @@ async def test_concurrent_bucket_creation_has_one_winner(open_store):
         losers = [r for r in results if isinstance(r, BaseException)]
         assert len(winners) == 1, results
         assert all(isinstance(e, BucketExists) for e in losers), losers
-        info = store.bucket_info(name)
+        info = await store.bucket_info(name)
         assert info is not None and info.created_ns == winners[0].created_ns
         assert len({d.get_bucket(name) for d in store.disks}) == 1  # one record everywhere

@@ -16,7 +16,7 @@ from .helpers import chunks, payload
 
 
 async def read_version(store, bucket, key, version):
-    info = store.head_object(bucket, key, version)
+    info = await store.head_object(bucket, key, version)
     reader = await store.get_object(bucket, key, info=info)
     return await reader.read()
 
@@ -42,10 +42,10 @@ async def test_versions_of_one_key(open_store):
         infos.append(await store.put_object("b", "k", chunks(payload(f"v{i}", size))))
     assert len({i.version for i in infos}) == len(sizes)
     assert all(i.version != "null" and len(i.version) == 32 for i in infos)
-    assert store.head_object("b", "k").version == infos[-1].version
+    assert (await store.head_object("b", "k")).version == infos[-1].version
     for i, info in enumerate(infos):
         assert await read_version(store, "b", "k", info.version) == payload(f"v{i}", sizes[i])
-    page = store.list_versions("b")
+    page = await store.list_versions("b")
     assert [e.info.version for e in page.entries] == [i.version for i in reversed(infos)]
     assert [e.is_latest for e in page.entries] == [True, False, False, False]
 
@@ -57,18 +57,18 @@ async def test_delete_marker_and_undelete(open_store):
     result = await store.delete_object("b", "k")
     assert result.delete_marker and result.version_id not in (None, "null")
     with pytest.raises(DeleteMarker) as err:
-        store.head_object("b", "k")
+        await store.head_object("b", "k")
     assert err.value.version_id == result.version_id and not err.value.by_id
     with pytest.raises(DeleteMarker) as err:
-        store.head_object("b", "k", result.version_id)
+        await store.head_object("b", "k", result.version_id)
     assert err.value.by_id
-    assert store.list_objects("b").objects == []
+    assert (await store.list_objects("b")).objects == []
     assert await read_version(store, "b", "k", v1.version) == b"one"
     # Removing the marker brings the object back.
     removed = await store.delete_object("b", "k", result.version_id)
     assert removed.delete_marker
-    assert store.head_object("b", "k").version == v1.version
-    assert [o.key for o in store.list_objects("b").objects] == ["k"]
+    assert (await store.head_object("b", "k")).version == v1.version
+    assert [o.key for o in (await store.list_objects("b")).objects] == ["k"]
 
 
 async def test_remove_latest_promotes_previous(open_store):
@@ -78,12 +78,12 @@ async def test_remove_latest_promotes_previous(open_store):
     v1 = await store.put_object("b", "k", chunks(big))
     v2 = await store.put_object("b", "k", chunks(b"two"))
     await store.delete_object("b", "k", v2.version)
-    assert store.head_object("b", "k").version == v1.version
+    assert (await store.head_object("b", "k")).version == v1.version
     assert await read_version(store, "b", "k", v1.version) == big
     with pytest.raises(NoSuchVersion):
-        store.head_object("b", "k", v2.version)
+        await store.head_object("b", "k", v2.version)
     with pytest.raises(NoSuchVersion):
-        store.head_object("b", "k", "not-a-version")
+        await store.head_object("b", "k", "not-a-version")
 
 
 async def test_null_version_unversioned_then_enabled_then_suspended(open_store):
@@ -92,22 +92,22 @@ async def test_null_version_unversioned_then_enabled_then_suspended(open_store):
     old = await store.put_object("b", "k", chunks(b"before versioning"))
     assert old.version == "null"
     await store.set_bucket_config("b", "versioning", b"Enabled")
-    assert store.versioning("b") == "Enabled"
+    assert await store.versioning("b") == "Enabled"
     v1 = await store.put_object("b", "k", chunks(b"v1"))
     assert await read_version(store, "b", "k", "null") == b"before versioning"
     await store.set_bucket_config("b", "versioning", b"Suspended")
     n1 = await store.put_object("b", "k", chunks(b"null again"))
     assert n1.version == "null"
     # The old null version was replaced; v1 stays.
-    versions = [(e.info.version, e.is_latest) for e in store.list_versions("b").entries]
+    versions = [(e.info.version, e.is_latest) for e in (await store.list_versions("b")).entries]
     assert versions == [("null", True), (v1.version, False)]
     assert await read_version(store, "b", "k", "null") == b"null again"
     marker = await store.delete_object("b", "k")
     assert marker == type(marker)("null", True)
-    versions = [(e.info.version, e.info.delete_marker) for e in store.list_versions("b").entries]
+    versions = [(e.info.version, e.info.delete_marker) for e in (await store.list_versions("b")).entries]
     assert versions == [("null", True), (v1.version, False)]
     with pytest.raises(NoSuchKey):
-        store.head_object("b", "nothing")
+        await store.head_object("b", "nothing")
 
 
 async def test_listing_pages_match_a_model(open_store):
@@ -128,7 +128,7 @@ async def test_listing_pages_match_a_model(open_store):
     for max_keys in (1, 7, 100, 1000):
         got, key_marker, version_marker = [], "", ""
         while True:
-            page = store.list_versions("b", key_marker=key_marker,
+            page = await store.list_versions("b", key_marker=key_marker,
                                        version_marker=version_marker, max_keys=max_keys)
             got += [(e.info.key, e.info.version, e.info.delete_marker, e.is_latest)
                     for e in page.entries]
@@ -136,10 +136,10 @@ async def test_listing_pages_match_a_model(open_store):
                 break
             key_marker, version_marker = page.next_key_marker, page.next_version_marker
         assert got == expected, max_keys
-    page = store.list_versions("b", prefix="a", delimiter="/", max_keys=1000)
+    page = await store.list_versions("b", prefix="a", delimiter="/", max_keys=1000)
     assert page.prefixes == ["a/"]
     assert {e.info.key for e in page.entries} == {"a"}
-    page = store.list_versions("b", delimiter="/", max_keys=1000)
+    page = await store.list_versions("b", delimiter="/", max_keys=1000)
     assert page.prefixes == ["a/", "c/"]
 
 
@@ -163,8 +163,8 @@ async def test_heal_restores_every_version(open_store):
     for version, (key, data) in written.items():
         assert await read_version(store, "b", key, version) == data
     with pytest.raises(DeleteMarker):
-        store.head_object("b", "small")
-    entries = store.list_versions("b").entries
+        await store.head_object("b", "small")
+    entries = (await store.list_versions("b")).entries
     assert len(entries) == 11
     small = [e for e in entries if e.info.key == "small"]
     assert small[0].info.version == marker.version_id and small[0].is_latest
@@ -182,7 +182,7 @@ async def test_bitrot_in_noncurrent_versions_is_found_and_healed(open_store):
             written[(await store.put_object("b", key, chunks(data))).version] = (key, data)
     await store.put_object("b", "large", chunks(b"newest"))  # every large one is noncurrent
     for version, (key, _) in written.items():
-        info = store.head_object("b", key, version)
+        info = await store.head_object("b", key, version)
         for pos in info.dist[:2]:
             disk = store.disks[pos]
             if info.inline:
@@ -247,15 +247,15 @@ async def test_bucket_settings_survive_wiped_disks_and_are_healed(open_store):
     store.healer.owner = True
     store.healer.watch_disks()
     assert [d.healing for d in store.disks[:2]] == [True, True]
-    assert store.versioning("b") == "Enabled"
+    assert await store.versioning("b") == "Enabled"
     assert (await store.heal()).failed == 0
     for disk in store.disks:
         held = disk.bucket_config("b")
         assert held["versioning"][1] == b"Enabled" and held["lifecycle"][1] is None
     lose(store, 2, 3)
     store.healer.watch_disks()
-    assert store.versioning("b") == "Enabled"
-    assert store.bucket_configs("b") == {"versioning": b"Enabled"}
+    assert await store.versioning("b") == "Enabled"
+    assert await store.bucket_configs("b") == {"versioning": b"Enabled"}
 
 
 @pytest.mark.parametrize("state", [None, b"Enabled"])
@@ -271,8 +271,8 @@ async def test_expecting_delete_never_hits_a_newer_write(open_store, state):
     result = await store.delete_object("b", "k", expect=(old.mtime_ns, old.version_id))
     assert result == type(result)(None, False)
     assert await read_version(store, "b", "k", new.version) == b"written since"
-    assert len(store.list_versions("b").entries) == (2 if state else 1)
+    assert len((await store.list_versions("b")).entries) == (2 if state else 1)
     done = await store.delete_object("b", "k", expect=(new.mtime_ns, new.version_id))
     assert done.delete_marker == bool(state)
     with pytest.raises(DeleteMarker if state else NoSuchKey):
-        store.head_object("b", "k")
+        await store.head_object("b", "k")
