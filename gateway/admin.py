@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -214,17 +213,15 @@ def _capacity(store: ObjectStore) -> dict:
     """Bytes of the online disks' filesystems (each counted once when disks share
     one): ``raw``, ``free``, and what that holds as objects (×K/(K+M)) and as
     volumes (replicated M+1 ways: ÷(M+1))."""
-    filesystems: dict[int, tuple[int, int]] = {}
+    filesystems: dict[str, tuple[int, int]] = {}
     for disk in store.disks:
-        root = getattr(disk, "root", "")
-        if not disk.online or not root:
+        if not disk.online:
             continue
         try:
-            _, used, free = metrics.fs_bytes(root)
-            dev = os.stat(root).st_dev
+            _, used, free, fs = disk.space()
         except OSError:
             continue
-        filesystems[dev] = (used + free, free)  # reserved blocks are not Basalt's
+        filesystems[fs] = (used + free, free)  # reserved blocks are not Basalt's
     raw = sum(total for total, _ in filesystems.values())
     free = sum(avail for _, avail in filesystems.values())
     replicas = min(store.n, store.m + 1)

@@ -17,7 +17,6 @@ import json
 import os
 import time
 
-import msgpack
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -28,8 +27,7 @@ from prometheus_client import (
 )
 
 from storaged import ObjectStore
-from storaged.format import FORMAT_FILE, needs_healing
-from storaged.meta import HEADER
+from storaged.disk import Disk
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 STORED_REFRESH = 60.0  # seconds between two scans for the bytes stored
@@ -64,14 +62,11 @@ def disk_states(store: ObjectStore) -> list[dict]:
     with "healing" taken from the marker the owner keeps on the disk (a worker's
     own flag only changes when it reopens the disk, so it can lag both ways)."""
     disks = store.disk_states()
-    for d in disks:
-        if d["state"] != "offline" and d.get("path"):
-            # Each process notices a lost disk on its next watch (up to a second
-            # later); checking its format here keeps the workers' answers alike.
-            if not os.path.exists(os.path.join(d["path"], FORMAT_FILE)):
-                d["state"], d["reason"] = "offline", "format.json is gone"
-                continue
-            d["state"] = "healing" if needs_healing(d["path"]) else "online"
+    for d, disk in zip(disks, store.disks):
+        if d["state"] != "offline":
+            d["state"], reason = disk.status()
+            if reason is not None:
+                d["reason"] = reason
     return disks
 
 
@@ -99,11 +94,9 @@ def heal_progress() -> dict[str, int]:
     return progress
 
 
-def _table_entries(disk, table: bytes) -> int | None:
+def _table_entries(disk: Disk, table: bytes) -> int | None:
     try:
-        meta = disk.meta
-        with meta.env.begin() as txn:
-            return txn.stat(meta.dbs[table])["entries"]
+        return disk.read_now("entries", table)
     except Exception:  # offline, or going away mid-scrape
         return None
 
@@ -125,13 +118,7 @@ def _entries(store: ObjectStore, table: bytes) -> int | None:
 def _scan_stored(store: ObjectStore) -> dict:
     """Count the objects and sum their sizes on the fullest online disk."""
     fullest = _fullest(store, b"objects")
-    objects = size = 0
-    if fullest:
-        meta = fullest[1].meta
-        with meta.env.begin() as txn:
-            for raw in txn.cursor(db=meta.dbs[b"objects"]).iternext(keys=False):
-                objects += 1
-                size += msgpack.unpackb(memoryview(raw)[HEADER.size:])["size"]
+    objects, size = fullest[1].read_now("stored") if fullest else (0, 0)
     return {"time": time.time(), "objects": objects, "bytes": size}
 
 
@@ -162,13 +149,6 @@ def stored(store: ObjectStore, cache_dir: str | None) -> dict | None:
         return fresh
 
 
-def fs_bytes(path: str) -> tuple[int, int, int]:
-    """(size, used, free for unprivileged writers) of the filesystem holding ``path``."""
-    st = os.statvfs(path)
-    return (st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize,
-            st.f_bavail * st.f_frsize)
-
-
 def _label(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -189,11 +169,11 @@ def store_lines(store: ObjectStore, disks: list[dict], stored_now: dict | None,
                          f'path="{_label(disk["path"])}",state="{state}"}} '
                          f'{1 if disk["state"] == state else 0}')
     capacity = []
-    for disk in disks:
-        if disk["state"] == "offline" or not disk.get("path"):
+    for disk, source in zip(disks, store.disks):
+        if disk["state"] == "offline":
             continue
         try:
-            capacity.append((disk, *fs_bytes(disk["path"])))
+            capacity.append((disk, *source.space()[:3]))
         except OSError:
             continue
     for i, (name, text) in enumerate((

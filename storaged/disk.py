@@ -29,9 +29,21 @@ from typing import Any
 
 import msgpack
 
-from .format import DiskFormat, Slot, fsync_dir, read_format
+from .format import (
+    NOT_FORMATTED,
+    DiskFormat,
+    Slot,
+    clear_healing,
+    clear_unformatted,
+    fsync_dir,
+    mark_healing,
+    needs_healing,
+    read_format,
+    write_format,
+)
 from .meta import new_id
 from .metadb import MetaDB, Op
+from .mounts import MountFacts, offline_reason
 
 log = logging.getLogger("basalt.storaged.disk")
 
@@ -59,7 +71,7 @@ class ShardWriter(abc.ABC):
 READS = frozenset({
     "get_object", "get_inline", "version_inline", "get_version", "key_versions",
     "scan_versions", "bucket_config", "scan", "get", "range", "buckets", "get_bucket",
-    "pending"})
+    "pending", "entries", "stored"})
 
 
 class Disk(abc.ABC):
@@ -67,6 +79,7 @@ class Disk(abc.ABC):
 
     local = False  # reads are cheap enough to batch into one thread hop per set
     position: int
+    name: str  # for logs and health: a path, or node:path
     format: DiskFormat
     online: bool
     healing: bool
@@ -95,7 +108,7 @@ class Disk(abc.ABC):
         with that method's arguments) without blocking the event loop."""
 
     def read_now(self, query: str, *args: Any) -> Any:
-        """:meth:`read` on the calling thread (local disks only)."""
+        """:meth:`read`, blocking the calling thread (a worker thread)."""
         if query not in READS:
             raise ValueError(f"unknown metadata query {query!r}")
         return getattr(self, query)(*args)
@@ -159,6 +172,24 @@ class Disk(abc.ABC):
         shard files."""
 
     @abc.abstractmethod
+    def entries(self, table: bytes) -> int:
+        """How many items a metadata table holds."""
+
+    @abc.abstractmethod
+    def stored(self) -> tuple[int, int]:
+        """(objects, bytes) of the latest versions this disk indexes."""
+
+    @abc.abstractmethod
+    def space(self) -> tuple[int, int, int, str]:
+        """(size, used, free, filesystem id) of the filesystem holding the disk
+        (blocking); disks sharing a filesystem share its id."""
+
+    @abc.abstractmethod
+    def status(self) -> tuple[str, str | None]:
+        """("online" | "healing" | "offline", reason) as the disk itself shows it
+        now (blocking): the owner's healing marker, a format that went away."""
+
+    @abc.abstractmethod
     def open_file(self, name: str, create: bool = True) -> int | None:
         """A raw file of this disk for another service (block volumes): an fd
         opened read-write (created when missing, if ``create``; else None).
@@ -170,6 +201,16 @@ class Disk(abc.ABC):
     @abc.abstractmethod
     def check(self) -> bool:
         """True while the disk is present and still the one that was opened."""
+
+    @abc.abstractmethod
+    def reattach(self, owner: bool) -> str | None:
+        """Bring an offline disk back online if it can be: reopen it, or (``owner``
+        only) reformat one that was wiped or replaced and mark it healing.
+        Returns why it stays offline, None when it is back."""
+
+    @abc.abstractmethod
+    def mark_healed(self) -> None:
+        """A full heal brought the disk up to date: it is no longer healing."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -224,6 +265,44 @@ class LocalDisk(Disk):
             except OSError as exc:
                 log.warning("cannot remove %s: %s", name, exc)
         return removed
+
+    @property
+    def name(self) -> str:
+        return self.root
+
+    def reattach(self, owner: bool) -> str | None:
+        # A failed mount (see mounts.py) is never formatted or written.
+        root = self.root
+        fmt = read_format(root)
+        reason = offline_reason(root, self.format.mounts.get(root), formatted=fmt is not None,
+                                create=self.create)
+        if reason is None and fmt is None and not owner:
+            reason = NOT_FORMATTED
+        if reason is None and fmt is not None and fmt.disk_id != self.format.disk_id:
+            reason = f"holds another disk ({fmt.disk_id})"
+        if reason is not None:
+            return reason
+        if fmt is None:
+            clear_unformatted(root)  # creates the root: offline_reason allowed it
+            mark_healing(root)
+            mounts = dict(self.format.mounts)
+            mounts[root] = MountFacts.of(root)
+            self.format = self.format.with_mounts(mounts)
+            write_format(root, self.format)
+            self.healing = True
+            log.warning("disk %s was wiped or replaced: reformatted, healing", root)
+        elif owner and self.reason is not None:
+            # Back after being away while we served: it missed the writes made
+            # meanwhile, so it is healed completely, like a new disk.
+            mark_healing(root)
+            self.healing = True
+        self.open()
+        self.healing = self.healing or needs_healing(root)
+        return None
+
+    def mark_healed(self) -> None:
+        clear_healing(self.root)
+        self.healing = False
 
     def check(self) -> bool:
         try:
@@ -344,6 +423,26 @@ class LocalDisk(Disk):
 
     def pending(self) -> list[tuple[str, str, str, list[int], str]]:
         return [(vid.decode(), *msgpack.unpackb(v)) for vid, v in self.meta.items(b"pending")]
+
+    def entries(self, table: bytes) -> int:
+        return self.meta.entries(table)
+
+    def stored(self) -> tuple[int, int]:
+        return self.meta.stored()
+
+    def space(self) -> tuple[int, int, int, str]:
+        st = os.statvfs(self.root)
+        return (st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize,
+                st.f_bavail * st.f_frsize, f"{os.uname().nodename}:{os.stat(self.root).st_dev}")
+
+    def status(self) -> tuple[str, str | None]:
+        if not self.online:
+            return "offline", self.reason or "unavailable"
+        # Each process notices a lost disk on its next watch (up to a second
+        # later); looking at the format now keeps every process's answer alike.
+        if not os.path.exists(os.path.join(self.root, "format.json")):
+            return "offline", "format.json is gone"
+        return ("healing" if needs_healing(self.root) else "online"), None
 
 
 _readers: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None

@@ -23,15 +23,7 @@ from typing import TYPE_CHECKING
 
 from .disk import Disk, ShardWriter
 from .errors import ReadQuorumError, StorageError
-from .format import (
-    NOT_FORMATTED,
-    clear_healing,
-    clear_unformatted,
-    mark_healing,
-    needs_healing,
-    read_format,
-    write_format,
-)
+from .format import NOT_FORMATTED
 from .layout import HASH_LEN, checksum
 from .listing import walk_keys
 from .meta import ObjectInfo, record_version
@@ -46,7 +38,6 @@ from .metadb import (
     record_suffix,
 )
 from .metrics import heal_count
-from .mounts import MountFacts, offline_reason
 from .quorum import Resolved, resolve
 from .reader import read_inline
 from .stripes import encode_and_write, read_batch
@@ -345,9 +336,8 @@ async def heal_all(store: ObjectStore, *, deep: bool = True, progress: Progress 
         await heal_uploads(store, bucket, report, deep=deep, settle_ns=settle_ns)
     if not report.failed:
         for disk in healing:
-            disk.healing = False
-            clear_healing(disk.root)
-            log.info("disk %s healed", disk.root)
+            disk.mark_healed()
+            log.info("disk %s healed", disk.name)
     if progress:
         progress(report)
     return report
@@ -480,7 +470,7 @@ class Healer:
         """Take lost disks offline; bring back returning and replaced ones."""
         for disk in self.store.disks:
             if disk.online and not disk.check():
-                log.error("disk %s lost its format: taking it offline", disk.root)
+                log.error("disk %s lost its format: taking it offline", disk.name)
                 disk.close()
                 disk.reason = "lost its format.json"
             if not disk.online:
@@ -488,44 +478,18 @@ class Healer:
 
     def _offline(self, disk: Disk, reason: str) -> None:
         if disk.reason != reason:  # logged once per change, not every watch pass
-            log.warning("disk offline", extra={"fields": {"path": getattr(disk, "root", ""),
-                                                          "reason": reason}})
+            log.warning("disk offline", extra={"fields": {"path": disk.name, "reason": reason}})
             disk.reason = reason
 
     def _reattach(self, disk: Disk) -> None:
-        """Reopen a disk that came back; reformat (owner only) one that was wiped or
-        replaced, unless its mount facts say it is a failed mount (see mounts.py)."""
-        root = getattr(disk, "root", None)
-        if root is None:
-            return
+        """Bring back a disk that returned; the disk decides whether it can (see
+        :meth:`Disk.reattach`), the heal brings it up to date."""
         try:
-            fmt = read_format(root)
-            reason = offline_reason(root, disk.format.mounts.get(root), formatted=fmt is not None,
-                                    create=getattr(disk, "create", True))
-            if reason is None and fmt is None and not self.owner:
-                reason = NOT_FORMATTED
-            if reason is None and fmt is not None and fmt.disk_id != disk.format.disk_id:
-                reason = f"holds another disk ({fmt.disk_id})"
-            if reason is not None:
-                self._offline(disk, reason)
-                return
-            if fmt is None:
-                clear_unformatted(root)  # creates the root: offline_reason allowed it
-                mark_healing(root)
-                mounts = dict(disk.format.mounts)
-                mounts[root] = MountFacts.of(root)
-                disk.format = disk.format.with_mounts(mounts)
-                write_format(root, disk.format)
-                disk.healing = True
-                log.warning("disk %s was wiped or replaced: reformatted, healing", root)
-            elif self.owner and disk.reason is not None:
-                # Back after being away while we served: it missed the writes
-                # made meanwhile, so it is healed completely, like a new disk.
-                mark_healing(root)
-                disk.healing = True
-            disk.open()  # type: ignore[attr-defined]
-            disk.healing = disk.healing or needs_healing(root)
-            log.info("disk %s is back online", root)
+            reason = disk.reattach(self.owner)
         except Exception as exc:
-            log.debug("disk %s still unavailable: %s", root, exc)
-            self._offline(disk, f"unavailable: {exc}")
+            log.debug("disk %s still unavailable: %s", disk.name, exc)
+            reason = f"unavailable: {exc}"
+        if reason is not None:
+            self._offline(disk, reason)
+        else:
+            log.info("disk %s is back online", disk.name)

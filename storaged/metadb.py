@@ -45,7 +45,7 @@ import xxhash
 
 from . import wire
 from .errors import DiskFull, StorageError
-from .meta import ObjectInfo, record_inline, record_meta_ns, record_null, record_version
+from .meta import HEADER, ObjectInfo, record_inline, record_meta_ns, record_null, record_version
 
 TRUNCATE = 400          # key bytes kept verbatim in an LMDB key
 _LONG = b"\xff"         # never occurs in UTF-8, so truncated keys sort after their prefix
@@ -363,6 +363,20 @@ class MetaDB:
                 out[cur.key()[len(prefix):].decode()] = (stamp, value)
                 found = cur.next()
         return out
+
+    def entries(self, table: bytes) -> int:
+        """How many items a table holds (O(1))."""
+        with self.env.begin() as txn:
+            return txn.stat(self.dbs[table])["entries"]
+
+    def stored(self) -> tuple[int, int]:
+        """(objects, bytes) of the latest versions this disk indexes."""
+        objects = size = 0
+        with self.env.begin() as txn:
+            for raw in txn.cursor(db=self.dbs[b"objects"]).iternext(keys=False):
+                objects += 1
+                size += msgpack.unpackb(memoryview(raw)[HEADER.size:])["size"]
+        return objects, size
 
     def items(self, table: bytes) -> list[tuple[bytes, bytes]]:
         with self.env.begin() as txn:

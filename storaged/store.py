@@ -251,7 +251,7 @@ class ObjectStore:
         states = []
         for d in self.disks:
             state = ("healing" if d.healing else "online") if d.online else "offline"
-            entry: dict[str, Any] = {"position": d.position, "path": getattr(d, "root", ""),
+            entry: dict[str, Any] = {"position": d.position, "path": d.name,
                                      "state": state}
             if state == "offline":
                 entry["reason"] = d.reason or "unavailable"
