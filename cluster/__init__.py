@@ -13,8 +13,12 @@ Public API::
         async for event in events: ...                         # WatchEvent(type, key, value, rev)
     await etcd.close()
 
+    pool = plan_pool("p1", 4, 2, nodes)                        # Node/NodeDisk → Pool of sets
+    pool_for_write(pools, free_bytes); set_for_key(pool, bucket, key)
+
 Errors: :class:`EtcdUnavailable` (no endpoint answers, or etcd has no quorum),
-:class:`EtcdError` (everything else; the base class of both).
+:class:`EtcdError` (everything else; the base class of both); :class:`LayoutError`
+(a layout refused, with the reason).
 """
 
 from .election import LEADER_PREFIX, Election
@@ -33,17 +37,39 @@ from .etcd import (
     parse_endpoints,
     prefix_end,
 )
+from .layout import (
+    MAX_SET_SIZE,
+    POOL_STATES,
+    DiskRef,
+    ErasureSetLayout,
+    LayoutError,
+    Node,
+    NodeDisk,
+    Pool,
+    plan_pool,
+    pool_for_write,
+    set_for_key,
+    worst_case_loss,
+)
 from .lease import Lease
 
 __all__ = [
     "LEADER_PREFIX",
+    "MAX_SET_SIZE",
+    "POOL_STATES",
+    "DiskRef",
     "Election",
+    "ErasureSetLayout",
     "Etcd",
     "EtcdCompacted",
     "EtcdError",
     "EtcdUnavailable",
     "KeyValue",
+    "LayoutError",
     "Lease",
+    "Node",
+    "NodeDisk",
+    "Pool",
     "Watch",
     "WatchEvent",
     "compare",
@@ -51,5 +77,9 @@ __all__ = [
     "op_get",
     "op_put",
     "parse_endpoints",
+    "plan_pool",
+    "pool_for_write",
     "prefix_end",
+    "set_for_key",
+    "worst_case_loss",
 ]
