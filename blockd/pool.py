@@ -15,21 +15,21 @@ cache, and reads touch one disk. The price is capacity: (M+1)x instead of
 
 Durability: writes land in the page cache; :meth:`sync` fdatasyncs every file
 written since the last sync (NBD FLUSH, FUA). Freed slots are hole-punched.
+
+A disk's slab and sums are :class:`~storaged.BlockFile` objects from
+``Disk.open_block_file``: the pool never touches a disk but through ``Disk``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 
 import xxhash
 
-from storaged import ObjectStore
+from storaged import BlockFile, ObjectStore
 
 log = logging.getLogger("basalt.blockd.pool")
 
@@ -38,7 +38,6 @@ BLOCK = 4096
 BLOCKS = CHUNK // BLOCK
 SUM = 8
 _NO_SUM = bytes(SUM)
-_FALLOC_PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
 
 def block_sum(block: bytes | memoryview) -> bytes:
@@ -61,7 +60,8 @@ class ChunkPool:
         self.store = store
         self.n = store.n
         self.replicas = min(store.n, store.m + 1)
-        self._files: dict[int, tuple[int, int, int]] = {}  # pos → (generation, slab, sums)
+        # pos → (generation, slab, sums)
+        self._files: dict[int, tuple[int, BlockFile, BlockFile]] = {}
         self._dirty: set[int] = set()
         self._lock = threading.Lock()
         self.untrusted: set[int] = set()  # disks whose copies are not healed yet
@@ -73,15 +73,14 @@ class ChunkPool:
     def close(self) -> None:
         with self._lock:
             for _, slab, sums in self._files.values():
-                os.close(slab)
-                os.close(sums)
+                _close(slab, sums)
             self._files.clear()
 
     def positions(self, slot: int) -> list[int]:
         return [(slot + j) % self.n for j in range(self.replicas)]
 
-    def _fds(self, pos: int) -> tuple[int, int] | None:
-        """(slab, sums) of a disk; reopened when the disk was replaced."""
+    def _disk_files(self, pos: int) -> tuple[BlockFile, BlockFile] | None:
+        """(slab, sums) block files of a disk; reopened when the disk was replaced."""
         disk = self.store.disks[pos]
         if not disk.online:
             return None
@@ -94,26 +93,28 @@ class ChunkPool:
             if cached is not None and cached[0] == generation:
                 return cached[1], cached[2]
             if cached is not None:
-                os.close(cached[1])
-                os.close(cached[2])
-            slab = disk.open_file("volumes.slab", create=False)
+                del self._files[pos]
+                _close(cached[1], cached[2])
+            slab = disk.open_block_file("volumes.slab", create=False)
             if slab is None:
                 if self.has_data():
                     # A wiped or replaced disk: its copies are missing until
                     # healed, and its holes must not pass for unwritten blocks.
                     _touch(disk, "volumes.fresh")
-                slab = disk.open_file("volumes.slab")
-            sums = disk.open_file("volumes.sums")
-            marker = disk.open_file("volumes.fresh", create=False)
-            if marker is not None:
-                os.close(marker)
-                self.untrusted.add(pos)
+                slab = _created(disk, "volumes.slab")
+            try:
+                sums = _created(disk, "volumes.sums")
+                if disk.has_file("volumes.fresh"):
+                    self.untrusted.add(pos)
+            except BaseException:
+                slab.close()
+                raise
             self._files[pos] = (generation, slab, sums)
             return slab, sums
 
     def open(self, pos: int) -> None:
         """Open (or reopen, after a replacement) a disk's files."""
-        self._fds(pos)
+        self._disk_files(pos)
 
     def trust(self, pos: int) -> None:
         """A disk's copies were healed: read from it again."""
@@ -124,13 +125,13 @@ class ChunkPool:
 
     def _read_replica(self, pos: int, slot: int, first: int, count: int
                       ) -> tuple[bytearray, bytes] | None:
-        fds = self._fds(pos)
-        if fds is None:
+        files = self._disk_files(pos)
+        if files is None:
             return None
-        slab, sums = fds
+        slab, sums = files
         try:
-            data = bytearray(os.pread(slab, count * BLOCK, slot * CHUNK + first * BLOCK))
-            stored = os.pread(sums, count * SUM, (slot * BLOCKS + first) * SUM)
+            data = bytearray(slab.pread(count * BLOCK, slot * CHUNK + first * BLOCK))
+            stored = sums.pread(count * SUM, (slot * BLOCKS + first) * SUM)
         except OSError as exc:
             log.warning("volume read failed on disk %d: %s", pos, exc)
             return None
@@ -147,7 +148,7 @@ class ChunkPool:
     def read_into(self, slot: int, offset: int, dest: memoryview) -> None:
         """Fill ``dest`` from ``offset`` within a slot, every block verified.
 
-        Block-aligned reads land straight in ``dest`` (one preadv, no copy)."""
+        Block-aligned reads land straight in ``dest`` (one preadinto, no copy)."""
         length = len(dest)
         if offset % BLOCK or length % BLOCK:
             first = offset // BLOCK * BLOCK
@@ -161,7 +162,7 @@ class ChunkPool:
         # disks still being healed only as a last resort
         order = replicas[slot % len(replicas):] + replicas[:slot % len(replicas)]
         for pos in order:
-            self._fds(pos)  # opening a replaced disk's files is what marks it untrusted
+            self._disk_files(pos)  # opening a replaced disk's files is what marks it untrusted
         order.sort(key=lambda p: p in self.untrusted)
         stored = None
         for pos in order:
@@ -180,14 +181,14 @@ class ChunkPool:
     def _read_replica_into(self, pos: int, slot: int, first: int, dest: memoryview
                            ) -> bytes | None:
         """Read whole blocks into ``dest``; their stored checksums (None: disk failed)."""
-        fds = self._fds(pos)
-        if fds is None:
+        files = self._disk_files(pos)
+        if files is None:
             return None
-        slab, sums = fds
+        slab, sums = files
         count = len(dest) // BLOCK
         try:
-            got = os.preadv(slab, [dest], slot * CHUNK + first * BLOCK)
-            stored = os.pread(sums, count * SUM, (slot * BLOCKS + first) * SUM)
+            got = slab.preadinto(dest, slot * CHUNK + first * BLOCK)
+            stored = sums.pread(count * SUM, (slot * BLOCKS + first) * SUM)
         except OSError as exc:
             log.warning("volume read failed on disk %d: %s", pos, exc)
             return None
@@ -226,14 +227,14 @@ class ChunkPool:
 
     def _write_replica(self, pos: int, slot: int, first: int, data: bytes | memoryview,
                        sums: bytes) -> bool:
-        fds = self._fds(pos)
-        if fds is None:
+        files = self._disk_files(pos)
+        if files is None:
             self.missed.add(pos)  # its copy is stale from now on: heal it when back
             return False
-        slab, sumfd = fds
+        slab, sumfile = files
         try:
-            os.pwrite(slab, data, slot * CHUNK + first * BLOCK)
-            os.pwrite(sumfd, sums, (slot * BLOCKS + first) * SUM)
+            slab.pwrite(data, slot * CHUNK + first * BLOCK)
+            sumfile.pwrite(sums, (slot * BLOCKS + first) * SUM)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise
@@ -276,13 +277,13 @@ class ChunkPool:
         """Make whole blocks of a slot read as zeros (holes, checksums unset)."""
         first, count = offset // BLOCK, length // BLOCK
         for pos in self.positions(slot):
-            fds = self._fds(pos)
-            if fds is None:
+            files = self._disk_files(pos)
+            if files is None:
                 continue
-            slab, sums = fds
+            slab, sums = files
             try:
-                _punch(slab, slot * CHUNK + first * BLOCK, count * BLOCK)
-                _punch(sums, (slot * BLOCKS + first) * SUM, count * SUM)
+                slab.punch(slot * CHUNK + first * BLOCK, count * BLOCK)
+                sums.punch((slot * BLOCKS + first) * SUM, count * SUM)
             except OSError as exc:
                 log.warning("punching slot %d on disk %d failed: %s", slot, pos, exc)
                 continue
@@ -298,8 +299,8 @@ class ChunkPool:
             dirty, self._dirty = self._dirty, set()
             files = [self._files[p] for p in dirty if p in self._files]
         for _, slab, sums in files:
-            os.fdatasync(slab)
-            os.fdatasync(sums)
+            slab.sync()
+            sums.sync()
 
     def heal(self, slots: Sequence[int]) -> int:
         """Rewrite the slots' blocks on replicas that lost or damaged them."""
@@ -321,23 +322,22 @@ class ChunkPool:
         return healed
 
 
+def _created(disk, name: str) -> BlockFile:
+    """A block file of a disk, created when missing."""
+    file = disk.open_block_file(name)
+    if file is None:
+        raise OSError(errno.EIO, f"{name} could not be created on {disk!r}")
+    return file
+
+
 def _touch(disk, name: str) -> None:
-    fd = disk.open_file(name)
-    if fd is not None:
-        os.close(fd)
+    """Create an empty marker file on a disk."""
+    _created(disk, name).close()
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-
-
-def _punch(fd: int, offset: int, length: int) -> None:
-    """Deallocate a range (reads return zeros); zero-fill where holes are unsupported."""
-    if length <= 0:
-        return
-    if _libc.fallocate(fd, _FALLOC_PUNCH, offset, length) == 0:
-        return
-    err = ctypes.get_errno()
-    if err not in (errno.EOPNOTSUPP, errno.ENOSYS):
-        raise OSError(err, os.strerror(err))
-    os.pwrite(fd, bytes(length), offset)
+def _close(*files: BlockFile) -> None:
+    for file in files:
+        try:
+            file.close()
+        except OSError as exc:
+            log.warning("closing a volume file failed: %s", exc)

@@ -13,6 +13,7 @@ Public API::
     await store.close()
 """
 
+from .block_file import BlockFile
 from .errors import (
     BucketExists,
     BucketNotEmpty,
@@ -54,5 +55,5 @@ __all__ = [
     "ReadQuorumError", "WriteQuorumError", "DiskFull", "FormatError", "NoSuchUpload",
     "InvalidPart", "InvalidPartOrder", "EntityTooSmall", "PartRecord", "UploadInfo", "UploadPage",
     "multipart_etag", "InUse", "Locks", "lock_server", "NoSuchVersion", "DeleteMarker",
-    "ObjectLocked", "InvalidBucketState",
+    "ObjectLocked", "InvalidBucketState", "BlockFile",
 ]

@@ -29,6 +29,7 @@ from typing import Any
 
 import msgpack
 
+from .block_file import BlockFile, LocalBlockFile
 from .format import (
     NOT_FORMATTED,
     DiskFormat,
@@ -189,14 +190,21 @@ class Disk(abc.ABC):
         """("online" | "healing" | "offline", reason) as the disk itself shows it
         now (blocking): the owner's healing marker, a format that went away."""
 
+    # block files: a disk's own files for another service (block volumes)
     @abc.abstractmethod
-    def open_file(self, name: str, create: bool = True) -> int | None:
-        """A raw file of this disk for another service (block volumes): an fd
-        opened read-write (created when missing, if ``create``; else None).
-        Reopen after ``generation`` changes (the disk was replaced)."""
+    def open_block_file(self, name: str, create: bool = True) -> BlockFile | None:
+        """A file of this disk for another service (block volumes), opened for
+        reading and writing by offset: created empty when missing if ``create``,
+        else None. The caller closes it; reopen after ``generation`` changes
+        (the disk was replaced)."""
 
     @abc.abstractmethod
-    def remove_file(self, name: str) -> None: ...
+    def has_file(self, name: str) -> bool:
+        """Whether a block file (or marker) of that name exists."""
+
+    @abc.abstractmethod
+    def remove_file(self, name: str) -> None:
+        """Delete a block file (a missing one is fine)."""
 
     @abc.abstractmethod
     def check(self) -> bool:
@@ -313,22 +321,27 @@ class LocalDisk(Disk):
         return fmt is not None and fmt.disk_id == self.format.disk_id and (
             st.st_dev, st.st_ino) == self._ident
 
-    # shard files -----------------------------------------------------------------
+    # block files -----------------------------------------------------------------
 
-    def open_file(self, name: str, create: bool = True) -> int | None:
+    def open_block_file(self, name: str, create: bool = True) -> BlockFile | None:
         folder = os.path.join(self.root, "files")
         os.makedirs(folder, exist_ok=True)
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         try:
-            return os.open(os.path.join(folder, name), flags, 0o644)
+            return LocalBlockFile(os.open(os.path.join(folder, name), flags, 0o644))
         except FileNotFoundError:
             return None
+
+    def has_file(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self.root, "files", name))
 
     def remove_file(self, name: str) -> None:
         try:
             os.unlink(os.path.join(self.root, "files", name))
         except FileNotFoundError:
             pass
+
+    # shard files -----------------------------------------------------------------
 
     def shard_path(self, vid: str, part: int) -> str:
         return os.path.join(self.root, "data", vid[:2], f"{vid}.{part}")
