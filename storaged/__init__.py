@@ -8,7 +8,7 @@ Public API::
     info = await store.put_object("b", "k", body_chunks, attrs=ObjectAttrs("text/plain"))
     reader = await store.get_object("b", "k", offset=0, length=100)
     async for chunk in reader: ...
-    page = store.list_objects("b", prefix="a/", delimiter="/")
+    page = await store.list_objects("b", prefix="a/", delimiter="/")
     report = await store.heal()
     await store.close()
 """

@@ -10,10 +10,10 @@ directory laid out as::
     tmp/                 shard files being written
 
 Shard-file methods block and are meant to run in worker threads. Metadata reads
-are memory-mapped and short, but can still fault pages in from the disk, and on
-a remote disk they are network calls: the engine makes them through
-:meth:`Disk.read` (or :meth:`ErasureSet.ask` for a whole set), never on the
-event loop.
+go through :meth:`Disk.read` (or :meth:`ErasureSet.ask` for a whole set): on a
+remote disk they are network calls, and a local disk's scans run in a thread;
+only a local disk's point lookups (:data:`POINT_READS`), cheaper than a thread
+hop, stay on the event loop.
 """
 
 from __future__ import annotations
@@ -73,6 +73,13 @@ READS = frozenset({
     "get_object", "get_inline", "version_inline", "get_version", "key_versions",
     "scan_versions", "bucket_config", "scan", "get", "range", "buckets", "get_bucket",
     "pending", "entries", "stored"})
+# The queries that are one B-tree lookup in a memory-mapped LMDB: on a local
+# disk they answer in microseconds, less than a thread hop costs (a hop took
+# 4 KiB GETs from 1,299 to 903 ops/s in benchmarks/s3_bench.py), so they run on
+# the caller's thread. Scans, and every query to a remote disk, go off the loop.
+POINT_READS = frozenset({
+    "get_object", "get_inline", "version_inline", "get_version", "get_bucket",
+    "bucket_config", "get"})
 
 
 class Disk(abc.ABC):
@@ -378,6 +385,8 @@ class LocalDisk(Disk):
         return self._meta
 
     async def read(self, query: str, *args: Any) -> Any:
+        if query in POINT_READS:
+            return self.read_now(query, *args)
         return await asyncio.get_running_loop().run_in_executor(
             meta_readers(), self.read_now, query, *args)
 

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .disk import Disk, meta_readers
+from .disk import POINT_READS, Disk, meta_readers
 from .errors import DiskFull, WriteQuorumError
 from .layout import write_quorum
 from .metadb import Op
@@ -89,24 +89,26 @@ class ErasureSet:
         """(disk, answer) to metadata query ``query(*args)`` (see :data:`READS`)
         from every online disk (or ``positions``) that answers, in position order.
 
-        The disks are asked concurrently and off the event loop: local disks in
-        one thread hop together (their reads are memory-mapped and short, so one
-        hop costs less than one per disk), the others each on their own.
+        The disks are asked concurrently: remote disks each on their own, local
+        disks in one thread hop together (their reads are memory-mapped and short,
+        so one hop costs less than one per disk) — or, for a point lookup, right
+        here, since that costs less than any hop (see :data:`POINT_READS`).
         """
         where = positions if positions is not None else self.online_positions()
         disks = [self.disks[p] for p in where]
         local = [d for d in disks if d.local]
         remote = [d for d in disks if not d.local]
         jobs = [d.read(query, *args) for d in remote]
-        if local:
+        inline = local and query in POINT_READS
+        if local and not inline:
             jobs.append(asyncio.get_running_loop().run_in_executor(
                 meta_readers(), _read_each, local, query, args))
-        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
-        answers: dict[int, Any] = {}
+        answers: dict[int, Any] = _read_each(local, query, args) if inline else {}
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True) if jobs else []
         for disk, outcome in zip(remote, outcomes):
             if not isinstance(outcome, BaseException):
                 answers[disk.position] = outcome
-        if local and not isinstance(outcomes[-1], BaseException):
+        if local and not inline and not isinstance(outcomes[-1], BaseException):
             answers.update(outcomes[-1])
         return [(d, answers[d.position]) for d in disks if d.position in answers]
 

@@ -24,7 +24,7 @@ class FakeDisk:
     local = False
 
     async def read(self, query, *args):
-        assert (query, args) == ("get", ("t", b"k"))
+        assert args == ("t", b"k")
         if self.fail is not None:
             raise self.fail
         return self.answer
@@ -71,13 +71,20 @@ class LocalFake(FakeDisk):
         return (query, args, self.position)
 
 
-async def test_ask_reads_local_disks_in_one_thread_off_the_loop_and_remote_ones_too():
+async def test_ask_scans_local_disks_in_one_thread_off_the_loop_and_remote_ones_too():
     disks = [LocalFake(0), FakeDisk(1, b"remote"), LocalFake(2, fail=OSError("io")),
              LocalFake(3, online=False), LocalFake(4)]
-    answers = await ErasureSet(disks, 3, 2).ask("get", "t", b"k")
+    answers = await ErasureSet(disks, 3, 2).ask("scan", "t", b"k")
     assert [(d.position, a) for d, a in answers] == [
-        (0, ("get", ("t", b"k"), 0)), (1, b"remote"), (4, ("get", ("t", b"k"), 4))]
+        (0, ("scan", ("t", b"k"), 0)), (1, b"remote"), (4, ("scan", ("t", b"k"), 4))]
     assert disks[0].thread == disks[4].thread != threading.get_ident()
     assert not hasattr(disks[3], "thread")
-    only = await ErasureSet(disks, 3, 2).ask("get", "t", b"k", positions=[4])
+    only = await ErasureSet(disks, 3, 2).ask("scan", "t", b"k", positions=[4])
     assert [d.position for d, _ in only] == [4]
+
+
+async def test_ask_answers_a_local_point_lookup_without_a_thread_hop():
+    disks = [LocalFake(0), FakeDisk(1, b"remote"), LocalFake(2)]
+    answers = await ErasureSet(disks, 2, 1).ask("get", "t", b"k")
+    assert [a for _, a in answers] == [("get", ("t", b"k"), 0), b"remote", ("get", ("t", b"k"), 2)]
+    assert disks[0].thread == disks[2].thread == threading.get_ident()
