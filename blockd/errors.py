@@ -14,11 +14,7 @@ NAME_RULE = "1-63 letters, digits, '.', '_' or '-'"
 class VolumeError(Exception):
     """A refused volume operation."""
 
-    def __init__(self, code: str, message: str, *legacy: str) -> None:
-        if isinstance(code, int):
-            # The older (status, code, message) form, which blockd/images.py still
-            # uses: the status is the API's to choose (blockd.api.STATUS).
-            code, message = message, legacy[0]
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
 

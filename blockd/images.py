@@ -22,7 +22,8 @@ import tempfile
 
 from storaged import NoSuchBucket, NoSuchKey, ObjectStore
 
-from .manager import VolumeError, VolumeInfo, VolumeManager, internal_image
+from .errors import NoSuchImage, VolumeError
+from .manager import VolumeInfo, VolumeManager, internal_image
 from .pool import CHUNK
 
 BUCKET = "basalt-images"
@@ -36,7 +37,7 @@ def base_name(image: str, etag: str) -> str:
 class ImageInUse(VolumeError):
     def __init__(self, image: str, volumes: list[str]) -> None:
         them = "them" if len(volumes) > 1 else "it"
-        super().__init__(409, "ImageInUse", f"image {image} is used by volumes "
+        super().__init__("ImageInUse", f"image {image} is used by volumes "
                          f"{', '.join(volumes)}; delete {them} first")
         self.volumes = volumes
 
@@ -90,7 +91,7 @@ async def delete_image(manager: VolumeManager, store: ObjectStore, image: str,
                 await _drop_base(manager, base)
             return {"name": image, "bases_deleted": dropped, "object_deleted": False}
         if etag is None and not bases:
-            raise VolumeError(404, "NoSuchImage", f"image {image} does not exist")
+            raise NoSuchImage(image)
         users = sorted({u for b in bases for u in _users(manager, b)})
         if users:
             raise ImageInUse(image, users)
@@ -111,7 +112,7 @@ async def volume_from_image(manager: VolumeManager, store: ObjectStore, image: s
     async with manager.image_lock:  # no delete_image between materialising and cloning
         etag = await _etag(store, image)
         if etag is None:
-            raise VolumeError(404, "NoSuchImage", f"image {image} does not exist")
+            raise NoSuchImage(image)
         base = base_name(image, etag)
         if f"{base}@base" not in manager.records:
             await _materialise(manager, store, image, base)
@@ -155,13 +156,13 @@ async def _raw_copy(store: ObjectStore, image: str, workdir: str) -> str:
         return path
     raw = os.path.join(workdir, "image.raw")
     if shutil.which("qemu-img") is None:
-        raise VolumeError(501, "QemuImgMissing",
+        raise VolumeError("QemuImgMissing",
                           "qcow2 images need qemu-img (Debian package qemu-utils)")
     out = await asyncio.to_thread(subprocess.run,
                                   ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, raw],
                                   capture_output=True, text=True)
     if out.returncode != 0:
-        raise VolumeError(400, "InvalidImage", f"image {image}: {out.stderr.strip()}")
+        raise VolumeError("InvalidImage", f"image {image}: {out.stderr.strip()}")
     return raw
 
 

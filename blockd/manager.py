@@ -33,7 +33,6 @@ from .errors import (
     NoSuchVolume,
     ServiceUnavailable,
     ShrinkRefused,
-    VolumeError,  # noqa: F401  (blockd/images.py imports it from here)
     VolumeExists,
     VolumeHasSnapshots,
     VolumeInUse,

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from storaged import ObjectStore, ReadQuorumError
+from storaged import ObjectStore, ReadQuorumError, wire
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -53,6 +53,7 @@ def map_key(map_id: str, index: int) -> bytes:
     return bytes.fromhex(map_id) + _U64.pack(index)
 
 
+@wire.register
 @dataclasses.dataclass
 class MetaChanges:
     """Everything a flush commits: map entries, slot counts, allocator state."""
@@ -78,6 +79,7 @@ class MetaChanges:
             self.next_slot = newer.next_slot
 
 
+@wire.register
 @dataclasses.dataclass
 class ApplyChanges:
     """The LMDB operation committing a :class:`MetaChanges` on one disk."""
@@ -115,6 +117,7 @@ class ApplyChanges:
                 tx.delete(b"vslots", b"stale" + _U32.pack(pos))
 
 
+@wire.register
 @dataclasses.dataclass
 class ReplaceVolumeTables:
     """The LMDB operation making a disk's volume tables exactly ``changes`` (a
@@ -149,7 +152,7 @@ def vote_range(store: ObjectStore, table: bytes, prefix: bytes) -> dict[bytes, b
         raise ReadQuorumError("too many disks unavailable to read volume metadata")
     seen: dict[bytes, Counter[bytes]] = {}
     for pos in voters:
-        for key, value in store.disks[pos].range(table, prefix, prefix):
+        for key, value in store.disks[pos].read_now("range", table, prefix, prefix):
             seen.setdefault(key, Counter())[value] += 1
     out = {}
     for key, votes in seen.items():
