@@ -25,6 +25,7 @@ import gzip
 import hashlib
 import json
 import os
+import threading
 import time
 import urllib.parse
 from typing import Any
@@ -167,6 +168,7 @@ class _Packer:
         self.pending: list[tuple[int, int, int, str]] = []  # index, offset, length, sha
         self.entries: dict[str, list] = {}
         self.uploaded = 0
+        self.lock = threading.Lock()
         self.reused = 0
         self.sent: set[str] = set()  # pack keys this run uploads
 
@@ -197,7 +199,8 @@ class _Packer:
     def _put(self, key: str, data: bytes) -> None:
         self.s3.put_object(Bucket=self.target.bucket, Key=key, Body=data,
                            ChecksumAlgorithm="CRC32C")
-        self.uploaded += len(data)
+        with self.lock:  # four upload threads: += is not atomic
+            self.uploaded += len(data)
 
     def finish(self) -> None:
         self.seal()
