@@ -15,10 +15,13 @@ Public API::
 
     pool = plan_pool("p1", 4, 2, nodes)                        # Node/NodeDisk → Pool of sets
     pool_for_write(pools, free_bytes); set_for_key(pool, bucket, key)
+    registry = Registry(etcd)                                  # nodes, pools, buckets, volume owners
+    await registry.register_node(node, lease.id); await registry.create_pool(pool)
 
 Errors: :class:`EtcdUnavailable` (no endpoint answers, or etcd has no quorum),
 :class:`EtcdError` (everything else; the base class of both); :class:`LayoutError`
-(a layout refused, with the reason).
+(a layout refused, with the reason), :class:`RegistryError` (a registry change
+refused; ``code`` for the admin API).
 """
 
 from .election import LEADER_PREFIX, Election
@@ -52,6 +55,7 @@ from .layout import (
     worst_case_loss,
 )
 from .lease import Lease
+from .registry import NodeEvent, PoolEvent, Registry, RegistryError, RegistryWatch
 
 __all__ = [
     "LEADER_PREFIX",
@@ -69,7 +73,12 @@ __all__ = [
     "Lease",
     "Node",
     "NodeDisk",
+    "NodeEvent",
     "Pool",
+    "PoolEvent",
+    "Registry",
+    "RegistryError",
+    "RegistryWatch",
     "Watch",
     "WatchEvent",
     "compare",
