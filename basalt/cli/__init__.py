@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import buckets, compute, images, serve, volumes
+from . import buckets, cluster, compute, images, serve, volumes
 from .common import CLIError, global_options, report, resolve_defaults, user_error, wants_json
 
 
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.register(sub, add)
     compute.register(sub, add)
     buckets.register(sub, add)
+    cluster.register(sub, add)
     return parser
 
 
