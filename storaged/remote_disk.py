@@ -1,0 +1,659 @@
+"""A disk on another node: the :class:`~storaged.disk.Disk` interface over the node API.
+
+:class:`RemoteDisk` talks to the :func:`~storaged.disk_server.disk_app` of the
+node holding the disk. Metadata reads and commits made from the event loop
+(:meth:`RemoteDisk.read`, :meth:`RemoteDisk.commit`) go through one aiohttp
+session per event loop; the blocking calls the engine makes from worker threads
+(shard files, block files, ``read_now`` and the metadata getters, status,
+space, check, reattach) go through a thread-safe ``urllib3`` pool with
+keep-alive. The disks of one node share one :class:`NodeClient` (its pools and
+its view of whether the node is reachable).
+
+Failures: a node that cannot be reached raises :class:`NodeUnavailable` (an
+OSError: the erasure set counts the disk as not answering) and, after a failed
+connection, the node's calls fail at once for ``backoff`` seconds instead of each
+waiting for the connect timeout; nothing else changes — ``online`` is the
+last known state, only the healer's :meth:`RemoteDisk.check` (which always
+tries) takes a disk offline. A node refusing our signature raises
+:class:`NodeRefused`; a full disk raises :class:`~storaged.errors.DiskFull`
+from metadata commits and ``OSError(ENOSPC)`` from data writes, like a local disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import json
+import logging
+import os
+import ssl as ssl_module
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import urllib3
+from yarl import URL
+
+from . import node_auth, wire
+from .block_file import BlockFile
+from .disk import READS, Disk, Iov, ShardWriter
+from .disk_server import EPOCH, PREFIX, STATE
+from .errors import DiskFull, StorageError
+from .format import DiskFormat
+from .metadb import Op
+
+log = logging.getLogger("basalt.storaged.remote_disk")
+
+CONNECT_TIMEOUT = 5.0
+TIMEOUT = 60.0
+BACKOFF = 1.0  # seconds a node that refused a connection is not tried again
+_LARGE = 1 << 20
+_CONNECT_TIMEOUT_ERROR = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)
+
+Observe = Callable[[Mapping[str, str]], None]
+
+
+class NodeUnavailable(ConnectionError):
+    """The node holding a disk could not be reached (or dropped the connection)."""
+
+
+class NodeRefused(PermissionError):
+    """The node refused the request's authentication (another cluster secret?)."""
+
+
+class Reply:
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _failure(where: str, status: int, body: bytes, io: bool) -> Exception:
+    """The exception an error answer stands for. ``io``: a data path, which
+    raises only OSError (the engine's shard and volume code expects nothing else)."""
+    try:
+        doc = json.loads(body)
+        code, message, err = doc["error"], doc["message"], doc.get("errno")
+    except (ValueError, KeyError, TypeError):
+        return OSError(errno.EIO, f"{where}: HTTP {status}: {body[:200]!r}")
+    if code == "Unauthorized":
+        return NodeRefused(errno.EACCES, message)
+    if code == "DiskFull":
+        return OSError(errno.ENOSPC, f"{where}: {message}") if io else DiskFull(message)
+    if err or code == "OSError":
+        return OSError(err or errno.EIO, f"{where}: {message}")
+    if io:
+        return OSError(errno.EIO, f"{where}: {message}")
+    if code == "BadRequest":
+        return ValueError(f"{where}: {message}")
+    return StorageError(f"{where}: {message}")
+
+
+def default_caller() -> str:
+    return os.uname().nodename or "node"
+
+
+class NodeClient:
+    """Signed requests to one node: a urllib3 pool for worker threads, an aiohttp
+    session per event loop, and whether the node was reachable lately."""
+
+    def __init__(self, base_url: str, secret: bytes, caller: str, *,
+                 ssl: ssl_module.SSLContext | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT, timeout: float = TIMEOUT,
+                 pool_size: int = 64, backoff: float = BACKOFF) -> None:
+        node_auth.check_secret(secret)
+        self.base = base_url.rstrip("/")
+        self._secret = secret
+        self.caller = caller
+        self.ssl = ssl
+        self.connect_timeout, self.timeout, self.backoff = connect_timeout, timeout, backoff
+        self.pool_size = pool_size
+        self._http = urllib3.PoolManager(
+            num_pools=4, maxsize=pool_size, block=False, retries=False,
+            timeout=urllib3.Timeout(connect=connect_timeout, read=timeout), ssl_context=ssl)
+        self._ping_timeout = urllib3.Timeout(connect=connect_timeout, read=connect_timeout)
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                                  aiohttp.ClientSession] = weakref.WeakKeyDictionary()
+        self._closing: set[asyncio.Future] = set()
+        self._lock = threading.Lock()
+        self._users: set[int] = set()
+        self._down_until = 0.0
+
+    def __repr__(self) -> str:
+        return f"NodeClient({self.base!r})"
+
+    # users: the connections close when the last disk using them is closed --------
+
+    def use(self, who: object) -> None:
+        self._users.add(id(who))
+
+    def release(self, who: object) -> None:
+        with self._lock:
+            self._users.discard(id(who))
+            if self._users:
+                return
+            sessions = list(self._sessions.items())
+            self._sessions.clear()
+        for loop, session in sessions:
+            self._close_session(loop, session)
+        self._http.clear()
+
+    def _close_session(self, loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
+        if loop.is_closed() or session.closed:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task = loop.create_task(session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        elif loop.is_running():
+            asyncio.run_coroutine_threadsafe(session.close(), loop)
+        elif running is None:
+            loop.run_until_complete(session.close())
+
+    async def wait_closed(self) -> None:
+        """Let the sessions closed on this event loop finish closing."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._closing if t.get_loop() is loop]
+        if mine:
+            await asyncio.gather(*mine, return_exceptions=True)
+
+    def close(self) -> None:
+        self._users.clear()
+        self.release(self)
+
+    # signing -----------------------------------------------------------------------
+
+    def prepare(self, method: str, path: str, params: Mapping[str, object] | None,
+                body: bytes | bytearray | memoryview | None) -> tuple[str, dict[str, str]]:
+        """The URL and the authentication headers of one request (None body: unsigned)."""
+        query = node_auth.canonical_query(params or {})
+        digest = node_auth.UNSIGNED if body is None else node_auth.body_digest(body)
+        headers = node_auth.sign(self._secret, method, path, query, self.caller, digest)
+        return self.base + path + ("?" + query if query else ""), headers
+
+    # reachability ------------------------------------------------------------------
+
+    def _gate(self, ping: bool) -> None:
+        if not ping and time.monotonic() < self._down_until:
+            raise NodeUnavailable(errno.EHOSTUNREACH,
+                                  f"node {self.base} unreachable (a connection failed just now)")
+
+    def _unavailable(self, exc: BaseException) -> NodeUnavailable:
+        connect = isinstance(exc, (urllib3.exceptions.NewConnectionError,
+                                   urllib3.exceptions.ConnectTimeoutError,
+                                   aiohttp.ClientConnectorError, _CONNECT_TIMEOUT_ERROR,
+                                   ConnectionRefusedError))
+        if connect:
+            self._down_until = time.monotonic() + self.backoff
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):
+            exc = exc.__cause__ or exc  # the refusal, not urllib3's wrapper text
+        return NodeUnavailable(errno.EHOSTUNREACH, f"node {self.base} unreachable: {exc}")
+
+    # blocking calls (worker threads) -----------------------------------------------
+
+    def call(self, method: str, path: str, params: Mapping[str, object] | None = None,
+             body: Any = b"", *, unsigned: bool = False, length: int | None = None,
+             retry: bool = False, ping: bool = False, quick: bool = False, io: bool = False,
+             observe: Observe | None = None, stream: bool = False) -> Any:
+        """One request; the Reply (or, with ``stream``, the open urllib3 response).
+
+        ``unsigned``: ``body`` is a list of buffers of ``length`` bytes sent as they
+        are. ``retry``: idempotent, so tried once more (newly signed) when a kept-alive
+        connection turns out to be closed. ``ping``: try even a node that failed lately;
+        ``quick``: wait for the answer no longer than for a connection.
+        """
+        self._gate(ping)
+        options: dict[str, Any] = {"timeout": self._ping_timeout} if quick else {}
+        for attempt in (0, 1):
+            url, headers = self.prepare(method, path, params, None if unsigned else body)
+            if unsigned:
+                headers["Content-Length"] = str(length)
+            try:
+                resp = self._http.request(
+                    method, url, body=body if unsigned or body else None, headers=headers,
+                    preload_content=not stream, decode_content=False, redirect=False,
+                    retries=False, **options)
+            except urllib3.exceptions.ProtocolError as exc:
+                if retry and attempt == 0:
+                    continue
+                raise self._unavailable(exc) from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise self._unavailable(exc) from None
+            break
+        self._down_until = 0.0
+        if observe is not None:
+            observe(resp.headers)
+        if resp.status >= 300:
+            try:
+                data = resp.read() if stream else resp.data
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise self._unavailable(exc) from None
+            finally:
+                if stream:
+                    resp.release_conn()
+            raise _failure(f"{self.base}{path}", resp.status, data, io)
+        if stream:
+            return resp
+        return Reply(resp.status, resp.headers, resp.data)
+
+    def read_into(self, path: str, params: Mapping[str, object], iov: Iov,
+                  observe: Observe | None = None) -> int:
+        """Stream a GET's body into ``iov``; bytes read (short only when the body is)."""
+        resp = self.call("GET", path, params, io=True, observe=observe, stream=True, retry=True)
+        clean = False
+        try:
+            try:
+                total = _fill(resp, iov)
+                extra = resp.read(1)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise self._unavailable(exc) from None
+            if extra:
+                raise OSError(errno.EIO, f"{self.base}{path}: node sent more than asked")
+            clean = True
+            return total
+        finally:
+            if not clean:
+                resp.close()
+            resp.release_conn()
+
+    # async calls (event loop) ------------------------------------------------------
+
+    def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            session = self._sessions.get(loop)
+            if session is None or session.closed:
+                connector = aiohttp.TCPConnector(
+                    ssl=self.ssl if self.ssl is not None else True, limit=2 * self.pool_size,
+                    keepalive_timeout=15)
+                session = aiohttp.ClientSession(
+                    connector=connector, auto_decompress=False,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout,
+                                                  sock_read=self.timeout))
+                self._sessions[loop] = session
+        return session
+
+    async def acall(self, method: str, path: str, params: Mapping[str, object] | None = None,
+                    body: bytes = b"", *, retry: bool = False,
+                    observe: Observe | None = None) -> Reply:
+        self._gate(False)
+        session = self._session()
+        for attempt in (0, 1):
+            url, headers = self.prepare(method, path, params, body)
+            try:
+                # (a large body as a stream: aiohttp then writes it without a warning)
+                data_arg = io.BytesIO(body) if len(body) > _LARGE else body
+                async with session.request(method, URL(url, encoded=True), data=data_arg,
+                                           headers=headers, allow_redirects=False) as resp:
+                    data = await resp.read()
+                    status, reply_headers = resp.status, resp.headers
+            except aiohttp.ServerDisconnectedError as exc:
+                if retry and attempt == 0:
+                    continue
+                raise self._unavailable(exc) from None
+            except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+                raise self._unavailable(exc) from None
+            break
+        self._down_until = 0.0
+        if observe is not None:
+            observe(reply_headers)
+        if status >= 300:
+            raise _failure(f"{self.base}{path}", status, data, False)
+        return Reply(status, reply_headers, data)
+
+
+def _fill(resp: Any, iov: Iov) -> int:
+    """Read a response body into ``iov`` like ``os.preadv``: bytes read."""
+    total = 0
+    for buf in iov:
+        view = memoryview(buf).cast("B")
+        filled = 0
+        while filled < len(view):
+            n = resp.readinto(view[filled:])
+            if not n:
+                break
+            filled += n
+        total += filled
+        if filled < len(view):
+            break
+    return total
+
+
+def _seg(text: str) -> str:
+    return quote(text, safe="")
+
+
+class RemoteDisk(Disk):
+    """A disk served by another node's :func:`~storaged.disk_server.disk_app`."""
+
+    local = False
+
+    def __init__(self, base_url: str, disk_id: str, position: int, format: DiskFormat,
+                 secret: bytes, node: str, *, ssl: ssl_module.SSLContext | None = None,
+                 caller: str | None = None, disk_name: str | None = None,
+                 online: bool = True, healing: bool = False, client: NodeClient | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT, timeout: float = TIMEOUT) -> None:
+        if format.disk_id != disk_id:
+            raise ValueError(f"format of disk {format.disk_id} given for disk {disk_id}")
+        self.client = client or NodeClient(base_url, secret, caller or default_caller(), ssl=ssl,
+                                           connect_timeout=connect_timeout, timeout=timeout)
+        self.disk_id = disk_id
+        self.position = position
+        self.format = format
+        self.node = node
+        self.disk_name = disk_name or disk_id
+        self.online = online
+        self.healing = healing
+        self.reason: str | None = None if online else "not attached yet"
+        self.generation = 1  # bumped when the node reopened the disk (or restarted)
+        self._epoch: str | None = None
+        self._path = f"{PREFIX}/disks/{_seg(disk_id)}"
+
+    def __repr__(self) -> str:
+        return f"RemoteDisk({self.client.base!r}, {self.disk_id!r}, position={self.position})"
+
+    @property
+    def name(self) -> str:
+        return f"{self.node}:{self.disk_name}"
+
+    def _observe(self, headers: Mapping[str, str]) -> None:
+        """Keep the disk's healing state and epoch as its node last showed them."""
+        state = headers.get(STATE)
+        if state == "healing":
+            self.healing = True
+        elif state == "online":
+            self.healing = False
+        epoch = headers.get(EPOCH)
+        if epoch and epoch != self._epoch:
+            if self._epoch is not None:
+                self.generation += 1
+            self._epoch = epoch
+
+    def _call(self, method: str, sub: str, params: Mapping[str, object] | None = None,
+              body: Any = b"", **kw: Any) -> Any:
+        self.client.use(self)
+        return self.client.call(method, self._path + sub, params, body,
+                                observe=self._observe, **kw)
+
+    def _json(self, method: str, sub: str, params: Mapping[str, object] | None = None,
+              **kw: Any) -> Any:
+        return self._call(method, sub, params, **kw).json()
+
+    # metadata --------------------------------------------------------------------
+
+    async def read(self, query: str, *args: Any) -> Any:
+        if query not in READS:
+            raise ValueError(f"unknown metadata query {query!r}")
+        self.client.use(self)
+        reply = await self.client.acall("POST", self._path + "/read", None,
+                                        wire.pack([query, list(args)]), retry=True,
+                                        observe=self._observe)
+        return wire.unpack(reply.body)
+
+    def read_now(self, query: str, *args: Any) -> Any:
+        if query not in READS:
+            raise ValueError(f"unknown metadata query {query!r}")
+        return wire.unpack(self._call("POST", "/read", None, wire.pack([query, list(args)]),
+                                      retry=True).body)
+
+    def commit(self, ops: Sequence[Op]) -> Awaitable[list[Any]]:
+        return self._commit(ops)
+
+    async def _commit(self, ops: Sequence[Op]) -> list[Any]:
+        self.client.use(self)
+        reply = await self.client.acall("POST", self._path + "/commit", None,
+                                        wire.pack(list(ops)), observe=self._observe)
+        return wire.unpack(reply.body)
+
+    def commit_now(self, ops: Sequence[Op]) -> list[Any]:
+        return wire.unpack(self._call("POST", "/commit", None, wire.pack(list(ops))).body)
+
+    def get_object(self, bucket: str, key: str) -> bytes | None:
+        return self.read_now("get_object", bucket, key)
+
+    def get_inline(self, bucket: str, key: str) -> bytes | None:
+        return self.read_now("get_inline", bucket, key)
+
+    def version_inline(self, bucket: str, key: str, mtime_ns: int, vid: str) -> bytes | None:
+        return self.read_now("version_inline", bucket, key, mtime_ns, vid)
+
+    def get_version(self, bucket: str, key: str, version: tuple[int, str] | None) -> bytes | None:
+        return self.read_now("get_version", bucket, key, version)
+
+    def key_versions(self, bucket: str, key: str) -> list[bytes]:
+        return self.read_now("key_versions", bucket, key)
+
+    def scan_versions(self, bucket: str, prefix: str = "", after: str = "",
+                      after_suffix: bytes | None = None, skip_prefix: bool = False,
+                      limit: int = 1000) -> list[tuple[str, bytes, bytes]]:
+        return self.read_now("scan_versions", bucket, prefix, after, after_suffix, skip_prefix,
+                             limit)
+
+    def bucket_config(self, bucket: str) -> dict[str, tuple[int, bytes | None]]:
+        return self.read_now("bucket_config", bucket)
+
+    def scan(self, bucket: str, prefix: str = "", after: str = "", skip_prefix: bool = False,
+             limit: int = 1000) -> list[tuple[str, bytes]]:
+        return self.read_now("scan", bucket, prefix, after, skip_prefix, limit)
+
+    def get(self, table: bytes, key: bytes) -> bytes | None:
+        return self.read_now("get", table, key)
+
+    def range(self, table: bytes, start: bytes, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        return self.read_now("range", table, start, prefix)
+
+    def buckets(self) -> dict[str, bytes]:
+        return self.read_now("buckets")
+
+    def get_bucket(self, name: str) -> bytes | None:
+        return self.read_now("get_bucket", name)
+
+    def pending(self) -> list[tuple[str, str, str, list[int], str]]:
+        return self.read_now("pending")
+
+    def entries(self, table: bytes) -> int:
+        return self.read_now("entries", table)
+
+    def stored(self) -> tuple[int, int]:
+        return self.read_now("stored")
+
+    # shard files -----------------------------------------------------------------
+
+    def create_shard(self, vid: str, part: int) -> ShardWriter:
+        doc = self._json("POST", "/writers", {"vid": vid, "part": part}, io=True)
+        return RemoteShardWriter(self, doc["session"])
+
+    def read_shard(self, vid: str, part: int, offset: int, iov: Iov) -> int:
+        length = sum(memoryview(b).nbytes for b in iov)
+        self.client.use(self)
+        return self.client.read_into(
+            f"{self._path}/shards/{_seg(vid)}/{part}", {"offset": offset, "length": length},
+            iov, observe=self._observe)
+
+    def shard_size(self, vid: str, part: int) -> int | None:
+        return self._json("GET", f"/shards/{_seg(vid)}/{part}/size", io=True, retry=True)["size"]
+
+    def purge(self, vid: str, parts: Sequence[int]) -> None:
+        self._call("POST", f"/shards/{_seg(vid)}/purge",
+                   {"parts": ",".join(str(p) for p in parts)}, io=True, retry=True)
+
+    # block files -----------------------------------------------------------------
+
+    def open_block_file(self, name: str, create: bool = True) -> BlockFile | None:
+        epoch = self._json("POST", f"/files/{_seg(name)}/open", {"create": int(create)},
+                           io=True, retry=True)["epoch"]
+        return None if epoch is None else RemoteBlockFile(self, name, epoch)
+
+    def has_file(self, name: str) -> bool:
+        return self._json("GET", f"/files/{_seg(name)}/exists", io=True, retry=True)["exists"]
+
+    def remove_file(self, name: str) -> None:
+        self._call("DELETE", f"/files/{_seg(name)}", io=True, retry=True)
+
+    # the disk itself ---------------------------------------------------------------
+
+    def space(self) -> tuple[int, int, int, str]:
+        doc = self._json("GET", "/space", io=True, retry=True)
+        return doc["size"], doc["used"], doc["free"], doc["fs"]
+
+    def status(self) -> tuple[str, str | None]:
+        if not self.online:
+            return "offline", self.reason or "unavailable"
+        try:
+            doc = self._json("GET", "/status", retry=True, ping=True, quick=True)
+        except Exception as exc:
+            return "offline", f"node unreachable: {exc}"
+        return doc["state"], doc["reason"]
+
+    def check(self) -> bool:
+        try:
+            return bool(self._json("GET", "/check", retry=True, ping=True, quick=True)["ok"])
+        except Exception as exc:
+            log.debug("check of %s failed: %s", self.name, exc)
+            return False
+
+    def reattach(self, owner: bool) -> str | None:
+        away = self.reason is not None
+        doc = self._json("POST", "/reattach", {"owner": int(owner), "away": int(away)},
+                         ping=True)
+        reason = doc["reason"]
+        if reason is not None:
+            return reason
+        fmt = DiskFormat.from_json(json.dumps(doc["format"]))
+        if fmt.disk_id != self.disk_id or not fmt.same_set(self.format):
+            return f"node {self.node} holds another disk under {self.disk_id}"
+        self.format = fmt
+        self.disk_name = doc["name"]
+        self.healing = doc["healing"]
+        self.online = True
+        self.reason = None
+        return None
+
+    def mark_healed(self) -> None:
+        self._call("POST", "/healed")
+        self.healing = False
+
+    def close(self) -> None:
+        """Offline here (the disk itself stays as it is on its node); the node's
+        connections close with its last disk."""
+        self.online = False
+        self.client.release(self)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, waiting for the connections to close."""
+        self.close()
+        await self.client.wait_closed()
+
+
+class RemoteShardWriter(ShardWriter):
+    """A shard file being written on another node (a session of its disk server)."""
+
+    def __init__(self, disk: RemoteDisk, session: str) -> None:
+        self.disk = disk
+        self.path = f"{disk._path}/writers/{_seg(session)}"
+        self.broken = False
+
+    def write(self, iov: Iov, offset: int) -> None:
+        length = sum(memoryview(b).nbytes for b in iov)
+        try:
+            self.disk.client.call("PUT", self.path, {"offset": offset}, list(iov),
+                                  unsigned=True, length=length, io=True, retry=True,
+                                  observe=self.disk._observe)
+        except ConnectionError:
+            self.broken = True
+            raise
+
+    def commit(self) -> None:
+        self.disk.client.call("POST", self.path + "/commit", io=True,
+                              observe=self.disk._observe)
+
+    def abort(self) -> None:
+        """Best effort: a session its node never hears about again expires there."""
+        if self.broken:
+            return
+        try:
+            self.disk.client.call("DELETE", self.path, io=True, retry=True)
+        except OSError as exc:
+            log.debug("abort of a shard writer on %s failed: %s", self.disk.name, exc)
+
+
+class RemoteBlockFile(BlockFile):
+    """A block file of a disk on another node, as opened at ``epoch`` there."""
+
+    __slots__ = ("disk", "name", "epoch", "path", "closed")
+
+    def __init__(self, disk: RemoteDisk, name: str, epoch: str) -> None:
+        self.disk, self.name, self.epoch = disk, name, epoch
+        self.path = f"{disk._path}/files/{_seg(name)}"
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"RemoteBlockFile({self.disk.name!r}, {self.name!r})"
+
+    def _call(self, method: str, sub: str, params: dict[str, object], body: Any = b"") -> Reply:
+        if self.closed:
+            raise OSError(errno.EBADF, f"{self!r} is closed")
+        params["epoch"] = self.epoch
+        return self.disk.client.call(method, self.path + sub, params, body, io=True, retry=True,
+                                     observe=self.disk._observe)
+
+    def pread(self, length: int, offset: int) -> bytes:
+        if length <= 0:
+            return b""
+        return self._call("GET", "", {"offset": offset, "length": length}).body
+
+    def preadinto(self, buf: bytearray | memoryview, offset: int) -> int:
+        if self.closed:
+            raise OSError(errno.EBADF, f"{self!r} is closed")
+        length = memoryview(buf).nbytes
+        if not length:
+            return 0
+        return self.disk.client.read_into(
+            self.path, {"epoch": self.epoch, "offset": offset, "length": length}, [buf],
+            observe=self.disk._observe)
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        self._call("PUT", "", {"offset": offset}, data)
+
+    def punch(self, offset: int, length: int) -> None:
+        if length > 0:
+            self._call("POST", "/punch", {"offset": offset, "length": length})
+
+    def sync(self) -> None:
+        self._call("POST", "/sync", {})
+
+    def size(self) -> int:
+        return self._call("GET", "/size", {}).json()["size"]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def remote_disks(base_url: str, secret: bytes, node: str, *, caller: str | None = None,
+                 ssl: ssl_module.SSLContext | None = None, **kw: Any) -> list[RemoteDisk]:
+    """Every disk a node serves, as RemoteDisks sharing one client (blocking)."""
+    client = NodeClient(base_url, secret, caller or default_caller(), ssl=ssl, **kw)
+    listed = client.call("GET", PREFIX + "/disks").json()
+    disks = []
+    for entry in listed:
+        fmt = DiskFormat.from_json(json.dumps(entry["format"]))
+        disk = RemoteDisk(base_url, entry["id"], entry["position"], fmt, secret, node,
+                          client=client, disk_name=entry["name"], online=entry["online"],
+                          healing=entry["healing"])
+        if not entry["online"]:
+            disk.reason = entry["reason"] or "offline on its node"
+        disk._epoch = entry["epoch"]
+        disks.append(disk)
+    return disks
