@@ -80,7 +80,15 @@ class ChunkPool:
         return [(slot + j) % self.n for j in range(self.replicas)]
 
     def _disk_files(self, pos: int) -> tuple[BlockFile, BlockFile] | None:
-        """(slab, sums) block files of a disk; reopened when the disk was replaced."""
+        """(slab, sums) block files of a disk, None when it cannot serve now (the
+        other replicas then do); reopened when the disk was replaced."""
+        try:
+            return self._open_files(pos)
+        except OSError as exc:  # e.g. the node holding a remote disk is down
+            log.warning("volume files of disk %d unavailable: %s", pos, exc)
+            return None
+
+    def _open_files(self, pos: int) -> tuple[BlockFile, BlockFile] | None:
         disk = self.store.disks[pos]
         if not disk.online:
             return None

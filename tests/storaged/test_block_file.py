@@ -243,3 +243,23 @@ async def test_pool_clear_punches_every_replica(open_store):
         assert pool.read(3, 0, CHUNK) == bytes(CHUNK)
     finally:
         pool.close()
+
+
+async def test_pool_serves_from_other_replicas_when_a_disk_cannot_open_its_files(open_store):
+    """A replica's disk that raises on open (a remote node down) is skipped:
+    the write lands on the others, which serve the read."""
+    from blockd.pool import CHUNK, ChunkPool
+    store = await open_store()
+    pool = ChunkPool(store)
+    broken = pool.positions(5)[0]
+
+    def refuse(*args, **kwargs):
+        raise ConnectionRefusedError("node down")
+    store.disks[broken].open_block_file = refuse
+    try:
+        data = os.urandom(CHUNK)
+        pool.write(5, 0, data)
+        assert pool.read(5, 0, CHUNK) == data
+        assert pool._disk_files(broken) is None
+    finally:
+        pool.close()
