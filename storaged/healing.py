@@ -336,7 +336,7 @@ async def heal_all(store: ObjectStore, *, deep: bool = True, progress: Progress 
         await heal_uploads(store, bucket, report, deep=deep, settle_ns=settle_ns)
     if not report.failed:
         for disk in healing:
-            disk.mark_healed()
+            await store.run(disk.mark_healed)
             log.info("disk %s healed", disk.name)
     if progress:
         progress(report)
@@ -408,7 +408,7 @@ class Healer:
     async def _watch(self) -> None:
         while True:
             try:
-                self.watch_disks()
+                await self.store.run(self.watch_disks)
             except Exception:
                 log.exception("disk watch failed")
             await asyncio.sleep(self.interval)
@@ -458,19 +458,20 @@ class Healer:
     async def settle_disks(self, timeout: float = 15.0) -> None:
         """Watch the disks; outside the owner, wait for it to bring back lost ones
         (only those it can: not a disk left offline for its mount facts)."""
-        self.watch_disks()
+        await self.store.run(self.watch_disks)
         deadline = time.monotonic() + timeout
         while not self.owner and any(not d.online and d.reason == NOT_FORMATTED
                                      for d in self.store.disks) \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.25)
-            self.watch_disks()
+            await self.store.run(self.watch_disks)
 
     def watch_disks(self) -> None:
-        """Take lost disks offline; bring back returning and replaced ones."""
+        """Take lost disks offline; bring back returning and replaced ones
+        (blocking: a check may be a request to another node)."""
         for disk in self.store.disks:
             if disk.online and not disk.check():
-                log.error("disk %s lost its format: taking it offline", disk.name)
+                log.error("disk %s went away or lost its format: taking it offline", disk.name)
                 disk.close()
                 disk.reason = "lost its format.json"
             if not disk.online:

@@ -119,7 +119,7 @@ class ObjectReader:
                     # and healed by another process): look again before giving up.
                     if attempt or not store.offline_positions():
                         raise
-                    store.healer.watch_disks()
+                    await store.run(store.healer.watch_disks)
         except BaseException:
             lease.release(batch)
             raise
