@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -67,6 +68,7 @@ class ServeOptions:
     sync: bool = True
     log_level: str = "info"
     lifecycle_day_ns: int = DAY_NS    # a lifecycle rule's day (shorter in tests)
+    cluster: Any = None               # basalt.cluster_node.ClusterOptions: a cluster node
 
 
 def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -211,8 +213,21 @@ async def serve(opts: ServeOptions) -> None:
     # locks last as long as this process (the kernel drops them at exit).
     locks = lock_server(data_dir, disks)
     creds, generated = credentials.for_server(data_dir)
-    store = ObjectStore.open(disks, ec=opts.ec, sync=opts.sync,
-                             create=lambda root: inside(root, data_dir))
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    node = members = None
+    if opts.cluster is not None:
+        # Only here: a single-node server never loads the cluster code (nor needs etcd).
+        from .cluster_node import open_members
+        node, members = await join_cluster(opts, disks, creds, stop)
+        if members is None:  # stopped while waiting for a pool
+            await node.close()
+            return
+        store = ObjectStore(open_members(members, opts.cluster.node, node.secret,
+                                         sync=opts.sync))
+    else:
+        store = ObjectStore.open(disks, ec=opts.ec, sync=opts.sync,
+                                 create=lambda root: inside(root, data_dir))
     store.lifecycle_day_ns = opts.lifecycle_day_ns
     key_locks = os.path.join(data_dir, "run", "keylocks")
     store.key_locks = KeyLocks(key_locks)  # shared with the S3 workers
@@ -229,6 +244,8 @@ async def serve(opts: ServeOptions) -> None:
     layers: Layers | None = None
     scanner: LifecycleScanner | None = None
     try:
+        if node is not None:
+            await node.serve_disks(store.disks)
         await store.start()
         scanner = LifecycleScanner(store)
         scanner.start()
@@ -237,38 +254,45 @@ async def serve(opts: ServeOptions) -> None:
             "block_size": store.geometry.block_size, "write_quorum": store.write_quorum}})
         for state in store.disk_states():
             log.info("disk", extra={"fields": state})
-        volumes = VolumeManager(store)
-        await volumes.start()
-        volumes.watch()
-        nbd = NBDServer(volumes)
-        await nbd.start(*opts.nbd_address)
-        # Guests reach their disks on this Unix socket: QEMU runs as another
-        # user under a system libvirtd, so it is world-connectable (0666),
-        # which grants what the loopback NBD port already grants any local user.
-        nbd_socket = opts.nbd_socket or unix_path(data_dir, "nbd.sock")
-        await nbd.start_unix(nbd_socket)
-        os.chmod(nbd_socket, 0o666)
-        layers = Layers(data_dir, opts.netns, opts.libvirt_uri, nbd_socket)
-        await layers.start()
         owner_socket = unix_path(data_dir, "owner.sock")
-        app = owner_app(volumes)
-        app.add_routes(layers.routes())
+        nbd_socket = opts.nbd_socket or unix_path(data_dir, "nbd.sock")
+        if node is None:
+            volumes = VolumeManager(store)
+            await volumes.start()
+            volumes.watch()
+            nbd = NBDServer(volumes)
+            await nbd.start(*opts.nbd_address)
+            # Guests reach their disks on this Unix socket: QEMU runs as another
+            # user under a system libvirtd, so it is world-connectable (0666), which
+            # grants what the loopback NBD port already grants any local user.
+            await nbd.start_unix(nbd_socket)
+            os.chmod(nbd_socket, 0o666)
+            layers = Layers(data_dir, opts.netns, opts.libvirt_uri, nbd_socket)
+            await layers.start()
+            app = owner_app(volumes)
+            app.add_routes(layers.routes())
+        else:
+            app = cluster_owner_app(node)
         # At shutdown the workers are gone before this closes; whatever still
         # runs here (a followed console, a request a killed worker forwarded)
         # gets half a second, not aiohttp's default minute.
         owner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await owner.setup()
         await web.UnixSite(owner, owner_socket).start()
-        nbd_host, nbd_port = opts.nbd_address
-        log.info("NBD ready", extra={"fields": {"address": f"{nbd_host}:{nbd.port}",
-                                                "socket": nbd_socket}})
+        nbd_host, _ = opts.nbd_address
+        nbd_port = nbd.port if nbd is not None else 0
+        if nbd is not None:
+            log.info("NBD ready", extra={"fields": {"address": f"{nbd_host}:{nbd_port}",
+                                                    "socket": nbd_socket}})
         host, port = opts.s3_address
         port = claim_port(host, port)
         settings = {"disks": disks, "sync": opts.sync, "region": opts.region,
                     "domain": opts.domain, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key,
                     "log_level": opts.log_level, "owner_socket": owner_socket,
-                    "nbd_socket": nbd_socket,
-                    "nbd_address": f"{nbd_host}:{nbd.port}",
+                    "nbd_socket": nbd_socket if nbd is not None else None,
+                    "nbd_address": f"{nbd_host}:{nbd_port}" if nbd is not None else "",
+                    "cluster": None if node is None else {"node": node.opts.node,
+                                                          "members": members},
                     "lifecycle_day_ns": opts.lifecycle_day_ns, "key_locks": key_locks,
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}
         # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
@@ -281,14 +305,14 @@ async def serve(opts: ServeOptions) -> None:
         scheme = "https" if opts.tls_cert else "http"
         url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
         log.info("S3 ready", extra={"fields": {"url": url, "workers": workers.count}})
-        print(f"Basalt is serving {len(disks)} disks ({store.k}+{store.m}) from {data_dir}\n"
-              f"S3 endpoint: {url}\nNBD: nbd://{nbd_host}:{nbd.port}/VOLUME", flush=True)
+        print(f"Basalt is serving {len(store.disks)} disks ({store.k}+{store.m}) from {data_dir}\n"
+              f"S3 endpoint: {url}", flush=True)
+        if nbd is not None:
+            print(f"NBD: nbd://{nbd_host}:{nbd_port}/VOLUME", flush=True)
         if generated:
             print(f"Generated root credentials (stored in {data_dir}/credentials.json):\n"
                   f"  BASALT_ACCESS_KEY={creds.access_key}\n"
                   f"  BASALT_SECRET_KEY={creds.secret_key}", flush=True)
-        stop = asyncio.Event()
-        stop_on_signals(stop)
         supervisor = asyncio.ensure_future(workers.supervise())
         await stop.wait()
         log.info("shutting down")
@@ -319,4 +343,46 @@ async def serve(opts: ServeOptions) -> None:
         if scanner is not None:
             await scanner.stop()
         await store.close()
+        if node is not None:
+            await node.close()
         log.info("stopped", extra={"fields": {"seconds": round(time.monotonic() - started, 3)}})
+
+
+async def join_cluster(opts: ServeOptions, disks: list[str], creds: Any, stop: asyncio.Event
+                       ) -> tuple[Any, list | None]:
+    """Register this node; until a pool uses its disks, serve the cluster admin
+    API on the S3 address (there is no S3 service to forward from yet).
+    Returns the node and its set's members (None: stopped while waiting)."""
+    from storaged import node_auth
+
+    from .cluster_api import waiting_app
+    from .cluster_node import ClusterNode
+    node = ClusterNode(opts.cluster, disks, node_auth.cluster_secret())
+    await node.join()
+    host, port = opts.s3_address
+    runner = web.AppRunner(waiting_app(node, {creds.access_key: creds.secret_key}),
+                           access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    waiting = asyncio.ensure_future(node.wait_for_pool())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([waiting, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        await runner.cleanup()
+    if not waiting.done():
+        waiting.cancel()
+        return node, None
+    return node, waiting.result()
+
+
+def cluster_owner_app(node: Any) -> web.Application:
+    """The owner socket of a cluster node: the cluster admin routes; block
+    volumes, VMs and networks answer that a cluster does not serve them yet."""
+    from .cluster_api import cluster_routes, refusing_routes
+    app = web.Application()
+    app.add_routes(cluster_routes(node))
+    app.add_routes(refusing_routes("block volumes, VMs and networks are not served in "
+                                   "cluster mode yet"))
+    return app

@@ -39,7 +39,15 @@ def ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
 
 
 async def run(cfg: dict) -> None:
-    store = ObjectStore.open(cfg["disks"], sync=cfg["sync"], clean=False)
+    if cfg.get("cluster"):
+        from storaged import node_auth
+
+        from .cluster_node import open_members
+        store = ObjectStore(open_members(cfg["cluster"]["members"], cfg["cluster"]["node"],
+                                         node_auth.cluster_secret(), sync=cfg["sync"],
+                                         owner=False))
+    else:
+        store = ObjectStore.open(cfg["disks"], sync=cfg["sync"], clean=False)
     store.lifecycle_day_ns = cfg.get("lifecycle_day_ns", DAY_NS)   # for x-amz-expiration
     store.key_locks = KeyLocks(cfg["key_locks"])
     await store.start(settle=False, owner=False)

@@ -67,7 +67,7 @@ async def health(request: web.Request, store: ObjectStore) -> web.Response:
 
 # Served by the process that owns the disks (volumes, and the VMs and networks
 # beside them).
-OWNED = ("/_basalt/v1/volume", "/_basalt/v1/vms", "/_basalt/v1/networks")
+OWNED = ("/_basalt/v1/volume", "/_basalt/v1/vms", "/_basalt/v1/networks", "/_basalt/v1/cluster")
 RELAYED_HEADERS = ("Content-Type", "X-Basalt-Console-Offset")
 
 
@@ -198,7 +198,9 @@ async def heal(request: web.Request, store: ObjectStore) -> web.StreamResponse:
         try:
             volumes = await owner.forward(request, "/_basalt/v1/volume-heal", "POST")
             report["volumes"] = json.loads(volumes.body)
-            if volumes.status != 200:
+            if volumes.status == 501:  # a server without block volumes (a cluster node)
+                del report["volumes"]
+            elif volumes.status != 200:
                 report["failed"] += 1
                 report["errors"].append(f"volumes: {report['volumes']}")
         except AdminError as exc:

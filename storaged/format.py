@@ -251,6 +251,29 @@ def assemble(roots: Sequence[str], k: int | None, m: int | None, block_size: int
     return done
 
 
+def member_slot(root: str, fmt: DiskFormat, *, create: bool = True) -> Slot:
+    """A cluster disk's slot in its pool's set (``fmt`` as the pool layout says):
+    formatted now when new or wiped (and then healing: it may be joining a set
+    that holds data), kept when already formatted for that set, refused when
+    formatted for another. A disk its mount facts rule out stays offline."""
+    current = read_format(root)
+    if current is not None:
+        if current.disk_id != fmt.disk_id or not current.same_set(fmt):
+            raise FormatError(f"{root} is formatted for another set "
+                              f"({current.deployment_id}); wipe it to reuse it")
+        reason = offline_reason(root, current.mounts.get(root), formatted=True, create=create)
+        return Slot(root, current, fresh=needs_healing(root), offline=reason, create=create)
+    reason = offline_reason(root, fmt.mounts.get(root), formatted=False, create=create)
+    if reason is not None:
+        return Slot(root, fmt, fresh=False, offline=reason, create=create)
+    clear_unformatted(root)
+    mark_healing(root)
+    fmt = fmt.with_mounts({root: MountFacts.of(root)},
+                          frozenset() if create else frozenset({root}))
+    write_format(root, fmt)
+    return Slot(root, fmt, fresh=True, create=create)
+
+
 def _record_mounts(slots: list[Slot], then: Mapping[str, MountFacts],
                    fixed: frozenset[str]) -> None:
     """Write today's facts of the usable disks into their formats, where they

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 
 from ..config import ConfigError, parse_address, parse_ec
 from ..progress import Progress, human_bytes
@@ -36,6 +37,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers, sync=not args.no_fsync, log_level=args.log_level,
         lifecycle_day_ns=round(args.lifecycle_day_seconds * 1e9),
     )
+    if args.cluster:
+        from ..cluster_node import ClusterOptions
+        if not args.node or not args.advertise:
+            raise ConfigError("--cluster needs --node NAME and --advertise HOST:PORT")
+        opts = dataclasses.replace(opts, cluster=ClusterOptions(
+            args.cluster, args.node, parse_address(args.advertise, 9100), args.zone or ""))
+    elif args.node or args.advertise or args.zone:
+        raise ConfigError("--node, --advertise and --zone go with --cluster")
     logs.setup(args.log_level)
     _run(serve(opts))
     return 0
@@ -89,6 +98,12 @@ def register(sub, add) -> None:
                         "'private': a libvirtd of Basalt's own under DATA_DIR/run)")
     p.add_argument("--lifecycle-day-seconds", type=float, default=86400, metavar="N",
                    help="length of a lifecycle rule's day (default 86400; shorter for tests)")
+    p.add_argument("--cluster", metavar="etcd://HOST:PORT[,HOST:PORT...]",
+                   help="join the cluster coordinated by this etcd")
+    p.add_argument("--node", metavar="NAME", help="this node's name in the cluster")
+    p.add_argument("--advertise", metavar="HOST:PORT",
+                   help="the node-to-node RPC address this node listens on")
+    p.add_argument("--zone", metavar="Z", help="this node's failure zone")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 

@@ -1,0 +1,208 @@
+"""This server as a node of a cluster (``basalt serve --cluster etcd://...``).
+
+A node registers itself and its disks in etcd under a lease (alive while the
+lease lives), serves its disks to the other nodes over the node RPC
+(storaged/disk_server.py, on ``--advertise``), and waits until a pool that uses
+its disks exists (``basalt cluster pool create``). Its erasure set is then the
+pool's layout: its own disks as LocalDisks (formatted for that set on first
+use), the other nodes' as RemoteDisks. A disk's id is derived from the node
+name and the disk's path, so a wiped or replaced disk comes back into the same
+slot of its set and is healed there.
+
+What runs on one set only for now: the object store over a pool of one erasure
+set. A layout of several sets, or of several pools, is refused at start-up
+with that reason rather than served partly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+import blockd.volmeta  # noqa: F401  (registers the volume ops the disk server decodes)
+from cluster import Etcd, Lease, Node, NodeDisk, Pool, Registry
+from storaged.disk import Disk, LocalDisk
+from storaged.disk_server import disk_app
+from storaged.format import DiskFormat, member_slot
+from storaged.layout import aligned_block_size
+from storaged.remote_disk import RemoteDisk
+from storaged.store import BLOCK_SIZE
+
+log = logging.getLogger("basalt.cluster")
+
+NODE_TTL = 5  # seconds: a node is dead this long after its last keepalive
+_DISK_IDS = uuid.UUID("6f1d5c1e-3b0a-4d8e-9a51-0c2d6e9b7a41")
+
+
+class ClusterError(Exception):
+    """This node cannot take part in the cluster as configured."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    url: str                      # etcd://H:P[,H:P...]
+    node: str                     # this node's name
+    advertise: tuple[str, int]    # where the other nodes reach its disks
+    zone: str = ""
+
+
+def disk_id(node: str, root: str) -> str:
+    """The id of the disk at ``root`` on ``node``: the same after a wipe."""
+    return uuid.uuid5(_DISK_IDS, f"{node}\0{os.path.realpath(root)}").hex
+
+
+def set_members(pool: Pool, nodes: dict[str, Node], me: str, roots: dict[str, str]
+                ) -> list[dict[str, Any]]:
+    """The one erasure set of ``pool`` as JSON-able members in position order:
+    ``{"root": path}`` for this node's disks, ``{"node", "url"}`` for others'."""
+    if len(pool.sets) != 1:
+        raise ClusterError(f"pool {pool.name} has {len(pool.sets)} erasure sets; this "
+                           "version serves a pool of one set")
+    layout = pool.sets[0]
+    ids = [ref.disk_id for ref in layout.disks]
+    fmt = DiskFormat(f"{pool.name}-{pool.created_ns}", ids[0], tuple(ids), pool.k, pool.m,
+                     aligned_block_size(BLOCK_SIZE, pool.k))
+    members = []
+    for ref in layout.disks:
+        member: dict[str, Any] = {"disk_id": ref.disk_id, "node": ref.node,
+                                  "format": dataclasses.replace(fmt, disk_id=ref.disk_id
+                                                                ).to_json()}
+        if ref.node == me:
+            member["root"] = roots[ref.disk_id]
+        else:
+            node = nodes.get(ref.node)
+            if node is None:
+                raise ClusterError(f"pool {pool.name} uses node {ref.node}, which is unknown")
+            host, _, port = node.advertise.rpartition(":")
+            member["url"] = f"http://{host}:{port}"
+        members.append(member)
+    return members
+
+
+def open_members(members: Sequence[dict[str, Any]], me: str, secret: bytes, *,
+                 sync: bool = True, owner: bool = True) -> list[Disk]:
+    """The set's disks: LocalDisks (formatted by the ``owner`` process when new
+    or wiped) and RemoteDisks, in position order."""
+    disks: list[Disk] = []
+    for pos, member in enumerate(members):
+        fmt = DiskFormat.from_json(member["format"])
+        if "root" in member:
+            slot = member_slot(member["root"], fmt) if owner else _worker_slot(member["root"], fmt)
+            disk = LocalDisk(slot, sync=sync)
+            if slot.offline is None:
+                disk.open()
+                if owner:
+                    disk.clean_tmp()
+            disks.append(disk)
+        else:
+            disks.append(RemoteDisk(member["url"], member["disk_id"], pos, fmt, secret,
+                                    member["node"], caller=me))
+    return disks
+
+
+def _worker_slot(root: str, fmt: DiskFormat) -> Any:
+    from storaged.format import NOT_FORMATTED, Slot, needs_healing, read_format
+    current = read_format(root)
+    if current is None or not current.same_set(fmt):
+        return Slot(root, fmt, fresh=False, offline=NOT_FORMATTED)
+    return Slot(root, current, fresh=needs_healing(root))
+
+
+class ClusterNode:
+    """This node's membership: registration under a lease, the pool it serves in."""
+
+    def __init__(self, opts: ClusterOptions, roots: Sequence[str], secret: bytes) -> None:
+        self.opts = opts
+        self.secret = secret
+        self.roots = {disk_id(opts.node, r): os.path.abspath(r) for r in roots}
+        self.etcd = Etcd(opts.url)
+        self.registry = Registry(self.etcd)
+        self.lease: Lease | None = None
+        self._keeper: asyncio.Task | None = None
+        self._runner: web.AppRunner | None = None
+
+    def record(self) -> Node:
+        host, port = self.opts.advertise
+        disks = tuple(NodeDisk(self.opts.node, did, root, _size(root))
+                      for did, root in sorted(self.roots.items()))
+        return Node(self.opts.node, f"{host}:{port}", self.opts.zone, disks)
+
+    async def join(self) -> None:
+        """Register this node (and keep it registered while it runs)."""
+        self.lease = Lease(self.etcd, NODE_TTL)
+        await self.lease.start()
+        await self.registry.register_node(self.record(), self.lease.id)
+        self._keeper = asyncio.ensure_future(self._stay_registered())
+        log.info("joined the cluster", extra={"fields": {
+            "node": self.opts.node, "advertise": "{}:{}".format(*self.opts.advertise),
+            "zone": self.opts.zone, "disks": len(self.roots)}})
+
+    async def _stay_registered(self) -> None:
+        """After an etcd outage long enough to lose the lease, register anew."""
+        while True:
+            assert self.lease is not None
+            await self.lease.lost.wait()
+            log.warning("cluster lease lost: registering again")
+            while True:
+                try:
+                    await self.lease.close(revoke=True)
+                    self.lease = Lease(self.etcd, NODE_TTL)
+                    await self.lease.start()
+                    await self.registry.register_node(self.record(), self.lease.id)
+                    break
+                except Exception as exc:
+                    log.debug("cannot register yet: %s", exc)
+                    await asyncio.sleep(1)
+
+    async def serve_disks(self, disks: Sequence[Disk]) -> None:
+        """Answer the other nodes' requests for ``disks`` on the advertise address."""
+        app = disk_app([d for d in disks if d.local], self.secret, self.opts.node)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        host, port = self.opts.advertise
+        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+
+    async def wait_for_pool(self, poll: float = 1.0) -> list[dict[str, Any]]:
+        """The members of the set this node's disks belong to, once a pool has them."""
+        told = False
+        while True:
+            try:
+                pools = await self.registry.pools()
+                mine = [p for p in pools if any(r.disk_id in self.roots for r in p.disk_refs())]
+                if mine:
+                    if len(pools) != 1:
+                        raise ClusterError(f"{len(pools)} pools exist; this version serves "
+                                           "one pool")
+                    nodes = {n.name: n for n, _ in await self.registry.nodes()}
+                    return set_members(mine[0], nodes, self.opts.node, self.roots)
+            except ClusterError:
+                raise
+            except Exception as exc:
+                log.warning("cannot read the cluster layout: %s", exc)
+            if not told:
+                log.info("waiting for a pool with this node's disks (basalt cluster pool "
+                         "create --ec K+M NODE...)")
+                told = True
+            await asyncio.sleep(poll)
+
+    async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.lease is not None:
+            await self.lease.close(revoke=True)
+        await self.etcd.close()
+
+
+def _size(root: str) -> int:
+    os.makedirs(root, exist_ok=True)
+    st = os.statvfs(root)
+    return st.f_blocks * st.f_frsize

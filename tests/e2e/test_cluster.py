@@ -1,0 +1,172 @@
+"""A cluster on this machine: a real 3-member etcd and four `basalt serve
+--cluster` nodes on 127.0.0.1, one disk each, driven with boto3 and the CLI.
+
+A node serves nothing but the cluster admin API until a pool uses its disks;
+then every node serves S3 over the pool's one erasure set (3+1 here: its own
+disk locally, the others' through the node RPC).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from tests.cluster.etcd_helpers import EtcdCluster, free_ports, require_etcd
+from tests.e2e.conftest import ACCESS, BASALT, SECRET, Server, stop_server
+
+NODES = 4
+nodes_rpc: list[int] = []  # each node's RPC port (a restarted node keeps its own)
+SECRET_ENV = "a-cluster-secret-for-the-tests-0123456789"
+
+
+def start_node(tmp, name: str, etcd: str, s3_port: int, rpc_port: int) -> Server:
+    data_dir = os.path.join(tmp, name)
+    os.makedirs(data_dir, exist_ok=True)
+    log_path = os.path.join(data_dir, "serve.log")
+    args = [BASALT, "--data-dir", data_dir, "serve", "--cluster", etcd, "--node", name,
+            "--advertise", f"127.0.0.1:{rpc_port}", "--disk", os.path.join(data_dir, "disk"),
+            "--s3-address", f"127.0.0.1:{s3_port}", "--workers", "1"]
+    env = dict(os.environ, BASALT_ACCESS_KEY=ACCESS, BASALT_SECRET_KEY=SECRET,
+               BASALT_CLUSTER_SECRET=SECRET_ENV)
+    log = open(log_path, "w")
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return Server(proc, data_dir, f"http://127.0.0.1:{s3_port}", 0, None, log_path)
+
+
+def health(server: Server) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(server.endpoint + "/_basalt/health", timeout=2) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def wait_for(predicate, what: str, servers: list[Server], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for s in servers:
+            if s.proc.poll() is not None:
+                raise AssertionError(f"a node exited while waiting for {what}: {s.log()}")
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: " + "\n".join(
+        s.log()[-3000:] for s in servers))
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    require_etcd()
+    etcd = EtcdCluster(tmp_path / "etcd", size=3)
+    nodes: list[Server] = []
+    try:
+        etcd.start()
+        ports = free_ports(2 * NODES)
+        nodes_rpc[:] = ports[1::2]
+        for i in range(NODES):
+            nodes.append(start_node(str(tmp_path), f"n{i + 1}", etcd.endpoints, ports[2 * i],
+                                    ports[2 * i + 1]))
+        yield etcd, nodes
+    finally:
+        for node in nodes:
+            stop_server(node)
+        etcd.stop()
+
+
+def status(node: Server) -> dict:
+    return json.loads(node.cli("cluster", "status", "--json").stdout)
+
+
+def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster):
+    etcd, nodes = cluster
+    # Before a pool: the cluster admin API answers, S3 does not.
+    wait_for(lambda: health(nodes[0])[0] == 503, "the waiting front", nodes)
+    wait_for(lambda: sum(n["alive"] for n in status(nodes[0])["nodes"]) == NODES,
+             "every node registered", nodes)
+    seen = status(nodes[1])
+    assert sorted(n["name"] for n in seen["nodes"]) == ["n1", "n2", "n3", "n4"]
+    assert all(len(n["disks"]) == 1 and n["advertise"] for n in seen["nodes"])
+    assert seen["pools"] == []
+
+    # A layout where one node would hold more than M shards is refused, with the reason.
+    refused = nodes[0].cli("cluster", "pool", "create", "--ec", "3+1", "n1", "n2", check=False)
+    assert refused.returncode != 0
+    assert "n1" in refused.stderr + refused.stdout or "node" in refused.stderr + refused.stdout
+
+    nodes[0].cli("cluster", "pool", "create", "--ec", "3+1", "--name", "p1",
+                 "n1", "n2", "n3", "n4")
+    wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
+    pools = status(nodes[2])["pools"]
+    assert [(p["name"], p["k"], p["m"], len(p["sets"])) for p in pools] == [("p1", 3, 1, 1)]
+
+    # Objects written through one node are read through every other.
+    a, b, c = nodes[0].client(), nodes[1].client(), nodes[2].client()
+    a.create_bucket(Bucket="shared")
+    bodies = {f"k{i}": os.urandom(size) for i, size in
+              enumerate((0, 100, 4096, 200_000, 3 * 1024 * 1024 + 7))}
+    for key, body in bodies.items():
+        a.put_object(Bucket="shared", Key=key, Body=body)
+    for key, body in bodies.items():
+        assert b.get_object(Bucket="shared", Key=key)["Body"].read() == body
+    listed = [o["Key"] for o in c.list_objects_v2(Bucket="shared")["Contents"]]
+    assert listed == sorted(bodies)
+    assert [bk["Name"] for bk in nodes[3].client().list_buckets()["Buckets"]] == ["shared"]
+
+    # Every node lists the same keys.
+    for node in nodes:
+        page = node.client().list_objects_v2(Bucket="shared")
+        assert [o["Key"] for o in page["Contents"]] == sorted(bodies)
+
+    # One bucket name created at once through two nodes: exactly one wins.
+    def create(client):
+        try:
+            client.create_bucket(Bucket="race")
+            return "created"
+        except client.exceptions.ClientError as exc:
+            return exc.response["Error"]["Code"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(create, [nodes[1].client(), nodes[2].client()]))
+    assert outcomes[0] in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou")
+    assert outcomes[1] == "created"
+
+    # One etcd member killed: nothing changes.
+    etcd.kill(0)
+    b.put_object(Bucket="shared", Key="etcd-member-down", Body=b"fine")
+    assert sum(n["alive"] for n in status(nodes[1])["nodes"]) == NODES
+
+    # One node (M = 1) SIGKILLed: the others go on reading and writing.
+    os.killpg(nodes[3].proc.pid, signal.SIGKILL)
+    nodes[3].proc.wait()
+    wait_for(lambda: not alive(nodes[0], "n4"), "n4 seen dead", nodes[:3])
+    missed = {f"while-n4-is-down-{i}": os.urandom(50_000 * i + 1) for i in range(4)}
+    for key, body in missed.items():
+        b.put_object(Bucket="shared", Key=key, Body=body)
+    for key, body in bodies.items():
+        assert c.get_object(Bucket="shared", Key=key)["Body"].read() == body
+
+    # n4 comes back and is healed; then another node goes: what n4 missed
+    # must now be readable from n4's rebuilt shards.
+    nodes[3] = start_node(str(nodes[3].data_dir).rsplit("/", 1)[0], "n4", etcd.endpoints,
+                          int(nodes[3].endpoint.rsplit(":", 1)[1]), nodes_rpc[3])
+    wait_for(lambda: health(nodes[3])[0] == 200 and alive(nodes[0], "n4"), "n4 back", nodes)
+    nodes[0].cli("heal")
+    os.killpg(nodes[1].proc.pid, signal.SIGKILL)
+    nodes[1].proc.wait()
+    for key, body in {**bodies, **missed}.items():
+        assert c.get_object(Bucket="shared", Key=key)["Body"].read() == body
+        assert nodes[3].client().get_object(Bucket="shared", Key=key)["Body"].read() == body
+
+
+def alive(node: Server, name: str) -> bool:
+    return next(n for n in status(node)["nodes"] if n["name"] == name)["alive"]
