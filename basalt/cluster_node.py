@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -127,6 +127,8 @@ class ClusterNode:
         self.lease: Lease | None = None
         self._keeper: asyncio.Task | None = None
         self._runner: web.AppRunner | None = None
+        # Told why writes must stop (None: they may go on again); see _stay_registered.
+        self.on_read_only: Callable[[str | None], None] = lambda reason: None
 
     def record(self) -> Node:
         host, port = self.opts.advertise
@@ -145,11 +147,15 @@ class ClusterNode:
             "zone": self.opts.zone, "disks": len(self.roots)}})
 
     async def _stay_registered(self) -> None:
-        """After an etcd outage long enough to lose the lease, register anew."""
+        """After an etcd outage long enough to lose the lease, take no writes
+        (the cluster may have moved on without this node: a pool drained, the
+        node removed) until registered anew; reads go on meanwhile."""
         while True:
             assert self.lease is not None
             await self.lease.lost.wait()
-            log.warning("cluster lease lost: registering again")
+            log.warning("cluster lease lost: read-only until etcd answers again")
+            self.on_read_only("this node has lost touch with the cluster's etcd "
+                              "(no quorum or unreachable); reads go on")
             while True:
                 try:
                     await self.lease.close(revoke=True)
@@ -160,6 +166,8 @@ class ClusterNode:
                 except Exception as exc:
                     log.debug("cannot register yet: %s", exc)
                     await asyncio.sleep(1)
+            log.info("back in touch with etcd: writes resume")
+            self.on_read_only(None)
 
     async def serve_disks(self, disks: Sequence[Disk]) -> None:
         """Answer the other nodes' requests for ``disks`` on the advertise address."""

@@ -10,6 +10,7 @@ listening socket on the S3 address. SIGINT/SIGTERM stop everything cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -245,6 +247,7 @@ async def serve(opts: ServeOptions) -> None:
     scanner: LifecycleScanner | None = None
     try:
         if node is not None:
+            node.on_read_only = read_only_switch(store, data_dir)
             await node.serve_disks(store.disks)
         await store.start()
         scanner = LifecycleScanner(store)
@@ -293,6 +296,7 @@ async def serve(opts: ServeOptions) -> None:
                     "nbd_address": f"{nbd_host}:{nbd_port}" if nbd is not None else "",
                     "cluster": None if node is None else {"node": node.opts.node,
                                                           "members": members},
+                    "read_only_path": None if node is None else read_only_path(data_dir),
                     "lifecycle_day_ns": opts.lifecycle_day_ns, "key_locks": key_locks,
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}
         # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
@@ -375,6 +379,29 @@ async def join_cluster(opts: ServeOptions, disks: list[str], creds: Any, stop: a
         waiting.cancel()
         return node, None
     return node, waiting.result()
+
+
+def read_only_path(data_dir: str) -> str:
+    return os.path.join(data_dir, "run", "read-only")
+
+
+def read_only_switch(store: ObjectStore, data_dir: str) -> Callable[[str | None], None]:
+    """Set (reason) or clear (None) read-only mode in this process and, through
+    a file the S3 workers watch, in theirs."""
+    path = read_only_path(data_dir)
+
+    def switch(reason: str | None) -> None:
+        store.read_only = reason
+        if reason is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(reason)
+        os.replace(tmp, path)
+    switch(None)  # a flag left by an earlier run is stale
+    return switch
 
 
 def cluster_owner_app(node: Any) -> web.Application:

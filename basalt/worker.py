@@ -51,6 +51,9 @@ async def run(cfg: dict) -> None:
     store.lifecycle_day_ns = cfg.get("lifecycle_day_ns", DAY_NS)   # for x-amz-expiration
     store.key_locks = KeyLocks(cfg["key_locks"])
     await store.start(settle=False, owner=False)
+    watcher = None
+    if cfg.get("read_only_path"):
+        watcher = asyncio.ensure_future(follow_read_only(store, cfg["read_only_path"]))
     config = GatewayConfig(credentials={cfg["access_key"]: cfg["secret_key"]},
                            region=cfg["region"], domain=cfg.get("domain"),
                            owner_socket=cfg.get("owner_socket"),
@@ -75,8 +78,23 @@ async def run(cfg: dict) -> None:
     # close the disks so every commit thread is done before the exit.
     started = loop.time()
     await runner.cleanup()
+    if watcher is not None:
+        watcher.cancel()
     await store.close()
     log.debug("worker stopped", extra={"fields": {"seconds": round(loop.time() - started, 3)}})
+
+
+async def follow_read_only(store: ObjectStore, path: str, interval: float = 0.25) -> None:
+    """Follow the owner's read-only flag (a cluster node out of touch with etcd)."""
+    while True:
+        try:
+            with open(path) as f:
+                store.read_only = f.read() or "read-only"
+        except FileNotFoundError:
+            store.read_only = None
+        except OSError:
+            pass
+        await asyncio.sleep(interval)
 
 
 def main() -> None:

@@ -74,6 +74,8 @@ def s3_error(exc: BaseException) -> S3Error:
         return AccessDenied("Access Denied because object protected by object lock.")
     if isinstance(exc, storaged.InvalidBucketState):
         return InvalidBucketState(str(exc))
+    if isinstance(exc, storaged.ReadOnly):
+        return ServiceUnavailable(f"Basalt is read-only for now: {exc}")
     if isinstance(exc, storaged.DigestMismatch):
         return BadDigest(ExpectedDigest=exc.expected, CalculatedDigest=exc.actual)
     for storage_type, s3_type in _MAP:

@@ -34,6 +34,7 @@ from .errors import (
     ObjectLocked,
     PreconditionFailed,
     QuorumError,
+    ReadOnly,
     ReadQuorumError,
     StorageError,
     WriteQuorumError,
@@ -55,5 +56,5 @@ __all__ = [
     "ReadQuorumError", "WriteQuorumError", "DiskFull", "FormatError", "NoSuchUpload",
     "InvalidPart", "InvalidPartOrder", "EntityTooSmall", "PartRecord", "UploadInfo", "UploadPage",
     "multipart_etag", "InUse", "Locks", "lock_server", "NoSuchVersion", "DeleteMarker",
-    "ObjectLocked", "InvalidBucketState", "BlockFile",
+    "ObjectLocked", "InvalidBucketState", "BlockFile", "ReadOnly",
 ]

@@ -93,6 +93,11 @@ class WriteQuorumError(QuorumError):
     pass
 
 
+class ReadOnly(StorageError):
+    """The store takes no writes now (a cluster node out of touch with etcd);
+    reads go on."""
+
+
 class ReadQuorumError(QuorumError):
     pass
 

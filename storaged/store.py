@@ -35,6 +35,7 @@ from .errors import (
     NoSuchBucket,
     NoSuchKey,
     NoSuchVersion,
+    ReadOnly,
     ReadQuorumError,
     WriteQuorumError,
 )
@@ -171,6 +172,9 @@ class ObjectStore:
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._last_stamp = 0
+        # Why the store takes no writes now (None: it does); set by a cluster node
+        # out of touch with etcd. Healing goes on: it only restores what was written.
+        self.read_only: str | None = None
 
     # lifecycle -------------------------------------------------------------------
 
@@ -312,6 +316,7 @@ class ObjectStore:
 
         Versioning cannot be suspended while object lock is on.
         """
+        self.check_writable()
         await self.require_bucket(name)
         if kind == "versioning" and value != b"Enabled" and (await self.bucket_settings(name)).lock:
             raise InvalidBucketState("An Object Lock configuration is present on this bucket, "
@@ -328,6 +333,7 @@ class ObjectStore:
 
     async def make_bucket(self, name: str, settings: dict[str, bytes] | None = None) -> BucketInfo:
         """Create a bucket, with initial ``settings`` (kind → value, e.g. object lock)."""
+        self.check_writable()
         if await self.bucket_info(name) is not None:
             raise BucketExists(name)
         info = BucketInfo(name, time.time_ns())
@@ -356,6 +362,7 @@ class ObjectStore:
         return info
 
     async def delete_bucket(self, name: str) -> None:
+        self.check_writable()
         await self.require_bucket(name)
         if (await list_versions(self, name, max_keys=1)).entries:
             raise BucketNotEmpty(name)
@@ -429,6 +436,7 @@ class ObjectStore:
         to store, or raises to reject the body. Nothing is visible unless the
         whole body was stored durably on a write quorum.
         """
+        self.check_writable()
         return await put_object(self, bucket, key, body, size=size, attrs=attrs,
                                 content_md5=content_md5, hashers=hashers, finalize=finalize,
                                 condition=condition)
@@ -453,6 +461,7 @@ class ObjectStore:
         deleted (the latest, without ``version_id``): a background job that judged
         a version must not hit a newer write instead. Nothing is done otherwise.
         """
+        self.check_writable()
         if version_id is None and await self.versioning(bucket):
             if expect is not None and not await self._is_latest(bucket, key, expect):
                 return DeleteResult(None, False)
@@ -492,6 +501,7 @@ class ObjectStore:
                             legal_hold: bool | None = None,
                             bypass_governance: bool = False) -> ObjectInfo:
         """Change a version's tags, retention or legal hold (its data stays)."""
+        self.check_writable()
         async with self.version_lock(bucket, key):
             info = await self.head_object(bucket, key, version_id)
             changes: dict[str, Any] = {"meta_ns": max(self.stamp(), info.meta_ns + 1)}
@@ -550,6 +560,7 @@ class ObjectStore:
                             checksum_algorithm: str = "",
                             checksum_type: str = "") -> multipart.UploadInfo:
         """Start a multipart upload."""
+        self.check_writable()
         return await multipart.create_upload(self, bucket, key, attrs or ObjectAttrs(),
                                              checksum_algorithm, checksum_type)
 
@@ -559,6 +570,7 @@ class ObjectStore:
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, body: Body,
                           **kwargs: Any) -> multipart.PartRecord:
         """Store one part (same options as :meth:`put_object`, minus attrs)."""
+        self.check_writable()
         return await multipart.upload_part(self, bucket, key, upload_id, number, body, **kwargs)
 
     async def list_parts(self, bucket: str, key: str, upload_id: str, after: int = 0,
@@ -568,9 +580,11 @@ class ObjectStore:
     async def complete_upload(self, bucket: str, key: str, upload_id: str,
                               parts: Sequence[tuple[int, str]], **kwargs: Any) -> ObjectInfo:
         """Compose the named (number, ETag) parts into the object."""
+        self.check_writable()
         return await multipart.complete_upload(self, bucket, key, upload_id, parts, **kwargs)
 
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        self.check_writable()
         await multipart.abort_upload(self, bucket, key, upload_id)
 
     async def list_uploads(self, bucket: str, **kwargs: Any) -> multipart.UploadPage:
@@ -616,6 +630,11 @@ class ObjectStore:
                 yield
             finally:
                 self.key_locks.release(fd)
+
+    def check_writable(self) -> None:
+        """Raise ReadOnly while the store takes no writes."""
+        if self.read_only is not None:
+            raise ReadOnly(self.read_only)
 
     def stamp(self) -> int:
         """A modification time in ns, strictly increasing within this process."""

@@ -84,6 +84,12 @@ def cluster(tmp_path):
         etcd.stop()
 
 
+def wait_registered(nodes: list[Server]) -> None:
+    wait_for(lambda: all(health(n)[0] == 503 for n in nodes), "the waiting fronts", nodes)
+    wait_for(lambda: sum(n["alive"] for n in status(nodes[0])["nodes"]) == NODES,
+             "every node registered", nodes)
+
+
 def status(node: Server) -> dict:
     return json.loads(node.cli("cluster", "status", "--json").stdout)
 
@@ -91,9 +97,7 @@ def status(node: Server) -> dict:
 def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster):
     etcd, nodes = cluster
     # Before a pool: the cluster admin API answers, S3 does not.
-    wait_for(lambda: health(nodes[0])[0] == 503, "the waiting front", nodes)
-    wait_for(lambda: sum(n["alive"] for n in status(nodes[0])["nodes"]) == NODES,
-             "every node registered", nodes)
+    wait_registered(nodes)
     seen = status(nodes[1])
     assert sorted(n["name"] for n in seen["nodes"]) == ["n1", "n2", "n3", "n4"]
     assert all(len(n["disks"]) == 1 and n["advertise"] for n in seen["nodes"])
@@ -170,3 +174,48 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster):
 
 def alive(node: Server, name: str) -> bool:
     return next(n for n in status(node)["nodes"] if n["name"] == name)["alive"]
+
+
+def test_losing_etcd_quorum_makes_the_cluster_read_only_until_it_returns(cluster):
+    etcd, nodes = cluster
+    wait_registered(nodes)
+    nodes[0].cli("cluster", "pool", "create", "--ec", "3+1", "n1", "n2", "n3", "n4")
+    wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
+    s3 = nodes[1].client(retries={"max_attempts": 1, "mode": "standard"})
+    s3.create_bucket(Bucket="quorum")
+    s3.put_object(Bucket="quorum", Key="before", Body=b"written before")
+
+    etcd.kill(0)
+    etcd.kill(1)
+
+    attempts: list[str] = []
+
+    def refused() -> bool:
+        attempts.append(f"during-{len(attempts)}")
+        try:
+            s3.put_object(Bucket="quorum", Key=attempts[-1], Body=b"x")
+            return False
+        except s3.exceptions.ClientError as exc:
+            error = exc.response["Error"]
+            assert error["Code"] == "ServiceUnavailable", error
+            assert "etcd" in error["Message"], error
+            return True
+    wait_for(refused, "writes refused without etcd quorum", nodes, timeout=40)
+    # Reads of what is readable go on, through every node.
+    for node in nodes:
+        body = node.client().get_object(Bucket="quorum", Key="before")["Body"].read()
+        assert body == b"written before"
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.head_object(Bucket="quorum", Key=attempts[-1])  # the refused write left nothing
+
+    etcd.start(0)
+    etcd.start(1)
+
+    def writable() -> bool:
+        try:
+            s3.put_object(Bucket="quorum", Key="after", Body=b"written after")
+            return True
+        except s3.exceptions.ClientError:
+            return False
+    wait_for(writable, "writes back once etcd has quorum", nodes, timeout=60)
+    assert nodes[3].client().get_object(Bucket="quorum", Key="after")["Body"].read() == b"written after"

@@ -17,6 +17,7 @@ from storaged import (
     NoSuchKey,
     ObjectAttrs,
     PreconditionFailed,
+    ReadOnly,
 )
 from storaged.store import BLOCK_SIZE, INLINE_LIMIT, DeleteResult
 
@@ -249,3 +250,31 @@ async def test_concurrent_bucket_creation_has_one_winner(open_store):
         info = await store.bucket_info(name)
         assert info is not None and info.created_ns == winners[0].created_ns
         assert len({d.get_bucket(name) for d in store.disks}) == 1  # one record everywhere
+
+
+async def test_a_read_only_store_refuses_every_write_and_serves_reads(open_store):
+    store = await open_store()
+    await store.make_bucket("b")
+    await store.put_object("b", "k", chunks(b"kept"))
+    upload = await store.create_upload("b", "u")
+    store.read_only = "etcd is away"
+    attempts = [
+        store.put_object("b", "k2", chunks(b"x")),
+        store.delete_object("b", "k"),
+        store.make_bucket("c"),
+        store.delete_bucket("b"),
+        store.set_bucket_config("b", "versioning", b"Enabled"),
+        store.update_object("b", "k", None, tags={"a": "b"}),
+        store.create_upload("b", "u2"),
+        store.upload_part("b", "u", upload.upload_id, 1, chunks(b"p")),
+        store.complete_upload("b", "u", upload.upload_id, [(1, "x")]),
+        store.abort_upload("b", "u", upload.upload_id),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ReadOnly, match="etcd is away"):
+            await attempt
+    assert await read(store, "b", "k") == b"kept"
+    assert [o.key for o in (await store.list_objects("b")).objects] == ["k"]
+    store.read_only = None
+    await store.put_object("b", "k2", chunks(b"x"))
+    assert await read(store, "b", "k2") == b"x"
