@@ -60,7 +60,8 @@ def cluster_routes(node: ClusterNode) -> web.RouteTableDef:
     async def status(request: web.Request) -> web.Response:
         nodes = [{**n.as_dict(), "alive": alive} for n, alive in await registry.nodes()]
         pools = [p.as_dict() for p in await registry.pools()]
-        return web.json_response({"nodes": nodes, "pools": pools})
+        leader = await node.election.leader()  # the node running the background jobs
+        return web.json_response({"nodes": nodes, "pools": pools, "leader": leader})
 
     @routes.post(PREFIX + "/pools")
     @guarded

@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 import blockd.volmeta  # noqa: F401  (registers the volume ops the disk server decodes)
-from cluster import Etcd, Lease, Node, NodeDisk, Pool, Registry
+from cluster import Election, Etcd, Lease, Node, NodeDisk, Pool, Registry
 from storaged.disk import Disk, LocalDisk
 from storaged.disk_server import disk_app
 from storaged.format import DiskFormat, member_slot
@@ -127,6 +127,9 @@ class ClusterNode:
         self.lease: Lease | None = None
         self._keeper: asyncio.Task | None = None
         self._runner: web.AppRunner | None = None
+        # One leader runs the cluster's background jobs (full heals, upload
+        # expiry, lifecycle), so no two nodes do the same work at once.
+        self.election = Election(self.etcd, "background", opts.node, ttl=NODE_TTL)
         # Told why writes must stop (None: they may go on again); see _stay_registered.
         self.on_read_only: Callable[[str | None], None] = lambda reason: None
 
@@ -142,6 +145,7 @@ class ClusterNode:
         await self.lease.start()
         await self.registry.register_node(self.record(), self.lease.id)
         self._keeper = asyncio.ensure_future(self._stay_registered())
+        await self.election.campaign()
         log.info("joined the cluster", extra={"fields": {
             "node": self.opts.node, "advertise": "{}:{}".format(*self.opts.advertise),
             "zone": self.opts.zone, "disks": len(self.roots)}})
@@ -200,7 +204,12 @@ class ClusterNode:
                 told = True
             await asyncio.sleep(poll)
 
+    def leads(self, job: str) -> bool:
+        """Whether this node runs background job ``job`` now (it leads)."""
+        return self.election.is_leader
+
     async def close(self) -> None:
+        await self.election.resign()
         if self._keeper is not None:
             self._keeper.cancel()
         if self._runner is not None:

@@ -248,6 +248,7 @@ async def serve(opts: ServeOptions) -> None:
     try:
         if node is not None:
             node.on_read_only = read_only_switch(store, data_dir)
+            store.leads = node.leads
             await node.serve_disks(store.disks)
         await store.start()
         scanner = LifecycleScanner(store)

@@ -432,12 +432,14 @@ class Healer:
                         heal_count("failed")
                         log.warning("heal failed", extra={"fields": {
                             "bucket": bucket, "key": key, "error": str(exc)}})
-                if self.owner and time.monotonic() >= self._next_expiry:
+                if self.owner and store.leads("uploads") \
+                        and time.monotonic() >= self._next_expiry:
                     self._next_expiry = time.monotonic() + min(3600.0, store.upload_expiry / 4)
                     expired = await store.expire_uploads()
                     if expired:
                         log.info("aborted %d abandoned multipart uploads", expired)
-                if self.owner and any(d.healing and d.online for d in store.disks) \
+                if self.owner and store.leads("heal") \
+                        and any(d.healing and d.online for d in store.disks) \
                         and time.monotonic() >= self._next_full:
                     full = await heal_all(store, deep=False)
                     if full.failed:  # retry later, not in a tight loop

@@ -218,9 +218,11 @@ class LifecycleScanner:
         return report
 
     async def _run(self) -> None:
+        leads = getattr(self.store, "leads", lambda job: True)
         while True:
             try:
-                await self.run_once()
+                if leads("lifecycle"):  # one node of a cluster runs it
+                    await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -175,6 +175,10 @@ class ObjectStore:
         # Why the store takes no writes now (None: it does); set by a cluster node
         # out of touch with etcd. Healing goes on: it only restores what was written.
         self.read_only: str | None = None
+        # Whether this process runs a background job ("heal" full passes,
+        # "uploads" expiry, "lifecycle"): a cluster node runs one only while it
+        # leads the cluster's election for it; a lone server always does.
+        self.leads: Callable[[str], bool] = lambda job: True
 
     # lifecycle -------------------------------------------------------------------
 

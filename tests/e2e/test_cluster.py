@@ -113,6 +113,8 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster):
     wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
     pools = status(nodes[2])["pools"]
     assert [(p["name"], p["k"], p["m"], len(p["sets"])) for p in pools] == [("p1", 3, 1, 1)]
+    # One node runs the background jobs (heal passes, upload expiry, lifecycle).
+    assert status(nodes[0])["leader"] in {"n1", "n2", "n3", "n4"}
 
     # Objects written through one node are read through every other.
     a, b, c = nodes[0].client(), nodes[1].client(), nodes[2].client()
@@ -153,6 +155,8 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster):
     os.killpg(nodes[3].proc.pid, signal.SIGKILL)
     nodes[3].proc.wait()
     wait_for(lambda: not alive(nodes[0], "n4"), "n4 seen dead", nodes[:3])
+    wait_for(lambda: status(nodes[0])["leader"] in {"n1", "n2", "n3"},
+             "a living leader", nodes[:3])
     missed = {f"while-n4-is-down-{i}": os.urandom(50_000 * i + 1) for i in range(4)}
     for key, body in missed.items():
         b.put_object(Bucket="shared", Key=key, Body=body)

@@ -318,3 +318,18 @@ async def test_scanner_runs_in_the_background_until_stopped():
     await scanner.stop()
     assert scanner.last is not None and scanner.last.expired_current == 1
     assert store.left("k") == []
+
+
+async def test_the_scanner_runs_only_where_the_store_leads_the_job():
+    store = FakeStore(versioning="")
+    store.lifecycle_day_ns = 4 * 10**7
+    configure(store, Rule("old", expiration_days=1))
+    store.put("k", 0)
+    asked = []
+    store.leads = lambda job: asked.append(job) or False   # another node leads
+    scanner = LifecycleScanner(store)
+    scanner.start()
+    await asyncio.sleep(0.1)
+    await scanner.stop()
+    assert scanner.last is None and len(store.left("k")) == 1
+    assert set(asked) == {"lifecycle"}
