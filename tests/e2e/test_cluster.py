@@ -175,6 +175,11 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster):
         assert c.get_object(Bucket="shared", Key=key)["Body"].read() == body
         assert nodes[3].client().get_object(Bucket="shared", Key=key)["Body"].read() == body
 
+    # A node whose disks an active pool uses cannot be removed, dead or alive.
+    refused = nodes[2].cli("cluster", "node", "remove", "n2", "--json", check=False)
+    assert refused.returncode != 0 and json.loads(refused.stdout)["error"] == "NodeInUse"
+    assert "n2" in {n["name"] for n in status(nodes[2])["nodes"]}
+
 
 def alive(node: Server, name: str) -> bool:
     return next(n for n in status(node)["nodes"] if n["name"] == name)["alive"]
