@@ -138,7 +138,7 @@ def refusing_routes(message: str) -> web.RouteTableDef:
     """Owner routes answering what a cluster node does not serve yet."""
     routes = web.RouteTableDef()
 
-    @routes.route("*", "/_basalt/v1/{tail:(volume|vms|networks).*}")
+    @routes.route("*", "/_basalt/v1/{tail:(vms|networks).*}")
     async def refuse(request: web.Request) -> web.Response:
         return _error(501, "NotImplemented", message)
 

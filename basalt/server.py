@@ -244,6 +244,7 @@ async def serve(opts: ServeOptions) -> None:
     nbd: NBDServer | None = None
     owner: web.AppRunner | None = None
     layers: Layers | None = None
+    cluster_volumes: Any = None  # basalt.cluster_volumes.ClusterVolumes on a cluster node
     scanner: LifecycleScanner | None = None
     try:
         if node is not None:
@@ -276,15 +277,21 @@ async def serve(opts: ServeOptions) -> None:
             app = owner_app(volumes)
             app.add_routes(layers.routes())
         else:
-            app = cluster_owner_app(node)
+            from .cluster_volumes import ClusterVolumes
+            host, port = opts.s3_address
+            scheme = "https" if opts.tls_cert else "http"
+            cluster_volumes = ClusterVolumes(node, store, opts.nbd_address,
+                                             f"{scheme}://{host}:{port}", creds,
+                                             unix_path(data_dir, "volumes.sock"))
+            app = cluster_owner_app(node, cluster_volumes.routes())
         # At shutdown the workers are gone before this closes; whatever still
         # runs here (a followed console, a request a killed worker forwarded)
         # gets half a second, not aiohttp's default minute.
         owner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await owner.setup()
         await web.UnixSite(owner, owner_socket).start()
-        nbd_host, _ = opts.nbd_address
-        nbd_port = nbd.port if nbd is not None else 0
+        nbd_host, nbd_port = opts.nbd_address
+        nbd_port = nbd.port if nbd is not None else nbd_port
         if nbd is not None:
             log.info("NBD ready", extra={"fields": {"address": f"{nbd_host}:{nbd_port}",
                                                     "socket": nbd_socket}})
@@ -294,7 +301,7 @@ async def serve(opts: ServeOptions) -> None:
                     "domain": opts.domain, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key,
                     "log_level": opts.log_level, "owner_socket": owner_socket,
                     "nbd_socket": nbd_socket if nbd is not None else None,
-                    "nbd_address": f"{nbd_host}:{nbd_port}" if nbd is not None else "",
+                    "nbd_address": f"{nbd_host}:{nbd_port}",
                     "cluster": None if node is None else {"node": node.opts.node,
                                                           "members": members},
                     "read_only_path": None if node is None else read_only_path(data_dir),
@@ -307,13 +314,14 @@ async def serve(opts: ServeOptions) -> None:
                    MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"))
         workers = Workers(opts.workers or os.cpu_count() or 1, (host, port), settings, env)
         await workers.start()
+        if cluster_volumes is not None:
+            await cluster_volumes.start()
         scheme = "https" if opts.tls_cert else "http"
         url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
         log.info("S3 ready", extra={"fields": {"url": url, "workers": workers.count}})
         print(f"Basalt is serving {len(store.disks)} disks ({store.k}+{store.m}) from {data_dir}\n"
               f"S3 endpoint: {url}", flush=True)
-        if nbd is not None:
-            print(f"NBD: nbd://{nbd_host}:{nbd_port}/VOLUME", flush=True)
+        print(f"NBD: nbd://{nbd_host}:{nbd_port}/VOLUME", flush=True)
         if generated:
             print(f"Generated root credentials (stored in {data_dir}/credentials.json):\n"
                   f"  BASALT_ACCESS_KEY={creds.access_key}\n"
@@ -345,6 +353,8 @@ async def serve(opts: ServeOptions) -> None:
             await layers.close()
         if volumes is not None:
             await volumes.close()
+        if cluster_volumes is not None:
+            await cluster_volumes.close()
         if scanner is not None:
             await scanner.stop()
         await store.close()
@@ -405,12 +415,13 @@ def read_only_switch(store: ObjectStore, data_dir: str) -> Callable[[str | None]
     return switch
 
 
-def cluster_owner_app(node: Any) -> web.Application:
-    """The owner socket of a cluster node: the cluster admin routes; block
-    volumes, VMs and networks answer that a cluster does not serve them yet."""
+def cluster_owner_app(node: Any, volume_routes: web.RouteTableDef) -> web.Application:
+    """The owner socket of a cluster node: the cluster admin routes, the volume
+    routes (served by the volume owner); VMs and networks answer that a cluster
+    does not serve them yet."""
     from .cluster_api import cluster_routes, refusing_routes
     app = web.Application()
     app.add_routes(cluster_routes(node))
-    app.add_routes(refusing_routes("block volumes, VMs and networks are not served in "
-                                   "cluster mode yet"))
+    app.add_routes(volume_routes)
+    app.add_routes(refusing_routes("VMs and networks are not served in cluster mode yet"))
     return app

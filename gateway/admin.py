@@ -46,10 +46,19 @@ async def health(request: web.Request, store: ObjectStore) -> web.Response:
     """``ok``: every disk online, none healing; ``degraded``: a disk offline or
     healing but writes still reach the write quorum; ``unavailable``: they do
     not (503). ``?strict=1`` answers 503 for degraded too (load balancers that
-    should route around a node that is rebuilding)."""
+    should route around a node that is rebuilding).
+
+    A store of several erasure sets (storaged.pools.PooledStore) is unavailable
+    when any set is below its own write quorum; its body lists the sets."""
     disks = await store.run(metrics.disk_states, store)
     online = sum(1 for d in disks if d["state"] != "offline")
-    if online < store.write_quorum:
+    sets_health = getattr(store, "sets_health", None)
+    sets = sets_health(disks) if sets_health is not None else []
+    if len(sets) > 1:
+        available = all(s["available"] for s in sets)
+    else:
+        available = online >= store.write_quorum
+    if not available:
         status = "unavailable"
     elif all(d["state"] == "online" for d in disks):
         status = "ok"
@@ -59,6 +68,8 @@ async def health(request: web.Request, store: ObjectStore) -> web.Response:
     code = 503 if status == "unavailable" or (strict and status == "degraded") else 200
     body = {"status": status, "ec": f"{store.k}+{store.m}", "write_quorum": store.write_quorum,
             "disks_online": online, "disks": disks}
+    if len(sets) > 1:
+        body["sets"] = sets
     if any(d["state"] == "healing" for d in disks):
         # Counters since the server started, summed over its processes.
         body["heal"] = await store.run(metrics.heal_progress)
@@ -198,9 +209,7 @@ async def heal(request: web.Request, store: ObjectStore) -> web.StreamResponse:
         try:
             volumes = await owner.forward(request, "/_basalt/v1/volume-heal", "POST")
             report["volumes"] = json.loads(volumes.body)
-            if volumes.status == 501:  # a server without block volumes (a cluster node)
-                del report["volumes"]
-            elif volumes.status != 200:
+            if volumes.status != 200:
                 report["failed"] += 1
                 report["errors"].append(f"volumes: {report['volumes']}")
         except AdminError as exc:

@@ -20,25 +20,28 @@ import pytest
 
 from tests.cluster.etcd_helpers import EtcdCluster, free_ports, require_etcd
 from tests.e2e.conftest import ACCESS, BASALT, SECRET, Server, stop_server
+from tests.e2e.nbd_e2e_helpers import require, run, uri
 
 NODES = 4
-nodes_rpc: list[int] = []  # each node's RPC port (a restarted node keeps its own)
+node_ports: list[tuple[int, int, int]] = []  # (S3, RPC, NBD): a restarted node keeps its own
 SECRET_ENV = "a-cluster-secret-for-the-tests-0123456789"
 
 
-def start_node(tmp, name: str, etcd: str, s3_port: int, rpc_port: int) -> Server:
+def start_node(tmp, name: str, etcd: str, ports: tuple[int, int, int]) -> Server:
+    s3_port, rpc_port, nbd_port = ports
     data_dir = os.path.join(tmp, name)
     os.makedirs(data_dir, exist_ok=True)
     log_path = os.path.join(data_dir, "serve.log")
     args = [BASALT, "--data-dir", data_dir, "serve", "--cluster", etcd, "--node", name,
             "--advertise", f"127.0.0.1:{rpc_port}", "--disk", os.path.join(data_dir, "disk"),
-            "--s3-address", f"127.0.0.1:{s3_port}", "--workers", "1"]
+            "--s3-address", f"127.0.0.1:{s3_port}", "--nbd-address", f"127.0.0.1:{nbd_port}",
+            "--workers", "1"]
     env = dict(os.environ, BASALT_ACCESS_KEY=ACCESS, BASALT_SECRET_KEY=SECRET,
                BASALT_CLUSTER_SECRET=SECRET_ENV)
     log = open(log_path, "w")
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    return Server(proc, data_dir, f"http://127.0.0.1:{s3_port}", 0, None, log_path)
+    return Server(proc, data_dir, f"http://127.0.0.1:{s3_port}", nbd_port, None, log_path)
 
 
 def health(server: Server) -> tuple[int, dict]:
@@ -72,11 +75,10 @@ def cluster(tmp_path):
     nodes: list[Server] = []
     try:
         etcd.start()
-        ports = free_ports(2 * NODES)
-        nodes_rpc[:] = ports[1::2]
+        ports = free_ports(3 * NODES)
+        node_ports[:] = [tuple(ports[3 * i:3 * i + 3]) for i in range(NODES)]
         for i in range(NODES):
-            nodes.append(start_node(str(tmp_path), f"n{i + 1}", etcd.endpoints, ports[2 * i],
-                                    ports[2 * i + 1]))
+            nodes.append(start_node(str(tmp_path), f"n{i + 1}", etcd.endpoints, node_ports[i]))
         yield etcd, nodes
     finally:
         for node in nodes:
@@ -166,7 +168,7 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster):
     # n4 comes back and is healed; then another node goes: what n4 missed
     # must now be readable from n4's rebuilt shards.
     nodes[3] = start_node(str(nodes[3].data_dir).rsplit("/", 1)[0], "n4", etcd.endpoints,
-                          int(nodes[3].endpoint.rsplit(":", 1)[1]), nodes_rpc[3])
+                          node_ports[3])
     wait_for(lambda: health(nodes[3])[0] == 200 and alive(nodes[0], "n4"), "n4 back", nodes)
     nodes[0].cli("heal")
     os.killpg(nodes[1].proc.pid, signal.SIGKILL)
@@ -228,3 +230,44 @@ def test_losing_etcd_quorum_makes_the_cluster_read_only_until_it_returns(cluster
             return False
     wait_for(writable, "writes back once etcd has quorum", nodes, timeout=60)
     assert nodes[3].client().get_object(Bucket="quorum", Key="after")["Body"].read() == b"written after"
+
+
+def test_a_volume_moves_when_its_owner_dies_and_nothing_flushed_is_lost(cluster):
+    require("qemu-io", "fio")
+    etcd, nodes = cluster
+    wait_registered(nodes)
+    nodes[0].cli("cluster", "pool", "create", "--ec", "3+1", "n1", "n2", "n3", "n4")
+    wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
+    wait_for(lambda: status(nodes[0])["leader"] is not None, "a volume owner", nodes)
+    owner = int(status(nodes[0])["leader"][1:]) - 1
+    x, y, z = [n for i, n in enumerate(nodes) if i != owner]
+    # Volume admin through a node that does not own volumes: forwarded to the owner.
+    wait_for(lambda: x.cli("volume", "create", "v", "--size", "64M", check=False).returncode == 0,
+             "the volume owner ready", nodes)
+    assert "v" in y.cli("volume", "list").stdout
+
+    # fio writes and verifies the first half through one relay, fsync at the end.
+    run("fio", "--name=seed", "--ioengine=nbd", f"--uri={uri(y, 'v')}", "--rw=randwrite",
+        "--bs=4k", "--size=8M", "--iodepth=8", "--verify=crc32c", "--verify_fatal=1",
+        "--do_verify=1", "--end_fsync=1", "--randrepeat=1", timeout=300)
+
+    # A QEMU client (reconnecting) writes and flushes through another relay, the owner
+    # is SIGKILLed while it waits, then it reads its write back through the new owner.
+    opts = (f"driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port={z.nbd_port},"
+            "file.export=v,file.reconnect-delay=30")
+    client = subprocess.Popen(["qemu-io", "--image-opts", "-c", "write -P 0x5a 40M 1M",
+                               "-c", "flush", "-c", "sleep 8000", "-c", "read -P 0x5a 40M 1M",
+                               opts], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(3)
+    os.killpg(nodes[owner].proc.pid, signal.SIGKILL)
+    nodes[owner].proc.wait()
+    out, _ = client.communicate(timeout=120)
+    assert client.returncode == 0, out
+    assert "read 1048576/1048576" in out and "fail" not in out.lower(), out
+    survivors = [n for i, n in enumerate(nodes) if i != owner]
+    assert status(survivors[0])["leader"] != f"n{owner + 1}"
+
+    # Everything fio wrote and fsynced is intact, read through yet another node.
+    run("fio", "--name=seed", "--ioengine=nbd", f"--uri={uri(x, 'v')}", "--rw=randwrite",
+        "--bs=4k", "--size=8M", "--iodepth=8", "--verify=crc32c", "--verify_fatal=1",
+        "--verify_only", "--randrepeat=1", timeout=300)
