@@ -20,10 +20,12 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgpack
 from aiohttp import web
 
 import blockd.volmeta  # noqa: F401  (registers the volume ops the disk server decodes)
@@ -113,6 +115,38 @@ def _worker_slot(root: str, fmt: DiskFormat) -> Any:
     if current is None or not current.same_set(fmt):
         return Slot(root, fmt, fresh=False, offline=NOT_FORMATTED)
     return Slot(root, current, fresh=needs_healing(root))
+
+
+class ClusterBucketNames:
+    """Bucket names claimed in etcd: of concurrent creators on any nodes, the
+    one whose claim etcd takes wins (see ObjectStore.bucket_names)."""
+
+    STALE_NS = 60 * 10**9
+
+    def __init__(self, registry: Registry, store: Any) -> None:
+        self.registry, self.store = registry, store
+
+    async def claim(self, name: str, record: bytes) -> bool:
+        if await self.registry.create_bucket(name, record):
+            return True
+        held = await self.registry.get_bucket(name)
+        # A claim whose creator died before the disks had the bucket would hold
+        # the name forever: once it is old and no disk has the bucket, take it over.
+        if held is not None and _age_ns(held) > self.STALE_NS \
+                and await self.store.bucket_info(name) is None \
+                and await self.registry.delete_bucket(name, held):
+            return await self.registry.create_bucket(name, record)
+        return False
+
+    async def release(self, name: str, record: bytes) -> None:
+        await self.registry.delete_bucket(name, record)
+
+
+def _age_ns(record: bytes) -> int:
+    try:
+        return time.time_ns() - int(msgpack.unpackb(record)["ct"])
+    except Exception:
+        return 0
 
 
 class ClusterNode:

@@ -248,8 +248,10 @@ async def serve(opts: ServeOptions) -> None:
     scanner: LifecycleScanner | None = None
     try:
         if node is not None:
+            from .cluster_node import ClusterBucketNames
             node.on_read_only = read_only_switch(store, data_dir)
             store.leads = node.leads
+            store.bucket_names = ClusterBucketNames(node.registry, store)
             await node.serve_disks(store.disks)
         await store.start()
         scanner = LifecycleScanner(store)
@@ -303,7 +305,8 @@ async def serve(opts: ServeOptions) -> None:
                     "nbd_socket": nbd_socket if nbd is not None else None,
                     "nbd_address": f"{nbd_host}:{nbd_port}",
                     "cluster": None if node is None else {"node": node.opts.node,
-                                                          "members": members},
+                                                          "members": members,
+                                                          "etcd": node.opts.url},
                     "read_only_path": None if node is None else read_only_path(data_dir),
                     "lifecycle_day_ns": opts.lifecycle_day_ns, "key_locks": key_locks,
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}

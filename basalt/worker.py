@@ -40,13 +40,17 @@ def ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
 
 async def run(cfg: dict) -> None:
     if cfg.get("cluster"):
+        from cluster import Etcd, Registry
         from storaged import node_auth
 
-        from .cluster_node import open_members
+        from .cluster_node import ClusterBucketNames, open_members
         store = ObjectStore(open_members(cfg["cluster"]["members"], cfg["cluster"]["node"],
                                          node_auth.cluster_secret(), sync=cfg["sync"],
                                          owner=False))
+        etcd = Etcd(cfg["cluster"]["etcd"])
+        store.bucket_names = ClusterBucketNames(Registry(etcd), store)
     else:
+        etcd = None
         store = ObjectStore.open(cfg["disks"], sync=cfg["sync"], clean=False)
     store.lifecycle_day_ns = cfg.get("lifecycle_day_ns", DAY_NS)   # for x-amz-expiration
     store.key_locks = KeyLocks(cfg["key_locks"])
@@ -81,6 +85,8 @@ async def run(cfg: dict) -> None:
     if watcher is not None:
         watcher.cancel()
     await store.close()
+    if etcd is not None:
+        await etcd.close()
     log.debug("worker stopped", extra={"fields": {"seconds": round(loop.time() - started, 3)}})
 
 

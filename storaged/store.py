@@ -16,7 +16,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 
@@ -138,6 +138,16 @@ class HealQueue:
         return len(self._items)
 
 
+class BucketNames(Protocol):
+    """Where a cluster claims bucket names (see ObjectStore.bucket_names)."""
+
+    async def claim(self, name: str, record: bytes) -> bool:
+        """True for exactly one of concurrent claimants; False: the name is taken."""
+
+    async def release(self, name: str, record: bytes) -> None:
+        """Give the name up, if ``record`` is still what holds it."""
+
+
 class ObjectStore:
     """Buckets and objects on one erasure set."""
 
@@ -179,6 +189,10 @@ class ObjectStore:
         # "uploads" expiry, "lifecycle"): a cluster node runs one only while it
         # leads the cluster's election for it; a lone server always does.
         self.leads: Callable[[str], bool] = lambda job: True
+        # A cluster's register of bucket names (etcd): a creation claims the name
+        # there first, so creators on different nodes never both win. None on a
+        # lone server, where the set's first disk decides (see make_bucket).
+        self.bucket_names: BucketNames | None = None
 
     # lifecycle -------------------------------------------------------------------
 
@@ -345,6 +359,17 @@ class ObjectStore:
         raw = msgpack.packb({"ct": info.created_ns, "by": new_id()})
         ops = [PutBucket(name, raw)] + [PutBucketConfig(name, kind, info.created_ns, value)
                                         for kind, value in (settings or {}).items()]
+        if self.bucket_names is not None and not await self.bucket_names.claim(name, raw):
+            raise BucketExists(name)
+        try:
+            return await self._make_bucket(name, info, raw, ops)
+        except BaseException:
+            if self.bucket_names is not None:
+                await self.bucket_names.release(name, raw)
+            raise
+
+    async def _make_bucket(self, name: str, info: BucketInfo, raw: bytes,
+                           ops: list[Any]) -> BucketInfo:
         positions = self.online_positions()
         # The first disk that answers decides between concurrent creators (in
         # any process): its LMDB write lock serialises them, PutBucket only
@@ -372,8 +397,11 @@ class ObjectStore:
             raise BucketNotEmpty(name)
         for upload in (await multipart.list_uploads(self, name, max_uploads=1 << 30)).uploads:
             await multipart.end_upload(self, name, upload.key, upload.upload_id)
+        records = [r for r in (await self.set.vote("get_bucket", name)).values() if r]
         done = await self.set.commit_all([DeleteBucket(name, force=True)])
         done.require(self.write_quorum, f"deletion of bucket {name}")
+        if self.bucket_names is not None and records:
+            await self.bucket_names.release(name, Counter(records).most_common(1)[0][0])
 
     # objects ---------------------------------------------------------------------
 

@@ -147,6 +147,9 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster):
         outcomes = sorted(pool.map(create, [nodes[1].client(), nodes[2].client()]))
     assert outcomes[0] in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou")
     assert outcomes[1] == "created"
+    # Deleted through one node, the name is free again through another.
+    nodes[3].client().delete_bucket(Bucket="race")
+    assert create(nodes[0].client()) == "created"
 
     # One etcd member killed: nothing changes.
     etcd.kill(0)

@@ -18,6 +18,7 @@ from storaged import (
     ObjectAttrs,
     PreconditionFailed,
     ReadOnly,
+    WriteQuorumError,
 )
 from storaged.store import BLOCK_SIZE, INLINE_LIMIT, DeleteResult
 
@@ -278,3 +279,36 @@ async def test_a_read_only_store_refuses_every_write_and_serves_reads(open_store
     store.read_only = None
     await store.put_object("b", "k2", chunks(b"x"))
     assert await read(store, "b", "k2") == b"x"
+
+
+class Names:
+    """A register of bucket names like a cluster's etcd (ObjectStore.bucket_names)."""
+
+    def __init__(self, taken=()):
+        self.held = {name: b"someone else" for name in taken}
+        self.released = []
+
+    async def claim(self, name, record):
+        return self.held.setdefault(name, record) == record
+
+    async def release(self, name, record):
+        self.released.append(name)
+        if self.held.get(name) == record:
+            del self.held[name]
+
+
+async def test_bucket_names_are_claimed_first_and_released_on_failure_and_deletion(open_store):
+    store = await open_store()
+    store.bucket_names = names = Names(taken=["elsewhere"])
+    with pytest.raises(BucketExists):       # claimed through another node
+        await store.make_bucket("elsewhere")
+    assert await store.bucket_info("elsewhere") is None
+    await store.make_bucket("b")
+    assert "b" in names.held
+    await store.delete_bucket("b")
+    assert "b" not in names.held
+    for disk in store.disks[:2]:            # below the write quorum: the claim goes back
+        disk.close()
+    with pytest.raises(WriteQuorumError):
+        await store.make_bucket("c")
+    assert "c" not in names.held and names.released[-1] == "c"
