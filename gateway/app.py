@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from storaged import ObjectStore
+from storaged import ObjectStore, request_scope
 from storaged.meta import new_id
 
 from . import (
@@ -149,8 +149,9 @@ class Gateway:
                 auth = self.authenticate(request, route)
                 if handler is None:
                     raise S3NotImplemented(f"{route.op} is not supported.")
-                resp = await handler(Context(request, route, self.store, self.config,
-                                             request_id, auth))
+                with request_scope():  # bucket records and settings read once per request
+                    resp = await handler(Context(request, route, self.store, self.config,
+                                                 request_id, auth))
         except asyncio.CancelledError:
             # Cancelled (the client went away, or the server is shutting down and
             # the grace ran out): whatever was being written is rolled back.

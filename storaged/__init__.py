@@ -45,7 +45,7 @@ from .locks import InUse, Locks, lock_server
 from .meta import ObjectInfo, PartInfo
 from .multipart import PartRecord, UploadInfo, UploadPage, multipart_etag
 from .reader import ObjectReader
-from .store import BLOCK_SIZE, INLINE_LIMIT, BucketInfo, ObjectStore, default_ec
+from .store import BLOCK_SIZE, INLINE_LIMIT, BucketInfo, ObjectStore, default_ec, request_scope
 from .writer import Condition, ObjectAttrs
 
 __all__ = [
@@ -56,5 +56,5 @@ __all__ = [
     "ReadQuorumError", "WriteQuorumError", "DiskFull", "FormatError", "NoSuchUpload",
     "InvalidPart", "InvalidPartOrder", "EntityTooSmall", "PartRecord", "UploadInfo", "UploadPage",
     "multipart_etag", "InUse", "Locks", "lock_server", "NoSuchVersion", "DeleteMarker",
-    "ObjectLocked", "InvalidBucketState", "BlockFile", "ReadOnly",
+    "ObjectLocked", "InvalidBucketState", "BlockFile", "ReadOnly", "request_scope",
 ]

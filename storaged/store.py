@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
+import functools
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import msgpack
@@ -136,6 +138,39 @@ class HealQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+# Within one S3 request the bucket's record and settings are read from the disks
+# once (a PUT consults them for the bucket check, versioning, object lock,
+# lifecycle headers): see request_scope. A store change to them clears it.
+_request_memo: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "basalt_request_memo", default=None)
+
+
+@contextlib.contextmanager
+def request_scope() -> Iterator[None]:
+    """Remember bucket records and settings for the rest of this request (task)."""
+    token = _request_memo.set({})
+    try:
+        yield
+    finally:
+        _request_memo.reset(token)
+
+
+def _changes_buckets(method: Callable) -> Callable:
+    """A store method changing bucket records or settings: the request's
+    memory of them is dropped before and after it."""
+    @functools.wraps(method)
+    async def changing(*args: Any, **kwargs: Any) -> Any:
+        memo = _request_memo.get()
+        if memo is not None:
+            memo.clear()
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            if memo is not None:
+                memo.clear()
+    return changing
 
 
 class BucketNames(Protocol):
@@ -283,6 +318,15 @@ class ObjectStore:
     # buckets ---------------------------------------------------------------------
 
     async def bucket_info(self, name: str) -> BucketInfo | None:
+        memo = _request_memo.get()
+        if memo is not None and ("info", name) in memo:
+            return memo["info", name]
+        info = await self._bucket_info(name)
+        if memo is not None:
+            memo["info", name] = info
+        return info
+
+    async def _bucket_info(self, name: str) -> BucketInfo | None:
         votes: Counter[bytes] = Counter()
         answered = 0
         for disk, raw in await self.set.ask("get_bucket", name):
@@ -305,9 +349,15 @@ class ObjectStore:
     async def bucket_configs(self, name: str) -> dict[str, bytes]:
         """A bucket's settings (kind → value): the newest stamp wins (a setting
         was stored on a write quorum, so every reader sees one disk that has it)."""
+        memo = _request_memo.get()
+        if memo is not None and ("configs", name) in memo:
+            return memo["configs", name]
         held = [configs for _, configs in await self.set.ask("bucket_config", name)]
-        return {kind: value for kind, (_, value) in newest_settings(held).items()
-                if value is not None}
+        configs = {kind: value for kind, (_, value) in newest_settings(held).items()
+                   if value is not None}
+        if memo is not None:
+            memo["configs", name] = configs
+        return configs
 
     async def bucket_config(self, name: str, kind: str) -> bytes | None:
         """One kind of a bucket's settings: versioning, lock, lifecycle, tagging
@@ -329,6 +379,7 @@ class ObjectStore:
         """"" (never enabled), "Enabled" or "Suspended"."""
         return (await self.bucket_settings(name)).versioning
 
+    @_changes_buckets
     async def set_bucket_config(self, name: str, kind: str, value: bytes | None) -> None:
         """Set (None: remove) one kind of a bucket's settings on a write quorum.
 
@@ -349,6 +400,7 @@ class ObjectStore:
         infos = await asyncio.gather(*(self.bucket_info(n) for n in sorted(names)))
         return [i for i in infos if i is not None]
 
+    @_changes_buckets
     async def make_bucket(self, name: str, settings: dict[str, bytes] | None = None) -> BucketInfo:
         """Create a bucket, with initial ``settings`` (kind → value, e.g. object lock)."""
         self.check_writable()
@@ -390,6 +442,7 @@ class ObjectStore:
             raise WriteQuorumError(f"bucket {name}: {len(ok)} disks committed")
         return info
 
+    @_changes_buckets
     async def delete_bucket(self, name: str) -> None:
         self.check_writable()
         await self.require_bucket(name)

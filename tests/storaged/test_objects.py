@@ -312,3 +312,28 @@ async def test_bucket_names_are_claimed_first_and_released_on_failure_and_deleti
     with pytest.raises(WriteQuorumError):
         await store.make_bucket("c")
     assert "c" not in names.held and names.released[-1] == "c"
+
+
+async def test_a_request_scope_reads_bucket_records_and_settings_once(open_store):
+    from storaged import request_scope
+    store = await open_store()
+    await store.make_bucket("b")
+    asked = []
+    real_ask = store.set.ask
+
+    async def counting_ask(query, *args, **kwargs):
+        asked.append(query)
+        return await real_ask(query, *args, **kwargs)
+    store.set.ask = counting_ask
+    with request_scope():
+        for _ in range(3):
+            await store.require_bucket("b")
+            await store.versioning("b")
+            await store.bucket_config("b", "lock")
+        assert asked.count("get_bucket") == 1 and asked.count("bucket_config") == 1
+        await store.set_bucket_config("b", "versioning", b"Enabled")  # a change is seen at once
+        assert await store.versioning("b") == "Enabled"
+    asked.clear()
+    await store.versioning("b")
+    await store.versioning("b")
+    assert asked.count("bucket_config") == 2      # outside a request: read every time
