@@ -47,7 +47,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-import xxhash
+# The set hash is the engine's (storaged.pools), so the layout and the store agree.
+from storaged.pools import SET_HASH_SEED, set_index  # noqa: F401 - SET_HASH_SEED re-exported
 
 __all__ = [
     "MAX_SET_SIZE",
@@ -66,10 +67,6 @@ __all__ = [
 
 MAX_SET_SIZE = 16
 POOL_STATES = ("active", "draining", "drained")
-# The set of an object is chosen with another seed than its in-set disk rotation
-# (storaged.layout.distribution hashes the same name with seed 0), so the two are
-# independent: the objects of one set still rotate over all its disks.
-SET_HASH_SEED = 0x62617361   # "basa"
 
 
 class LayoutError(ValueError):
@@ -332,5 +329,4 @@ def set_for_key(pool: Pool, bucket: str, key: str) -> int:
     hash of the name (xxh3-64), so every node finds it without asking anyone."""
     if not pool.sets:
         raise LayoutError(f"pool {pool.name} has no sets")
-    digest = xxhash.xxh3_64_intdigest(f"{bucket}/{key}".encode(), seed=SET_HASH_SEED)
-    return digest % len(pool.sets)
+    return set_index(bucket, key, len(pool.sets))
