@@ -72,14 +72,14 @@ class ShardWriter(abc.ABC):
 READS = frozenset({
     "get_object", "get_inline", "version_inline", "get_version", "key_versions",
     "scan_versions", "bucket_config", "scan", "get", "range", "buckets", "get_bucket",
-    "pending", "entries", "stored"})
+    "pending", "entries", "stored", "bucket_state"})
 # The queries that are one B-tree lookup in a memory-mapped LMDB: on a local
 # disk they answer in microseconds, less than a thread hop costs (a hop took
 # 4 KiB GETs from 1,299 to 903 ops/s in benchmarks/s3_bench.py), so they run on
 # the caller's thread. Scans, and every query to a remote disk, go off the loop.
 POINT_READS = frozenset({
     "get_object", "get_inline", "version_inline", "get_version", "get_bucket",
-    "bucket_config", "get"})
+    "bucket_config", "bucket_state", "get"})
 
 
 class Disk(abc.ABC):
@@ -173,6 +173,10 @@ class Disk(abc.ABC):
 
     @abc.abstractmethod
     def get_bucket(self, name: str) -> bytes | None: ...
+
+    def bucket_state(self, name: str) -> tuple[bytes | None, dict[str, tuple[int, bytes | None]]]:
+        """A bucket's record and settings in one query (a request needs both)."""
+        return self.get_bucket(name), self.bucket_config(name)
 
     @abc.abstractmethod
     def pending(self) -> list[tuple[str, str, str, list[int], str]]:

@@ -317,19 +317,21 @@ class ObjectStore:
 
     # buckets ---------------------------------------------------------------------
 
-    async def bucket_info(self, name: str) -> BucketInfo | None:
+    async def _bucket_state(self, name: str) -> list[tuple[Disk, tuple[bytes | None, dict]]]:
+        """Every disk's record and settings of a bucket, asked once per request."""
         memo = _request_memo.get()
-        if memo is not None and ("info", name) in memo:
-            return memo["info", name]
-        info = await self._bucket_info(name)
+        key = (id(self), name)  # one request may use several stores (sets)
+        if memo is not None and key in memo:
+            return memo[key]
+        answers = await self.set.ask("bucket_state", name)
         if memo is not None:
-            memo["info", name] = info
-        return info
+            memo[key] = answers
+        return answers
 
-    async def _bucket_info(self, name: str) -> BucketInfo | None:
+    async def bucket_info(self, name: str) -> BucketInfo | None:
         votes: Counter[bytes] = Counter()
         answered = 0
-        for disk, raw in await self.set.ask("get_bucket", name):
+        for disk, (raw, _) in await self._bucket_state(name):
             if raw is not None:
                 votes[raw] += 1
                 if votes[raw] >= self.k:  # a read quorum agrees
@@ -349,15 +351,9 @@ class ObjectStore:
     async def bucket_configs(self, name: str) -> dict[str, bytes]:
         """A bucket's settings (kind → value): the newest stamp wins (a setting
         was stored on a write quorum, so every reader sees one disk that has it)."""
-        memo = _request_memo.get()
-        if memo is not None and ("configs", name) in memo:
-            return memo["configs", name]
-        held = [configs for _, configs in await self.set.ask("bucket_config", name)]
-        configs = {kind: value for kind, (_, value) in newest_settings(held).items()
-                   if value is not None}
-        if memo is not None:
-            memo["configs", name] = configs
-        return configs
+        held = [configs for _, (_, configs) in await self._bucket_state(name)]
+        return {kind: value for kind, (_, value) in newest_settings(held).items()
+                if value is not None}
 
     async def bucket_config(self, name: str, kind: str) -> bytes | None:
         """One kind of a bucket's settings: versioning, lock, lifecycle, tagging
