@@ -630,16 +630,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="send every cluster request to node 1 (default: round-robin)")
     parser.add_argument("--workers", type=int, default=1,
                         help="S3 workers of the single node and of each cluster node (default 1)")
-    parser.add_argument("--seconds", type=float, default=10.0,
-                        help="length of each timed 4 KiB row (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds of warm-up before each 4 KiB row (default 2)")
-    parser.add_argument("--big-count", type=int, default=16,
-                        help="64 MiB objects per big row (default 16)")
-    parser.add_argument("--big-concurrency", type=int, default=4)
-    parser.add_argument("--small-concurrency", type=int, default=16)
-    parser.add_argument("--small-get-keys", type=int, default=2000,
-                        help="4 KiB objects the GET row reads at random (default 2000)")
+    s3_bench.add_row_options(parser)
     parser.add_argument("--basalt-args", default="",
                         help='extra arguments for every "basalt serve", e.g. "--no-fsync"')
     parser.add_argument("--dir", help="parent of the temp data dirs (default $TMPDIR)")

@@ -563,11 +563,8 @@ def print_table(summary: dict) -> None:
           f"every PUT ETag checked against MD5, every GET compared byte for byte")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=SERVERS, help="run one server only (no ratios)")
-    parser.add_argument("--cp-mib", type=int, default=1024,
-                        help="size of the file aws s3 cp moves up and down (default 1024)")
+def add_row_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the 64 MiB and 4 KiB rows (shared with cluster_bench.py)."""
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="length of each timed 4 KiB row (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0,
@@ -578,6 +575,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--small-concurrency", type=int, default=16)
     parser.add_argument("--small-get-keys", type=int, default=2000,
                         help="4 KiB objects the GET row reads at random (default 2000)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=SERVERS, help="run one server only (no ratios)")
+    parser.add_argument("--cp-mib", type=int, default=1024,
+                        help="size of the file aws s3 cp moves up and down (default 1024)")
+    add_row_options(parser)
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of all rows; the median is reported (default 1)")
     parser.add_argument("--basalt-args", default="",
