@@ -93,6 +93,7 @@ from .store import (
     ObjectStore,
     VersionEntry,
     VersionPage,
+    copy_through,
     request_scope,
 )
 from .writer import Body, Condition, ObjectAttrs, check_condition
@@ -774,16 +775,7 @@ class PooledStore:
                           attrs: ObjectAttrs | None = None,
                           source: ObjectInfo | None = None) -> ObjectInfo:
         """Copy an object (from whichever pool holds it into the destination key's)."""
-        source = source or await self.head_object(src_bucket, src_key)
-        if attrs is None:
-            attrs = ObjectAttrs(source.content_type, dict(source.headers), dict(source.user_meta),
-                                dict(source.tags))
-        reader = await self.get_object(src_bucket, src_key, info=source)
-        try:
-            return await self.put_object(dst_bucket, dst_key, reader, size=source.size,
-                                         attrs=attrs)
-        finally:
-            await reader.aclose()
+        return await copy_through(self, src_bucket, src_key, dst_bucket, dst_key, attrs, source)
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None, *,
                             bypass_governance: bool = False,

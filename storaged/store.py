@@ -173,6 +173,23 @@ def _changes_buckets(method: Callable) -> Callable:
     return changing
 
 
+async def copy_through(store: Any, src_bucket: str, src_key: str, dst_bucket: str,
+                       dst_key: str, attrs: ObjectAttrs | None,
+                       source: ObjectInfo | None) -> ObjectInfo:
+    """Copy an object by reading it from ``store`` and putting it back there
+    (``attrs`` replaces the metadata, else it is kept)."""
+    source = source or await store.head_object(src_bucket, src_key)
+    if attrs is None:
+        attrs = ObjectAttrs(source.content_type, dict(source.headers), dict(source.user_meta),
+                            dict(source.tags))
+    reader = await store.get_object(src_bucket, src_key, info=source)
+    try:
+        return await store.put_object(dst_bucket, dst_key, reader, size=source.size,
+                                      attrs=attrs)
+    finally:
+        await reader.aclose()
+
+
 class BucketNames(Protocol):
     """Where a cluster claims bucket names (see ObjectStore.bucket_names)."""
 
@@ -607,16 +624,7 @@ class ObjectStore:
                           attrs: ObjectAttrs | None = None,
                           source: ObjectInfo | None = None) -> ObjectInfo:
         """Copy an object; ``attrs`` replaces the metadata, else it is kept."""
-        source = source or await self.head_object(src_bucket, src_key)
-        if attrs is None:
-            attrs = ObjectAttrs(source.content_type, dict(source.headers), dict(source.user_meta),
-                                dict(source.tags))
-        reader = await self.get_object(src_bucket, src_key, info=source)
-        try:
-            return await self.put_object(dst_bucket, dst_key, reader, size=source.size,
-                                         attrs=attrs)
-        finally:
-            await reader.aclose()
+        return await copy_through(self, src_bucket, src_key, dst_bucket, dst_key, attrs, source)
 
     async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "",
                            after: str = "", max_keys: int = 1000) -> ListPage:
