@@ -9,9 +9,9 @@ use), the other nodes' as RemoteDisks. A disk's id is derived from the node
 name and the disk's path, so a wiped or replaced disk comes back into the same
 slot of its set and is healed there.
 
-What runs on one set only for now: the object store over a pool of one erasure
-set. A layout of several sets, or of several pools, is refused at start-up
-with that reason rather than served partly.
+The layout is taken when the node starts (a pool created or set draining later
+is served after a restart): one set is an ObjectStore, several sets or pools a
+storaged.pools.PooledStore.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from storaged.disk_server import disk_app
 from storaged.format import DiskFormat, member_slot
 from storaged.layout import aligned_block_size
 from storaged.remote_disk import RemoteDisk
-from storaged.store import BLOCK_SIZE
+from storaged.store import BLOCK_SIZE, ObjectStore
 
 log = logging.getLogger("basalt.cluster")
 
@@ -60,17 +60,22 @@ def disk_id(node: str, root: str) -> str:
     return uuid.uuid5(_DISK_IDS, f"{node}\0{os.path.realpath(root)}").hex
 
 
-def set_members(pool: Pool, nodes: dict[str, Node], me: str, roots: dict[str, str]
-                ) -> list[dict[str, Any]]:
-    """The one erasure set of ``pool`` as JSON-able members in position order:
+def cluster_layout(pools: Sequence[Pool], nodes: dict[str, Node], me: str,
+                   roots: dict[str, str]) -> list[dict[str, Any]]:
+    """Every pool as JSON-able plain data: name, state and its sets' members."""
+    return [{"pool": p.name, "state": p.state,
+             "sets": [set_members(p, i, nodes, me, roots) for i in range(len(p.sets))]}
+            for p in pools]
+
+
+def set_members(pool: Pool, index: int, nodes: dict[str, Node], me: str,
+                roots: dict[str, str]) -> list[dict[str, Any]]:
+    """Set ``index`` of ``pool`` as JSON-able members in position order:
     ``{"root": path}`` for this node's disks, ``{"node", "url"}`` for others'."""
-    if len(pool.sets) != 1:
-        raise ClusterError(f"pool {pool.name} has {len(pool.sets)} erasure sets; this "
-                           "version serves a pool of one set")
-    layout = pool.sets[0]
+    layout = pool.sets[index]
     ids = [ref.disk_id for ref in layout.disks]
-    fmt = DiskFormat(f"{pool.name}-{pool.created_ns}", ids[0], tuple(ids), pool.k, pool.m,
-                     aligned_block_size(BLOCK_SIZE, pool.k))
+    fmt = DiskFormat(f"{pool.name}-{pool.created_ns}-{index}", ids[0], tuple(ids), pool.k,
+                     pool.m, aligned_block_size(BLOCK_SIZE, pool.k))
     members = []
     for ref in layout.disks:
         member: dict[str, Any] = {"disk_id": ref.disk_id, "node": ref.node,
@@ -107,6 +112,24 @@ def open_members(members: Sequence[dict[str, Any]], me: str, secret: bytes, *,
             disks.append(RemoteDisk(member["url"], member["disk_id"], pos, fmt, secret,
                                     member["node"], caller=me))
     return disks
+
+
+def open_layout(layout: Sequence[dict[str, Any]], me: str, secret: bytes, *, sync: bool = True,
+                owner: bool = True) -> Any:
+    """The store over ``layout`` (see cluster_layout): an ObjectStore for a
+    single set, else a PooledStore of every pool's sets."""
+    from storaged.pools import PooledStore, StorePool
+    pools = [StorePool(p["pool"], p["state"],
+                       [ObjectStore(open_members(m, me, secret, sync=sync, owner=owner))
+                        for m in p["sets"]]) for p in layout]
+    if len(pools) == 1 and len(pools[0].sets) == 1:
+        return pools[0].sets[0]
+    return PooledStore(pools)
+
+
+def store_sets(store: Any) -> list[ObjectStore]:
+    """The erasure sets (ObjectStores) behind a store, in layout order."""
+    return list(getattr(store, "sets", None) or [store])
 
 
 def _worker_slot(root: str, fmt: DiskFormat) -> Any:
@@ -216,18 +239,16 @@ class ClusterNode:
         await web.TCPSite(self._runner, host, port, reuse_address=True).start()
 
     async def wait_for_pool(self, poll: float = 1.0) -> list[dict[str, Any]]:
-        """The members of the set this node's disks belong to, once a pool has them."""
+        """The cluster's layout (see cluster_layout), once a pool has this node's disks."""
         told = False
         while True:
             try:
                 pools = await self.registry.pools()
                 mine = [p for p in pools if any(r.disk_id in self.roots for r in p.disk_refs())]
                 if mine:
-                    if len(pools) != 1:
-                        raise ClusterError(f"{len(pools)} pools exist; this version serves "
-                                           "one pool")
                     nodes = {n.name: n for n, _ in await self.registry.nodes()}
-                    return set_members(mine[0], nodes, self.opts.node, self.roots)
+                    live = [p for p in pools if p.state != "drained"]
+                    return cluster_layout(live, nodes, self.opts.node, self.roots)
             except ClusterError:
                 raise
             except Exception as exc:

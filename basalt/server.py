@@ -220,13 +220,12 @@ async def serve(opts: ServeOptions) -> None:
     node = members = None
     if opts.cluster is not None:
         # Only here: a single-node server never loads the cluster code (nor needs etcd).
-        from .cluster_node import open_members
+        from .cluster_node import open_layout, store_sets
         node, members = await join_cluster(opts, disks, creds, stop)
         if members is None:  # stopped while waiting for a pool
             await node.close()
             return
-        store = ObjectStore(open_members(members, opts.cluster.node, node.secret,
-                                         sync=opts.sync))
+        store = open_layout(members, opts.cluster.node, node.secret, sync=opts.sync)
     else:
         store = ObjectStore.open(disks, ec=opts.ec, sync=opts.sync,
                                  create=lambda root: inside(root, data_dir))
@@ -252,7 +251,7 @@ async def serve(opts: ServeOptions) -> None:
             node.on_read_only = read_only_switch(store, data_dir)
             store.leads = node.leads
             store.bucket_names = ClusterBucketNames(node.registry, store)
-            await node.serve_disks(store.disks)
+            await node.serve_disks([d for s in store_sets(store) for d in s.disks])
         await store.start()
         scanner = LifecycleScanner(store)
         scanner.start()
@@ -282,7 +281,8 @@ async def serve(opts: ServeOptions) -> None:
             from .cluster_volumes import ClusterVolumes
             host, port = opts.s3_address
             scheme = "https" if opts.tls_cert else "http"
-            cluster_volumes = ClusterVolumes(node, store, opts.nbd_address,
+            # Volumes live on the first set (ChunkPool addresses one set's disks).
+            cluster_volumes = ClusterVolumes(node, store_sets(store)[0], opts.nbd_address,
                                              f"{scheme}://{host}:{port}", creds,
                                              unix_path(data_dir, "volumes.sock"))
             app = cluster_owner_app(node, cluster_volumes.routes())

@@ -43,10 +43,9 @@ async def run(cfg: dict) -> None:
         from cluster import Etcd, Registry
         from storaged import node_auth
 
-        from .cluster_node import ClusterBucketNames, open_members
-        store = ObjectStore(open_members(cfg["cluster"]["members"], cfg["cluster"]["node"],
-                                         node_auth.cluster_secret(), sync=cfg["sync"],
-                                         owner=False))
+        from .cluster_node import ClusterBucketNames, open_layout
+        store = open_layout(cfg["cluster"]["members"], cfg["cluster"]["node"],
+                            node_auth.cluster_secret(), sync=cfg["sync"], owner=False)
         etcd = Etcd(cfg["cluster"]["etcd"])
         store.bucket_names = ClusterBucketNames(Registry(etcd), store)
     else:

@@ -27,13 +27,14 @@ node_ports: list[tuple[int, int, int]] = []  # (S3, RPC, NBD): a restarted node 
 SECRET_ENV = "a-cluster-secret-for-the-tests-0123456789"
 
 
-def start_node(tmp, name: str, etcd: str, ports: tuple[int, int, int]) -> Server:
+def start_node(tmp, name: str, etcd: str, ports: tuple[int, int, int], disks: int = 1) -> Server:
     s3_port, rpc_port, nbd_port = ports
     data_dir = os.path.join(tmp, name)
     os.makedirs(data_dir, exist_ok=True)
     log_path = os.path.join(data_dir, "serve.log")
     args = [BASALT, "--data-dir", data_dir, "serve", "--cluster", etcd, "--node", name,
-            "--advertise", f"127.0.0.1:{rpc_port}", "--disk", os.path.join(data_dir, "disk"),
+            "--advertise", f"127.0.0.1:{rpc_port}",
+            *[a for i in range(disks) for a in ("--disk", os.path.join(data_dir, f"disk{i}"))],
             "--s3-address", f"127.0.0.1:{s3_port}", "--nbd-address", f"127.0.0.1:{nbd_port}",
             "--workers", "1"]
     env = dict(os.environ, BASALT_ACCESS_KEY=ACCESS, BASALT_SECRET_KEY=SECRET,
@@ -69,8 +70,9 @@ def wait_for(predicate, what: str, servers: list[Server], timeout: float = 60) -
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, request):
     require_etcd()
+    disks = getattr(request, "param", 1)  # disks per node
     etcd = EtcdCluster(tmp_path / "etcd", size=3)
     nodes: list[Server] = []
     try:
@@ -78,7 +80,8 @@ def cluster(tmp_path):
         ports = free_ports(3 * NODES)
         node_ports[:] = [tuple(ports[3 * i:3 * i + 3]) for i in range(NODES)]
         for i in range(NODES):
-            nodes.append(start_node(str(tmp_path), f"n{i + 1}", etcd.endpoints, node_ports[i]))
+            nodes.append(start_node(str(tmp_path), f"n{i + 1}", etcd.endpoints, node_ports[i],
+                                    disks))
         yield etcd, nodes
     finally:
         for node in nodes:
@@ -274,3 +277,32 @@ def test_a_volume_moves_when_its_owner_dies_and_nothing_flushed_is_lost(cluster)
     run("fio", "--name=seed", "--ioengine=nbd", f"--uri={uri(x, 'v')}", "--rw=randwrite",
         "--bs=4k", "--size=8M", "--iodepth=8", "--verify=crc32c", "--verify_fatal=1",
         "--verify_only", "--randrepeat=1", timeout=300)
+
+
+@pytest.mark.parametrize("cluster", [2], indirect=True)
+def test_a_pool_of_several_sets_spreads_objects_and_survives_a_node(cluster):
+    etcd, nodes = cluster
+    wait_registered(nodes)
+    nodes[0].cli("cluster", "pool", "create", "--ec", "2+2", "n1", "n2", "n3", "n4")
+    wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
+    pool = status(nodes[1])["pools"][0]
+    assert len(pool["sets"]) == 2
+    for s in pool["sets"]:  # each node holds one disk of each set: a node costs 1 shard
+        assert sorted(d["node"] for d in s["disks"]) == ["n1", "n2", "n3", "n4"]
+    a = nodes[0].client()
+    a.create_bucket(Bucket="wide")
+    bodies = {f"key-{i}": os.urandom(1000 + i * 5000) for i in range(24)}
+    for key, body in bodies.items():
+        a.put_object(Bucket="wide", Key=key, Body=body)
+    # Every disk was formatted into one of the two sets.
+    sets = {json.load(open(os.path.join(n.data_dir, f"disk{i}", "format.json")))["deployment_id"]
+            for n in nodes for i in range(2)}
+    assert len(sets) == 2
+    os.killpg(nodes[2].proc.pid, signal.SIGKILL)
+    nodes[2].proc.wait()
+    b = nodes[1].client()
+    b.put_object(Bucket="wide", Key="late", Body=b"after n3 died")
+    listed = [o["Key"] for o in b.list_objects_v2(Bucket="wide")["Contents"]]
+    assert listed == sorted([*bodies, "late"])
+    for key, body in bodies.items():
+        assert nodes[3].client().get_object(Bucket="wide", Key=key)["Body"].read() == body
