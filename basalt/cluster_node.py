@@ -9,20 +9,20 @@ use), the other nodes' as RemoteDisks. A disk's id is derived from the node
 name and the disk's path, so a wiped or replaced disk comes back into the same
 slot of its set and is healed there.
 
-The layout is taken when the node starts (a pool created or set draining later
-is served after a restart): one set is an ObjectStore, several sets or pools a
-storaged.pools.PooledStore.
+The layout is followed as it changes (LiveLayout, follow_layout): one set is
+an ObjectStore, several sets or pools a storaged.pools.PooledStore.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -62,10 +62,11 @@ def disk_id(node: str, root: str) -> str:
 
 def cluster_layout(pools: Sequence[Pool], nodes: dict[str, Node], me: str,
                    roots: dict[str, str]) -> list[dict[str, Any]]:
-    """Every pool as JSON-able plain data: name, state and its sets' members."""
+    """Every pool as JSON-able plain data: name, state and its sets' members,
+    oldest pool first (its first set decides bucket creation)."""
     return [{"pool": p.name, "state": p.state,
              "sets": [set_members(p, i, nodes, me, roots) for i in range(len(p.sets))]}
-            for p in pools]
+            for p in sorted(pools, key=lambda p: (p.created_ns, p.name))]
 
 
 def set_members(pool: Pool, index: int, nodes: dict[str, Node], me: str,
@@ -114,17 +115,51 @@ def open_members(members: Sequence[dict[str, Any]], me: str, secret: bytes, *,
     return disks
 
 
-def open_layout(layout: Sequence[dict[str, Any]], me: str, secret: bytes, *, sync: bool = True,
+class LiveLayout:
+    """The store over the cluster's layout, rebuilt as the layout changes (a
+    pool created, set draining, drained): sets that stay keep their ObjectStore
+    (a disk's LMDB is opened once per process), new ones are opened."""
+
+    def __init__(self, me: str, secret: bytes, *, sync: bool = True, owner: bool = True,
+                 on_drained: Callable[[str], Any] | None = None) -> None:
+        self.me, self.secret, self.sync, self.owner = me, secret, sync, owner
+        self.on_drained = on_drained
+        self.layout: list[dict[str, Any]] | None = None
+        self.sets: dict[str, ObjectStore] = {}  # deployment id → store
+        self.store: Any = None
+
+    def build(self, layout: list[dict[str, Any]]) -> tuple[Any, list[ObjectStore],
+                                                           list[ObjectStore]]:
+        """(store, sets opened now, sets no longer in the layout) for ``layout``."""
+        from storaged.pools import PooledStore, StorePool
+        sets: dict[str, ObjectStore] = {}
+        opened = []
+        pools = []
+        for p in layout:
+            stores = []
+            for members in p["sets"]:
+                dep = DiskFormat.from_json(members[0]["format"]).deployment_id
+                if dep not in self.sets:
+                    self.sets[dep] = ObjectStore(open_members(
+                        members, self.me, self.secret, sync=self.sync, owner=self.owner))
+                    opened.append(self.sets[dep])
+                sets[dep] = self.sets[dep]
+                stores.append(sets[dep])
+            pools.append(StorePool(p["pool"], p["state"], stores))
+        gone = [s for dep, s in self.sets.items() if dep not in sets]
+        self.sets, self.layout = sets, layout
+        if len(pools) == 1 and len(pools[0].sets) == 1:
+            self.store = pools[0].sets[0]
+        else:
+            self.store = PooledStore(pools, on_drained=self.on_drained)
+        return self.store, opened, gone
+
+
+def open_layout(layout: list[dict[str, Any]], me: str, secret: bytes, *, sync: bool = True,
                 owner: bool = True) -> Any:
     """The store over ``layout`` (see cluster_layout): an ObjectStore for a
     single set, else a PooledStore of every pool's sets."""
-    from storaged.pools import PooledStore, StorePool
-    pools = [StorePool(p["pool"], p["state"],
-                       [ObjectStore(open_members(m, me, secret, sync=sync, owner=owner))
-                        for m in p["sets"]]) for p in layout]
-    if len(pools) == 1 and len(pools[0].sets) == 1:
-        return pools[0].sets[0]
-    return PooledStore(pools)
+    return LiveLayout(me, secret, sync=sync, owner=owner).build(layout)[0]
 
 
 def store_sets(store: Any) -> list[ObjectStore]:
@@ -202,7 +237,6 @@ class ClusterNode:
         await self.lease.start()
         await self.registry.register_node(self.record(), self.lease.id)
         self._keeper = asyncio.ensure_future(self._stay_registered())
-        await self.election.campaign()
         log.info("joined the cluster", extra={"fields": {
             "node": self.opts.node, "advertise": "{}:{}".format(*self.opts.advertise),
             "zone": self.opts.zone, "disks": len(self.roots)}})
@@ -238,6 +272,18 @@ class ClusterNode:
         host, port = self.opts.advertise
         await web.TCPSite(self._runner, host, port, reuse_address=True).start()
 
+    async def current_layout(self) -> list[dict[str, Any]]:
+        """The layout of the pools that are not drained (see cluster_layout)."""
+        pools = [p for p in await self.registry.pools() if p.state != "drained"]
+        nodes = {n.name: n for n, _ in await self.registry.nodes()}
+        return cluster_layout(pools, nodes, self.opts.node, self.roots)
+
+    def serve_more_disks(self, disks: Sequence[Disk]) -> None:
+        """Answer for these disks too (a pool created while this node runs)."""
+        if self._runner is not None:
+            from storaged.disk_server import SERVICE
+            self._runner.app[SERVICE].add([d for d in disks if d.local])
+
     async def wait_for_pool(self, poll: float = 1.0) -> list[dict[str, Any]]:
         """The cluster's layout (see cluster_layout), once a pool has this node's disks."""
         told = False
@@ -246,9 +292,7 @@ class ClusterNode:
                 pools = await self.registry.pools()
                 mine = [p for p in pools if any(r.disk_id in self.roots for r in p.disk_refs())]
                 if mine:
-                    nodes = {n.name: n for n, _ in await self.registry.nodes()}
-                    live = [p for p in pools if p.state != "drained"]
-                    return cluster_layout(live, nodes, self.opts.node, self.roots)
+                    return await self.current_layout()
             except ClusterError:
                 raise
             except Exception as exc:
@@ -258,6 +302,11 @@ class ClusterNode:
                          "create --ec K+M NODE...)")
                 told = True
             await asyncio.sleep(poll)
+
+    async def run_for_leader(self) -> None:
+        """Stand in the election for the background jobs (once this node serves a
+        store: a node still waiting for a pool must not hold the jobs up)."""
+        await self.election.campaign()
 
     def leads(self, job: str) -> bool:
         """Whether this node runs background job ``job`` now (it leads)."""
@@ -278,3 +327,45 @@ def _size(root: str) -> int:
     os.makedirs(root, exist_ok=True)
     st = os.statvfs(root)
     return st.f_blocks * st.f_frsize
+
+
+def write_layout(path: str, layout: list[dict[str, Any]]) -> None:
+    """The layout for this node's S3 workers (atomic: temp file, rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(layout, f)
+    os.replace(tmp, path)
+
+
+async def follow_layout(read: Callable[[], Awaitable[list[dict[str, Any]] | None]],
+                        live: LiveLayout,
+                        apply: Callable[[Any, list[ObjectStore], list[ObjectStore]],
+                                        Awaitable[None]],
+                        tick: Callable[[Any], None] = lambda store: None,
+                        interval: float = 2.0) -> None:
+    """Rebuild the store whenever ``read()`` gives another layout and hand the new
+    one to ``apply(store, opened sets, gone sets)``; ``tick(store)`` each round."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            layout = await read()
+            if layout and layout != live.layout:
+                log.info("cluster layout changed", extra={"fields": {
+                    "pools": ",".join(f"{p['pool']}:{p['state']}" for p in layout)}})
+                await apply(*live.build(layout))
+            tick(live.store)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("cannot follow the cluster layout")
+
+
+def read_layout_file(path: str) -> Callable[[], Awaitable[list[dict[str, Any]] | None]]:
+    """A reader of the owner's layout file, for follow_layout in a worker."""
+    async def read() -> list[dict[str, Any]] | None:
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+    return read

@@ -220,12 +220,14 @@ async def serve(opts: ServeOptions) -> None:
     node = members = None
     if opts.cluster is not None:
         # Only here: a single-node server never loads the cluster code (nor needs etcd).
-        from .cluster_node import open_layout, store_sets
+        from .cluster_node import LiveLayout, store_sets, write_layout
         node, members = await join_cluster(opts, disks, creds, stop)
         if members is None:  # stopped while waiting for a pool
             await node.close()
             return
-        store = open_layout(members, opts.cluster.node, node.secret, sync=opts.sync)
+        live = LiveLayout(opts.cluster.node, node.secret, sync=opts.sync,
+                          on_drained=lambda pool: node.registry.set_pool_state(pool, "drained"))
+        store = live.build(members)[0]
     else:
         store = ObjectStore.open(disks, ec=opts.ec, sync=opts.sync,
                                  create=lambda root: inside(root, data_dir))
@@ -245,16 +247,22 @@ async def serve(opts: ServeOptions) -> None:
     layers: Layers | None = None
     cluster_volumes: Any = None  # basalt.cluster_volumes.ClusterVolumes on a cluster node
     scanner: LifecycleScanner | None = None
+    following: asyncio.Future | None = None
+    layout_path = ""
     try:
         if node is not None:
-            from .cluster_node import ClusterBucketNames
-            node.on_read_only = read_only_switch(store, data_dir)
-            store.leads = node.leads
-            store.bucket_names = ClusterBucketNames(node.registry, store)
+            node.on_read_only = read_only_switch(lambda: live.store, data_dir)
+            configure_cluster_store(store, node)
             await node.serve_disks([d for s in store_sets(store) for d in s.disks])
         await store.start()
         scanner = LifecycleScanner(store)
         scanner.start()
+        if node is not None:
+            await node.run_for_leader()
+            layout_path = os.path.join(data_dir, "run", "layout.json")
+            write_layout(layout_path, members)
+            following = asyncio.ensure_future(follow_cluster_layout(
+                node, live, scanner, layout_path, key_locks, opts.lifecycle_day_ns))
         log.info("storage ready", extra={"fields": {
             "data_dir": data_dir, "ec": f"{store.k}+{store.m}", "disks": len(disks),
             "block_size": store.geometry.block_size, "write_quorum": store.write_quorum}})
@@ -306,6 +314,7 @@ async def serve(opts: ServeOptions) -> None:
                     "nbd_address": f"{nbd_host}:{nbd_port}",
                     "cluster": None if node is None else {"node": node.opts.node,
                                                           "members": members,
+                                                          "layout_path": layout_path,
                                                           "etcd": node.opts.url},
                     "read_only_path": None if node is None else read_only_path(data_dir),
                     "lifecycle_day_ns": opts.lifecycle_day_ns, "key_locks": key_locks,
@@ -360,6 +369,11 @@ async def serve(opts: ServeOptions) -> None:
             await cluster_volumes.close()
         if scanner is not None:
             await scanner.stop()
+        if following is not None:
+            following.cancel()
+        if node is not None:
+            for s in live.sets.values():
+                await s.close()
         await store.close()
         if node is not None:
             await node.close()
@@ -395,17 +409,60 @@ async def join_cluster(opts: ServeOptions, disks: list[str], creds: Any, stop: a
     return node, waiting.result()
 
 
+def configure_cluster_store(store: Any, node: Any) -> None:
+    """What a cluster node's store needs beyond the disks: the leader's jobs,
+    bucket names in etcd, read-only while out of touch with etcd."""
+    from .cluster_node import ClusterBucketNames
+    store.leads = node.leads
+    store.bucket_names = ClusterBucketNames(node.registry, store)
+
+
+async def follow_cluster_layout(node: Any, live: Any, scanner: LifecycleScanner,
+                                layout_path: str, key_locks: str, day_ns: int) -> None:
+    """Serve the layout as it changes: new pools' sets opened, started and their
+    disks served to the other nodes, the workers told (the layout file), left
+    sets closed after a grace; the leader drains draining pools."""
+    from .cluster_node import follow_layout, write_layout
+    draining: dict[str, asyncio.Future] = {}
+    serving = [live.store]
+
+    async def apply(store: Any, opened: list, gone: list) -> None:
+        store.lifecycle_day_ns = day_ns
+        store.key_locks = KeyLocks(key_locks)
+        store.read_only = serving[0].read_only
+        serving[0] = store
+        configure_cluster_store(store, node)
+        for s in opened:
+            await s.start()
+            node.serve_more_disks(s.disks)
+        scanner.store = store
+        write_layout(layout_path, live.layout)
+        if gone:
+            asyncio.get_running_loop().call_later(
+                30, lambda: [asyncio.ensure_future(s.close()) for s in gone])
+
+    def tick(store: Any) -> None:
+        for p in live.layout or ():
+            name = p["pool"]
+            if p["state"] == "draining" and node.leads("drain") and hasattr(store, "drain") \
+                    and (name not in draining or draining[name].done()):
+                log.info("draining pool", extra={"fields": {"pool": name}})
+                draining[name] = asyncio.ensure_future(store.drain(name))
+
+    await follow_layout(node.current_layout, live, apply, tick)
+
+
 def read_only_path(data_dir: str) -> str:
     return os.path.join(data_dir, "run", "read-only")
 
 
-def read_only_switch(store: ObjectStore, data_dir: str) -> Callable[[str | None], None]:
-    """Set (reason) or clear (None) read-only mode in this process and, through
-    a file the S3 workers watch, in theirs."""
+def read_only_switch(store: Callable[[], Any], data_dir: str) -> Callable[[str | None], None]:
+    """Set (reason) or clear (None) read-only mode in this process (on the store
+    ``store()`` gives) and, through a file the S3 workers watch, in theirs."""
     path = read_only_path(data_dir)
 
     def switch(reason: str | None) -> None:
-        store.read_only = reason
+        store().read_only = reason
         if reason is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

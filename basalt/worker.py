@@ -16,6 +16,8 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -43,26 +45,33 @@ async def run(cfg: dict) -> None:
         from cluster import Etcd, Registry
         from storaged import node_auth
 
-        from .cluster_node import ClusterBucketNames, open_layout
-        store = open_layout(cfg["cluster"]["members"], cfg["cluster"]["node"],
-                            node_auth.cluster_secret(), sync=cfg["sync"], owner=False)
+        from .cluster_node import ClusterBucketNames, LiveLayout
+        live = LiveLayout(cfg["cluster"]["node"], node_auth.cluster_secret(), sync=cfg["sync"],
+                          owner=False)
+        store = live.build(cfg["cluster"]["members"])[0]
         etcd = Etcd(cfg["cluster"]["etcd"])
-        store.bucket_names = ClusterBucketNames(Registry(etcd), store)
+        registry = Registry(etcd)
+        store.bucket_names = ClusterBucketNames(registry, store)
     else:
-        etcd = None
+        etcd = live = None
         store = ObjectStore.open(cfg["disks"], sync=cfg["sync"], clean=False)
     store.lifecycle_day_ns = cfg.get("lifecycle_day_ns", DAY_NS)   # for x-amz-expiration
     store.key_locks = KeyLocks(cfg["key_locks"])
     await store.start(settle=False, owner=False)
-    watcher = None
-    if cfg.get("read_only_path"):
-        watcher = asyncio.ensure_future(follow_read_only(store, cfg["read_only_path"]))
     config = GatewayConfig(credentials={cfg["access_key"]: cfg["secret_key"]},
                            region=cfg["region"], domain=cfg.get("domain"),
                            owner_socket=cfg.get("owner_socket"),
                            nbd_address=cfg.get("nbd_address", ""),
                            nbd_socket=cfg.get("nbd_socket"))
-    runner = web.AppRunner(Gateway(store, config).app(), access_log=None,
+    gateway = Gateway(store, config)
+    tasks = []
+    if cfg.get("read_only_path"):
+        tasks.append(asyncio.ensure_future(follow_read_only(lambda: gateway.store,
+                                                            cfg["read_only_path"])))
+    if live is not None:
+        tasks.append(asyncio.ensure_future(follow_worker_layout(
+            gateway, live, registry, cfg["cluster"]["layout_path"], cfg)))
+    runner = web.AppRunner(gateway.app(), access_log=None,
                            shutdown_timeout=cfg.get("shutdown_grace", 1.5), **PARSER_LIMITS)
     await runner.setup()
     sock = socket.socket(fileno=cfg["fd"])
@@ -81,25 +90,49 @@ async def run(cfg: dict) -> None:
     # close the disks so every commit thread is done before the exit.
     started = loop.time()
     await runner.cleanup()
-    if watcher is not None:
-        watcher.cancel()
-    await store.close()
+    for task in tasks:
+        task.cancel()
+    for s in (live.sets.values() if live is not None else [store]):
+        await s.close()
     if etcd is not None:
         await etcd.close()
     log.debug("worker stopped", extra={"fields": {"seconds": round(loop.time() - started, 3)}})
 
 
-async def follow_read_only(store: ObjectStore, path: str, interval: float = 0.25) -> None:
+async def follow_read_only(store: Callable[[], Any], path: str,
+                           interval: float = 0.25) -> None:
     """Follow the owner's read-only flag (a cluster node out of touch with etcd)."""
     while True:
         try:
             with open(path) as f:
-                store.read_only = f.read() or "read-only"
+                store().read_only = f.read() or "read-only"
         except FileNotFoundError:
-            store.read_only = None
+            store().read_only = None
         except OSError:
             pass
         await asyncio.sleep(interval)
+
+
+async def follow_worker_layout(gateway: Gateway, live: Any, registry: Any, path: str,
+                               cfg: dict) -> None:
+    """Serve the layout the owner writes as it changes (pools created, drained)."""
+    from .cluster_node import ClusterBucketNames, follow_layout, read_layout_file
+
+    async def apply(store: Any, opened: list, gone: list) -> None:
+        old = gateway.store
+        store.lifecycle_day_ns = cfg.get("lifecycle_day_ns", DAY_NS)
+        store.key_locks = KeyLocks(cfg["key_locks"])
+        store.bucket_names = ClusterBucketNames(registry, store)
+        store.read_only = old.read_only
+        store.on_event = old.on_event
+        for s in opened:
+            await s.start(settle=False, owner=False)
+        gateway.store = store
+        if gone:  # after the requests still using them
+            asyncio.get_running_loop().call_later(
+                30, lambda: [asyncio.ensure_future(s.close()) for s in gone])
+
+    await follow_layout(read_layout_file(path), live, apply, interval=1.0)
 
 
 def main() -> None:

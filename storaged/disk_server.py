@@ -237,6 +237,12 @@ class _Service:
     def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
         return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def add(self, disks: Sequence[Disk]) -> None:
+        """Serve more disks (a pool created while the node runs)."""
+        for disk in disks:
+            self.locks.setdefault(disk.format.disk_id, threading.Lock())
+            self.disks.setdefault(disk.format.disk_id, disk)
+
     def disk(self, request: web.Request) -> Disk:
         disk_id = request.match_info["disk"]
         disk = self.disks.get(disk_id)
@@ -624,6 +630,9 @@ def _abort_quietly(writer: Any) -> None:
         log.warning("aborting a shard writer failed: %s", exc)
 
 
+SERVICE = web.AppKey("disk_service", object)
+
+
 def disk_app(disks: Sequence[Disk], secret: bytes, node: str, *,
              writer_idle: float = WRITER_IDLE, threads: int = 32,
              skew: float = node_auth.SKEW) -> web.Application:
@@ -664,4 +673,5 @@ def disk_app(disks: Sequence[Disk], secret: bytes, node: str, *,
     app.router.add_get(f + "/size", service.file_size, allow_head=False)
     app.router.add_get(f + "/exists", service.has_file, allow_head=False)
     app.router.add_delete(f, service.remove_file)
+    app[SERVICE] = service
     return app

@@ -306,3 +306,61 @@ def test_a_pool_of_several_sets_spreads_objects_and_survives_a_node(cluster):
     assert listed == sorted([*bodies, "late"])
     for key, body in bodies.items():
         assert nodes[3].client().get_object(Bucket="wide", Key=key)["Body"].read() == body
+
+
+def test_a_pool_added_live_then_the_old_one_drained_keeps_every_object_readable(cluster):
+    etcd, nodes = cluster
+    wait_registered(nodes)
+    nodes[0].cli("cluster", "pool", "create", "--ec", "1+1", "--name", "old", "n1", "n2")
+    wait_for(lambda: all(health(n)[0] == 200 for n in nodes[:2]), "n1, n2 serving", nodes)
+    s3 = nodes[0].client()
+    s3.create_bucket(Bucket="move")
+    bodies = {f"k{i}": os.urandom(700 + i * 20_000) for i in range(12)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket="move", Key=key, Body=body)
+
+    # A second pool on the other nodes, while everything runs.
+    nodes[2].cli("cluster", "pool", "create", "--ec", "1+1", "--name", "new", "n3", "n4")
+    wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
+    wait_for(lambda: all(writable(n, "move") for n in nodes), "every node writing", nodes)
+    everything_probe = {f"probe-{n.endpoint[-5:]}" for n in nodes}
+    more = {f"m{i}": os.urandom(5000 + i) for i in range(6)}
+    for key, body in more.items():
+        nodes[3].client().put_object(Bucket="move", Key=key, Body=body)
+    everything = {**bodies, **more, **{k: b"probe" for k in everything_probe}}
+
+    def all_readable(node: Server) -> None:
+        client = node.client()
+        assert sorted(o["Key"] for o in client.list_objects_v2(Bucket="move")["Contents"]) \
+            == sorted(everything)
+        for key, body in everything.items():
+            assert client.get_object(Bucket="move", Key=key)["Body"].read() == body
+
+    for node in nodes:
+        all_readable(node)
+
+    nodes[1].cli("cluster", "pool", "drain", "old")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:   # readable throughout the drain
+        all_readable(nodes[2])
+        states = {p["name"]: p["state"] for p in status(nodes[0])["pools"]}
+        if states["old"] == "drained":
+            break
+        time.sleep(0.5)
+    assert states == {"old": "drained", "new": "active"}, states
+    time.sleep(3)  # every node takes the layout without the drained pool
+    for node in nodes:
+        all_readable(node)
+    # The drained pool's nodes can now be removed.
+    nodes[0].cli("cluster", "node", "remove", "n1")
+
+
+def writable(node: Server, bucket: str) -> bool:
+    """Whether a PUT through ``node`` succeeds now (a node just given a pool may
+    still be opening its disks)."""
+    try:
+        node.client(retries={"max_attempts": 1}).put_object(
+            Bucket=bucket, Key=f"probe-{node.endpoint[-5:]}", Body=b"probe")
+        return True
+    except Exception:
+        return False
