@@ -24,6 +24,7 @@ reused once both are done with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import time
@@ -296,7 +297,12 @@ class ShardStream:
         finally:
             lease.release(batch)
         for pos, exc in failed.items():
-            self.writers.pop(pos).abort()
+            # Several batches in flight can fail on the same disk: the first
+            # one retires its writer. Aborting may be a request to another node.
+            writer = self.writers.pop(pos, None)
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await self.store.run(writer.abort)
             self.failed[pos] = exc
         self._require(len(self.writers), list(self.failed.values()))
 

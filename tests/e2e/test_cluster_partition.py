@@ -410,11 +410,6 @@ def test_upload_in_flight_when_a_node_is_partitioned(cluster):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server misbehaviour: a PUT through n1 in flight when n2 is SIGKILLed answers 500 "
-    "InternalError instead of completing on the 3 disks left (write quorum 3): "
-    "storaged/writer.py ShardStream._retire does self.writers.pop(pos) for every failed "
-    "position, and the second pipelined batch that failed on n2's disk raises KeyError"))
 def test_upload_in_flight_when_a_node_is_sigkilled(cluster):
     c = cluster
     client(c, 0).create_bucket(Bucket=BUCKET)
