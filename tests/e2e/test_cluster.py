@@ -89,6 +89,13 @@ def cluster(tmp_path, request):
         etcd.stop()
 
 
+def wait_serving(serving: list[Server], nodes: list[Server] | None = None) -> None:
+    """Until every node of ``serving`` reports every disk online and none healing
+    (a new pool's disks are healed once before its first bucket can be decided)."""
+    wait_for(lambda: all(health(n)[1].get("status") == "ok" for n in serving),
+             "every node serving", nodes or serving)
+
+
 def wait_registered(nodes: list[Server]) -> None:
     wait_for(lambda: all(health(n)[0] == 503 for n in nodes), "the waiting fronts", nodes)
     wait_for(lambda: sum(n["alive"] for n in status(nodes[0])["nodes"]) == NODES,
@@ -115,7 +122,7 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster):
 
     nodes[0].cli("cluster", "pool", "create", "--ec", "3+1", "--name", "p1",
                  "n1", "n2", "n3", "n4")
-    wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
+    wait_serving(nodes)
     pools = status(nodes[2])["pools"]
     assert [(p["name"], p["k"], p["m"], len(p["sets"])) for p in pools] == [("p1", 3, 1, 1)]
     # One node runs the background jobs (heal passes, upload expiry, lifecycle).
@@ -197,7 +204,7 @@ def test_losing_etcd_quorum_makes_the_cluster_read_only_until_it_returns(cluster
     etcd, nodes = cluster
     wait_registered(nodes)
     nodes[0].cli("cluster", "pool", "create", "--ec", "3+1", "n1", "n2", "n3", "n4")
-    wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
+    wait_serving(nodes)
     s3 = nodes[1].client(retries={"max_attempts": 1, "mode": "standard"})
     s3.create_bucket(Bucket="quorum")
     s3.put_object(Bucket="quorum", Key="before", Body=b"written before")
@@ -243,7 +250,7 @@ def test_a_volume_moves_when_its_owner_dies_and_nothing_flushed_is_lost(cluster)
     etcd, nodes = cluster
     wait_registered(nodes)
     nodes[0].cli("cluster", "pool", "create", "--ec", "3+1", "n1", "n2", "n3", "n4")
-    wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
+    wait_serving(nodes)
     wait_for(lambda: status(nodes[0])["leader"] is not None, "a volume owner", nodes)
     owner = int(status(nodes[0])["leader"][1:]) - 1
     x, y, z = [n for i, n in enumerate(nodes) if i != owner]
@@ -284,7 +291,7 @@ def test_a_pool_of_several_sets_spreads_objects_and_survives_a_node(cluster):
     etcd, nodes = cluster
     wait_registered(nodes)
     nodes[0].cli("cluster", "pool", "create", "--ec", "2+2", "n1", "n2", "n3", "n4")
-    wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
+    wait_serving(nodes)
     pool = status(nodes[1])["pools"][0]
     assert len(pool["sets"]) == 2
     for s in pool["sets"]:  # each node holds one disk of each set: a node costs 1 shard
@@ -312,7 +319,7 @@ def test_a_pool_added_live_then_the_old_one_drained_keeps_every_object_readable(
     etcd, nodes = cluster
     wait_registered(nodes)
     nodes[0].cli("cluster", "pool", "create", "--ec", "1+1", "--name", "old", "n1", "n2")
-    wait_for(lambda: all(health(n)[0] == 200 for n in nodes[:2]), "n1, n2 serving", nodes)
+    wait_serving(nodes[:2], nodes)
     s3 = nodes[0].client()
     s3.create_bucket(Bucket="move")
     bodies = {f"k{i}": os.urandom(700 + i * 20_000) for i in range(12)}
@@ -321,7 +328,7 @@ def test_a_pool_added_live_then_the_old_one_drained_keeps_every_object_readable(
 
     # A second pool on the other nodes, while everything runs.
     nodes[2].cli("cluster", "pool", "create", "--ec", "1+1", "--name", "new", "n3", "n4")
-    wait_for(lambda: all(health(n)[0] == 200 for n in nodes), "every node serving", nodes)
+    wait_serving(nodes)
     wait_for(lambda: all(writable(n, "move") for n in nodes), "every node writing", nodes)
     everything_probe = {f"probe-{n.endpoint[-5:]}" for n in nodes}
     more = {f"m{i}": os.urandom(5000 + i) for i in range(6)}
