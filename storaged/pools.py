@@ -94,7 +94,6 @@ from .store import (
     VersionEntry,
     VersionPage,
     copy_through,
-    request_scope,
 )
 from .writer import Body, Condition, ObjectAttrs, check_condition
 
@@ -263,16 +262,6 @@ class PooledStore:
     def _first(self) -> ObjectStore:
         live = self.live_sets()
         return live[0] if live else self.sets[0]
-
-    def on(self, s: ObjectStore) -> ObjectStore:
-        """Set ``s`` to call. Inside an S3 request (:func:`request_scope`) a set
-        remembers bucket records and settings by bucket name alone: only the
-        deciding set shares the request's memory; every call to another set gets
-        one of its own, so no set ever answers with another set's disks."""
-        live = self.live_pools()
-        if live and s is live[0].sets[0]:
-            return s
-        return _Scoped(s)  # type: ignore[return-value]
 
     # what the gateway, admin API and metrics read -----------------------------------
 
@@ -457,7 +446,7 @@ class PooledStore:
                 if progress is not None:
                     progress(_merged(before, report))
 
-            report = await self.on(s).heal(deep=deep, progress=step if progress else None)
+            report = await s.heal(deep=deep, progress=step if progress else None)
             total = _merged(total, report)
         if progress is not None:
             progress(total)
@@ -474,24 +463,24 @@ class PooledStore:
         for s in self.live_sets():
             if s is deciding:
                 continue
-            held = {b.name for b in await self.on(s).list_buckets()}
+            held = {b.name for b in await s.list_buckets()}
             for bucket in buckets:
                 try:
                     if bucket.name not in held:
                         await self._ensure_bucket(s, bucket.name)
                         continue
                     want = await self.bucket_configs(bucket.name)
-                    have = await self.on(s).bucket_configs(bucket.name)
+                    have = await s.bucket_configs(bucket.name)
                     # Versioning before object lock: a set refuses the reverse.
                     for kind in sorted(set(want) | set(have), key=lambda k: k != "versioning"):
                         if want.get(kind) != have.get(kind):
-                            await self.on(s).set_bucket_config(bucket.name, kind, want.get(kind))
+                            await s.set_bucket_config(bucket.name, kind, want.get(kind))
                 except StorageError as exc:
                     errors.append(f"bucket {bucket.name}: {exc}")
         return errors
 
     async def expire_uploads(self) -> int:
-        return sum([await self.on(s).expire_uploads() for s in self.live_sets()])
+        return sum([await s.expire_uploads() for s in self.live_sets()])
 
     # buckets -----------------------------------------------------------------------
 
@@ -500,7 +489,7 @@ class PooledStore:
         error: BaseException | None = None
         for s in self.live_sets():
             try:
-                return await getattr(self.on(s), method)(*args)
+                return await getattr(s, method)(*args)
             except ReadQuorumError as exc:
                 error = error or exc
         raise error or NoActivePool("every pool is drained")
@@ -541,7 +530,7 @@ class PooledStore:
     async def _set_config_on(self, s: ObjectStore, name: str, kind: str,
                              value: bytes | None) -> None:
         try:
-            await self.on(s).set_bucket_config(name, kind, value)
+            await s.set_bucket_config(name, kind, value)
         except NoSuchBucket:
             await self._ensure_bucket(s, name)  # created with the settings just written
 
@@ -554,7 +543,7 @@ class PooledStore:
         deciding = self._deciding()
         info = await deciding.make_bucket(name, settings)
         others = [s for s in self.live_sets() if s is not deciding]
-        outcomes = await asyncio.gather(*(self.on(s).make_bucket(name, settings) for s in others),
+        outcomes = await asyncio.gather(*(s.make_bucket(name, settings) for s in others),
                                         return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, BucketExists):
@@ -567,7 +556,7 @@ class PooledStore:
         await self.require_bucket(name)
         configs = await self.bucket_configs(name)
         try:
-            await self.on(s).make_bucket(name, configs)
+            await s.make_bucket(name, configs)
         except BucketExists:
             pass
 
@@ -579,7 +568,7 @@ class PooledStore:
         self._assign_names()
         await self.require_bucket(name)
         sets = self.live_sets()
-        pages = await asyncio.gather(*(self.on(s).list_versions(name, max_keys=1) for s in sets),
+        pages = await asyncio.gather(*(s.list_versions(name, max_keys=1) for s in sets),
                                      return_exceptions=True)
         for page in pages:
             if isinstance(page, NoSuchBucket):
@@ -593,7 +582,7 @@ class PooledStore:
             if s is deciding:
                 continue
             try:
-                await self.on(s).delete_bucket(name)
+                await s.delete_bucket(name)
             except NoSuchBucket:
                 pass
         await deciding.delete_bucket(name)
@@ -663,7 +652,7 @@ class PooledStore:
         """As :meth:`ObjectStore.head_object`, over every pool."""
         single = self._single()
         if single is not None:
-            return await self.on(self.key_set(single, bucket, key)).head_object(bucket, key,
+            return await self.key_set(single, bucket, key).head_object(bucket, key,
                                                                            version_id)
         found = await self._newest(bucket, key, version_id)
         if found is None:
@@ -767,7 +756,7 @@ class PooledStore:
             # The set written to cannot see the newest version, in another pool.
             check_condition(newest.res, bucket, key, condition)
             condition = None
-        return await self._on_set(s, bucket, lambda: self.on(s).put_object(
+        return await self._on_set(s, bucket, lambda: s.put_object(
             bucket, key, body, size=size, attrs=attrs, content_md5=content_md5, hashers=hashers,
             finalize=finalize, condition=condition))
 
@@ -786,7 +775,7 @@ class PooledStore:
         self.check_writable()
         single = self._single()
         if single is not None:
-            return await self.on(self.key_set(single, bucket, key)).delete_object(
+            return await self.key_set(single, bucket, key).delete_object(
                 bucket, key, version_id, bypass_governance=bypass_governance, expect=expect)
         if version_id is not None:
             return await self._delete_version(bucket, key, version_id, bypass_governance, expect)
@@ -794,7 +783,7 @@ class PooledStore:
             s, newest = await self._write_target(bucket, key)
             if expect is not None and (newest is None or newest.res.info.order != expect):
                 return DeleteResult(None, False)
-            return await self._on_set(s, bucket, lambda: self.on(s).delete_object(
+            return await self._on_set(s, bucket, lambda: s.delete_object(
                 bucket, key, bypass_governance=bypass_governance))
         found = sorted(await self._locate(bucket, key), key=lambda f: f.rank, reverse=True)
         if not found:
@@ -802,7 +791,7 @@ class PooledStore:
             return DeleteResult(None, False)
         if expect is not None and found[0].res.info.order != expect:
             return DeleteResult(None, False)
-        results = [await self.on(f.store).delete_object(bucket, key, bypass_governance=bypass_governance,
+        results = [await f.store.delete_object(bucket, key, bypass_governance=bypass_governance,
                                                expect=f.res.info.order) for f in found]
         return results[0]
 
@@ -819,7 +808,7 @@ class PooledStore:
             if not found:
                 break
             for f in found:
-                result = await self.on(f.store).delete_object(bucket, key, version_id,
+                result = await f.store.delete_object(bucket, key, version_id,
                                                      bypass_governance=bypass_governance,
                                                      expect=expect)
         if result is None:
@@ -839,7 +828,7 @@ class PooledStore:
                                   "bypass_governance": bypass_governance}
         single = self._single()
         if single is not None:
-            return await self.on(self.key_set(single, bucket, key)).update_object(
+            return await self.key_set(single, bucket, key).update_object(
                 bucket, key, version_id, **kwargs)
         for _ in range(3):
             newest = await self._newest(bucket, key, version_id)
@@ -852,7 +841,7 @@ class PooledStore:
             done: ObjectInfo | None = None
             for f in holders:
                 try:
-                    info = await self.on(f.store).update_object(bucket, key, exact, **kwargs)
+                    info = await f.store.update_object(bucket, key, exact, **kwargs)
                 except (NoSuchKey, NoSuchVersion):
                     continue  # moved away meanwhile
                 done = done or info
@@ -870,11 +859,11 @@ class PooledStore:
         once, and a key in two pools (a drain moving it) shows its newest version."""
         sets = self.live_sets()
         if len(sets) == 1:
-            return await self.on(sets[0]).list_objects(bucket, prefix, delimiter, after, max_keys)
+            return await sets[0].list_objects(bucket, prefix, delimiter, after, max_keys)
         await self.require_bucket(bucket)
         if max_keys <= 0:
             return ListPage([], [], False, "")
-        cursors = [_ObjectCursor(self.on(s), pool, bucket, prefix, delimiter, after, max_keys)
+        cursors = [_ObjectCursor(s, pool, bucket, prefix, delimiter, after, max_keys)
                    for pool in self.live_pools() for s in pool.sets]
         objects: list[ObjectInfo] = []
         prefixes: list[str] = []
@@ -921,7 +910,7 @@ class PooledStore:
         the first version of a key across all pools is the latest."""
         sets = self.live_sets()
         if len(sets) == 1:
-            return await self.on(sets[0]).list_versions(bucket, prefix, delimiter, key_marker,
+            return await sets[0].list_versions(bucket, prefix, delimiter, key_marker,
                                                version_marker, max_keys)
         await self.require_bucket(bucket)
         if max_keys <= 0:
@@ -933,7 +922,7 @@ class PooledStore:
             null = await self._newest(bucket, key_marker, "null")
             if null is not None:
                 marker = relocate.exact_version_id(null.res.info)
-        cursors = [_VersionCursor(self.on(s), pool, bucket, prefix, delimiter, key_marker, marker, max_keys)
+        cursors = [_VersionCursor(s, pool, bucket, prefix, delimiter, key_marker, marker, max_keys)
                    for pool in self.live_pools() for s in pool.sets]
         entries: list[VersionEntry] = []
         prefixes: list[str] = []
@@ -978,7 +967,7 @@ class PooledStore:
         """Start a multipart upload in the key's pool (where a put would go)."""
         self.check_writable()
         s, _ = await self._write_target(bucket, key)
-        upload = await self._on_set(s, bucket, lambda: self.on(s).create_upload(
+        upload = await self._on_set(s, bucket, lambda: s.create_upload(
             bucket, key, attrs, checksum_algorithm, checksum_type))
         self._note_upload(upload.upload_id, s)
         return upload
@@ -998,7 +987,7 @@ class PooledStore:
         sets = [self.key_set(p, bucket, key) for p in pools]
         if len(sets) == 1:
             return sets[0]
-        answers = await asyncio.gather(*(self.on(s).get_upload(bucket, key, upload_id) for s in sets),
+        answers = await asyncio.gather(*(s.get_upload(bucket, key, upload_id) for s in sets),
                                        return_exceptions=True)
         error: BaseException | None = None
         for s, answer in zip(sets, answers):
@@ -1016,12 +1005,12 @@ class PooledStore:
                          *args: Any, **kwargs: Any) -> Any:
         s = await self._upload_set(bucket, key, upload_id)
         try:
-            return await getattr(self.on(s), method)(bucket, key, upload_id, *args, **kwargs)
+            return await getattr(s, method)(bucket, key, upload_id, *args, **kwargs)
         except NoSuchUpload:
             if self._uploads.pop(upload_id, None) is None:
                 raise
         s = await self._upload_set(bucket, key, upload_id)  # the cache was stale
-        return await getattr(self.on(s), method)(bucket, key, upload_id, *args, **kwargs)
+        return await getattr(s, method)(bucket, key, upload_id, *args, **kwargs)
 
     async def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
         return await self._on_upload(bucket, key, upload_id, "get_upload")
@@ -1057,9 +1046,9 @@ class PooledStore:
                   "upload_id_marker": upload_id_marker, "max_uploads": max_uploads}
         sets = self.live_sets()
         if len(sets) == 1:
-            return await self.on(sets[0]).list_uploads(bucket, **kwargs)
+            return await sets[0].list_uploads(bucket, **kwargs)
         await self.require_bucket(bucket)
-        pages = await asyncio.gather(*(self.on(s).list_uploads(bucket, **kwargs) for s in sets),
+        pages = await asyncio.gather(*(s.list_uploads(bucket, **kwargs) for s in sets),
                                      return_exceptions=True)
         items: dict[tuple[str, str], UploadInfo | None] = {}
         truncated = False
@@ -1117,7 +1106,7 @@ class PooledStore:
         failures: dict[tuple[str, str, str], str] = {}
         buckets: set[str] = set()
         for s in pool.sets:
-            names = sorted(b.name for b in await self.on(s).list_buckets())
+            names = sorted(b.name for b in await s.list_buckets())
             buckets.update(names)
             for bucket in names:
                 await self._drain_bucket(pool, s, bucket, report, failures, progress)
@@ -1126,13 +1115,13 @@ class PooledStore:
         for s in pool.sets:
             for bucket in sorted(buckets):
                 try:
-                    page = await self.on(s).list_uploads(bucket, max_uploads=1 << 30)
-                    remaining += len((await self.on(s).list_versions(bucket, max_keys=1)).entries)
+                    page = await s.list_uploads(bucket, max_uploads=1 << 30)
+                    remaining += len((await s.list_versions(bucket, max_keys=1)).entries)
                 except NoSuchBucket:
                     continue
                 for upload in page.uploads:
                     if abort_uploads:
-                        await self.on(s).abort_upload(bucket, upload.key, upload.upload_id)
+                        await s.abort_upload(bucket, upload.key, upload.upload_id)
                         report.uploads_aborted += 1
                     else:
                         report.uploads_left += 1
@@ -1165,7 +1154,7 @@ class PooledStore:
             key_marker = version_marker = ""
             while True:
                 try:
-                    page = await self.on(s).list_versions(bucket, key_marker=key_marker,
+                    page = await s.list_versions(bucket, key_marker=key_marker,
                                                  version_marker=version_marker,
                                                  max_keys=DRAIN_PAGE)
                 except NoSuchBucket:
@@ -1200,7 +1189,7 @@ class PooledStore:
                 key_marker, version_marker = page.next_key_marker, page.next_version_marker
             if not moved:
                 return
-            if not (await self.on(s).list_versions(bucket, max_keys=1)).entries:
+            if not (await s.list_versions(bucket, max_keys=1)).entries:
                 return
 
     async def _move(self, pool: StorePool, src: ObjectStore, listed: ObjectInfo) -> str:
@@ -1216,7 +1205,7 @@ class PooledStore:
             dst = home.store if home is not None else \
                 self.key_set(await self.emptiest_pool(), bucket, key)
             try:
-                await self.on(dst).require_bucket(bucket)
+                await dst.require_bucket(bucket)
             except NoSuchBucket:
                 await self._ensure_bucket(dst, bucket)
             outcome = await relocate.copy_version(src, dst, info)
@@ -1239,24 +1228,6 @@ class PooledStore:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return purge
-
-
-class _Scoped:
-    """An erasure set whose every coroutine method runs in a request memory of its
-    own (see :meth:`PooledStore.on`)."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if not inspect.iscoroutinefunction(attr):
-            return attr
-
-        async def scoped(*args: Any, **kwargs: Any) -> Any:
-            with request_scope():
-                return await attr(*args, **kwargs)
-        return scoped
 
 
 # listing cursors -------------------------------------------------------------------
