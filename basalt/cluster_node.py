@@ -32,7 +32,7 @@ import blockd.volmeta  # noqa: F401  (registers the volume ops the disk server d
 from cluster import Election, Etcd, Lease, Node, NodeDisk, Pool, Registry
 from storaged.disk import Disk, LocalDisk
 from storaged.disk_server import disk_app
-from storaged.format import DiskFormat, member_slot
+from storaged.format import NOT_FORMATTED, DiskFormat, Slot, member_slot, needs_healing, read_format
 from storaged.layout import aligned_block_size
 from storaged.remote_disk import RemoteDisk
 from storaged.store import BLOCK_SIZE, ObjectStore
@@ -155,20 +155,13 @@ class LiveLayout:
         return self.store, opened, gone
 
 
-def open_layout(layout: list[dict[str, Any]], me: str, secret: bytes, *, sync: bool = True,
-                owner: bool = True) -> Any:
-    """The store over ``layout`` (see cluster_layout): an ObjectStore for a
-    single set, else a PooledStore of every pool's sets."""
-    return LiveLayout(me, secret, sync=sync, owner=owner).build(layout)[0]
-
-
 def store_sets(store: Any) -> list[ObjectStore]:
     """The erasure sets (ObjectStores) behind a store, in layout order."""
     return list(getattr(store, "sets", None) or [store])
 
 
-def _worker_slot(root: str, fmt: DiskFormat) -> Any:
-    from storaged.format import NOT_FORMATTED, Slot, needs_healing, read_format
+def _worker_slot(root: str, fmt: DiskFormat) -> Slot:
+    """A worker's slot of its own disk: the owner formats it (offline until then)."""
     current = read_format(root)
     if current is None or not current.same_set(fmt):
         return Slot(root, fmt, fresh=False, offline=NOT_FORMATTED)
