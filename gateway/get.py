@@ -92,7 +92,8 @@ def _part_range(info: ObjectInfo, ctx: Context) -> tuple[int, int] | None:
 
 
 async def _resolve(ctx: Context) -> tuple[ObjectInfo, dict[str, str], int, int, int]:
-    info = await ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
+    info = await ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx),
+                                       body=ctx.request.method == "GET")
     conditions.check(ctx.headers, info)
     headers = object_headers(info, ctx)
     headers.update(await version_headers(ctx, info))

@@ -45,7 +45,8 @@ from .locks import InUse, Locks, lock_server
 from .meta import ObjectInfo, PartInfo
 from .multipart import PartRecord, UploadInfo, UploadPage, multipart_etag
 from .reader import ObjectReader
-from .store import BLOCK_SIZE, INLINE_LIMIT, BucketInfo, ObjectStore, default_ec, request_scope
+from .request_memo import request_scope
+from .store import BLOCK_SIZE, INLINE_LIMIT, BucketInfo, ObjectStore, default_ec
 from .writer import Condition, ObjectAttrs
 
 __all__ = [

@@ -72,14 +72,14 @@ class ShardWriter(abc.ABC):
 READS = frozenset({
     "get_object", "get_inline", "version_inline", "get_version", "key_versions",
     "scan_versions", "bucket_config", "scan", "get", "range", "buckets", "get_bucket",
-    "pending", "entries", "stored", "bucket_state"})
+    "pending", "entries", "stored", "bucket_state", "object_view"})
 # The queries that are one B-tree lookup in a memory-mapped LMDB: on a local
 # disk they answer in microseconds, less than a thread hop costs (a hop took
 # 4 KiB GETs from 1,299 to 903 ops/s in benchmarks/s3_bench.py), so they run on
 # the caller's thread. Scans, and every query to a remote disk, go off the loop.
 POINT_READS = frozenset({
     "get_object", "get_inline", "version_inline", "get_version", "get_bucket",
-    "bucket_config", "bucket_state", "get"})
+    "bucket_config", "bucket_state", "object_view", "get"})
 
 
 class Disk(abc.ABC):
@@ -177,6 +177,16 @@ class Disk(abc.ABC):
     def bucket_state(self, name: str) -> tuple[bytes | None, dict[str, tuple[int, bytes | None]]]:
         """A bucket's record and settings in one query (a request needs both)."""
         return self.get_bucket(name), self.bucket_config(name)
+
+    def object_view(self, bucket: str, key: str, with_bucket: bool, with_inline: bool
+                    ) -> tuple[Any, bytes | None, bytes | None]:
+        """What reading a key's latest version asks of a disk, in one query (one
+        round trip to a remote disk instead of three): the bucket's state
+        (:meth:`bucket_state`, when ``with_bucket``), the key's record and, when
+        ``with_inline``, the inline shard stored beside it."""
+        return (self.bucket_state(bucket) if with_bucket else None,
+                self.get_object(bucket, key),
+                self.get_inline(bucket, key) if with_inline else None)
 
     @abc.abstractmethod
     def pending(self) -> list[tuple[str, str, str, list[int], str]]:

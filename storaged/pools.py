@@ -647,13 +647,13 @@ class PooledStore:
     async def resolve_version(self, bucket: str, key: str, version_id: str) -> Resolved | None:
         return await self.resolve_any(bucket, key, version_id)
 
-    async def head_object(self, bucket: str, key: str, version_id: str | None = None
-                          ) -> ObjectInfo:
+    async def head_object(self, bucket: str, key: str, version_id: str | None = None, *,
+                          body: bool = False) -> ObjectInfo:
         """As :meth:`ObjectStore.head_object`, over every pool."""
         single = self._single()
         if single is not None:
-            return await self.key_set(single, bucket, key).head_object(bucket, key,
-                                                                           version_id)
+            return await self.key_set(single, bucket, key).head_object(
+                bucket, key, version_id, body=body)
         found = await self._newest(bucket, key, version_id)
         if found is None:
             await self.require_bucket(bucket)

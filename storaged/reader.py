@@ -18,6 +18,7 @@ from .buffers import Batch, Lease
 from .errors import ReadQuorumError
 from .layout import HASH_LEN, checksum
 from .meta import ObjectInfo
+from .request_memo import take_inline
 from .stripes import CORRUPT, MISSING, Damage, read_batch
 
 if TYPE_CHECKING:
@@ -140,9 +141,15 @@ async def read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
     damage = Damage()
     vid = info.version_id.encode()
     found = 0
-    blobs = {disk.position: blob for disk, blob in await store.set.ask(
-        "version_inline", info.bucket, info.key, info.mtime_ns, info.version_id,
-        positions=[p for p in info.dist if store.disks[p].online])}
+    # What the request's resolve brought along, where it is this version's;
+    # the rest (a newer write in between, a damaged disk) is asked for.
+    blobs = {p: b for p, b in take_inline(store, info.bucket, info.key).items()
+             if b.startswith(vid)}
+    missing = [p for p in info.dist if store.disks[p].online and p not in blobs]
+    if missing:
+        blobs.update((disk.position, blob) for disk, blob in await store.set.ask(
+            "version_inline", info.bucket, info.key, info.mtime_ns, info.version_id,
+            positions=missing))
     for index in range(n):
         if found == k:
             break

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import contextvars
 import dataclasses
 import functools
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import msgpack
@@ -58,6 +57,7 @@ from .metadb import (
 )
 from .quorum import Resolved, resolve
 from .reader import ObjectReader, inline_blob
+from .request_memo import inline_key, request_memo
 from .stripes import CORRUPT, Damage
 from .writer import Body, Condition, Finalize, ObjectAttrs, commit_version, put_object
 
@@ -143,26 +143,12 @@ class HealQueue:
 # Within one S3 request the bucket's record and settings are read from the disks
 # once (a PUT consults them for the bucket check, versioning, object lock,
 # lifecycle headers): see request_scope. A store change to them clears it.
-_request_memo: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
-    "basalt_request_memo", default=None)
-
-
-@contextlib.contextmanager
-def request_scope() -> Iterator[None]:
-    """Remember bucket records and settings for the rest of this request (task)."""
-    token = _request_memo.set({})
-    try:
-        yield
-    finally:
-        _request_memo.reset(token)
-
-
 def _changes_buckets(method: Callable) -> Callable:
     """A store method changing bucket records or settings: the request's
     memory of them is dropped before and after it."""
     @functools.wraps(method)
     async def changing(*args: Any, **kwargs: Any) -> Any:
-        memo = _request_memo.get()
+        memo = request_memo()
         if memo is not None:
             memo.clear()
         try:
@@ -336,7 +322,7 @@ class ObjectStore:
 
     async def _bucket_state(self, name: str) -> list[tuple[Disk, tuple[bytes | None, dict]]]:
         """Every disk's record and settings of a bucket, asked once per request."""
-        memo = _request_memo.get()
+        memo = request_memo()
         key = (id(self), name)  # one request may use several stores (sets)
         if memo is not None and key in memo:
             return memo[key]
@@ -479,10 +465,32 @@ class ObjectStore:
         """
         return await self.set.vote("get_object", bucket, key)
 
-    async def resolve(self, bucket: str, key: str) -> Resolved | None:
-        records = await self.records(bucket, key)
+    async def resolve(self, bucket: str, key: str, *, body: bool = False) -> Resolved | None:
+        """The latest version of a key, resolved by quorum. ``body``: the caller
+        reads the object next, so the inline shards of a small one come along
+        (kept for :func:`~storaged.reader.read_inline` in the request's scope)."""
+        records = await self._latest_records(bucket, key, body)
         return resolve(bucket, key, records, self.k, self.write_quorum,
                        offline=self.n - len(records))
+
+    async def _latest_records(self, bucket: str, key: str, body: bool) -> dict[int, bytes | None]:
+        """:meth:`records`, asked in one query per disk together with what the
+        request reads next: the bucket's state (unless the request has it) and,
+        for ``body``, the inline shards. Each is a round trip to a remote disk."""
+        memo = request_memo()
+        if memo is None:
+            return await self.records(bucket, key)
+        state_key = (id(self), bucket)
+        with_bucket = state_key not in memo
+        answers = await self.set.ask("object_view", bucket, key, with_bucket, body)
+        if with_bucket:
+            memo[state_key] = [(disk, state) for disk, (state, _, _) in answers]
+        if body:
+            memo[inline_key(self, bucket, key)] = {
+                disk.position: inline for disk, (_, _, inline) in answers if inline}
+        # as ErasureSet.vote: a healing disk's silence is no evidence of absence
+        return {disk.position: record or None for disk, (_, record, _) in answers
+                if record or not disk.healing}
 
     async def resolve_version(self, bucket: str, key: str, version_id: str) -> Resolved | None:
         """A version by its client id ("null" included), resolved by quorum.
@@ -497,21 +505,22 @@ class ObjectStore:
         return resolve(bucket, key, records, self.k, self.write_quorum,
                        offline=self.n - len(records))
 
-    async def resolve_any(self, bucket: str, key: str, version_id: str | None
-                          ) -> Resolved | None:
+    async def resolve_any(self, bucket: str, key: str, version_id: str | None, *,
+                          body: bool = False) -> Resolved | None:
         """The latest version (``version_id`` None) or the one named."""
         if version_id is None:
-            return await self.resolve(bucket, key)
+            return await self.resolve(bucket, key, body=body)
         return await self.resolve_version(bucket, key, version_id)
 
-    async def head_object(self, bucket: str, key: str, version_id: str | None = None
-                          ) -> ObjectInfo:
-        """The info of the current version (or of ``version_id``).
+    async def head_object(self, bucket: str, key: str, version_id: str | None = None, *,
+                          body: bool = False) -> ObjectInfo:
+        """The info of the current version (or of ``version_id``); ``body``: the
+        object is read next (see :meth:`resolve`).
 
         Raises NoSuchKey / NoSuchVersion / NoSuchBucket when absent, and
         DeleteMarker when the version is a delete marker.
         """
-        res = await self.resolve_any(bucket, key, version_id)
+        res = await self.resolve_any(bucket, key, version_id, body=body)
         if res is None:
             await self.require_bucket(bucket)
             if version_id is None:

@@ -337,3 +337,45 @@ async def test_a_request_scope_reads_bucket_records_and_settings_once(open_store
     await store.versioning("b")
     await store.versioning("b")
     assert asked == ["bucket_state"] * 2          # outside a request: read every time
+
+
+async def test_a_small_get_asks_each_disk_one_query(open_store):
+    """A GET of a small object in a request scope asks each disk once for the
+    record, the bucket's state and the inline shard (a round trip per remote disk)."""
+    from storaged import request_scope
+    store = await open_store()
+    await store.make_bucket("b")
+    body = b"small object " * 100
+    await store.put_object("b", "k", chunks(body))
+    asked = []
+    real_ask = store.set.ask
+
+    async def counting_ask(query, *args, **kwargs):
+        asked.append(query)
+        return await real_ask(query, *args, **kwargs)
+    store.set.ask = counting_ask
+    with request_scope():
+        info = await store.head_object("b", "k", body=True)
+        await store.versioning("b")
+        assert await (await store.get_object("b", "k", info=info)).read() == body
+    assert asked == ["object_view"]
+    asked.clear()
+    with request_scope():   # a HEAD does not fetch the shards; a GET after it asks for them
+        info = await store.head_object("b", "k")
+        assert await (await store.get_object("b", "k", info=info)).read() == body
+    assert asked == ["object_view", "version_inline"]
+
+
+async def test_a_small_get_reads_the_disks_the_resolve_did_not_bring(open_store):
+    """A disk that missed the latest write gives no inline shard to the resolve:
+    the reader asks the others again and the object reads whole."""
+    from storaged import request_scope
+    store = await open_store()
+    await store.make_bucket("b")
+    await store.put_object("b", "k", chunks(b"old" * 500))
+    store.disks[0].online = False            # misses the overwrite
+    await store.put_object("b", "k", chunks(b"new" * 500))
+    store.disks[0].online = True
+    with request_scope():
+        info = await store.head_object("b", "k", body=True)
+        assert await (await store.get_object("b", "k", info=info)).read() == b"new" * 500
