@@ -11,6 +11,11 @@ slot of its set and is healed there.
 
 The layout is followed as it changes (LiveLayout, follow_layout): one set is
 an ObjectStore, several sets or pools a storaged.pools.PooledStore.
+
+The node RPC may run over TLS (NodeTLS, ``basalt serve --node-tls-cert/-key
+[--node-tls-ca]``): the node then serves HTTPS only on ``--advertise`` and
+registers ``https://HOST:PORT`` as its address, so its peers reach it over TLS;
+with a CA, peers' certificates are checked against it both ways (mutual TLS).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,11 +54,47 @@ class ClusterError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
+class NodeTLS:
+    """TLS for the node RPC: this node's certificate and key (served on the
+    advertise address, presented to its peers) and the CA that signs the nodes'
+    certificates (None: the system's CAs verify peers, no client certificate is
+    required). Paths, so they cross to the S3 workers as plain data."""
+
+    cert: str
+    key: str
+    ca: str | None = None
+
+    def server_context(self) -> ssl.SSLContext:
+        """HTTPS on the advertise address; with a CA, only clients it signed."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert, self.key)
+        if self.ca:
+            ctx.load_verify_locations(cafile=self.ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """Peers' certificates verified (against the CA, else the system's) for
+        the host they advertise; this node's own certificate presented."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+    def as_dict(self) -> dict[str, str | None]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> NodeTLS | None:
+        return None if not data else cls(data["cert"], data["key"], data.get("ca"))
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterOptions:
     url: str                      # etcd://H:P[,H:P...]
     node: str                     # this node's name
     advertise: tuple[str, int]    # where the other nodes reach its disks
     zone: str = ""
+    tls: NodeTLS | None = None    # the node RPC over TLS
 
 
 def disk_id(node: str, root: str) -> str:
@@ -88,16 +130,64 @@ def set_members(pool: Pool, index: int, nodes: dict[str, Node], me: str,
             node = nodes.get(ref.node)
             if node is None:
                 raise ClusterError(f"pool {pool.name} uses node {ref.node}, which is unknown")
-            host, _, port = node.advertise.rpartition(":")
-            member["url"] = f"http://{host}:{port}"
+            member["url"] = node_url(node.advertise)
         members.append(member)
     return members
 
 
+def advertise_address(host: str, port: int, tls: bool) -> str:
+    """The address a node registers: ``HOST:PORT``, ``https://HOST:PORT`` with TLS."""
+    hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"https://{hostport}" if tls else hostport
+
+
+def node_url(advertise: str) -> str:
+    """The node RPC's base URL of a registered address (see advertise_address)."""
+    if "://" in advertise:
+        return advertise
+    host, _, port = advertise.rpartition(":")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def tls_mismatch(node: str, url: str, client_ssl: ssl.SSLContext | None) -> str | None:
+    """Why peer ``node`` at ``url`` cannot be reached with this node's TLS
+    settings (None: it can): both sides run the node RPC over TLS, or neither."""
+    https = url.startswith("https://")
+    if https and client_ssl is None:
+        return (f"node {node} serves its disks over TLS ({url}) but this node has no "
+                "node-RPC TLS configured (--node-tls-cert, --node-tls-key, --node-tls-ca)")
+    if not https and client_ssl is not None:
+        return (f"node {node} serves its disks without TLS ({url}) but this node "
+                "requires TLS for the node RPC (--node-tls-cert)")
+    return None
+
+
+class UnreachableDisk(RemoteDisk):
+    """A peer's disk this node cannot talk to as configured (TLS on one side
+    only): offline for good, with the reason; no request is ever sent."""
+
+    def __init__(self, *args: Any, why: str, **kw: Any) -> None:
+        super().__init__(*args, online=False, **kw)
+        self.why = self.reason = why
+
+    def check(self) -> bool:
+        return False
+
+    def status(self) -> tuple[str, str | None]:
+        return "offline", self.why
+
+    def reattach(self, owner: bool) -> str | None:
+        self.reason = self.why
+        return self.why
+
+
 def open_members(members: Sequence[dict[str, Any]], me: str, secret: bytes, *,
-                 sync: bool = True, owner: bool = True) -> list[Disk]:
+                 sync: bool = True, owner: bool = True,
+                 client_ssl: ssl.SSLContext | None = None) -> list[Disk]:
     """The set's disks: LocalDisks (formatted by the ``owner`` process when new
-    or wiped) and RemoteDisks, in position order."""
+    or wiped) and RemoteDisks (over TLS with ``client_ssl``), in position order."""
     disks: list[Disk] = []
     for pos, member in enumerate(members):
         fmt = DiskFormat.from_json(member["format"])
@@ -110,8 +200,15 @@ def open_members(members: Sequence[dict[str, Any]], me: str, secret: bytes, *,
                     disk.clean_tmp()
             disks.append(disk)
         else:
+            why = tls_mismatch(member["node"], member["url"], client_ssl)
+            if why is not None:
+                log.error("peer disk unreachable", extra={"fields": {
+                    "node": member["node"], "disk": member["disk_id"], "reason": why}})
+                disks.append(UnreachableDisk(member["url"], member["disk_id"], pos, fmt, secret,
+                                             member["node"], caller=me, why=why))
+                continue
             disks.append(RemoteDisk(member["url"], member["disk_id"], pos, fmt, secret,
-                                    member["node"], caller=me))
+                                    member["node"], caller=me, ssl=client_ssl))
     return disks
 
 
@@ -121,8 +218,11 @@ class LiveLayout:
     (a disk's LMDB is opened once per process), new ones are opened."""
 
     def __init__(self, me: str, secret: bytes, *, sync: bool = True, owner: bool = True,
-                 on_drained: Callable[[str], Any] | None = None) -> None:
+                 on_drained: Callable[[str], Any] | None = None,
+                 tls: NodeTLS | None = None) -> None:
         self.me, self.secret, self.sync, self.owner = me, secret, sync, owner
+        # One client context per process, shared by every RemoteDisk.
+        self.client_ssl = tls.client_context() if tls is not None else None
         self.on_drained = on_drained
         self.layout: list[dict[str, Any]] | None = None
         self.sets: dict[str, ObjectStore] = {}  # deployment id → store
@@ -141,7 +241,8 @@ class LiveLayout:
                 dep = DiskFormat.from_json(members[0]["format"]).deployment_id
                 if dep not in self.sets:
                     self.sets[dep] = ObjectStore(open_members(
-                        members, self.me, self.secret, sync=self.sync, owner=self.owner))
+                        members, self.me, self.secret, sync=self.sync, owner=self.owner,
+                        client_ssl=self.client_ssl))
                     opened.append(self.sets[dep])
                 sets[dep] = self.sets[dep]
                 stores.append(sets[dep])
@@ -222,7 +323,8 @@ class ClusterNode:
         host, port = self.opts.advertise
         disks = tuple(NodeDisk(self.opts.node, did, root, _size(root))
                       for did, root in sorted(self.roots.items()))
-        return Node(self.opts.node, f"{host}:{port}", self.opts.zone, disks)
+        return Node(self.opts.node, advertise_address(host, port, self.opts.tls is not None),
+                    self.opts.zone, disks)
 
     async def join(self) -> None:
         """Register this node (and keep it registered while it runs)."""
@@ -231,7 +333,8 @@ class ClusterNode:
         await self.registry.register_node(self.record(), self.lease.id)
         self._keeper = asyncio.ensure_future(self._stay_registered())
         log.info("joined the cluster", extra={"fields": {
-            "node": self.opts.node, "advertise": "{}:{}".format(*self.opts.advertise),
+            "node": self.opts.node,
+            "advertise": advertise_address(*self.opts.advertise, self.opts.tls is not None),
             "zone": self.opts.zone, "disks": len(self.roots)}})
 
     async def _stay_registered(self) -> None:
@@ -263,7 +366,9 @@ class ClusterNode:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         host, port = self.opts.advertise
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        tls = self.opts.tls.server_context() if self.opts.tls is not None else None
+        await web.TCPSite(self._runner, host, port, reuse_address=True,
+                          ssl_context=tls).start()
 
     async def current_layout(self) -> list[dict[str, Any]]:
         """The layout of the pools that are not drained (see cluster_layout)."""

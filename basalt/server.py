@@ -226,7 +226,8 @@ async def serve(opts: ServeOptions) -> None:
             await node.close()
             return
         live = LiveLayout(opts.cluster.node, node.secret, sync=opts.sync,
-                          on_drained=lambda pool: node.registry.set_pool_state(pool, "drained"))
+                          on_drained=lambda pool: node.registry.set_pool_state(pool, "drained"),
+                          tls=opts.cluster.tls)
         store = live.build(members)[0]
     else:
         store = ObjectStore.open(disks, ec=opts.ec, sync=opts.sync,
@@ -315,7 +316,8 @@ async def serve(opts: ServeOptions) -> None:
                     "cluster": None if node is None else {"node": node.opts.node,
                                                           "members": members,
                                                           "layout_path": layout_path,
-                                                          "etcd": node.opts.url},
+                                                          "etcd": node.opts.url,
+                                                          "tls": node_tls_settings(node)},
                     "read_only_path": None if node is None else read_only_path(data_dir),
                     "lifecycle_day_ns": opts.lifecycle_day_ns, "key_locks": key_locks,
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}
@@ -407,6 +409,13 @@ async def join_cluster(opts: ServeOptions, disks: list[str], creds: Any, stop: a
         waiting.cancel()
         return node, None
     return node, waiting.result()
+
+
+def node_tls_settings(node: Any) -> dict | None:
+    """The node RPC's TLS files for the S3 workers (paths: each worker makes its
+    own client context from them, see basalt.cluster_node.NodeTLS)."""
+    tls = node.opts.tls
+    return None if tls is None else tls.as_dict()
 
 
 def configure_cluster_store(store: Any, node: Any) -> None:

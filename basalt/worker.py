@@ -45,9 +45,9 @@ async def run(cfg: dict) -> None:
         from cluster import Etcd, Registry
         from storaged import node_auth
 
-        from .cluster_node import ClusterBucketNames, LiveLayout
+        from .cluster_node import ClusterBucketNames, LiveLayout, NodeTLS
         live = LiveLayout(cfg["cluster"]["node"], node_auth.cluster_secret(), sync=cfg["sync"],
-                          owner=False)
+                          owner=False, tls=NodeTLS.from_dict(cfg["cluster"].get("tls")))
         store = live.build(cfg["cluster"]["members"])[0]
         etcd = Etcd(cfg["cluster"]["etcd"])
         registry = Registry(etcd)

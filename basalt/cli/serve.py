@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError, parse_address, parse_ec
 from ..progress import Progress, human_bytes
 from .common import CLIError, admin_client, emit
+
+if TYPE_CHECKING:
+    from ..cluster_node import NodeTLS
 
 
 def _run(coro) -> None:
@@ -42,12 +47,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not args.node or not args.advertise:
             raise ConfigError("--cluster needs --node NAME and --advertise HOST:PORT")
         opts = dataclasses.replace(opts, cluster=ClusterOptions(
-            args.cluster, args.node, parse_address(args.advertise, 9100), args.zone or ""))
+            args.cluster, args.node, parse_address(args.advertise, 9100), args.zone or "",
+            node_tls(args)))
     elif args.node or args.advertise or args.zone:
         raise ConfigError("--node, --advertise and --zone go with --cluster")
+    elif args.node_tls_cert or args.node_tls_key or args.node_tls_ca:
+        raise ConfigError("--node-tls-cert, --node-tls-key and --node-tls-ca go with --cluster "
+                          "(they secure the node-to-node RPC)")
     logs.setup(args.log_level)
     _run(serve(opts))
     return 0
+
+
+def node_tls(args: argparse.Namespace) -> NodeTLS | None:
+    """The node RPC's TLS (basalt.cluster_node.NodeTLS) from the serve options,
+    checked now: unreadable or mismatched files stop the server before it starts."""
+    import ssl
+
+    from ..cluster_node import NodeTLS
+    if bool(args.node_tls_cert) != bool(args.node_tls_key):
+        raise ConfigError("--node-tls-cert and --node-tls-key go together")
+    if not args.node_tls_cert:
+        if args.node_tls_ca:
+            raise ConfigError("--node-tls-ca needs --node-tls-cert and --node-tls-key "
+                              "(the node's own certificate, signed by that CA)")
+        return None
+    tls = NodeTLS(os.path.abspath(args.node_tls_cert), os.path.abspath(args.node_tls_key),
+                  os.path.abspath(args.node_tls_ca) if args.node_tls_ca else None)
+    try:
+        tls.server_context()
+        tls.client_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use the node-RPC TLS files ({tls.cert}, {tls.key}"
+                          f"{', ' + tls.ca if tls.ca else ''}): {exc}") from None
+    return tls
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
@@ -104,6 +137,14 @@ def register(sub, add) -> None:
     p.add_argument("--advertise", metavar="HOST:PORT",
                    help="the node-to-node RPC address this node listens on")
     p.add_argument("--zone", metavar="Z", help="this node's failure zone")
+    p.add_argument("--node-tls-cert", metavar="PEM",
+                   help="serve the node RPC over HTTPS only with this certificate (its SAN "
+                        "must hold the --advertise host); also presented to the other nodes")
+    p.add_argument("--node-tls-key", metavar="PEM", help="the node certificate's private key")
+    p.add_argument("--node-tls-ca", metavar="PEM",
+                   help="the CA that signs the nodes' certificates: peers are verified "
+                        "against it and must present one (mutual TLS); default: the "
+                        "system's CAs verify peers, no client certificate required")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 
