@@ -27,7 +27,9 @@ node_ports: list[tuple[int, int, int]] = []  # (S3, RPC, NBD): a restarted node 
 SECRET_ENV = "a-cluster-secret-for-the-tests-0123456789"
 
 
-def start_node(tmp, name: str, etcd: str, ports: tuple[int, int, int], disks: int = 1) -> Server:
+def start_node(tmp, name: str, etcd: str, ports: tuple[int, int, int], disks: int = 1,
+               extra: tuple[str, ...] = ()) -> Server:
+    """Start node ``name`` (``extra``: more `basalt serve` options)."""
     s3_port, rpc_port, nbd_port = ports
     data_dir = os.path.join(tmp, name)
     os.makedirs(data_dir, exist_ok=True)
@@ -36,7 +38,7 @@ def start_node(tmp, name: str, etcd: str, ports: tuple[int, int, int], disks: in
             "--advertise", f"127.0.0.1:{rpc_port}",
             *[a for i in range(disks) for a in ("--disk", os.path.join(data_dir, f"disk{i}"))],
             "--s3-address", f"127.0.0.1:{s3_port}", "--nbd-address", f"127.0.0.1:{nbd_port}",
-            "--workers", "1"]
+            "--workers", "1", *extra]
     env = dict(os.environ, BASALT_ACCESS_KEY=ACCESS, BASALT_SECRET_KEY=SECRET,
                BASALT_CLUSTER_SECRET=SECRET_ENV)
     log = open(log_path, "w")
