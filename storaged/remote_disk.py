@@ -12,7 +12,8 @@ its view of whether the node is reachable).
 Failures: a node that cannot be reached raises :class:`NodeUnavailable` (an
 OSError: the erasure set counts the disk as not answering) and, after a failed
 connection, the node's calls fail at once for ``backoff`` seconds instead of each
-waiting for the connect timeout; nothing else changes — ``online`` is the
+waiting for the connect timeout, and after a call that got nothing back for
+``timeout`` seconds (the node cut off, most likely) for as long again; nothing else changes — ``online`` is the
 last known state, only the healer's :meth:`RemoteDisk.check` (which always
 tries) takes a disk offline. A node refusing our signature raises
 :class:`NodeRefused`; a full disk raises :class:`~storaged.errors.DiskFull`
@@ -50,7 +51,11 @@ from .metadb import Op
 log = logging.getLogger("basalt.storaged.remote_disk")
 
 CONNECT_TIMEOUT = 5.0
-TIMEOUT = 60.0
+# A node that sends nothing for this long is taken for gone: over a kept-alive
+# connection to a node cut off by the network, a call would otherwise wait for
+# TCP to give up (many minutes), holding up every write that included its disks.
+TIMEOUT = 15.0
+SLOW_TIMEOUT = 120.0  # calls that flush a whole file (shard commit, block file sync)
 BACKOFF = 1.0  # seconds a node that refused a connection is not tried again
 _LARGE = 1 << 20
 _CONNECT_TIMEOUT_ERROR = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)
@@ -120,6 +125,8 @@ class NodeClient:
             num_pools=4, maxsize=pool_size, block=False, retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=timeout), ssl_context=ssl)
         self._ping_timeout = urllib3.Timeout(connect=connect_timeout, read=connect_timeout)
+        self._slow_timeout = urllib3.Timeout(connect=connect_timeout,
+                                             read=max(timeout, SLOW_TIMEOUT))
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
                                                   aiohttp.ClientSession] = weakref.WeakKeyDictionary()
         self._closing: set[asyncio.Future] = set()
@@ -188,15 +195,22 @@ class NodeClient:
     def _gate(self, ping: bool) -> None:
         if not ping and time.monotonic() < self._down_until:
             raise NodeUnavailable(errno.EHOSTUNREACH,
-                                  f"node {self.base} unreachable (a connection failed just now)")
+                                  f"node {self.base} unreachable (a connection failed or "
+                                  "stalled just now)")
 
     def _unavailable(self, exc: BaseException) -> NodeUnavailable:
         connect = isinstance(exc, (urllib3.exceptions.NewConnectionError,
                                    urllib3.exceptions.ConnectTimeoutError,
                                    aiohttp.ClientConnectorError, _CONNECT_TIMEOUT_ERROR,
                                    ConnectionRefusedError))
+        stalled = not connect and isinstance(exc, (urllib3.exceptions.ReadTimeoutError,
+                                                   aiohttp.ServerTimeoutError, TimeoutError))
         if connect:
             self._down_until = time.monotonic() + self.backoff
+        elif stalled:
+            # Cut off, most likely: the next calls fail at once (only a ping,
+            # e.g. the healer's check, tries) instead of each stalling as long.
+            self._down_until = time.monotonic() + self.timeout
         if isinstance(exc, urllib3.exceptions.NewConnectionError):
             exc = exc.__cause__ or exc  # the refusal, not urllib3's wrapper text
         return NodeUnavailable(errno.EHOSTUNREACH, f"node {self.base} unreachable: {exc}")
@@ -206,16 +220,20 @@ class NodeClient:
     def call(self, method: str, path: str, params: Mapping[str, object] | None = None,
              body: Any = b"", *, unsigned: bool = False, length: int | None = None,
              retry: bool = False, ping: bool = False, quick: bool = False, io: bool = False,
-             observe: Observe | None = None, stream: bool = False) -> Any:
+             observe: Observe | None = None, stream: bool = False,
+             slow: bool = False) -> Any:
         """One request; the Reply (or, with ``stream``, the open urllib3 response).
 
         ``unsigned``: ``body`` is a list of buffers of ``length`` bytes sent as they
         are. ``retry``: idempotent, so tried once more (newly signed) when a kept-alive
         connection turns out to be closed. ``ping``: try even a node that failed lately;
-        ``quick``: wait for the answer no longer than for a connection.
+        ``quick``: wait for the answer no longer than for a connection; ``slow``: the
+        node flushes a whole file first (see :data:`SLOW_TIMEOUT`).
         """
         self._gate(ping)
-        options: dict[str, Any] = {"timeout": self._ping_timeout} if quick else {}
+        options: dict[str, Any] = {}
+        if quick or slow:
+            options["timeout"] = self._ping_timeout if quick else self._slow_timeout
         for attempt in (0, 1):
             url, headers = self.prepare(method, path, params, None if unsigned else body)
             if unsigned:
@@ -576,7 +594,7 @@ class RemoteShardWriter(ShardWriter):
             raise
 
     def commit(self) -> None:
-        self.disk.client.call("POST", self.path + "/commit", io=True,
+        self.disk.client.call("POST", self.path + "/commit", io=True, slow=True,
                               observe=self.disk._observe)
 
     def abort(self) -> None:
@@ -602,12 +620,13 @@ class RemoteBlockFile(BlockFile):
     def __repr__(self) -> str:
         return f"RemoteBlockFile({self.disk.name!r}, {self.name!r})"
 
-    def _call(self, method: str, sub: str, params: dict[str, object], body: Any = b"") -> Reply:
+    def _call(self, method: str, sub: str, params: dict[str, object], body: Any = b"",
+              slow: bool = False) -> Reply:
         if self.closed:
             raise OSError(errno.EBADF, f"{self!r} is closed")
         params["epoch"] = self.epoch
         return self.disk.client.call(method, self.path + sub, params, body, io=True, retry=True,
-                                     observe=self.disk._observe)
+                                     slow=slow, observe=self.disk._observe)
 
     def pread(self, length: int, offset: int) -> bytes:
         if length <= 0:
@@ -632,7 +651,7 @@ class RemoteBlockFile(BlockFile):
             self._call("POST", "/punch", {"offset": offset, "length": length})
 
     def sync(self) -> None:
-        self._call("POST", "/sync", {})
+        self._call("POST", "/sync", {}, slow=True)
 
     def size(self) -> int:
         return self._call("GET", "/size", {}).json()["size"]

@@ -13,9 +13,11 @@ Clients run with a bounded timeout (botocore read_timeout 30 s, no retries), so 
 server that never gives up fails the test instead of hanging it.
 
 Two tests cut a node off / kill it while one upload is certainly in the middle
-of its body (SLOW_UPLOAD); they fail today and are marked xfail(strict) with the
-server misbehaviour they show, while the other two check that nothing
-acknowledged is lost and that no key has two latest versions.
+of its body (SLOW_UPLOAD): the upload through the majority finishes on the disks
+left (a node that sends nothing for storaged.remote_disk.TIMEOUT seconds is taken
+for gone) and the one through the cut-off node gets a 5xx, both within the
+client's timeout. The other two check that nothing acknowledged is lost and that
+no key has two latest versions.
 """
 
 from __future__ import annotations
@@ -322,6 +324,14 @@ SLOW_UPLOAD = textwrap.dedent("""
 MiB = 1 << 20
 
 
+def _refused_mid_body(outcome: dict) -> bool:
+    """The server answered its error before the body was all sent and closed the
+    connection (gateway/app.py never reads a rejected body, as S3 does not): a
+    client still sending sees the reset instead of the 503. Nothing was stored."""
+    return outcome["status"] is None and outcome["error"].startswith(
+        ("ConnectionResetError", "BrokenPipeError"))
+
+
 class SlowUpload:
     """SLOW_UPLOAD of ``key`` through node ``via``, run from namespace ``ns``
     (None: the root namespace, i.e. across the bridge)."""
@@ -355,16 +365,6 @@ class SlowUpload:
         return hashlib.sha256(body(self.seed, self.size)).hexdigest()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server misbehaviour: (1) a PUT through n1 (majority side) whose body is mid-stream when "
-    "n4 is cut off does not complete on the 3 disks left: its shard writes to n4 wait out the "
-    "node RPC's connect (5 s) or read timeout (60 s over a kept-alive connection, "
-    "storaged/remote_disk.py TIMEOUT), so in most runs the client's 30 s timeout expires "
-    "first; when it does answer (seen after 10-60 s) it is 500 InternalError from KeyError: 3 "
-    "in storaged/writer.py ShardStream._retire (self.writers.pop(pos) of a writer an earlier "
-    "pipelined batch already dropped); (2) the PUT mid-stream through the cut-off n4 gets its "
-    "503 (WriteQuorumError) only after ~32 s, past the client's 30 s timeout, as its shard "
-    "writes to the three unreachable nodes time out one after another"))
 def test_upload_in_flight_when_a_node_is_partitioned(cluster):
     c = cluster
     client(c, 0).create_bucket(Bucket=BUCKET)
@@ -388,7 +388,8 @@ def test_upload_in_flight_when_a_node_is_partitioned(cluster):
     if outcomes["minority"]["status"] == 200:
         acked["contested"] = minority.sha()
         problems.append(f"PUT contested through the partitioned n4 succeeded: {outcomes['minority']}")
-    elif not str(outcomes["minority"]["status"]).startswith("5"):
+    elif not (str(outcomes["minority"]["status"]).startswith("5") or _refused_mid_body(
+            outcomes["minority"])):
         problems.append(f"PUT contested through the partitioned n4: no server error within "
                         f"{READ_TIMEOUT} s: {outcomes['minority']}")
 

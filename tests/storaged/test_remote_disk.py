@@ -500,7 +500,14 @@ async def test_unresponsive_node_times_out(tmp_path):
     try:
         with pytest.raises(NodeUnavailable, match="timed out"):
             remote.read_now("buckets")
-        with pytest.raises(NodeUnavailable):
+        started = time.monotonic()   # stalled once: the next calls fail at once
+        with pytest.raises(NodeUnavailable, match="stalled just now"):
+            await remote.read("buckets")
+        with pytest.raises(NodeUnavailable, match="stalled just now"):
+            remote.read_now("buckets")
+        assert time.monotonic() - started < 0.1
+        time.sleep(0.3)              # for as long as the timeout, then tried again
+        with pytest.raises(NodeUnavailable, match="Timeout on reading"):
             await remote.read("buckets")
         assert not remote.check()
         assert remote.online  # a failed call changes nothing: the healer's check decides
