@@ -57,8 +57,10 @@ import dataclasses
 import errno
 import json
 import logging
+import os
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -66,9 +68,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import node_auth, wire
+from . import data_channel, node_auth, wire
 from .block_file import BlockFile
-from .disk import READS, Disk
+from .disk import READS, Disk, LocalDisk
 from .errors import DiskFull, StorageError
 from .format import mark_healing
 
@@ -81,6 +83,8 @@ MAX_BODY = 64 << 20          # signed request bodies (metadata, block writes)
 MAX_IO = 256 << 20           # one shard read or write, one block-file read
 PIECE = 1 << 20              # streamed bodies are read and written this much at a time
 WRITER_IDLE = 900.0          # seconds before an idle shard writer is aborted
+MAX_CHANNELS = 256           # data channels served at once (one thread each)
+CHANNEL_IDLE = 300.0         # seconds a data channel may wait for its next request
 
 _VID = re.compile(r"[0-9a-f]{2,64}")
 _FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
@@ -122,6 +126,18 @@ class _Writer:
     writer: Any  # ShardWriter
     last: float
     users: int = 0
+
+    _lock = threading.Lock()  # users change on the event loop and in channel threads
+
+    def enter(self) -> None:
+        with self._lock:
+            self.users += 1
+            self.last = time.monotonic()
+
+    def leave(self) -> None:
+        with self._lock:
+            self.users -= 1
+            self.last = time.monotonic()
 
 
 class _Held:
@@ -223,6 +239,9 @@ class _Service:
         self.disks = {d.format.disk_id: d for d in disks}
         self.node = node
         self.verifier = node_auth.Verifier(secret, skew=skew)
+        self._secret = secret
+        self.channels: set[data_channel.Channel] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.boot = secrets.token_hex(4)
         self.writer_idle = writer_idle
         self.executor = concurrent.futures.ThreadPoolExecutor(threads,
@@ -298,29 +317,10 @@ class _Service:
         return response
 
     def failure(self, request: web.Request, exc: BaseException) -> web.Response:
-        where = f"{request.method} {request.path}"
-        if isinstance(exc, NodeError):
-            if exc.status >= 500:
-                log.error("node request failed: %s: %s", where, exc)
-            return _error_response(exc.status, exc.code, str(exc), exc.errno)
-        if isinstance(exc, DiskFull):
-            log.warning("disk full: %s: %s", where, exc)
-            return _error_response(507, "DiskFull", str(exc), errno.ENOSPC)
-        if isinstance(exc, OSError):
-            if exc.errno != errno.ENOENT:
-                log.warning("disk error: %s: %s", where, exc)
-            message = exc.strerror if exc.strerror and exc.errno else str(exc)
-            if exc.filename is not None:
-                message = f"{message}: {exc.filename}"
-            return _error_response(404 if exc.errno == errno.ENOENT else 500, "OSError",
-                                   message, exc.errno or errno.EIO)
-        if isinstance(exc, StorageError):
-            log.error("storage error: %s: %s", where, exc)
-            return _error_response(500, "StorageError", str(exc))
-        log.error("node request failed: %s", where, exc_info=exc)
-        return _error_response(500, "InternalError", f"{type(exc).__name__}: {exc}")
+        return _error_response(*_error_of(f"{request.method} {request.path}", exc))
 
     async def start(self, app: web.Application) -> None:
+        self.loop = asyncio.get_running_loop()
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
 
     async def stop(self, app: web.Application) -> None:
@@ -328,11 +328,17 @@ class _Service:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.close_channels(app)
         sessions, self.sessions = list(self.sessions.values()), {}
         for session in sessions:
             await self.run(_abort_quietly, session.writer)
         await self.run(self.files.close_all)
         self.executor.shutdown(wait=True)
+
+    async def close_channels(self, app: web.Application) -> None:
+        """End the data channels (their handlers return): the server is stopping."""
+        for channel in list(self.channels):
+            channel.shutdown()
 
     async def _reap(self) -> None:
         """Abort shard writers left idle (their client died or gave up)."""
@@ -357,11 +363,10 @@ class _Service:
     async def read(self, request: web.Request) -> web.Response:
         disk = self.disk(request)
         try:
-            query, args = wire.unpack(await request.read())
+            decoded = wire.unpack(await request.read())
         except Exception as exc:
             raise _bad(f"undecodable query: {exc}") from None
-        if query not in READS or not isinstance(args, list):
-            raise _bad(f"unknown metadata query {query!r}")
+        query, args = _checked_query(decoded)
         answer = await disk.read(query, *args)
         return web.Response(body=wire.pack(answer), content_type="application/octet-stream")
 
@@ -371,9 +376,7 @@ class _Service:
             ops = wire.unpack(await request.read())
         except Exception as exc:
             raise _bad(f"undecodable operations: {exc}") from None
-        if not isinstance(ops, list) or not all(callable(getattr(op, "apply", None)) for op in ops):
-            raise _bad("not a list of metadata operations")
-        results = await disk.commit(ops)
+        results = await disk.commit(_checked_ops(ops))
         return web.Response(body=wire.pack(list(results)),
                             content_type="application/octet-stream")
 
@@ -461,23 +464,24 @@ class _Service:
         offset = _int(request, "offset")
         if request.content_length is not None and request.content_length > MAX_IO:
             raise _bad("shard write too large")
-        session.users += 1
-        session.last = time.monotonic()
+        session.enter()
         done = 0
         try:
-            pending = bytearray()
+            # The chunks as they came, written together (one pwritev, no joining copy).
+            pending: list[bytes] = []
+            size = 0
             async for chunk in request.content.iter_chunked(PIECE):
-                pending += chunk
-                if len(pending) >= PIECE:
-                    await self.run(session.writer.write, [pending], offset + done)
-                    done += len(pending)
-                    pending = bytearray()
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= PIECE:
+                    await self.run(session.writer.write, pending, offset + done)
+                    done += size
+                    pending, size = [], 0
             if pending:
-                await self.run(session.writer.write, [pending], offset + done)
-                done += len(pending)
+                await self.run(session.writer.write, pending, offset + done)
+                done += size
         finally:
-            session.users -= 1
-            session.last = time.monotonic()
+            session.leave()
         return web.json_response({"written": done})
 
     async def commit_writer(self, request: web.Request) -> web.Response:
@@ -528,6 +532,213 @@ class _Service:
                 break
         await response.write_eof()
         return response
+
+    # the data channel (see storaged/data_channel.py) -----------------------------------
+
+    async def channel(self, request: web.Request) -> web.StreamResponse:
+        """Switch this connection to a data channel served by a thread of its own."""
+        transport = request.transport
+        if request.headers.get("Upgrade", "").lower() != data_channel.PROTOCOL:
+            raise _bad(f"expected Upgrade: {data_channel.PROTOCOL}")
+        if transport is None or request.secure or transport.get_extra_info("sslcontext"):
+            raise _bad("no data channel over TLS")  # the client goes on over HTTP
+        if len(self.channels) >= MAX_CHANNELS:
+            raise NodeError(503, "Busy", f"node {self.node} serves {MAX_CHANNELS} data "
+                            "channels already")
+        response = web.StreamResponse(status=101, headers={
+            "Upgrade": data_channel.PROTOCOL, "Connection": "Upgrade"})
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request[_STREAMING] = True
+        transport.pause_reading()
+        while transport.get_write_buffer_size():  # the 101 goes out before any frame
+            await asyncio.sleep(0.001)
+        # The thread works on its own descriptor of the connection; aiohttp closes
+        # its own once this handler returns (after the thread is done).
+        sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+        sock.settimeout(CHANNEL_IDLE)
+        channel = data_channel.Channel(sock, self._secret, request.headers[node_auth.NONCE])
+        self.channels.add(channel)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def serve() -> None:
+            try:
+                self._serve_channel(channel, request.headers.get(node_auth.NODE, "?"))
+            finally:
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        threading.Thread(target=serve, name="basalt-channel", daemon=True).start()
+        try:
+            await asyncio.shield(done)
+        finally:
+            channel.shutdown()  # also when cancelled (the server stopping): the thread ends
+            self.channels.discard(channel)
+        return response
+
+    def _serve_channel(self, channel: data_channel.Channel, peer: str) -> None:
+        scratch = memoryview(bytearray(PIECE))  # reused for every body received
+        try:
+            while (request := channel.next_request()) is not None:
+                op, args = request
+                if op == data_channel.OP_WRITE:
+                    self._channel_write(channel, args, scratch)
+                elif op == data_channel.OP_READ:
+                    self._channel_read(channel, args, scratch)
+                elif op in (data_channel.OP_QUERY, data_channel.OP_COMMIT):
+                    self._channel_meta(channel, op, args)
+                else:
+                    raise data_channel.ChannelClosed(f"unknown operation {op}")
+        except data_channel.ChannelClosed as exc:
+            if "authentication" in str(exc):
+                log.warning("node data channel refused", extra={"fields": {
+                    "node": peer, "reason": str(exc)}})
+            else:
+                log.debug("data channel from %s ended: %s", peer, exc)
+        except OSError as exc:
+            log.debug("data channel from %s ended: %s", peer, exc)
+        finally:
+            channel.close()
+
+    def _meta(self, disk: Disk) -> dict[str, Any]:
+        return {"state": disk_state(disk), "epoch": self.epoch(disk)}
+
+    def _channel_error(self, channel: data_channel.Channel, where: str, exc: BaseException,
+                       disk: Disk | None) -> None:
+        status, code, message, err = _error_of(where, exc)
+        meta = self._meta(disk) if disk is not None else {}
+        meta.update(error=code, message=message, errno=err)
+        channel.reply(status, meta)
+
+    def _channel_disk(self, disk_id: Any) -> Disk:
+        disk = self.disks.get(disk_id) if isinstance(disk_id, str) else None
+        if disk is None:
+            raise NodeError(404, "NoSuchDisk", f"node {self.node} holds no disk {disk_id}",
+                            errno.ENODEV)
+        return disk
+
+    def _channel_write(self, channel: data_channel.Channel, args: list[Any],
+                       scratch: memoryview) -> None:
+        """[disk id, session, offset, length] + body: a shard writer's write."""
+        length = args[3] if len(args) == 4 else None
+        if not isinstance(length, int) or not 0 <= length <= MAX_IO:
+            raise data_channel.ChannelClosed("malformed shard write")  # its body is unknown
+        disk_id, sid, offset = args[:3]
+        where = f"channel write {disk_id}/{sid}"
+        disk = None
+        try:
+            disk = self._channel_disk(disk_id)
+            session = self.sessions.get(sid) if isinstance(sid, str) else None
+            if session is None or session.disk_id != disk.format.disk_id:
+                raise NodeError(404, "NoSuchSession", f"no shard writer {sid} (expired or "
+                                "ended)", errno.EBADF)
+            if not isinstance(offset, int) or offset < 0:
+                raise _bad("malformed offset")
+        except Exception as exc:
+            channel.drain(length, scratch)
+            self._channel_error(channel, where, exc, disk)
+            return
+        failed: BaseException | None = None
+        done = 0
+        session.enter()
+        try:
+            while done < length:
+                piece = scratch[:min(len(scratch), length - done)]
+                channel.read_into(piece)
+                if failed is None:  # after a failure the rest is only received
+                    try:
+                        session.writer.write([piece], offset + done)
+                    except Exception as exc:
+                        failed = exc
+                done += len(piece)
+        finally:
+            session.leave()
+        if failed is not None:
+            self._channel_error(channel, where, failed, disk)
+        else:
+            channel.reply(200, {**self._meta(disk), "written": done})
+
+    def _channel_meta(self, channel: data_channel.Channel, op: int, args: list[Any]) -> None:
+        """[disk id, wire bytes]: a metadata query (answered in this thread: an
+        LMDB read) or commit (on the event loop, batched with the others)."""
+        where = "channel query" if op == data_channel.OP_QUERY else "channel commit"
+        disk = None
+        try:
+            if len(args) != 2 or not isinstance(args[1], bytes):
+                raise _bad("malformed metadata request")
+            disk = self._channel_disk(args[0])
+            try:
+                decoded = wire.unpack(args[1])
+            except Exception as exc:
+                raise _bad(f"undecodable metadata request: {exc}") from None
+            if op == data_channel.OP_QUERY:
+                query, qargs = _checked_query(decoded)
+                answer = disk.read_now(query, *qargs)
+            else:
+                answer = list(asyncio.run_coroutine_threadsafe(
+                    _commit(disk, _checked_ops(decoded)), self.loop).result())
+            data = wire.pack(answer)
+        except Exception as exc:
+            self._channel_error(channel, where, exc, disk)
+            return
+        channel.reply(200, self._meta(disk), len(data), data)
+
+    def _channel_read(self, channel: data_channel.Channel, args: list[Any],
+                      scratch: memoryview) -> None:
+        """[disk id, vid, part, offset, length]: bytes of a shard file (short at its
+        end), sent by ``sendfile`` from a plain LocalDisk, else read piece by piece
+        through the disk's interface. A failure once the reply has begun ends the
+        channel: the client never takes a short read for a whole one."""
+        where = "channel read"
+        disk = None
+        fd = None
+        try:
+            disk_id, vid, part, offset, length = args
+            where = f"channel read {disk_id}/{vid}.{part}"
+            disk = self._channel_disk(disk_id)
+            if not (isinstance(vid, str) and _VID.fullmatch(vid) and isinstance(part, int)
+                    and isinstance(offset, int) and offset >= 0
+                    and isinstance(length, int) and 0 <= length <= MAX_IO):
+                raise _bad("malformed shard read")
+            if type(disk).read_shard is LocalDisk.read_shard:
+                fd = os.open(disk.shard_path(vid, part), os.O_RDONLY | os.O_CLOEXEC)
+                size = os.fstat(fd).st_size
+            else:
+                size = disk.shard_size(vid, part)
+                if size is None:
+                    raise FileNotFoundError(errno.ENOENT, "no such shard file")
+            count = max(0, min(length, size - offset))
+            first = scratch[:min(count, len(scratch))]
+            if fd is None and count:
+                first = first[:disk.read_shard(vid, part, offset, [first])]
+        except Exception as exc:
+            if fd is not None:
+                os.close(fd)
+            self._channel_error(channel, where, exc, disk)
+            return
+        try:
+            channel.reply(200, self._meta(disk), count)
+            if fd is not None:
+                if count:
+                    channel.sendfile(fd, offset, count)
+                return
+            done = 0
+            while done < count:
+                if done:
+                    piece = scratch[:min(count - done, len(scratch))]
+                    first = piece[:disk.read_shard(vid, part, offset + done, [piece])]
+                if not first:
+                    raise data_channel.ChannelClosed(f"{where}: the shard shrank")
+                channel.sock.sendall(first)
+                done += len(first)
+        except data_channel.ChannelClosed:
+            raise
+        except OSError as exc:
+            raise data_channel.ChannelClosed(f"{where}: {exc}") from None
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     async def shard_size(self, request: web.Request) -> web.Response:
         disk = self.disk(request)
@@ -623,6 +834,50 @@ class _Service:
         return web.json_response({})
 
 
+def _checked_query(decoded: Any) -> tuple[str, list[Any]]:
+    """(query, args) of a decoded metadata query, if it is one a disk answers."""
+    if not (isinstance(decoded, list) and len(decoded) == 2 and decoded[0] in READS
+            and isinstance(decoded[1], list)):
+        name = decoded[0] if isinstance(decoded, list) and decoded else decoded
+        raise _bad(f"unknown metadata query {name!r}")
+    return decoded[0], decoded[1]
+
+
+def _checked_ops(decoded: Any) -> list[Any]:
+    if not isinstance(decoded, list) or not all(callable(getattr(op, "apply", None))
+                                                for op in decoded):
+        raise _bad("not a list of metadata operations")
+    return decoded
+
+
+async def _commit(disk: Disk, ops: list[Any]) -> list[Any]:
+    return await disk.commit(ops)
+
+
+def _error_of(where: str, exc: BaseException) -> tuple[int, str, str, int | None]:
+    """(status, code, message, errno) of the answer to a failed request, logged."""
+    if isinstance(exc, NodeError):
+        if exc.status >= 500:
+            log.error("node request failed: %s: %s", where, exc)
+        return exc.status, exc.code, str(exc), exc.errno
+    if isinstance(exc, DiskFull):
+        log.warning("disk full: %s: %s", where, exc)
+        return 507, "DiskFull", str(exc), errno.ENOSPC
+    if isinstance(exc, OSError):
+        if exc.errno != errno.ENOENT:
+            log.warning("disk error: %s: %s", where, exc)
+        message = exc.strerror if exc.strerror and exc.errno else str(exc)
+        if exc.filename is not None:
+            message = f"{message}: {exc.filename}"
+        return (404 if exc.errno == errno.ENOENT else 500, "OSError", message,
+                exc.errno or errno.EIO)
+    if isinstance(exc, StorageError):
+        log.error("storage error: %s: %s", where, exc)
+        return 500, "StorageError", str(exc), None
+    log.error("node request failed: %s", where, exc_info=exc)
+    return 500, "InternalError", f"{type(exc).__name__}: {exc}", None
+
+
 def _abort_quietly(writer: Any) -> None:
     try:
         writer.abort()
@@ -644,12 +899,14 @@ def disk_app(disks: Sequence[Disk], secret: bytes, node: str, *,
     service = _Service(disks, secret, node, writer_idle=writer_idle, threads=threads, skew=skew)
     app = web.Application(middlewares=[service.middleware], client_max_size=MAX_BODY)
     app.on_startup.append(service.start)
+    app.on_shutdown.append(service.close_channels)
     app.on_cleanup.append(service.stop)
     d = PREFIX + "/disks/{disk}"
     s = d + "/shards/{vid}"
     f = d + "/files/{name}"
     w = d + "/writers/{session}"
     app.router.add_get(PREFIX + "/disks", service.list_disks)
+    app.router.add_get(PREFIX + data_channel.PATH, service.channel, allow_head=False)
     app.router.add_get(d, service.disk_info)
     app.router.add_post(d + "/read", service.read)
     app.router.add_post(d + "/commit", service.commit)

@@ -13,8 +13,8 @@ Failures: a node that cannot be reached raises :class:`NodeUnavailable` (an
 OSError: the erasure set counts the disk as not answering) and, after a failed
 connection, the node's calls fail at once for ``backoff`` seconds instead of each
 waiting for the connect timeout, and after a call that got nothing back for
-``timeout`` seconds (the node cut off, most likely) for as long again; nothing else changes — ``online`` is the
-last known state, only the healer's :meth:`RemoteDisk.check` (which always
+``timeout`` seconds (the node cut off, most likely) for as long again; nothing
+else changes — ``online`` is the last known state, only the healer's :meth:`RemoteDisk.check` (which always
 tries) takes a disk offline. A node refusing our signature raises
 :class:`NodeRefused`; a full disk raises :class:`~storaged.errors.DiskFull`
 from metadata commits and ``OSError(ENOSPC)`` from data writes, like a local disk.
@@ -23,25 +23,29 @@ from metadata commits and ``OSError(ENOSPC)`` from data writes, like a local dis
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
+import functools
 import io
 import json
 import logging
 import os
+import socket
 import ssl as ssl_module
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import urllib3
 from yarl import URL
 
-from . import node_auth, wire
+from . import data_channel, node_auth, wire
 from .block_file import BlockFile
+from .data_channel import Channel
 from .disk import READS, Disk, Iov, ShardWriter
 from .disk_server import EPOCH, PREFIX, STATE
 from .errors import DiskFull, StorageError
@@ -57,6 +61,10 @@ CONNECT_TIMEOUT = 5.0
 TIMEOUT = 15.0
 SLOW_TIMEOUT = 120.0  # calls that flush a whole file (shard commit, block file sync)
 BACKOFF = 1.0  # seconds a node that refused a connection is not tried again
+CHANNEL_KEEP = 60.0  # seconds an idle data channel is kept for reuse
+IO_OPS = frozenset({data_channel.OP_READ, data_channel.OP_WRITE})  # errors are OSErrors
+
+CHANNEL_THREADS = 32  # per node: metadata requests from the event loop wait in these
 _LARGE = 1 << 20
 _CONNECT_TIMEOUT_ERROR = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)
 
@@ -81,14 +89,15 @@ class Reply:
         return json.loads(self.body)
 
 
-def _failure(where: str, status: int, body: bytes, io: bool) -> Exception:
-    """The exception an error answer stands for. ``io``: a data path, which
-    raises only OSError (the engine's shard and volume code expects nothing else)."""
+def _failure(where: str, status: int, body: bytes | Mapping[str, Any], io: bool) -> Exception:
+    """The exception an error answer stands for (``body``: its JSON, or the
+    decoded meta of a data channel reply). ``io``: a data path, which raises only
+    OSError (the engine's shard and volume code expects nothing else)."""
     try:
-        doc = json.loads(body)
+        doc = body if isinstance(body, Mapping) else json.loads(body)
         code, message, err = doc["error"], doc["message"], doc.get("errno")
     except (ValueError, KeyError, TypeError):
-        return OSError(errno.EIO, f"{where}: HTTP {status}: {body[:200]!r}")
+        return OSError(errno.EIO, f"{where}: HTTP {status}: {bytes(body)[:200]!r}")
     if code == "Unauthorized":
         return NodeRefused(errno.EACCES, message)
     if code == "DiskFull":
@@ -133,6 +142,13 @@ class NodeClient:
         self._lock = threading.Lock()
         self._users: set[int] = set()
         self._down_until = 0.0
+        url = urlsplit(self.base)
+        self._address = (url.hostname or "", url.port or 80)
+        self._channels: list[tuple[Channel, float]] = []  # idle data channels, since
+        self._channel_ok = ssl is None      # no channel over TLS (see data_channel.py)
+        # Its own threads per node: requests stalled on a node cut off must not
+        # hold up those to the others.
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"NodeClient({self.base!r})"
@@ -149,8 +165,14 @@ class NodeClient:
                 return
             sessions = list(self._sessions.items())
             self._sessions.clear()
+            channels, self._channels = self._channels, []
+            threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False)
         for loop, session in sessions:
             self._close_session(loop, session)
+        for channel, _ in channels:
+            channel.close()
         self._http.clear()
 
     def _close_session(self, loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
@@ -286,6 +308,101 @@ class NodeClient:
                 resp.close()
             resp.release_conn()
 
+    # the data channel (shard bytes: see data_channel.py) -----------------------------
+
+    def _open_channel(self) -> Channel | None:
+        """A new channel; None when the node serves none now (busy) or at all."""
+        path = PREFIX + data_channel.PATH
+        _, headers = self.prepare("GET", path, None, b"")
+        try:
+            sock = socket.create_connection(self._address, timeout=self.connect_timeout)
+        except OSError as exc:
+            raise self._unavailable(exc) from None
+        try:
+            sock.settimeout(self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(data_channel.upgrade_request(path, "{}:{}".format(*self._address), headers))
+            status, body = data_channel.read_upgrade_answer(sock)
+        except OSError as exc:
+            sock.close()
+            raise self._unavailable(exc) from None
+        if status == 101:
+            return Channel(sock, self._secret, headers[node_auth.NONCE])
+        sock.close()
+        if status == 401:
+            raise _failure(f"{self.base}{path}", status, body, True)
+        if status in (400, 404, 405):  # a node without channels: HTTP from now on
+            log.info("node %s serves no data channel (HTTP %d): shard I/O goes over HTTP",
+                     self.base, status)
+            self._channel_ok = False
+        return None
+
+    def channel_call(self, op: int, args: Sequence[Any], *, body: Iov = (), length: int = 0,
+                     into: Iov | None = None, observe: Observe | None = None,
+                     retry: bool = True) -> tuple[dict[str, Any], Any] | None:
+        """One data channel request (``body``: buffers of ``length`` bytes):
+        (meta, data), data read into ``into`` (its byte count: short at the end of
+        a shard) or returned as bytes; None when the node serves no channel (the
+        caller uses HTTP). ``retry``: safe to send again when a kept channel
+        turns out to be closed."""
+        if not self._channel_ok:
+            return None
+        self._gate(False)
+        now = time.monotonic()
+        for attempt in (0, 1):
+            channel = None
+            with self._lock:
+                while self._channels and channel is None:
+                    kept, since = self._channels.pop()
+                    if now - since < CHANNEL_KEEP:
+                        channel = kept
+                    else:
+                        kept.close()  # before its node ends it (disk_server.CHANNEL_IDLE)
+            reused = channel is not None
+            channel = channel or self._open_channel()
+            if channel is None:
+                return None
+            try:
+                status, meta, count = channel.request(op, args, body, length)
+                if into is not None:
+                    data: Any = channel.recv_into(into, count)
+                else:
+                    data = channel.recv_bytes(count)
+            except (OSError, ValueError) as exc:
+                channel.close()
+                if retry and reused and attempt == 0 and not isinstance(exc, TimeoutError):
+                    continue  # a kept channel its node had closed: once more, on a new one
+                raise self._unavailable(exc) from None
+            break
+        self._down_until = 0.0
+        with self._lock:
+            if len(self._channels) < self.pool_size and self._users:
+                self._channels.append((channel, time.monotonic()))
+                channel = None
+        if channel is not None:
+            channel.close()
+        if observe is not None:
+            observe({k: v for k, v in ((STATE, meta.get("state")), (EPOCH, meta.get("epoch")))
+                     if isinstance(v, str)})
+        if status >= 300:
+            raise _failure(f"{self.base} data channel", status, meta, op in IO_OPS)
+        return meta, data
+
+    async def achannel_call(self, op: int, args: Sequence[Any], *, retry: bool = True,
+                            observe: Observe | None = None) -> bytes | None:
+        """:meth:`channel_call` from the event loop (a thread of the channel pool):
+        the reply's data; None when the node serves no channel."""
+        if not self._channel_ok:
+            return None
+        with self._lock:
+            if self._threads is None:
+                self._threads = concurrent.futures.ThreadPoolExecutor(
+                    CHANNEL_THREADS, thread_name_prefix="basalt-rpc")
+        out = await asyncio.get_running_loop().run_in_executor(
+            self._threads, functools.partial(self.channel_call, op, args, retry=retry,
+                                             observe=observe))
+        return None if out is None else out[1]
+
     # async calls (event loop) ------------------------------------------------------
 
     def _session(self) -> aiohttp.ClientSession:
@@ -415,6 +532,11 @@ class RemoteDisk(Disk):
         if query not in READS:
             raise ValueError(f"unknown metadata query {query!r}")
         self.client.use(self)
+        answer = await self.client.achannel_call(
+            data_channel.OP_QUERY, [self.disk_id, wire.pack([query, list(args)])],
+            observe=self._observe)
+        if answer is not None:
+            return wire.unpack(answer)
         reply = await self.client.acall("POST", self._path + "/read", None,
                                         wire.pack([query, list(args)]), retry=True,
                                         observe=self._observe)
@@ -423,6 +545,12 @@ class RemoteDisk(Disk):
     def read_now(self, query: str, *args: Any) -> Any:
         if query not in READS:
             raise ValueError(f"unknown metadata query {query!r}")
+        self.client.use(self)
+        out = self.client.channel_call(data_channel.OP_QUERY,
+                                       [self.disk_id, wire.pack([query, list(args)])],
+                                       observe=self._observe)
+        if out is not None:
+            return wire.unpack(out[1])
         return wire.unpack(self._call("POST", "/read", None, wire.pack([query, list(args)]),
                                       retry=True).body)
 
@@ -431,11 +559,21 @@ class RemoteDisk(Disk):
 
     async def _commit(self, ops: Sequence[Op]) -> list[Any]:
         self.client.use(self)
+        answer = await self.client.achannel_call(
+            data_channel.OP_COMMIT, [self.disk_id, wire.pack(list(ops))], retry=False,
+            observe=self._observe)
+        if answer is not None:
+            return wire.unpack(answer)
         reply = await self.client.acall("POST", self._path + "/commit", None,
                                         wire.pack(list(ops)), observe=self._observe)
         return wire.unpack(reply.body)
 
     def commit_now(self, ops: Sequence[Op]) -> list[Any]:
+        self.client.use(self)
+        out = self.client.channel_call(data_channel.OP_COMMIT, [self.disk_id, wire.pack(list(ops))],
+                                       retry=False, observe=self._observe)
+        if out is not None:
+            return wire.unpack(out[1])
         return wire.unpack(self._call("POST", "/commit", None, wire.pack(list(ops))).body)
 
     def get_object(self, bucket: str, key: str) -> bytes | None:
@@ -496,6 +634,11 @@ class RemoteDisk(Disk):
     def read_shard(self, vid: str, part: int, offset: int, iov: Iov) -> int:
         length = sum(memoryview(b).nbytes for b in iov)
         self.client.use(self)
+        got = self.client.channel_call(data_channel.OP_READ,
+                                       [self.disk_id, vid, part, offset, length], into=iov,
+                                       observe=self._observe)
+        if got is not None:
+            return got[1]
         return self.client.read_into(
             f"{self._path}/shards/{_seg(vid)}/{part}", {"offset": offset, "length": length},
             iov, observe=self._observe)
@@ -580,12 +723,17 @@ class RemoteShardWriter(ShardWriter):
 
     def __init__(self, disk: RemoteDisk, session: str) -> None:
         self.disk = disk
+        self.session = session
         self.path = f"{disk._path}/writers/{_seg(session)}"
         self.broken = False
 
     def write(self, iov: Iov, offset: int) -> None:
         length = sum(memoryview(b).nbytes for b in iov)
         try:
+            if self.disk.client.channel_call(
+                    data_channel.OP_WRITE, [self.disk.disk_id, self.session, offset, length],
+                    body=iov, length=length, observe=self.disk._observe) is not None:
+                return
             self.disk.client.call("PUT", self.path, {"offset": offset}, list(iov),
                                   unsigned=True, length=length, io=True, retry=True,
                                   observe=self.disk._observe)
