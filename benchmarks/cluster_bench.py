@@ -34,10 +34,11 @@ Where the rest goes, per row and system (only over the timed phase of a row):
   latency per S3 operation), nothing about node RPC. So the nodes are started
   through this script (``cluster_bench.py _rpc-counting-node ARGS`` = ``basalt
   ARGS`` with a counting middleware appended to storaged.disk_server's app,
-  behind its authentication; nothing else changes), which counts every node-RPC
-  request served, by route and metadata operation, with its request and
-  response body bytes, and answers a signed GET of the counts. Reported per S3
-  request of the row.
+  behind its authentication, and counting wrappers around the data channel's
+  frame handlers; nothing else changes), which counts every node-RPC request
+  and data channel frame served, by route and metadata operation, with its
+  request and response body bytes, and answers a signed GET of the counts.
+  Reported per S3 request of the row.
 - p50/p99 latency per row for both.
 """
 
@@ -154,6 +155,48 @@ class RpcCounter:
 
         return count
 
+    def count_channel(self) -> None:
+        """Count the data channel's frames too (shard bytes and metadata leave
+        HTTP after one upgrade request, see storaged/data_channel.py): ``CHANNEL
+        write``/``read``/``query Q``/``commit OPS``; request bytes = a write's
+        body or the metadata sent, response bytes = what a read asked for."""
+        import threading
+
+        from storaged.disk_server import _Service
+        lock = threading.Lock()
+
+        def counted(method, label, got, sent):
+            def wrapper(service, channel, args, *rest):
+                started = time.perf_counter_ns()
+                try:
+                    return method(service, channel, args, *rest)
+                finally:
+                    elapsed = time.perf_counter_ns() - started
+                    with lock:
+                        entry = self.counts.setdefault(label, [0, 0, 0, 0])
+                        entry[0] += 1
+                        entry[1] += got(args)
+                        entry[2] += sent(args)
+                        entry[3] += elapsed
+            return wrapper
+
+        def size(i):
+            return lambda args: args[i] if len(args) > i and isinstance(args[i], int) else 0
+
+        _Service._channel_write = counted(_Service._channel_write, "CHANNEL write",
+                                          size(3), lambda args: 0)
+        _Service._channel_read = counted(_Service._channel_read, "CHANNEL read",
+                                         lambda args: 0, size(4))
+        meta = _Service._channel_meta
+
+        def channel_meta(service, channel, op, args):
+            label = "CHANNEL " + ("query " + _wire_ops("read", args[1]) if op == 3
+                                  else "commit " + _wire_ops("commit", args[1]))
+            counted(lambda s, c, a: meta(s, c, op, a), label,
+                    lambda a: len(a[1]) if len(a) > 1 else 0, lambda a: 0)(
+                service, channel, args)
+        _Service._channel_meta = channel_meta
+
 
 def node_shim(argv: list[str]) -> int:
     """``basalt ARGV`` with a counting middleware on the node-RPC app."""
@@ -162,6 +205,7 @@ def node_shim(argv: list[str]) -> int:
     from basalt.cli import main as basalt_main
 
     counter = RpcCounter()
+    counter.count_channel()
     original = storaged.disk_server.disk_app
 
     def counted_disk_app(*args, **kwargs):
