@@ -9,6 +9,7 @@ unknown routes included, so an unauthenticated peer learns nothing.
 Routes (``{disk}`` is a disk id; bodies of ``read``/``commit`` are
 :mod:`storaged.wire` bytes, other answers JSON unless noted)::
 
+    GET    channel  (Upgrade: basalt-data/1)    101: a data channel (storaged/data_channel.py)
     GET    disks                                list: id, position, name, state, format...
     GET    disks/{disk}                         one disk's entry
     POST   disks/{disk}/read                    [query, args] → answer      (queries in READS)
