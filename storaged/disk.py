@@ -339,6 +339,10 @@ class LocalDisk(Disk):
             fmt = read_format(self.root)
         except Exception:
             return False
+        if self.healing and not needs_healing(self.root):
+            # Healed by the owner process: this one (an S3 worker) learns it here,
+            # else its votes would keep treating the disk as still being healed.
+            self.healing = False
         return fmt is not None and fmt.disk_id == self.format.disk_id and (
             st.st_dev, st.st_ino) == self._ident
 

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 import os
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -326,10 +327,30 @@ class ObjectStore:
         key = (id(self), name)  # one request may use several stores (sets)
         if memo is not None and key in memo:
             return memo[key]
-        answers = await self.set.ask("bucket_state", name)
+        answers = await self._ask_bucket_state(name)
         if memo is not None:
             memo[key] = answers
         return answers
+
+    async def _ask_bucket_state(self, name: str) -> list[tuple[Disk, Any]]:
+        """Every disk's bucket state — or, where disks are remote (each asked is
+        a round trip), K of them when they agree: the local ones and the rest
+        at random. K answers meet every write quorum (K > N - W), so the newest
+        setting is among them, and K records that agree are a vote."""
+        online = self.set.online_positions()
+        local = [p for p in online if self.disks[p].local]
+        remote = [p for p in online if not self.disks[p].local]
+        if not remote or len(online) <= self.k:
+            return await self.set.ask("bucket_state", name)
+        chosen = local + random.sample(remote, max(0, self.k - len(local)))
+        answers = await self.set.ask("bucket_state", name, positions=chosen)
+        records = {raw for _, (raw, _) in answers}
+        if len(answers) >= self.k and len(records) == 1 and not any(
+                disk.healing for disk, _ in answers):
+            return answers
+        rest = await self.set.ask("bucket_state", name,
+                                  positions=[p for p in online if p not in chosen])
+        return sorted(answers + rest, key=lambda answer: answer[0].position)
 
     async def bucket_info(self, name: str) -> BucketInfo | None:
         votes: Counter[bytes] = Counter()

@@ -577,3 +577,51 @@ async def test_tls(tmp_path):
         node.stop()
         for d in disks:
             d.close()
+
+
+async def test_bucket_state_is_asked_of_k_disks_when_they_agree(cluster, closing):
+    """With remote disks, a bucket's state is read from K disks (the local ones
+    first) when their records agree; when they do not, from every disk."""
+    from storaged.metadb import DeleteBucket
+
+    store, nodes, disks = await cluster((1, 1))
+    closing(store)
+    await store.make_bucket("b")
+    await store.set_bucket_config("b", "versioning", b"Enabled")
+    asked = []
+    real_ask = store.set.ask
+
+    async def counting_ask(query, *args, positions=None):
+        asked.append(sorted(positions) if positions is not None else "all")
+        return await real_ask(query, *args, positions=positions)
+    store.set.ask = counting_ask
+    assert await store.versioning("b") == "Enabled"
+    assert asked == [[0, 1]]                # the two local disks: K = 2, no round trip
+    disks[0].commit_now([DeleteBucket("b", force=True)])   # disk 0 lost the record
+    asked.clear()
+    assert await store.bucket_info("b") is not None
+    assert await store.versioning("b") == "Enabled"
+    assert asked[:2] == [[0, 1], [2, 3]]    # they disagree: the other disks are asked
+    asked.clear()
+    assert await store.bucket_info("nosuch") is None
+    assert asked == [[0, 1]]                # K disks without it: no such bucket
+
+
+def test_a_worker_learns_that_the_owner_healed_a_disk(tmp_path):
+    """A process that opened a disk while it needed healing (an S3 worker)
+    learns at its next check that the owner healed it."""
+    from storaged.format import Slot, clear_healing, mark_healing
+
+    disks = formatted(tmp_path)
+    try:
+        mark_healing(disks[1].root)
+        disks[1].close()  # (one LMDB environment per process: it stands for the owner)
+        worker = LocalDisk(Slot(disks[1].root, disks[1].format, fresh=True), sync=False)
+        worker.open()
+        assert worker.healing and worker.check() and worker.healing  # still marked
+        clear_healing(disks[1].root)                               # the owner healed it
+        assert worker.check() and not worker.healing
+        worker.close()
+    finally:
+        for d in disks:
+            d.close()
