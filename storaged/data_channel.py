@@ -33,6 +33,7 @@ travels as :mod:`storaged.wire` bytes inside the (authenticated) arguments.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -42,6 +43,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
+
+from .node_auth import NONCE as NONCE_HEADER
 
 PROTOCOL = "basalt-data/1"
 PATH = "/channel"  # under the node API's prefix
@@ -226,6 +229,66 @@ class Channel:
             raise ChannelClosed(f"sent {sent} of {count} bytes")
 
 
+class AsyncChannel:
+    """The client end of a channel on an event loop (metadata requests from the
+    engine's coroutines: no thread hop per request)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 secret: bytes, nonce: str) -> None:
+        self.reader, self.writer = reader, writer
+        self._secret = secret
+        self._nonce = nonce.encode()
+        self.seq = 0
+
+    def close(self) -> None:
+        """Close (on its event loop's thread)."""
+        self.writer.close()
+
+    async def request(self, op: int, args: Sequence[Any]) -> tuple[int, dict[str, Any], bytes]:
+        """(status, meta, data) of one request without a body."""
+        packed = msgpack.packb(list(args))
+        mac = _mac(self._secret, self._nonce, self.seq, op, packed)
+        self.seq += 1
+        self.writer.write(_HEAD.pack(op, self.seq - 1, len(packed)) + packed + mac)
+        status, meta_len, data_len = _REPLY.unpack(await self.reader.readexactly(_REPLY.size))
+        rest = await self.reader.readexactly(meta_len + data_len) if meta_len + data_len else b""
+        meta = msgpack.unpackb(rest[:meta_len]) if meta_len else {}
+        return status, meta, rest[meta_len:]
+
+
+async def open_async(address: tuple[str, int], path: str, headers: Mapping[str, str],
+                     secret: bytes) -> AsyncChannel | tuple[int, bytes]:
+    """A channel opened on the running loop, or the (status, body) of the refusal."""
+    reader, writer = await asyncio.open_connection(*address, limit=MAX_ARGS)
+    try:
+        writer.write(upgrade_request(path, "{}:{}".format(*address), headers))
+        head = await reader.readuntil(b"\r\n\r\n")
+        status, length = _answer_head(head)
+        if status == 101:
+            return AsyncChannel(reader, writer, secret, headers[NONCE_HEADER])
+        body = await reader.read(min(length, 1 << 16)) if length else b""
+    except BaseException:
+        writer.close()
+        raise
+    writer.close()
+    return status, body
+
+
+def _answer_head(head: bytes) -> tuple[int, int]:
+    """(status, content length) of an HTTP answer's head."""
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        raise ChannelClosed(f"malformed answer to the channel request: {lines[0]!r}") from None
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip() or 0)
+    return status, length
+
+
 def upgrade_request(path: str, host: str, headers: Mapping[str, str]) -> bytes:
     """The HTTP request asking a node's API for a channel (``headers``: signed)."""
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Connection: Upgrade",
@@ -244,20 +307,11 @@ def read_upgrade_answer(sock: socket.socket, limit: int = 1 << 16) -> tuple[int,
             raise ChannelClosed("no answer to the channel request")
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    try:
-        status = int(lines[0].split()[1])
-    except (IndexError, ValueError):
-        raise ChannelClosed(f"malformed answer to the channel request: {lines[0]!r}") from None
+    status, length = _answer_head(head)
     if status == 101:
         if rest:
             raise ChannelClosed("the node sent data before the channel opened")
         return status, b""
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value.strip() or 0)
     while len(rest) < min(length, limit):
         chunk = sock.recv(4096)
         if not chunk:

@@ -242,7 +242,6 @@ class _Service:
         self.verifier = node_auth.Verifier(secret, skew=skew)
         self._secret = secret
         self.channels: set[data_channel.Channel] = set()
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.boot = secrets.token_hex(4)
         self.writer_idle = writer_idle
         self.executor = concurrent.futures.ThreadPoolExecutor(threads,
@@ -321,7 +320,6 @@ class _Service:
         return _error_response(*_error_of(f"{request.method} {request.path}", exc))
 
     async def start(self, app: web.Application) -> None:
-        self.loop = asyncio.get_running_loop()
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
 
     async def stop(self, app: web.Application) -> None:
@@ -661,8 +659,8 @@ class _Service:
             channel.reply(200, {**self._meta(disk), "written": done})
 
     def _channel_meta(self, channel: data_channel.Channel, op: int, args: list[Any]) -> None:
-        """[disk id, wire bytes]: a metadata query (answered in this thread: an
-        LMDB read) or commit (on the event loop, batched with the others)."""
+        """[disk id, wire bytes]: a metadata query or commit, in this thread (an
+        LMDB read; a commit batched with the other threads')."""
         where = "channel query" if op == data_channel.OP_QUERY else "channel commit"
         disk = None
         try:
@@ -676,9 +674,8 @@ class _Service:
             if op == data_channel.OP_QUERY:
                 query, qargs = _checked_query(decoded)
                 answer = disk.read_now(query, *qargs)
-            else:
-                answer = list(asyncio.run_coroutine_threadsafe(
-                    _commit(disk, _checked_ops(decoded)), self.loop).result())
+            else:  # batched with the other channels' commits (MetaDB.commit_now)
+                answer = list(disk.commit_now(_checked_ops(decoded)))
             data = wire.pack(answer)
         except Exception as exc:
             self._channel_error(channel, where, exc, disk)
@@ -849,10 +846,6 @@ def _checked_ops(decoded: Any) -> list[Any]:
                                                 for op in decoded):
         raise _bad("not a list of metadata operations")
     return decoded
-
-
-async def _commit(disk: Disk, ops: list[Any]) -> list[Any]:
-    return await disk.commit(ops)
 
 
 def _error_of(where: str, exc: BaseException) -> tuple[int, str, str, int | None]:

@@ -35,6 +35,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import errno
+import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -268,6 +269,9 @@ class MetaDB:
             sync=self.sync, metasync=self.sync, readahead=False, meminit=False,
         )
         self.dbs = {name: self.env.open_db(name) for name in TABLES}
+        self._group_lock = threading.Lock()  # commit_now's group commit
+        self._group: list[_Waiting] = []
+        self._group_busy = False
 
     def close(self) -> None:
         self.env.close()
@@ -443,11 +447,41 @@ class MetaDB:
         return Committer.current().submit(self, ops)
 
     def commit_now(self, ops: Sequence[Op]) -> list[Any]:
-        """Synchronous :meth:`commit` for start-up and maintenance paths."""
-        ok, value = self._apply_batch([(ops, None)])[0]
+        """Synchronous :meth:`commit` (start-up, maintenance, and the node
+        data channel's threads), batched with other threads' concurrent calls:
+        the first to come commits everything queued meanwhile in one fsynced
+        transaction, then hands the lead to a thread still waiting."""
+        me = _Waiting(ops)
+        with self._group_lock:
+            self._group.append(me)
+            if not self._group_busy:
+                self._group_busy = me.lead = True
+        if not me.lead:
+            me.event.wait()  # for the outcome, or to take the lead
+        if me.lead:
+            self._lead_group(me)
+        ok, value = me.outcome
         if not ok:
             raise value
         return value
+
+    def _lead_group(self, me: _Waiting) -> None:
+        with self._group_lock:
+            batch, self._group = self._group, []
+        outcomes = self._apply_batch([(w.ops, None) for w in batch])
+        for waiting, outcome in zip(batch, outcomes):
+            waiting.outcome = outcome
+        with self._group_lock:
+            following = self._group[0] if self._group else None
+            if following is not None:
+                following.lead = True
+            else:
+                self._group_busy = False
+        for waiting in batch:
+            if waiting is not me:
+                waiting.event.set()
+        if following is not None:
+            following.event.set()
 
     def _apply_batch(self, batch: Sequence[tuple[Sequence[Op], Any]]) -> list[tuple[bool, Any]]:
         """One write transaction for a batch; (ok, result-or-error) per request."""
@@ -468,6 +502,18 @@ class MetaDB:
         except Exception as exc:
             return [(False, _disk_error(exc))] * len(batch)
         return outcomes
+
+
+class _Waiting:
+    """A thread's operations waiting in :meth:`MetaDB.commit_now`."""
+
+    __slots__ = ("ops", "event", "outcome", "lead")
+
+    def __init__(self, ops: Sequence[Op]) -> None:
+        self.ops = ops
+        self.event = threading.Event()
+        self.outcome: tuple[bool, Any] = (False, RuntimeError("not committed"))
+        self.lead = False
 
 
 class Committer:

@@ -23,9 +23,7 @@ from metadata commits and ``OSError(ENOSPC)`` from data writes, like a local dis
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import errno
-import functools
 import io
 import json
 import logging
@@ -64,7 +62,6 @@ BACKOFF = 1.0  # seconds a node that refused a connection is not tried again
 CHANNEL_KEEP = 60.0  # seconds an idle data channel is kept for reuse
 IO_OPS = frozenset({data_channel.OP_READ, data_channel.OP_WRITE})  # errors are OSErrors
 
-CHANNEL_THREADS = 32  # per node: metadata requests from the event loop wait in these
 _LARGE = 1 << 20
 _CONNECT_TIMEOUT_ERROR = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)
 
@@ -146,9 +143,9 @@ class NodeClient:
         self._address = (url.hostname or "", url.port or 80)
         self._channels: list[tuple[Channel, float]] = []  # idle data channels, since
         self._channel_ok = ssl is None      # no channel over TLS (see data_channel.py)
-        # Its own threads per node: requests stalled on a node cut off must not
-        # hold up those to the others.
-        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._async_channels: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, list[tuple[data_channel.AsyncChannel, float]]] = \
+            weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"NodeClient({self.base!r})"
@@ -166,14 +163,30 @@ class NodeClient:
             sessions = list(self._sessions.items())
             self._sessions.clear()
             channels, self._channels = self._channels, []
-            threads, self._threads = self._threads, None
-        if threads is not None:
-            threads.shutdown(wait=False)
+            kept = list(self._async_channels.items())
+            self._async_channels.clear()
+        for loop, pool in kept:
+            for channel, _ in pool:
+                self._on_loop(loop, channel.close)
         for loop, session in sessions:
             self._close_session(loop, session)
         for channel, _ in channels:
             channel.close()
         self._http.clear()
+
+    @staticmethod
+    def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on ``loop``'s thread (now, when that is this one)."""
+        if loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop or not loop.is_running():
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
 
     def _close_session(self, loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
         if loop.is_closed() or session.closed:
@@ -235,7 +248,9 @@ class NodeClient:
             self._down_until = time.monotonic() + self.timeout
         if isinstance(exc, urllib3.exceptions.NewConnectionError):
             exc = exc.__cause__ or exc  # the refusal, not urllib3's wrapper text
-        return NodeUnavailable(errno.EHOSTUNREACH, f"node {self.base} unreachable: {exc}")
+        detail = str(exc) or ("timed out" if isinstance(exc, TimeoutError)
+                              else type(exc).__name__)
+        return NodeUnavailable(errno.EHOSTUNREACH, f"node {self.base} unreachable: {detail}")
 
     # blocking calls (worker threads) -----------------------------------------------
 
@@ -329,10 +344,15 @@ class NodeClient:
         if status == 101:
             return Channel(sock, self._secret, headers[node_auth.NONCE])
         sock.close()
+        return self._no_channel(status, body)
+
+    def _no_channel(self, status: int, body: bytes) -> None:
+        """What a refused channel request means: NodeRefused for a signature it
+        refused; a node that serves no channels is used over HTTP from now on."""
         if status == 401:
-            raise _failure(f"{self.base}{path}", status, body, True)
-        if status in (400, 404, 405):  # a node without channels: HTTP from now on
-            log.info("node %s serves no data channel (HTTP %d): shard I/O goes over HTTP",
+            raise _failure(f"{self.base}{PREFIX}{data_channel.PATH}", status, body, True)
+        if status in (400, 404, 405):
+            log.info("node %s serves no data channel (HTTP %d): its disks go over HTTP",
                      self.base, status)
             self._channel_ok = False
         return None
@@ -388,20 +408,65 @@ class NodeClient:
             raise _failure(f"{self.base} data channel", status, meta, op in IO_OPS)
         return meta, data
 
+    async def _aopen_channel(self) -> data_channel.AsyncChannel | None:
+        path = PREFIX + data_channel.PATH
+        _, headers = self.prepare("GET", path, None, b"")
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                opened = await data_channel.open_async(self._address, path, headers,
+                                                       self._secret)
+        except (OSError, EOFError, ValueError) as exc:  # TimeoutError is an OSError
+            raise self._unavailable(exc) from None
+        if isinstance(opened, data_channel.AsyncChannel):
+            return opened
+        return self._no_channel(*opened)
+
     async def achannel_call(self, op: int, args: Sequence[Any], *, retry: bool = True,
                             observe: Observe | None = None) -> bytes | None:
-        """:meth:`channel_call` from the event loop (a thread of the channel pool):
-        the reply's data; None when the node serves no channel."""
+        """A metadata request over a channel of the running event loop: the
+        reply's data; None when the node serves no channel (the caller uses HTTP)."""
         if not self._channel_ok:
             return None
+        self._gate(False)
+        loop = asyncio.get_running_loop()
         with self._lock:
-            if self._threads is None:
-                self._threads = concurrent.futures.ThreadPoolExecutor(
-                    CHANNEL_THREADS, thread_name_prefix="basalt-rpc")
-        out = await asyncio.get_running_loop().run_in_executor(
-            self._threads, functools.partial(self.channel_call, op, args, retry=retry,
-                                             observe=observe))
-        return None if out is None else out[1]
+            pool = self._async_channels.setdefault(loop, [])
+        now = time.monotonic()
+        for attempt in (0, 1):
+            channel = None
+            while pool and channel is None:
+                kept, since = pool.pop()
+                if now - since < CHANNEL_KEEP:
+                    channel = kept
+                else:
+                    kept.close()
+            reused = channel is not None
+            channel = channel or await self._aopen_channel()
+            if channel is None:
+                return None
+            try:
+                async with asyncio.timeout(self.timeout):
+                    status, meta, data = await channel.request(op, args)
+            except (OSError, EOFError, ValueError) as exc:  # EOF: IncompleteReadError
+                channel.close()
+                if retry and reused and attempt == 0 and not isinstance(exc, TimeoutError):
+                    continue  # a kept channel its node had closed: once more, on a new one
+                raise self._unavailable(exc) from None
+            except BaseException:  # cancelled mid-request: the channel is out of step
+                channel.close()
+                raise
+            break
+        self._down_until = 0.0
+        if len(pool) < self.pool_size and self._users:
+            pool.append((channel, time.monotonic()))
+        else:
+            channel.close()
+        if observe is not None:
+            observe({k: v for k, v in ((STATE, meta.get("state")), (EPOCH, meta.get("epoch")))
+                     if isinstance(v, str)})
+        if status >= 300:
+            raise _failure(f"{self.base} data channel", status, meta, op in IO_OPS)
+        return data
 
     # async calls (event loop) ------------------------------------------------------
 
