@@ -81,6 +81,6 @@ def s3_error(exc: BaseException) -> S3Error:
     for storage_type, s3_type in _MAP:
         if isinstance(exc, storage_type):
             if s3_type is ServiceUnavailable:
-                return ServiceUnavailable(f"Please reduce your request rate. ({exc})")
+                return ServiceUnavailable(f"Too few disks are available: {exc}")
             return s3_type()
     return InternalError()

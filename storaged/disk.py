@@ -56,6 +56,8 @@ Iov = Sequence[bytes | bytearray | memoryview]
 class ShardWriter(abc.ABC):
     """A shard file being written: frames at explicit offsets, then commit."""
 
+    remote = False  # a write is a round trip to another node (worth a thread of its own)
+
     @abc.abstractmethod
     def write(self, iov: Iov, offset: int) -> None: ...
 

@@ -786,6 +786,8 @@ class RemoteDisk(Disk):
 class RemoteShardWriter(ShardWriter):
     """A shard file being written on another node (a session of its disk server)."""
 
+    remote = True
+
     def __init__(self, disk: RemoteDisk, session: str) -> None:
         self.disk = disk
         self.session = session

@@ -15,9 +15,11 @@ are the block itself, so no bytes are copied between the disks and the caller.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import errno
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -86,12 +88,37 @@ def encode_and_write(codec: Codec, geo: Geometry, dist: Sequence[int], batch: Ba
             done += length
         failed: dict[int, BaseException] = {}
         offset = geo.frame_offset(first_block)
+        # Writes to other nodes go out together (each is a round trip, and one
+        # node cut off must stall a batch once, not once per node in turn).
+        remote = {pos: _remote_writes().submit(writers[pos].write, iov, offset)
+                  for pos, iov in iovs.items() if writers[pos].remote}
         for pos, iov in iovs.items():
+            if pos not in remote:
+                try:
+                    writers[pos].write(iov, offset)
+                except OSError as exc:
+                    failed[pos] = exc
+        for pos, future in remote.items():
             try:
-                writers[pos].write(iov, offset)
+                future.result()
             except OSError as exc:
-                failed[pos] = DiskFull(str(exc)) if exc.errno == errno.ENOSPC else exc
-    return failed
+                failed[pos] = exc
+    return {pos: DiskFull(str(exc)) if exc.errno == errno.ENOSPC else exc
+            for pos, exc in failed.items()}
+
+
+_writes: concurrent.futures.ThreadPoolExecutor | None = None
+_writes_lock = threading.Lock()
+
+
+def _remote_writes() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads shard writes to other nodes go out from (one pool per process)."""
+    global _writes
+    with _writes_lock:
+        if _writes is None:
+            _writes = concurrent.futures.ThreadPoolExecutor(
+                32, thread_name_prefix="basalt-shard-out")
+        return _writes
 
 
 def _read_frames(disk: Disk | None, vid: str, part: int, offset: int,

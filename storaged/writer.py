@@ -235,6 +235,9 @@ class ShardStream:
             block = 0
             hashing: asyncio.Future | None = None
             while filled:
+                # A node that went read-only meanwhile (its cluster lease lost:
+                # cut off, most likely) stops here, not after its RPC timeouts.
+                store.check_writable()
                 if hashing is not None:
                     await hashing  # MD5 is sequential: one batch at a time
                 view = batch.data[:filled]

@@ -379,3 +379,22 @@ async def test_a_small_get_reads_the_disks_the_resolve_did_not_bring(open_store)
     with request_scope():
         info = await store.head_object("b", "k", body=True)
         assert await (await store.get_object("b", "k", info=info)).read() == b"new" * 500
+
+
+async def test_an_upload_stops_when_the_store_turns_read_only(open_store):
+    """A node that goes read-only mid-upload (its cluster lease lost) refuses
+    the rest of the body at once and stores nothing."""
+    from storaged import ReadOnly
+    store = await open_store()
+    await store.make_bucket("b")
+
+    async def body():
+        yield bytes(BLOCK_SIZE * 4)
+        store.read_only = "cluster lease lost"
+        yield bytes(BLOCK_SIZE * 4)
+    with pytest.raises(ReadOnly, match="lease lost"):
+        await store.put_object("b", "k", body())
+    store.read_only = None
+    assert (await store.list_objects("b")).objects == []
+    for disk in store.disks:
+        assert os.listdir(os.path.join(disk.root, "tmp")) == []
