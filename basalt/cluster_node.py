@@ -35,7 +35,7 @@ import msgpack
 from aiohttp import web
 
 import blockd.volmeta  # noqa: F401  (registers the volume ops the disk server decodes)
-from cluster import Election, Etcd, Lease, Node, NodeDisk, Pool, Registry
+from cluster import Election, Etcd, Lease, Node, NodeDisk, Pool, Registry, RegistryError
 from storaged.disk import Disk, LocalDisk
 from storaged.disk_server import disk_app
 from storaged.format import NOT_FORMATTED, DiskFormat, Slot, member_slot, needs_healing, read_format
@@ -330,12 +330,28 @@ class ClusterNode:
         """Register this node (and keep it registered while it runs)."""
         self.lease = Lease(self.etcd, NODE_TTL)
         await self.lease.start()
-        await self.registry.register_node(self.record(), self.lease.id)
+        await self._register(patience=2 * NODE_TTL + 1)
         self._keeper = asyncio.ensure_future(self._stay_registered())
         log.info("joined the cluster", extra={"fields": {
             "node": self.opts.node,
             "advertise": advertise_address(*self.opts.advertise, self.opts.tls is not None),
             "zone": self.opts.zone, "disks": len(self.roots)}})
+
+    async def _register(self, patience: float) -> None:
+        """Register under the current lease. A live record of this name under
+        another lease is this node's previous life (killed, restarted) until its
+        lease ends — or another node with this name: after ``patience``
+        seconds, refused (the two would claim the same disk ids)."""
+        assert self.lease is not None
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                await self.registry.register_node(self.record(), self.lease.id)
+                return
+            except RegistryError as exc:
+                if exc.code != "NodeNameTaken" or time.monotonic() > deadline:
+                    raise ClusterError(f"cannot join the cluster: {exc.message}") from None
+                await asyncio.sleep(0.5)
 
     async def _stay_registered(self) -> None:
         """After an etcd outage long enough to lose the lease, take no writes
@@ -352,8 +368,11 @@ class ClusterNode:
                     await self.lease.close(revoke=True)
                     self.lease = Lease(self.etcd, NODE_TTL)
                     await self.lease.start()
-                    await self.registry.register_node(self.record(), self.lease.id)
+                    await self._register(patience=2 * NODE_TTL + 1)
                     break
+                except ClusterError as exc:  # another node took this name meanwhile
+                    log.error("%s; staying read-only", exc)
+                    await asyncio.sleep(5)
                 except Exception as exc:
                     log.debug("cannot register yet: %s", exc)
                     await asyncio.sleep(1)

@@ -180,20 +180,41 @@ class Registry:
 
     async def register_node(self, node: Node, lease_id: int) -> None:
         """Publish ``node`` as alive for as long as ``lease_id`` lives (and as
-        known until removed). Call again to update its record."""
+        known until removed). Call again to update its record.
+
+        Refused with ``NodeNameTaken`` while a node of that name is alive under
+        another lease: two nodes of one name would claim the same disk ids.
+        """
         name = _segment("node", node.name)
         if not lease_id:
             raise RegistryError("InvalidArgument", "a node registers under a lease")
+        live = self._live + name.encode()
         record = _dump(node.as_dict())
-        ops = [op_put(self._live + name.encode(), record, lease_id),
-               op_put(self._known + name.encode(), record)]
+        ops = [op_put(live, record, lease_id), op_put(self._known + name.encode(), record)]
         for attempt in range(3):
             try:
-                await self.etcd.txn([], ops)
-                return
-            except EtcdUnavailable as exc:   # the same puts again are harmless
+                ok, responses = await self.etcd.txn([compare(live, "CREATE", "EQUAL", 0)], ops,
+                                                    [op_get(live)])
+                if ok:
+                    return
+                kvs = (responses[0].get("response_range") or {}).get("kvs") or [] \
+                    if responses else []
+                if kvs and int(kvs[0].get("lease", 0)) == int(lease_id):  # ours: update
+                    ok, _ = await self.etcd.txn([compare(live, "LEASE", "EQUAL", lease_id)], ops)
+                    if ok:
+                        return
+                    continue  # it expired just now: create it again
+                if not kvs:
+                    continue
+                holder = self._parse(live, base64.b64decode(kvs[0].get("value") or ""), Node.from_dict)
+                where = f" (advertising {holder.advertise})" if holder is not None else ""
+                raise RegistryError("NodeNameTaken", f"a node named {node.name} is already "
+                                    f"alive in the cluster{where}: node names must be unique")
+            except EtcdUnavailable as exc:   # the same transaction again is harmless
                 if not exc.maybe_applied or attempt == 2:
                     raise
+        raise RegistryError("NodeNameTaken", f"node {node.name}: its record kept changing "
+                            "while registering")
 
     async def nodes(self) -> list[tuple[Node, bool]]:
         """Every known node with whether it is alive, by name."""

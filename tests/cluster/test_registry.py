@@ -216,3 +216,22 @@ async def test_volume_ownership(etcd_client):
     finally:
         await lease_a.close()
         await lease_b.close()
+
+
+async def test_a_node_name_is_registered_by_one_live_node(etcd_client):
+    etcd = etcd_client()
+    reg = Registry(etcd)
+    first = await Lease(etcd, ttl=10).start()
+    second = await Lease(etcd, ttl=10).start()
+    try:
+        await reg.register_node(node("dup"), first.id)
+        await reg.register_node(node("dup", disks=3), first.id)   # its own record: updated
+        assert await reg.node("dup") == (node("dup", disks=3), True)
+        with pytest.raises(RegistryError) as err:                 # another node, same name
+            await reg.register_node(node("dup"), second.id)
+        assert err.value.code == "NodeNameTaken" and "dup.example:9100" in err.value.message
+        await first.close()                                       # the first one is gone
+        await reg.register_node(node("dup"), second.id)
+        assert await reg.node("dup") == (node("dup"), True)
+    finally:
+        await second.close()

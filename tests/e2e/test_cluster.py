@@ -108,10 +108,19 @@ def status(node: Server) -> dict:
     return json.loads(node.cli("cluster", "status", "--json").stdout)
 
 
-def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster):
+def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster, tmp_path):
     etcd, nodes = cluster
     # Before a pool: the cluster admin API answers, S3 does not.
     wait_registered(nodes)
+    # A second node with a live node's name is refused (it would claim the same
+    # disk ids) once the first one's lease has not ended in twice its time.
+    dup = start_node(str(tmp_path / "dup"), "n2", etcd.endpoints, tuple(free_ports(3)))
+    try:
+        assert dup.proc.wait(timeout=60) != 0
+        with open(dup.log_path) as f:
+            assert "a node named n2 is already alive in the cluster" in f.read()
+    finally:
+        stop_server(dup)
     seen = status(nodes[1])
     assert sorted(n["name"] for n in seen["nodes"]) == ["n1", "n2", "n3", "n4"]
     assert all(len(n["disks"]) == 1 and n["advertise"] for n in seen["nodes"])
