@@ -401,12 +401,17 @@ class NodeClient:
                 channel = None
         if channel is not None:
             channel.close()
+        self._channel_answer(op, status, meta, observe)
+        return meta, data
+
+    def _channel_answer(self, op: int, status: int, meta: Mapping[str, Any],
+                        observe: Observe | None) -> None:
+        """Note the disk's state from a channel reply; raise what an error stands for."""
         if observe is not None:
             observe({k: v for k, v in ((STATE, meta.get("state")), (EPOCH, meta.get("epoch")))
                      if isinstance(v, str)})
         if status >= 300:
             raise _failure(f"{self.base} data channel", status, meta, op in IO_OPS)
-        return meta, data
 
     async def _aopen_channel(self) -> data_channel.AsyncChannel | None:
         path = PREFIX + data_channel.PATH
@@ -461,11 +466,7 @@ class NodeClient:
             pool.append((channel, time.monotonic()))
         else:
             channel.close()
-        if observe is not None:
-            observe({k: v for k, v in ((STATE, meta.get("state")), (EPOCH, meta.get("epoch")))
-                     if isinstance(v, str)})
-        if status >= 300:
-            raise _failure(f"{self.base} data channel", status, meta, op in IO_OPS)
+        self._channel_answer(op, status, meta, observe)
         return data
 
     # async calls (event loop) ------------------------------------------------------

@@ -44,17 +44,9 @@ def test_serve_takes_data_dir_after_the_command():
     assert parse("--data-dir", "D", "serve").data_dir == "D"
 
 
-def test_serve_lifecycle_day_reaches_the_server_options(monkeypatch):
+def test_serve_lifecycle_day_reaches_the_server_options(fake_serve):
     import basalt.cli.serve as serve_cli
-    import basalt.logs
-    import basalt.server
-    seen = []
-
-    async def fake_serve(opts):
-        seen.append(opts)
-
-    monkeypatch.setattr(basalt.server, "serve", fake_serve)
-    monkeypatch.setattr(basalt.logs, "setup", lambda level: None)
+    seen = fake_serve
     assert parse("serve").lifecycle_day_seconds == 86400
     serve_cli.cmd_serve(parse("serve", "--lifecycle-day-seconds", "2", "--data-dir", "D"))
     serve_cli.cmd_serve(parse("serve"))

@@ -167,20 +167,6 @@ def parse(*argv: str):
     return resolve_defaults(build_parser().parse_args(argv))
 
 
-@pytest.fixture
-def fake_serve(monkeypatch):
-    import basalt.logs
-    import basalt.server
-    seen = []
-
-    async def fake(opts):
-        seen.append(opts)
-
-    monkeypatch.setattr(basalt.server, "serve", fake)
-    monkeypatch.setattr(basalt.logs, "setup", lambda level: None)
-    return seen
-
-
 def test_serve_node_tls_options_are_checked_before_anything_starts(pki, fake_serve):
     from basalt.cli.serve import cmd_serve
     cert, key = pki["nodes"]["n1"]

@@ -314,17 +314,23 @@ async def test_bucket_names_are_claimed_first_and_released_on_failure_and_deleti
     assert "c" not in names.held and names.released[-1] == "c"
 
 
-async def test_a_request_scope_reads_bucket_records_and_settings_once(open_store):
-    from storaged import request_scope
-    store = await open_store()
-    await store.make_bucket("b")
-    asked = []
+def count_queries(store) -> list[str]:
+    """The names of the metadata queries the store's set asks from now on."""
+    asked: list[str] = []
     real_ask = store.set.ask
 
     async def counting_ask(query, *args, **kwargs):
         asked.append(query)
         return await real_ask(query, *args, **kwargs)
     store.set.ask = counting_ask
+    return asked
+
+
+async def test_a_request_scope_reads_bucket_records_and_settings_once(open_store):
+    from storaged import request_scope
+    store = await open_store()
+    await store.make_bucket("b")
+    asked = count_queries(store)
     with request_scope():
         for _ in range(3):
             await store.require_bucket("b")
@@ -347,13 +353,7 @@ async def test_a_small_get_asks_each_disk_one_query(open_store):
     await store.make_bucket("b")
     body = b"small object " * 100
     await store.put_object("b", "k", chunks(body))
-    asked = []
-    real_ask = store.set.ask
-
-    async def counting_ask(query, *args, **kwargs):
-        asked.append(query)
-        return await real_ask(query, *args, **kwargs)
-    store.set.ask = counting_ask
+    asked = count_queries(store)
     with request_scope():
         info = await store.head_object("b", "k", body=True)
         await store.versioning("b")
