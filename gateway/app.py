@@ -22,6 +22,7 @@ from . import (
     admin,
     attributes,
     bucket,
+    bucket_policy,
     copy,
     delete,
     get,
@@ -37,7 +38,13 @@ from . import (
     tagging,
     versioning,
 )
-from .errors import InvalidURI, RequestHeaderSectionTooLarge, S3Error, S3NotImplemented
+from .errors import (
+    AccessDenied,
+    InvalidURI,
+    RequestHeaderSectionTooLarge,
+    S3Error,
+    S3NotImplemented,
+)
 from .failures import s3_error
 from .request import Context, GatewayConfig
 
@@ -67,6 +74,10 @@ HANDLERS: dict[str, Handler] = {
     "PutObjectTagging": tagging.put_object_tagging,
     "DeleteObjectTagging": tagging.delete_object_tagging,
     "GetBucketTagging": tagging.get_bucket_tagging,
+    "PutBucketPolicy": bucket_policy.put_bucket_policy,
+    "GetBucketPolicy": bucket_policy.get_bucket_policy,
+    "DeleteBucketPolicy": bucket_policy.delete_bucket_policy,
+    "GetBucketPolicyStatus": bucket_policy.get_bucket_policy_status,
     "GetObjectAttributes": attributes.get_object_attributes,
     "PutBucketTagging": tagging.put_bucket_tagging,
     "DeleteBucketTagging": tagging.delete_bucket_tagging,
@@ -123,6 +134,18 @@ class Gateway:
         return sigv4.verify_request(request.method, raw_path, raw_query, request.headers,
                                     self.config.credentials.get)
 
+    async def authorize(self, request: web.Request,
+                        route: router.Route) -> sigv4.AuthContext | None:
+        """The request's verified signature; None for an unsigned request its
+        bucket's policy lets through (any other gets AccessDenied, as before)."""
+        try:
+            return self.authenticate(request, route)
+        except AccessDenied:
+            if _unsigned(request) and await bucket_policy.allows_anonymous(
+                    request, route, self.store):
+                return None
+            raise
+
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         request_id = request["request_id"] = new_id(64).upper()
         started = time.monotonic()
@@ -146,7 +169,7 @@ class Gateway:
                     raise refused
                 op, resource = route.op, route.resource
                 handler = HANDLERS.get(route.op)
-                auth = self.authenticate(request, route)
+                auth = await self.authorize(request, route)
                 if handler is None:
                     raise S3NotImplemented(f"{route.op} is not supported.")
                 with request_scope():  # bucket records and settings read once per request
@@ -207,6 +230,16 @@ MAX_URL_BYTES = 8 * 1024
 # dispatch and get S3's XML error instead of aiohttp's plain-text 400.
 PARSER_LIMITS = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024,
                  "lingering_time": 0}
+
+
+_SIGNATURE_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Algorithm", "Signature",
+                     "AWSAccessKeyId")
+
+
+def _unsigned(request: web.Request) -> bool:
+    """No signature of any kind (an anonymous request, not a failed signed one)."""
+    return "Authorization" not in request.headers and not any(
+        name in request.query for name in _SIGNATURE_PARAMS)
 
 
 def _client_gone(request: web.Request) -> bool:

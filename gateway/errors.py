@@ -325,6 +325,11 @@ class NoSuchTagSet(S3Error):
     message = "The TagSet does not exist"
 
 
+class NoSuchBucketPolicy(S3Error):
+    status = 404
+    message = "The bucket policy does not exist"
+
+
 class NoSuchLifecycleConfiguration(S3Error):
     status = 404
     message = "The lifecycle configuration does not exist"

@@ -34,17 +34,20 @@ class Route:
 _BUCKET_GET = {"location": "GetBucketLocation", "versioning": "GetBucketVersioning",
                "acl": "GetBucketAcl", "uploads": "ListMultipartUploads",
                "versions": "ListObjectVersions", "object-lock": "GetObjectLockConfiguration",
-               "lifecycle": "GetBucketLifecycleConfiguration", "tagging": "GetBucketTagging"}
+               "lifecycle": "GetBucketLifecycleConfiguration", "tagging": "GetBucketTagging",
+               "policy": "GetBucketPolicy", "policyStatus": "GetBucketPolicyStatus"}
 _BUCKET_PUT = {"acl": "PutBucketAcl", "versioning": "PutBucketVersioning",
                "object-lock": "PutObjectLockConfiguration",
-               "lifecycle": "PutBucketLifecycleConfiguration", "tagging": "PutBucketTagging"}
-_BUCKET_DELETE = {"lifecycle": "DeleteBucketLifecycle", "tagging": "DeleteBucketTagging"}
+               "lifecycle": "PutBucketLifecycleConfiguration", "tagging": "PutBucketTagging",
+               "policy": "PutBucketPolicy"}
+_BUCKET_DELETE = {"lifecycle": "DeleteBucketLifecycle", "tagging": "DeleteBucketTagging",
+                  "policy": "DeleteBucketPolicy"}
 _OBJECT_GET = {"acl": "GetObjectAcl", "tagging": "GetObjectTagging",
                "retention": "GetObjectRetention", "legal-hold": "GetObjectLegalHold",
                "attributes": "GetObjectAttributes"}
 _OBJECT_PUT = {"acl": "PutObjectAcl", "tagging": "PutObjectTagging",
                "retention": "PutObjectRetention", "legal-hold": "PutObjectLegalHold"}
-_UNSUPPORTED = {"policy", "cors", "website", "replication", "encryption", "logging",
+_UNSUPPORTED = {"cors", "website", "replication", "encryption", "logging",
                 "notification", "accelerate", "requestPayment", "ownershipControls",
                 "publicAccessBlock", "analytics", "metrics", "inventory", "intelligent-tiering",
                 "restore", "select", "torrent"}

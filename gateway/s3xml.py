@@ -431,6 +431,11 @@ def parse_complete_multipart_upload(body: bytes) -> list[CompletedPart]:
     return parts
 
 
+def policy_status(public: bool) -> bytes:
+    """GetBucketPolicyStatus."""
+    return _document("PolicyStatus", (_el("IsPublic", "true" if public else "false"),))
+
+
 def versioning_configuration(status: str = "") -> bytes:
     """GetBucketVersioning: empty for a bucket that never had versioning enabled."""
     return _document("VersioningConfiguration", (_el("Status", status or None),))

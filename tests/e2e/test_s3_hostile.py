@@ -603,7 +603,7 @@ def test_transfer_encoding_chunked_put_is_not_implemented(raw, bkt, key):
 
 @pytest.mark.parametrize("method,target,query", [
     ("GET", "bucket", "cors"),
-    ("PUT", "bucket", "policy"),
+    ("PUT", "bucket", "replication"),
     ("PUT", "bucket", "website"),
     ("GET", "object", "torrent"),
 ])

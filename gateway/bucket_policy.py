@@ -1,0 +1,176 @@
+"""Bucket policies: Put/Get/DeleteBucketPolicy, GetBucketPolicyStatus, and the
+judgement of anonymous requests by them.
+
+A bucket's policy is kept as the JSON text the owner sent, in the bucket's
+settings (replicated and healed with the bucket record); it is validated and
+compiled (gateway.policy) when stored and compiled again, once per process and
+text, when read. Basalt has one account today: requests signed with its keys
+are the owner's and are not judged by policies. An unsigned request is
+anonymous: S3 allows it only where the bucket policy allows it (and no
+statement denies it), and refuses everything else with AccessDenied, as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from . import s3xml
+from .bucket import xml_response
+from .errors import NoSuchBucketPolicy
+from .policy import MalformedPolicy, Policy, RequestContext, decide, is_public, parse_policy
+from .request import Context
+from .router import Route
+
+KIND = "policy"
+OWNER_ACCOUNT = "000000000000"  # Basalt's one account (accounts come with issue 14)
+
+# The IAM action each S3 operation is authorised as (AWS's "Actions, resources,
+# and condition keys for Amazon S3"); operations on a version name its version action.
+ACTIONS = {
+    "ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "HeadBucket": "s3:ListBucket",
+    "ListObjectVersions": "s3:ListBucketVersions",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "GetBucketLocation": "s3:GetBucketLocation", "GetBucketVersioning": "s3:GetBucketVersioning",
+    "PutBucketVersioning": "s3:PutBucketVersioning", "GetBucketAcl": "s3:GetBucketAcl",
+    "PutBucketAcl": "s3:PutBucketAcl", "GetBucketTagging": "s3:GetBucketTagging",
+    "PutBucketTagging": "s3:PutBucketTagging", "DeleteBucketTagging": "s3:PutBucketTagging",
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+    "GetBucketPolicy": "s3:GetBucketPolicy", "PutBucketPolicy": "s3:PutBucketPolicy",
+    "DeleteBucketPolicy": "s3:DeleteBucketPolicy",
+    "GetBucketPolicyStatus": "s3:GetBucketPolicyStatus",
+    "CreateBucket": "s3:CreateBucket", "DeleteBucket": "s3:DeleteBucket",
+    "DeleteObjects": "s3:DeleteObject",
+    "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "PutObject": "s3:PutObject",
+    "CopyObject": "s3:PutObject", "DeleteObject": "s3:DeleteObject",
+    "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
+    "UploadPartCopy": "s3:PutObject", "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "ListParts": "s3:ListMultipartUploadParts",
+    "GetObjectAcl": "s3:GetObjectAcl", "PutObjectAcl": "s3:PutObjectAcl",
+    "GetObjectTagging": "s3:GetObjectTagging", "PutObjectTagging": "s3:PutObjectTagging",
+    "DeleteObjectTagging": "s3:DeleteObjectTagging",
+    "GetObjectRetention": "s3:GetObjectRetention", "PutObjectRetention": "s3:PutObjectRetention",
+    "GetObjectLegalHold": "s3:GetObjectLegalHold", "PutObjectLegalHold": "s3:PutObjectLegalHold",
+    "GetObjectAttributes": "s3:GetObjectAttributes",
+}
+_VERSIONED = {"s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3:DeleteObjectVersion",
+              "s3:GetObjectAcl": "s3:GetObjectVersionAcl",
+              "s3:PutObjectAcl": "s3:PutObjectVersionAcl",
+              "s3:GetObjectTagging": "s3:GetObjectVersionTagging",
+              "s3:PutObjectTagging": "s3:PutObjectVersionTagging",
+              "s3:DeleteObjectTagging": "s3:DeleteObjectVersionTagging",
+              "s3:GetObjectAttributes": "s3:GetObjectVersionAttributes"}
+# Not open to anonymous requests whatever a policy says: they act on several
+# objects (each would need its own judgement) or on the policy itself.
+_OWNER_ONLY = {"DeleteObjects", "CopyObject", "UploadPartCopy", "CreateBucket", "ListBuckets",
+               "PutBucketPolicy", "DeleteBucketPolicy", "GetBucketPolicy"}
+
+
+def action_of(route: Route, query: Any) -> str:
+    """The IAM action ``route`` is authorised as."""
+    action = ACTIONS.get(route.op, "s3:" + route.op)
+    if "versionId" in query:
+        action = _VERSIONED.get(action, action)
+    return action
+
+
+def resource_of(route: Route) -> str:
+    if route.key is None:
+        return f"arn:aws:s3:::{route.bucket}"
+    return f"arn:aws:s3:::{route.bucket}/{route.key}"
+
+
+def condition_keys(request: web.Request, route: Route) -> dict[str, str | list[str]]:
+    """The condition keys an anonymous request carries (global and S3 ones)."""
+    now = time.time()
+    headers, query = request.headers, request.query
+    keys: dict[str, str | list[str]] = {
+        "aws:SourceIp": request.remote or "",
+        "aws:SecureTransport": "true" if request.secure else "false",
+        "aws:CurrentTime": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "aws:EpochTime": str(int(now)),
+    }
+    for header, key in (("User-Agent", "aws:UserAgent"), ("Referer", "aws:Referer"),
+                        ("x-amz-acl", "s3:x-amz-acl"),
+                        ("x-amz-server-side-encryption", "s3:x-amz-server-side-encryption"),
+                        ("x-amz-content-sha256", "s3:x-amz-content-sha256")):
+        if header in headers:
+            keys[key] = headers[header]
+    if route.key is None and route.op in ("ListObjects", "ListObjectsV2",
+                                          "ListObjectVersions"):
+        for name in ("prefix", "delimiter", "max-keys"):
+            if name in query:
+                keys["s3:" + name] = query[name]
+    if "versionId" in query:
+        keys["s3:VersionId"] = query["versionId"]
+    for tag, value in parse_qsl(headers.get("x-amz-tagging", ""), keep_blank_values=True):
+        keys[f"s3:RequestObjectTag/{tag}"] = value
+    return keys
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(text: bytes) -> Policy:
+    return parse_policy(text, "resource")
+
+
+async def stored_policy(store: Any, bucket: str) -> Policy | None:
+    raw = await store.bucket_config(bucket, KIND)
+    return None if raw is None else _compiled(raw)
+
+
+async def allows_anonymous(request: web.Request, route: Route, store: Any) -> bool:
+    """Whether the bucket's policy lets an anonymous request through."""
+    if route.bucket is None or route.op in _OWNER_ONLY:
+        return False
+    try:
+        policy = await stored_policy(store, route.bucket)
+    except Exception:  # no such bucket (or unreadable): nothing to say to a stranger
+        return False
+    if policy is None:
+        return False
+    ctx = RequestContext(action_of(route, request.query), resource_of(route),
+                         keys=condition_keys(request, route))
+    return decide((), policy, ctx, OWNER_ACCOUNT)
+
+
+async def put_bucket_policy(ctx: Context) -> web.Response:
+    body = await ctx.request.read()  # aiohttp's client_max_size bounds it
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedPolicy("Policies must be valid JSON and the first byte must be '{'") \
+            from None
+    parse_policy(text, "resource", bucket=ctx.bucket)  # raises MalformedPolicy
+    await ctx.store.require_bucket(ctx.bucket)
+    await ctx.store.set_bucket_config(ctx.bucket, KIND, text.encode())
+    return web.Response(status=204)
+
+
+async def get_bucket_policy(ctx: Context) -> web.Response:
+    raw = await ctx.store.bucket_config(ctx.bucket, KIND)
+    if raw is None:
+        raise NoSuchBucketPolicy(BucketName=ctx.bucket)
+    return web.Response(body=raw, content_type="application/json")
+
+
+async def delete_bucket_policy(ctx: Context) -> web.Response:
+    await ctx.store.require_bucket(ctx.bucket)
+    await ctx.store.set_bucket_config(ctx.bucket, KIND, None)
+    return web.Response(status=204)
+
+
+async def get_bucket_policy_status(ctx: Context) -> web.Response:
+    policy = await stored_policy(ctx.store, ctx.bucket)
+    if policy is None:
+        raise NoSuchBucketPolicy(BucketName=ctx.bucket)
+    return xml_response(s3xml.policy_status(is_public(policy)))
