@@ -161,8 +161,8 @@ def main() -> int:
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads
     ready = spawn.Queue()
     server = spawn.Process(target=_serve, args=(root, ready), daemon=True)
-    server.start()
     try:
+        server.start()
         port, fmt = ready.get(timeout=60)
         fmt = DiskFormat.from_json(fmt)
         results = {}
@@ -174,8 +174,9 @@ def main() -> int:
             results[transport] = rows(remote, server.pid, "a" if transport == "http" else "c")
             remote.close()
     finally:
-        server.kill()
-        server.join(10)
+        if server.pid is not None:
+            server.kill()
+            server.join(10)
         shutil.rmtree(root, ignore_errors=True)
     report = {"machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
               "results": results}
