@@ -69,6 +69,14 @@ def _mac(secret: bytes, nonce: bytes, seq: int, op: int, args: bytes) -> bytes:
                     hashlib.sha256).digest()
 
 
+def _request_frame(end: Channel | AsyncChannel, op: int, args: Sequence[Any]) -> bytes:
+    """The next request of a channel's client end: head, arguments, HMAC."""
+    packed = msgpack.packb(list(args))
+    mac = _mac(end._secret, end._nonce, end.seq, op, packed)
+    end.seq += 1
+    return _HEAD.pack(op, end.seq - 1, len(packed)) + packed + mac
+
+
 def recv_exact(sock: socket.socket, view: memoryview) -> None:
     """Fill ``view`` from ``sock``; ChannelClosed at an early end."""
     got = 0
@@ -156,10 +164,7 @@ class Channel:
                 length: int = 0) -> tuple[int, dict[str, Any], int]:
         """Send one request (``body``: buffers of ``length`` bytes) and read the
         reply's head: (status, meta, data length). The caller reads the data."""
-        packed = msgpack.packb(list(args))
-        mac = _mac(self._secret, self._nonce, self.seq, op, packed)
-        self.seq += 1
-        self.sock.sendall(_HEAD.pack(op, self.seq - 1, len(packed)) + packed + mac)
+        self.sock.sendall(_request_frame(self, op, args))
         for buf in body:
             self.sock.sendall(buf)
         status, meta_len, data_len = _REPLY.unpack(self._take(_REPLY.size))
@@ -246,10 +251,7 @@ class AsyncChannel:
 
     async def request(self, op: int, args: Sequence[Any]) -> tuple[int, dict[str, Any], bytes]:
         """(status, meta, data) of one request without a body."""
-        packed = msgpack.packb(list(args))
-        mac = _mac(self._secret, self._nonce, self.seq, op, packed)
-        self.seq += 1
-        self.writer.write(_HEAD.pack(op, self.seq - 1, len(packed)) + packed + mac)
+        self.writer.write(_request_frame(self, op, args))
         status, meta_len, data_len = _REPLY.unpack(await self.reader.readexactly(_REPLY.size))
         rest = await self.reader.readexactly(meta_len + data_len) if meta_len + data_len else b""
         meta = msgpack.unpackb(rest[:meta_len]) if meta_len else {}

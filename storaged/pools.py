@@ -73,7 +73,6 @@ from .errors import (
     NoSuchKey,
     NoSuchUpload,
     NoSuchVersion,
-    ReadOnly,
     ReadQuorumError,
     StorageError,
     WriteQuorumError,
@@ -93,6 +92,7 @@ from .store import (
     ObjectStore,
     VersionEntry,
     VersionPage,
+    WriteGate,
     copy_through,
 )
 from .writer import Body, Condition, ObjectAttrs, check_condition
@@ -197,7 +197,7 @@ class _Found:
 OnDrained = Callable[[str], Awaitable[None] | None]
 
 
-class PooledStore:
+class PooledStore(WriteGate):
     """Buckets and objects over the erasure sets of several pools (see the module
     docstring). ``on_drained(pool name)`` is called (and awaited when it returns
     an awaitable) when a drain has emptied a pool, before the pool is marked
@@ -407,18 +407,6 @@ class PooledStore:
         deciding = live[0].sets[0] if live else None
         for s in self.sets:
             s.bucket_names = self._bucket_names if s is deciding else None
-
-    def check_writable(self) -> None:
-        if self.read_only is not None:
-            raise ReadOnly(self.read_only)
-
-    def stamp(self) -> int:
-        """A modification time in ns, strictly increasing across every set."""
-        self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
-        return self._last_stamp
-
-    def stamp_after(self, ns: int) -> None:
-        self._last_stamp = max(self._last_stamp, ns)
 
     # lifecycle ---------------------------------------------------------------------
 

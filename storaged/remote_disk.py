@@ -370,14 +370,8 @@ class NodeClient:
         self._gate(False)
         now = time.monotonic()
         for attempt in (0, 1):
-            channel = None
             with self._lock:
-                while self._channels and channel is None:
-                    kept, since = self._channels.pop()
-                    if now - since < CHANNEL_KEEP:
-                        channel = kept
-                    else:
-                        kept.close()  # before its node ends it (disk_server.CHANNEL_IDLE)
+                channel = _kept(self._channels, now)
             reused = channel is not None
             channel = channel or self._open_channel()
             if channel is None:
@@ -438,13 +432,7 @@ class NodeClient:
             pool = self._async_channels.setdefault(loop, [])
         now = time.monotonic()
         for attempt in (0, 1):
-            channel = None
-            while pool and channel is None:
-                kept, since = pool.pop()
-                if now - since < CHANNEL_KEEP:
-                    channel = kept
-                else:
-                    kept.close()
+            channel = _kept(pool, now)
             reused = channel is not None
             channel = channel or await self._aopen_channel()
             if channel is None:
@@ -530,6 +518,17 @@ def _fill(resp: Any, iov: Iov) -> int:
         if filled < len(view):
             break
     return total
+
+
+def _kept(pool: list[tuple[Any, float]], now: float) -> Any:
+    """The newest idle channel of ``pool`` still worth using, or None; older ones
+    are closed before their node ends them (disk_server.CHANNEL_IDLE)."""
+    while pool:
+        channel, since = pool.pop()
+        if now - since < CHANNEL_KEEP:
+            return channel
+        channel.close()
+    return None
 
 
 def _seg(text: str) -> str:

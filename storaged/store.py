@@ -187,7 +187,30 @@ class BucketNames(Protocol):
         """Give the name up, if ``record`` is still what holds it."""
 
 
-class ObjectStore:
+class WriteGate:
+    """What every store (one erasure set, or the sets of several pools) does
+    before writing: refuse while read-only, and stamp the write with a time in
+    ns that never goes back within the store."""
+
+    read_only: str | None
+    _last_stamp: int
+
+    def check_writable(self) -> None:
+        """Raise ReadOnly while the store takes no writes."""
+        if self.read_only is not None:
+            raise ReadOnly(self.read_only)
+
+    def stamp(self) -> int:
+        """A modification time in ns, strictly increasing within this store."""
+        self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
+        return self._last_stamp
+
+    def stamp_after(self, ns: int) -> None:
+        """Make the next :meth:`stamp` later than ``ns`` (another process's)."""
+        self._last_stamp = max(self._last_stamp, ns)
+
+
+class ObjectStore(WriteGate):
     """Buckets and objects on one erasure set."""
 
     def __init__(self, disks: Sequence[Disk], *, inline_limit: int = INLINE_LIMIT,
@@ -749,20 +772,6 @@ class ObjectStore:
                 yield
             finally:
                 self.key_locks.release(fd)
-
-    def check_writable(self) -> None:
-        """Raise ReadOnly while the store takes no writes."""
-        if self.read_only is not None:
-            raise ReadOnly(self.read_only)
-
-    def stamp(self) -> int:
-        """A modification time in ns, strictly increasing within this process."""
-        self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
-        return self._last_stamp
-
-    def stamp_after(self, ns: int) -> None:
-        """Make the next :meth:`stamp` later than ``ns`` (another process's)."""
-        self._last_stamp = max(self._last_stamp, ns)
 
     def count(self, event: str, n: int = 1) -> None:
         """Count an engine event (bitrot found, degraded read, ...)."""
