@@ -309,6 +309,7 @@ async def serve(opts: ServeOptions) -> None:
         host, port = opts.s3_address
         port = claim_port(host, port)
         settings = {"disks": disks, "sync": opts.sync, "region": opts.region,
+                    "data_dir": data_dir,
                     "domain": opts.domain, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key,
                     "log_level": opts.log_level, "owner_socket": owner_socket,
                     "nbd_socket": nbd_socket if nbd is not None else None,

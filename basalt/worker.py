@@ -62,7 +62,7 @@ async def run(cfg: dict) -> None:
                            region=cfg["region"], domain=cfg.get("domain"),
                            owner_socket=cfg.get("owner_socket"),
                            nbd_address=cfg.get("nbd_address", ""),
-                           nbd_socket=cfg.get("nbd_socket"))
+                           nbd_socket=cfg.get("nbd_socket"), data_dir=cfg.get("data_dir"))
     gateway = Gateway(store, config)
     tasks = []
     if cfg.get("read_only_path"):

@@ -21,16 +21,21 @@ from storaged.meta import new_id
 from . import (
     admin,
     attributes,
+    audit,
     bucket,
     bucket_policy,
     copy,
+    cors,
     delete,
     get,
+    identity,
     lifecycle,
     listing,
     metrics,
     multipart,
     object_lock,
+    post_object,
+    public_access,
     put,
     router,
     sigv2,
@@ -100,7 +105,21 @@ HANDLERS: dict[str, Handler] = {
     "AbortMultipartUpload": multipart.abort_multipart_upload,
     "ListParts": multipart.list_parts,
     "ListMultipartUploads": multipart.list_multipart_uploads,
+    "GetBucketCors": cors.get_bucket_cors,
+    "PutBucketCors": cors.put_bucket_cors,
+    "DeleteBucketCors": cors.delete_bucket_cors,
+    "PreflightCors": cors.preflight,
+    "PostObject": post_object.post_object,
+    "GetBucketOwnershipControls": public_access.get_ownership_controls,
+    "PutBucketOwnershipControls": public_access.put_ownership_controls,
+    "DeleteBucketOwnershipControls": public_access.delete_ownership_controls,
+    "GetPublicAccessBlock": public_access.get_public_access_block,
+    "PutPublicAccessBlock": public_access.put_public_access_block,
+    "DeletePublicAccessBlock": public_access.delete_public_access_block,
 }
+# Operations that carry no signature of their own to check before the handler:
+# a CORS preflight is never signed; a form upload's signature is in its body.
+UNSIGNED_OPS = {"PreflightCors", "PostObject"}
 
 HOST_ID = uuid.uuid4().hex
 
@@ -119,6 +138,7 @@ class Gateway:
     def __init__(self, store: ObjectStore, config: GatewayConfig) -> None:
         self.store, self.config = store, config
         self.owner = admin.Owner(config.owner_socket)
+        self.audit = audit.open_log(config.data_dir)
         store.on_event = metrics.engine_event
 
     def authenticate(self, request: web.Request,
@@ -139,17 +159,27 @@ class Gateway:
         """The request's verified signature; None for an unsigned request its
         bucket's policy lets through (any other gets AccessDenied, as before)."""
         try:
-            return self.authenticate(request, route)
+            auth = self.authenticate(request, route)
         except AccessDenied:
-            if _unsigned(request) and await bucket_policy.allows_anonymous(
-                    request, route, self.store):
-                return None
-            raise
+            if not _unsigned(request):
+                raise
+            auth = None
+        principal = None if auth is None else identity.root_principal(auth.access_key)
+        request["principal"] = principal
+        await self.check_access(request, route, principal)
+        return auth
+
+    async def check_access(self, request: web.Request, route: router.Route,
+                           principal: identity.Principal | None) -> None:
+        """AccessDenied unless ``principal`` (None: anonymous) may do ``route``."""
+        if principal is None and not await bucket_policy.allows_anonymous(
+                request, route, self.store):
+            raise AccessDenied()
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         request_id = request["request_id"] = new_id(64).upper()
         started = time.monotonic()
-        op, resource, resp = "Unknown", request.path, None
+        op, resource, resp, route = "Unknown", request.path, None, None
         error_code = ""
         try:
             if request.path.startswith(router.ADMIN_PREFIX):
@@ -169,12 +199,14 @@ class Gateway:
                     raise refused
                 op, resource = route.op, route.resource
                 handler = HANDLERS.get(route.op)
-                auth = await self.authorize(request, route)
-                if handler is None:
-                    raise S3NotImplemented(f"{route.op} is not supported.")
                 with request_scope():  # bucket records and settings read once per request
+                    await cors.prepare(request, route, self.store)
+                    auth = None if route.op in UNSIGNED_OPS else await self.authorize(request,
+                                                                                      route)
+                    if handler is None:
+                        raise S3NotImplemented(f"{route.op} is not supported.")
                     resp = await handler(Context(request, route, self.store, self.config,
-                                                 request_id, auth))
+                                                 request_id, auth, check_access=self.check_access))
         except asyncio.CancelledError:
             # Cancelled (the client went away, or the server is shutting down and
             # the grace ran out): whatever was being written is rolled back.
@@ -211,6 +243,9 @@ class Gateway:
                 "op": op, "method": request.method, "resource": resource, "status": status,
                 "error": error_code, "in": bytes_in, "out": bytes_out,
                 "ms": round(elapsed * 1000, 2), "id": request_id, "remote": request.remote}})
+            if self.audit is not None:
+                self.audit.record(request, op, route, status, error_code, bytes_in, bytes_out,
+                                  elapsed)
         return resp
 
     def app(self) -> web.Application:
@@ -265,3 +300,4 @@ async def _request_id_headers(request: web.Request, response: web.StreamResponse
     response.headers["x-amz-request-id"] = request.get("request_id", "")
     response.headers["x-amz-id-2"] = HOST_ID
     response.headers["Server"] = "Basalt"
+    cors.add_headers(request, response)

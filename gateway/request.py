@@ -57,6 +57,7 @@ class GatewayConfig:
     owner_socket: str | None = None         # admin requests served by the disk owner
     nbd_address: str = ""                   # host:port of the NBD server (for clients)
     nbd_socket: str | None = None           # its Unix socket
+    data_dir: str | None = None             # the server's data dir (audit log, keys)
 
 
 @dataclasses.dataclass
@@ -68,6 +69,14 @@ class Context:
     request_id: str
     auth: AuthContext | None = None
     bytes_in: int = 0
+    # Judges a principal's request (AccessDenied when refused): for operations
+    # that authenticate inside their body, as POST form uploads do.
+    check_access: Callable[..., Any] | None = None
+
+    @property
+    def principal(self) -> Any:
+        """Who sent the request (gateway.identity.Principal); None: anonymous."""
+        return self.request.get("principal")
 
     @property
     def headers(self) -> Any:

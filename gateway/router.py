@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from urllib.parse import unquote
 
-from .errors import FormUploadNotImplemented, InvalidURI, MethodNotAllowed, S3NotImplemented
+from .errors import InvalidURI, MethodNotAllowed, S3NotImplemented
 
 ADMIN_PREFIX = "/_basalt/"
 
@@ -35,22 +35,27 @@ _BUCKET_GET = {"location": "GetBucketLocation", "versioning": "GetBucketVersioni
                "acl": "GetBucketAcl", "uploads": "ListMultipartUploads",
                "versions": "ListObjectVersions", "object-lock": "GetObjectLockConfiguration",
                "lifecycle": "GetBucketLifecycleConfiguration", "tagging": "GetBucketTagging",
-               "policy": "GetBucketPolicy", "policyStatus": "GetBucketPolicyStatus"}
+               "policy": "GetBucketPolicy", "policyStatus": "GetBucketPolicyStatus",
+               "cors": "GetBucketCors", "ownershipControls": "GetBucketOwnershipControls",
+               "publicAccessBlock": "GetPublicAccessBlock"}
 _BUCKET_PUT = {"acl": "PutBucketAcl", "versioning": "PutBucketVersioning",
                "object-lock": "PutObjectLockConfiguration",
                "lifecycle": "PutBucketLifecycleConfiguration", "tagging": "PutBucketTagging",
-               "policy": "PutBucketPolicy"}
+               "policy": "PutBucketPolicy", "cors": "PutBucketCors",
+               "ownershipControls": "PutBucketOwnershipControls",
+               "publicAccessBlock": "PutPublicAccessBlock"}
 _BUCKET_DELETE = {"lifecycle": "DeleteBucketLifecycle", "tagging": "DeleteBucketTagging",
-                  "policy": "DeleteBucketPolicy"}
+                  "policy": "DeleteBucketPolicy", "cors": "DeleteBucketCors",
+                  "ownershipControls": "DeleteBucketOwnershipControls",
+                  "publicAccessBlock": "DeletePublicAccessBlock"}
 _OBJECT_GET = {"acl": "GetObjectAcl", "tagging": "GetObjectTagging",
                "retention": "GetObjectRetention", "legal-hold": "GetObjectLegalHold",
                "attributes": "GetObjectAttributes"}
 _OBJECT_PUT = {"acl": "PutObjectAcl", "tagging": "PutObjectTagging",
                "retention": "PutObjectRetention", "legal-hold": "PutObjectLegalHold"}
-_UNSUPPORTED = {"cors", "website", "replication", "encryption", "logging",
-                "notification", "accelerate", "requestPayment", "ownershipControls",
-                "publicAccessBlock", "analytics", "metrics", "inventory", "intelligent-tiering",
-                "restore", "select", "torrent"}
+_UNSUPPORTED = {"website", "replication", "encryption", "logging",
+                "notification", "accelerate", "requestPayment", "analytics", "metrics",
+                "inventory", "intelligent-tiering", "restore", "select", "torrent"}
 
 
 # Request headers that ask for something Basalt does not do (yet): refused with
@@ -108,12 +113,14 @@ def route(method: str, raw_path: str, query: Mapping[str, str], headers: Mapping
         if method in ("GET", "HEAD"):
             return Route("ListBuckets")
         raise MethodNotAllowed()
+    if method == "OPTIONS":
+        # A CORS preflight: answered from the bucket's CORS rules, never signed.
+        return Route("PreflightCors", bucket, key)
     if unsupported:
         raise S3NotImplemented(f"The {sorted(unsupported)[0]} sub-resource is not supported.")
     if is_post_upload(method, key, query, headers):
-        # Its signature is inside the form, so it is refused before any
-        # authentication would wrongly answer AccessDenied.
-        raise FormUploadNotImplemented("POST (HTML form) uploads are not supported.")
+        # Its signature is inside the form: the handler authenticates it.
+        return Route("PostObject", bucket)
     if key is None:
         op = _bucket_op(method, query)
     else:

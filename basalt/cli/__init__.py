@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import buckets, cluster, compute, images, serve, volumes
+from . import accounts, audit, buckets, cluster, compute, images, quotas, serve, volumes
 from .common import CLIError, global_options, report, resolve_defaults, user_error, wants_json
 
 
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     compute.register(sub, add)
     buckets.register(sub, add)
     cluster.register(sub, add)
+    accounts.register(sub, add)
+    quotas.register(sub, add)
+    audit.register(sub, add)
     return parser
 
 

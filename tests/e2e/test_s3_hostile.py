@@ -602,7 +602,7 @@ def test_transfer_encoding_chunked_put_is_not_implemented(raw, bkt, key):
 # --- unsupported sub-resources -------------------------------------------------------------
 
 @pytest.mark.parametrize("method,target,query", [
-    ("GET", "bucket", "cors"),
+    ("GET", "bucket", "logging"),
     ("PUT", "bucket", "replication"),
     ("PUT", "bucket", "website"),
     ("GET", "object", "torrent"),
@@ -616,7 +616,7 @@ def test_unsupported_subresource_is_not_implemented(raw, bkt, key, method, targe
 
 
 def test_unsupported_subresource_is_authenticated_first(raw, bkt):
-    assert_error(raw.send("GET", f"/{bkt}", "cors"), 403, "AccessDenied")
+    assert_error(raw.send("GET", f"/{bkt}", "logging"), 403, "AccessDenied")
 
 
 def test_rejected_upload_body_is_not_read(raw, bkt, key):

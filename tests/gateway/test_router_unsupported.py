@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway import router
-from gateway.errors import FormUploadNotImplemented, S3NotImplemented
+from gateway.errors import S3NotImplemented
 
 
 def route(method="PUT", path="/b/k", headers=None, query=None):
@@ -71,9 +71,9 @@ def test_put_acl_handler_judges_its_own_grants():
     assert route("PUT", "/b/k", {"x-amz-acl": "public-read"}, {"acl": ""}).op == "PutObjectAcl"
 
 
-def test_form_upload_refused_before_authentication():
-    with pytest.raises(FormUploadNotImplemented) as err:
-        route("POST", "/b", {"Content-Type": "multipart/form-data; boundary=x"})
-    assert err.value.code == "NotImplemented" and err.value.before_auth
+def test_form_upload_and_preflight_routes():
+    assert route("POST", "/b", {"Content-Type": "multipart/form-data; boundary=x"}).op \
+        == "PostObject"
+    assert route("OPTIONS", "/b/k", {"Origin": "http://a"}).op == "PreflightCors"
     assert route("POST", "/b", {"Content-Type": "application/xml"}, {"delete": ""}).op \
         == "DeleteObjects"
