@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import Any
 
 ROOT_ACCOUNT = "000000000000"
 ROOT_ACCOUNT_NAME = "root"
@@ -45,3 +46,13 @@ class Principal:
 def root_principal(access_key: str) -> Principal:
     """The admin: the root of the root account."""
     return Principal(ROOT_ACCOUNT, ROOT_ACCOUNT_NAME, None, access_key, admin=True)
+
+
+OWNER_KIND = "owner"  # bucket setting: the owning account's id
+
+
+async def bucket_owner(store: Any, bucket: str) -> str:
+    """The id of the account that owns ``bucket`` (NoSuchBucket when there is none).
+    Buckets made before accounts existed belong to the root account."""
+    raw = await store.bucket_config(bucket, OWNER_KIND)
+    return ROOT_ACCOUNT if raw is None else raw.decode()
