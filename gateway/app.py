@@ -144,11 +144,13 @@ class Gateway:
     def authenticate(self, request: web.Request,
                      route: router.Route | None = None) -> sigv4.AuthContext:
         raw_path, _, raw_query = request.raw_path.partition("?")
+        resource = raw_path  # SigV2 signs /bucket/key, virtual-hosted or not
+        if route is not None and route.bucket and not raw_path.startswith("/" + route.bucket):
+            resource = "/" + route.bucket + raw_path
+        if sigv2.is_header_signed(request.headers):
+            return sigv2.verify_header(request.method, resource, raw_query, request.headers,
+                                       self.config.credentials.get)
         if sigv2.is_presigned_v2(raw_query) and "Authorization" not in request.headers:
-            resource = raw_path
-            if route is not None and route.bucket and not raw_path.startswith(
-                    "/" + route.bucket):  # virtual-hosted: the bucket is in the Host
-                resource = "/" + route.bucket + raw_path
             return sigv2.verify_presigned(request.method, resource, raw_query, request.headers,
                                           self.config.credentials.get)
         return sigv4.verify_request(request.method, raw_path, raw_query, request.headers,
@@ -168,6 +170,11 @@ class Gateway:
         request["principal"] = principal
         await self.check_access(request, route, principal)
         return auth
+
+    async def resolve_key(self, access_key: str) -> tuple[str, identity.Principal] | None:
+        """(secret, principal) of an access key that may sign requests; None otherwise."""
+        secret = self.config.credentials.get(access_key)
+        return None if secret is None else (secret, identity.root_principal(access_key))
 
     async def check_access(self, request: web.Request, route: router.Route,
                            principal: identity.Principal | None) -> None:
@@ -206,7 +213,8 @@ class Gateway:
                     if handler is None:
                         raise S3NotImplemented(f"{route.op} is not supported.")
                     resp = await handler(Context(request, route, self.store, self.config,
-                                                 request_id, auth, check_access=self.check_access))
+                                                 request_id, auth, check_access=self.check_access,
+                                                 resolve_key=self.resolve_key))
         except asyncio.CancelledError:
             # Cancelled (the client went away, or the server is shutting down and
             # the grace ran out): whatever was being written is rolled back.

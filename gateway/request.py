@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -72,6 +72,8 @@ class Context:
     # Judges a principal's request (AccessDenied when refused): for operations
     # that authenticate inside their body, as POST form uploads do.
     check_access: Callable[..., Any] | None = None
+    # access key → (secret, Principal), or None when the key may not sign.
+    resolve_key: Callable[[str], Awaitable[Any]] | None = None
 
     @property
     def principal(self) -> Any:

@@ -28,6 +28,17 @@ SIGNED_PARAMS = frozenset((
     "select-type", "object-lock"))
 
 
+def is_header_signed(headers: Mapping[str, str]) -> bool:
+    """An ``Authorization: AWS AKID:signature`` request (header-signed SigV2)."""
+    return False  # not accepted yet: such requests go to SigV4's check and are refused
+
+
+def verify_header(method: str, resource_path: str, raw_query: str,
+                  headers: Mapping[str, str], secret_for: SecretLookup) -> AuthContext:
+    """Verify a header-signed SigV2 request; ``resource_path`` is ``/bucket/key``."""
+    raise AccessDenied("Header-signed SigV2 is not accepted.")
+
+
 def is_presigned_v2(raw_query: str) -> bool:
     return "Signature=" in raw_query and "AWSAccessKeyId=" in raw_query
 
