@@ -260,6 +260,7 @@ class Gateway:
         application = web.Application(client_max_size=1 << 20)
         application.router.add_route("*", "/{tail:.*}", self.dispatch)
         application.on_response_prepare.append(_request_id_headers)
+        audit.attach(application, self.audit)
 
         async def close_owner(_: web.Application) -> None:
             await self.owner.close()
