@@ -77,6 +77,7 @@ class ObjectInfo:
     lock_until_ns: int = 0
     legal_hold: bool = False
     meta_ns: int = 0             # last change of tags or lock settings (newest wins)
+    acl: bytes = b""             # the object's ACL (gateway.acl's packing); b"": the default
 
     @property
     def version(self) -> str:
@@ -129,6 +130,8 @@ class ObjectInfo:
             extra["hold"] = True
         if self.meta_ns:
             extra["ms"] = self.meta_ns
+        if self.acl:
+            extra["acl"] = self.acl
         return header + msgpack.packb(extra | {
             "v": FORMAT, "size": self.size, "etag": self.etag, "ct": self.content_type,
             "hdr": dict(self.headers), "um": dict(self.user_meta), "cks": dict(self.checksums),
@@ -153,7 +156,7 @@ class ObjectInfo:
             inline=bool(flags & INLINE), delete_marker=bool(flags & MARKER),
             versioned=bool(flags & VERSIONED), tags=d.get("tags", {}),
             lock_mode=d.get("lock", ("", 0))[0], lock_until_ns=d.get("lock", ("", 0))[1],
-            legal_hold=d.get("hold", False), meta_ns=d.get("ms", 0),
+            legal_hold=d.get("hold", False), meta_ns=d.get("ms", 0), acl=d.get("acl", b""),
         )
 
 

@@ -56,14 +56,14 @@ class UploadInfo:
                               "hdr": dict(a.headers), "um": dict(a.user_meta),
                               "cka": self.checksum_algorithm, "ckt": self.checksum_type,
                               "tags": dict(a.tags), "lock": [a.lock_mode, a.lock_until_ns],
-                              "hold": a.legal_hold})
+                              "hold": a.legal_hold} | ({"acl": a.acl} if a.acl else {}))
 
     @classmethod
     def unpack(cls, bucket: str, upload_id: str, raw: bytes) -> UploadInfo:
         d = msgpack.unpackb(raw)
         mode, until = d.get("lock", ("", 0))
         attrs = ObjectAttrs(d["ct"], d["hdr"], d["um"], d.get("tags", {}), mode, until,
-                            d.get("hold", False))
+                            d.get("hold", False), d.get("acl", b""))
         return cls(bucket, d["key"], upload_id, d["ini"], attrs, d["cka"], d["ckt"])
 
 
@@ -237,7 +237,8 @@ async def complete_upload(store: ObjectStore, bucket: str, key: str, upload_id: 
         user_meta=dict(upload.attrs.user_meta), checksums=checksums,
         checksum_type=checksum_type, tags=dict(upload.attrs.tags),
         lock_mode=upload.attrs.lock_mode, lock_until_ns=upload.attrs.lock_until_ns,
-        legal_hold=upload.attrs.legal_hold, k=store.k, m=store.m, block_size=store.geometry.block_size,
+        legal_hold=upload.attrs.legal_hold, acl=upload.attrs.acl,
+        k=store.k, m=store.m, block_size=store.geometry.block_size,
         dist=tuple(distribution(bucket, key, store.n)),
         parts=tuple(PartInfo(p.number, p.size, p.etag, dict(p.checksums), p.data_id)
                     for p in parts))

@@ -808,12 +808,13 @@ class PooledStore(WriteGate):
                             tags: dict[str, str] | None = None,
                             retention: tuple[str, int] | None = None,
                             legal_hold: bool | None = None,
-                            bypass_governance: bool = False) -> ObjectInfo:
-        """Change a version's tags, retention or legal hold where it lives (every
+                            bypass_governance: bool = False,
+                            acl: bytes | None = None) -> ObjectInfo:
+        """Change a version's tags, retention, legal hold or ACL where it lives (every
         pool holding it while a drain moves it)."""
         self.check_writable()
         kwargs: dict[str, Any] = {"tags": tags, "retention": retention, "legal_hold": legal_hold,
-                                  "bypass_governance": bypass_governance}
+                                  "bypass_governance": bypass_governance, "acl": acl}
         single = self._single()
         if single is not None:
             return await self.key_set(single, bucket, key).update_object(

@@ -125,7 +125,8 @@ async def copy_version(src: ObjectStore, dst: ObjectStore, info: ObjectInfo) -> 
         if info.meta_ns > have.info.meta_ns:
             fresh = dataclasses.replace(have.info, tags=dict(info.tags), lock_mode=info.lock_mode,
                                         lock_until_ns=info.lock_until_ns,
-                                        legal_hold=info.legal_hold, meta_ns=info.meta_ns)
+                                        legal_hold=info.legal_hold, meta_ns=info.meta_ns,
+                                        acl=info.acl)
             done = await dst.set.commit_all([UpdateVersion(bucket, key, fresh.pack())])
             done.require(dst.write_quorum, f"metadata of moved {bucket}/{key}")
         return PRESENT

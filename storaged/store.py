@@ -650,8 +650,9 @@ class ObjectStore(WriteGate):
                             tags: dict[str, str] | None = None,
                             retention: tuple[str, int] | None = None,
                             legal_hold: bool | None = None,
-                            bypass_governance: bool = False) -> ObjectInfo:
-        """Change a version's tags, retention or legal hold (its data stays)."""
+                            bypass_governance: bool = False,
+                            acl: bytes | None = None) -> ObjectInfo:
+        """Change a version's tags, retention, legal hold or ACL (its data stays)."""
         self.check_writable()
         async with self.version_lock(bucket, key):
             info = await self.head_object(bucket, key, version_id)
@@ -665,6 +666,8 @@ class ObjectStore(WriteGate):
                 changes["lock_mode"], changes["lock_until_ns"] = retention
             if legal_hold is not None:
                 changes["legal_hold"] = legal_hold
+            if acl is not None:
+                changes["acl"] = acl
             info = dataclasses.replace(info, **changes)
             done = await self.set.commit_all([UpdateVersion(bucket, key, info.pack())])
         ok = len(done.applied())

@@ -61,6 +61,7 @@ class ObjectAttrs:
     lock_mode: str = ""       # retention asked for; the bucket's default applies otherwise
     lock_until_ns: int = 0
     legal_hold: bool = False
+    acl: bytes = b""          # the new version's ACL (gateway.acl's packing); b"": the default
 
 
 @dataclasses.dataclass
@@ -166,6 +167,7 @@ def _record(store: ObjectStore, bucket: str, key: str, vid: str, size: int, md5_
         block_size=store.geometry.block_size, dist=tuple(distribution(bucket, key, store.n)),
         parts=(PartInfo(1, size, md5_hex),), inline=inline, tags=dict(attrs.tags),
         lock_mode=attrs.lock_mode, lock_until_ns=attrs.lock_until_ns, legal_hold=attrs.legal_hold,
+        acl=attrs.acl,
     )
 
 
