@@ -140,7 +140,7 @@ class Owner:
 
 
 async def handle(request: web.Request, store: ObjectStore,
-                 authenticate: Callable[[web.Request], object], request_id: str,
+                 authenticate: Callable[[web.Request], Awaitable[None]], request_id: str,
                  owner: Owner | None = None, nbd_address: str = "",
                  nbd_socket: str | None = None) -> web.StreamResponse:
     path = request.path
@@ -151,7 +151,7 @@ async def handle(request: web.Request, store: ObjectStore,
                             headers={"Content-Type": metrics.CONTENT_TYPE})
     if path.startswith(OWNED) and owner is not None:
         try:
-            authenticate(request)
+            await authenticate(request)
         except S3Error as exc:
             return json_error(exc.status, exc.code, exc.message, request_id)
         try:
@@ -167,7 +167,7 @@ async def handle(request: web.Request, store: ObjectStore,
                               request_id)
         handler = prefix[0]
     try:
-        authenticate(request)
+        await authenticate(request)
     except S3Error as exc:
         return json_error(exc.status, exc.code, exc.message, request_id)
     try:

@@ -19,6 +19,7 @@ from storaged import ObjectStore, request_scope
 from storaged.meta import new_id
 
 from . import (
+    access,
     admin,
     attributes,
     audit,
@@ -28,6 +29,7 @@ from . import (
     cors,
     delete,
     get,
+    iam_admin,  # noqa: F401  (registers the accounts and keys admin routes)
     identity,
     lifecycle,
     listing,
@@ -45,6 +47,7 @@ from . import (
 )
 from .errors import (
     AccessDenied,
+    InvalidAccessKeyId,
     InvalidURI,
     RequestHeaderSectionTooLarge,
     S3Error,
@@ -139,49 +142,72 @@ class Gateway:
         self.store, self.config = store, config
         self.owner = admin.Owner(config.owner_socket)
         self.audit = audit.open_log(config.data_dir)
+        root_access, root_secret = next(iter(config.credentials.items()))
+        self.directory = identity.Directory(store, root_access, root_secret)
         store.on_event = metrics.engine_event
 
-    def authenticate(self, request: web.Request,
-                     route: router.Route | None = None) -> sigv4.AuthContext:
+    async def authenticate(self, request: web.Request,
+                           route: router.Route | None = None
+                           ) -> tuple[sigv4.AuthContext, identity.Principal]:
+        """The verified signature and who made it (AccessDenied & co. otherwise).
+        A key unknown to this worker's snapshot is looked up again once: it may
+        have just been created by another worker or node."""
+        await self.directory.fresh()
+        try:
+            auth = self._verify(request, route)
+        except InvalidAccessKeyId:
+            await self.directory.fresh(identity.MISS_REFRESH_SECONDS)
+            auth = self._verify(request, route)
+        found = self.directory.lookup(auth.access_key)
+        if found is None:  # disabled between the two reads
+            raise InvalidAccessKeyId(AWSAccessKeyId=auth.access_key)
+        self.directory.note_use(auth.access_key)
+        return auth, found[1]
+
+    def _verify(self, request: web.Request, route: router.Route | None) -> sigv4.AuthContext:
         raw_path, _, raw_query = request.raw_path.partition("?")
+        secret_for = self.directory.secret_for
         resource = raw_path  # SigV2 signs /bucket/key, virtual-hosted or not
         if route is not None and route.bucket and not raw_path.startswith("/" + route.bucket):
             resource = "/" + route.bucket + raw_path
         if sigv2.is_header_signed(request.headers):
+            request["auth_type"] = ("REST-HEADER", "AWS")
             return sigv2.verify_header(request.method, resource, raw_query, request.headers,
-                                       self.config.credentials.get)
+                                       secret_for)
         if sigv2.is_presigned_v2(raw_query) and "Authorization" not in request.headers:
+            request["auth_type"] = ("REST-QUERY-STRING", "AWS")
             return sigv2.verify_presigned(request.method, resource, raw_query, request.headers,
-                                          self.config.credentials.get)
+                                          secret_for)
+        request["auth_type"] = ("REST-HEADER" if "Authorization" in request.headers
+                                else "REST-QUERY-STRING", "AWS4-HMAC-SHA256")
         return sigv4.verify_request(request.method, raw_path, raw_query, request.headers,
-                                    self.config.credentials.get)
+                                    secret_for)
+
+    async def authenticate_admin(self, request: web.Request) -> None:
+        """The admin API answers the root credentials only."""
+        _, principal = await self.authenticate(request)
+        if not principal.admin:
+            raise AccessDenied("The admin API is for the root credentials only.")
 
     async def authorize(self, request: web.Request,
                         route: router.Route) -> sigv4.AuthContext | None:
-        """The request's verified signature; None for an unsigned request its
-        bucket's policy lets through (any other gets AccessDenied, as before)."""
-        try:
-            auth = self.authenticate(request, route)
-        except AccessDenied:
-            if not _unsigned(request):
-                raise
-            auth = None
-        principal = None if auth is None else identity.root_principal(auth.access_key)
+        """The request's verified signature (None: unsigned), once its principal
+        may do what it asks (AccessDenied otherwise)."""
+        auth, principal = None, None
+        if not _unsigned(request):
+            auth, principal = await self.authenticate(request, route)
         request["principal"] = principal
         await self.check_access(request, route, principal)
         return auth
 
     async def resolve_key(self, access_key: str) -> tuple[str, identity.Principal] | None:
         """(secret, principal) of an access key that may sign requests; None otherwise."""
-        secret = self.config.credentials.get(access_key)
-        return None if secret is None else (secret, identity.root_principal(access_key))
+        return await self.directory.resolve(access_key)
 
     async def check_access(self, request: web.Request, route: router.Route,
                            principal: identity.Principal | None) -> None:
         """AccessDenied unless ``principal`` (None: anonymous) may do ``route``."""
-        if principal is None and not await bucket_policy.allows_anonymous(
-                request, route, self.store):
-            raise AccessDenied()
+        await access.check(self.store, self.directory, request, route, principal)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         request_id = request["request_id"] = new_id(64).upper()
@@ -191,7 +217,8 @@ class Gateway:
         try:
             if request.path.startswith(router.ADMIN_PREFIX):
                 op = "Admin"
-                resp = await admin.handle(request, self.store, self.authenticate, request_id,
+                request["directory"] = self.directory
+                resp = await admin.handle(request, self.store, self.authenticate_admin, request_id,
                                           self.owner, self.config.nbd_address,
                                           self.config.nbd_socket)
             else:
@@ -202,7 +229,7 @@ class Gateway:
                 except S3Error as refused:
                     # Who is asking is checked before what is asked, as S3 does.
                     if not getattr(refused, "before_auth", False):
-                        self.authenticate(request)
+                        await self.authenticate(request)
                     raise refused
                 op, resource = route.op, route.resource
                 handler = HANDLERS.get(route.op)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from aiohttp import web
 
+from storaged import BucketExists
 from storaged.object_lock import LockConfig
 
 from . import s3xml
-from .errors import BucketAlreadyOwnedByYou, InvalidBucketName, MalformedXML, S3NotImplemented
+from .errors import (
+    BucketAlreadyExists,
+    BucketAlreadyOwnedByYou,
+    InvalidBucketName,
+    MalformedXML,
+    S3NotImplemented,
+)
+from .identity import OWNER_KIND, ROOT_ACCOUNT, bucket_owner
 from .request import Context, version_param
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -35,14 +44,26 @@ async def create_bucket(ctx: Context) -> web.Response:
     if len(body) > s3xml.MAX_BODY_SIZE:
         raise MalformedXML()
     s3xml.parse_create_bucket(body)  # any region is ours: we are single-region
+    account = ctx.principal.account if ctx.principal is not None else ROOT_ACCOUNT
     if await ctx.store.bucket_info(ctx.bucket) is not None:
-        raise BucketAlreadyOwnedByYou(BucketName=ctx.bucket)
-    settings = {}
+        await _refuse_existing(ctx, account)
+    settings = {OWNER_KIND: account.encode()}
     if ctx.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true":
         # Object lock needs versions: the bucket starts with versioning on.
-        settings = {"versioning": b"Enabled", "lock": LockConfig(enabled=True).pack()}
-    await ctx.store.make_bucket(ctx.bucket, settings)
+        settings.update({"versioning": b"Enabled", "lock": LockConfig(enabled=True).pack()})
+    try:
+        await ctx.store.make_bucket(ctx.bucket, settings)
+    except BucketExists:
+        await _refuse_existing(ctx, account)
+
     return web.Response(status=200, headers={"Location": f"/{ctx.bucket}"})
+
+
+async def _refuse_existing(ctx: Context, account: str) -> None:
+    """Bucket names are global: yours, or someone else's."""
+    if await bucket_owner(ctx.store, ctx.bucket) == account:
+        raise BucketAlreadyOwnedByYou(BucketName=ctx.bucket)
+    raise BucketAlreadyExists(BucketName=ctx.bucket)
 
 
 async def head_bucket(ctx: Context) -> web.Response:
@@ -56,11 +77,18 @@ async def delete_bucket(ctx: Context) -> web.Response:
 
 
 async def list_buckets(ctx: Context) -> web.Response:
-    entries = [s3xml.BucketEntry(b.name, b.created_ns / 1e9) for b in await ctx.store.list_buckets()]
+    account = ctx.principal.account if ctx.principal is not None else ROOT_ACCOUNT
+    buckets = [b for b in await ctx.store.list_buckets() if not b.name.startswith(".")]
+    owners = await asyncio.gather(*(bucket_owner(ctx.store, b.name) for b in buckets),
+                                  return_exceptions=True)
+    entries = [s3xml.BucketEntry(b.name, b.created_ns / 1e9)
+               for b, owner in zip(buckets, owners, strict=True) if owner == account]
     prefix = ctx.query.get("prefix")
     if prefix:
         entries = [e for e in entries if e.name.startswith(prefix)]
-    return xml_response(s3xml.list_buckets(ctx.config.owner, entries, prefix=prefix))
+    owner = ctx.config.owner if ctx.principal is None or ctx.principal.admin else s3xml.Owner(
+        ctx.principal.canonical_id, ctx.principal.account_name)
+    return xml_response(s3xml.list_buckets(owner, entries, prefix=prefix))
 
 
 async def get_bucket_location(ctx: Context) -> web.Response:

@@ -1,13 +1,10 @@
-"""Bucket policies: Put/Get/DeleteBucketPolicy, GetBucketPolicyStatus, and the
-judgement of anonymous requests by them.
+"""Bucket policies: Put/Get/DeleteBucketPolicy, GetBucketPolicyStatus, and what a
+request is judged as (its IAM action, resource ARN and condition keys).
 
 A bucket's policy is kept as the JSON text the owner sent, in the bucket's
 settings (replicated and healed with the bucket record); it is validated and
 compiled (gateway.policy) when stored and compiled again, once per process and
-text, when read. Basalt has one account today: requests signed with its keys
-are the owner's and are not judged by policies. An unsigned request is
-anonymous: S3 allows it only where the bucket policy allows it (and no
-statement denies it), and refuses everything else with AccessDenied, as before.
+text, when read; gateway.access judges every request by it.
 """
 
 from __future__ import annotations
@@ -23,12 +20,11 @@ from aiohttp import web
 from . import s3xml
 from .bucket import xml_response
 from .errors import NoSuchBucketPolicy
-from .policy import MalformedPolicy, Policy, RequestContext, decide, is_public, parse_policy
+from .policy import MalformedPolicy, Policy, is_public, parse_policy
 from .request import Context
 from .router import Route
 
 KIND = "policy"
-OWNER_ACCOUNT = "000000000000"  # Basalt's one account (accounts come with issue 14)
 
 # The IAM action each S3 operation is authorised as (AWS's "Actions, resources,
 # and condition keys for Amazon S3"); operations on a version name its version action.
@@ -79,12 +75,6 @@ _VERSIONED = {"s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3:Dele
               "s3:PutObjectTagging": "s3:PutObjectVersionTagging",
               "s3:DeleteObjectTagging": "s3:DeleteObjectVersionTagging",
               "s3:GetObjectAttributes": "s3:GetObjectVersionAttributes"}
-# Not open to anonymous requests whatever a policy says: they act on several
-# objects (each would need its own judgement) or on the policy itself.
-_OWNER_ONLY = {"DeleteObjects", "CopyObject", "UploadPartCopy", "CreateBucket", "ListBuckets",
-               "PutBucketPolicy", "DeleteBucketPolicy", "GetBucketPolicy"}
-
-
 def action_of(route: Route, query: Any) -> str:
     """The IAM action ``route`` is authorised as."""
     action = ACTIONS.get(route.op, "s3:" + route.op)
@@ -135,21 +125,6 @@ def _compiled(text: bytes) -> Policy:
 async def stored_policy(store: Any, bucket: str) -> Policy | None:
     raw = await store.bucket_config(bucket, KIND)
     return None if raw is None else _compiled(raw)
-
-
-async def allows_anonymous(request: web.Request, route: Route, store: Any) -> bool:
-    """Whether the bucket's policy lets an anonymous request through."""
-    if route.bucket is None or route.op in _OWNER_ONLY:
-        return False
-    try:
-        policy = await stored_policy(store, route.bucket)
-    except Exception:  # no such bucket (or unreadable): nothing to say to a stranger
-        return False
-    if policy is None:
-        return False
-    ctx = RequestContext(action_of(route, request.query), resource_of(route),
-                         keys=condition_keys(request, route))
-    return decide((), policy, ctx, OWNER_ACCOUNT)
 
 
 async def put_bucket_policy(ctx: Context) -> web.Response:

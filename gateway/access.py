@@ -1,0 +1,120 @@
+"""Whether a request may do what it asks: S3's authorization of one request.
+
+The principal (gateway.identity) comes from the signature; the decision from
+gateway.policy.decide over the user's identity policy, the bucket's policy and
+the owner's grants, in AWS's order (explicit deny; same account: either side
+allows; another account: both sides; anonymous: the bucket side only). The
+root of the bucket owner's account is allowed whatever is not explicitly
+denied; with no bucket policy that is decided without evaluating anything
+(the common case costs no policy work).
+
+A copy is also a read of its source, judged as GetObject (GetObjectVersion)
+on it. Requests on the system bucket (``.basalt-iam``) never reach it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from storaged import NoSuchBucket
+
+from . import bucket_policy
+from .errors import AccessDenied, MethodNotAllowed
+from .identity import Directory, Principal, bucket_owner
+from .policy import Policy, RequestContext, decide, parse_policy
+from .router import Route
+
+# Not open to anonymous requests whatever a policy says: they act on several
+# objects (each would need its own judgement) or create buckets.
+_NOT_ANONYMOUS = {"DeleteObjects", "CreateBucket", "ListBuckets"}
+_COPIES = {"CopyObject", "UploadPartCopy"}
+# The policy itself is the owner account's alone; its root may always change it
+# (so no policy can lock the owner out).
+_POLICY_OPS = {"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"}
+
+
+@functools.lru_cache(maxsize=1024)
+def _identity_policy(text: str) -> Policy:
+    return parse_policy(text, "identity")
+
+
+def identity_policies(directory: Directory, principal: Principal | None) -> list[Policy]:
+    """The compiled identity policies of ``principal`` (none for roots and anonymous)."""
+    if principal is None:
+        return []
+    text = directory.identity_policy(principal)
+    return [] if text is None else [_identity_policy(text)]
+
+
+def request_context(request: web.Request, route: Route, principal: Principal | None,
+                    action: str | None = None) -> RequestContext:
+    keys = bucket_policy.condition_keys(request, route)
+    auth = request.get("auth_type")
+    if auth:
+        keys["s3:authType"], keys["s3:signatureversion"] = auth
+    return RequestContext(
+        action or bucket_policy.action_of(route, request.query),
+        bucket_policy.resource_of(route) if route.bucket else "*",
+        None if principal is None else principal.account,
+        None if principal is None else principal.user,
+        None if principal is None else principal.canonical_id, keys=keys)
+
+
+async def check(store: Any, directory: Directory, request: web.Request, route: Route,
+                principal: Principal | None) -> None:
+    """AccessDenied unless ``principal`` (None: anonymous) may do ``route``."""
+    if principal is None and route.op in _NOT_ANONYMOUS:
+        raise AccessDenied()
+    if route.bucket is None or route.op == "CreateBucket":
+        # Account-level: only the requester's own side speaks.
+        assert principal is not None
+        if principal.user is not None and not decide(
+                identity_policies(directory, principal), None,
+                request_context(request, route, principal), principal.account):
+            raise AccessDenied()
+        return
+    await _judge(store, directory, request, route, principal=principal)
+    if route.op in _COPIES:
+        source = copy_source(request)
+        if source is not None:
+            await _judge(store, directory, request, *source, principal=principal)
+
+
+async def _judge(store: Any, directory: Directory, request: web.Request, route: Route,
+                 action: str | None = None, *, principal: Principal | None) -> None:
+    assert route.bucket is not None
+    if route.bucket.startswith("."):
+        raise NoSuchBucket(route.bucket)
+    try:
+        owner = await bucket_owner(store, route.bucket)
+    except NoSuchBucket:
+        if principal is None:
+            raise AccessDenied() from None  # a stranger learns nothing of what exists
+        raise
+    if route.op in _POLICY_OPS:
+        if principal is None or principal.account != owner:
+            raise MethodNotAllowed() if principal is not None else AccessDenied()
+        if principal.user is None:
+            return
+    policy = await bucket_policy.stored_policy(store, route.bucket)
+    if policy is None and principal is not None and principal.user is None \
+            and principal.account == owner:
+        return  # the owner's root, and no policy that could deny it
+    ctx = request_context(request, route, principal, action)
+    if not decide(identity_policies(directory, principal), policy, ctx, owner):
+        raise AccessDenied()
+
+
+def copy_source(request: web.Request) -> tuple[Route, str] | None:
+    """The object a copy reads, and the action that read is judged as."""
+    raw = request.headers.get("x-amz-copy-source", "")
+    path, _, query = unquote(raw).lstrip("/").partition("?")
+    bucket, _, key = path.partition("/")
+    if not bucket or not key:
+        return None  # the handler answers the malformed header
+    versioned = "versionId=" in query
+    return Route("GetObject", bucket, key), "s3:GetObjectVersion" if versioned else "s3:GetObject"
