@@ -8,8 +8,9 @@ The canonical URI is the path exactly as sent (what the SDKs sign), falling back
 to the form S3 itself computes: percent-decoded and re-encoded with the SigV4
 rules. Neither removes dot segments or merges slashes. Query parameters are
 re-encoded likewise, with ``+`` read as a space, and sorted. Error codes and
-messages follow what S3 returns, and checks run in S3's order: syntax, access
-key, signature, then time.
+messages follow what S3 returns. A header-signed request is checked for syntax,
+access key, signature, then time; a presigned one for its parameters and its
+validity window before the scope, the access key and the signature, as S3 does.
 """
 
 from __future__ import annotations
@@ -53,20 +54,23 @@ _SIGV4A_MODES = {"STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD",
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _SCOPE_DATE = re.compile(r"\d{8}")
+_EXPIRES = re.compile(r"([+-]?)(\d+)")
 _SPACES = re.compile(r"[ \t]+")
 _QUERY_AUTH = ("x-amz-algorithm", "x-amz-credential", "x-amz-signature", "x-amz-date",
                "x-amz-signedheaders", "x-amz-expires")
 
 _MALFORMED_PREFIX = "The authorization header is malformed; "
 _QUERY_PREFIX = "Error parsing the X-Amz-Credential parameter; "
-_NO_DATE = "AWS authentication requires a valid Date or x-amz-date header"
+NO_DATE = "AWS authentication requires a valid Date or x-amz-date header"
 _VERSION_2 = ("The authorization mechanism you have provided is not supported. "
               "Please use AWS4-HMAC-SHA256.")
-_ONE_MECHANISM = ("Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+NO_SPACE = "Authorization header is invalid -- one and only one ' ' (space) required"
+ONE_MECHANISM = ("Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
                   "Signature query string parameter or the Authorization header should be specified")
 _BAD_PAYLOAD_HASH = ("x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER, "
                      "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER "
                      "or a valid sha256 value.")
+_ALGORITHM_ONLY = 'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256 and AWS4-ECDSA-P256-SHA256"'
 _MISSING_QUERY = ("Query-string authentication version 4 requires the X-Amz-Algorithm, "
                   "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, "
                   "and X-Amz-Expires parameters.")
@@ -147,7 +151,8 @@ def _wire_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _header_lists(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+def headers_by_name(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Every value of each header, by lower-case name, in the order sent."""
     items = headers.items() if isinstance(headers, Mapping) else headers
     lists: dict[str, list[str]] = {}
     for name, value in items:
@@ -164,7 +169,7 @@ def _canonical_headers(header_lists: dict[str, list[str]], names: list[str]) -> 
     return "".join(f"{name}:{','.join(map(_trim, header_lists.get(name, ())))}\n" for name in names)
 
 
-def _query_params(raw_query: str) -> dict[str, str]:
+def query_params(raw_query: str) -> dict[str, str]:
     """Decoded query parameters by lower-case name (first wins); S3 matches X-Amz-* in any case."""
     params: dict[str, str] = {}
     for item in raw_query.split("&"):
@@ -174,11 +179,12 @@ def _query_params(raw_query: str) -> dict[str, str]:
     return params
 
 
-def _iso(moment: datetime) -> str:
+def iso_time(moment: datetime) -> str:
+    """A time as S3 names it in error details (``ServerTime``, ``Expires``)."""
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_amz_date(value: str) -> datetime | None:
+def parse_amz_date(value: str) -> datetime | None:
     if not _AMZ_DATE.fullmatch(value):
         return None
     try:  # slicing: strptime would be most of the cost of a verification
@@ -205,26 +211,37 @@ def verify_request(
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    header_lists = _header_lists(headers)
-    authorization = (header_lists.get("authorization") or [""])[0].strip()
-    params = _query_params(raw_query) if raw_query else {}
-    query_auth = any(name in params for name in ("x-amz-algorithm", "x-amz-credential",
-                                                 "x-amz-signature"))
-    if authorization and (query_auth or "signature" in params):
-        raise InvalidArgument(_ONE_MECHANISM, ArgumentName="Authorization",
-                              ArgumentValue=authorization)
-    if authorization:
-        return _verify_header(method, raw_path, raw_query, header_lists, authorization,
-                              secret_for, now)
+    header_lists = headers_by_name(headers)
+    params = query_params(raw_query) if raw_query else {}
+    query_auth = v4_query_auth(params)
+    if "authorization" in header_lists:
+        authorization = header_lists["authorization"][0].strip()
+        # S3 refuses a header beside query authentication even when the header is empty.
+        if query_auth or "signature" in params:
+            raise InvalidArgument(ONE_MECHANISM, ArgumentName="Authorization",
+                                  ArgumentValue=authorization)
+        if authorization:
+            return _verify_header(method, raw_path, raw_query, header_lists, authorization,
+                                  secret_for, now)
     if query_auth:
+        if "signature" in params:  # SigV2's query parameters beside SigV4's
+            raise InvalidArgument(ONE_MECHANISM, ArgumentName="Authorization")
         return _verify_query(method, raw_path, raw_query, header_lists, params, secret_for, now)
     if "awsaccesskeyid" in params and "signature" in params:
         raise InvalidRequest(_VERSION_2)
     raise AccessDenied()
 
 
+def v4_query_auth(params: Mapping[str, str]) -> bool:
+    """The query (lower-case names, see :func:`query_params`) carries SigV4 authentication."""
+    return any(name in params for name in ("x-amz-algorithm", "x-amz-credential",
+                                           "x-amz-signature"))
+
+
 def _parse_authorization(value: str) -> tuple[str, str, str]:
-    algorithm, _, rest = value.partition(" ")
+    algorithm, space, rest = value.partition(" ")
+    if not space:
+        raise InvalidArgument(NO_SPACE, ArgumentName="Authorization", ArgumentValue=value)
     if algorithm != ALGORITHM:
         if algorithm == "AWS":
             raise InvalidRequest(_VERSION_2)
@@ -256,6 +273,8 @@ def _parse_scope(credential: str, amz_date: str, error: type, prefix: str,
     if not _SCOPE_DATE.fullmatch(date):
         raise error(prefix + f'incorrect date format "{date}". This date in the credential '
                     'must be in the format "yyyyMMdd".')
+    if not region:
+        raise error(prefix + "a non-empty region must be provided in the credential.")
     if service != SERVICE:
         raise error(prefix + f'incorrect service "{service}". This endpoint belongs to "s3".')
     if terminal != "aws4_request":
@@ -285,26 +304,35 @@ def _request_date(header_lists: dict[str, list[str]]) -> tuple[str, datetime]:
     """The request time from x-amz-date, else Date; as (amz_date string, datetime)."""
     if "x-amz-date" in header_lists:
         value = header_lists["x-amz-date"][0].strip()
-        moment = _parse_amz_date(value)
+        moment = parse_amz_date(value)
         if moment is None:
-            raise AccessDenied(_NO_DATE)
+            raise AccessDenied(NO_DATE)
         return value, moment
     if "date" in header_lists:
-        try:
-            moment = parsedate_to_datetime(header_lists["date"][0].strip())
-        except (TypeError, ValueError):
-            moment = None
+        moment = parse_http_date(header_lists["date"][0].strip())
         if moment is not None:
-            moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(
-                tzinfo=UTC)
             return moment.strftime("%Y%m%dT%H%M%SZ"), moment
-    raise AccessDenied(_NO_DATE)
+    raise AccessDenied(NO_DATE)
+
+
+def parse_http_date(value: str) -> datetime | None:
+    """A ``Date`` (or SigV2 ``x-amz-date``) value in UTC: RFC 1123, RFC 850, asctime or
+    ISO 8601 basic. None for anything else, and for dates before 1970, which S3 reads as
+    no date at all (a date far ahead is merely skewed)."""
+    moment = parse_amz_date(value)
+    if moment is None:
+        try:
+            moment = parsedate_to_datetime(value)
+            moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return moment if moment.year >= 1970 else None
 
 
 def _check_signed(header_lists: dict[str, list[str]], signed: list[str]) -> None:
-    """S3 requires ``host`` and every ``x-amz-*`` header present to be signed."""
+    """S3 requires ``host``, ``content-md5`` and every ``x-amz-*`` header present to be signed."""
     missing = [name for name in header_lists
-               if (name == "host" or name.startswith("x-amz-"))
+               if (name in ("host", "content-md5") or name.startswith("x-amz-"))
                and name != "x-amz-content-sha256" and name not in signed]
     if "host" not in signed and "host" not in missing:
         missing.insert(0, "host")
@@ -375,7 +403,7 @@ def _verify_header(method: str, raw_path: str, raw_query: str,
     _check_signature(method, raw_path, canonical_query(raw_query), header_lists, signed,
                      payload_hash, amz_date, scope, key, provided, access_key)
     if abs(now - moment) > MAX_SKEW:
-        raise RequestTimeTooSkewed(RequestTime=amz_date, ServerTime=_iso(now),
+        raise RequestTimeTooSkewed(RequestTime=amz_date, ServerTime=iso_time(now),
                                    MaxAllowedSkewMilliseconds=int(MAX_SKEW.total_seconds() * 1000))
     return AuthContext(access_key, region, amz_date, scope, key, provided.lower(), payload_hash,
                        presigned=False)
@@ -384,25 +412,30 @@ def _verify_header(method: str, raw_path: str, raw_query: str,
 def _verify_query(method: str, raw_path: str, raw_query: str,
                   header_lists: dict[str, list[str]], params: dict[str, str],
                   secret_for: SecretLookup, now: datetime) -> AuthContext:
+    # S3's order: the parameters, then the validity window, then the scope, the key and
+    # the signature (a presigned URL past its time is refused as expired whoever signed it).
+    algorithm = params.get("x-amz-algorithm")
+    if algorithm is not None and algorithm != ALGORITHM:
+        if algorithm == "AWS4-ECDSA-P256-SHA256":
+            raise S3NotImplemented("Signature Version 4A is not implemented.")
+        raise AuthorizationQueryParametersError(_ALGORITHM_ONLY)
     if any(name not in params for name in _QUERY_AUTH):
         raise AuthorizationQueryParametersError(_MISSING_QUERY)
-    if params["x-amz-algorithm"] != ALGORITHM:
-        raise AuthorizationQueryParametersError('X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')
     amz_date = params["x-amz-date"]
-    moment = _parse_amz_date(amz_date)
+    moment = parse_amz_date(amz_date)
     if moment is None:
         raise AuthorizationQueryParametersError(
             "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
-    expires_text = params["x-amz-expires"]
-    if not re.fullmatch(r"-?\d{1,12}", expires_text):
-        raise AuthorizationQueryParametersError("X-Amz-Expires should be a number")
-    expires = int(expires_text)
-    if expires < 0:
-        raise AuthorizationQueryParametersError("X-Amz-Expires must be non-negative")
-    if expires > MAX_EXPIRES:
-        raise AuthorizationQueryParametersError(
-            "X-Amz-Expires must be less than a week (in seconds); that is, the given "
-            "X-Amz-Expires must be less than 604800 seconds")
+    expires = _expires_seconds(params["x-amz-expires"])
+    end = moment + timedelta(seconds=expires)
+    if moment - now > MAX_SKEW:
+        raise AccessDenied("Request is not yet valid", **{
+            "X-Amz-Date": int(moment.timestamp()) * 1000, "Expires": iso_time(end),
+            "ServerTime": iso_time(now)})
+    if expires == 0 or now > end:
+        raise AccessDenied("Request has expired", **{"X-Amz-Expires": params["x-amz-expires"],
+                                                      "Expires": iso_time(end),
+                                                      "ServerTime": iso_time(now)})
     access_key, date, region = _parse_scope(params["x-amz-credential"], amz_date,
                                             AuthorizationQueryParametersError, _QUERY_PREFIX,
                                             "X-Amz-Date")
@@ -415,13 +448,21 @@ def _verify_query(method: str, raw_path: str, raw_query: str,
     _check_signature(method, raw_path, canonical_query(raw_query, exclude="x-amz-signature"),
                      header_lists, signed, payload_hash, amz_date, scope, key, provided,
                      access_key)
-    end = moment + timedelta(seconds=expires)
-    if expires == 0 or now > end:
-        raise AccessDenied("Request has expired", **{"X-Amz-Expires": expires,
-                                                      "Expires": _iso(end),
-                                                      "ServerTime": _iso(now)})
-    if moment - now > MAX_SKEW:
-        raise AccessDenied("Request is not yet valid", **{"X-Amz-Date": amz_date,
-                                                           "ServerTime": _iso(now)})
     return AuthContext(access_key, region, amz_date, scope, key, provided.lower(), payload_hash,
                        presigned=True)
+
+
+def _expires_seconds(text: str) -> int:
+    """X-Amz-Expires as S3 reads it: a signed decimal that fits a 64-bit integer, 0..604800."""
+    match = _EXPIRES.fullmatch(text)
+    digits = match[2].lstrip("0") or "0" if match else ""
+    if not match or len(digits) > 19 or not -2**63 <= int(match[1] + digits) < 2**63:
+        raise AuthorizationQueryParametersError("X-Amz-Expires should be a number")
+    expires = int(match[1] + digits)
+    if expires < 0:
+        raise AuthorizationQueryParametersError("X-Amz-Expires must be non-negative")
+    if expires > MAX_EXPIRES:
+        raise AuthorizationQueryParametersError(
+            "X-Amz-Expires must be less than a week (in seconds); that is, the given "
+            "X-Amz-Expires must be less than 604800 seconds")
+    return expires
