@@ -65,7 +65,7 @@ FLUSH_LINES = 256
 MAX_WRITE = 64 << 10
 MAX_KEY_BYTES = 1024            # S3's own limit: only refused requests carry longer keys
 MAX_FIELD = 256                 # user agent, version ids, admin paths
-MAX_LINE = 8 << 10
+MAX_LINE = 4096              # bytes: a line stays below a page
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
 UNLOGGED_PATHS = ("/_basalt/health", "/_basalt/metrics")
@@ -312,22 +312,33 @@ class AuditLog:
 
 
 def encode(entry: dict) -> bytes:
-    """One line of JSON (the key cut so that the line stays below MAX_LINE)."""
+    """One line of JSON, below MAX_LINE (a key longer than S3 allows is cut, and so
+    is any field when escapes would make the line longer)."""
     entry = dict(entry, time=format_time(entry["time"]))
     key = entry.get("key")
-    if key is not None:
-        raw = key.encode("utf-8", "surrogatepass")
-        if len(raw) > MAX_KEY_BYTES:
-            entry["key"] = raw[:MAX_KEY_BYTES].decode("utf-8", "ignore")
-            entry["key_truncated"] = len(raw)
-    line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode(
-        "utf-8", "backslashreplace") + b"\n"
-    if len(line) > MAX_LINE and key is not None:  # control characters escape to six bytes
-        entry["key_truncated"] = len(key.encode("utf-8", "surrogatepass"))
-        entry["key"] = key[:MAX_KEY_BYTES // 8]
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode(
-            "utf-8", "backslashreplace") + b"\n"
+    key_bytes = len(key.encode("utf-8", "surrogatepass")) if key is not None else 0
+    if key_bytes > MAX_KEY_BYTES:
+        entry["key"] = key.encode("utf-8", "surrogatepass")[:MAX_KEY_BYTES].decode(
+            "utf-8", "ignore")
+        entry["key_truncated"] = key_bytes
+    line = _dump(entry)
+    if len(line) > MAX_LINE:  # control characters escape to six bytes each
+        for name, size in _SHRINK:
+            value = entry.get(name)
+            if isinstance(value, str) and len(value) > size:
+                entry[name] = value[:size]
+        if key is not None and entry["key"] != key:
+            entry["key_truncated"] = key_bytes
+        line = _dump(entry)
     return line
+
+
+_SHRINK = (("key", 128), ("user_agent", 64), ("path", 128), ("version", 64))
+
+
+def _dump(entry: dict) -> bytes:
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "backslashreplace") + b"\n"
 
 
 def _lines_backwards(path: str, block: int = 1 << 16) -> Iterator[bytes]:
