@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -211,13 +211,13 @@ class Gateway:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         request_id = request["request_id"] = new_id(64).upper()
+        request["directory"] = self.directory
         started = time.monotonic()
         op, resource, resp, route = "Unknown", request.path, None, None
         error_code = ""
         try:
             if request.path.startswith(router.ADMIN_PREFIX):
                 op = "Admin"
-                request["directory"] = self.directory
                 resp = await admin.handle(request, self.store, self.authenticate_admin, request_id,
                                           self.owner, self.config.nbd_address,
                                           self.config.nbd_socket)
@@ -292,7 +292,13 @@ class Gateway:
         async def close_owner(_: web.Application) -> None:
             await self.owner.close()
         application.on_cleanup.append(close_owner)
+        application.cleanup_ctx.append(self._key_uses)
         return application
+
+    async def _key_uses(self, _: web.Application) -> AsyncIterator[None]:
+        task = asyncio.ensure_future(self.directory.keep_uses())
+        yield
+        task.cancel()
 
 
 MAX_HEADER_BYTES = 8 * 1024

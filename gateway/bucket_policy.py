@@ -134,10 +134,26 @@ async def put_bucket_policy(ctx: Context) -> web.Response:
     except UnicodeDecodeError:
         raise MalformedPolicy("Policies must be valid JSON and the first byte must be '{'") \
             from None
-    parse_policy(text, "resource", bucket=ctx.bucket)  # raises MalformedPolicy
+    policy = parse_policy(text, "resource", bucket=ctx.bucket)  # raises MalformedPolicy
+    directory = ctx.request.get("directory")
+    if directory is not None:
+        await directory.fresh(0)  # a user made a moment ago may be named
+        check_principals(policy, directory)
     await ctx.store.require_bucket(ctx.bucket)
     await ctx.store.set_bucket_config(ctx.bucket, KIND, text.encode())
     return web.Response(status=204)
+
+
+def check_principals(policy: Policy, directory: Any) -> None:
+    """MalformedPolicy for a principal that names no account or user, as AWS answers."""
+    for statement in policy.statements:
+        for arn in statement.principal.arns if statement.principal is not None else ():
+            account, _, rest = arn.removeprefix("arn:aws:iam::").partition(":")
+            found = directory.account_by_id(account)
+            user = rest.removeprefix("user/").rsplit("/", 1)[-1] if rest != "root" else None
+            if found is None or (user is not None
+                                 and (found.id, user) not in directory.snapshot.users):
+                raise MalformedPolicy("Invalid principal in policy")
 
 
 async def get_bucket_policy(ctx: Context) -> web.Response:

@@ -28,6 +28,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -37,6 +38,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from storaged import BucketExists, NoSuchBucket
+
+log = logging.getLogger("basalt.iam")
 
 ROOT_ACCOUNT = "000000000000"
 ROOT_ACCOUNT_NAME = "root"
@@ -306,7 +309,8 @@ class Directory:
         cid = cid.lower()
         return next((a for a in self.all_accounts() if canonical_id(a.id) == cid), None)
 
-    def _accounts(self) -> Iterable[Account]:
+    def all_accounts(self) -> Iterable[Account]:
+        """The root account, then every other."""
         yield Account(ROOT_ACCOUNT, ROOT_ACCOUNT_NAME)
         yield from self.snapshot.accounts.values()
 
@@ -344,6 +348,15 @@ class Directory:
                     and key in self.snapshot.keys:
                 await self._put(f"used/{key}", str(when).encode())
                 self.snapshot.used[key] = when
+
+    async def keep_uses(self, every: float = 15.0) -> None:
+        """Store the keys' last uses now and then, for as long as it runs."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.store_uses()
+            except Exception as exc:  # a store without quorum now: next time
+                log.warning("could not store access key uses: %s", exc)
 
     # changing -------------------------------------------------------------------------
 

@@ -224,7 +224,8 @@ async def render(store: ObjectStore) -> bytes:
     disks = await store.run(disk_states, store)
     stored_now = await store.run(stored, store, cache_dir)
     try:
-        buckets: int | None = len(await store.list_buckets())
+        buckets: int | None = len([b for b in await store.list_buckets()
+                                   if not b.name.startswith(".")])  # not the system bucket
     except Exception:
         buckets = None
     lines = await store.run(store_lines, store, disks, stored_now, buckets)
