@@ -1,8 +1,10 @@
 """A real browser for end-to-end tests: Debian's headless Chromium driven by selenium,
 and pages served from another origin than Basalt.
 
-Use the fixtures by importing them into a test module::
+Use the fixtures by importing them into a test module (the test functions' parameters
+shadow the imported names, hence the file-wide F811 waiver)::
 
+    # ruff: noqa: F811
     from tests.e2e.browser import chromium, page_server, run_async  # noqa: F401
 
     def test_fetch(basalt_http, chromium, page_server):
@@ -17,6 +19,9 @@ Use the fixtures by importing them into a test module::
   receives (e.g. a form upload's ``success_action_redirect`` target).
 - :func:`run_async` runs an async JavaScript body in the page and returns its value;
   :func:`console` returns what the page logged (CORS refusals are logged there).
+
+Presign with SigV4 (``basalt_http.client(signature_version="s3v4")``) for uploads from
+the page: a SigV2 presigned PUT signs the Content-Type, which the browser sets itself.
 
 Chromium and chromedriver come from Debian's ``chromium`` and ``chromium-driver``
 packages (scripts/test installs them). When either is missing the test fails, saying
