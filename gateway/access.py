@@ -30,7 +30,9 @@ from .router import Route
 
 # Not open to anonymous requests whatever a policy says: they act on several
 # objects (each would need its own judgement) or create buckets.
-_NOT_ANONYMOUS = {"DeleteObjects", "CreateBucket", "ListBuckets"}
+_NOT_ANONYMOUS = {"CreateBucket", "ListBuckets"}
+# Judged per object by its handler (each key as DeleteObject or DeleteObjectVersion).
+_PER_OBJECT = {"DeleteObjects"}
 _COPIES = {"CopyObject", "UploadPartCopy"}
 # The policy itself is the owner account's alone; its root may always change it
 # (so no policy can lock the owner out).
@@ -65,10 +67,15 @@ def request_context(request: web.Request, route: Route, principal: Principal | N
 
 
 async def check(store: Any, directory: Directory, request: web.Request, route: Route,
-                principal: Principal | None) -> None:
-    """AccessDenied unless ``principal`` (None: anonymous) may do ``route``."""
+                principal: Principal | None, action: str | None = None) -> None:
+    """AccessDenied unless ``principal`` (None: anonymous) may do ``route`` (as
+    ``action`` when given, else the action its operation names)."""
     if principal is None and route.op in _NOT_ANONYMOUS:
         raise AccessDenied()
+    if route.op in _PER_OBJECT:
+        if route.bucket is not None and route.bucket.startswith("."):
+            raise NoSuchBucket(route.bucket)
+        return
     if route.bucket is None or route.op == "CreateBucket":
         # Account-level: only the requester's own side speaks.
         assert principal is not None
@@ -77,7 +84,7 @@ async def check(store: Any, directory: Directory, request: web.Request, route: R
                 request_context(request, route, principal), principal.account):
             raise AccessDenied()
         return
-    await _judge(store, directory, request, route, principal=principal)
+    await _judge(store, directory, request, route, action, principal=principal)
     if route.op in _COPIES:
         source = copy_source(request)
         if source is not None:

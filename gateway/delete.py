@@ -10,12 +10,13 @@ from aiohttp import web
 from storaged import StorageError
 from storaged.store import DeleteResult
 
-from . import checksums, s3xml
+from . import access, checksums, s3xml
 from .bucket import xml_response
 from .errors import InvalidRequest, MalformedXML, S3Error, checksum_mismatch
 from .failures import s3_error
 from .object_lock import bypass_governance
 from .request import MAX_KEY_BYTES, Context, check_version_id, version_param
+from .router import Route
 
 
 def _result_headers(result: DeleteResult) -> dict[str, str]:
@@ -69,6 +70,11 @@ async def delete_objects(ctx: Context) -> web.Response:
         try:
             if version is not None:
                 check_version_id(version)
+            # Each key is judged as its own DeleteObject (DeleteObjectVersion).
+            await access.check(ctx.store, ctx.request["directory"], ctx.request,
+                               Route("DeleteObject", ctx.bucket, key), ctx.principal,
+                               "s3:DeleteObjectVersion" if version is not None
+                               else "s3:DeleteObject")
             result = await ctx.store.delete_object(ctx.bucket, key, version,
                                                    bypass_governance=bypass)
         except (StorageError, S3Error) as exc:
