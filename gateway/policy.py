@@ -16,7 +16,9 @@ a user whose account it names as well (AWS's rule for NotPrincipal with Deny).
 1. an explicit Deny in any applicable identity or bucket policy denies;
 2. an anonymous request is allowed only by the bucket policy or an ACL;
 3. in the bucket owner's account, either side allows: an identity policy, the
-   bucket policy, an ACL, or being the account's root;
+   bucket policy, an ACL, or being the account's root — a bucket policy that
+   names the account (not the user, nor everyone) allows its users only through
+   their identity policies, as AWS delegates account grants;
 4. from another account both sides must allow: the requester's account (an
    identity policy, or being that account's root) and the bucket owner (the
    bucket policy or an ACL);
@@ -30,7 +32,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .policy_conditions import Clause, MalformedPolicy, Wildcard, glob_regex, parse_clause
@@ -80,6 +82,9 @@ class RequestContext:
     user: str | None = None
     canonical_id: str | None = None
     keys: Mapping[str, Sequence[str] | str] = field(default_factory=dict)
+    # A user is also named by its account's ARN (an account principal delegates to
+    # its users); False leaves that out, to ask what names the user itself.
+    by_account: bool = True
     condition_keys: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     identities: frozenset[str] = field(init=False, repr=False, compare=False)
 
@@ -90,7 +95,8 @@ class RequestContext:
             ids.add(_ANONYMOUS)
             keys.setdefault("aws:principaltype", ("Anonymous",))
         else:
-            ids.add(account_arn(self.account))
+            if self.user is None or self.by_account:
+                ids.add(account_arn(self.account))
             keys.setdefault("aws:principalaccount", (self.account,))
             if self.user is None:
                 keys.setdefault("aws:principalarn", (account_arn(self.account),))
@@ -208,7 +214,11 @@ def decide(identity_policies: Iterable[Policy], resource_policy: Policy | None, 
         return owner_side
     requester_side = ctx.root or ALLOW in identity
     if ctx.account == resource_owner_account:
-        return requester_side or owner_side
+        if requester_side or acl_allows or resource is not ALLOW or ctx.user is None:
+            return requester_side or owner_side
+        # A grant to the account itself reaches its users only through their
+        # identity policies: the bucket policy must name the user (or everyone).
+        return resource_policy.evaluate(replace(ctx, by_account=False)) is ALLOW
     return requester_side and owner_side
 
 

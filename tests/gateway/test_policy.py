@@ -374,6 +374,18 @@ def test_same_account_either_side_allows():
     assert decide([], None, req(account=OWNER, user=None), OWNER)  # the owner's root
 
 
+def test_a_grant_to_the_own_account_reaches_users_through_identity_policies():
+    ctx = req(account=OWNER, user="alice")
+    grant_account = bucket_policy(allow(Principal={"AWS": OWNER}))
+    assert not decide([], grant_account, ctx, OWNER)
+    assert not decide([IDENTITY_OTHER], grant_account, ctx, OWNER)
+    assert decide([IDENTITY_ALLOW], grant_account, ctx, OWNER)
+    assert decide([], grant_account, req(account=OWNER, user=None), OWNER)
+    assert decide([], bucket_policy(allow(Principal="*")), ctx, OWNER)
+    # a Deny naming the account still binds every user in it
+    assert not decide([IDENTITY_ALLOW], bucket_policy(deny(Principal={"AWS": OWNER})), ctx, OWNER)
+
+
 def test_explicit_deny_anywhere_wins():
     ctx = req(account=OWNER, user="alice")
     grant = bucket_policy(allow(Principal="*"))
