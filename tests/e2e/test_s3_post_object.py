@@ -444,3 +444,20 @@ def test_anonymous_uploads_need_a_bucket_policy(server, s3, bucket):
                 "policy": base64.b64encode(json.dumps(document).encode()).decode()}
     refused(post(url, unsigned), 403, "AccessDenied")
     assert post(url, dict(unsigned, key="drop/a.txt")).status == 204
+
+
+def test_utf8_keys_and_metadata(s3, v4, bucket):
+    key = "test_unicode\u2014_file.pdf"
+    url, fields = presigned(v4, bucket, key,
+                            Fields={"x-amz-meta-nonascii": "\u00c4M\u00c4Z\u00d5\u00d1 S3",
+                                    "x-amz-meta-plain": "ascii", "success_action_status": "201"},
+                            Conditions=[["starts-with", "$x-amz-meta-nonascii", ""],
+                                        ["starts-with", "$x-amz-meta-plain", ""],
+                                        {"success_action_status": "201"}])
+    reply = post(url, fields, b"pdf")
+    assert reply.status == 201
+    assert reply.element("Key") == key
+    assert reply.headers["Location"] == f"{url}/test_unicode%E2%80%94_file.pdf"
+    # S3 keeps non-ASCII metadata RFC 2047 encoded, so it can travel as a header.
+    assert s3.head_object(Bucket=bucket, Key=key)["Metadata"] == {
+        "nonascii": "=?UTF-8?Q?=C3=84M=C3=84Z=C3=95=C3=91_S3?=", "plain": "ascii"}
