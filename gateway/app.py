@@ -20,6 +20,7 @@ from storaged.meta import new_id
 
 from . import (
     access,
+    acl,
     admin,
     attributes,
     audit,
@@ -89,10 +90,10 @@ HANDLERS: dict[str, Handler] = {
     "GetObjectAttributes": attributes.get_object_attributes,
     "PutBucketTagging": tagging.put_bucket_tagging,
     "DeleteBucketTagging": tagging.delete_bucket_tagging,
-    "GetBucketAcl": bucket.get_acl,
-    "GetObjectAcl": bucket.get_acl,
-    "PutBucketAcl": bucket.put_acl,
-    "PutObjectAcl": bucket.put_acl,
+    "GetBucketAcl": acl.get_bucket_acl,
+    "GetObjectAcl": acl.get_object_acl,
+    "PutBucketAcl": acl.put_bucket_acl,
+    "PutObjectAcl": acl.put_object_acl,
     "ListObjects": listing.list_objects,
     "ListObjectsV2": listing.list_objects_v2,
     "GetObject": get.get_object,
@@ -207,6 +208,10 @@ class Gateway:
     async def check_access(self, request: web.Request, route: router.Route,
                            principal: identity.Principal | None) -> None:
         """AccessDenied unless ``principal`` (None: anonymous) may do ``route``."""
+        if principal is None:  # bucket policy, public access block and ACLs (gateway.acl)
+            if not await acl.anonymous_allowed(request, route, self.store):
+                raise AccessDenied()
+            return
         await access.check(self.store, self.directory, request, route, principal)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,4 @@
-"""Bucket operations: create, head, delete, list, location, versioning, ACLs."""
+"""Bucket operations: create, head, delete, list, location."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from .errors import (
     BucketAlreadyOwnedByYou,
     InvalidBucketName,
     MalformedXML,
-    S3NotImplemented,
 )
 from .identity import OWNER_KIND, ROOT_ACCOUNT, bucket_owner
-from .request import Context, version_param
+from .request import Context
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
@@ -51,6 +50,8 @@ async def create_bucket(ctx: Context) -> web.Response:
     if ctx.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true":
         # Object lock needs versions: the bucket starts with versioning on.
         settings.update({"versioning": b"Enabled", "lock": LockConfig(enabled=True).pack()})
+    from .acl import new_bucket_settings  # here: gateway.acl needs bucket_policy, which needs us
+    settings.update(new_bucket_settings(ctx, account))  # object ownership and ACL
     try:
         await ctx.store.make_bucket(ctx.bucket, settings)
     except BucketExists:
@@ -94,25 +95,3 @@ async def list_buckets(ctx: Context) -> web.Response:
 async def get_bucket_location(ctx: Context) -> web.Response:
     await ctx.store.require_bucket(ctx.bucket)
     return xml_response(s3xml.location_constraint(ctx.config.region))
-
-
-async def get_acl(ctx: Context) -> web.Response:
-    if ctx.route.key is None:
-        await ctx.store.require_bucket(ctx.bucket)
-    else:
-        await ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
-    return xml_response(s3xml.access_control_policy(ctx.config.owner))
-
-
-async def put_acl(ctx: Context) -> web.Response:
-    """Only the default ACL exists here: accept it, refuse anything that widens access."""
-    canned = ctx.headers.get("x-amz-acl", "private")
-    grants = [h for h in ctx.headers if h.lower().startswith("x-amz-grant-")]
-    body = await ctx.request.read() if ctx.request.can_read_body else b""
-    if canned != "private" or grants or body:
-        raise S3NotImplemented("Only the private ACL is supported.")
-    if ctx.route.key is None:
-        await ctx.store.require_bucket(ctx.bucket)
-    else:
-        await ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx))
-    return web.Response(status=200)

@@ -19,8 +19,9 @@ from aiohttp import web
 
 from . import s3xml
 from .bucket import xml_response
-from .errors import NoSuchBucketPolicy
+from .errors import AccessDenied, NoSuchBucketPolicy
 from .policy import MalformedPolicy, Policy, is_public, parse_policy
+from .public_access import public_access_block
 from .request import Context
 from .router import Route
 
@@ -140,6 +141,8 @@ async def put_bucket_policy(ctx: Context) -> web.Response:
         await directory.fresh(0)  # a user made a moment ago may be named
         check_principals(policy, directory)
     await ctx.store.require_bucket(ctx.bucket)
+    if is_public(policy) and (await public_access_block(ctx.store, ctx.bucket)).block_public_policy:
+        raise AccessDenied()  # BlockPublicPolicy
     await ctx.store.set_bucket_config(ctx.bucket, KIND, text.encode())
     return web.Response(status=204)
 

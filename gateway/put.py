@@ -9,6 +9,7 @@ from aiohttp import web
 
 from storaged import Condition, ObjectAttrs, ObjectInfo
 
+from .acl import acl_for_upload
 from .checksums import header_name
 from .lifecycle import expiration_header
 from .object_lock import lock_for_write
@@ -20,8 +21,9 @@ from .versioning import version_headers
 async def upload_attrs(ctx: Context, copy_from: ObjectInfo | None = None, copy_meta: bool = False,
                  with_body: bool = True) -> ObjectAttrs:
     """What a write gives the new version: metadata (``copy_from``'s when
-    ``copy_meta``), tags (``x-amz-tagging``, or per the copy's tagging directive)
-    and object lock (the headers', else the bucket's default retention)."""
+    ``copy_meta``), tags (``x-amz-tagging``, or per the copy's tagging directive),
+    object lock (the headers', else the bucket's default retention) and ACL (the
+    x-amz-acl / x-amz-grant-* headers', gateway.acl)."""
     if copy_from is not None and copy_meta:
         attrs = ObjectAttrs(copy_from.content_type, dict(copy_from.headers),
                             dict(copy_from.user_meta))
@@ -35,7 +37,7 @@ async def upload_attrs(ctx: Context, copy_from: ObjectInfo | None = None, copy_m
     mode, until, hold = await lock_for_write(ctx.store, ctx.bucket, ctx.headers,
                                              time.time_ns(), with_body=with_body)
     return dataclasses.replace(attrs, tags=tags, lock_mode=mode, lock_until_ns=until,
-                               legal_hold=hold)
+                               legal_hold=hold, acl=await acl_for_upload(ctx))
 
 
 def write_condition(ctx: Context) -> Condition | None:

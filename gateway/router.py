@@ -60,22 +60,15 @@ _UNSUPPORTED = {"website", "replication", "encryption", "logging",
 
 # Request headers that ask for something Basalt does not do (yet): refused with
 # NotImplemented, never stored and ignored, so nobody believes an object is
-# encrypted or public when it is not.
+# encrypted when it is not. (ACL headers are gateway.acl's.)
 _SSE_PREFIXES = ("x-amz-server-side-encryption", "x-amz-copy-source-server-side-encryption")
-# Canned ACLs that grant nobody else anything in a single-owner store.
-_OWNER_ONLY_ACLS = {"private", "bucket-owner-full-control", "bucket-owner-read"}
 
 
 def refuse_unsupported_headers(op: str, headers: Mapping[str, str]) -> None:
     """S3NotImplemented naming the first header asking for a missing feature."""
-    for name, value in headers.items():
-        lname = name.lower()
-        if lname.startswith(_SSE_PREFIXES):
+    for name in headers:
+        if name.lower().startswith(_SSE_PREFIXES):
             raise S3NotImplemented("Server-side encryption is not supported.", Header=name)
-        if op not in ("PutBucketAcl", "PutObjectAcl") and (
-                lname.startswith("x-amz-grant-")
-                or (lname == "x-amz-acl" and value.strip() not in _OWNER_ONLY_ACLS)):
-            raise S3NotImplemented("Only the private ACL is supported.", Header=name)
 
 
 def is_post_upload(method: str, key: str | None, query: Mapping[str, str],

@@ -1,7 +1,7 @@
 """Requests for features Basalt lacks get NotImplemented, and racing CreateBuckets one winner.
 
 Real boto3 against a real `basalt serve` (HTTP and HTTPS, two S3 worker processes): a user must
-never believe an object is encrypted or public when it is not,
+never believe an object is encrypted when it is not,
 nor that their credentials are wrong when a feature is missing.
 """
 
@@ -30,8 +30,7 @@ def not_implemented(call, **kwargs):
     {"ServerSideEncryption": "AES256"},
     {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/x"},
     {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32},
-    {"ACL": "public-read"},
-], ids=["sse-s3", "sse-kms", "sse-c", "public-acl"])
+], ids=["sse-s3", "sse-kms", "sse-c"])
 def test_put_with_unsupported_feature_is_refused_and_stores_nothing(s3, bucket, extra):
     error = not_implemented(s3.put_object, Bucket=bucket, Key="k", Body=b"secret", **extra)
     assert error.get("Header", "").lower().startswith("x-amz-")
