@@ -112,6 +112,7 @@ class AuditLog:
         self._pending: list[dict] = []
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
+        self._lock = asyncio.Lock()
         self._closed = False
         self._warned = 0.0
 
@@ -176,13 +177,18 @@ class AuditLog:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL)
             self._wake.clear()
+            await self._write_queued()
+
+    async def _write_queued(self) -> None:
+        # One batch at a time, taken in turn: lines keep their order and one thread
+        # at a time holds the file (and rotates it).
+        async with self._lock:
             await asyncio.to_thread(self._write, self._take())
 
     async def flush(self) -> None:
-        """Write what is queued now."""
-        if self._task is not None and not self._task.done():
-            self._wake.set()
-            await asyncio.shield(self._task)
+        """Write what is queued now (not waiting for lines queued meanwhile)."""
+        if self._pending:
+            await asyncio.shield(self._write_queued())
 
     async def aclose(self) -> None:
         """Write what is queued and close the file (the server is stopping)."""
@@ -191,7 +197,8 @@ class AuditLog:
             self._wake.set()
             with contextlib.suppress(Exception):
                 await self._task
-        self._write(self._take())
+        async with self._lock:
+            self._write(self._take())
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

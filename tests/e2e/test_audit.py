@@ -118,6 +118,45 @@ def test_requests_leave_lines_with_who_what_and_how(server, s3, bucket):
     assert b"not-the-secret" not in raw
 
 
+def test_lines_name_accounts_and_users(server):
+    """An account's root and one of its users, by id, name and key; search by both."""
+    name = f"acme{uuid.uuid4().hex[:6]}"
+
+    def made(*args: str) -> dict:
+        return json.loads(server.cli(*args, "--json").stdout)
+
+    account = made("account", "create", name)
+    made("user", "create", name, "alice")
+    root_key, alice_key = made("key", "create", name), made("key", "create", name, "alice")
+
+    def client(key: dict):
+        return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                            aws_access_key_id=key["access_key"],
+                            aws_secret_access_key=key["secret_key"],
+                            config=Config(retries={"max_attempts": 1}))
+
+    bucket = f"aud-{uuid.uuid4().hex[:12]}"
+    client(root_key).create_bucket(Bucket=bucket)
+    with pytest.raises(ClientError) as refused:  # a user with no policy may do nothing
+        client(alice_key).put_object(Bucket=bucket, Key="by-alice", Body=b"x")
+    assert code(refused.value) == "AccessDenied"
+    found = lines_for(server, bucket, 2)
+    assert [(e["operation"], e["status"], e["account"], e["account_name"], e["user"],
+             e["access_key"]) for e in found] == [
+        ("CreateBucket", 200, account["id"], name, "root", root_key["access_key"]),
+        ("PutObject", 403, account["id"], name, "alice", alice_key["access_key"])]
+    raw = open(audit_path(server), "rb").read()
+    assert root_key["secret_key"].encode() not in raw
+    assert alice_key["secret_key"].encode() not in raw
+
+    rows = made("audit", "search", "--user", "alice", "--account", name)
+    assert [(r["key"], r["error"]) for r in rows] == [("by-alice", "AccessDenied")]
+    rows = made("audit", "search", "--account", account["id"], "--bucket", bucket)
+    assert [r["user"] for r in rows] == ["root", "alice"]
+    rows = made("audit", "search", "--access-key", alice_key["access_key"])
+    assert [r["operation"] for r in rows] == ["PutObject"]
+
+
 def test_versions_are_logged(server, s3, bucket):
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     first = s3.put_object(Bucket=bucket, Key="k", Body=b"1")["VersionId"]

@@ -254,6 +254,31 @@ async def test_lines_are_batched_and_written_within_the_interval(tmp_path):
     await log.aclose()
 
 
+async def test_flush_under_steady_load_returns(tmp_path):
+    """The admin API flushes before it reads: that must not wait for a quiet moment."""
+    log = audit.AuditLog(str(tmp_path))
+    done = asyncio.Event()
+
+    async def steady() -> None:
+        i = 0
+        while not done.is_set():
+            log.record(FakeRequest(f"s{i}"), "GetObject", FakeRoute(), 200, "", 0, 1, 0.001)
+            i += 1
+            await asyncio.sleep(0)  # a line every turn of the loop: never a quiet moment
+
+    producer = asyncio.ensure_future(steady())
+    await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(log.flush(), 2)
+        assert lines(str(tmp_path))  # what was queued is in the file
+    finally:
+        done.set()
+        await producer
+    await log.aclose()
+    ids = [e["request_id"] for e in lines(str(tmp_path))]
+    assert ids == [f"s{i}" for i in range(len(ids))]  # in order, none twice
+
+
 async def test_close_writes_what_is_queued(tmp_path):
     log = audit.AuditLog(str(tmp_path))
     for i in range(3):
