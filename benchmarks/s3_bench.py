@@ -19,6 +19,12 @@ MB = 10^6 bytes. GETs read objects just written, so both read warm caches.
     .venv/bin/python benchmarks/s3_bench.py --basalt-args "--no-fsync" --json
     .venv/bin/python benchmarks/s3_bench.py --versioning     # Basalt only, see below
 
+``--policy`` runs the 4 KiB rows on one Basalt server only, in a bucket with a
+bucket policy of 20 statements (allows with conditions for the requester,
+denies on other prefixes and for other callers: every request evaluates them)
+beside one without a policy, and prints policy/no policy (target: under 10%
+cost, i.e. >= 0.9x).
+
 ``--versioning`` runs the 64 MiB and 4 KiB rows on one Basalt server only,
 in a versioned bucket (s3bench-versioned, versioning Enabled) beside an
 unversioned one (s3bench), and prints versioned/unversioned per row (target:
@@ -62,6 +68,7 @@ BIG_SIZE = 64 * MIB
 SMALL_SIZE = 4096
 BUCKET = "s3bench"
 VERSIONED_BUCKET = "s3bench-versioned"
+POLICY_BUCKET = "s3bench-policy"
 ACCESS_KEY = "s3benchaccesskey"
 SECRET_KEY = "s3bench-secret-key-0123456789abcdef"
 SERVERS = ("basalt", "seaweedfs")
@@ -144,6 +151,7 @@ class Target:
     small_keys: int = 0   # small/00000000 .. small/N-1 hold payloads.small(i)
     bucket: str = BUCKET
     versioned: bool = False  # prepare() enables versioning on the bucket
+    policy: bytes | None = None  # prepare() attaches it as the bucket policy
     label: str | None = None  # the results column; the server's name by default
 
     @property
@@ -325,6 +333,39 @@ ROWS = [
 # --versioning: the same rows, versioned bucket / unversioned bucket on one Basalt.
 VERSIONING_ROWS = [Row(row.name, row.unit, row.run, 0.9) for row in ROWS[:4]]
 VERSIONING_COLUMNS = ("versioned", "unversioned")
+# --policy: the 4 KiB rows, bucket with a 20-statement policy / bucket without one.
+POLICY_ROWS = [Row(row.name, row.unit, row.run, 0.9) for row in ROWS[2:4]]
+POLICY_COLUMNS = ("policy", "no policy")
+
+
+def policy_document(bucket: str) -> bytes:
+    """20 statements a real bucket might carry; each request checks every Deny that
+    names its action and the Allows until one applies (the last one does)."""
+    objects, root = f"arn:aws:s3:::{bucket}/*", "arn:aws:iam::000000000000:root"
+    statements: list[dict] = []
+    for i in range(8):  # denials of other prefixes, to everyone
+        statements.append({"Sid": f"DenyPrivate{i}", "Effect": "Deny", "Principal": "*",
+                           "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                           "Resource": f"arn:aws:s3:::{bucket}/private-{i}/*"})
+    for i in range(4):  # denials by condition that do not hold for this client
+        statements.append({"Sid": f"DenyOutside{i}", "Effect": "Deny", "Principal": "*",
+                           "Action": "s3:*", "Resource": [objects, f"arn:aws:s3:::{bucket}"],
+                           "Condition": {"NotIpAddress": {"aws:SourceIp": [
+                               "127.0.0.0/8", "10.0.0.0/8", f"192.168.{i}.0/24"]}}})
+    for i in range(7):  # grants to others and with unmet conditions
+        statements.append({"Sid": f"ReadShared{i}", "Effect": "Allow", "Principal": "*",
+                           "Action": ["s3:GetObject", "s3:PutObject"],
+                           "Resource": f"arn:aws:s3:::{bucket}/shared-{i}/*",
+                           "Condition": {"StringLike": {"aws:UserAgent": f"partner-{i}/*"},
+                                         "Bool": {"aws:SecureTransport": "true"}}})
+    statements.append({"Sid": "OwnerReadWrite", "Effect": "Allow", "Principal": {"AWS": root},
+                       "Action": ["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+                       "Resource": [objects, f"arn:aws:s3:::{bucket}"],
+                       "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}})
+    assert len(statements) == 20
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}).encode()
+
+
 VERSIONING_XML = (b'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
                   b"<Status>Enabled</Status></VersioningConfiguration>")
 
@@ -356,6 +397,9 @@ async def prepare(target: Target, timeout: float) -> None:
         if target.versioned:
             await client.request("PUT", bucket, query={"versioning": ""}, data=VERSIONING_XML,
                                  headers={"Content-Type": "application/xml"})
+        if target.policy is not None:
+            await client.request("PUT", bucket, query={"policy": ""}, data=target.policy,
+                                 headers={"Content-Type": "application/json"}, expect=(204,))
         if target.versioned or target.options.versioning:
             await check_versioning(client, target)
     server = target.server
@@ -420,7 +464,13 @@ async def run_rows(targets: list[Target], rounds: int,
 async def bench(servers: list[peers.Server], options: argparse.Namespace) -> dict:
     """Prepare every server, then run the rows."""
     payloads = Payloads()
-    if options.versioning:  # one Basalt, two buckets
+    if options.policy:  # one Basalt, two buckets
+        [server] = servers
+        targets = [Target(server, options, payloads, bucket=POLICY_BUCKET,
+                          policy=policy_document(POLICY_BUCKET), label="policy"),
+                   Target(server, options, payloads, label="no policy")]
+        rows = POLICY_ROWS
+    elif options.versioning:  # one Basalt, two buckets
         [server] = servers
         targets = [Target(server, options, payloads, bucket=VERSIONED_BUCKET, versioned=True,
                           label="versioned"),
@@ -441,7 +491,7 @@ def start_servers(options: argparse.Namespace, stack: contextlib.ExitStack) -> l
     for name in SERVERS:
         if options.only and options.only != name:
             continue
-        if options.versioning and name != "basalt":
+        if (options.versioning or options.policy) and name != "basalt":
             continue
         log(f"starting {name} ...")
         if name == "basalt":
@@ -492,6 +542,7 @@ def summarize(results: dict, servers: list[peers.Server], options) -> dict:
     with --versioning) and the ratio of the first column to the second."""
     rows = []
     table_rows, columns = ((VERSIONING_ROWS, VERSIONING_COLUMNS) if options.versioning
+                           else (POLICY_ROWS, POLICY_COLUMNS) if options.policy
                            else (ROWS, SERVERS))
     for row in table_rows:
         per_server = {name: median_measurement(ms) for name, ms in results[row.name].items()}
@@ -506,7 +557,8 @@ def summarize(results: dict, servers: list[peers.Server], options) -> dict:
             "rounds": {name: [m.value for m in ms] for name, ms in results[row.name].items()},
         })
     return {
-        "mode": "versioning" if options.versioning else "peers",
+        "mode": ("versioning" if options.versioning else "policy" if options.policy
+                 else "peers"),
         "columns": list(columns),
         "rows": rows,
         "servers": {s.name: {"version": s.version, "durability": s.durability,
@@ -558,6 +610,9 @@ def print_table(summary: dict) -> None:
     if summary["mode"] == "versioning":
         print(f"buckets: {VERSIONED_BUCKET} (versioning Enabled) and {BUCKET} (never versioned), "
               "same server")
+    if summary["mode"] == "policy":
+        print(f"buckets: {POLICY_BUCKET} (a bucket policy of 20 statements) and {BUCKET} "
+              "(no policy), same server, root credentials")
     print(f"machine: {machine['cpus']} CPUs, load average at end "
           f"{', '.join(f'{x:.2f}' for x in machine['loadavg_at_end'])}; "
           f"every PUT ETag checked against MD5, every GET compared byte for byte")
@@ -595,9 +650,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--versioning", action="store_true",
                         help="Basalt only: the 64 MiB and 4 KiB rows in a versioned bucket beside "
                              "an unversioned one, ratio versioned/unversioned (target >= 0.9x)")
+    parser.add_argument("--policy", action="store_true",
+                        help="Basalt only: the 4 KiB rows in a bucket with a 20-statement bucket "
+                             "policy beside one without, ratio policy/no policy (target >= 0.9x)")
     options = parser.parse_args(argv)
-    if options.versioning and options.only == "seaweedfs":
-        parser.error("--versioning measures Basalt only")
+    if (options.versioning or options.policy) and options.only == "seaweedfs":
+        parser.error("--versioning and --policy measure Basalt only")
+    if options.versioning and options.policy:
+        parser.error("choose --versioning or --policy")
     return options
 
 
