@@ -280,7 +280,9 @@ def _parse_scope(credential: str, amz_date: str, error: type, prefix: str,
     if terminal != "aws4_request":
         raise error(prefix + f'incorrect terminal "{terminal}". This endpoint uses "aws4_request".')
     if date != amz_date[:8]:
-        raise error(prefix + f'Invalid credential date "{date}". This date is not the same as '
+        # The query's message stands alone, without the credential-parsing prefix.
+        lead = prefix if error is AuthorizationHeaderMalformed else ""
+        raise error(lead + f'Invalid credential date "{date}". This date is not the same as '
                     f'{date_name}: "{amz_date[:8]}".')
     return access_key, date, region
 
