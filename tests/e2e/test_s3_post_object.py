@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
@@ -461,3 +462,56 @@ def test_utf8_keys_and_metadata(s3, v4, bucket):
     # S3 keeps non-ASCII metadata RFC 2047 encoded, so it can travel as a header.
     assert s3.head_object(Bucket=bucket, Key=key)["Metadata"] == {
         "nonascii": "=?UTF-8?Q?=C3=84M=C3=84Z=C3=95=C3=91_S3?=", "plain": "ascii"}
+
+
+# --- users of accounts -----------------------------------------------------------------
+
+def test_a_users_form_is_judged_by_their_policy_and_audited(server, tmp_path):
+    def cli_json(*args: str) -> dict:
+        return json.loads(server.cli(*args, "--json").stdout)
+
+    def signer(key: dict):
+        return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                            aws_access_key_id=key["access_key"],
+                            aws_secret_access_key=key["secret_key"],
+                            config=Config(signature_version="s3v4"))
+
+    account = f"forms{uuid.uuid4().hex[:6]}"
+    cli_json("account", "create", account)
+    cli_json("user", "create", account, "alice")
+    owner, alice = cli_json("key", "create", account), cli_json("key", "create", account, "alice")
+    bucket = f"acct-{uuid.uuid4().hex[:8]}"
+    signer(owner).create_bucket(Bucket=bucket)
+    policy = tmp_path / "alice.json"
+    policy.write_text(json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/inbox/*"}]}))
+    server.cli("user", "policy", "put", account, "alice", str(policy))
+    time.sleep(1.1)  # every worker reads the records again within a second
+
+    url, fields = presigned(signer(alice), bucket, "inbox/${filename}")
+    assert post(url, fields, b"from alice", file_name="a.txt").status == 204
+    assert signer(owner).get_object(Bucket=bucket, Key="inbox/a.txt")["Body"].read() == \
+        b"from alice"
+    url, fields = presigned(signer(alice), bucket, "outbox/${filename}")
+    refused(post(url, fields, b"no", file_name="b.txt"), 403, "AccessDenied", "Access Denied")
+    assert signer(owner).list_objects_v2(Bucket=bucket)["KeyCount"] == 1
+
+    log = os.path.join(server.data_dir, "logs", "audit.jsonl")
+    deadline = time.monotonic() + 10
+    while True:
+        with open(log) as f:
+            entries = [json.loads(line) for line in f if bucket in line]
+        posts = [e for e in entries if e["operation"] == "PostObject"]
+        if len(posts) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [(e["user"], e["access_key"], e["status"]) for e in posts] == [
+        ("alice", alice["access_key"], 204), ("alice", alice["access_key"], 403)]
+    assert posts[0]["bytes_in"] == len(b"from alice")
+
+    server.cli("key", "disable", alice["access_key"])
+    time.sleep(1.1)
+    url, fields = presigned(signer(alice), bucket, "inbox/${filename}")
+    refused(post(url, fields, b"again", file_name="c.txt"), 403, "InvalidAccessKeyId")
+    assert signer(owner).list_objects_v2(Bucket=bucket)["KeyCount"] == 1
