@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.request
 
+import boto3
 import pytest
 
 from tests.cluster.etcd_helpers import EtcdCluster, free_ports, require_etcd
@@ -316,9 +317,23 @@ def test_a_pool_of_several_sets_spreads_objects_and_survives_a_node(cluster):
     sets = {json.load(open(os.path.join(n.data_dir, f"disk{i}", "format.json")))["deployment_id"]
             for n in nodes for i in range(2)}
     assert len(sets) == 2
+    # An account's key made through one node signs on every other (the records
+    # are settings of the system bucket, in every set).
+    nodes[0].cli("account", "create", "tenant")
+    key = json.loads(nodes[0].cli("key", "create", "tenant", "--json").stdout)
+    tenant = boto3.client("s3", endpoint_url=nodes[3].endpoint, region_name="us-east-1",
+                          aws_access_key_id=key["access_key"],
+                          aws_secret_access_key=key["secret_key"])
+    tenant.create_bucket(Bucket="tenant-data")
+    tenant.put_object(Bucket="tenant-data", Key="k", Body=b"tenant's")
     os.killpg(nodes[2].proc.pid, signal.SIGKILL)
     nodes[2].proc.wait()
     b = nodes[1].client()
+    assert "tenant-data" not in [x["Name"] for x in b.list_buckets()["Buckets"]]
+    tenant = boto3.client("s3", endpoint_url=nodes[1].endpoint, region_name="us-east-1",
+                          aws_access_key_id=key["access_key"],
+                          aws_secret_access_key=key["secret_key"])
+    assert tenant.get_object(Bucket="tenant-data", Key="k")["Body"].read() == b"tenant's"
     b.put_object(Bucket="wide", Key="late", Body=b"after n3 died")
     listed = [o["Key"] for o in b.list_objects_v2(Bucket="wide")["Contents"]]
     assert listed == sorted([*bodies, "late"])
