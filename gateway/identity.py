@@ -230,9 +230,17 @@ class Directory:
     # reading --------------------------------------------------------------------------
 
     async def fresh(self, max_age: float = REFRESH_SECONDS) -> Snapshot:
-        """The records, read again when older than ``max_age`` seconds."""
+        """The records, read again when older than ``max_age`` seconds. When they
+        cannot be read (too few disks), requests go on with the last snapshot;
+        ``fresh(0)``, which changes are made after, raises instead."""
         if time.monotonic() - self._read_at > max_age:
-            await self._refresh()
+            try:
+                await self._refresh()
+            except Exception as exc:
+                if max_age == 0:
+                    raise
+                log.warning("accounts and keys not re-read, using the last ones: %s", exc)
+                self._read_at = time.monotonic()  # try again in a second, not per request
         return self.snapshot
 
     async def _refresh(self) -> None:
