@@ -13,13 +13,14 @@ key id it claims is not logged: it may be a secret pasted in the wrong place).
 Headers, query strings and bodies are never written, so secret keys, signatures
 (SigV4/SigV2 headers and presigned URLs), Authorization headers and session
 cookies never reach the log. Keys longer than S3 allows are cut, with
-``key_truncated`` giving the original length, so that a line stays well below
-the page size. ``/_basalt/health`` and ``/_basalt/metrics`` (load balancer
-probes and scrapes, open to anyone) are not logged.
+``key_truncated`` giving the original length, and a line stays below 4 KiB.
+``/_basalt/health`` and ``/_basalt/metrics`` (load balancer probes and scrapes,
+open to anyone) are not logged.
 
 Every S3 worker process appends to the same file: it is opened with O_APPEND
-and lines go out in one ``os.write`` per batch (below 64 KiB, whole lines), so
-processes never interleave within a line. Lines are buffered in memory and
+and lines go out in one ``os.write`` per batch (whole lines, below 64 KiB; a
+local filesystem appends each write whole under the inode lock), so processes
+never interleave within a line. Lines are buffered in memory and
 written from a task of the event loop (the write itself in a thread) at most
 100 ms after the request, or sooner when 256 are waiting, and on shutdown:
 **a process killed with SIGKILL loses its last ~100 ms of audit lines.**
@@ -78,11 +79,18 @@ def _clip(value: Any, limit: int = MAX_FIELD) -> Any:
     return value[:limit] if isinstance(value, str) and len(value) > limit else value
 
 
+_second = (-1, "")  # the last second formatted (strftime costs more than the rest)
+
+
 def format_time(seconds: float) -> str:
     """``2025-01-02T03:04:05.678Z``: fixed width, so strings compare as times do."""
+    global _second
     whole = int(seconds)
     millis = min(999, int((seconds - whole) * 1000))
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    cached = _second  # one tuple: threads may format at once
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{millis:03d}Z"
 
 
 def parse_time(text: str) -> str:
