@@ -187,6 +187,7 @@ class Gateway:
     async def authenticate_admin(self, request: web.Request) -> None:
         """The admin API answers the root credentials only."""
         _, principal = await self.authenticate(request)
+        request["principal"] = principal  # for the audit log
         if not principal.admin:
             raise AccessDenied("The admin API is for the root credentials only.")
 
