@@ -23,12 +23,13 @@ from multidict import CIMultiDict
 from storaged import ObjectAttrs, ObjectInfo
 
 from . import checksums
+from .acl import directory_of, new_object_acl
+from .acl_xml import acl_headers
 from .errors import (
     InvalidAccessKeyId,
     InvalidArgument,
     KeyTooLongError,
     MalformedXML,
-    S3NotImplemented,
     checksum_mismatch,
     xml_text,
 )
@@ -46,9 +47,6 @@ FILENAME = "${filename}"
 _AUTH_FIELDS = frozenset(("policy", "signature", "awsaccesskeyid", "x-amz-signature",
                           "x-amz-credential", "x-amz-algorithm", "x-amz-date",
                           "x-amz-security-token"))
-CANNED_ACLS = frozenset(("private", "public-read", "public-read-write", "authenticated-read",
-                         "aws-exec-read", "bucket-owner-read", "bucket-owner-full-control",
-                         "log-delivery-write"))
 SUCCESS_STATUSES = {"200": 200, "201": 201}
 MAX_TRAILER = 64 * 1024  # read away after the file (keeps the connection); more: close it
 _CLOSING = len(b"\r\n--") + len(b"--\r\n")
@@ -143,7 +141,8 @@ async def _authorize(ctx: Context, fields: Sequence[tuple[str, str]], values: di
         ctx.request["principal"] = principal
         policy = parse_policy(credentials.policy)
     if policy is not None:
-        policy.check(fields, ctx.bucket, key)
+        # Judged on the values stored: repeated x-amz-meta-* fields joined.
+        policy.check([(name, values[name.lower()]) for name, _ in fields], ctx.bucket, key)
     if credentials is not None:
         await ctx.check_access(ctx.request, route, ctx.request["principal"])
     return policy
@@ -165,25 +164,26 @@ class _Checksum:
 
 
 async def _attributes(ctx: Context, values: dict[str, str]) -> tuple[ObjectAttrs, Any]:
-    """What the form gives the object: its headers and metadata, tags, lock, checksum."""
+    """What the form gives the object: its headers and metadata, tags, lock, ACL (the
+    ``acl`` field, a canned ACL), checksum."""
     headers: CIMultiDict[str] = CIMultiDict(
         (name, _header_safe(value) if name.startswith(META_PREFIX) else value)
         for name, value in values.items() if name not in _AUTH_FIELDS)
+    if "acl" in values:
+        headers["x-amz-acl"] = values["acl"]  # the form's name for PutObject's header
     refuse_unsupported_headers("PutObject", headers)
-    acl = values.get("acl")
-    if acl is not None and acl != "private":
-        if acl in CANNED_ACLS:
-            raise S3NotImplemented("Only the private ACL is supported.", ArgumentName="acl",
-                                   ArgumentValue=acl)
-        raise InvalidArgument(ArgumentName="acl", ArgumentValue=acl)
     attrs = object_attrs(headers)
     tags = _tags(values["tagging"]) if "tagging" in values else {}
     request = checksums.requested_checksum(headers)
     # Forms cannot send Content-MD5: a lock is taken as PutObject takes it, without it.
     mode, until, hold = await lock_for_write(ctx.store, ctx.bucket, headers, time.time_ns(),
                                              with_body=False)
+    principal = ctx.principal
+    acl = await new_object_acl(ctx.store, ctx.bucket,
+                               None if principal is None else principal.account,
+                               acl_headers(headers), directory_of(ctx.request))
     attrs = dataclasses.replace(attrs, tags=tags, lock_mode=mode, lock_until_ns=until,
-                                legal_hold=hold)
+                                legal_hold=hold, acl=acl)
     return attrs, _Checksum(request) if request is not None else None
 
 

@@ -399,13 +399,30 @@ def test_malformed_bodies(server, s3, bucket):
     nothing_stored(s3, bucket)
 
 
-def test_canned_acls_other_than_private_are_not_implemented_yet(s3, v4, bucket):
-    url, fields = presigned(v4, bucket, "acl.txt", Fields={"acl": "public-read"},
-                            Conditions=[{"acl": "public-read"}])
-    refused(post(url, fields), 501, "NotImplemented")
-    url, fields = presigned(v4, bucket, "acl.txt", Fields={"acl": "private"},
-                            Conditions=[{"acl": "private"}])
-    assert post(url, fields).status == 204
+def test_the_acl_field_sets_a_canned_acl(s3, v4, bucket):
+    open_bucket = f"post-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=open_bucket, ObjectOwnership="ObjectWriter")
+    s3.delete_public_access_block(Bucket=open_bucket)
+    for acl, anonymous_status in [("public-read", 200), ("private", 403)]:
+        form_url, fields = presigned(v4, open_bucket, f"{acl}.txt", Fields={"acl": acl},
+                                     Conditions=[{"acl": acl}])
+        assert post(form_url, fields, b"shared").status == 204
+        anonymous = HTTP.request("GET", f"{s3.meta.endpoint_url}/{open_bucket}/{acl}.txt")
+        assert anonymous.status == anonymous_status
+    grants = s3.get_object_acl(Bucket=open_bucket, Key="public-read.txt")["Grants"]
+    assert {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AllUsers"} in [
+        g["Grantee"] for g in grants]
+    form_url, fields = presigned(v4, open_bucket, "bad.txt", Fields={"acl": "everyone-rw"},
+                                 Conditions=[{"acl": "everyone-rw"}])
+    refused(post(form_url, fields), 400, "InvalidArgument")
+    # A bucket owner enforced (new buckets are, as in S3) takes no ACL that grants more.
+    form_url, fields = presigned(v4, bucket, "acl.txt", Fields={"acl": "public-read"},
+                                 Conditions=[{"acl": "public-read"}])
+    refused(post(form_url, fields), 400, "AccessControlListNotSupported")
+    nothing_stored(s3, bucket)
+    form_url, fields = presigned(v4, bucket, "acl.txt", Fields={"acl": "private"},
+                                 Conditions=[{"acl": "private"}])
+    assert post(form_url, fields).status == 204
 
 
 def test_a_truncated_upload_stores_nothing(server, s3, v4, bucket):
@@ -515,3 +532,29 @@ def test_a_users_form_is_judged_by_their_policy_and_audited(server, tmp_path):
     url, fields = presigned(signer(alice), bucket, "inbox/${filename}")
     refused(post(url, fields, b"again", file_name="c.txt"), 403, "InvalidAccessKeyId")
     assert signer(owner).list_objects_v2(Bucket=bucket)["KeyCount"] == 1
+
+
+def test_repeated_metadata_fields_are_judged_as_stored(s3, v4, bucket):
+    url, fields = presigned(v4, bucket, "meta.txt", Fields={"x-amz-meta-tag": "good"},
+                            Conditions=[{"x-amz-meta-tag": "good"}])
+    items = [(k, v) for k, v in fields.items() if k != "x-amz-meta-tag"]
+    reply = post(url, items + [("x-amz-meta-tag", "bad"), ("x-amz-meta-tag", "good")])
+    refused(reply, 403, "AccessDenied", "Invalid according to Policy: Policy Condition failed: "
+            '["eq", "$x-amz-meta-tag", "good"]')
+    nothing_stored(s3, bucket)
+    url, fields = presigned(v4, bucket, "meta.txt", Fields={"x-amz-meta-tag": "a"},
+                            Conditions=[["starts-with", "$x-amz-meta-tag", "a"]])
+    items = list(fields.items()) + [("x-amz-meta-tag", "b")]
+    assert post(url, items).status == 204
+    assert s3.head_object(Bucket=bucket, Key="meta.txt")["Metadata"] == {"tag": "a,b"}
+
+
+def test_anonymous_uploads_to_a_bucket_whose_acl_lets_everyone_write(server, s3):
+    name = f"post-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name, ObjectOwnership="ObjectWriter")
+    s3.delete_public_access_block(Bucket=name)
+    url = f"{server.endpoint}/{name}"
+    refused(post(url, {"key": "guest.txt"}), 403, "AccessDenied")
+    s3.put_bucket_acl(Bucket=name, ACL="public-read-write")
+    assert post(url, {"key": "guest.txt", "Content-Type": "text/plain"}, b"hi").status == 204
+    assert content(s3, name, "guest.txt") == b"hi"
