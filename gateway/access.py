@@ -1,8 +1,10 @@
 """Whether a request may do what it asks: S3's authorization of one request.
 
 The principal (gateway.identity) comes from the signature; the decision from
-gateway.policy.decide over the user's identity policy, the bucket's policy and
-the owner's grants, in AWS's order (explicit deny; same account: either side
+gateway.policy.decide over the user's identity policy, the bucket's policy
+(set aside outside the owner's account when it is public and the bucket's
+public access block restricts public buckets) and the ACLs (gateway.acl,
+consulted only when the policies alone do not allow), in AWS's order (explicit deny; same account: either side
 allows; another account: both sides; anonymous: the bucket side only). The
 root of the bucket owner's account is allowed whatever is not explicitly
 denied; with no bucket policy that is decided without evaluating anything
@@ -22,15 +24,16 @@ from aiohttp import web
 
 from storaged import NoSuchBucket
 
-from . import bucket_policy
+from . import acl, bucket_policy
 from .errors import AccessDenied, MethodNotAllowed
 from .identity import Directory, Principal, bucket_owner
-from .policy import Policy, RequestContext, decide, parse_policy
+from .policy import DENY, Policy, RequestContext, decide, is_public, parse_policy
+from .public_access import public_access_block
 from .router import Route
 
 # Not open to anonymous requests whatever a policy says: they act on several
 # objects (each would need its own judgement) or create buckets.
-_NOT_ANONYMOUS = {"CreateBucket", "ListBuckets"}
+_NOT_ANONYMOUS = {"CreateBucket", "ListBuckets", "CopyObject", "UploadPartCopy"}
 # Judged per object by its handler (each key as DeleteObject or DeleteObjectVersion).
 _PER_OBJECT = {"DeleteObjects"}
 _COPIES = {"CopyObject", "UploadPartCopy"}
@@ -112,7 +115,22 @@ async def _judge(store: Any, directory: Directory, request: web.Request, route: 
             and principal.account == owner:
         return  # the owner's root, and no policy that could deny it
     ctx = request_context(request, route, principal, action)
-    if not decide(identity_policies(directory, principal), policy, ctx, owner):
+    if policy is not None and (principal is None or principal.account != owner) \
+            and (await public_access_block(store, route.bucket)).restrict_public_buckets \
+            and is_public(policy):
+        # RestrictPublicBuckets: a public policy grants nothing outside the
+        # owner's account; its denials still stand.
+        if policy.evaluate(ctx) is DENY:
+            raise AccessDenied()
+        policy = None
+    identities = identity_policies(directory, principal)
+    if decide(identities, policy, ctx, owner):
+        return
+    # Only now the ACLs (they may cost an object read): a grant can still allow
+    # what no policy did, never what one denied.
+    version = request.query.get("versionId") if action is None else None
+    if not (await acl.acl_allows(store, route, ctx.action, principal, version)
+            and decide(identities, policy, ctx, owner, acl_allows=True)):
         raise AccessDenied()
 
 

@@ -26,9 +26,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from storaged import DeleteMarker, NoSuchBucket, NoSuchKey, NoSuchVersion
+from storaged import DeleteMarker, NoSuchKey, NoSuchVersion
 
-from . import bucket_policy
 from .acl_xml import (
     ALL_USERS,
     AUTHENTICATED_USERS,
@@ -56,7 +55,6 @@ from .acl_xml import (
 )
 from .errors import AccessDenied, InvalidArgument, MalformedXML, S3Error, UnexpectedContent
 from .identity import OWNER_KIND, ROOT_ACCOUNT, ROOT_ACCOUNT_NAME, canonical_id
-from .policy import ALLOW, DENY, RequestContext, is_public
 from .public_access import (
     ACL_KIND,
     DEFAULT_OWNERSHIP,
@@ -65,7 +63,6 @@ from .public_access import (
     OWNERSHIPS,
     PREFERRED,
     InvalidBucketAclWithObjectOwnership,
-    policy_restricted,
     read_xml_body,
     settings_ownership,
     settings_pab,
@@ -398,31 +395,3 @@ async def acl_allows(store: Any, route: Route, action: str, principal: Any,
                 return False
             acl = object_acl(info, bo)
     return grants_permission(acl, permission, principal, bucket_account, ignore_public)
-
-
-# Never open to anonymous requests: several resources at once, or the policy itself.
-_NOT_ANONYMOUS = {"DeleteObjects", "CreateBucket", "ListBuckets", "CopyObject", "UploadPartCopy",
-                  "GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"}
-
-
-async def anonymous_allowed(request: web.Request, route: Route, store: Any) -> bool:
-    """Whether S3 lets an unsigned request through: no bucket policy statement denies
-    it, and the policy (unless RestrictPublicBuckets sets a public one aside) or an
-    ACL allows it."""
-    if route.bucket is None or route.bucket.startswith(".") or route.op in _NOT_ANONYMOUS:
-        return False
-    action = bucket_policy.action_of(route, request.query)
-    try:
-        policy = await bucket_policy.stored_policy(store, route.bucket)
-        if policy is not None:
-            verdict = policy.evaluate(RequestContext(
-                action, bucket_policy.resource_of(route),
-                keys=bucket_policy.condition_keys(request, route)))
-            if verdict is DENY:
-                return False
-            pab = settings_pab(await store.bucket_configs(route.bucket))
-            if verdict is ALLOW and not policy_restricted(pab, is_public(policy)):
-                return True
-        return await acl_allows(store, route, action, None, request.query.get("versionId"))
-    except NoSuchBucket:
-        return False  # a stranger learns nothing of what exists

@@ -209,10 +209,6 @@ class Gateway:
     async def check_access(self, request: web.Request, route: router.Route,
                            principal: identity.Principal | None) -> None:
         """AccessDenied unless ``principal`` (None: anonymous) may do ``route``."""
-        if principal is None:  # bucket policy, public access block and ACLs (gateway.acl)
-            if not await acl.anonymous_allowed(request, route, self.store):
-                raise AccessDenied()
-            return
         await access.check(self.store, self.directory, request, route, principal)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
