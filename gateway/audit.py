@@ -149,7 +149,8 @@ class AuditLog:
             "account": account, "account_name": account_name, "user": user,
             "access_key": access_key, "source_ip": request.remote, "method": request.method,
             "operation": op, "bucket": (route.bucket or None) if route is not None else None,
-            "key": (route.key or None) if route is not None else None,
+            "key": request.get("object_key") or (
+                (route.key or None) if route is not None else None),
             "version": _clip(version), "status": status, "error": error or None,
             "bytes_in": bytes_in, "bytes_out": bytes_out, "duration": round(elapsed, 6),
             "user_agent": _clip(request.headers.get("User-Agent")),

@@ -359,14 +359,6 @@ class S3NotImplemented(S3Error):
     message = "A header you provided implies functionality that is not implemented"
 
 
-class FormUploadNotImplemented(S3NotImplemented):
-    """POST (HTML form) uploads: answered before authentication, since their
-    signature is in the form body that the gateway does not read."""
-
-    code = "NotImplemented"
-    before_auth: ClassVar[bool] = True
-
-
 class InternalError(S3Error):
     status = 500
     message = "We encountered an internal error. Please try again."

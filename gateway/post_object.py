@@ -126,6 +126,7 @@ async def _authorize(ctx: Context, fields: Sequence[tuple[str, str]], values: di
     """Who uploads (the form's signer, or anonymous) and whether they may: the
     policy must hold and the key must be theirs to write, as for PutObject."""
     route = Route("PutObject", ctx.bucket, key)
+    ctx.request["object_key"] = key  # the audit log's key: it is in the form, not the path
     credentials = form_credentials(values)
     assert ctx.resolve_key is not None and ctx.check_access is not None
     if credentials is None:

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from urllib.parse import unquote
 
-from .errors import InvalidURI, MethodNotAllowed, S3NotImplemented
+from .errors import InvalidURI, MethodNotAllowed, PreconditionFailed, S3NotImplemented
 
 ADMIN_PREFIX = "/_basalt/"
 
@@ -143,6 +143,10 @@ def _bucket_op(method: str, query: Mapping[str, str]) -> str:
         return _sub_resource(_BUCKET_DELETE, query) or "DeleteBucket"
     if method == "POST" and "delete" in query:
         return "DeleteObjects"
+    if method == "POST":
+        raise PreconditionFailed(
+            "At least one of the pre-conditions you specified did not hold",
+            Condition="Bucket POST must be of the enclosure-type multipart/form-data")
     raise MethodNotAllowed()
 
 

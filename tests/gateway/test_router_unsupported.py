@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway import router
-from gateway.errors import S3NotImplemented
+from gateway.errors import PreconditionFailed, S3NotImplemented
 
 
 def route(method="PUT", path="/b/k", headers=None, query=None):
@@ -76,5 +76,8 @@ def test_form_upload_and_preflight_routes():
     assert route("POST", "/b", {"Content-Type": "multipart/form-data; boundary=x"}).op \
         == "PostObject"
     assert route("OPTIONS", "/b/k", {"Origin": "http://a"}).op == "PreflightCors"
+    with pytest.raises(PreconditionFailed) as err:  # a bucket POST that is not a form
+        route("POST", "/b", {"Content-Type": "application/json"})
+    assert err.value.status == 412
     assert route("POST", "/b", {"Content-Type": "application/xml"}, {"delete": ""}).op \
         == "DeleteObjects"
