@@ -172,3 +172,16 @@ def bucket(s3):
     name = f"b-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+def anonymous_fetch(server: Server, path: str, method: str = "GET",
+                    data: bytes | None = None) -> tuple[int, bytes]:
+    """(status, body) of an unsigned request, as curl or a browser sends it."""
+    import urllib.error
+    import urllib.request
+    request = urllib.request.Request(server.endpoint + path, method=method, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()

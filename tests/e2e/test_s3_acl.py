@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from gateway.identity import ROOT_ACCOUNT, canonical_id
 from tests.e2e.conftest import ACCESS, SECRET
+from tests.e2e.conftest import anonymous_fetch as fetch
 
 ROOT_CID = canonical_id(ROOT_ACCOUNT)
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
@@ -56,15 +57,6 @@ def writer_bucket(s3):
     name = new_bucket(s3)
     s3.put_object(Bucket=name, Key="obj", Body=b"hello")
     return name
-
-
-def fetch(server, path: str, method: str = "GET", data: bytes | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(server.endpoint + path, method=method, data=data)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def signed(server, method: str, path: str, body: bytes = b"",

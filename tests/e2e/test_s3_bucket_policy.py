@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
-import urllib.request
 import uuid
 
 import boto3
@@ -16,6 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.e2e.conftest import ACCESS, SECRET
+from tests.e2e.conftest import anonymous_fetch as fetch
 
 
 def public_read(bucket: str, prefix: str = "public/") -> dict:
@@ -42,15 +41,6 @@ def bkt(s3):
     s3.put_object(Bucket=name, Key="public/page.html", Body=b"<h1>hello</h1>")
     s3.put_object(Bucket=name, Key="private/secret.txt", Body=b"secret")
     return name
-
-
-def fetch(server, path: str, method: str = "GET", data: bytes | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(server.endpoint + path, method=method, data=data)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def error_code(err: ClientError) -> str:
