@@ -12,6 +12,8 @@ Tables (LMDB sub-databases):
 ``nullver``   ``bucket/key`` → suffix of the noncurrent "null" version, if any
 ``bucketcfg`` bucket name ``\0`` kind → [stamp, value]: versioning, lock, lifecycle,
               tagging settings (the newest stamp wins)
+``usage``     bucket name → (bytes, objects) of its versions on this disk, changed in
+              the transaction that adds or removes a version (storaged/usage.py)
 ``longkeys``  truncated ``bucket/key`` → the full key (LMDB keys stop at 511 bytes)
 ``pending``   data id → (bucket, key, part numbers, upload) whose shard files may
               be unreferenced: written but not yet committed, or replaced.
@@ -44,14 +46,14 @@ import lmdb
 import msgpack
 import xxhash
 
-from . import wire
+from . import usage, wire
 from .errors import DiskFull, StorageError
 from .meta import HEADER, ObjectInfo, record_inline, record_meta_ns, record_null, record_version
 
 TRUNCATE = 400          # key bytes kept verbatim in an LMDB key
 _LONG = b"\xff"         # never occurs in UTF-8, so truncated keys sort after their prefix
 TABLES = (b"buckets", b"objects", b"inline", b"longkeys", b"pending", b"uploads", b"parts",
-          b"versions", b"vinline", b"nullver", b"bucketcfg",
+          b"versions", b"vinline", b"nullver", b"bucketcfg", usage.TABLE,
           # block volumes (their schema belongs to blockd; the engine only stores them)
           b"volumes", b"vmap", b"vslots")
 
@@ -197,28 +199,39 @@ class Tx:
         return out
 
     def add_version(self, bucket: str, key: str, record: bytes, inline: bytes | None) -> None:
-        """Add a version (or replace the record of the same version)."""
+        """Add a version (or replace the record of the same version), counting
+        it in the bucket's usage in this same transaction."""
         latest, latest_inline = self.get_object(bucket, key)
         order = record_version(record)
         if latest is None:
             self.put_object(bucket, key, record, inline)
+            usage.adjust(self, bucket, record, None)
             return
         latest_order = record_version(latest)
         if order > latest_order:
             self._stash(bucket, key, latest, latest_inline)
             self.put_object(bucket, key, record, inline)
+            usage.adjust(self, bucket, record, None)
         elif order == latest_order:
             self.put_object(bucket, key, record, inline)
+            usage.adjust(self, bucket, record, latest)
         else:
+            replaced = self.get(b"versions", versions_prefix(bucket, key) + record_suffix(record))
             self._stash(bucket, key, record, inline)
+            usage.adjust(self, bucket, record, replaced)
 
     def remove_version(self, bucket: str, key: str, mtime_ns: int,
                        vid: str) -> tuple[bytes, bytes | None] | None:
-        """Remove a version; the newest noncurrent one becomes latest if needed."""
+        """Remove a version (and its count in the bucket's usage); the newest
+        noncurrent one becomes latest if needed."""
         latest, inline = self.get_object(bucket, key)
         if latest is None or record_version(latest) != (mtime_ns, vid):
-            return self._unstash(bucket, key, version_suffix(mtime_ns, vid))
+            removed = self._unstash(bucket, key, version_suffix(mtime_ns, vid))
+            if removed is not None:
+                usage.adjust(self, bucket, None, removed[0])
+            return removed
         self.delete_object(bucket, key)
+        usage.adjust(self, bucket, None, latest)
         prefix = versions_prefix(bucket, key)
         cur = self.txn.cursor(db=self.dbs[b"versions"])
         if cur.set_range(prefix) and cur.key().startswith(prefix):
@@ -269,6 +282,7 @@ class MetaDB:
             sync=self.sync, metasync=self.sync, readahead=False, meminit=False,
         )
         self.dbs = {name: self.env.open_db(name) for name in TABLES}
+        usage.ensure_counted(self.env, self.dbs)  # data dirs from before the counters
         self._group_lock = threading.Lock()  # commit_now's group commit
         self._group: list[_Waiting] = []
         self._group_busy = False
@@ -367,6 +381,16 @@ class MetaDB:
                 out[cur.key()[len(prefix):].decode()] = (stamp, value)
                 found = cur.next()
         return out
+
+    def usage_counters(self) -> dict[str, usage.Usage]:
+        """Every bucket's usage counters on this disk (buckets with nothing left out)."""
+        with self.env.begin() as txn:
+            return usage.stored(txn, self.dbs)
+
+    def recount_usage(self) -> dict[str, usage.Usage]:
+        """Every bucket's usage counted from its records (what the counters must equal)."""
+        with self.env.begin() as txn:
+            return usage.recount(txn, self.dbs)
 
     def entries(self, table: bytes) -> int:
         """How many items a table holds (O(1))."""

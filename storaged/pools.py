@@ -64,7 +64,7 @@ from typing import Any
 
 import xxhash
 
-from . import relocate
+from . import relocate, usage
 from .errors import (
     BucketExists,
     BucketNotEmpty,
@@ -502,6 +502,12 @@ class PooledStore(WriteGate):
 
     async def list_buckets(self) -> list[BucketInfo]:
         return await self._bucket_read("list_buckets")
+
+    async def bucket_usage(self, name: str) -> usage.Usage:
+        """(bytes, objects) of a bucket: the sum over every set of the live pools
+        (a version being moved by a drain may count twice for a moment)."""
+        found = await asyncio.gather(*(s.bucket_usage(name) for s in self.live_sets()))
+        return usage.Usage(sum(u.bytes for u in found), sum(u.objects for u in found))
 
     async def set_bucket_config(self, name: str, kind: str, value: bytes | None) -> None:
         """Set one kind of a bucket's settings on every set (a write quorum in each):

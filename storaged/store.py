@@ -24,7 +24,7 @@ import msgpack
 
 from erasure import Codec
 
-from . import multipart
+from . import multipart, usage
 from .buffers import BufferPool, Scratch
 from .disk import Disk, LocalDisk
 from .erasure_set import ErasureSet
@@ -442,6 +442,13 @@ class ObjectStore(WriteGate):
             names.update(held)
         infos = await asyncio.gather(*(self.bucket_info(n) for n in sorted(names)))
         return [i for i in infos if i is not None]
+
+    async def bucket_usage(self, name: str) -> usage.Usage:
+        """(bytes, objects) of a bucket's versions holding data, from every disk's
+        counters (see storaged/usage.py: the largest, from a read quorum)."""
+        answers = await self.set.ask("get", usage.TABLE, name.encode())
+        return usage.reduce(((disk.healing, raw) for disk, raw in answers), self.k,
+                            f"bucket {name}")
 
     @_changes_buckets
     async def make_bucket(self, name: str, settings: dict[str, bytes] | None = None) -> BucketInfo:
