@@ -155,6 +155,8 @@ async def handle(request: web.Request, store: ObjectStore,
         except S3Error as exc:
             return json_error(exc.status, exc.code, exc.message, request_id)
         try:
+            from .quota import admit_volume  # here: gateway.quota registers admin routes
+            await admit_volume(request, store, owner.socket_path)
             return await owner.relay(request)
         except AdminError as exc:
             return json_error(exc.status, exc.code, exc.message, request_id)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from storaged import DeleteMarker, ObjectInfo
 
-from . import checksums, conditions, s3xml
+from . import checksums, conditions, quota, s3xml
 from .bucket import xml_response
 from .errors import InvalidArgument, InvalidRequest
 from .put import upload_attrs, write_condition
@@ -85,13 +85,14 @@ async def copy_object(ctx: Context) -> web.Response:
         finalize = lambda md5: {algorithm: checksums.b64(hasher.digest())}  # noqa: E731
     else:
         finalize = lambda md5: keep  # noqa: E731
-    reader = await ctx.store.get_object(src_bucket, src_key, info=source)
-    try:
-        info = await ctx.store.put_object(ctx.bucket, ctx.key, reader, size=source.size,
-                                          attrs=attrs, hashers=hashers, finalize=finalize,
-                                          condition=write_condition(ctx))
-    finally:
-        await reader.aclose()
+    async with quota.admit(ctx, source.size):
+        reader = await ctx.store.get_object(src_bucket, src_key, info=source)
+        try:
+            info = await ctx.store.put_object(ctx.bucket, ctx.key, reader, size=source.size,
+                                              attrs=attrs, hashers=hashers, finalize=finalize,
+                                              condition=write_condition(ctx))
+        finally:
+            await reader.aclose()
     body = s3xml.copy_object_result(info.etag, info.last_modified,
                                     checksums=info.checksums or None,
                                     checksum_type="FULL_OBJECT" if info.checksums else None)

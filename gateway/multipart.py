@@ -9,7 +9,7 @@ from aiohttp import web
 
 from storaged import PartRecord, UploadInfo
 
-from . import checksums, s3xml
+from . import checksums, quota, s3xml
 from .bucket import xml_response
 from .copy import copy_source
 from .errors import InvalidArgument, InvalidPart, InvalidRequest, MalformedXML, checksum_mismatch
@@ -168,10 +168,12 @@ async def complete_multipart_upload(ctx: Context) -> web.Response:
         if value is not None and upload.checksum_type == checksums.FULL_OBJECT:
             full = checksums.parse_checksum_value(upload.checksum_algorithm, value)
     requested = {p.part_number: p.checksums for p in chosen}
-    info = await ctx.store.complete_upload(
-        ctx.bucket, ctx.key, upload.upload_id, [(p.part_number, p.etag) for p in chosen],
-        finalize=_composer(upload, requested, full), checksum_type=upload.checksum_type,
-        condition=write_condition(ctx))
+    async with quota.admit(ctx, lambda: quota.upload_size(ctx.store, ctx.bucket, ctx.key,
+                                                          upload.upload_id, set(requested))):
+        info = await ctx.store.complete_upload(
+            ctx.bucket, ctx.key, upload.upload_id, [(p.part_number, p.etag) for p in chosen],
+            finalize=_composer(upload, requested, full), checksum_type=upload.checksum_type,
+            condition=write_condition(ctx))
     location = f"{ctx.request.scheme}://{ctx.request.host}/{ctx.bucket}/{ctx.key}"
     response = xml_response(s3xml.complete_multipart_upload_result(
         location, ctx.bucket, ctx.key, info.etag, checksums=info.checksums or None,

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from storaged import Condition, ObjectAttrs, ObjectInfo
 
+from . import quota
 from .acl import acl_for_upload
 from .checksums import header_name
 from .lifecycle import expiration_header
@@ -53,10 +54,11 @@ def write_condition(ctx: Context) -> Condition | None:
 async def put_object(ctx: Context) -> web.Response:
     attrs = await upload_attrs(ctx)
     payload = Payload(ctx)
-    info = await ctx.store.put_object(
-        ctx.bucket, ctx.key, payload.stream, size=payload.size, attrs=attrs,
-        content_md5=payload.content_md5, hashers=payload.hashers, finalize=payload.finalize,
-        condition=write_condition(ctx))
+    async with quota.admit(ctx, payload.size):  # refused before the body is read
+        info = await ctx.store.put_object(
+            ctx.bucket, ctx.key, payload.stream, size=payload.size, attrs=attrs,
+            content_md5=payload.content_md5, hashers=payload.hashers, finalize=payload.finalize,
+            condition=write_condition(ctx))
     ctx.request["bytes_in"] = info.size
     headers = {"ETag": f'"{info.etag}"', **(await version_headers(ctx, info)),
                **(await expiration_header(ctx.store, info, ctx.store.lifecycle_day_ns))}
