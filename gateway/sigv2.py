@@ -171,7 +171,7 @@ def string_to_sign(method: str, resource_path: str, raw_query: str,
 
 def sign(secret: str, string_to_sign: str) -> str:
     """Base64 HMAC-SHA1 of ``string_to_sign``: a SigV2 signature."""
-    digest = hmac.new(secret.encode("utf-8"), string_to_sign.encode("utf-8"), "sha1").digest()
+    digest = hmac.new(secret.encode("utf-8"), _wire(string_to_sign), "sha1").digest()
     return base64.b64encode(digest).decode()
 
 
@@ -273,4 +273,5 @@ def _check(secret: str, access_key: str, provided: str, strings: Iterator[str]) 
 
 
 def _wire(text: str) -> bytes:
+    # Frameworks hand non-ASCII request bytes over as surrogate escapes; get them back.
     return text.encode("utf-8", "surrogateescape")
