@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import stat
 import time
 import uuid
@@ -258,3 +260,32 @@ def _eventually(probe, want, timeout: float = 5.0):
     while (value := probe()) != want and time.monotonic() < deadline:
         time.sleep(0.2)
     return value
+
+
+def test_accounts_and_keys_survive_two_lost_disks_and_a_kill(tmp_path):
+    """The records are bucket settings on every disk: two of four disks wiped (2+2)
+    and the server SIGKILLed, the key still signs and heals onto the new disks."""
+    server = start_server(str(tmp_path / "a"))
+    try:
+        cli_json(server, "account", "create", "durable")
+        key, _ = cli_json(server, "key", "create", "durable")
+        s3 = client(server, key)
+        s3.create_bucket(Bucket="durable-data")
+        s3.put_object(Bucket="durable-data", Key="k", Body=b"kept")
+        stop_server(server, signal.SIGKILL)
+        for name in ("disk0", "disk2"):
+            shutil.rmtree(os.path.join(server.data_dir, "disks", name))
+        server = start_server(str(tmp_path / "a"))
+        s3 = client(server, key)
+        assert s3.get_object(Bucket="durable-data", Key="k")["Body"].read() == b"kept"
+        server.cli("heal")
+        stop_server(server, signal.SIGKILL)
+        for name in ("disk1", "disk3"):  # now only the healed disks hold them
+            shutil.rmtree(os.path.join(server.data_dir, "disks", name))
+        server = start_server(str(tmp_path / "a"))
+        accounts, _ = cli_json(server, "account", "list")
+        assert "durable" in [a["name"] for a in accounts]
+        s3 = client(server, key)
+        assert "durable-data" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    finally:
+        stop_server(server)
