@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from storaged import ObjectAttrs, ObjectInfo
 
-from . import checksums
+from . import checksums, quota
 from .acl import directory_of, new_object_acl
 from .acl_xml import acl_headers
 from .errors import (
@@ -90,9 +90,14 @@ async def post_object(ctx: Context) -> web.StreamResponse:
             policy.check_size(reader.file_size)
         return checksum.finalize() if checksum is not None else {}
 
-    info = await ctx.store.put_object(ctx.bucket, key, body(), attrs=attrs,
-                                      hashers=checksum.hashers if checksum else (),
-                                      finalize=finalize)
+    # The file's size before it is read: what the request holds after the fields
+    # (an upper bound), or without a length the policy's maximum (else unknown).
+    expected = proposed() if length is not None else (
+        policy.max_size if policy is not None and policy.max_size is not None else 0)
+    async with quota.admit(ctx, min(expected, limit)):
+        info = await ctx.store.put_object(ctx.bucket, key, body(), attrs=attrs,
+                                          hashers=checksum.hashers if checksum else (),
+                                          finalize=finalize)
     ctx.request["bytes_in"] = info.size
     response = await _response(ctx, info, values)
     if not await reader.discard_rest(MAX_TRAILER):

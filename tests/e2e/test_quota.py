@@ -189,3 +189,21 @@ def test_refused_upload_is_not_read(server, bucket):
     refused(client.put_object, Bucket=bucket, Key="huge", Body=b"z" * (64 << 20))
     assert time.monotonic() - started < 20
     assert keys(client, bucket) == []
+
+
+def test_form_upload_over_a_byte_quota_is_refused(server, s3, bucket):
+    import urllib3
+    cli_json(server, "quota", "set", "--bucket", bucket, "--max-bytes", "100K")
+    s3.put_object(Bucket=bucket, Key="a", Body=b"a" * 60 * KIB)
+    post = s3.generate_presigned_post(bucket, "form", ExpiresIn=300)
+
+    def send(size: int) -> urllib3.BaseHTTPResponse:
+        fields = [*post["fields"].items(), ("file", ("f.bin", b"f" * size))]
+        body, content_type = urllib3.encode_multipart_formdata(fields)
+        return urllib3.request("POST", post["url"], body=body,
+                               headers={"Content-Type": content_type}, retries=False)
+    answer = send(50 * KIB)
+    assert answer.status == 403 and b"<Code>QuotaExceeded</Code>" in answer.data
+    assert keys(s3, bucket) == ["a"]
+    assert send(10 * KIB).status == 204
+    assert keys(s3, bucket) == ["a", "form"]
