@@ -6,7 +6,8 @@ policies. The root credentials of ``basalt serve`` are the root of the
 a user's key is that user's; one signed with an account's root key is that
 account's root (``user`` None); an unsigned one has no principal (anonymous).
 
-The records live in the engine as settings of the system bucket
+The records (and the accounts' quota limits, gateway.quota) live in the engine
+as settings of the system bucket
 ``.basalt-iam`` (a name no S3 request can reach: bucket names start with a
 letter or digit), so they are replicated on a write quorum of every set's
 disks, healed with the bucket records, and shared by every worker and node.
@@ -194,6 +195,7 @@ class Snapshot:
     users: dict[tuple[str, str], User]                # (account id, name) → user
     keys: dict[str, AccessKey]                        # access key id → key
     used: dict[str, float]                            # access key id → last use stored
+    quotas: dict[str, bytes] = dataclasses.field(default_factory=dict)  # account id → limits
 
     @classmethod
     def parse(cls, configs: dict[str, bytes]) -> Snapshot:
@@ -211,6 +213,8 @@ class Snapshot:
                 snap.keys[key.access_key] = key
             elif family == "used":
                 snap.used[name] = float(raw)
+            elif family == "quota":
+                snap.quotas[name] = raw
         return snap
 
 
@@ -477,6 +481,11 @@ class Directory:
         await self._put(f"key/{access_key}", _pack(key))
         await self._changed()
         return key
+
+    async def set_account_quota(self, account_id: str, limits: bytes | None) -> None:
+        """Store an account's quota limits (gateway.quota's form; None: none)."""
+        await self._put(f"quota/{account_id}", limits)
+        await self._changed()
 
     async def delete_key(self, access_key: str) -> None:
         await self.fresh(0)

@@ -5,10 +5,9 @@ Limits
     "max_objects": N|null}``), read with the bucket's other settings, which a
     request reads once anyway: a write into a bucket without a quota costs no
     read. An account's are the setting ``quota/ACCOUNT_ID`` of the system bucket
-    (``.basalt-iam``, where gateway.identity keeps the accounts), kept by each
-    process as a snapshot read again when a second old (so a new account quota
-    binds every worker within a second, and the hot path reads the system
-    bucket once a second, not once a request).
+    (``.basalt-iam``), part of gateway.identity's snapshot of the accounts (so a
+    new account quota binds every worker within a second, and the hot path
+    reads the system bucket once a second, not once a request).
 
 Usage
     A bucket's is the engine's counters (``store.bucket_usage``: bytes and
@@ -39,7 +38,6 @@ import contextlib
 import dataclasses
 import json
 import re
-import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -54,9 +52,6 @@ from .admin import AdminError, admin_route
 from .errors import S3Error, ServiceUnavailable
 
 KIND = "quota"                              # bucket setting
-SYSTEM_BUCKET = identity.SYSTEM_BUCKET      # the accounts, users and keys live there too
-ACCOUNT_PREFIX = "quota/"                   # + account id: a setting of SYSTEM_BUCKET
-REFRESH_SECONDS = 1.0
 VOLUMES_PATH = "/_basalt/v1/volumes"
 
 
@@ -90,45 +85,12 @@ class Limits:
 
 # --- limits and usage ------------------------------------------------------------------
 
-class _AccountLimits:
-    """A process's snapshot of the account quotas of one store."""
-
-    def __init__(self) -> None:
-        self.limits: dict[str, Limits] = {}
-        self.read_at = float("-inf")
-        self.reading: asyncio.Future | None = None
-
-
-_accounts: weakref.WeakKeyDictionary[Any, _AccountLimits] = weakref.WeakKeyDictionary()
-
-
-async def _system_settings(store: Any) -> dict[str, bytes]:
-    try:
-        return await store.bucket_configs(SYSTEM_BUCKET)
-    except NoSuchBucket:
-        return {}
-
-
-async def account_limits(store: Any, account: str, max_age: float = REFRESH_SECONDS) -> Limits:
-    """An account's limits, from this process's snapshot (read again when older
-    than ``max_age`` seconds)."""
-    snap = _accounts.setdefault(store, _AccountLimits())
-    if time.monotonic() - snap.read_at > max_age:
-        if snap.reading is not None:    # one read at a time; the others wait for it
-            await asyncio.shield(snap.reading)
-        else:
-            snap.reading = asyncio.get_running_loop().create_future()
-            try:
-                started = time.monotonic()
-                settings = await _system_settings(store)
-                snap.limits = {kind[len(ACCOUNT_PREFIX):]: Limits.unpack(raw)
-                               for kind, raw in settings.items()
-                               if kind.startswith(ACCOUNT_PREFIX)}
-                snap.read_at = started
-            finally:
-                snap.reading.set_result(None)
-                snap.reading = None
-    return snap.limits.get(account, Limits())
+async def account_limits(directory: identity.Directory, account: str,
+                         max_age: float = identity.REFRESH_SECONDS) -> Limits:
+    """An account's limits, from the directory's snapshot of the system bucket (read
+    again when older than ``max_age`` seconds)."""
+    await directory.fresh(max_age)
+    return Limits.unpack(directory.snapshot.quotas.get(account))
 
 
 async def bucket_limits(store: Any, bucket: str) -> Limits:
@@ -248,7 +210,7 @@ async def admit(ctx: Any, size: SizeSource) -> AsyncIterator[None]:
     store, bucket = ctx.store, ctx.bucket
     limits = await bucket_limits(store, bucket)
     account = await identity.bucket_owner(store, bucket)
-    alimits = await account_limits(store, account)
+    alimits = await account_limits(ctx.request["directory"], account)
     if not limits and not alimits:
         yield
         return
@@ -293,7 +255,7 @@ async def admit_volume(request: web.Request, store: Any, socket: str | None) -> 
     resizing = request.method == "PATCH" and re.fullmatch(VOLUMES_PATH + r"/[^/]+", path)
     if not (creating or resizing):
         return
-    limits = await account_limits(store, identity.ROOT_ACCOUNT, max_age=0)
+    limits = await account_limits(request["directory"], identity.ROOT_ACCOUNT, max_age=0)
     if limits.max_bytes is None:
         return
     try:
@@ -397,7 +359,7 @@ async def _account(request: web.Request, name_or_id: str) -> tuple[str, str]:
 
 async def _account_view(request: web.Request, store: Any, name_or_id: str) -> dict[str, Any]:
     account, name = await _account(request, name_or_id)
-    limits = await account_limits(store, account, max_age=0)
+    limits = await account_limits(request["directory"], account, max_age=0)
     owner = request.get("owner")
     used = await account_usage(store, account, getattr(owner, "socket_path", None))
     return {"account": account, "name": name, **limits.as_dict(),
@@ -413,12 +375,7 @@ async def get_account_quota(request: web.Request, store: Any) -> web.Response:
 @admin_route("PUT", ACCOUNTS)
 async def put_account_quota(request: web.Request, store: Any) -> web.Response:
     account, _ = await _account(request, _name(request, ACCOUNTS))
-    limits = await _changes(request, await account_limits(store, account, max_age=0))
-    kind = ACCOUNT_PREFIX + account
-    try:
-        await store.set_bucket_config(SYSTEM_BUCKET, kind, limits.pack())
-    except NoSuchBucket:
-        with contextlib.suppress(Exception):  # BucketExists: another creator won
-            await store.make_bucket(SYSTEM_BUCKET)
-        await store.set_bucket_config(SYSTEM_BUCKET, kind, limits.pack())
+    directory = request["directory"]
+    limits = await _changes(request, await account_limits(directory, account, max_age=0))
+    await directory.set_account_quota(account, limits.pack())
     return web.json_response(await _account_view(request, store, account))

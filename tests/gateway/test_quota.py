@@ -12,6 +12,7 @@ import types
 import pytest
 
 from gateway import quota
+from gateway.identity import Directory
 from storaged import ObjectStore, request_scope
 
 
@@ -29,7 +30,10 @@ async def store(tmp_path):
 
 
 def ctx(store, bucket="b"):
-    return types.SimpleNamespace(store=store, bucket=bucket,
+    directory = getattr(store, "test_directory", None)
+    if directory is None:  # one per store, as one per worker
+        directory = store.test_directory = Directory(store, "ROOT", "root-secret")
+    return types.SimpleNamespace(store=store, bucket=bucket, request={"directory": directory},
                                  config=types.SimpleNamespace(owner_socket=None))
 
 
@@ -105,7 +109,7 @@ async def test_a_write_committed_during_a_usage_read_still_counts(store, monkeyp
 
 
 async def test_no_quota_no_extra_read(store, monkeypatch):
-    await quota.account_limits(store, "000000000000")      # the account snapshot is fresh
+    await quota.account_limits(ctx(store).request["directory"], "000000000000")  # fresh
     asked = []
     real_ask = store.set.ask
 
