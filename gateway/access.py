@@ -37,6 +37,7 @@ _NOT_ANONYMOUS = {"CreateBucket", "ListBuckets", "CopyObject", "UploadPartCopy"}
 # Judged per object by its handler (each key as DeleteObject or DeleteObjectVersion).
 _PER_OBJECT = {"DeleteObjects"}
 _COPIES = {"CopyObject", "UploadPartCopy"}
+_READS = {"GetObject", "HeadObject"}
 # The policy itself is the owner account's alone; its root may always change it
 # (so no policy can lock the owner out).
 _POLICY_OPS = {"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"}
@@ -99,6 +100,10 @@ async def _judge(store: Any, directory: Directory, request: web.Request, route: 
     assert route.bucket is not None
     if route.bucket.startswith("."):
         raise NoSuchBucket(route.bucket)
+    if route.op in _READS and action is None and "versionId" not in request.query:
+        prefetch = getattr(store, "prefetch", None)  # one query per disk for a GET
+        if prefetch is not None:
+            await prefetch(route.bucket, route.key, body=route.op == "GetObject")
     try:
         owner = await bucket_owner(store, route.bucket)
     except NoSuchBucket:

@@ -92,13 +92,13 @@ def resource_of(route: Route) -> str:
 
 def condition_keys(request: web.Request, route: Route) -> dict[str, str | list[str]]:
     """The condition keys an anonymous request carries (global and S3 ones)."""
-    now = time.time()
+    second = int(time.time())
     headers, query = request.headers, request.query
     keys: dict[str, str | list[str]] = {
         "aws:SourceIp": request.remote or "",
         "aws:SecureTransport": "true" if request.secure else "false",
-        "aws:CurrentTime": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "aws:EpochTime": str(int(now)),
+        "aws:CurrentTime": _iso_second(second),
+        "aws:EpochTime": str(second),
     }
     for header, key in (("User-Agent", "aws:UserAgent"), ("Referer", "aws:Referer"),
                         ("x-amz-acl", "s3:x-amz-acl"),
@@ -113,9 +113,16 @@ def condition_keys(request: web.Request, route: Route) -> dict[str, str | list[s
                 keys["s3:" + name] = query[name]
     if "versionId" in query:
         keys["s3:VersionId"] = query["versionId"]
-    for tag, value in parse_qsl(headers.get("x-amz-tagging", ""), keep_blank_values=True):
-        keys[f"s3:RequestObjectTag/{tag}"] = value
+    if "x-amz-tagging" in headers:
+        for tag, value in parse_qsl(headers["x-amz-tagging"], keep_blank_values=True):
+            keys[f"s3:RequestObjectTag/{tag}"] = value
     return keys
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    """aws:CurrentTime of a second (formatted once per second, not per request)."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @functools.lru_cache(maxsize=256)

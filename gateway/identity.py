@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -62,6 +63,7 @@ class IdentityError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_id(account: str) -> str:
     """The account's canonical user id (64 hex digits), as S3 ACLs name owners."""
     return hashlib.sha256(b"basalt-account:" + account.encode()).hexdigest()

@@ -158,17 +158,26 @@ class Statement:
 
     def applies(self, ctx: RequestContext) -> bool:
         """Whether the statement covers ``ctx`` (its action is checked by :meth:`matches_action`)."""
-        if self.principal is not None:
-            named = self.principal.names_all(ctx) if self.not_principal else self.principal.names(ctx)
+        # Plain loops, cheapest test first: this runs for every statement of every
+        # request a policy judges.
+        principal = self.principal
+        if principal is not None:
+            named = principal.names_all(ctx) if self.not_principal else principal.names(ctx)
             if named == self.not_principal:
                 return False
-        keys = ctx.condition_keys
-        hit = self.resource_pattern is not None and self.resource_pattern.fullmatch(ctx.resource) is not None
-        if not hit:
+        pattern = self.resource_pattern
+        hit = pattern is not None and pattern.fullmatch(ctx.resource) is not None
+        if not hit and self.resource_templates:
+            keys = ctx.condition_keys
             hit = any(w.match(ctx.resource, keys) for w in self.resource_templates)
         if hit == self.not_resource:
             return False
-        return all(c.holds(keys) for c in self.conditions)
+        if self.conditions:
+            keys = ctx.condition_keys
+            for clause in self.conditions:
+                if not clause.holds(keys):
+                    return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,13 @@ class Policy:
                 self._by_action[action] = found
         return found
 
+    def denies(self, ctx: RequestContext) -> bool:
+        """Whether a Deny statement applies (all that matters for the owner's root)."""
+        for statement in self._for_action(ctx.action.lower())[0]:
+            if statement.applies(ctx):
+                return True
+        return False
+
     def evaluate(self, ctx: RequestContext) -> Decision:
         """DENY if a Deny statement applies, else ALLOW if an Allow does, else NOT_APPLICABLE."""
         denies, allows = self._for_action(ctx.action.lower())
@@ -205,6 +221,8 @@ class Policy:
 def decide(identity_policies: Iterable[Policy], resource_policy: Policy | None, ctx: RequestContext,
            resource_owner_account: str, acl_allows: bool = False) -> bool:
     """Whether S3 allows ``ctx`` (the order is in the module docstring)."""
+    if ctx.root and ctx.account == resource_owner_account:  # only a Deny can refuse it
+        return resource_policy is None or not resource_policy.denies(ctx)
     identity = [] if ctx.anonymous else [p.evaluate(ctx) for p in identity_policies]
     resource = resource_policy.evaluate(ctx) if resource_policy is not None else NOT_APPLICABLE
     if resource is DENY or DENY in identity:

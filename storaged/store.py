@@ -531,6 +531,9 @@ class ObjectStore(WriteGate):
         memo = request_memo()
         if memo is None:
             return await self.records(bucket, key)
+        fetched = memo.pop(("records", id(self), bucket, key, body), None)
+        if fetched is not None:  # prefetched by this request (see :meth:`prefetch`)
+            return fetched
         state_key = (id(self), bucket)
         with_bucket = state_key not in memo
         answers = await self.set.ask("object_view", bucket, key, with_bucket, body)
@@ -542,6 +545,15 @@ class ObjectStore(WriteGate):
         # as ErasureSet.vote: a healing disk's silence is no evidence of absence
         return {disk.position: record or None for disk, (_, record, _) in answers
                 if record or not disk.healing}
+
+    async def prefetch(self, bucket: str, key: str, *, body: bool = False) -> None:
+        """Read the bucket's state and a key's latest records now, in the one query
+        per disk a GET makes, for this request's next :meth:`resolve` (the gateway
+        judges the request by the bucket's settings before it reads the object)."""
+        memo = request_memo()
+        if memo is not None and (id(self), bucket) not in memo:
+            records = await self._latest_records(bucket, key, body)
+            memo[("records", id(self), bucket, key, body)] = records
 
     async def resolve_version(self, bucket: str, key: str, version_id: str) -> Resolved | None:
         """A version by its client id ("null" included), resolved by quorum.

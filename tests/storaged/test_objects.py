@@ -364,6 +364,13 @@ async def test_a_small_get_asks_each_disk_one_query(open_store):
         info = await store.head_object("b", "k")
         assert await (await store.get_object("b", "k", info=info)).read() == body
     assert asked == ["object_view", "version_inline"]
+    asked.clear()
+    with request_scope():   # judged by the bucket's settings first: still one query
+        await store.prefetch("b", "k", body=True)
+        await store.bucket_configs("b")
+        info = await store.head_object("b", "k", body=True)
+        assert await (await store.get_object("b", "k", info=info)).read() == body
+    assert asked == ["object_view"]
 
 
 async def test_a_small_get_reads_the_disks_the_resolve_did_not_bring(open_store):
