@@ -17,12 +17,13 @@ on it. Requests on the system bucket (``.basalt-iam``) never reach it.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
-from storaged import NoSuchBucket
+from storaged import DeleteMarker, NoSuchBucket, NoSuchKey, NoSuchVersion
 
 from . import acl, bucket_policy
 from .errors import AccessDenied, MethodNotAllowed
@@ -38,6 +39,11 @@ _NOT_ANONYMOUS = {"CreateBucket", "ListBuckets", "CopyObject", "UploadPartCopy"}
 _PER_OBJECT = {"DeleteObjects"}
 _COPIES = {"CopyObject", "UploadPartCopy"}
 _READS = {"GetObject", "HeadObject"}
+# Operations on an existing object (version), whose tags its conditions may name.
+_TAGGED = {"GetObject", "HeadObject", "GetObjectTagging", "PutObjectTagging",
+           "DeleteObjectTagging", "GetObjectAcl", "PutObjectAcl", "GetObjectAttributes",
+           "GetObjectRetention", "PutObjectRetention", "GetObjectLegalHold",
+           "PutObjectLegalHold", "DeleteObject"}
 # The policy itself is the owner account's alone; its root may always change it
 # (so no policy can lock the owner out).
 _POLICY_OPS = {"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"}
@@ -119,7 +125,11 @@ async def _judge(store: Any, directory: Directory, request: web.Request, route: 
     if policy is None and principal is not None and principal.user is None \
             and principal.account == owner:
         return  # the owner's root, and no policy that could deny it
+    identities = identity_policies(directory, principal)
     ctx = request_context(request, route, principal, action)
+    if route.key is not None and route.op in _TAGGED and any(
+            p.reads_existing_tags for p in (policy, *identities) if p is not None):
+        ctx = replace(ctx, keys={**ctx.keys, **await existing_tags(store, request, route)})
     if policy is not None and (principal is None or principal.account != owner) \
             and (await public_access_block(store, route.bucket)).restrict_public_buckets \
             and is_public(policy):
@@ -128,7 +138,6 @@ async def _judge(store: Any, directory: Directory, request: web.Request, route: 
         if policy.evaluate(ctx) is DENY:
             raise AccessDenied()
         policy = None
-    identities = identity_policies(directory, principal)
     if decide(identities, policy, ctx, owner):
         return
     # Only now the ACLs (they may cost an object read): a grant can still allow
@@ -137,6 +146,15 @@ async def _judge(store: Any, directory: Directory, request: web.Request, route: 
     if not (await acl.acl_allows(store, route, ctx.action, principal, version)
             and decide(identities, policy, ctx, owner, acl_allows=True)):
         raise AccessDenied()
+
+
+async def existing_tags(store: Any, request: web.Request, route: Route) -> dict[str, str]:
+    """s3:ExistingObjectTag/KEY for each tag of the object (version) asked for."""
+    try:
+        info = await store.head_object(route.bucket, route.key, request.query.get("versionId"))
+    except (NoSuchKey, NoSuchVersion, DeleteMarker):
+        return {}  # nothing there: a condition on its tags finds none
+    return {f"s3:ExistingObjectTag/{k}": v for k, v in (info.tags or {}).items()}
 
 
 def copy_source(request: web.Request) -> tuple[Route, str] | None:

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 BUCKET_POLICY_LIMIT = 20 * 1024
+EXISTING_TAG = "s3:existingobjecttag/"
 VERSIONS = ("2012-10-17", "2008-10-17")
 
 
@@ -186,6 +187,8 @@ class Policy:
     version: str = "2008-10-17"
     id: str | None = None
     kind: str = "resource"
+    # a condition names s3:ExistingObjectTag/...: the object's tags must be read
+    reads_existing_tags: bool = False
     # action (lowercased) -> (Deny statements, Allow statements) whose Action covers it
     _by_action: dict[str, tuple[tuple[Statement, ...], tuple[Statement, ...]]] = field(
         default_factory=dict, repr=False, compare=False)
@@ -507,7 +510,8 @@ def parse_policy(document: str | bytes | Mapping[str, Any], kind: str = "resourc
     sids = [s.sid for s in statements if s.sid is not None]
     if len(sids) != len(set(sids)):
         raise MalformedPolicy("Statement IDs (SID) in a single policy must be unique")
-    return Policy(statements, version, policy_id, kind)
+    existing_tags = any(c.key.startswith(EXISTING_TAG) for st in statements for c in st.conditions)
+    return Policy(statements, version, policy_id, kind, existing_tags)
 
 
 # --- public policies ----------------------------------------------------------------

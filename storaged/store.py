@@ -531,8 +531,8 @@ class ObjectStore(WriteGate):
         memo = request_memo()
         if memo is None:
             return await self.records(bucket, key)
-        fetched = memo.pop(("records", id(self), bucket, key, body), None)
-        if fetched is not None:  # prefetched by this request (see :meth:`prefetch`)
+        fetched = memo.get(("records", id(self), bucket, key, body))
+        if fetched is not None:  # prefetched by this GET/HEAD (see :meth:`prefetch`)
             return fetched
         state_key = (id(self), bucket)
         with_bucket = state_key not in memo

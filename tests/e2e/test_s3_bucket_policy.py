@@ -181,3 +181,23 @@ def test_aws_cli_sets_and_reads_a_policy(basalt_http, bkt, tmp_path):
                          env=env, check=True, capture_output=True, text=True, timeout=60)
     assert json.loads(json.loads(out.stdout)["Policy"]) == public_read(bkt)
     assert fetch(basalt_http, f"/{bkt}/public/page.html")[0] == 200
+
+
+def test_existing_object_tags_condition(basalt_http, s3, anon, bkt):
+    """s3:ExistingObjectTag/KEY reads the object's own tags (AWS's example: share
+    only what is tagged public)."""
+    s3.put_object(Bucket=bkt, Key="doc-public", Body=b"open", Tagging="classification=public")
+    s3.put_object(Bucket=bkt, Key="doc-secret", Body=b"closed", Tagging="classification=secret")
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bkt}/*",
+        "Condition": {"StringEquals": {"s3:ExistingObjectTag/classification": "public"}}}]}
+    s3.put_bucket_policy(Bucket=bkt, Policy=json.dumps(policy))
+    assert anon.get_object(Bucket=bkt, Key="doc-public")["Body"].read() == b"open"
+    with pytest.raises(ClientError) as err:
+        anon.get_object(Bucket=bkt, Key="doc-secret")
+    assert error_code(err.value) == "AccessDenied"
+    # Retagged: the judgement follows the object's tags as they are now.
+    s3.put_object_tagging(Bucket=bkt, Key="doc-secret",
+                          Tagging={"TagSet": [{"Key": "classification", "Value": "public"}]})
+    assert anon.get_object(Bucket=bkt, Key="doc-secret")["Body"].read() == b"closed"
