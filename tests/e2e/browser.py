@@ -201,3 +201,10 @@ def page_server() -> Iterator[PageServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def s3(basalt_http):
+    """boto3 presigning with SigV4: SigV2 presigning signs Content-Type, which a
+    browser's upload then fails (SignatureDoesNotMatch)."""
+    return basalt_http.client(signature_version="s3v4")

@@ -168,6 +168,16 @@ def s3(basalt):
 
 
 @pytest.fixture
+def anon(basalt_http):
+    """boto3 sending unsigned requests (anonymous, as curl or a browser)."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    return boto3.client("s3", endpoint_url=basalt_http.endpoint, region_name="us-east-1",
+                        config=Config(signature_version=UNSIGNED))
+
+
+@pytest.fixture
 def bucket(s3):
     name = f"b-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 # The fixtures are imported for pytest; the tests' parameters then shadow them.
-from tests.e2e.browser import chromium, console, page_server, run_async  # noqa: F401
+from tests.e2e.browser import chromium, console, page_server, run_async, s3  # noqa: F401
 
 # An upload through fetch() and FormData: a CORS request, readable only with the
 # bucket's CORS rules answering the page's origin.
@@ -31,11 +31,6 @@ try {
   return {ok: true, status: r.status, body: await r.text(), etag: r.headers.get("ETag")};
 } catch (e) { return {ok: false, error: String(e)}; }
 """
-
-
-@pytest.fixture
-def s3(basalt_http):
-    return basalt_http.client(signature_version="s3v4")
 
 
 @pytest.fixture

@@ -12,12 +12,9 @@ import urllib.error
 import urllib.request
 import uuid
 
-import boto3
 import pytest
-from botocore import UNSIGNED
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
@@ -35,12 +32,6 @@ XSI = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
 @pytest.fixture
 def s3(basalt_http):
     return basalt_http.client()
-
-
-@pytest.fixture
-def anon(basalt_http):
-    return boto3.client("s3", endpoint_url=basalt_http.endpoint, region_name="us-east-1",
-                        config=Config(signature_version=UNSIGNED))
 
 
 def new_bucket(s3, ownership: str | None = "ObjectWriter", **kwargs) -> str:

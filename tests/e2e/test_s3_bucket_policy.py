@@ -7,10 +7,7 @@ import json
 import subprocess
 import uuid
 
-import boto3
 import pytest
-from botocore import UNSIGNED
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.e2e.conftest import ACCESS, SECRET
@@ -26,12 +23,6 @@ def public_read(bucket: str, prefix: str = "public/") -> dict:
 @pytest.fixture
 def s3(basalt_http):
     return basalt_http.client()
-
-
-@pytest.fixture
-def anon(basalt_http):
-    return boto3.client("s3", endpoint_url=basalt_http.endpoint, region_name="us-east-1",
-                        config=Config(signature_version=UNSIGNED))
 
 
 @pytest.fixture
