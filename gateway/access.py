@@ -65,6 +65,7 @@ def identity_policies(directory: Directory, principal: Principal | None) -> list
 def request_context(request: web.Request, route: Route, principal: Principal | None,
                     action: str | None = None) -> RequestContext:
     keys = bucket_policy.condition_keys(request, route)
+    keys.update(request.get("condition_keys") or ())  # a form upload's, from its fields
     auth = request.get("auth_type")
     if auth:
         keys["s3:authType"], keys["s3:signatureversion"] = auth

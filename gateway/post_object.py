@@ -132,6 +132,12 @@ async def _authorize(ctx: Context, fields: Sequence[tuple[str, str]], values: di
     policy must hold and the key must be theirs to write, as for PutObject."""
     route = Route("PutObject", ctx.bucket, key)
     ctx.request["object_key"] = key  # the audit log's key: it is in the form, not the path
+    # Condition keys PutObject takes from headers come from the form's fields here.
+    ctx.request["condition_keys"] = {
+        key_name: values[field] for field, key_name in (
+            ("acl", "s3:x-amz-acl"),
+            ("x-amz-server-side-encryption", "s3:x-amz-server-side-encryption"))
+        if field in values}
     credentials = form_credentials(values)
     assert ctx.resolve_key is not None and ctx.check_access is not None
     if credentials is None:

@@ -464,6 +464,22 @@ def test_anonymous_uploads_need_a_bucket_policy(server, s3, bucket):
     assert post(url, dict(unsigned, key="drop/a.txt")).status == 204
 
 
+def test_a_policy_condition_on_the_acl_sees_the_form_field(server, s3, bucket):
+    """s3:x-amz-acl comes from the form's acl field (PutObject's header)."""
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+        "Rules": [{"ObjectOwnership": "ObjectWriter"}]})
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": "*", "Action": "s3:PutObject",
+            "Resource": f"arn:aws:s3:::{bucket}/*",
+            "Condition": {"StringEquals": {"s3:x-amz-acl": "public-read"}}}]}))
+    url = f"{server.endpoint}/{bucket}"
+    refused(post(url, {"key": "shared.txt"}), 403, "AccessDenied")
+    nothing_stored(s3, bucket)
+    assert post(url, {"key": "shared.txt", "acl": "public-read"}, b"open").status == 204
+    assert content(s3, bucket, "shared.txt") == b"open"
+
+
 def test_utf8_keys_and_metadata(s3, v4, bucket):
     key = "test_unicode\u2014_file.pdf"
     url, fields = presigned(v4, bucket, key,
