@@ -7,7 +7,7 @@ import re
 
 from aiohttp import web
 
-from storaged import BucketExists
+from storaged import BucketExists, NoSuchBucket
 from storaged.object_lock import LockConfig
 
 from . import s3xml
@@ -62,7 +62,11 @@ async def create_bucket(ctx: Context) -> web.Response:
 
 async def _refuse_existing(ctx: Context, account: str) -> None:
     """Bucket names are global: yours, or someone else's."""
-    if await bucket_owner(ctx.store, ctx.bucket) == account:
+    try:
+        owner = await bucket_owner(ctx.store, ctx.bucket)
+    except NoSuchBucket:  # another creator won the name and is still making it
+        raise BucketAlreadyExists(BucketName=ctx.bucket) from None
+    if owner == account:
         raise BucketAlreadyOwnedByYou(BucketName=ctx.bucket)
     raise BucketAlreadyExists(BucketName=ctx.bucket)
 
