@@ -17,7 +17,7 @@ from .errors import (
     InvalidBucketName,
     MalformedXML,
 )
-from .identity import OWNER_KIND, ROOT_ACCOUNT, bucket_owner
+from .identity import OWNER_KIND, ROOT_ACCOUNT, bucket_owner, canonical_id
 from .request import Context
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -60,6 +60,14 @@ async def create_bucket(ctx: Context) -> web.Response:
     return web.Response(status=200, headers={"Location": f"/{ctx.bucket}"})
 
 
+async def bucket_owner_xml(ctx: Context) -> s3xml.Owner:
+    """The bucket's owning account as listings name owners (canonical id and
+    account name, as its ACL does)."""
+    account = await bucket_owner(ctx.store, ctx.bucket)
+    found = ctx.request["directory"].account_by_id(account)
+    return s3xml.Owner(canonical_id(account), found.name if found is not None else account)
+
+
 async def _refuse_existing(ctx: Context, account: str) -> None:
     """Bucket names are global: yours, or someone else's."""
     try:
@@ -91,7 +99,7 @@ async def list_buckets(ctx: Context) -> web.Response:
     prefix = ctx.query.get("prefix")
     if prefix:
         entries = [e for e in entries if e.name.startswith(prefix)]
-    owner = ctx.config.owner if ctx.principal is None or ctx.principal.admin else s3xml.Owner(
+    owner = ctx.config.owner if ctx.principal is None else s3xml.Owner(
         ctx.principal.canonical_id, ctx.principal.account_name)
     return xml_response(s3xml.list_buckets(owner, entries, prefix=prefix))
 

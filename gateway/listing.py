@@ -10,7 +10,7 @@ from aiohttp import web
 from storaged import ObjectInfo
 
 from . import s3xml
-from .bucket import xml_response
+from .bucket import bucket_owner_xml, xml_response
 from .errors import InvalidArgument
 from .request import Context
 
@@ -62,7 +62,7 @@ async def list_objects(ctx: Context) -> web.Response:
     prefix, delimiter, marker = q.get("prefix", ""), q.get("delimiter", ""), q.get("marker", "")
     max_keys, encoding = max_keys_param(ctx), encoding_param(ctx)
     page = await ctx.store.list_objects(ctx.bucket, prefix, delimiter, marker, max_keys)
-    owner = ctx.config.owner
+    owner = await bucket_owner_xml(ctx)
     body = s3xml.list_objects_v1(
         ctx.bucket, [object_entry(o, owner) for o in page.objects], page.prefixes, prefix=prefix,
         marker=marker, max_keys=max_keys, delimiter=delimiter or None,
@@ -81,7 +81,7 @@ async def list_objects_v2(ctx: Context) -> web.Response:
     after = decode_token(token) if token is not None else (start_after or "")
     fetch_owner = q.get("fetch-owner", "false").lower() == "true"
     page = await ctx.store.list_objects(ctx.bucket, prefix, delimiter, after, max_keys)
-    owner = ctx.config.owner if fetch_owner else None
+    owner = await bucket_owner_xml(ctx) if fetch_owner else None
     body = s3xml.list_objects_v2(
         ctx.bucket, [object_entry(o, owner) for o in page.objects], page.prefixes, prefix=prefix,
         max_keys=max_keys, delimiter=delimiter or None, is_truncated=page.truncated,

@@ -10,7 +10,7 @@ from aiohttp import web
 from storaged import PartRecord, UploadInfo
 
 from . import checksums, quota, s3xml
-from .bucket import xml_response
+from .bucket import bucket_owner_xml, xml_response
 from .copy import copy_source
 from .errors import InvalidArgument, InvalidPart, InvalidRequest, MalformedXML, checksum_mismatch
 from .listing import encoding_param
@@ -195,7 +195,7 @@ async def list_parts(ctx: Context) -> web.Response:
                                             max_parts)
     entries = [s3xml.PartEntry(p.number, p.size, p.etag, p.mtime_ns / 1e9, p.checksums)
                for p in parts]
-    owner = ctx.config.owner
+    owner = await bucket_owner_xml(ctx)
     return xml_response(s3xml.list_parts_result(
         ctx.bucket, ctx.key, upload.upload_id, entries, part_number_marker=marker,
         next_part_number_marker=parts[-1].number if parts else None, max_parts=max_parts,
@@ -213,7 +213,7 @@ async def list_multipart_uploads(ctx: Context) -> web.Response:
     page = await ctx.store.list_uploads(ctx.bucket, prefix=prefix, delimiter=delimiter,
                                   key_marker=key_marker, upload_id_marker=id_marker,
                                   max_uploads=max_uploads)
-    owner = ctx.config.owner
+    owner = await bucket_owner_xml(ctx)
     entries = [s3xml.UploadEntry(u.key, u.upload_id, u.initiated_ns / 1e9, owner=owner,
                                  initiator=owner,
                                  checksum_algorithm=u.checksum_algorithm or None,

@@ -7,7 +7,7 @@ from aiohttp import web
 from storaged import ObjectInfo
 
 from . import s3xml
-from .bucket import xml_response
+from .bucket import bucket_owner_xml, xml_response
 from .errors import InvalidArgument, MalformedXML
 from .listing import encoding_param, max_keys_param, object_entry
 from .request import Context, check_version_id
@@ -57,5 +57,5 @@ async def list_object_versions(ctx: Context) -> web.Response:
         is_truncated=page.truncated,
         next_key_marker=page.next_key_marker if page.truncated else None,
         next_version_id_marker=(page.next_version_marker or None) if page.truncated else None,
-        encoding_type=encoding, owner=ctx.config.owner)
+        encoding_type=encoding, owner=await bucket_owner_xml(ctx))
     return xml_response(body)

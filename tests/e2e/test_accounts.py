@@ -16,6 +16,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from gateway.identity import canonical_id
 from tests.e2e.conftest import start_server, stop_server
 
 
@@ -97,6 +98,10 @@ def test_identity_policy_scopes_a_user(server, tenants, tmp_path):
     alice.put_object(Bucket=bucket, Key="report.txt", Body=b"q3")
     assert alice.get_object(Bucket=bucket, Key="report.txt")["Body"].read() == b"q3"
     assert denied(alice.delete_object, Bucket=bucket, Key="report.txt") == "AccessDenied"
+    # Listings name the owning account as its ACL does (canonical id, account name).
+    listed = alice.list_objects_v2(Bucket=bucket, FetchOwner=True)["Contents"][0]["Owner"]
+    assert listed == {"ID": canonical_id(acme["id"]), "DisplayName": name}
+    assert alice.list_buckets()["Owner"] == listed
     # Her listing shows her account's buckets only; the admin's show the root account's.
     assert bucket in [b["Name"] for b in alice.list_buckets()["Buckets"]]
     root = server.client()
