@@ -19,13 +19,13 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
 
 from storaged import DeleteMarker, NoSuchBucket, NoSuchKey, NoSuchVersion
 
 from . import acl, bucket_policy
+from .copy import parse_copy_source
 from .errors import AccessDenied, MethodNotAllowed
 from .identity import Directory, Principal, bucket_owner
 from .policy import DENY, Policy, RequestContext, decide, is_public, parse_policy
@@ -97,9 +97,7 @@ async def check(store: Any, directory: Directory, request: web.Request, route: R
         return
     await _judge(store, directory, request, route, action, principal=principal)
     if route.op in _COPIES:
-        source = copy_source(request)
-        if source is not None:
-            await _judge(store, directory, request, *source, principal=principal)
+        await _judge(store, directory, request, *copy_source(request), principal=principal)
 
 
 async def _judge(store: Any, directory: Directory, request: web.Request, route: Route,
@@ -158,12 +156,8 @@ async def existing_tags(store: Any, request: web.Request, route: Route) -> dict[
     return {f"s3:ExistingObjectTag/{k}": v for k, v in (info.tags or {}).items()}
 
 
-def copy_source(request: web.Request) -> tuple[Route, str] | None:
+def copy_source(request: web.Request) -> tuple[Route, str]:
     """The object a copy reads, and the action that read is judged as."""
-    raw = request.headers.get("x-amz-copy-source", "")
-    path, _, query = unquote(raw).lstrip("/").partition("?")
-    bucket, _, key = path.partition("/")
-    if not bucket or not key:
-        return None  # the handler answers the malformed header
-    versioned = "versionId=" in query
-    return Route("GetObject", bucket, key), "s3:GetObjectVersion" if versioned else "s3:GetObject"
+    bucket, key, version = parse_copy_source(request.headers.get("x-amz-copy-source", ""))
+    return Route("GetObject", bucket, key), ("s3:GetObjectVersion" if version is not None
+                                             else "s3:GetObject")

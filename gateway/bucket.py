@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from aiohttp import web
@@ -17,7 +16,7 @@ from .errors import (
     InvalidBucketName,
     MalformedXML,
 )
-from .identity import OWNER_KIND, ROOT_ACCOUNT, bucket_owner, canonical_id
+from .identity import OWNER_KIND, ROOT_ACCOUNT, bucket_owner, canonical_id, owned_buckets
 from .request import Context
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -91,11 +90,8 @@ async def delete_bucket(ctx: Context) -> web.Response:
 
 async def list_buckets(ctx: Context) -> web.Response:
     account = ctx.principal.account if ctx.principal is not None else ROOT_ACCOUNT
-    buckets = [b for b in await ctx.store.list_buckets() if not b.name.startswith(".")]
-    owners = await asyncio.gather(*(bucket_owner(ctx.store, b.name) for b in buckets),
-                                  return_exceptions=True)
     entries = [s3xml.BucketEntry(b.name, b.created_ns / 1e9)
-               for b, owner in zip(buckets, owners, strict=True) if owner == account]
+               for b in await owned_buckets(ctx.store, account)]
     prefix = ctx.query.get("prefix")
     if prefix:
         entries = [e for e in entries if e.name.startswith(prefix)]

@@ -15,8 +15,9 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .admin import AdminError, admin_route
-from .identity import Directory, IdentityError, bucket_owner
+from .identity import Directory, IdentityError
 from .policy import MalformedPolicy, parse_policy
+from .quota import account_buckets
 
 ACCOUNTS = "/_basalt/v1/accounts"
 KEYS = "/_basalt/v1/keys"
@@ -47,15 +48,6 @@ async def _answer(fn: Any, *args: Any) -> web.Response:
         return await fn(*args)
     except IdentityError as exc:
         raise AdminError(exc.status, exc.code, exc.message) from None
-
-
-async def owned_buckets(store: Any, account_id: str) -> list[str]:
-    """The names of the buckets ``account_id`` owns."""
-    names = []
-    for info in await store.list_buckets():
-        if not info.name.startswith(".") and await bucket_owner(store, info.name) == account_id:
-            names.append(info.name)
-    return names
 
 
 # --- accounts ------------------------------------------------------------------------
@@ -99,9 +91,9 @@ async def _account_path(request: web.Request, store: Any, method: str,
         case "GET", []:
             return web.json_response({**account.as_dict(),
                                       "users": [u.name for u in directory.users(account)],
-                                      "buckets": await owned_buckets(store, account.id)})
+                                      "buckets": await account_buckets(store, account.id)})
         case "DELETE", []:
-            await directory.delete_account(account.name, await owned_buckets(store, account.id))
+            await directory.delete_account(account.name, await account_buckets(store, account.id))
             return web.Response(status=204)
         case "GET", ["users"]:
             return web.json_response([u.as_dict(account.name) for u in directory.users(account)])

@@ -102,6 +102,14 @@ async def bucket_owner(store: Any, bucket: str) -> str:
     return ROOT_ACCOUNT if raw is None else raw.decode()
 
 
+async def owned_buckets(store: Any, account: str) -> list[Any]:
+    """The buckets (BucketInfo) ``account`` owns; never the system bucket."""
+    buckets = [b for b in await store.list_buckets() if not b.name.startswith(".")]
+    owners = await asyncio.gather(*(bucket_owner(store, b.name) for b in buckets),
+                                  return_exceptions=True)
+    return [b for b, owner in zip(buckets, owners, strict=True) if owner == account]
+
+
 # --- records -------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)

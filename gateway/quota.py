@@ -99,11 +99,8 @@ async def bucket_limits(store: Any, bucket: str) -> Limits:
 
 
 async def account_buckets(store: Any, account: str) -> list[str]:
-    """The buckets ``account`` owns."""
-    names = [b.name for b in await store.list_buckets() if not b.name.startswith(".")]
-    owners = await asyncio.gather(*(identity.bucket_owner(store, n) for n in names),
-                                  return_exceptions=True)
-    return [n for n, owner in zip(names, owners) if owner == account]
+    """The names of the buckets ``account`` owns."""
+    return [b.name for b in await identity.owned_buckets(store, account)]
 
 
 async def volume_bytes(socket_path: str | None) -> int:
