@@ -197,7 +197,13 @@ class AuditLog:
     async def flush(self) -> None:
         """Write what is queued now (not waiting for lines queued meanwhile)."""
         if self._pending:
-            await asyncio.shield(self._write_queued())
+            # Taken now, so a steady stream of new lines cannot grow this batch while
+            # it waits for the lock; the lock is first-come, so order is kept.
+            await asyncio.shield(self._write_batch(self._take()))
+
+    async def _write_batch(self, batch: list[dict]) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._write, batch)
 
     async def aclose(self) -> None:
         """Write what is queued and close the file (the server is stopping)."""
