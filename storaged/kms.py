@@ -154,7 +154,7 @@ class KeyService:
         if found is None and not fresh:  # made a moment ago by another worker?
             found = _match(await self._records(0), ref)
         if found is None:
-            raise KMSError("NotFoundException", f"KMS key {ref!r} does not exist")
+            raise KMSError("NotFoundException", f"Invalid keyId {ref}")
         return found
 
     async def create(self, name: str, description: str = "") -> KeyRecord:
