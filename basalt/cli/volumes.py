@@ -8,7 +8,6 @@ import io
 import json
 import urllib.parse
 
-from ..admin_client import AdminError
 from ..config import ConfigError, parse_size
 from ..progress import Progress, human_bytes
 from .common import admin_client, emit, emit_table, s3_errors_name, warn
@@ -35,6 +34,7 @@ VOLUME_COLUMNS = [
 
 def _status(client) -> dict:
     """The server's NBD addresses and capacity ({} from a server without them)."""
+    from ..admin_client import AdminError  # here: `basalt serve` never loads the gateway for it
     try:
         return client.call("GET", "/_basalt/v1/status") or {}
     except AdminError as exc:
