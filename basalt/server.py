@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from blockd import NBDServer, VolumeManager, owner_app
-from storaged import ObjectStore, lock_server
+from storaged import ObjectStore, lock_server, master_key
 from storaged.lifecycle import LifecycleScanner
 from storaged.lifecycle_rules import DAY_NS
 from storaged.locks import KeyLocks
@@ -71,6 +71,33 @@ class ServeOptions:
     log_level: str = "info"
     lifecycle_day_ns: int = DAY_NS    # a lifecycle rule's day (shorter in tests)
     cluster: Any = None               # basalt.cluster_node.ClusterOptions: a cluster node
+    master_key_file: str | None = None  # None: DATA_DIR/master.key, made on first start
+    allow_sse_c_over_http: bool = False  # tests only: AWS refuses SSE-C keys sent in clear
+
+
+def master_key_path(opts: ServeOptions, data_dir: str) -> str:
+    """The master key file, generated into the data dir on first start when
+    --master-key-file is not given (a named file must exist: a typo must not
+    silently start with a new key that opens nothing)."""
+    if opts.master_key_file:
+        master_key.load(opts.master_key_file)
+        return os.path.abspath(opts.master_key_file)
+    path = master_key.default_path(data_dir)
+    master_key.load_or_create(path)
+    return path
+
+
+async def check_master_key(store: Any, path: str) -> None:
+    """Stop at once when the master key is not the one the store's keys were made
+    under; a store that cannot be read now is checked by the next start."""
+    from storaged.kms import KeyService
+    from storaged.master_key import MasterKeyError
+    try:
+        await KeyService(store, master_key.load(path)).check_master()
+    except MasterKeyError:
+        raise
+    except Exception as exc:
+        log.warning("master key not checked against the store: %s", exc)
 
 
 def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -215,6 +242,7 @@ async def serve(opts: ServeOptions) -> None:
     # locks last as long as this process (the kernel drops them at exit).
     locks = lock_server(data_dir, disks)
     creds, generated = credentials.for_server(data_dir)
+    master_path = master_key_path(opts, data_dir)
     stop = asyncio.Event()
     stop_on_signals(stop)
     node = members = None
@@ -256,6 +284,7 @@ async def serve(opts: ServeOptions) -> None:
             configure_cluster_store(store, node)
             await node.serve_disks([d for s in store_sets(store) for d in s.disks])
         await store.start()
+        await check_master_key(store, master_path)
         scanner = LifecycleScanner(store)
         scanner.start()
         if node is not None:
@@ -321,6 +350,8 @@ async def serve(opts: ServeOptions) -> None:
                                                           "tls": node_tls_settings(node)},
                     "read_only_path": None if node is None else read_only_path(data_dir),
                     "lifecycle_day_ns": opts.lifecycle_day_ns, "key_locks": key_locks,
+                    "master_key_file": master_path,
+                    "allow_sse_c_over_http": opts.allow_sse_c_over_http,
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}
         # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
         # one arena each of freed-but-resident memory.

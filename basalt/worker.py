@@ -62,7 +62,9 @@ async def run(cfg: dict) -> None:
                            region=cfg["region"], domain=cfg.get("domain"),
                            owner_socket=cfg.get("owner_socket"),
                            nbd_address=cfg.get("nbd_address", ""),
-                           nbd_socket=cfg.get("nbd_socket"), data_dir=cfg.get("data_dir"))
+                           nbd_socket=cfg.get("nbd_socket"), data_dir=cfg.get("data_dir"),
+                           master_key_file=cfg.get("master_key_file"),
+                           allow_sse_c_over_http=cfg.get("allow_sse_c_over_http", False))
     gateway = Gateway(store, config)
     tasks = []
     if cfg.get("read_only_path"):

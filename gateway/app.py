@@ -32,6 +32,7 @@ from . import (
     get,
     iam_admin,  # noqa: F401  (registers the accounts and keys admin routes)
     identity,
+    kms_admin,  # noqa: F401  (registers the KMS keys admin routes)
     lifecycle,
     listing,
     metrics,
@@ -145,6 +146,10 @@ class Gateway:
         self.audit = audit.open_log(config.data_dir)
         root_access, root_secret = next(iter(config.credentials.items()))
         self.directory = identity.Directory(store, root_access, root_secret)
+        self.keys = None  # storaged.kms.KeyService, when the server has a master key
+        if config.master_key_file:
+            from storaged import kms, master_key
+            self.keys = kms.KeyService(store, master_key.load(config.master_key_file))
         store.on_event = metrics.engine_event
 
     async def authenticate(self, request: web.Request,
@@ -214,6 +219,7 @@ class Gateway:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         request_id = request["request_id"] = new_id(64).upper()
         request["directory"] = self.directory
+        request["keys"] = self.keys
         started = time.monotonic()
         op, resource, resp, route = "Unknown", request.path, None, None
         error_code = ""

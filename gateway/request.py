@@ -58,6 +58,8 @@ class GatewayConfig:
     nbd_address: str = ""                   # host:port of the NBD server (for clients)
     nbd_socket: str | None = None           # its Unix socket
     data_dir: str | None = None             # the server's data dir (audit log, keys)
+    master_key_file: str | None = None      # None: no key service (SSE and KMS refused)
+    allow_sse_c_over_http: bool = False
 
 
 @dataclasses.dataclass

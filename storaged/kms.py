@@ -41,6 +41,7 @@ from .errors import BucketExists, NoSuchBucket
 SYSTEM_BUCKET = ".basalt-kms"
 SSE_S3 = "00000000-0000-0000-0000-000000000000"  # the built-in SSE-S3 key
 DEFAULT_ALIAS = "aws/s3"  # what aws:kms without a key id uses, created on first use
+FINGERPRINT = "master/fingerprint"
 REFRESH_SECONDS = 1.0
 _MAGIC = b"BK1"
 _HEADER = struct.Struct(">3s16sH12s")  # magic, key id, version, nonce
@@ -104,6 +105,7 @@ class KeyService:
     def __init__(self, store: Any, master: bytes) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         self.store = store
+        self.fingerprint = master_key.fingerprint(master)
         self._aead = AESGCM
         self._wrap = AESGCM(master_key.derive(master, "kms key material"))
         self._sse_s3 = AESGCM(master_key.derive(master, "sse-s3 data keys"))
@@ -119,10 +121,7 @@ class KeyService:
             async with self._lock:
                 if time.monotonic() - self._read_at > max_age:
                     started = time.monotonic()
-                    try:
-                        configs = await self.store.bucket_configs(SYSTEM_BUCKET)
-                    except NoSuchBucket:
-                        configs = {}
+                    configs = await self._configs()
                     self._keys = {}
                     for kind, raw in configs.items():
                         if kind.startswith("key/"):
@@ -131,17 +130,39 @@ class KeyService:
                     self._read_at = started
         return self._keys
 
-    async def _save(self, record: KeyRecord) -> None:
-        value = json.dumps(dataclasses.asdict(record)).encode()
+    async def _configs(self) -> dict[str, bytes]:
         try:
-            await self.store.set_bucket_config(SYSTEM_BUCKET, f"key/{record.id}", value)
+            return await self.store.bucket_configs(SYSTEM_BUCKET)
+        except NoSuchBucket:
+            return {}
+
+    async def _put(self, kind: str, value: bytes) -> None:
+        try:
+            await self.store.set_bucket_config(SYSTEM_BUCKET, kind, value)
         except NoSuchBucket:
             try:
                 await self.store.make_bucket(SYSTEM_BUCKET)
             except BucketExists:
                 pass
-            await self.store.set_bucket_config(SYSTEM_BUCKET, f"key/{record.id}", value)
+            await self.store.set_bucket_config(SYSTEM_BUCKET, kind, value)
+
+    async def _save(self, record: KeyRecord) -> None:
+        await self._put(f"key/{record.id}", json.dumps(dataclasses.asdict(record)).encode())
         self._read_at = float("-inf")
+
+    async def check_master(self) -> None:
+        """Refuse a master key other than the one this store's keys were made
+        under (a node given another key file, or a data dir moved without its
+        key); the first server to start records its key's fingerprint."""
+        configs = await self._configs()
+        stored = configs.get(FINGERPRINT)
+        if stored is None:
+            await self._put(FINGERPRINT, self.fingerprint.encode())
+        elif stored.decode() != self.fingerprint:
+            raise master_key.MasterKeyError(
+                f"this master key (fingerprint {self.fingerprint}) is not the one this "
+                f"data's keys were made under (fingerprint {stored.decode()}): start with "
+                f"--master-key-file naming that key")
 
     async def keys(self) -> list[KeyRecord]:
         """Every KMS key, oldest first."""

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import accounts, audit, buckets, cluster, compute, images, quotas, serve, volumes
+from . import accounts, audit, buckets, cluster, compute, images, kms, quotas, serve, volumes
 from .common import CLIError, global_options, report, resolve_defaults, user_error, wants_json
 
 
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.register(sub, add)
     quotas.register(sub, add)
     audit.register(sub, add)
+    kms.register(sub, add)
     return parser
 
 

@@ -41,6 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         nbd_socket=args.nbd_socket, netns=args.netns, libvirt_uri=args.libvirt_uri,
         workers=args.workers, sync=not args.no_fsync, log_level=args.log_level,
         lifecycle_day_ns=round(args.lifecycle_day_seconds * 1e9),
+        master_key_file=args.master_key_file, allow_sse_c_over_http=args.allow_sse_c_over_http,
     )
     if args.cluster:
         from ..cluster_node import ClusterOptions
@@ -145,6 +146,11 @@ def register(sub, add) -> None:
                    help="the CA that signs the nodes' certificates: peers are verified "
                         "against it and must present one (mutual TLS); default: the "
                         "system's CAs verify peers, no client certificate required")
+    p.add_argument("--master-key-file", metavar="PATH",
+                   help="the key every encryption key is sealed under (default: DATA_DIR/"
+                        "master.key, generated on first start; keep a copy off the host)")
+    p.add_argument("--allow-sse-c-over-http", action="store_true",
+                   help="accept SSE-C keys over plain HTTP (tests only: AWS refuses them)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 

@@ -178,3 +178,12 @@ async def test_keys_survive_losing_two_disks_and_heal(open_store, roots):
         shutil.rmtree(d)
     store = await open_store(dirs=dirs)
     assert await kms.KeyService(store, master).open(dk.sealed) == dk.plaintext
+
+
+async def test_a_server_with_another_master_key_is_refused(open_store):
+    store = await open_store(4)
+    master = os.urandom(32)
+    await kms.KeyService(store, master).check_master()  # the first start records it
+    await kms.KeyService(store, master).check_master()  # the same key: fine
+    with pytest.raises(master_key.MasterKeyError, match="not the one"):
+        await kms.KeyService(store, os.urandom(32)).check_master()
