@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import struct
@@ -103,12 +104,9 @@ class KeyService:
     """The KMS keys of one store, as one process sees them."""
 
     def __init__(self, store: Any, master: bytes) -> None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         self.store = store
         self.fingerprint = master_key.fingerprint(master)
-        self._aead = AESGCM
-        self._wrap = AESGCM(master_key.derive(master, "kms key material"))
-        self._sse_s3 = AESGCM(master_key.derive(master, "sse-s3 data keys"))
+        self._master = master
         self._keys: dict[str, KeyRecord] = {}
         self._read_at = float("-inf")
         self._materials: dict[tuple[str, int], Any] = {}  # (id, version) → AESGCM
@@ -262,6 +260,21 @@ class KeyService:
         return self._seal(self._material(record, version), key_id, version, plaintext, context)
 
     # --- sealing ------------------------------------------------------------------------
+
+    # Made on first use: a worker that never sees an encrypted object never
+    # loads cryptography (several MiB of resident memory per process).
+    @functools.cached_property
+    def _aead(self) -> Any:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        return AESGCM
+
+    @functools.cached_property
+    def _wrap(self) -> Any:
+        return self._aead(master_key.derive(self._master, "kms key material"))
+
+    @functools.cached_property
+    def _sse_s3(self) -> Any:
+        return self._aead(master_key.derive(self._master, "sse-s3 data keys"))
 
     def _seal_material(self, key_id: str, version: int, material: bytes) -> str:
         nonce = os.urandom(12)
