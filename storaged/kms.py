@@ -216,9 +216,11 @@ class KeyService:
 
     # --- data keys ----------------------------------------------------------------------
 
-    async def data_key(self, ref: str | None, context: dict[str, str] | None = None) -> DataKey:
-        """A fresh data key sealed under a KMS key (``None``: SSE-S3's built-in key)."""
-        plaintext = os.urandom(32)
+    async def data_key(self, ref: str | None, context: dict[str, str] | None = None,
+                       size: int = 32) -> DataKey:
+        """A fresh data key of ``size`` bytes sealed under a KMS key (``None``:
+        SSE-S3's built-in key)."""
+        plaintext = os.urandom(size)
         if ref is None or ref == SSE_S3:
             return DataKey(plaintext, self._seal(self._sse_s3, SSE_S3, 0, plaintext, context),
                            SSE_S3)

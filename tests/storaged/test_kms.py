@@ -104,6 +104,13 @@ async def test_data_keys_open_only_with_their_context(service):
         await service.open(b"garbage", None)
 
 
+async def test_volume_sized_data_keys(service):
+    await service.create("vol")
+    dk = await service.data_key("vol", {"volume": "v"}, size=64)
+    assert len(dk.plaintext) == 64
+    assert await service.open(dk.sealed, {"volume": "v"}) == dk.plaintext
+
+
 async def test_sse_s3_keys_need_no_record(service):
     dk = await service.data_key(None, {"o": "1"})
     assert dk.key_id == kms.SSE_S3
