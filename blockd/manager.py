@@ -78,6 +78,11 @@ class RWGate:
         self._writer = False
         self._cond = asyncio.Condition()
 
+    @property
+    def closed(self) -> bool:
+        """An ``exclusive()`` holder is waiting or running: new writes must wait."""
+        return self._writer
+
     @contextlib.asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
         if self._writer:
