@@ -1,7 +1,9 @@
 """Progress lines for long CLI work (heal, imports, backups, restores).
 
-On a terminal one line on stderr is redrawn in place. Elsewhere (CI, pipes,
-log files) nothing is drawn while the work runs: only the final line given to
+On a terminal one line on stderr is redrawn in place: for byte counts a bar,
+the amount, the rate and the time left (``importing x [#####-----] 1.0 GiB /
+2.0 GiB (50%) 210.4 MiB/s ETA 0:00:05``). Elsewhere (CI, pipes, log files)
+nothing is drawn while the work runs: only the final line given to
 :meth:`Progress.done`, so logs stay clean.
 """
 
@@ -12,6 +14,8 @@ import time
 from typing import TextIO
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+BAR = 20
+RATE_AFTER = 0.5  # seconds of work before a rate means anything
 
 
 class Progress:
@@ -24,6 +28,7 @@ class Progress:
         self.interval = interval
         self._last = 0.0
         self._shown = False
+        self._began: dict[str, tuple[float, int]] = {}  # label → (start, bytes done then)
 
     def update(self, text: str, force: bool = False) -> None:
         """Redraw the line (terminals only, at most every `interval` seconds)."""
@@ -39,8 +44,15 @@ class Progress:
 
     def bytes(self, label: str, done: int, total: int | None = None,
               force: bool = False) -> None:
-        """``label: 120.0 MiB / 2.0 GiB (6%)``, or ``label: 120.0 MiB`` without a total."""
-        self.update(progress_text(label, done, total), force)
+        """``label [##--] 120.0 MiB / 2.0 GiB (6%) 80.0 MiB/s ETA 0:00:24``; without
+        a total, ``label: 120.0 MiB 80.0 MiB/s``."""
+        if not self.tty:
+            return
+        now = time.monotonic()
+        began, base = self._began.setdefault(label, (now, done))
+        elapsed = now - began
+        rate = (done - base) / elapsed if elapsed >= RATE_AFTER else None
+        self.update(progress_text(label, done, total, rate, bar=True), force)
 
     def counter(self, label: str, total: int | None = None) -> Counter:
         """A callback that adds its argument to a byte count and shows it
@@ -72,13 +84,27 @@ class Counter:
         self.progress.bytes(self.label, self.done, self.total)
 
 
-def progress_text(label: str, done: int, total: int | None = None) -> str:
+def progress_text(label: str, done: int, total: int | None = None,
+                  rate: float | None = None, bar: bool = False) -> str:
+    """``label: done / total (N%)``, with a bar, the rate and the time left when asked."""
+    speed = f" {human_bytes(rate)}/s" if rate else ""
     if not total:
-        return f"{label}: {human_bytes(done)}"
+        return f"{label}: {human_bytes(done)}{speed}"
     percent = round(done * 100 / total)
     if done < total:
         percent = min(percent, 99)  # 100% only when it is all there
-    return f"{label}: {human_bytes(done)} / {human_bytes(total)} ({percent}%)"
+    amount = f"{human_bytes(done)} / {human_bytes(total)} ({percent}%)"
+    if rate and done < total:
+        speed += f" ETA {_clock((total - done) / rate)}"
+    if bar:
+        filled = min(BAR, done * BAR // total)
+        return f"{label} [{'#' * filled}{'-' * (BAR - filled)}] {amount}{speed}"
+    return f"{label}: {amount}{speed}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def human_bytes(n: float) -> str:

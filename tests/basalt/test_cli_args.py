@@ -166,8 +166,8 @@ def test_progress_on_a_terminal_redraws_one_line():
     p.update("step 1")
     p.bytes("importing x", 1 << 20, 4 << 20)
     p.done()
-    assert stream.getvalue() == ("\r\x1b[2Kstep 1\r\x1b[2Kimporting x: 1.0 MiB / 4.0 MiB (25%)"
-                                 "\n")
+    assert stream.getvalue() == ("\r\x1b[2Kstep 1\r\x1b[2Kimporting x [#####---------------] "
+                                 "1.0 MiB / 4.0 MiB (25%)\n")
 
 
 def test_progress_counter_is_a_boto3_callback():
@@ -176,7 +176,26 @@ def test_progress_counter_is_a_boto3_callback():
     count(100 << 20)
     count(20 << 20)
     assert count.done == 120 << 20
-    assert stream.getvalue().endswith("importing debian12: 120.0 MiB / 2.0 GiB (6%)")
+    assert stream.getvalue().endswith("importing debian12 [#-------------------] "
+                                      "120.0 MiB / 2.0 GiB (6%)")
+
+
+def test_progress_shows_rate_and_time_left(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("basalt.progress.time.monotonic", lambda: clock[0])
+    stream = FakeTTY()
+    p = Progress(stream, interval=0)
+    p.bytes("restoring v", 0, 1000 << 20)
+    clock[0] += 2
+    p.bytes("restoring v", 200 << 20, 1000 << 20)
+    assert stream.getvalue().endswith(
+        "restoring v [####----------------] 200.0 MiB / 1000.0 MiB (20%) 100.0 MiB/s ETA 0:00:08")
+    clock[0] += 1
+    p.bytes("uploading", 0)
+    clock[0] += 1
+    p.bytes("uploading", 3 << 20)
+    assert stream.getvalue().endswith("uploading: 3.0 MiB 3.0 MiB/s")
+    assert progress_text("x", 10, 10, rate=5.0) == "x: 10 B / 10 B (100%) 5 B/s"  # no ETA at the end
 
 
 def test_percent_reaches_100_only_at_the_end():
