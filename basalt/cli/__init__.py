@@ -11,7 +11,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import accounts, audit, buckets, cluster, compute, images, kms, quotas, serve, volumes
+from . import (
+    accounts,
+    audit,
+    buckets,
+    cluster,
+    completion,
+    compute,
+    images,
+    kms,
+    quotas,
+    serve,
+    volumes,
+)
 from .common import CLIError, global_options, report, resolve_defaults, user_error, wants_json
 
 
@@ -58,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     quotas.register(sub, add)
     audit.register(sub, add)
     kms.register(sub, add)
+    completion.register(sub, add)
     return parser
 
 
@@ -66,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # moment; a short switch interval keeps them from waiting 5 ms behind the
     # event loop (measured: +30% small-object PUTs).
     sys.setswitchinterval(0.0005)
+    if argv is None:
+        completion.complete_if_asked(build_parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = Parser.json_errors = wants_json(argv)
     try:
