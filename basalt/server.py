@@ -37,6 +37,8 @@ from storaged.locks import KeyLocks
 from . import credentials
 from .config import disk_paths, inside, save_settings
 from .layers import Layers
+from .status import ServerInfo
+from .status import routes as status_routes
 
 log = logging.getLogger("basalt.server")
 
@@ -73,6 +75,11 @@ class ServeOptions:
     cluster: Any = None               # basalt.cluster_node.ClusterOptions: a cluster node
     master_key_file: str | None = None  # None: DATA_DIR/master.key, made on first start
     allow_sse_c_over_http: bool = False  # tests only: AWS refuses SSE-C keys sent in clear
+
+
+def package_version() -> str:
+    from .cli import version
+    return version()
 
 
 def master_key_path(opts: ServeOptions, data_dir: str) -> str:
@@ -300,6 +307,8 @@ async def serve(opts: ServeOptions) -> None:
             log.info("disk", extra={"fields": state})
         owner_socket = unix_path(data_dir, "owner.sock")
         nbd_socket = opts.nbd_socket or unix_path(data_dir, "nbd.sock")
+        server_info = ServerInfo(store, package_version(),
+                                 cluster=opts.cluster.node if opts.cluster else None)
         if node is None:
             volumes = VolumeManager(store)
             await volumes.start()
@@ -315,6 +324,7 @@ async def serve(opts: ServeOptions) -> None:
             await layers.start()
             app = owner_app(volumes)
             app.add_routes(layers.routes())
+            server_info.volumes, server_info.layers = volumes, layers
         else:
             from .cluster_volumes import ClusterVolumes
             host, port = opts.s3_address
@@ -324,6 +334,7 @@ async def serve(opts: ServeOptions) -> None:
                                              f"{scheme}://{host}:{port}", creds,
                                              unix_path(data_dir, "volumes.sock"))
             app = cluster_owner_app(node, cluster_volumes.routes())
+        app.add_routes(status_routes(server_info))
         # At shutdown the workers are gone before this closes; whatever still
         # runs here (a followed console, a request a killed worker forwarded)
         # gets half a second, not aiohttp's default minute.
@@ -365,6 +376,9 @@ async def serve(opts: ServeOptions) -> None:
         scheme = "https" if opts.tls_cert else "http"
         url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
         log.info("S3 ready", extra={"fields": {"url": url, "workers": workers.count}})
+        server_info.endpoints.update(s3=url, nbd=f"nbd://{nbd_host}:{nbd_port}/VOLUME")
+        if nbd is not None:
+            server_info.endpoints["nbd_socket"] = nbd_socket
         print(f"Basalt is serving {len(store.disks)} disks ({store.k}+{store.m}) from {data_dir}\n"
               f"S3 endpoint: {url}", flush=True)
         print(f"NBD: nbd://{nbd_host}:{nbd_port}/VOLUME", flush=True)

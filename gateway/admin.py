@@ -78,7 +78,8 @@ async def health(request: web.Request, store: ObjectStore) -> web.Response:
 
 # Served by the process that owns the disks (volumes, and the VMs and networks
 # beside them).
-OWNED = ("/_basalt/v1/volume", "/_basalt/v1/vms", "/_basalt/v1/networks", "/_basalt/v1/cluster")
+OWNED = ("/_basalt/v1/volume", "/_basalt/v1/vms", "/_basalt/v1/networks", "/_basalt/v1/cluster",
+         "/_basalt/v1/status")
 RELAYED_HEADERS = ("Content-Type", "X-Basalt-Console-Offset")
 
 

@@ -22,6 +22,7 @@ from . import (
     kms,
     quotas,
     serve,
+    status,
     volumes,
 )
 from .common import CLIError, global_options, report, resolve_defaults, user_error, wants_json
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub, add)
     kms.register(sub, add)
     completion.register(sub, add)
+    status.register(sub, add)
     return parser
 
 

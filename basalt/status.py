@@ -1,0 +1,110 @@
+"""``GET /_basalt/v1/status``: how the whole server is doing, in one answer.
+
+Served by the owner process (it runs the volumes, the NBD server and the
+layers): version, uptime, endpoints, layers on or off and why, erasure coding,
+disks and capacity, healing, and counts of buckets, objects, volumes, VMs and
+networks. ``basalt status`` shows it on one screen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from aiohttp import web
+
+STATUS = "/_basalt/v1/status"
+
+
+@dataclasses.dataclass
+class ServerInfo:
+    """What the owner knows of itself; endpoints are filled in as they open."""
+
+    store: Any
+    version: str
+    started: float = dataclasses.field(default_factory=time.time)
+    endpoints: dict[str, str] = dataclasses.field(default_factory=dict)
+    volumes: Any = None          # blockd.VolumeManager (single node)
+    layers: Any = None           # basalt.layers.Layers (single node)
+    cluster: str | None = None   # the node's name in a cluster
+
+
+def _disks_and_capacity(store: Any) -> tuple[list[dict], dict[str, int]]:
+    from gateway.metrics import disk_states
+    disks = disk_states(store)
+    seen: dict[str, tuple[int, int, int]] = {}
+    for disk, source in zip(disks, store.disks):
+        if disk["state"] == "offline":
+            continue
+        try:
+            total, used, free, fs = source.space()
+        except OSError:
+            continue
+        disk.update(total_bytes=total, used_bytes=used, free_bytes=free)
+        seen[fs] = (total, used, free)  # disks sharing a filesystem count it once
+    capacity = {"total_bytes": sum(v[0] for v in seen.values()),
+                "used_bytes": sum(v[1] for v in seen.values()),
+                "free_bytes": sum(v[2] for v in seen.values())}
+    return disks, capacity
+
+
+def _objects(store: Any) -> dict[str, int] | None:
+    from gateway.metrics import stored
+    found = stored(store, None)
+    return None if found is None else {"objects": found["objects"], "bytes": found["bytes"]}
+
+
+async def collect(info: ServerInfo) -> dict[str, Any]:
+    """The status document."""
+    from gateway.metrics import heal_progress
+    store = info.store
+    disks, capacity = await store.run(_disks_and_capacity, store)
+    healing = [d["position"] for d in disks if d["state"] == "healing"]
+    offline = [d["position"] for d in disks if d["state"] == "offline"]
+    online = len(disks) - len(offline)
+    health = ("unavailable" if online < store.write_quorum
+              else "degraded" if healing or offline else "ok")
+    try:
+        buckets: int | None = len([b for b in await store.list_buckets()
+                                   if not b.name.startswith(".")])
+    except Exception:
+        buckets = None
+    stored_now = await store.run(_objects, store)
+    counts: dict[str, int | None] = {"buckets": buckets,
+                                     "objects": stored_now and stored_now["objects"],
+                                     "object_bytes": stored_now and stored_now["bytes"]}
+    layers: dict[str, str] = {"storage": "on", "s3": "on"}
+    if info.volumes is not None:
+        layers["block"] = "on"
+        counts["volumes"] = len(await store.run(info.volumes.list))
+    if info.layers is not None:
+        lay = info.layers
+        layers["network"] = "on" if lay.networks else f"off: {lay.network_off}"
+        layers["compute"] = "on" if lay.compute else f"off: {lay.compute_off}"
+        if lay.networks is not None:
+            counts["networks"] = len(await store.run(lay.networks.list))
+        if lay.compute is not None:
+            counts["vms"] = len(await store.run(lay.compute.list))
+    return {
+        "status": health, "version": info.version, "cluster_node": info.cluster,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.started)),
+        "uptime_seconds": round(time.time() - info.started, 1),
+        "endpoints": info.endpoints, "layers": layers,
+        "ec": f"{store.k}+{store.m}", "write_quorum": store.write_quorum,
+        "disks": disks, "capacity": capacity,
+        "heal": {"healing_disks": healing, "offline_disks": offline,
+                 **await store.run(heal_progress)},
+        "counts": counts,
+    }
+
+
+def routes(info: ServerInfo) -> web.RouteTableDef:
+    """The status route, for the owner's admin application."""
+    r = web.RouteTableDef()
+
+    @r.get(STATUS)
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(await collect(info))
+
+    return r
