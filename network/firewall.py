@@ -8,6 +8,7 @@ a moment with half a ruleset, and nothing outside the table is touched. The
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from .errors import HostToolError
@@ -16,6 +17,7 @@ from .records import Network
 
 FAMILY = "inet"
 TABLE = "basalt"
+NAT_COMMENT = "basalt-nat:"  # marks the counted NAT rules, then the network's name
 
 
 def _names(items: Sequence[str]) -> str:
@@ -45,9 +47,13 @@ def render(networks: Sequence[Network]) -> str:
     if nat_networks:
         forward.append("# NAT networks reach the outside, and replies come back.")
     for n in nat_networks:
-        forward.append(f'iifname "{n.bridge}" ip saddr {n.subnet} accept')
+        # Counted for usage metering (bytes through NAT, both ways); the counters
+        # start again from zero whenever the table is replaced.
+        forward.append(f'iifname "{n.bridge}" ip saddr {n.subnet} counter accept '
+                       f'comment "{NAT_COMMENT}{n.name}"')
         forward.append(
-            f'oifname "{n.bridge}" ip daddr {n.subnet} ct state established,related accept'
+            f'oifname "{n.bridge}" ip daddr {n.subnet} ct state established,related '
+            f'counter accept comment "{NAT_COMMENT}{n.name}"'
         )
     forward += [
         "# Anything else to or from a Basalt network is not routed.",
@@ -97,6 +103,26 @@ def remove(namespace: Namespace) -> None:
     # "add" first makes the delete valid whether or not the table exists.
     script = f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
     namespace.run(["nft", "-f", "-"], stdin=script)
+
+
+def nat_bytes(namespace: Namespace) -> dict[str, int]:
+    """Bytes routed through NAT so far per network name (both directions), as
+    the loaded table counts them (from zero since it was last replaced)."""
+    try:
+        listing = namespace.run(["nft", "-j", "list", "table", FAMILY, TABLE]).stdout
+    except HostToolError:
+        return {}
+    totals: dict[str, int] = {}
+    for item in json.loads(listing).get("nftables", []):
+        rule = item.get("rule")
+        comment = (rule or {}).get("comment", "")
+        if not comment.startswith(NAT_COMMENT):
+            continue
+        for expr in rule.get("expr", []):
+            if "counter" in expr:
+                name = comment[len(NAT_COMMENT):]
+                totals[name] = totals.get(name, 0) + int(expr["counter"].get("bytes", 0))
+    return totals
 
 
 def current(namespace: Namespace) -> str | None:

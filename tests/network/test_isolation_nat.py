@@ -56,8 +56,12 @@ def test_nat_network_reaches_the_outside_and_others_do_not(manager, clients, top
     assert "ip saddr 10.81.0.0/24" not in table
 
     # The outside has no route to 10.80.0.0/24: replies only come back through NAT.
+    before = firewall.nat_bytes(manager.namespace).get("red", 0)
     assert clients.ping(t["red_client"], OUTSIDE)
     assert not clients.ping(t["blue_client"], OUTSIDE, tries=2)
+    # Metered: the pings and their replies went through NAT (84 bytes each way at least).
+    counted = firewall.nat_bytes(manager.namespace)
+    assert counted["red"] >= before + 2 * 84 and "blue" not in counted
     # Nothing from outside gets in, even with a route pointing at the host.
     clients.run("ip", "-n", t["outside"], "route", "add", "10.80.0.0/24", "via", "198.18.0.1")
     assert not clients.ping(t["outside"], t["red_ip"], tries=2)
