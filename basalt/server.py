@@ -33,12 +33,14 @@ from storaged import ObjectStore, lock_server, master_key
 from storaged.lifecycle import LifecycleScanner
 from storaged.lifecycle_rules import DAY_NS
 from storaged.locks import KeyLocks
+from storaged.metering import Meter
 
 from . import credentials
 from .config import disk_paths, inside, save_settings
 from .layers import Layers
 from .status import ServerInfo
 from .status import routes as status_routes
+from .usage_sampler import UsageSampler
 
 log = logging.getLogger("basalt.server")
 
@@ -75,6 +77,7 @@ class ServeOptions:
     cluster: Any = None               # basalt.cluster_node.ClusterOptions: a cluster node
     master_key_file: str | None = None  # None: DATA_DIR/master.key, made on first start
     allow_sse_c_over_http: bool = False  # tests only: AWS refuses SSE-C keys sent in clear
+    usage_flush_seconds: float = 10.0  # metered usage reaches its records this often
 
 
 def package_version() -> str:
@@ -283,6 +286,7 @@ async def serve(opts: ServeOptions) -> None:
     layers: Layers | None = None
     cluster_volumes: Any = None  # basalt.cluster_volumes.ClusterVolumes on a cluster node
     scanner: LifecycleScanner | None = None
+    usage: UsageSampler | None = None
     following: asyncio.Future | None = None
     layout_path = ""
     try:
@@ -363,6 +367,7 @@ async def serve(opts: ServeOptions) -> None:
                     "lifecycle_day_ns": opts.lifecycle_day_ns, "key_locks": key_locks,
                     "master_key_file": master_path,
                     "allow_sse_c_over_http": opts.allow_sse_c_over_http,
+                    "usage_flush_seconds": opts.usage_flush_seconds,
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}
         # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
         # one arena each of freed-but-resident memory.
@@ -386,6 +391,9 @@ async def serve(opts: ServeOptions) -> None:
             print(f"Generated root credentials (stored in {data_dir}/credentials.json):\n"
                   f"  BASALT_ACCESS_KEY={creds.access_key}\n"
                   f"  BASALT_SECRET_KEY={creds.secret_key}", flush=True)
+        usage = UsageSampler(store, Meter(store, "owner", opts.usage_flush_seconds),
+                             volumes, layers, every=opts.usage_flush_seconds)
+        usage.start()
         supervisor = asyncio.ensure_future(workers.supervise())
         await stop.wait()
         log.info("shutting down")
@@ -403,6 +411,8 @@ async def serve(opts: ServeOptions) -> None:
         for result in await asyncio.gather(*draining, return_exceptions=True):
             if isinstance(result, BaseException):
                 log.warning("shutdown step failed", extra={"fields": {"error": repr(result)}})
+        if usage is not None:
+            await usage.close()
         if owner is not None:
             await owner.cleanup()
             try:  # aiohttp leaves the socket file behind

@@ -115,6 +115,7 @@ async def _judge(store: Any, directory: Directory, request: web.Request, route: 
         if principal is None:
             raise AccessDenied() from None  # a stranger learns nothing of what exists
         raise
+    request.setdefault("bucket_owner", owner)  # usage is the owner's (not a copy source's)
     if route.op in _POLICY_OPS:
         if principal is None or principal.account != owner:
             raise MethodNotAllowed() if principal is not None else AccessDenied()

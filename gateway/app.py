@@ -17,6 +17,7 @@ from aiohttp import web
 
 from storaged import ObjectStore, request_scope
 from storaged.meta import new_id
+from storaged.metering import Meter
 
 from . import (
     access,
@@ -45,6 +46,7 @@ from . import (
     sigv2,
     sigv4,
     tagging,
+    usage_admin,  # noqa: F401  (registers the usage admin route)
     versioning,
 )
 from .errors import (
@@ -151,6 +153,7 @@ class Gateway:
             from storaged import kms, master_key
             self.keys = kms.KeyService(store, master_key.load(config.master_key_file))
         store.on_event = metrics.engine_event
+        self.meter = Meter(store, "s3", config.usage_flush_seconds)
 
     async def authenticate(self, request: web.Request,
                            route: router.Route | None = None
@@ -289,6 +292,12 @@ class Gateway:
             if self.audit is not None:
                 self.audit.record(request, op, route, status, error_code, bytes_in, bytes_out,
                                   elapsed)
+            # Usage is the bucket owner's (as S3 bills it), else the requester's; a
+            # request refused before either was known is nobody's.
+            principal = request.get("principal")
+            account = request.get("bucket_owner") or (principal and principal.account)
+            if route is not None and account:
+                self.meter.count_request(account, route.bucket or "", op, bytes_in, bytes_out)
         return resp
 
     def app(self) -> web.Application:
@@ -301,7 +310,13 @@ class Gateway:
             await self.owner.close()
         application.on_cleanup.append(close_owner)
         application.cleanup_ctx.append(self._key_uses)
+        application.cleanup_ctx.append(self._metering)
         return application
+
+    async def _metering(self, _: web.Application) -> AsyncIterator[None]:
+        self.meter.start()
+        yield
+        await self.meter.close()
 
     async def _key_uses(self, _: web.Application) -> AsyncIterator[None]:
         task = asyncio.ensure_future(self.directory.keep_uses())

@@ -60,6 +60,7 @@ class GatewayConfig:
     data_dir: str | None = None             # the server's data dir (audit log, keys)
     master_key_file: str | None = None      # None: no key service (SSE and KMS refused)
     allow_sse_c_over_http: bool = False
+    usage_flush_seconds: float = 10.0       # metered usage reaches the records this often
 
 
 @dataclasses.dataclass

@@ -23,6 +23,7 @@ from . import (
     quotas,
     serve,
     status,
+    usage,
     volumes,
 )
 from .common import CLIError, global_options, report, resolve_defaults, user_error, wants_json
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     kms.register(sub, add)
     completion.register(sub, add)
     status.register(sub, add)
+    usage.register(sub, add)
     return parser
 
 

@@ -42,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers, sync=not args.no_fsync, log_level=args.log_level,
         lifecycle_day_ns=round(args.lifecycle_day_seconds * 1e9),
         master_key_file=args.master_key_file, allow_sse_c_over_http=args.allow_sse_c_over_http,
+        usage_flush_seconds=args.usage_flush_seconds,
     )
     if args.cluster:
         from ..cluster_node import ClusterOptions
@@ -151,6 +152,8 @@ def register(sub, add) -> None:
                         "master.key, generated on first start; keep a copy off the host)")
     p.add_argument("--allow-sse-c-over-http", action="store_true",
                    help="accept SSE-C keys over plain HTTP (tests only: AWS refuses them)")
+    p.add_argument("--usage-flush-seconds", type=float, default=10.0, metavar="N",
+                   help="metered usage reaches `basalt usage` within N seconds (default 10)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 
