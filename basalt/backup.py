@@ -12,8 +12,14 @@ the last backup (kept on the server for that purpose): only changed chunks
 are read and uploaded, the manifest reuses the earlier entries for the rest.
 Chunks that read as zeros are not uploaded. Packs are named by their content
 and built deterministically, so a rerun after an interruption finds the packs
-already uploaded and skips them. A restore verifies every chunk's sha256, and
-records its progress beside the data dir so that it can resume.
+already uploaded and skips them.
+
+A restore is done by the server (blockd/restore.py): the CLI sends it batches
+of packs as presigned GET URLs (so the target's credentials never leave the
+CLI) with their chunks' sha256; the server downloads them, checks every chunk
+and writes it straight into the pool, and answers a batch only once it is
+durable. The CLI records the batches done (under $XDG_STATE_HOME) so that an
+interrupted restore resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -37,8 +43,11 @@ from .config import ConfigError
 from .progress import Progress, human_bytes
 
 PACK_TARGET = 16 << 20
-READ_RUN = 4 << 20     # bytes of consecutive chunks read (or written) in one NBD request
-CHECKPOINT = 256 << 20  # a restore flushes and records its progress this often
+READ_RUN = 4 << 20     # bytes of consecutive chunks read in one NBD request
+# bytes of chunks per restore request, each durable when it ends ($BASALT_RESTORE_BATCH)
+CHECKPOINT = int(os.environ.get("BASALT_RESTORE_BATCH") or 256 << 20)
+BATCHES_IN_FLIGHT = 2   # restore requests at once: one writes while another flushes
+PRESIGN_SECONDS = 7 * 24 * 3600  # the longest SigV4 allows
 SNAPSHOT_PREFIX = "backup-"
 
 
@@ -73,8 +82,10 @@ def s3_client(args: Any, admin: AdminClient):
     # Packs are uploaded with a CRC32C (which the target verifies) instead of a
     # SHA-256 payload signature (four times the CPU per byte); restores verify
     # every chunk's SHA-256 from the manifest instead of a CRC of whole responses.
+    # Restores hand the server presigned GETs: SigV4 ones (boto3 would presign
+    # SigV2 for us-east-1), which every S3 region takes.
     kwargs: dict[str, Any] = {"endpoint_url": endpoint,
-                              "config": Config(max_pool_connections=16,
+                              "config": Config(max_pool_connections=16, signature_version="s3v4",
                                                s3={"payload_signing_enabled": False},
                                                request_checksum_calculation="when_required",
                                                response_checksum_validation="when_required",
@@ -390,9 +401,8 @@ def run_restore(args: Any, admin: AdminClient) -> int:
         _save_state(state_file, restored)
     started = time.monotonic()
     progress = Progress()
-    host, port = nbd_address(admin)
-    written = asyncio.run(_restore_chunks(s3, source, manifest, host, port, volume, restored,
-                                          state_file, progress))
+    written = _restore_batches(s3, source, manifest, admin, volume, restored, state_file,
+                               progress)
     os.unlink(state_file)
     progress.done()
     elapsed = time.monotonic() - started
@@ -402,22 +412,6 @@ def run_restore(args: Any, admin: AdminClient) -> int:
     return 0
 
 
-def _runs(entries: list, lo: int, body: bytes, chunk: int) -> list[tuple[int, memoryview]]:
-    """Writes for a pack's chunks: neighbours that also lie side by side in the
-    pack become one write of up to READ_RUN bytes, sliced without copying."""
-    view = memoryview(body)
-    runs: list[list[int]] = []  # first index, start in body, length
-    for index, offset, length, _ in sorted(entries, key=lambda e: int(e[0])):
-        start = offset - lo
-        last = runs[-1] if runs else None
-        if last and last[0] + last[2] // chunk == int(index) and last[1] + last[2] == start \
-                and last[2] % chunk == 0 and last[2] < READ_RUN:
-            last[2] += length
-        else:
-            runs.append([int(index), start, length])
-    return [(first, view[start:start + n]) for first, start, n in runs]
-
-
 def _save_state(path: str, restored: set[str]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -425,50 +419,80 @@ def _save_state(path: str, restored: set[str]) -> None:
     os.replace(tmp, path)
 
 
-async def _restore_chunks(s3, source: Target, manifest: dict, host: str, port: int,
-                          volume: str, restored: set[str], state_file: str,
-                          progress: Progress) -> int:
-    chunk = manifest["chunk_size"]
-    by_pack: dict[str, list[tuple[str, int, int, str]]] = {}
+def restore_batches(manifest: dict, restored: set[str]) -> list[list[tuple[str, list]]]:
+    """The chunks still to restore, cut into batches of about CHECKPOINT bytes
+    (a pack's chunks split between two when needed), in volume order:
+    [[(pack key, [[index, offset, length, sha256], ...]), ...], ...]."""
+    by_pack: dict[str, list] = {}
     for index, (pack, offset, length, sha) in manifest["chunks"].items():
         if index not in restored:
-            by_pack.setdefault(pack, []).append((index, offset, length, sha))
-    total = sum(e[2] for es in by_pack.values() for e in es)
-    loop = asyncio.get_running_loop()
-    pool = concurrent.futures.ThreadPoolExecutor(4)
-    written = 0
+            by_pack.setdefault(pack, []).append([int(index), offset, length, sha])
+    batches: list[list[tuple[str, list]]] = []
+    size = CHECKPOINT
+    for pack, entries in sorted(by_pack.items(), key=lambda p: min(e[0] for e in p[1])):
+        for entry in sorted(entries, key=lambda e: e[1]):
+            if size >= CHECKPOINT:
+                batches.append([])
+                size = 0
+            if not batches[-1] or batches[-1][-1][0] != pack:
+                batches[-1].append((pack, []))
+            batches[-1][-1][1].append(entry)
+            size += entry[2]
+    return batches
 
-    def fetch(pack: str, entries: list) -> tuple[int, bytes]:
-        lo = min(e[1] for e in entries)
-        hi = max(e[1] + e[2] for e in entries)
+
+def _restore_batches(s3, source: Target, manifest: dict, admin: AdminClient, volume: str,
+                     restored: set[str], state_file: str, progress: Progress) -> int:
+    """The server writes the chunks into the volume itself (blockd/restore.py),
+    fetching the packs through presigned URLs (the target's credentials stay
+    here), a batch per request, BATCHES_IN_FLIGHT at once; each batch is durable
+    when its request ends, and only then recorded for a resume."""
+    batches = restore_batches(manifest, restored)
+    total = sum(e[2] for batch in batches for _, es in batch for e in es)
+    ca_file = os.environ.get("AWS_CA_BUNDLE") or os.environ.get("BASALT_CA_BUNDLE")
+    ca = None
+    if ca_file and s3.meta.endpoint_url.startswith("https:"):
+        with open(ca_file) as f:
+            ca = f.read()
+    running: dict[int, int] = {}  # batch → bytes written so far
+    done = 0
+    lock = threading.Lock()
+
+    def send(number: int, batch: list[tuple[str, list]]) -> int:
+        body = {"chunk_size": manifest["chunk_size"], "ca": ca, "packs": [
+            {"key": pack, "chunks": entries,
+             "url": s3.generate_presigned_url("get_object", ExpiresIn=PRESIGN_SECONDS,
+                                              Params={"Bucket": source.bucket, "Key": pack})}
+            for pack, entries in batch]}
         try:
-            body = s3.get_object(Bucket=source.bucket, Key=pack,
-                                 Range=f"bytes={lo}-{hi - 1}")["Body"].read()
-        except Exception as exc:
-            raise BackupError(f"backup damaged: pack {pack} unreadable ({exc})") from None
-        for index, offset, length, sha in entries:
-            if hashlib.sha256(body[offset - lo:offset - lo + length]).hexdigest() != sha:
-                raise BackupError(f"backup damaged: chunk {index} in {pack} fails its checksum")
-        return lo, body
+            for line in admin.stream("POST", f"/_basalt/v1/volumes/{volume}/restore", body=body):
+                if "error" in line:
+                    raise BackupError(line.get("message") or line["error"])
+                with lock:
+                    running[number] = line.get("written", 0)
+                if line.get("done"):
+                    return line["written"]
+        except AdminError as exc:
+            raise BackupError(f"restore onto {volume} failed: {exc}") from None
+        raise BackupError(f"restore onto {volume}: the server ended a batch early")
 
-    async with NBDClient(host, port, volume) as nbd:
-        packs = list(by_pack.items())
-        fetches = [loop.run_in_executor(pool, fetch, p, es) for p, es in packs[:4]]
-        unsaved: list[str] = []
-        for i, (_pack, entries) in enumerate(packs):
-            lo, body = await fetches[i]
-            if i + 4 < len(packs):
-                fetches.append(loop.run_in_executor(pool, fetch, *packs[i + 4]))
-            await asyncio.gather(*(nbd.write(start * chunk, data)
-                                   for start, data in _runs(entries, lo, body, chunk)))
-            unsaved += [e[0] for e in entries]
-            written += sum(e[2] for e in entries)
-            if len(unsaved) * chunk >= CHECKPOINT or i == len(packs) - 1:
-                await nbd.flush()  # durable before it is recorded as done
-                restored.update(unsaved)
-                unsaved = []
-                _save_state(state_file, restored)
-            progress.update(f"restore: {human_bytes(written)} of {human_bytes(total)}")
-        await nbd.flush()
-    pool.shutdown()
-    return written
+    pool = concurrent.futures.ThreadPoolExecutor(BATCHES_IN_FLIGHT)
+    try:
+        futures = {pool.submit(send, n, b): (n, b) for n, b in enumerate(batches)}
+        pending = set(futures)
+        while pending:
+            finished, pending = concurrent.futures.wait(
+                pending, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in finished:
+                done += fut.result()
+                number, batch = futures[fut]
+                with lock:
+                    running.pop(number, None)
+                restored.update(str(e[0]) for _, es in batch for e in es)
+                _save_state(state_file, restored)  # durable on the server: record it
+            with lock:
+                now = done + sum(running.values())
+            progress.update(f"restore: {human_bytes(now)} of {human_bytes(total)}")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return done

@@ -8,6 +8,7 @@ statuses, in one table.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -15,8 +16,14 @@ from aiohttp import web
 
 from storaged import StorageError
 
-from . import images
-from .errors import InvalidArgument, InvalidVolumeName, ServiceUnavailable, VolumeError
+from . import images, restore
+from .errors import (
+    InvalidArgument,
+    InvalidVolumeName,
+    NoSuchVolume,
+    ServiceUnavailable,
+    VolumeError,
+)
 from .manager import MAX_SIZE, VolumeManager
 from .pool import CHUNK
 
@@ -32,7 +39,7 @@ STATUS = {
     "InternalVolume": 403,
     "VolumeExists": 409, "SnapshotExists": 409, "VolumeInUse": 409, "ShrinkRefused": 409,
     "VolumeHasSnapshots": 409, "ImageInUse": 409,
-    "InvalidImage": 400,
+    "InvalidImage": 400, "BackupDamaged": 422,
     "QemuImgMissing": 501,
     "ServiceUnavailable": 503,
 }
@@ -180,6 +187,40 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
         return web.json_response({"chunk_size": CHUNK,
                                   "size": manager.info(request.match_info["name"]).size,
                                   "allocated": sorted(entries), "changed": changed})
+
+    @r.post(PREFIX + "/{name}/restore")
+    @handler
+    async def restore_packs(request: web.Request) -> web.StreamResponse:
+        """Write a batch of a backup's packs into the volume (blockd/restore.py):
+        JSON lines ``{"written": N}`` while it runs, then ``{"done": true,
+        "written": N}`` once the batch is durable, or ``{"error": CODE, "message"}``."""
+        name = request.match_info["name"]
+        body = await _body(request)
+        if name not in manager.records:
+            raise NoSuchVolume(name)
+        packs = restore.parse_packs(body, manager.records[name].size)
+        ca = body.get("ca") if isinstance(body.get("ca"), str) else None
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        written = [0]
+        task = asyncio.ensure_future(restore.restore(
+            manager, name, packs, ca, lambda n: written.__setitem__(0, n)))
+        try:
+            while not task.done():
+                await asyncio.wait([task], timeout=0.5)
+                if not task.done():
+                    await resp.write(json.dumps({"written": written[0]}).encode() + b"\n")
+            line = {"done": True, "written": task.result()}
+        except VolumeError as exc:
+            line = {"error": exc.code, "message": exc.message}
+        except (StorageError, OSError) as exc:  # e.g. a failed flush
+            line = {"error": "ServiceUnavailable", "message": str(exc)}
+        finally:
+            if not task.done():  # the client went away: stop fetching
+                task.cancel()
+        await resp.write(json.dumps(line).encode() + b"\n")
+        await resp.write_eof()
+        return resp
 
     @r.get(IMAGES)
     @handler

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 
@@ -166,3 +167,66 @@ def cli_with(server, extra_env: dict, *args: str, check: bool = True):
     if check:
         assert out.returncode == 0, out.stderr
     return out
+
+
+def test_restore_resumes_after_the_server_is_killed(tmp_path):
+    """SIGKILL the server mid-restore: the batches the CLI recorded as done are
+    durable, and the same command run again finishes with the others only."""
+    import signal
+    import time
+    target = start_server(str(tmp_path / "target"))
+    source = start_server(str(tmp_path / "source"))
+    env = {"AWS_ENDPOINT_URL": target.endpoint, "XDG_STATE_HOME": str(tmp_path / "state")}
+    try:
+        target.client().create_bucket(Bucket="backups")
+        source.cli("volume", "create", "vol", "--size", "64M")
+        asyncio.run(change_chunks(source.nbd_port, "vol", list(range(0, 1024, 2)), seed=5))
+        sha = export_sha256(source, "vol", tmp_path)
+        cli_with(source, env, "volume", "backup", "vol", "--to", "s3://backups/resume")
+        from .conftest import BASALT
+        restore = [BASALT, "--data-dir", source.data_dir, "volume", "restore",
+                   "s3://backups/resume", "--to", "copy"]
+        # batches of 4 chunks, so that the kill lands between two of them
+        first = subprocess.Popen(restore, env=dict(source.env, **env,
+                                                   BASALT_RESTORE_BATCH=str(4 * CHUNK)),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        states = tmp_path / "state" / "basalt" / "restores"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            recorded = [json.loads(p.read_text() or "[]") for p in states.glob("*.json")]
+            if recorded and recorded[0]:
+                break
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.01)
+        stop_server(source, signal.SIGKILL)
+        assert first.wait(60) != 0
+        done_before = len(json.loads(next(states.glob("*.json")).read_text()))
+        assert 0 < done_before < 512
+        source = restart_on_same_ports(source)  # the restore's record is per endpoint
+        out = cli_with(source, env, "volume", "restore", "s3://backups/resume", "--to", "copy")
+        number, unit = re.search(r"chunks, ([\d.]+) (\w+) written and verified",
+                                 out.stdout).groups()
+        written = float(number) * {"B": 1, "KiB": 1 << 10, "MiB": MIB}[unit]
+        # only what was not recorded as done (printed rounded to 0.1 MiB)
+        assert written <= (512 - done_before) * CHUNK + 0.05 * MIB
+        assert not list(states.glob("*.json"))
+        assert export_sha256(source, "copy", tmp_path) == sha
+    finally:
+        stop_server(source)
+        stop_server(target)
+
+
+def restart_on_same_ports(server):
+    import dataclasses
+
+    from .conftest import BASALT, wait_healthy
+    port = server.endpoint.rsplit(":", 1)[1]
+    log = open(server.log_path, "a")  # noqa: SIM115 - the server's log for its lifetime
+    proc = subprocess.Popen([BASALT, "--data-dir", server.data_dir, "serve", "--s3-address",
+                             f"127.0.0.1:{port}", "--nbd-address",
+                             f"127.0.0.1:{server.nbd_port}"],
+                            env=server.env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    again = dataclasses.replace(server, proc=proc)
+    wait_healthy(again)
+    return again
