@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from . import (
     accounts,
     audit,
+    bill,
     buckets,
     cluster,
     completion,
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     completion.register(sub, add)
     status.register(sub, add)
     usage.register(sub, add)
+    bill.register(sub, add)
     return parser
 
 

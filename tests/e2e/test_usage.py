@@ -100,3 +100,32 @@ def test_another_accounts_bucket_is_metered_to_it(server):
         (account["id"], "tenant-u-bucket", 777)]
     error = server.cli("usage", "--account", "nobody", "--json", check=False)
     assert error.returncode != 0 and json.loads(error.stdout)["error"] == "NoSuchAccount"
+
+
+def test_bill_prices_the_month(server, tmp_path):
+    s3 = server.client()
+    s3.create_bucket(Bucket="billed")
+    s3.put_object(Bucket="billed", Key="a", Body=b"z" * 4096)
+    wait_for(server, ("--by", "bucket"), lambda rows: any(
+        r["bucket"] == "billed" and r["byte_hours"] > 0 for r in rows))
+    prices = tmp_path / "prices.toml"
+    prices.write_text('currency = "USD"\nstorage_gb_month = 1000000\n'
+                      'requests_put_per_1000 = 5\nrequests_get_per_1000 = 0.4\n'
+                      'bytes_out_per_gb = 90\nvolume_gb_month = 80\n')
+    doc = json.loads(server.cli("bill", "--prices", str(prices), "--format", "json").stdout)
+    assert doc["month"] == time.strftime("%Y-%m", time.gmtime()) and doc["currency"] == "USD"
+    assert isinstance(doc["total"], float) and doc["total"] > 0
+    root = next(a for a in doc["accounts"] if a["account_name"] == "root")
+    items = {line["item"] for line in root["lines"]}
+    assert {"storage_gb_month", "requests_put_per_1000", "volume_gb_month"} <= items
+    assert root["total"] == round(sum(line["amount"] for line in root["lines"]), 2)
+    # a month with nothing metered costs nothing; the other formats
+    empty = json.loads(server.cli("bill", "--prices", str(prices), "--month", "2001-01",
+                                  "--json").stdout)
+    assert empty["total"] == 0 and empty["accounts"] == []
+    assert "<table>" in server.cli("bill", "--prices", str(prices), "--format", "html").stdout
+    assert server.cli("bill", "--prices", str(prices), "--format", "csv").stdout.startswith(
+        "month,account")
+    assert "total:" in server.cli("bill", "--prices", str(prices)).stdout
+    bad = server.cli("bill", "--prices", str(tmp_path / "nope.toml"), "--json", check=False)
+    assert bad.returncode != 0 and "nope.toml" in json.loads(bad.stdout)["message"]
