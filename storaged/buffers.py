@@ -1,14 +1,20 @@
-"""Reusable stripe buffers.
+"""Reusable stripe buffers, bounded per process.
 
 Every large put and get works through a few *batches* of consecutive blocks.
 Their buffers come from this pool, pre-faulted once and reused, so steady-state
 I/O allocates nothing. A request first *leases* the number of batches it will
 ever hold at once (a put 3, a get 2); leasing waits while the pool is full, so
-memory stays bounded, and a request never waits again once it runs — no two
-half-served requests can deadlock on the last buffers.
+a process never holds more than ``limit`` batches, and a request never waits
+again once it runs — no two half-served requests can deadlock on the last
+buffers. Requests beyond the limit wait before reading their body: their bytes
+stay in the kernel's socket buffers, not in this process.
 
 Parity is computed into scratch buffers (:class:`Scratch`) taken for one
 coding call: it is written out within that call, so it never outlives it.
+
+Once no lease has been open for ``idle_seconds``, the free batches and parity
+buffers are unmapped: a burst of large requests does not leave its buffers
+resident for good.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from collections.abc import Iterator
 from erasure import allocate
 
 from .layout import Geometry
+
+BATCH_BYTES = 1 << 20  # one block: 2 MiB batches were no faster and held twice the memory
+POOL_BATCHES = 8       # per process: two puts (3 each) and a get (2) streaming at once
+IDLE_SECONDS = 2.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -58,15 +68,26 @@ class Lease:
 
 
 class BufferPool:
-    """Batches for one geometry, at most ``limit`` of them leased at a time."""
+    """Batches for one geometry, at most ``limit`` of them leased at a time.
 
-    def __init__(self, geometry: Geometry, batch_blocks: int, limit: int) -> None:
+    ``mapped`` (batches allocated now), ``peak`` (most at once) and
+    ``allocations`` (ever made) are what tests assert on: memory per process
+    is ``peak * batch_bytes`` plus the parity scratch, whatever the traffic.
+    """
+
+    def __init__(self, geometry: Geometry, batch_blocks: int, limit: int,
+                 idle_seconds: float = IDLE_SECONDS) -> None:
         self.geometry = geometry
         self.batch_blocks = batch_blocks
         self.limit = limit
+        self.idle_seconds = idle_seconds
+        g = geometry
+        self.scratch = Scratch(batch_blocks * g.m * g.shard_len(g.block_size))
+        self.mapped = self.peak = self.allocations = 0
         self._free: list[Batch] = []
         self._reserved = 0
         self._cond: asyncio.Condition | None = None
+        self._trim: asyncio.TimerHandle | None = None
 
     @property
     def batch_bytes(self) -> int:
@@ -80,12 +101,18 @@ class BufferPool:
             async with self._cond:
                 await self._cond.wait_for(lambda: self._reserved + size <= self.limit)
         self._reserved += size
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         return Lease(self, size)
 
     def _take(self) -> Batch:
         if self._free:
             return self._free.pop()
         g = self.geometry
+        self.mapped += 1
+        self.allocations += 1
+        self.peak = max(self.peak, self.mapped)
         # k spare bytes: the zero padding of a short last block's last shard
         return Batch(self.batch_blocks, allocate(self.batch_blocks * g.block_size + g.k))
 
@@ -94,8 +121,19 @@ class BufferPool:
 
     def _unreserve(self, size: int) -> None:
         self._reserved -= size
+        loop = asyncio.get_running_loop()
+        if self._reserved == 0 and self._trim is None:
+            self._trim = loop.call_later(self.idle_seconds, self.trim)
         if self._cond is not None:
-            asyncio.get_running_loop().create_task(self._wake())
+            loop.create_task(self._wake())
+
+    def trim(self) -> None:
+        """Unmap the free batches and parity buffers (views still in use keep theirs)."""
+        self._trim = None
+        if self._reserved == 0:
+            self.mapped -= len(self._free)
+            self._free.clear()
+            self.scratch.trim()
 
     async def _wake(self) -> None:
         assert self._cond is not None
@@ -123,3 +161,7 @@ class Scratch:
         finally:
             with self._lock:
                 self._free.append(buf)
+
+    def trim(self) -> None:
+        with self._lock:
+            self._free.clear()

@@ -87,7 +87,8 @@ class ObjectReader:
             yield memoryview(data)[self.offset:self.offset + self.length]
             return
         jobs = self._jobs()
-        lease = await self.store.buffers.lease(2)  # the batch handed out + the one read ahead
+        # the batch handed out + the one read ahead
+        lease = await self.store.buffers.lease(min(2, len(jobs)))
         ahead: asyncio.Task | None = None
         try:
             ahead = asyncio.ensure_future(self._read(jobs[0], lease))

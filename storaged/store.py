@@ -25,7 +25,7 @@ import msgpack
 from erasure import Codec
 
 from . import multipart, usage
-from .buffers import BufferPool, Scratch
+from .buffers import BATCH_BYTES, POOL_BATCHES, BufferPool
 from .disk import Disk, LocalDisk
 from .erasure_set import ErasureSet
 from .errors import (
@@ -68,7 +68,6 @@ T = TypeVar("T")
 
 BLOCK_SIZE = 1 << 20
 INLINE_LIMIT = 128 * 1024
-BATCH_BYTES = 2 << 20
 
 
 def default_ec(disks: int) -> tuple[int, int]:
@@ -215,7 +214,7 @@ class ObjectStore(WriteGate):
 
     def __init__(self, disks: Sequence[Disk], *, inline_limit: int = INLINE_LIMIT,
                  batch_bytes: int = BATCH_BYTES, threads: int | None = None,
-                 buffer_limit: int = 12, min_part_size: int = multipart.MIN_PART_SIZE,
+                 buffer_limit: int = POOL_BATCHES, min_part_size: int = multipart.MIN_PART_SIZE,
                  upload_expiry: float = 7 * 86400) -> None:
         fmt = disks[0].format
         self.set = ErasureSet(disks, fmt.k, fmt.m)
@@ -227,8 +226,7 @@ class ObjectStore(WriteGate):
         self.inline_limit = min(inline_limit, fmt.block_size)
         self.buffers = BufferPool(self.geometry, max(1, batch_bytes // fmt.block_size),
                                   buffer_limit)
-        g = self.geometry
-        self.scratch = Scratch(self.buffers.batch_blocks * g.m * g.shard_len(g.block_size))
+        self.scratch = self.buffers.scratch
         self.pool = concurrent.futures.ThreadPoolExecutor(
             threads or max(16, 4 * self.n), thread_name_prefix="basalt-io")
         self.stats: Counter[str] = Counter()

@@ -117,6 +117,9 @@ class BodyReader:
                     raise IncompleteBody(
                         f"body ended after {self.total} of {self.size} bytes") from None
                 return True
+        if self.size is not None and self.total + len(self._rest) > self.size:
+            # now, not at the next fill: a lease sized for the declared body is spent
+            raise IncompleteBody(f"body is longer than the declared {self.size} bytes")
         return False
 
 
@@ -226,7 +229,10 @@ class ShardStream:
         store = self.store
         inflight: deque[tuple[Batch, asyncio.Future, asyncio.Future]] = deque()
         md5 = hashlib.md5()
-        lease = await store.buffers.lease(self.INFLIGHT + 1)
+        batches = self.INFLIGHT + 1
+        if chunks.size is not None:  # a short body never holds more than it fills
+            batches = min(batches, -(-chunks.size // store.buffers.batch_bytes))
+        lease = await store.buffers.lease(max(1, batches))
         batch: Batch | None = None
         try:
             await self._open()
