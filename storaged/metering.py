@@ -85,6 +85,16 @@ class Meter:
         self._hours: dict[str, dict[str, dict[str, float]]] = {}  # hour → row → counters
         self._dirty: set[str] = set()
         self._task: asyncio.Task | None = None
+        self._unpublished: dict[tuple[str, str, str, str], float] = {}  # for Prometheus
+
+    def _bump(self, account: str, kind: str, name: str, moment: float | None,
+              values: dict[str, float]) -> None:
+        row = self._row(account, kind, name, moment)
+        for counter, value in values.items():
+            if value:
+                row[counter] = row.get(counter, 0) + value
+                key = (account, kind, name, counter)
+                self._unpublished[key] = self._unpublished.get(key, 0) + value
 
     def _row(self, account: str, kind: str, name: str, moment: float | None) -> dict[str, float]:
         now = self._clock()
@@ -98,24 +108,18 @@ class Meter:
     def count_request(self, account: str, bucket: str, operation: str, bytes_in: int,
                       bytes_out: int, moment: float | None = None) -> None:
         """One S3 request on ``bucket`` (empty: the service itself) by ``account``."""
-        row = self._row(account, "bucket", bucket, moment)
-        name = f"requests_{request_class(operation)}"
-        row[name] = row.get(name, 0) + 1
-        if bytes_in:
-            row["bytes_in"] = row.get("bytes_in", 0) + bytes_in
-        if bytes_out:
-            row["bytes_out"] = row.get("bytes_out", 0) + bytes_out
+        self._bump(account, "bucket", bucket, moment,
+                   {f"requests_{request_class(operation)}": 1, "bytes_in": bytes_in,
+                    "bytes_out": bytes_out})
 
     def add(self, account: str, kind: str, name: str, values: dict[str, float],
             moment: float | None = None) -> None:
         """Add sampled amounts (byte-hours, GB-hours, ...) to a thing's row."""
-        row = self._row(account, kind, name, moment)
-        for counter, value in values.items():
-            if value:
-                row[counter] = row.get(counter, 0) + value
+        self._bump(account, kind, name, moment, values)
 
     async def flush(self) -> None:
         """Write the records of every hour counted since the last flush."""
+        self._publish()
         dirty, self._dirty = self._dirty, set()
         final = hour_of(self._clock() - KEEP_SECONDS)
         for hour in sorted(dirty):
@@ -128,6 +132,14 @@ class Meter:
                 raise
         for hour in [h for h in self._hours if h < final and h not in self._dirty]:
             del self._hours[hour]  # long over: its record is final
+
+    def _publish(self) -> None:
+        # Once per flush, not per request: a Prometheus update in multiprocess
+        # mode takes a lock and writes a memory-mapped file.
+        from .metrics import usage_count
+        unpublished, self._unpublished = self._unpublished, {}
+        for (account, kind, name, counter), value in unpublished.items():
+            usage_count(account, kind, name, counter, value)
 
     def start(self) -> None:
         """Flush every ``flush_seconds`` until :meth:`close`."""

@@ -44,3 +44,18 @@ def lifecycle_count(what: str, n: int = 1) -> None:
     remove_delete_marker, abort_upload, skipped_locked)."""
     if n:
         _lifecycle().labels(action=what).inc(n)
+
+
+@functools.cache
+def _usage() -> Any:
+    from prometheus_client import Counter
+    return Counter("basalt_usage_total",
+                   "Metered usage (what `basalt usage` reports) per account, kind of thing, "
+                   "thing and counter: requests by price class, bytes, byte-/GB-/vCPU-hours",
+                   ["account", "kind", "name", "counter"])
+
+
+def usage_count(account: str, kind: str, name: str, counter: str, value: float) -> None:
+    """Add metered usage to the Prometheus counter of the same figures."""
+    if value:
+        _usage().labels(account, kind, name, counter).inc(value)

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import time
+import urllib.request
 
 import boto3
 import pytest
@@ -73,6 +74,12 @@ def test_requests_bytes_and_byte_hours_per_bucket(server):
     assert "metered" in table and "PUT/LIST" in table
     rows = list(csv.DictReader(io.StringIO(server.cli("usage", "--by", "bucket", "--csv").stdout)))
     assert any(r["bucket"] == "metered" and r["bytes_in"] == "50000" for r in rows)
+    # the same figures in Prometheus
+    with urllib.request.urlopen(server.endpoint + "/_basalt/metrics", timeout=10) as r:
+        scrape = r.read().decode()
+    line = next(x for x in scrape.splitlines() if x.startswith("basalt_usage_total{")
+                and 'name="metered"' in x and 'counter="bytes_in"' in x)
+    assert float(line.rsplit(" ", 1)[1]) == 50_000 and 'account="000000000000"' in line
 
 
 def test_volumes_are_metered_in_gb_hours(server):
