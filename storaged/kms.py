@@ -148,6 +148,11 @@ class KeyService:
         await self._put(f"key/{record.id}", json.dumps(dataclasses.asdict(record)).encode())
         self._read_at = float("-inf")
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for another use of the master key (e.g. sealing console
+        sessions), the same in every process and node that holds it."""
+        return master_key.derive(self._master, purpose)
+
     async def check_master(self) -> None:
         """Refuse a master key other than the one this store's keys were made
         under (a node given another key file, or a data dir moved without its

@@ -194,3 +194,11 @@ async def test_a_server_with_another_master_key_is_refused(open_store):
     await kms.KeyService(store, master).check_master()  # the same key: fine
     with pytest.raises(master_key.MasterKeyError, match="not the one"):
         await kms.KeyService(store, os.urandom(32)).check_master()
+
+
+def test_derived_keys_are_per_purpose_and_per_master():
+    master = os.urandom(32)
+    one, two = kms.KeyService(None, master), kms.KeyService(None, master)
+    assert one.derived_key("console") == two.derived_key("console")
+    assert one.derived_key("console") != one.derived_key("other")
+    assert kms.KeyService(None, os.urandom(32)).derived_key("console") != one.derived_key("console")
