@@ -75,6 +75,9 @@ class Export(ABC):
     can_zero: bool = True
     can_fast_zero: bool = False
     can_cache: bool = False
+    # pwrite may keep the payload it is given; False lets the server reuse
+    # payload buffers once pwrite returned.
+    keeps_write_data: bool = True
     # Block-size constraints, advertised with NBD_INFO_BLOCK_SIZE. Requests
     # not aligned to the minimum, or READ/WRITE/CACHE longer than the maximum,
     # are refused with EINVAL before reaching the export. Clients that never
@@ -97,6 +100,21 @@ class Export(ABC):
         The transport may still hold the buffer after the reply is queued:
         never modify it once returned.
         """
+
+    async def pread_into(self, offset: int, dest: memoryview) -> None:
+        """Fill ``dest`` with the bytes at ``offset`` (the server's reused buffers)."""
+        dest[:] = await self.pread(offset, len(dest))
+
+    def read_now(self, offset: int, dest: memoryview) -> bool:
+        """Fill ``dest`` without awaiting, or return False (then :meth:`pread_into`
+        serves it). For small reads an export can serve at once: no task per request."""
+        return False
+
+    def write_now(self, offset: int, data: memoryview) -> bool:
+        """Write ``data`` without awaiting (not durable yet, as pwrite without FUA),
+        or return False (then :meth:`pwrite` serves it). ``data`` is only valid
+        during the call."""
+        return False
 
     async def pwrite(self, offset: int, data: memoryview, fua: bool) -> None:
         """Write ``data`` at ``offset``; durable before returning when ``fua``.

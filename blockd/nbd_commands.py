@@ -5,6 +5,11 @@ applies every rule the spec sets on a request before the export sees it (flags
 the command accepts, read-only, bounds, block-size limits); :meth:`Commands.run`
 calls the export and sends the reply. Each reply is handed to the transport in
 one call, so a reply's header and payload never interleave with another's.
+
+Small READs and WRITEs the export can serve without awaiting
+(:meth:`Commands.read_now`, :meth:`Commands.write_now`) are answered at once,
+from the connection's parse loop: no task, no coroutine chain per request.
+Large payloads live in reused buffers (:mod:`blockd.nbd_buffers`).
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import errno as _errno
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from . import protocol as p
 from .export import NBDError
+from .nbd_buffers import Buffers
 from .nbd_handshake import Session
 
 __all__ = ["Commands"]
@@ -48,7 +54,8 @@ _PAST_END = {p.CMD_WRITE: p.ENOSPC, p.CMD_WRITE_ZEROES: p.ENOSPC}
 # Commands whose length becomes a payload, and so obeys the maximum block size.
 _PAYLOAD = {p.CMD_READ, p.CMD_WRITE, p.CMD_CACHE}
 
-Send = Callable[[Sequence[bytes | bytearray | memoryview]], None]
+# send(reply buffers, owned): ``owned`` are reused buffers to take back once sent
+Send = Callable[..., None]
 
 _OPS = {p.CMD_READ: "read", p.CMD_WRITE: "write", p.CMD_FLUSH: "flush", p.CMD_TRIM: "trim",
         p.CMD_CACHE: "cache", p.CMD_WRITE_ZEROES: "write_zeroes",
@@ -130,10 +137,11 @@ def _allowed_flags(flags: int) -> dict[int, int]:
 class Commands:
     """Runs one session's requests against its export."""
 
-    def __init__(self, session: Session, send: Send) -> None:
+    def __init__(self, session: Session, send: Send, buffers: Buffers | None = None) -> None:
         self.session = session
         self.export = export = session.export
         self.send = send
+        self.buffers = buffers or Buffers()
         self.structured = session.structured
         self.errors = 0
         self.meter = _Meter(export.name)
@@ -267,30 +275,71 @@ class Commands:
             return
         self.reply_ok(handle)
 
-    async def _pread(self, offset: int, length: int) -> bytes | bytearray | memoryview:
-        data = await self.export.pread(offset, length)
-        if len(data) != length:
-            # Sending it would desynchronise the client's stream.
-            raise RuntimeError(f"export returned {len(data)} bytes for a {length}-byte read")
-        return data
+    # --- without a task -------------------------------------------------------
+
+    def read_now(self, handle: int, flags: int, offset: int, length: int) -> bool:
+        """Serve a READ that passed :meth:`check` at once if the export can; False
+        when it must run as a task (:meth:`run`)."""
+        if self.structured and length >= SPARSE_READ_MIN and not flags & p.CMD_FLAG_DF:
+            return False
+        started = time.monotonic()
+        buf = self.buffers.get(length)
+        try:
+            if not self.export.read_now(offset, memoryview(buf)):
+                self.buffers.put(buf)
+                return False
+        except Exception as exc:
+            self._fail(handle, p.CMD_READ, offset, length, exc)
+        else:
+            self.send((self._data_header(handle, offset, length), buf), (buf,))
+        self.meter.observe(p.CMD_READ, length, time.monotonic() - started)
+        return True
+
+    def write_now(self, handle: int, flags: int, offset: int, data: memoryview) -> bool:
+        """Serve a WRITE that passed :meth:`check` at once if the export can (FUA
+        never: it waits for a flush); False when it must run as a task. ``data``
+        is only read during the call."""
+        if flags & p.CMD_FLAG_FUA:
+            return False
+        started = time.monotonic()
+        try:
+            if not self.export.write_now(offset, data):
+                return False
+        except Exception as exc:
+            self._fail(handle, p.CMD_WRITE, offset, len(data), exc)
+        else:
+            self.reply_ok(handle)
+        self.meter.observe(p.CMD_WRITE, len(data), time.monotonic() - started)
+        return True
+
+    # --- reads ------------------------------------------------------------------
+
+    def _data_header(self, handle: int, offset: int, length: int) -> bytes:
+        if self.structured:
+            return p.data_chunk_header(handle, offset, length, p.REPLY_FLAG_DONE)
+        return p.simple_reply(handle)
+
+    async def _pread(self, offset: int, length: int) -> bytearray:
+        buf = self.buffers.get(length)
+        await self.export.pread_into(offset, memoryview(buf))
+        return buf
 
     async def _read(self, handle: int, flags: int, offset: int, length: int) -> None:
         try:
             if self.structured and length >= SPARSE_READ_MIN and not flags & p.CMD_FLAG_DF:
-                self.send(await self._sparse_read(handle, offset, length))
+                chunks, owned = await self._sparse_read(handle, offset, length)
+                self.send(chunks, owned)
                 return
             data = await self._pread(offset, length)
         except Exception as exc:
             self._fail(handle, p.CMD_READ, offset, length, exc)
             return
-        if self.structured:
-            header = p.data_chunk_header(handle, offset, length, p.REPLY_FLAG_DONE)
-        else:
-            header = p.simple_reply(handle)
-        self.send((header, data))
+        self.send((self._data_header(handle, offset, length), data), (data,))
 
-    async def _sparse_read(self, handle: int, offset: int, length: int) -> list:
-        """The chunks of a structured read: zero runs as holes, the rest as data."""
+    async def _sparse_read(self, handle: int, offset: int, length: int
+                           ) -> tuple[list, list[bytearray]]:
+        """The chunks of a structured read (zero runs as holes, the rest as data)
+        and the buffers they send."""
         runs: list[list[int]] = []  # [start, length, is_zero], merged by kind
         try:
             extents = await self.export.block_status(offset, length)
@@ -330,7 +379,7 @@ class Commands:
             else:
                 chunks.append(p.data_chunk_header(handle, start, n, flag))
                 chunks.append(next(pieces))
-        return chunks
+        return chunks, datas
 
     async def _block_status(self, handle: int, flags: int, offset: int, length: int) -> None:
         try:

@@ -2,10 +2,13 @@
 
 The connection is an :class:`asyncio.BufferedProtocol`: the event loop reads
 straight into buffers owned here. Requests are parsed from a fixed receive
-buffer, many per ``recv``; a large WRITE payload is read directly into its
-own buffer, which the export then gets as a memoryview without another copy.
+buffer, many per ``recv``; a large WRITE payload is read directly into a
+reused buffer of its own, which the export then gets as a memoryview without
+another copy.
 
-Each valid request runs as its own task, so reads are pipelined and replies
+Small READs and WRITEs the export serves without awaiting are answered right
+in the parse loop (a small WRITE straight from the receive buffer); every
+other request runs as its own task, so slow ones are pipelined and replies
 go out in completion order. A client that sends faster than the export
 answers is slowed down, not buffered without end: past a bound on requests
 or bytes in flight, or when the transport's send buffer is full, the
@@ -21,6 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import protocol as p
+from .nbd_buffers import Buffers
 from .nbd_commands import Commands
 from .nbd_handshake import Handshake, ProtocolViolation
 
@@ -59,13 +63,16 @@ class NBDConnection(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future | None = None  # handshake reads
         self._want = 0
         self._cmds: Commands | None = None  # set once in transmission
-        self._payload: bytearray | None = None  # large WRITE being received
+        self._payload: bytearray | None = None  # large WRITE being received (reused buffer)
         self._payload_pos = 0
         self._payload_req: tuple[int, int, int, int] = (0, 0, 0, 0)
         self._discard = 0  # payload bytes of a refused WRITE still to skip
         self._discard_reply: tuple[int, int, str] | None = None  # handle, errno, message
         self._tasks: set[asyncio.Task] = set()
+        self._buffers: Buffers = server.buffers
         self._outq: list = []  # reply buffers not yet handed to the transport
+        self._owned: list = []  # reused buffers in _outq
+        self._held: list = []  # reused buffers the transport may still be sending
         self._flush_pending = False
         self._inflight = 0
         self._inflight_bytes = 0
@@ -141,7 +148,7 @@ class NBDConnection(asyncio.BufferedProtocol):
             if self._payload_pos == len(self._payload):
                 data, self._payload = self._payload, None
                 flags, handle, offset, length = self._payload_req
-                self._begin(p.CMD_WRITE, flags, handle, offset, length, memoryview(data))
+                self._begin(p.CMD_WRITE, flags, handle, offset, length, memoryview(data), data)
                 self._process()
             return
         self._end += nbytes
@@ -214,7 +221,7 @@ class NBDConnection(asyncio.BufferedProtocol):
                 self._finish("client aborted the handshake")
             else:
                 self.export_name = session.export.name
-                self._cmds = Commands(session, self._send)
+                self._cmds = Commands(session, self._send, self._buffers)
                 self._process()  # requests that arrived with the last option
             await self._finished
             if self._inflight:
@@ -280,11 +287,14 @@ class NBDConnection(asyncio.BufferedProtocol):
 
     # --- transmission -------------------------------------------------------------
 
-    def _send(self, buffers) -> None:
+    def _send(self, buffers, owned=()) -> None:
         # Replies finished in the same loop iteration leave in one writelines:
         # one syscall for many replies instead of one each. Each reply's
-        # buffers stay together, so replies never interleave.
+        # buffers stay together, so replies never interleave. ``owned`` are
+        # reused buffers, taken back once the transport has sent them.
         self._outq.extend(buffers)
+        if owned:
+            self._owned.extend(owned)
         if not self._flush_pending:
             self._flush_pending = True
             self._loop.call_soon(self._flush)
@@ -292,12 +302,21 @@ class NBDConnection(asyncio.BufferedProtocol):
     def _flush(self) -> None:
         self._flush_pending = False
         queue, self._outq = self._outq, []
+        owned, self._owned = self._owned, []
         transport = self._transport
         if not queue or transport is None or transport.is_closing():
             return  # the client is gone; the requests still ran
         for b in queue:
             self.tx_bytes += len(b)
         transport.writelines(queue)
+        held = self._held
+        held += owned
+        # An empty write buffer means the transport holds none of them any more
+        # (it may keep unsent data by reference).
+        if held and not transport.get_write_buffer_size():
+            for buf in held:
+                self._buffers.put(buf)
+            held.clear()
 
     def _process(self) -> None:
         """Parse and start every complete request in the receive buffer."""
@@ -341,15 +360,19 @@ class NBDConnection(asyncio.BufferedProtocol):
                     continue
                 have = end - start
                 if have >= length:
-                    data = memoryview(bytes(view[start : start + length]))
+                    data = view[start : start + length]
                     start += length
-                    self._begin(cmd, flags, handle, offset, length, data)
+                    if not cmds.write_now(handle, flags, offset, data):
+                        # The task outlives this receive buffer's content.
+                        copy = self._buffers.get(length)
+                        copy[:] = data
+                        self._begin(cmd, flags, handle, offset, length, memoryview(copy), copy)
                     continue
                 if length <= SMALL_WRITE:
                     start -= _HEADER  # parse the header again once the payload is in
                     self.requests -= 1
                     break
-                payload = bytearray(length)
+                payload = self._buffers.get(length)
                 payload[:have] = view[start:end]
                 self._payload, self._payload_pos = payload, have
                 self._payload_req = (flags, handle, offset, length)
@@ -358,6 +381,8 @@ class NBDConnection(asyncio.BufferedProtocol):
             if refusal is not None:
                 self._log_refusal(cmd, refusal[1])
                 cmds.reply_error(handle, *refusal)
+                continue
+            if cmd == p.CMD_READ and cmds.read_now(handle, flags, offset, length):
                 continue
             self._begin(cmd, flags, handle, offset, length, None)
         self._start, self._end = start, end
@@ -372,17 +397,21 @@ class NBDConnection(asyncio.BufferedProtocol):
             "client": self.peer, "cmd": p.COMMAND_NAMES.get(cmd, cmd), "error": error,
         }})
 
-    def _begin(self, cmd, flags, handle, offset, length, data) -> None:
+    def _begin(self, cmd, flags, handle, offset, length, data, payload=None) -> None:
         nbytes = length if cmd in _DATA_CMDS else 0
         self._inflight += 1
         self._inflight_bytes += nbytes
-        task = self._loop.create_task(self._run(cmd, flags, handle, offset, length, data, nbytes))
+        task = self._loop.create_task(
+            self._run(cmd, flags, handle, offset, length, data, nbytes, payload))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, cmd, flags, handle, offset, length, data, nbytes) -> None:
+    async def _run(self, cmd, flags, handle, offset, length, data, nbytes, payload) -> None:
         try:
             await self._cmds.run(cmd, flags, handle, offset, length, data)
+            # Returned (not cancelled): the export is done with the payload.
+            if payload is not None and not self._cmds.export.keeps_write_data:
+                self._buffers.put(payload)
         finally:
             self._inflight -= 1
             self._inflight_bytes -= nbytes

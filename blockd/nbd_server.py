@@ -22,6 +22,7 @@ import os
 import stat
 
 from .export import ExportRegistry
+from .nbd_buffers import Buffers
 from .nbd_connection import NBDConnection
 
 __all__ = ["NBDServer"]
@@ -54,6 +55,7 @@ class NBDServer:
         self._servers: list[asyncio.AbstractServer] = []
         self._unix_paths: list[str] = []
         self._connections: set[NBDConnection] = set()
+        self.buffers = Buffers()  # large payload buffers, reused across connections
 
     async def start(self, host: str = "127.0.0.1", port: int = 10809) -> None:
         """Listen on TCP ``host:port`` (port 0 picks a free one; see :attr:`addresses`)."""

@@ -40,10 +40,22 @@ SUM = 8
 _NO_SUM = bytes(SUM)
 
 
+_digest = xxhash.xxh3_64_digest
+
+
 def block_sum(block: bytes | memoryview) -> bytes:
     """The stored checksum of a 4 KiB block (never all zero: 0 means unwritten)."""
-    digest = xxhash.xxh3_64_digest(block)
+    digest = _digest(block)
     return digest if digest != _NO_SUM else b"\x00" * (SUM - 1) + b"\x01"
+
+
+def block_sums(data: memoryview) -> bytes:
+    """The stored checksums of whole blocks, concatenated (one join, no loop of
+    slices in the common case: a zero digest is as rare as a hash collision)."""
+    sums = b"".join([_digest(data[i:i + BLOCK]) for i in range(0, len(data), BLOCK)])
+    if _NO_SUM in sums:  # maybe a digest of 0 (or zeros across two): redo block by block
+        sums = b"".join([block_sum(data[i:i + BLOCK]) for i in range(0, len(data), BLOCK)])
+    return sums
 
 
 class PoolError(OSError):
@@ -156,7 +168,8 @@ class ChunkPool:
     def read_into(self, slot: int, offset: int, dest: memoryview) -> None:
         """Fill ``dest`` from ``offset`` within a slot, every block verified.
 
-        Block-aligned reads land straight in ``dest`` (one preadinto, no copy)."""
+        Block-aligned reads land straight in ``dest``: two system calls (the
+        data, its checksums) on the replica the slot's reads go to."""
         length = len(dest)
         if offset % BLOCK or length % BLOCK:
             first = offset // BLOCK * BLOCK
@@ -164,7 +177,46 @@ class ChunkPool:
             self.read_into(slot, first, memoryview(span))
             dest[:] = memoryview(span)[offset - first:offset - first + length]
             return
-        first, count = offset // BLOCK, length // BLOCK
+        first = offset // BLOCK
+        stored = self._read_preferred(slot, first, dest)
+        if stored is None:
+            stored = self._read_any(slot, first, dest)
+        if length == BLOCK:
+            if stored == _NO_SUM or block_sum(dest) == stored:
+                return
+        elif block_sums(dest) == stored:
+            return
+        for i in range(length // BLOCK):  # some block is unwritten or damaged
+            block = dest[i * BLOCK:(i + 1) * BLOCK]
+            expect = stored[i * SUM:(i + 1) * SUM]
+            if expect == _NO_SUM or block_sum(block) == expect:
+                continue
+            dest[i * BLOCK:(i + 1) * BLOCK] = self._recover_block(slot, first + i)
+
+    def _read_preferred(self, slot: int, first: int, dest: memoryview) -> bytes | None:
+        """The hot path: read from the replica this slot's reads go to when its
+        files are open, of the disk's current generation and trusted; the
+        stored checksums, or None to take the careful path."""
+        pos = (slot + slot % self.replicas) % self.n
+        cached = self._files.get(pos)
+        disk = self.store.disks[pos]
+        if (cached is None or not disk.online or cached[0] != getattr(disk, "generation", 0)
+                or pos in self.untrusted):
+            return None
+        count = len(dest) // BLOCK
+        try:
+            got = cached[1].preadinto(dest, slot * CHUNK + first * BLOCK)
+            stored = cached[2].pread(count * SUM, (slot * BLOCKS + first) * SUM)
+        except OSError:
+            return None  # the careful path logs it and tries the other replicas
+        if got < len(dest):  # past the end of the file: a hole, zeros
+            dest[got:] = bytes(len(dest) - got)
+        if len(stored) < count * SUM:
+            stored += bytes(count * SUM - len(stored))
+        return stored
+
+    def _read_any(self, slot: int, first: int, dest: memoryview) -> bytes:
+        """Read from the first replica that answers; disks being healed last."""
         replicas = self.positions(slot)
         # spread reads over the replicas, keep each block range on one disk;
         # disks still being healed only as a last resort
@@ -172,19 +224,11 @@ class ChunkPool:
         for pos in order:
             self._disk_files(pos)  # opening a replaced disk's files is what marks it untrusted
         order.sort(key=lambda p: p in self.untrusted)
-        stored = None
         for pos in order:
             stored = self._read_replica_into(pos, slot, first, dest)
             if stored is not None:
-                break
-        if stored is None:
-            raise PoolError(f"slot {slot}: no replica readable")
-        for i in range(count):
-            block = dest[i * BLOCK:(i + 1) * BLOCK]
-            expect = stored[i * SUM:(i + 1) * SUM]
-            if expect == _NO_SUM or block_sum(block) == expect:
-                continue
-            dest[i * BLOCK:(i + 1) * BLOCK] = self._recover_block(slot, first + i)
+                return stored
+        raise PoolError(f"slot {slot}: no replica readable")
 
     def _read_replica_into(self, pos: int, slot: int, first: int, dest: memoryview
                            ) -> bytes | None:
@@ -255,6 +299,9 @@ class ChunkPool:
     def write(self, slot: int, offset: int, data: bytes | memoryview) -> None:
         """Write ``data`` at ``offset`` within a slot on every replica."""
         data = memoryview(data)
+        if not offset % BLOCK and not len(data) % BLOCK:
+            self._write_blocks(slot, offset // BLOCK, data, block_sums(data))
+            return
         first, last = offset // BLOCK, (offset + len(data) - 1) // BLOCK
         head, tail = offset - first * BLOCK, (last + 1) * BLOCK - offset - len(data)
         partial = sorted({b for b, cut in ((first, head), (last, tail)) if cut})
@@ -265,16 +312,18 @@ class ChunkPool:
         for _, lock in locks:
             lock.acquire()
         try:
-            if partial:  # merge the partial blocks with what is there
-                buf = bytearray(self.read(slot, first * BLOCK, (last - first + 1) * BLOCK))
-                buf[head:head + len(data)] = data
-                data = memoryview(buf)
-            sums = b"".join(block_sum(data[i:i + BLOCK]) for i in range(0, len(data), BLOCK))
-            written = sum(self._write_replica(pos, slot, first, data, sums)
-                          for pos in self.positions(slot))
+            buf = bytearray(self.read(slot, first * BLOCK, (last - first + 1) * BLOCK))
+            buf[head:head + len(data)] = data
+            self._write_blocks(slot, first, memoryview(buf), block_sums(memoryview(buf)))
         finally:
             for _, lock in reversed(locks):
                 lock.release()
+
+    def _write_blocks(self, slot: int, first: int, data: memoryview, sums: bytes) -> None:
+        """Whole blocks and their checksums to every replica: two pwrites each."""
+        written = 0
+        for pos in self.positions(slot):
+            written += self._write_replica(pos, slot, first, data, sums)
         if not written:
             raise PoolError(f"slot {slot}: no replica writable")
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .manager import VolumeManager
 
 INLINE_IO = 64 * 1024  # smaller I/O runs on the event loop: a thread hop costs more
+_ZEROS = memoryview(bytes(CHUNK))
 
 
 def pieces(offset: int, length: int) -> Iterator[tuple[int, int, int, int]]:
@@ -45,6 +46,7 @@ class Volume(Export):
     can_zero = True
     can_fast_zero = True
     can_cache = True
+    keeps_write_data = False  # pwrite copies into the pool: payload buffers are reused
     minimum_block_size = 1
     preferred_block_size = BLOCK
     maximum_block_size = 32 << 20
@@ -82,21 +84,41 @@ class Volume(Export):
 
     # reads -----------------------------------------------------------------------
 
-    async def pread(self, offset: int, length: int) -> bytes:
+    def read_now(self, offset: int, dest: memoryview) -> bool:
+        """Fill ``dest`` at once (on the event loop: a small read costs less than
+        a thread hop); False when it is too large for that."""
+        if len(dest) > INLINE_IO:
+            return False
+        self._fill(dest, self._slots(offset, len(dest)))
+        return True
+
+    async def pread_into(self, offset: int, dest: memoryview) -> None:
+        jobs = self._slots(offset, len(dest))  # resolved now, before any await
+        async with self.manager.io():
+            await self._io(len(dest), self._fill, dest, jobs)
+
+    async def pread(self, offset: int, length: int) -> bytearray:
         out = bytearray(length)
-        mapping = self.map
-        jobs = [(mapping[index], within, n, at)
-                for index, within, n, at in pieces(offset, length) if index in mapping]
-        if jobs:
-            async with self.manager.io():
-                await self._io(length, self._read_into, out, jobs)
+        await self.pread_into(offset, memoryview(out))
         return out
 
-    def _read_into(self, out: bytearray, jobs) -> None:
-        pool, view = self.manager.pool, memoryview(out)
+    def _slots(self, offset: int, length: int) -> list[tuple[int | None, int, int, int]]:
+        """(slot or None for a hole, offset in chunk, length, offset in request)."""
+        mapping = self.map
+        index, within = divmod(offset, CHUNK)
+        if within + length <= CHUNK:  # the common case: one chunk
+            return [(mapping.get(index), within, length, 0)]
+        return [(mapping.get(index), within, n, at) for index, within, n, at in
+                pieces(offset, length)]
+
+    def _fill(self, dest: memoryview, jobs) -> None:
+        pool = self.manager.pool
         try:
             for slot, within, n, at in jobs:
-                pool.read_into(slot, within, view[at:at + n])
+                if slot is None:
+                    dest[at:at + n] = _ZEROS[:n]  # a hole; dest may be a reused buffer
+                else:
+                    pool.read_into(slot, within, dest[at:at + n])
         except OSError as exc:
             raise NBDError(exc.errno or errno.EIO, str(exc)) from None
 
@@ -108,6 +130,19 @@ class Volume(Export):
     def _writable(self) -> None:
         if self.read_only:
             raise NBDError(errno.EPERM, "snapshots are read-only")
+
+    def write_now(self, offset: int, data: memoryview) -> bool:
+        """Write ``data`` at once (on the event loop, no await: allocation,
+        copy-on-write and the pwrites cannot interleave with anything); False
+        when it is too large for that or the write gate is closed (a snapshot,
+        resize or heal waits for writes to drain)."""
+        self._writable()
+        manager = self.manager
+        if len(data) > INLINE_IO or manager.writes.closed:
+            return False
+        self._write_jobs([(manager.own_chunk(self.name, index), within, data[at:at + n])
+                          for index, within, n, at in pieces(offset, len(data))])
+        return True
 
     async def pwrite(self, offset: int, data: memoryview, fua: bool) -> None:
         self._writable()
