@@ -150,6 +150,9 @@ async def handle(request: web.Request, store: ObjectStore,
     if path == "/_basalt/metrics":
         return web.Response(body=await metrics.render(store),
                             headers={"Content-Type": metrics.CONTENT_TYPE})
+    if path.startswith("/_basalt/console"):
+        from . import console  # imported on first use: most workers never serve it
+        return await console.handle(request, store, owner)
     if path.startswith(OWNED) and owner is not None:
         try:
             await authenticate(request)
