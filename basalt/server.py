@@ -382,8 +382,9 @@ async def serve(opts: ServeOptions) -> None:
         url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
         log.info("S3 ready", extra={"fields": {"url": url, "workers": workers.count}})
         server_info.endpoints.update(s3=url, nbd=f"nbd://{nbd_host}:{nbd_port}/VOLUME")
+        server_info.nbd_address = f"{nbd_host}:{nbd_port}"
         if nbd is not None:
-            server_info.endpoints["nbd_socket"] = nbd_socket
+            server_info.endpoints["nbd_socket"] = server_info.nbd_socket = nbd_socket
         print(f"Basalt is serving {len(store.disks)} disks ({store.k}+{store.m}) from {data_dir}\n"
               f"S3 endpoint: {url}", flush=True)
         print(f"NBD: nbd://{nbd_host}:{nbd_port}/VOLUME", flush=True)

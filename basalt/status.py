@@ -3,7 +3,9 @@
 Served by the owner process (it runs the volumes, the NBD server and the
 layers): version, uptime, endpoints, layers on or off and why, erasure coding,
 disks and capacity, healing, and counts of buckets, objects, volumes, VMs and
-networks. ``basalt status`` shows it on one screen.
+networks. ``basalt status`` shows it on one screen. It keeps the fields the
+first version of this endpoint had (``ec``, ``nbd``, ``nbd_socket`` and
+``capacity``: raw, free, as objects, as volumes), which ``basalt volume`` reads.
 """
 
 from __future__ import annotations
@@ -28,25 +30,23 @@ class ServerInfo:
     volumes: Any = None          # blockd.VolumeManager (single node)
     layers: Any = None           # basalt.layers.Layers (single node)
     cluster: str | None = None   # the node's name in a cluster
+    nbd_address: str = ""        # HOST:PORT
+    nbd_socket: str | None = None
 
 
 def _disks_and_capacity(store: Any) -> tuple[list[dict], dict[str, int]]:
+    from gateway.admin import capacity
     from gateway.metrics import disk_states
     disks = disk_states(store)
-    seen: dict[str, tuple[int, int, int]] = {}
     for disk, source in zip(disks, store.disks):
         if disk["state"] == "offline":
             continue
         try:
-            total, used, free, fs = source.space()
+            _, used, free, _ = source.space()
         except OSError:
             continue
-        disk.update(total_bytes=total, used_bytes=used, free_bytes=free)
-        seen[fs] = (total, used, free)  # disks sharing a filesystem count it once
-    capacity = {"total_bytes": sum(v[0] for v in seen.values()),
-                "used_bytes": sum(v[1] for v in seen.values()),
-                "free_bytes": sum(v[2] for v in seen.values())}
-    return disks, capacity
+        disk.update(used_bytes=used, free_bytes=free)
+    return disks, capacity(store)
 
 
 def _objects(store: Any) -> dict[str, int] | None:
@@ -88,6 +88,7 @@ async def collect(info: ServerInfo) -> dict[str, Any]:
             counts["vms"] = len(await store.run(lay.compute.list))
     return {
         "status": health, "version": info.version, "cluster_node": info.cluster,
+        "nbd": info.nbd_address, "nbd_socket": info.nbd_socket,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.started)),
         "uptime_seconds": round(time.time() - info.started, 1),
         "endpoints": info.endpoints, "layers": layers,

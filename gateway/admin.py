@@ -226,7 +226,7 @@ async def heal(request: web.Request, store: ObjectStore) -> web.StreamResponse:
     return resp
 
 
-def _capacity(store: ObjectStore) -> dict:
+def capacity(store: ObjectStore) -> dict:
     """Bytes of the online disks' filesystems (each counted once when disks share
     one): ``raw``, ``free``, and what that holds as objects (×K/(K+M)) and as
     volumes (replicated M+1 ways: ÷(M+1))."""
@@ -250,6 +250,6 @@ def _capacity(store: ObjectStore) -> dict:
 async def status(request: web.Request, store: ObjectStore) -> web.Response:
     """NBD addresses (TCP and the Unix socket) and capacity."""
     nbd_socket = request.get("nbd_socket")
-    capacity = await asyncio.to_thread(_capacity, store)
     return web.json_response({"ec": f"{store.k}+{store.m}", "nbd": request.get("nbd_address", ""),
-                              "nbd_socket": nbd_socket, "capacity": capacity})
+                              "nbd_socket": nbd_socket,
+                              "capacity": await asyncio.to_thread(capacity, store)})

@@ -29,14 +29,15 @@ def render(doc: dict[str, Any]) -> str:
     lines.append(f"erasure:     {doc['ec']}, writes need {doc['write_quorum']} disks")
     lines.append("disks:")
     for d in doc["disks"]:
-        space = (f"{human_bytes(d['used_bytes'])} used of {human_bytes(d['total_bytes'])}"
-                 if "total_bytes" in d else d.get("reason", ""))
+        space = (f"{human_bytes(d['free_bytes'])} free" if "free_bytes" in d
+                 else d.get("reason", ""))
         lines.append(f"  {d['position']:>3}  {d['state']:<8} {d['path']}  {space}")
     cap = doc["capacity"]
-    if cap["total_bytes"]:
-        lines.append(f"capacity:    {human_bytes(cap['free_bytes'])} free of "
-                     f"{human_bytes(cap['total_bytes'])} "
-                     f"({round(100 - cap['free_bytes'] * 100 / cap['total_bytes'])}% full)")
+    if cap["raw"]:
+        lines.append(f"capacity:    {human_bytes(cap['free'])} free of {human_bytes(cap['raw'])} "
+                     f"({round(100 - cap['free'] * 100 / cap['raw'])}% full); holds "
+                     f"{human_bytes(cap['objects'])} as objects or {human_bytes(cap['volumes'])} "
+                     f"as volumes")
     heal = doc["heal"]
     state = (f"disks {', '.join(map(str, heal['healing_disks']))} healing"
              if heal["healing_disks"] else "no disk healing")

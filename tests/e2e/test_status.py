@@ -38,8 +38,11 @@ def test_status_tells_the_whole_server(server):
     assert doc["layers"]["storage"] == "on" and doc["layers"]["block"] == "on"
     assert {"network", "compute"} <= set(doc["layers"])  # on, or off with the reason
     assert doc["ec"] == "2+2" and len(doc["disks"]) == 4
-    assert all(d["state"] == "online" and d["total_bytes"] > 0 for d in doc["disks"])
-    assert 0 < doc["capacity"]["free_bytes"] <= doc["capacity"]["total_bytes"]
+    assert all(d["state"] == "online" and d["free_bytes"] > 0 for d in doc["disks"])
+    assert 0 < doc["capacity"]["free"] <= doc["capacity"]["raw"]
+    # the fields `basalt volume` has read from this endpoint since before
+    assert doc["nbd"] == f"127.0.0.1:{server.nbd_port}" and doc["nbd_socket"]
+    assert doc["capacity"]["volumes"] == doc["capacity"]["raw"] // 3
     assert doc["counts"]["buckets"] >= 1 and doc["counts"]["volumes"] >= 1
     assert doc["counts"]["objects"] >= 3
     # the same as text, with the options after the command
