@@ -93,9 +93,11 @@ def emit_table(args: argparse.Namespace, rows: list[dict], columns: Sequence[Col
 class CLIError(Exception):
     """A user error the CLI reports as one line (or a JSON error)."""
 
-    def __init__(self, code: str, message: str, exit_code: int = 2) -> None:
+    def __init__(self, code: str, message: str, exit_code: int = 2,
+                 hint: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.exit_code = code, message, exit_code
+        self.hint = hint  # what to do next, when there is something to say
 
 
 S3_MEANINGS = {"NoSuchKey": "no such object", "NoSuchBucket": "no such bucket",
@@ -139,6 +141,23 @@ def s3_errors_name(what: str | None) -> Iterator[None]:
         raise found from None
 
 
+# What to do next, for the errors people meet most (printed under the message).
+NEXT_STEPS = {
+    "EndpointUnreachable": "is `basalt serve` running there? Start it, or point at it with "
+                           "--endpoint URL (or BASALT_ENDPOINT).",
+    "InvalidAccessKeyId": "check BASALT_ACCESS_KEY: `basalt key list` shows the keys "
+                          "(the root key is in DATA_DIR/credentials.json).",
+    "SignatureDoesNotMatch": "check BASALT_SECRET_KEY: it must be the secret of "
+                             "BASALT_ACCESS_KEY.",
+    "AccessDenied": "the admin API takes the root credentials (those `basalt serve` "
+                    "printed, or DATA_DIR/credentials.json).",
+    "NoSuchVolume": "`basalt volume list` shows the volumes.",
+    "NoSuchAccount": "`basalt account list` shows the accounts.",
+    "NotFoundException": "`basalt kms key list` shows the KMS keys.",
+    "QuotaExceeded": "`basalt quota show` shows the limits; raise one with `basalt quota set`.",
+}
+
+
 def user_error(exc: BaseException) -> CLIError | None:
     """The CLIError for an exception that is the user's or the world's doing (bad
     input, an error answer, an unreachable server, a full disk), else None (a bug:
@@ -149,9 +168,9 @@ def user_error(exc: BaseException) -> CLIError | None:
     if isinstance(exc, KeyboardInterrupt):
         return CLIError("Interrupted", "interrupted", 130)
     if isinstance(exc, AdminError):
-        if exc.code == "EndpointUnreachable":
-            return CLIError(exc.code, exc.message)
-        return CLIError(exc.code, f"{exc.message} ({exc.code})" if exc.message else exc.code)
+        text = exc.message if exc.code == "EndpointUnreachable" else (
+            f"{exc.message} ({exc.code})" if exc.message else exc.code)
+        return CLIError(exc.code, text, hint=NEXT_STEPS.get(exc.code))
     if isinstance(exc, OSError):
         code = errno.errorcode.get(exc.errno or 0, "OSError")
         name = f"{exc.filename}: " if exc.filename else ""
@@ -176,9 +195,14 @@ def user_error(exc: BaseException) -> CLIError | None:
 
 def report(exc: CLIError, as_json: bool) -> int:
     if as_json:
-        print(json.dumps({"error": exc.code, "message": exc.message}))
+        doc = {"error": exc.code, "message": exc.message}
+        if exc.hint:
+            doc["hint"] = exc.hint
+        print(json.dumps(doc))
     else:
         print(f"basalt: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  {exc.hint}", file=sys.stderr)
     return exc.exit_code
 
 

@@ -109,6 +109,10 @@ def test_error_mapping():
     assert (e.code, e.message) == ("NoSuchVolume", "volume x does not exist (NoSuchVolume)")
     e = user_error(AdminError("EndpointUnreachable", "cannot reach Basalt at http://h:1: refused"))
     assert e.message == "cannot reach Basalt at http://h:1: refused"
+    assert "basalt serve" in e.hint and "--endpoint" in e.hint
+    assert user_error(AdminError("InvalidAccessKeyId", "unknown key")).hint.startswith(
+        "check BASALT_ACCESS_KEY")
+    assert user_error(AdminError("Whatever", "x")).hint is None
     e = user_error(ConfigError("not a size"))
     assert (e.code, e.message) == ("InvalidArgument", "not a size")
     e = user_error(FileNotFoundError(2, "No such file or directory", "/nope"))

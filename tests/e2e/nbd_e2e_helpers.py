@@ -103,10 +103,12 @@ def allocated(server, name: str) -> int:
 
 
 def one_error_line(out: subprocess.CompletedProcess) -> str:
-    """The CLI refused: non-zero exit, nothing on stdout, exactly one line on stderr."""
+    """The CLI refused: non-zero exit, nothing on stdout, one line on stderr (and at
+    most one indented line under it saying what to do next)."""
     assert out.returncode != 0, out
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("basalt: "), out.stderr
+    lines = out.stderr.rstrip().splitlines()
+    assert len(lines) in (1, 2) and lines[0].startswith("basalt: "), out.stderr
+    assert len(lines) == 1 or lines[1].startswith("  "), out.stderr
     assert "Traceback" not in out.stderr and not out.stdout.strip(), out
     return lines[0]
 

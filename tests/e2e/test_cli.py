@@ -46,7 +46,7 @@ def one_json(out: subprocess.CompletedProcess):
 def json_error(out: subprocess.CompletedProcess) -> dict:
     assert out.returncode != 0, out.stdout
     doc = one_json(out)
-    assert set(doc) == {"error", "message"} and doc["error"] and doc["message"], doc
+    assert set(doc) - {"hint"} == {"error", "message"} and doc["error"] and doc["message"], doc
     return doc
 
 
@@ -203,6 +203,9 @@ def test_bad_inputs_get_one_clear_line(basalt_http, tmp_path):
     line = one_line(cli(srv, "volume", "list", "--endpoint", f"http://127.0.0.1:{port}"))
     assert line == f"basalt: cannot reach Basalt at http://127.0.0.1:{port}: " \
                    "[Errno 111] Connection refused", line
+    out = cli(srv, "volume", "list", "--endpoint", f"http://127.0.0.1:{port}")
+    assert out.stderr.splitlines()[1] == "  is `basalt serve` running there? Start it, or " \
+        "point at it with --endpoint URL (or BASALT_ENDPOINT)."
 
 
 def test_errors_with_json_are_json(basalt_http):
