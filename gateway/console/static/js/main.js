@@ -67,12 +67,22 @@ export async function route() {
   for (const a of document.querySelectorAll("#nav a")) {
     a.classList.toggle("current", a.getAttribute("href") === `#/${parts[0]}`);
   }
+  // Each page draws into a box of its own, shown only if no later navigation
+  // started meanwhile (a slow page must not replace a newer one).
+  const generation = (route.generation = (route.generation || 0) + 1);
+  const box = h("div", { class: "page" });
   view.replaceChildren(h("p", { class: "loading" }, "Loading…"));
+  let stop = null;
   try {
-    const stop = await page(view, parts.slice(1).map(decodeURIComponent));
-    if (typeof stop === "function") cleanup.push(stop);
+    stop = await page(box, parts.slice(1).map(decodeURIComponent));
   } catch (err) {
-    view.replaceChildren(h("p", { class: "error", id: "page-error" }, err.message));
+    box.replaceChildren(h("p", { class: "error", id: "page-error" }, err.message));
+  }
+  const current = generation === route.generation;
+  if (current) view.replaceChildren(box);
+  if (typeof stop === "function") {
+    if (current) cleanup.push(stop);
+    else stop();
   }
 }
 window.addEventListener("hashchange", route);
