@@ -189,3 +189,15 @@ async def test_the_vm_console_is_bridged_to_a_websocket(aiohttp_client, tmp_path
         assert "Linux version 6.1" in text and "login: é" in text and "stream ended" in text
     finally:
         await runner.cleanup()
+
+
+def test_every_static_file_ships_in_the_wheel():
+    """pyproject's package-data globs cover every file the console serves."""
+    import fnmatch
+    import pathlib
+    import tomllib
+    root = pathlib.Path(console.__file__).parent
+    with open(root.parent.parent / "pyproject.toml", "rb") as f:
+        globs = tomllib.load(f)["tool"]["setuptools"]["package-data"]["gateway.console"]
+    files = [p.relative_to(root).as_posix() for p in (root / "static").rglob("*") if p.is_file()]
+    assert files and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), files
