@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from . import api
+from . import session as sessions
 
 PREFIX = "/_basalt/console/"
 STATIC = Path(__file__).parent / "static"
@@ -63,6 +64,9 @@ async def handle(request: web.Request, store: Any, owner: Any = None) -> web.Str
             response = _static(request, rest or "index.html")
     except api.ConsoleError as exc:
         response = api.error(exc.status, exc.code, exc.message)
+    renewed = request.get(api.RENEW)
+    if renewed is not None and response.status < 400:
+        sessions.set_cookie(request, response, renewed)  # the idle clock starts again
     response.headers.update(SECURITY_HEADERS)
     return response
 

@@ -43,6 +43,7 @@ from . import presign as signer
 from . import session as sessions
 
 PRESIGN_DEFAULT = 900
+RENEW = "console_session_renewed"
 METHODS = {"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH"}
 
 
@@ -94,6 +95,8 @@ async def caller(request: web.Request, store: Any, csrf: str | None = None) -> C
         raise ConsoleError(401, "NotSignedIn", "this access key no longer signs requests")
     if not sessions.csrf_ok(request, session, csrf):
         raise ConsoleError(403, "InvalidCSRFToken", "missing or wrong CSRF token")
+    if sessions.refresh_due(session):
+        request[RENEW] = session.touched()  # console.handle sets the fresher cookie
     return Caller(session, *found)
 
 
@@ -105,6 +108,8 @@ async def get_session(request: web.Request, store: Any) -> web.Response:
     found = await request["directory"].resolve(session.access_key)
     if found is None:
         raise ConsoleError(401, "NotSignedIn", "this access key no longer signs requests")
+    if sessions.refresh_due(session):
+        request[RENEW] = session.touched()
     return web.json_response(_view(session, found[1]))
 
 
