@@ -56,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     elif args.node_tls_cert or args.node_tls_key or args.node_tls_ca:
         raise ConfigError("--node-tls-cert, --node-tls-key and --node-tls-ca go with --cluster "
                           "(they secure the node-to-node RPC)")
+    if args.console_idle_seconds:  # the S3 workers inherit it (gateway.console reads it)
+        os.environ["BASALT_CONSOLE_IDLE_SECONDS"] = str(args.console_idle_seconds)
     logs.setup(args.log_level)
     _run(serve(opts))
     return 0
@@ -154,6 +156,8 @@ def register(sub, add) -> None:
                    help="accept SSE-C keys over plain HTTP (tests only: AWS refuses them)")
     p.add_argument("--usage-flush-seconds", type=float, default=10.0, metavar="N",
                    help="metered usage reaches `basalt usage` within N seconds (default 10)")
+    p.add_argument("--console-idle-seconds", type=float, metavar="N",
+                   help="web console sessions end after N idle seconds (default 1800)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 

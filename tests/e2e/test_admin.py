@@ -54,7 +54,9 @@ def test_admin_api_needs_a_signature(basalt_http):
     from .conftest import BASALT
     bad = subprocess.run([BASALT, "heal"], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "SignatureDoesNotMatch" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1  # one clear line, no traceback
+    # one clear line and what to do next, no traceback
+    assert bad.stderr.strip().splitlines()[1:] == [
+        "  check BASALT_SECRET_KEY: it must be the secret of BASALT_ACCESS_KEY."]
 
 
 def test_heal_rebuilds_a_wiped_disk_while_serving(basalt_http):

@@ -408,11 +408,7 @@ def test_usage_and_cost_pages(server, browser, shots, tmp_path):
 @pytest.fixture(scope="module")
 def tls_server(tls_files):
     tmp = tempfile.mkdtemp(prefix="basalt-console-tls-")
-    os.environ["BASALT_CONSOLE_IDLE_SECONDS"] = "3"
-    try:
-        srv = start_server(tmp, tls=tls_files)
-    finally:
-        del os.environ["BASALT_CONSOLE_IDLE_SECONDS"]
+    srv = start_server(tmp, tls=tls_files, extra=("--console-idle-seconds", "3"))
     yield srv
     stop_server(srv)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -446,6 +442,6 @@ def test_over_tls_the_cookie_is_secure_and_idle_sessions_end(tls_server):
     cookie = set_cookie.split(";")[0].split("=", 1)[1].strip('"')
     csrf = view["csrf"]
     assert call("GET", "session", cookie)[0] == 200
-    time.sleep(3.5)  # idle longer than BASALT_CONSOLE_IDLE_SECONDS
+    time.sleep(3.5)  # idle longer than --console-idle-seconds
     status, _, body = call("POST", "presign", cookie, csrf, {"requests": [{"method": "GET"}]})
     assert status == 401 and body["code"] == "NotSignedIn"
