@@ -44,6 +44,8 @@ from .progress import Progress, human_bytes
 
 PACK_TARGET = 16 << 20
 READ_RUN = 4 << 20     # bytes of consecutive chunks read in one NBD request
+READS_IN_FLIGHT = 32   # NBD reads a backup keeps in flight (an incremental's are 64 KiB)
+READ_AHEAD = 32 << 20  # and at most these bytes
 # bytes of chunks per restore request, each durable when it ends ($BASALT_RESTORE_BATCH)
 CHECKPOINT = int(os.environ.get("BASALT_RESTORE_BATCH") or 256 << 20)
 BATCHES_IN_FLIGHT = 2   # restore requests at once: one writes while another flushes
@@ -239,7 +241,8 @@ async def _read_chunks(host: str, port: int, export: str, indexes: list[int], ch
                 length = min(count * chunk, size - first * chunk)
                 window.append((first, count, asyncio.ensure_future(nbd.read(first * chunk,
                                                                             length))))
-            while window and (len(window) >= 8 or first < 0):
+            while window and (len(window) >= READS_IN_FLIGHT or first < 0
+                              or sum(w[1] for w in window) * chunk >= READ_AHEAD):
                 start, n, fut = window.pop(0)
                 data = await fut
                 # hashing and packing off the event loop, so reads stay in flight
@@ -277,11 +280,16 @@ def run_backup(args: Any, admin: AdminClient) -> int:
     keys = list_manifests(s3, target)
     ids = {k.rsplit("/", 1)[1][:-len(".json.gz")] for k in keys}
     done_snaps = {s.split("@", 1)[1] for s in snapshots if s.split("@", 1)[1][len(prefix):] in ids}
-    base = None
+    # The base manifest and the packs already there are read while the server
+    # takes the snapshot and diffs it (the diff needs only the base's name).
+    background = concurrent.futures.ThreadPoolExecutor(2)
+    existing_packs = background.submit(_existing_packs, s3, target)
+    base_manifest = base_snap = None
     for key in reversed(keys):
         backup = key.rsplit("/", 1)[1][:-len(".json.gz")]
         if f"{volume}@{prefix}{backup}" in snapshots:
-            base = load_manifest(s3, target, key)
+            base_manifest = background.submit(load_manifest, s3, target, key)
+            base_snap = prefix + backup
             break
     # An earlier run interrupted after taking its snapshot: finish that one.
     leftover = sorted(s.split("@", 1)[1] for s in snapshots
@@ -295,17 +303,18 @@ def run_backup(args: Any, admin: AdminClient) -> int:
         # the note lets `volume delete` say which backups keep this snapshot
         admin.call("POST", f"/_basalt/v1/volumes/{volume}/snapshots",
                    body={"snapshot": snap, "note": target_label(s3, target, admin)})
-    query = {"base": f"{volume}@{base['snapshot']}"} if base else {}
+    query = {"base": f"{volume}@{base_snap}"} if base_snap else {}
     diff = admin.call("GET", f"/_basalt/v1/volumes/{volume}@{snap}/diff", query)
     chunk, size = diff["chunk_size"], diff["size"]
     allocated = set(diff["allocated"])
     changed = [i for i in diff["changed"] if i in allocated]
-    existing = _existing_packs(s3, target)
-    packer = _Packer(s3, target, existing, progress)
     host, port = nbd_address(admin)
+    packer = _Packer(s3, target, existing_packs.result(), progress)
     read = asyncio.run(_read_chunks(host, port, f"{volume}@{snap}", changed, chunk, size,
                                     packer, progress, len(changed) * chunk))
     packer.finish()
+    base = base_manifest.result() if base_manifest else None
+    background.shutdown()
     entries = {}
     if base is not None:
         changed_set = set(changed)
