@@ -1,7 +1,8 @@
 """A small asyncio NBD client (fixed newstyle, OPT_GO, simple replies).
 
-Backups read snapshots and restores write volumes through it, the same way
-any other NBD client would, with many requests in flight on one connection.
+Backups read snapshots through it (restores are written by the server
+itself: blockd/restore.py), the same way any other NBD client would, with
+many requests in flight on one connection; tests and benchmarks write with it.
 """
 
 from __future__ import annotations
