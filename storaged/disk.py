@@ -463,6 +463,13 @@ class LocalDisk(Disk):
     def get_bucket(self, name: str) -> bytes | None:
         return self.meta.get(b"buckets", name.encode())
 
+    def bucket_state(self, name: str) -> tuple[bytes | None, dict[str, tuple[int, bytes | None]]]:
+        return self.meta.bucket_state(name)
+
+    def object_view(self, bucket: str, key: str, with_bucket: bool, with_inline: bool
+                    ) -> tuple[Any, bytes | None, bytes | None]:
+        return self.meta.object_view(bucket, key, with_bucket, with_inline)
+
     def pending(self) -> list[tuple[str, str, str, list[int], str]]:
         return [(vid.decode(), *msgpack.unpackb(v)) for vid, v in self.meta.items(b"pending")]
 

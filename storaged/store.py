@@ -374,6 +374,22 @@ class ObjectStore(WriteGate):
         return sorted(answers + rest, key=lambda answer: answer[0].position)
 
     async def bucket_info(self, name: str) -> BucketInfo | None:
+        return await self._derived("info", name, self._bucket_info)
+
+    async def _derived(self, what: str, name: str, derive: Callable[[str], Awaitable[T]]) -> T:
+        """``derive(name)``, once per request: a request asks for its bucket's
+        record and settings several times (existence, owner, policy, versioning,
+        lock, quota, lifecycle), all answered from the same disks' answers."""
+        memo = request_memo()
+        key = (what, id(self), name)
+        if memo is not None and key in memo:
+            return memo[key]
+        value = await derive(name)
+        if memo is not None:
+            memo[key] = value
+        return value
+
+    async def _bucket_info(self, name: str) -> BucketInfo | None:
         votes: Counter[bytes] = Counter()
         answered = 0
         for disk, (raw, _) in await self._bucket_state(name):
@@ -395,7 +411,11 @@ class ObjectStore(WriteGate):
 
     async def bucket_configs(self, name: str) -> dict[str, bytes]:
         """A bucket's settings (kind → value): the newest stamp wins (a setting
-        was stored on a write quorum, so every reader sees one disk that has it)."""
+        was stored on a write quorum, so every reader sees one disk that has it).
+        The caller must not change the dict (it serves the rest of the request)."""
+        return await self._derived("configs", name, self._bucket_configs)
+
+    async def _bucket_configs(self, name: str) -> dict[str, bytes]:
         held = [configs for _, (_, configs) in await self._bucket_state(name)]
         return {kind: value for kind, (_, value) in newest_settings(held).items()
                 if value is not None}

@@ -62,9 +62,21 @@ class Usage(NamedTuple):
 
 def weight(record: bytes | memoryview | None) -> tuple[int, int]:
     """(bytes, objects) a version record adds to its bucket's usage."""
+    global _last
     if record is None or HEADER.unpack_from(record)[2] & MARKER:
         return 0, 0
-    return msgpack.unpackb(memoryview(record)[HEADER.size:])["size"], 1
+    last = _last  # one tuple: the commit threads may both be here
+    if record is last[0]:
+        return last[1]
+    found = msgpack.unpackb(memoryview(record)[HEADER.size:])["size"], 1
+    if type(record) is bytes:  # immutable: the same object is the same record
+        _last = (record, found)
+    return found
+
+
+# The last record weighed: a write hands the same record to every disk's commit,
+# and unpacking it is most of the cost of counting it.
+_last: tuple[object, tuple[int, int]] = (None, (0, 0))
 
 
 def unpack(raw: bytes | memoryview | None) -> Usage:
