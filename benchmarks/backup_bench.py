@@ -13,7 +13,8 @@ Rows, in this order:
   (its size is the image's) vs `restic backup` of the image file;
 * full restore MB/s: `basalt volume restore` onto a new volume vs `restic
   restore` into a directory on the same filesystem (restic does not fsync
-  what it restores; Basalt's restore is durable when it returns);
+  what it restores; Basalt's restore is durable when it returns), and restic's
+  restore again with a `sync` after it (durable like Basalt's);
 * the same restore's CPU seconds per GiB (Basalt: server and CLI processes;
   restic: its own process; the target server's CPU shown apart), and the
   disk's own rate: `dd conv=fsync` of the image on the same filesystem.
@@ -23,6 +24,9 @@ Rows, in this order:
   its 64 KiB chunks rewritten with random data at random places over the
   whole volume, then `basalt volume backup` (seconds) vs `restic backup` of
   the image changed the same way (restic reads the whole image again).
+
+Every row starts after a `sync`, so that none runs behind the writeback of
+the one before (restic's restore leaves its 4 GiB dirty in the page cache).
 
 Targets (issue 15): full backup and full restore >= 1.0x restic; the
 incremental under 3 s; restore limited by the disk, not by Python.
@@ -97,11 +101,15 @@ def tree_cpu(pid: int) -> float:
 class Timed:
     """Wall seconds and CPU seconds (the command, and the servers named) of a run."""
 
-    def __init__(self, cmd: list[str], env: dict, servers: dict[str, int]) -> None:
+    def __init__(self, cmd: list[str], env: dict, servers: dict[str, int],
+                 then_sync: bool = False) -> None:
+        os.sync()  # each row starts on a quiet disk, not behind the last one's writeback
         before = {name: tree_cpu(pid) for name, pid in servers.items()}
         child = children_cpu()
         started = time.perf_counter()
         self.stdout = run(cmd, env).stdout
+        if then_sync:
+            os.sync()
         self.seconds = time.perf_counter() - started
         self.cpu = {"client": children_cpu() - child}
         self.cpu.update({name: tree_cpu(pid) - before[name] for name, pid in servers.items()})
@@ -209,6 +217,11 @@ def main() -> int:
             out_dir = os.path.join(work, "restored")
             peer = Timed([restic, "restore", "latest", "--target", out_dir], renv, servers)
             rows["full restore MB/s"][1] = data / peer.seconds / 1e6
+            shutil.rmtree(out_dir)
+            peer = Timed([restic, "restore", "latest", "--target", out_dir], renv, servers,
+                         then_sync=True)
+            rows["full restore MB/s, restic + sync"] = [rows["full restore MB/s"][0],
+                                                        data / peer.seconds / 1e6]
             rows["restore CPU s/GiB (client+server)"][1] = peer.cpu["client"] / gib
             rows["restore CPU s/GiB (target)"][1] = peer.cpu["target"] / gib
             shutil.rmtree(out_dir)
