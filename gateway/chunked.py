@@ -47,7 +47,6 @@ MIN_CHUNK_SIZE = 8192  # S3 refuses smaller chunks except the last one
 MAX_CHUNK_SIZE = 16 * 1024 * 1024
 THREAD_HASH_THRESHOLD = 64 * 1024  # smaller chunks hash faster than a thread hop
 _READ_SIZE = 64 * 1024  # look-ahead for chunk headers
-_MAX_DATA_READ = 1024 * 1024
 _MAX_LINE = 4096
 _MAX_TRAILER_SECTION = 16 * 1024
 _HEX_SIZE = re.compile(rb"[0-9a-fA-F]{1,8}")
@@ -73,10 +72,18 @@ def strip_aws_chunked(content_encoding: str | None) -> str | None:
 
 
 class _Reader:
-    """Buffered reads over a ``read(n)`` source: lines found with ``bytes.find``."""
+    """Buffered reads over a ``read(n)`` source: lines found with ``bytes.find``.
+
+    A source that has ``readany`` (aiohttp's request stream) hands over the
+    chunks it received as they are: chunk data is yielded as views of them,
+    never joined or sliced into new bytes (each copy of a large body also
+    left the allocator with fragments to keep).
+    """
 
     def __init__(self, source: ByteSource) -> None:
-        self._source = source
+        readany = getattr(source, "readany", None)
+        self._read: Callable[[], Awaitable[bytes]] = (
+            readany if readany is not None else lambda: source.read(_READ_SIZE))
         self._buf = b""
         self._pos = 0
         self._eof = False
@@ -84,11 +91,11 @@ class _Reader:
     async def _fill(self) -> bool:
         if self._eof:
             return False
-        data = await self._source.read(_READ_SIZE)
+        data = await self._read()
         if not data:
             self._eof = True
             return False
-        self._buf = self._buf[self._pos:] + data if self._pos < len(self._buf) else bytes(data)
+        self._buf = self._buf[self._pos:] + data if self._pos < len(self._buf) else data
         self._pos = 0
         return True
 
@@ -131,19 +138,13 @@ class _Reader:
 
     async def exactly(self, size: int) -> AsyncIterator[Piece]:
         """Yield pieces that add up to ``size`` bytes; IncompleteBody if the body ends first."""
-        available = len(self._buf) - self._pos
-        if available:
-            take = min(available, size)
-            yield self._buf[self._pos:self._pos + take]
+        while size:
+            if self._pos >= len(self._buf) and not await self._fill():
+                raise IncompleteBody()
+            take = min(len(self._buf) - self._pos, size)
+            yield memoryview(self._buf)[self._pos:self._pos + take]
             self._pos += take
             size -= take
-        while size:
-            data = await self._source.read(min(size, _MAX_DATA_READ))
-            if not data:
-                self._eof = True
-                raise IncompleteBody()
-            size -= len(data)
-            yield data
 
 
 def _sha256_hex(pieces: Sequence[Piece]) -> str:
