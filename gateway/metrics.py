@@ -44,9 +44,17 @@ ENGINE = Counter("basalt_storage_events_total",
                  ["event"])
 
 
+# (op, status) → its request counter and latency histogram: labels() takes a lock
+# and builds its key on every call; the pairs are few (operations × statuses).
+_SERIES: dict[tuple[str, int], tuple] = {}
+
+
 def observe(op: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
-    REQUESTS.labels(op, str(status)).inc()
-    LATENCY.labels(op).observe(seconds)
+    series = _SERIES.get((op, status))
+    if series is None:
+        series = _SERIES[(op, status)] = (REQUESTS.labels(op, str(status)), LATENCY.labels(op))
+    series[0].inc()
+    series[1].observe(seconds)
     if bytes_in:
         BYTES_IN.inc(bytes_in)
     if bytes_out:

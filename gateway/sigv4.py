@@ -56,6 +56,7 @@ _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _SCOPE_DATE = re.compile(r"\d{8}")
 _EXPIRES = re.compile(r"([+-]?)(\d+)")
 _SPACES = re.compile(r"[ \t]+")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~-]+")  # what canonical_uri leaves as it is
 _QUERY_AUTH = ("x-amz-algorithm", "x-amz-credential", "x-amz-signature", "x-amz-date",
                "x-amz-signedheaders", "x-amz-expires")
 
@@ -357,8 +358,10 @@ def _check_signature(method: str, raw_path: str, query: str, header_lists: dict[
     # path. Both name the same key, so either form is accepted (the second costs
     # one more HMAC, and only when the first fails).
     uris = [raw_path or "/"]
-    if canonical_uri(raw_path) != uris[0]:
-        uris.append(canonical_uri(raw_path))
+    if not _PLAIN_PATH.fullmatch(uris[0]):  # else both forms are the same
+        reencoded = canonical_uri(raw_path)
+        if reencoded != uris[0]:
+            uris.append(reencoded)
     rest = "\n".join((query, _canonical_headers(header_lists, signed), ";".join(signed),
                       payload_hash))
     first = None

@@ -343,6 +343,17 @@ def test_unchanged_request_verifies_and_uppercase_signature_is_accepted(signed):
     assert verify_request(method, path, query, _replace(headers, "Authorization", upper), secret_for, NOW)
 
 
+def test_the_signing_key_is_derived_once_per_day_not_per_request(signed):
+    # Regression guard (counted, not timed): deriving the key is four HMACs.
+    method, path, query, headers = signed
+    verify_request(method, path, query, headers, secret_for, NOW)
+    before = signing_key.cache_info()
+    for _ in range(20):
+        verify_request(method, path, query, headers, secret_for, NOW)
+    after = signing_key.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 20
+
+
 @pytest.mark.parametrize("form", [
     "AWS4-HMAC-SHA256 Credential={c},SignedHeaders={s},Signature={g}",
     "AWS4-HMAC-SHA256 Credential={c}, SignedHeaders={s}, Signature={g}",
