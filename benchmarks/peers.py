@@ -265,3 +265,26 @@ def group_cpu_seconds(server: Server) -> float:
         if int(fields[2]) == server.process.pid:
             total += int(fields[11]) + int(fields[12])
     return total / _CLOCK_TICKS
+
+
+def group_memory(server: Server) -> tuple[int, int]:
+    """(RSS, PSS) in bytes summed over the server's live processes (its process
+    group): RSS counts pages shared between them once per process, as the issue's
+    memory bounds do; PSS splits them."""
+    rss = pss = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                if int(handle.read().rsplit(")", 1)[1].split()[2]) != server.process.pid:
+                    continue
+            with open(f"/proc/{entry}/smaps_rollup") as handle:
+                for line in handle:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) << 10
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) << 10
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+    return rss, pss

@@ -6,13 +6,21 @@ removed at the end). One asyncio/aiohttp client (benchmarks/s3load.py, SigV4
 signed by hand) drives both with the same rows:
 
     64 MiB PUT MB/s, 64 MiB GET MB/s   concurrency 4, --big-count objects
+    64 MiB GET x64 MB/s                 64 GETs of them at once (a memory row)
     4 KiB PUT ops/s, 4 KiB GET ops/s   concurrency 16, --seconds each
+    aws s3 cp up/down MB/s             a --cp-mib file, aws-cli's defaults
 
 Each row has a warm-up, every PUT's ETag must equal the body's MD5 and every
 GET body is compared byte for byte, so a broken server cannot win. Rows run
 server after server (the first server alternates per row) with ``sync`` in
 between, so one server's unflushed writes do not slow the other's row.
 MB = 10^6 bytes. GETs read objects just written, so both read warm caches.
+
+Every row also records the peak memory of each server while it runs: RSS and
+PSS summed over the server's process group (Basalt: the main process and its
+workers), sampled every 50 ms. Issue 15 bounds Basalt's RSS during the
+``aws s3 cp`` upload (200 MiB) and the 64 concurrent GETs (400 MiB); the
+report prints those verdicts under the table.
 
     .venv/bin/python benchmarks/s3_bench.py                  # both servers
     .venv/bin/python benchmarks/s3_bench.py --only seaweedfs # one side only
@@ -52,6 +60,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -128,6 +137,8 @@ class Measurement:
     p99_ms: float = 0.0
     client_cpu: float = 0.0   # client CPU seconds / wall seconds (1.0 = one core)
     server_cpu: float = 0.0   # server CPU seconds / wall seconds
+    peak_rss_mib: float = 0.0  # server's process group, most at once during the row
+    peak_pss_mib: float = 0.0
     error: str | None = None
 
     @classmethod
@@ -163,14 +174,44 @@ class Target:
                         self.server.secret_key, concurrency=concurrency)
 
 
+class MemoryPeak:
+    """The most RSS and PSS a server's processes held at once, sampled in a thread."""
+
+    def __init__(self, server: peers.Server, interval: float = 0.05) -> None:
+        self.server, self.interval = server, interval
+        self.rss = self.pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            rss, pss = peers.group_memory(self.server)
+            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> MemoryPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def record(self, m: Measurement) -> Measurement:
+        m.peak_rss_mib, m.peak_pss_mib = self.rss / MIB, self.pss / MIB
+        return m
+
+
 async def measured(target: Target, phase: Awaitable[Timing],
                    value: Callable[[Timing], float]) -> Measurement:
-    """Await a timed phase, charging the client's and server's CPU to it."""
+    """Await a timed phase, charging the client's and server's CPU and memory to it."""
     client_cpu, server_cpu = time.process_time(), peers.group_cpu_seconds(target.server)
-    timing = await phase
+    with MemoryPeak(target.server) as memory:
+        timing = await phase
     client_cpu = time.process_time() - client_cpu
     server_cpu = peers.group_cpu_seconds(target.server) - server_cpu
-    return Measurement.from_timing(timing, value(timing), client_cpu, server_cpu)
+    return memory.record(Measurement.from_timing(timing, value(timing), client_cpu, server_cpu))
 
 
 def big_key(i: int) -> str:
@@ -216,6 +257,24 @@ async def get_big(target: Target) -> Measurement:
 
         await run_count(conc, conc, get)
         return await measured(target, run_count(count, conc, get),
+                              lambda t: t.ops * BIG_SIZE / t.seconds / 1e6)
+
+
+async def get_big_many(target: Target) -> Measurement:
+    """64 MiB GET x64 MB/s: 64 GETs of the --big-count objects all at once (how much
+    memory a server needs for them is the point; every byte is still compared)."""
+    opts, data = target.options, target.payloads
+    count, conc = opts.big_count, 64
+    async with target.client(conc) as client:
+        if target.big_keys < count:
+            await run_count(count, opts.big_concurrency, lambda i: client.put_object(
+                target.bucket, big_key(i), data.big(i), data.big_md5(i)))
+            target.big_keys = count
+
+        async def get(i: int) -> None:
+            await client.get_object(target.bucket, big_key(i % count), data.big(i % count))
+
+        return await measured(target, run_count(conc, conc, get),
                               lambda t: t.ops * BIG_SIZE / t.seconds / 1e6)
 
 
@@ -283,11 +342,12 @@ async def _timed_cp(target: Target, src: str, dst: str) -> Measurement:
     size = os.path.getsize(_cp_file(target))
     server_cpu = peers.group_cpu_seconds(target.server)
     started = time.perf_counter()
-    await asyncio.get_running_loop().run_in_executor(None, _aws_cp, target, src, dst)
+    with MemoryPeak(target.server) as memory:
+        await asyncio.get_running_loop().run_in_executor(None, _aws_cp, target, src, dst)
     seconds = time.perf_counter() - started
     server_cpu = peers.group_cpu_seconds(target.server) - server_cpu
-    return Measurement(value=size / seconds / 1e6, ops=1, seconds=seconds,
-                       server_cpu=server_cpu / seconds)
+    return memory.record(Measurement(value=size / seconds / 1e6, ops=1, seconds=seconds,
+                                     server_cpu=server_cpu / seconds))
 
 
 async def cp_up(target: Target) -> Measurement:
@@ -313,28 +373,31 @@ async def cp_down(target: Target) -> Measurement:
 
 @dataclass
 class Row:
-    """A benchmark row: what it measures and the Basalt/SeaweedFS target ratio."""
+    """A benchmark row: what it measures, the Basalt/SeaweedFS target ratio, and
+    the most RSS Basalt may hold while it runs (None: no memory target)."""
 
     name: str
     unit: str
     run: Callable[[Target], Awaitable[Measurement]]
-    target_ratio: float
+    target_ratio: float | None  # None: a memory row, no throughput target
+    max_rss_mib: float | None = None
 
 
 ROWS = [
     Row("64 MiB PUT", "MB/s", put_big, 3.0),
     Row("64 MiB GET", "MB/s", get_big, 1.5),
+    Row("64 MiB GET x64", "MB/s", get_big_many, None, max_rss_mib=400),
     Row("4 KiB PUT", "ops/s", put_small, 1.5),
     Row("4 KiB GET", "ops/s", get_small, 2.0),
-    Row("aws s3 cp up", "MB/s", cp_up, 1.5),
+    Row("aws s3 cp up", "MB/s", cp_up, 1.5, max_rss_mib=200),
     Row("aws s3 cp down", "MB/s", cp_down, 1.5),
 ]
 
 # --versioning: the same rows, versioned bucket / unversioned bucket on one Basalt.
-VERSIONING_ROWS = [Row(row.name, row.unit, row.run, 0.9) for row in ROWS[:4]]
+VERSIONING_ROWS = [Row(row.name, row.unit, row.run, 0.9) for row in ROWS[:2] + ROWS[3:5]]
 VERSIONING_COLUMNS = ("versioned", "unversioned")
 # --policy: the 4 KiB rows, bucket with a 20-statement policy / bucket without one.
-POLICY_ROWS = [Row(row.name, row.unit, row.run, 0.9) for row in ROWS[2:4]]
+POLICY_ROWS = [Row(row.name, row.unit, row.run, 0.9) for row in ROWS[3:5]]
 POLICY_COLUMNS = ("policy", "no policy")
 
 
@@ -556,7 +619,7 @@ def summarize(results: dict, servers: list[peers.Server], options) -> dict:
             ratio = first.value / second.value
         rows.append({
             "row": row.name, "unit": row.unit, "target_ratio": row.target_ratio,
-            "ratio": ratio,
+            "ratio": ratio, "max_rss_mib": row.max_rss_mib,
             "servers": {name: asdict(m) for name, m in per_server.items()},
             "rounds": {name: [m.value for m in ms] for name, ms in results[row.name].items()},
         })
@@ -591,11 +654,12 @@ def print_table(summary: dict) -> None:
         values = [row["servers"].get(name) for name in columns]
         cells = [format_value(Measurement(**v) if v else None) for v in values]
         ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "n/a"
-        verdict = ""
-        if row["ratio"] is not None:
-            verdict = "met" if row["ratio"] >= row["target_ratio"] else "MISSED"
+        target = row["target_ratio"]
+        verdict = "(memory row)" if target is None else f">= {target:g}x"
+        if row["ratio"] is not None and target is not None:
+            verdict += " met" if row["ratio"] >= target else " MISSED"
         print(f"{row['row'] + ' ' + row['unit']:<18}{cells[0]:>{widths[0]}}{cells[1]:>{widths[1]}}"
-              f"{ratio:>{widths[2]}}  >= {row['target_ratio']:g}x {verdict}")
+              f"{ratio:>{widths[2]}}  {verdict}")
     print()
     print("p50 / p99 latency ms, CPU per wall second (client | server):")
     for row in summary["rows"]:
@@ -607,6 +671,20 @@ def print_table(summary: dict) -> None:
             bound = "  <- client-bound?" if m["client_cpu"] > 0.9 else ""
             print(f"  {row['row']:<11} {name:<{name_width}} {m['p50_ms']:7.1f} / {m['p99_ms']:7.1f}"
                   f"   cpu {m['client_cpu']:.2f} | {m['server_cpu']:.2f}{bound}")
+    print()
+    print("peak server memory per row, MiB, all its processes (RSS | PSS):")
+    for row in summary["rows"]:
+        cells = []
+        for name in (n for n in columns if n in row["servers"]):
+            m = row["servers"][name]
+            cells.append(f"{name} {m['peak_rss_mib']:4.0f} | {m['peak_pss_mib']:4.0f}")
+        bound = row.get("max_rss_mib")
+        verdict = ""
+        basalt = row["servers"].get("basalt")
+        if bound and basalt and basalt["value"] is not None:
+            verdict = (f"   target basalt RSS < {bound:g}: "
+                       + ("met" if basalt["peak_rss_mib"] < bound else "MISSED"))
+        print(f"  {row['row']:<15} " + "   ".join(cells) + verdict)
     print()
     for name, info in summary["servers"].items():
         print(f"{name}: {info['version']}; durability: {info['durability']}")
