@@ -18,6 +18,7 @@ connection stops reading the socket until things drain.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import time
@@ -43,7 +44,7 @@ MIN_FREE = 128 * 1024
 # WRITE payloads up to this size wait in the receive buffer; bigger ones get a
 # buffer of their own that the socket fills directly.
 SMALL_WRITE = 64 * 1024
-WRITE_BUFFER_HIGH = 1024 * 1024
+WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 _HEADER = p.S_REQUEST.size
 _unpack_request = p.S_REQUEST.unpack_from
 _DATA_CMDS = (p.CMD_READ, p.CMD_WRITE)
@@ -71,8 +72,11 @@ class NBDConnection(asyncio.BufferedProtocol):
         self._tasks: set[asyncio.Task] = set()
         self._buffers: Buffers = server.buffers
         self._outq: list = []  # reply buffers not yet handed to the transport
-        self._owned: list = []  # reused buffers in _outq
-        self._held: list = []  # reused buffers the transport may still be sending
+        self._outq_bytes = 0
+        self._queued = 0  # reply bytes handed to the transport so far
+        # Reused buffers the transport may still be sending, as (where their
+        # reply ends in the byte stream, buffer), oldest first.
+        self._held: collections.deque[tuple[int, bytearray]] = collections.deque()
         self._flush_pending = False
         self._inflight = 0
         self._inflight_bytes = 0
@@ -108,8 +112,8 @@ class NBDConnection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             except OSError:
                 pass
-        # Room for a burst of replies (32 in-flight 4 KiB reads, say) before
-        # the transport asks us to stop reading.
+        # Room for a few 1 MiB replies before the transport asks us to stop
+        # reading: at 1 MiB the pauses of a lower mark starved the pipeline.
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         self.task = self._loop.create_task(self._serve())
 
@@ -126,6 +130,7 @@ class NBDConnection(asyncio.BufferedProtocol):
         self._update_reading()
 
     def resume_writing(self) -> None:
+        self._release_sent()
         self._write_blocked = False
         self._resume()
 
@@ -293,8 +298,11 @@ class NBDConnection(asyncio.BufferedProtocol):
         # buffers stay together, so replies never interleave. ``owned`` are
         # reused buffers, taken back once the transport has sent them.
         self._outq.extend(buffers)
+        for b in buffers:
+            self._outq_bytes += len(b)
         if owned:
-            self._owned.extend(owned)
+            end = self._queued + self._outq_bytes
+            self._held.extend([(end, buf) for buf in owned])
         if not self._flush_pending:
             self._flush_pending = True
             self._loop.call_soon(self._flush)
@@ -302,21 +310,25 @@ class NBDConnection(asyncio.BufferedProtocol):
     def _flush(self) -> None:
         self._flush_pending = False
         queue, self._outq = self._outq, []
-        owned, self._owned = self._owned, []
+        nbytes, self._outq_bytes = self._outq_bytes, 0
+        self._queued += nbytes
         transport = self._transport
         if not queue or transport is None or transport.is_closing():
             return  # the client is gone; the requests still ran
-        for b in queue:
-            self.tx_bytes += len(b)
+        self.tx_bytes += nbytes
         transport.writelines(queue)
+        self._release_sent()
+
+    def _release_sent(self) -> None:
+        """Take back the reused buffers whose replies the transport has sent:
+        it may keep unsent data by reference, and only the last
+        get_write_buffer_size() bytes queued are unsent."""
         held = self._held
-        held += owned
-        # An empty write buffer means the transport holds none of them any more
-        # (it may keep unsent data by reference).
-        if held and not transport.get_write_buffer_size():
-            for buf in held:
-                self._buffers.put(buf)
-            held.clear()
+        if not held or self._transport is None:
+            return
+        sent = self._queued - self._transport.get_write_buffer_size()
+        while held and held[0][0] <= sent:
+            self._buffers.put(held.popleft()[1])
 
     def _process(self) -> None:
         """Parse and start every complete request in the receive buffer."""
