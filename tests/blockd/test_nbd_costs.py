@@ -1,0 +1,111 @@
+"""The NBD data path's cost per request, from counters: a CI guard, not a timing.
+
+A volume served by an in-process NBDServer, driven by blockd's NBD client one
+request at a time. Counted per READ and WRITE of 4 KiB and of 1 MiB: calls
+into the disks' block files (each one system call: pread, preadv or pwrite),
+tasks created, and large buffers allocated. A change that adds a system call,
+a task or a fresh payload buffer per request fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+
+import pytest
+from volume_helpers import close, open_manager
+
+from blockd.nbd_client import NBDClient
+from blockd.nbd_server import NBDServer
+from blockd.pool import BLOCK, CHUNK
+from storaged.block_file import LocalBlockFile
+
+MiB = 1 << 20
+ROUNDS = 20
+
+
+@pytest.fixture
+def file_calls(monkeypatch):
+    """Calls of each LocalBlockFile method (each is one system call)."""
+    calls: collections.Counter[str] = collections.Counter()
+    for name in ("pread", "preadinto", "pwrite", "punch", "sync"):
+        original = getattr(LocalBlockFile, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(LocalBlockFile, name, counted)
+    return calls
+
+
+def count_tasks() -> list[int]:
+    """Count the tasks created on the running loop from now on (in [0])."""
+    created = [0]
+
+    def factory(loop, coro, **kwargs):
+        created[0] += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    asyncio.get_running_loop().set_task_factory(factory)
+    return created
+
+
+async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls):
+    new_tasks = count_tasks()
+    store, vm = await open_manager(dirs)
+    server = NBDServer(vm)
+    await server.start("127.0.0.1", 0)
+    replicas = vm.pool.replicas
+    try:
+        await vm.create("v", 64 * MiB)
+        async with NBDClient("127.0.0.1", server.port, "v") as client:
+            data = os.urandom(MiB)
+            for offset in range(0, 8 * MiB, MiB):  # allocate: first writes punch and map
+                await client.write(offset, data)
+            await client.read(0, MiB)  # the read buffer pool warms up
+
+            async def per_request(request, offsets):
+                file_calls.clear()
+                tasks, buffers = new_tasks[0], server.buffers.allocated
+                for offset in offsets:
+                    await request(offset)
+                n = len(offsets)
+                return ({k: v / n for k, v in file_calls.items() if v},
+                        (new_tasks[0] - tasks) / n, server.buffers.allocated - buffers)
+
+            small = [i * 7 * BLOCK for i in range(ROUNDS)]  # inside the written 8 MiB
+            large = [(i % 8) * MiB for i in range(ROUNDS)]
+
+            async def read4k(offset):
+                assert await client.read(offset, BLOCK) == data[offset % MiB:][:BLOCK]
+
+            async def write4k(offset):  # the same bytes again
+                await client.write(offset, data[offset % MiB:][:BLOCK])
+
+            async def read1m(offset):
+                assert await client.read(offset, MiB) == data
+
+            async def write1m(offset):
+                await client.write(offset, data)
+
+            # 4 KiB: answered at once (no task); a read is the block and its
+            # checksum from one replica, a write both to every replica.
+            assert await per_request(read4k, small) == ({"preadinto": 1, "pread": 1}, 0, 0)
+            assert await per_request(write4k, small) == ({"pwrite": 2 * replicas}, 0, 0)
+            # 1 MiB: one task, the same per 64 KiB chunk, and reused buffers.
+            chunks = MiB // CHUNK
+            assert await per_request(read1m, large) == (
+                {"preadinto": chunks, "pread": chunks}, 1, 0)
+            assert await per_request(write1m, large) == ({"pwrite": 2 * replicas * chunks}, 1, 0)
+            # A hole costs no system call at all.
+            hole = 32 * MiB
+            file_calls.clear()
+            assert await client.read(hole, BLOCK) == bytes(BLOCK)
+            assert await client.read(hole, MiB) == bytes(MiB)
+            assert not file_calls
+    finally:
+        await server.close()
+        await close(store, vm)
+        asyncio.get_running_loop().set_task_factory(None)
