@@ -14,14 +14,24 @@ nbd ioengine (libnbd, one connection per job), drives the same jobs on each:
                    fresh export (first writes: the thin allocation path)
     1M seq write   MB/s, time based        4k rand write   IOPS, time based
     1M seq read    MB/s, time based        4k rand read    IOPS, time based
+    4k rand write x4, 4k rand read x4: the same with fio --numjobs=4, each job
+                   its own NBD connection (multi-conn), IOPS summed. qemu-nbd
+                   runs these in its default configuration and again with each
+                   of nbd_peers.QEMU_VARIANTS (--aio=io_uring / native,
+                   --cache=none) on the same filled file; Basalt is compared
+                   with the best of them, and every configuration is printed.
 
-All at --iodepth (32). The fill runs first, so every read row reads data that
-was written (holes, which thin servers answer without touching storage, would
-be unfairly fast); ``nbdinfo --map`` checks the region has no hole left before
-the reads. Rows run server after server with the first server rotating per
-row, and ``sync`` before each run so one server's dirty pages do not slow the
-next. No row sends NBD FLUSH unless --flush-every is given; reads come from
-warm caches on every server. MB = 10^6 bytes.
+All at --iodepth (32) per connection. The targets are the issue's (15): every
+row at least 1.0x qemu-nbd. The report starts with the machine's figures
+(cores, memory, the disk and file system under the data dirs).
+
+The fill runs first, so every read row reads data that was written (holes,
+which thin servers answer without touching storage, would be unfairly fast);
+``nbdinfo --map`` checks the region has no hole left before the reads. Rows
+run server after server with the first server rotating per row, and ``sync``
+before each run so one server's dirty pages do not slow the next. No row
+sends NBD FLUSH unless --flush-every is given; reads come from warm caches on
+every server. MB = 10^6 bytes.
 
     .venv/bin/python benchmarks/nbd_bench.py                        # all three
     .venv/bin/python benchmarks/nbd_bench.py --only qemu-nbd,nbdkit # peers only
@@ -179,14 +189,20 @@ class Row:
     unit: str                # "MB/s" or "IOPS"
     target: float | None
     timed: bool = True       # time based (--runtime); else one pass over --size
+    jobs: int = 1            # fio --numjobs: connections, each at --iodepth
 
 
 FILL = Row("fill 1M seq write", "write", "1M", "MB/s", None, timed=False)
 ROWS = [
     Row("1M seq write", "write", "1M", "MB/s", 1.0),
-    Row("4k rand write", "randwrite", "4k", "IOPS", 0.5),
+    Row("4k rand write", "randwrite", "4k", "IOPS", 1.0),
     Row("1M seq read", "read", "1M", "MB/s", 1.0),
-    Row("4k rand read", "randread", "4k", "IOPS", 0.5),
+    Row("4k rand read", "randread", "4k", "IOPS", 1.0),
+]
+# Compared with qemu-nbd's best configuration (the default or a QEMU_VARIANTS one).
+MULTI_ROWS = [
+    Row("4k rand write x4", "randwrite", "4k", "IOPS", 1.0, jobs=4),
+    Row("4k rand read x4", "randread", "4k", "IOPS", 1.0, jobs=4),
 ]
 
 
@@ -207,6 +223,8 @@ def row_args(row: Row, server: NbdServer, options: argparse.Namespace) -> list[s
     """fio options for ``row`` on ``server`` over the [0, --size) region."""
     args = [*fio_target(server, options.iodepth), f"--name={row.name.replace(' ', '-')}",
             f"--rw={row.rw}", f"--bs={row.bs}", "--offset=0", f"--size={options.size}"]
+    if row.jobs > 1:
+        args += [f"--numjobs={row.jobs}", "--group_reporting"]
     if row.timed:
         args += ["--time_based", f"--runtime={round(options.runtime * 1000)}ms",
                  f"--ramp_time={round(options.ramp_time * 1000)}ms"]
@@ -266,7 +284,7 @@ def run_rows(servers: list[NbdServer], options, workdir: str) -> dict:
     """Fill every server, check for holes, then every row ``--repeat`` times.
     Returns {row name: {server name: [Measurement, ...]}}."""
     results: dict[str, dict[str, list[Measurement]]] = {FILL.name: {}}
-    results.update({row.name: {} for row in ROWS})
+    results.update({row.name: {} for row in [*ROWS, *MULTI_ROWS]})
     turn = 0
     for server in rotated(servers, turn):
         results[FILL.name][server.name] = [measure_or_fail(FILL, server, options, workdir)]
@@ -276,15 +294,32 @@ def run_rows(servers: list[NbdServer], options, workdir: str) -> dict:
         server.extra["holes_after_fill"] = holes
         if holes:
             log(f"  WARNING: {server.name} still reports {holes} hole bytes in the region")
+    qemu = next((s for s in servers if s.name == BASELINE), None)
     for round_no in range(options.repeat):
-        for row in ROWS:
+        for row in [*ROWS, *MULTI_ROWS]:
             log(f"[{round_no + 1}/{options.repeat}] {row.name}")
             for server in rotated(servers, turn):
                 results[row.name].setdefault(server.name, []).append(
                     measure_or_fail(row, server, options, workdir))
             turn += 1
+        if qemu is not None and MULTI_ROWS:
+            run_variants(qemu, results, options, workdir)
     os.sync()
     return results
+
+
+def run_variants(qemu: NbdServer, results: dict, options, workdir: str) -> None:
+    """The multi-connection rows on qemu-nbd's other configurations, one at a
+    time on the default server's filled file (which stays idle meanwhile)."""
+    for variant in nbd_peers.QEMU_VARIANTS:
+        try:
+            with nbd_peers.qemu_nbd_variant(qemu, variant, timeout=options.timeout) as server:
+                qemu.extra.setdefault("variants", {})[server.name] = server.command
+                for row in MULTI_ROWS:
+                    results[row.name].setdefault(server.name, []).append(
+                        measure_or_fail(row, server, options, workdir))
+        except (ServerError, OSError, subprocess.SubprocessError) as err:
+            log(f"  qemu-nbd {variant} did not start: {err}")
 
 
 # -- servers ---------------------------------------------------------------------
@@ -357,16 +392,21 @@ def summarize(results: dict, servers: list[NbdServer], failures: dict[str, str],
               options) -> dict:
     """Machine-readable results: per row the median per server and the ratio."""
     rows = []
-    for row in [FILL, *ROWS]:
+    for row in [FILL, *ROWS, *MULTI_ROWS]:
         per_server = {name: median(ms) for name, ms in results.get(row.name, {}).items()}
         for name, why in failures.items():
             per_server[name] = Measurement(value=None, error=why)
-        basalt, base = per_server.get("basalt"), per_server.get(BASELINE)
+        baseline = BASELINE
+        if row in MULTI_ROWS:  # qemu-nbd's best configuration
+            configs = [n for n, m in per_server.items()
+                       if n.startswith(BASELINE) and m.value is not None]
+            baseline = max(configs, key=lambda n: per_server[n].value, default=BASELINE)
+        basalt, base = per_server.get("basalt"), per_server.get(baseline)
         ratio = basalt.value / base.value if (basalt and base and basalt.value
                                               and base.value) else None
         rows.append({
             "row": row.name, "unit": row.unit, "target_ratio": row.target,
-            "ratio": ratio,
+            "ratio": ratio, "baseline": baseline,
             "servers": {name: asdict(m) for name, m in per_server.items()},
             "rounds": {name: [m.value for m in ms]
                        for name, ms in results.get(row.name, {}).items()},
@@ -381,19 +421,24 @@ def summarize(results: dict, servers: list[NbdServer], failures: dict[str, str],
                      "repeat": options.repeat, "flush_every": options.flush_every,
                      "fio": nbd_peers.first_line(["fio", "--version"]),
                      "filesystem": options.filesystem},
-        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
+        "machine": {**options.machine, "loadavg_at_end": os.getloadavg()},
     }
 
 
 def print_table(summary: dict) -> None:
-    """The human report: row | basalt | qemu-nbd | nbdkit | basalt/qemu-nbd | target."""
+    """The human report: the machine, then row | basalt | qemu-nbd | nbdkit |
+    basalt/qemu-nbd | target (on multi-connection rows the qemu-nbd cell is its
+    best configuration, each one listed below the table)."""
+    print(machine_line(summary["machine"]))
+    print()
     header = (f"{'row':<22}" + "".join(f"{name:>11}" for name in SERVERS)
               + f"{'basalt/' + BASELINE:>17}  target")
     print(header)
     print("-" * len(header))
     for row in summary["rows"]:
-        cells = [format_value(Measurement(**row["servers"][name]))
-                 if name in row["servers"] else "-" for name in SERVERS]
+        shown = {**row["servers"], BASELINE: row["servers"].get(row["baseline"])}
+        cells = [format_value(Measurement(**shown[name]))
+                 if shown.get(name) else "-" for name in SERVERS]
         ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "n/a"
         target = "(reference)"
         if row["target_ratio"] is not None:
@@ -403,10 +448,18 @@ def print_table(summary: dict) -> None:
         print(f"{row['row'] + ' ' + row['unit']:<22}" + "".join(f"{c:>11}" for c in cells)
               + f"{ratio:>17}  {target}")
     print()
+    for row in summary["rows"]:
+        configs = {n: m for n, m in row["servers"].items() if n.startswith(BASELINE + " ")}
+        if configs:
+            configs = {BASELINE: row["servers"].get(BASELINE), **configs}
+            print(f"{row['row']}: qemu-nbd configurations (best: {row['baseline']}): "
+                  + ", ".join(f"{n.removeprefix(BASELINE).strip() or 'default'}"
+                              f" {format_value(Measurement(**m) if m else None)}"
+                              for n, m in configs.items()))
+    print()
     print("p50 / p99 completion latency ms; CPU in cores over the run (fio | server):")
     for row in summary["rows"]:
-        for name in (n for n in SERVERS if n in row["servers"]):
-            m = row["servers"][name]
+        for name, m in row["servers"].items():
             if m["value"] is None:
                 if name not in summary["failures"]:
                     print(f"  {row['row']:<18} {name:<9} FAILED: {m['error']}")
@@ -423,6 +476,8 @@ def print_table(summary: dict) -> None:
                      f"; holes left in the region after the fill: {holes} bytes")
         print(f"{name}: {info['version']}; {info['settings']}{hole_note}")
         print(f"  $ {' '.join(info['command'])}")
+        for variant, command in info.get("variants", {}).items():
+            print(f"  {variant}: $ {' '.join(command)}")
     s, machine = summary["settings"], summary["machine"]
     print(f"fio: {s['fio']}, ioengine=nbd, iodepth {s['iodepth']}, region {s['size']} bytes,"
           f" {s['ramp_time']:g} s ramp + {s['runtime']:g} s per timed row, {s['repeat']}"
@@ -490,6 +545,37 @@ def filesystem_of(path: str) -> str:
     return f"{result.stdout.strip() or 'unknown'} ({path})"
 
 
+def machine_figures(path: str) -> dict:
+    """Cores, CPU model, memory, and the disk under ``path``, for the report."""
+    def first(pattern: str, text: str) -> str:
+        match = re.search(pattern, text, re.MULTILINE)
+        return match.group(1).strip() if match else "unknown"
+
+    def read(name: str) -> str:
+        try:
+            return Path(name).read_text()
+        except OSError:
+            return ""
+
+    found = subprocess.run(["findmnt", "-n", "-o", "SOURCE,FSTYPE", "--target", path],
+                           capture_output=True, text=True).stdout.split()
+    source, fstype = (found + ["unknown", "unknown"])[:2]
+    block = re.sub(r"p?\d+$", "", os.path.basename(source)) if source.startswith("/dev/") else ""
+    rotational = read(f"/sys/block/{block}/queue/rotational").strip()
+    model = read(f"/sys/block/{block}/device/model").strip()
+    kind = {"0": "non-rotational", "1": "rotational"}.get(rotational, "unknown kind")
+    memory_kib = first(r"^MemTotal:\s*(\d+)", read("/proc/meminfo"))
+    return {"cpus": os.cpu_count(), "cpu_model": first(r"^model name\s*:(.*)$",
+                                                       read("/proc/cpuinfo")),
+            "memory_gib": round(int(memory_kib) / 2**20, 1) if memory_kib.isdigit() else None,
+            "disk": f"{source} ({model or 'no model'}, {kind}), {fstype}"}
+
+
+def machine_line(machine: dict) -> str:
+    return (f"machine: {machine['cpus']} cores ({machine['cpu_model']}),"
+            f" {machine['memory_gib']} GiB memory; data dirs on {machine['disk']}")
+
+
 def bench(options: argparse.Namespace, stack: contextlib.ExitStack) -> dict:
     """Start, verify, measure; return the summary. Servers stop when ``stack`` closes."""
     fio_binary()  # fail before starting anything
@@ -502,6 +588,8 @@ def bench(options: argparse.Namespace, stack: contextlib.ExitStack) -> dict:
         data_parent = os.path.join(workdir, "servers")
         os.mkdir(data_parent)
     options.filesystem = filesystem_of(data_parent)
+    options.machine = machine_figures(data_parent)
+    log(machine_line(options.machine))
     servers, failures = start_servers(options, stack, data_parent)
     servers = verify_all(servers, options, workdir, failures)
     results = run_rows(servers, options, workdir) if servers else {}

@@ -7,6 +7,8 @@ Ctrl-C) the server's process group gets SIGTERM, then SIGKILL if it lingers,
 and the directory is removed (unless ``keep``).
 
     qemu_nbd_server   qemu-nbd on a sparse raw file
+    qemu_nbd_variant  another qemu-nbd on that same file with other --aio/--cache
+                      (for the multi-connection rows: qemu-nbd's best configuration)
     nbdkit_server     nbdkit's file plugin on a sparse file
     basalt_server     ``basalt serve`` (benchmarks/peers.py) plus
                       ``basalt volume create EXPORT --size 4G``
@@ -144,6 +146,36 @@ def qemu_nbd_server(*, timeout: float = 60.0, base_dir: str | None = None,
             wait_for_export(uri, process, timeout, "qemu-nbd", log_path)
             yield NbdServer("qemu-nbd", uri, first_line([binary, "--version"]), command,
                             QEMU_NBD_SETTINGS, process, log_path, data_dir)
+
+
+# Configurations the multi-connection rows try, beside the default above:
+# name suffix -> (--aio, --cache). native AIO needs O_DIRECT (--cache=none).
+QEMU_VARIANTS = {
+    "io_uring": ("io_uring", "writeback"),
+    "native,none": ("native", "none"),
+    "io_uring,none": ("io_uring", "none"),
+}
+
+
+@contextlib.contextmanager
+def qemu_nbd_variant(base: NbdServer, variant: str, *, timeout: float = 60.0):
+    """qemu-nbd on ``base``'s (already filled) raw file with the --aio/--cache of
+    ``QEMU_VARIANTS[variant]``, named "qemu-nbd VARIANT". Image locking is off so
+    it can open the file ``base`` holds; the base server stays idle meanwhile."""
+    binary = require_tool("qemu-nbd", "qemu-utils")
+    aio, cache = QEMU_VARIANTS[variant]
+    port = peers.free_port()
+    image = os.path.join(base.data_dir, "disk.raw")
+    command = [binary, "--image-opts", "-x", EXPORT, "-b", "127.0.0.1", "-p", str(port),
+               "--persistent", "--shared=8", f"--cache={cache}", f"--aio={aio}",
+               f"driver=raw,file.driver=file,file.filename={image},file.locking=off"]
+    uri = f"nbd://127.0.0.1:{port}/{EXPORT}"
+    name = f"qemu-nbd {variant}"
+    with running(name.replace(" ", "-"), command, base.data_dir) as (process, log_path):
+        wait_for_export(uri, process, timeout, name, log_path)
+        yield NbdServer(name, uri, base.version, command,
+                        f"--aio={aio} --cache={cache}, otherwise as qemu-nbd", process,
+                        log_path, base.data_dir)
 
 
 @contextlib.contextmanager
