@@ -322,3 +322,21 @@ def test_sigterm_with_nbd_clients_keeps_acknowledged_writes(tmp_path):
                 assert nbd.pread(slot * 64 * 1024, len(data)) == data, f"slot {slot} lost"
     finally:
         stop_server(server)
+
+
+def test_one_structured_log_line_per_request(basalt_http):
+    """Operators follow the server's log: every S3 request is one logfmt line."""
+    s3 = basalt_http.client()
+    s3.create_bucket(Bucket="logged-requests")
+    marker = f"logged-{os.getpid()}-{time.time_ns()}"
+    s3.put_object(Bucket="logged-requests", Key=marker, Body=b"x")
+    s3.get_object(Bucket="logged-requests", Key=marker)["Body"].read()
+    deadline = time.monotonic() + 5  # lines are flushed in batches
+    while True:
+        lines = [x for x in basalt_http.log().splitlines() if marker in x and "msg=request" in x]
+        if len(lines) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [("op=PutObject" in x, "op=GetObject" in x) for x in lines] == [(True, False),
+                                                                            (False, True)]
+    assert all("status=200" in x and "level=info" in x and " id=" in x for x in lines)
