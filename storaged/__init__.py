@@ -47,11 +47,11 @@ from .multipart import PartRecord, UploadInfo, UploadPage, multipart_etag
 from .reader import ObjectReader
 from .request_memo import request_scope
 from .store import BLOCK_SIZE, INLINE_LIMIT, BucketInfo, ObjectStore, default_ec
-from .writer import Condition, ObjectAttrs
+from .writer import Condition, ObjectAttrs, Seal
 
 __all__ = [
     "ObjectStore", "ObjectInfo", "PartInfo", "ObjectAttrs", "Condition", "ObjectReader",
-    "ListPage", "BucketInfo", "HealReport", "default_ec", "BLOCK_SIZE", "INLINE_LIMIT",
+    "Seal", "ListPage", "BucketInfo", "HealReport", "default_ec", "BLOCK_SIZE", "INLINE_LIMIT",
     "StorageError", "NoSuchBucket", "NoSuchKey", "BucketExists", "BucketNotEmpty",
     "InvalidRange", "PreconditionFailed", "DigestMismatch", "IncompleteBody", "QuorumError",
     "ReadQuorumError", "WriteQuorumError", "DiskFull", "FormatError", "NoSuchUpload",

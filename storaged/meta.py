@@ -47,6 +47,12 @@ class PartInfo:
     etag: str
     checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
     data_id: str = ""  # whose shard files hold it: "" = the object version's own
+    stored_size: int = 0  # bytes in its shard files when not ``size`` (encrypted: sealed)
+
+    @property
+    def stored(self) -> int:
+        """The size of the part's stored stream (what its shards hold)."""
+        return self.stored_size or self.size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +84,12 @@ class ObjectInfo:
     legal_hold: bool = False
     meta_ns: int = 0             # last change of tags or lock settings (newest wins)
     acl: bytes = b""             # the object's ACL (gateway.acl's packing); b"": the default
+    encryption: str = ""         # encrypted: how (gateway.sse.Encryption's JSON, keys sealed)
+
+    @property
+    def stored_size(self) -> int:
+        """Bytes of the stored body (``size`` is the plaintext's when encrypted)."""
+        return sum(p.stored for p in self.parts) if self.encryption else self.size
 
     @property
     def version(self) -> str:
@@ -132,14 +144,14 @@ class ObjectInfo:
             extra["ms"] = self.meta_ns
         if self.acl:
             extra["acl"] = self.acl
+        if self.encryption:
+            extra["enc"] = self.encryption
         return header + msgpack.packb(extra | {
             "v": FORMAT, "size": self.size, "etag": self.etag, "ct": self.content_type,
             "hdr": dict(self.headers), "um": dict(self.user_meta), "cks": dict(self.checksums),
             "ckt": self.checksum_type, "ec": [self.k, self.m, self.block_size],
             "dist": list(self.dist),
-            "parts": [[p.number, p.size, p.etag, dict(p.checksums)] + ([p.data_id] if p.data_id
-                                                                         else [])
-                      for p in self.parts],
+            "parts": [_pack_part(p) for p in self.parts],
         })
 
     @classmethod
@@ -157,7 +169,16 @@ class ObjectInfo:
             versioned=bool(flags & VERSIONED), tags=d.get("tags", {}),
             lock_mode=d.get("lock", ("", 0))[0], lock_until_ns=d.get("lock", ("", 0))[1],
             legal_hold=d.get("hold", False), meta_ns=d.get("ms", 0), acl=d.get("acl", b""),
+            encryption=d.get("enc", ""),
         )
+
+
+def _pack_part(p: PartInfo) -> list:
+    # Trailing fields only when set: most parts are [number, size, etag, checksums].
+    out = [p.number, p.size, p.etag, dict(p.checksums)]
+    if p.stored_size:
+        return out + [p.data_id, p.stored_size]
+    return out + [p.data_id] if p.data_id else out
 
 
 def record_version(raw: bytes | memoryview) -> tuple[int, str]:

@@ -31,7 +31,16 @@ from .errors import (
 from .layout import distribution
 from .meta import ObjectInfo, PartInfo, new_id
 from .metadb import EndUpload, PutPart, PutUpload, encode_key, part_key, upload_key
-from .writer import Body, BodyReader, Condition, ObjectAttrs, ShardStream, Stored, commit_version
+from .writer import (
+    Body,
+    Condition,
+    ObjectAttrs,
+    Seal,
+    ShardStream,
+    Stored,
+    commit_version,
+    sealed_reader,
+)
 
 if TYPE_CHECKING:
     from .store import ObjectStore
@@ -56,14 +65,15 @@ class UploadInfo:
                               "hdr": dict(a.headers), "um": dict(a.user_meta),
                               "cka": self.checksum_algorithm, "ckt": self.checksum_type,
                               "tags": dict(a.tags), "lock": [a.lock_mode, a.lock_until_ns],
-                              "hold": a.legal_hold} | ({"acl": a.acl} if a.acl else {}))
+                              "hold": a.legal_hold} | ({"acl": a.acl} if a.acl else {})
+                             | ({"enc": a.encryption} if a.encryption else {}))
 
     @classmethod
     def unpack(cls, bucket: str, upload_id: str, raw: bytes) -> UploadInfo:
         d = msgpack.unpackb(raw)
         mode, until = d.get("lock", ("", 0))
         attrs = ObjectAttrs(d["ct"], d["hdr"], d["um"], d.get("tags", {}), mode, until,
-                            d.get("hold", False), d.get("acl", b""))
+                            d.get("hold", False), d.get("acl", b""), d.get("enc", ""))
         return cls(bucket, d["key"], upload_id, d["ini"], attrs, d["cka"], d["ckt"])
 
 
@@ -75,15 +85,17 @@ class PartRecord:
     checksums: Mapping[str, str]
     data_id: str
     mtime_ns: int
+    stored_size: int = 0  # encrypted: the size of its sealed form (PartInfo.stored_size)
 
     def pack(self) -> bytes:
         return msgpack.packb({"pid": self.data_id, "size": self.size, "etag": self.etag,
-                              "cks": dict(self.checksums), "mt": self.mtime_ns})
+                              "cks": dict(self.checksums), "mt": self.mtime_ns}
+                             | ({"ss": self.stored_size} if self.stored_size else {}))
 
     @classmethod
     def unpack(cls, number: int, raw: bytes) -> PartRecord:
         d = msgpack.unpackb(raw)
-        return cls(number, d["size"], d["etag"], d["cks"], d["pid"], d["mt"])
+        return cls(number, d["size"], d["etag"], d["cks"], d["pid"], d["mt"], d.get("ss", 0))
 
 
 @dataclasses.dataclass
@@ -147,14 +159,19 @@ async def get_upload(store: ObjectStore, bucket: str, key: str, upload_id: str) 
 async def upload_part(store: ObjectStore, bucket: str, key: str, upload_id: str, number: int,
                       body: Body, *, size: int | None = None, content_md5: bytes | None = None,
                       hashers: Sequence[Any] = (),
-                      finalize: Callable[[str], Mapping[str, str] | None] | None = None) -> PartRecord:
-    """Store one part (replacing an earlier upload of the same number)."""
+                      finalize: Callable[[str], Mapping[str, str] | None] | None = None,
+                      seal: Seal | None = None) -> PartRecord:
+    """Store one part (replacing an earlier upload of the same number); ``seal``
+    encrypts it as for a PUT."""
     await get_upload(store, bucket, key, upload_id)
     stream = ShardStream(store, bucket, key, new_id(), number, upload_id)
+    chunks, hashers, sealed = sealed_reader(store, body, size, hashers, seal)
 
     async def commit(stored: Stored) -> PartRecord:
-        part = PartRecord(number, stored.size, stored.md5_hex, dict(stored.checksums or {}),
-                          stored.data_id, time.time_ns())
+        part = PartRecord(number, sealed.size if sealed else stored.size,
+                          seal.etag_of(stored.md5_hex) if seal else stored.md5_hex,
+                          dict(stored.checksums or {}), stored.data_id, time.time_ns(),
+                          stored.size if sealed else 0)
         record = part.pack()
         positions = stored.positions
         done = await store.set.commit_all(
@@ -174,8 +191,8 @@ async def upload_part(store: ObjectStore, bucket: str, key: str, upload_id: str,
                     store.background(store.purge(p, old.data_id, [number]))
         return part
 
-    return await stream.run(BodyReader(body, size), memoryview(b""), content_md5, hashers, finalize,
-                            commit)
+    return await stream.run(chunks, memoryview(b""), content_md5, hashers, finalize, commit,
+                            md5=sealed.md5 if sealed else None)
 
 
 async def list_parts(store: ObjectStore, bucket: str, key: str, upload_id: str,
@@ -238,10 +255,10 @@ async def complete_upload(store: ObjectStore, bucket: str, key: str, upload_id: 
         checksum_type=checksum_type, tags=dict(upload.attrs.tags),
         lock_mode=upload.attrs.lock_mode, lock_until_ns=upload.attrs.lock_until_ns,
         legal_hold=upload.attrs.legal_hold, acl=upload.attrs.acl,
-        k=store.k, m=store.m, block_size=store.geometry.block_size,
+        encryption=upload.attrs.encryption, k=store.k, m=store.m, block_size=store.geometry.block_size,
         dist=tuple(distribution(bucket, key, store.n)),
-        parts=tuple(PartInfo(p.number, p.size, p.etag, dict(p.checksums), p.data_id)
-                    for p in parts))
+        parts=tuple(PartInfo(p.number, p.size, p.etag, dict(p.checksums), p.data_id,
+                             p.stored_size) for p in parts))
     info = await commit_version(store, info, None, condition, store.online_positions())
     await end_upload(store, bucket, key, upload_id, keep=(info.mtime_ns, info.version_id))
     return info

@@ -37,7 +37,8 @@ class _Job:
 
 
 class ObjectReader:
-    """Async iterator over the bytes ``offset .. offset+length`` of an object.
+    """Async iterator over the bytes ``offset .. offset+length`` of an object's
+    stored body (for an encrypted object: its ciphertext, see ObjectInfo.stored_size).
 
     Each chunk is a memoryview valid until the next chunk is requested; copy it
     to keep it. Close with :meth:`aclose` (or iterate to the end).
@@ -69,14 +70,14 @@ class ObjectReader:
         start, end = self.offset, self.offset + self.length
         jobs, base = [], 0
         for part in info.parts:
-            lo, hi = max(start - base, 0), min(end - base, part.size)
+            lo, hi = max(start - base, 0), min(end - base, part.stored)
             if lo < hi:
                 for b in range(lo // bs, (hi - 1) // bs + 1, step):
                     nb = min(step, (hi - 1) // bs + 1 - b)
                     first = b * bs
-                    jobs.append(_Job(info.part_data_id(part), part.number, part.size, b, nb,
+                    jobs.append(_Job(info.part_data_id(part), part.number, part.stored, b, nb,
                                      max(lo - first, 0), min(hi - first, nb * bs)))
-            base += part.size
+            base += part.stored
         return jobs
 
     async def _chunks(self) -> AsyncIterator[memoryview]:
@@ -169,4 +170,4 @@ async def read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
         store.report_damage(info, damage)
     if found < k:
         raise ReadQuorumError(f"{info.bucket}/{info.key}: {found} of {k} shards readable")
-    return store.codec.decode_block(shards, info.size)
+    return store.codec.decode_block(shards, info.stored_size)

@@ -39,6 +39,7 @@ from .errors import (
     NoSuchVersion,
     ReadOnly,
     ReadQuorumError,
+    StorageError,
     WriteQuorumError,
 )
 from .format import assemble
@@ -60,7 +61,7 @@ from .quorum import Resolved, resolve
 from .reader import ObjectReader, inline_blob
 from .request_memo import inline_key, request_memo
 from .stripes import CORRUPT, Damage
-from .writer import Body, Condition, Finalize, ObjectAttrs, commit_version, put_object
+from .writer import Body, Condition, Finalize, ObjectAttrs, Seal, commit_version, put_object
 
 log = logging.getLogger("basalt.storaged")
 
@@ -615,27 +616,38 @@ class ObjectStore(WriteGate):
     async def put_object(self, bucket: str, key: str, body: Body, *, size: int | None = None,
                          attrs: ObjectAttrs | None = None, content_md5: bytes | None = None,
                          hashers: Sequence[Any] = (), finalize: Finalize | None = None,
-                         condition: Condition | None = None) -> ObjectInfo:
+                         condition: Condition | None = None, seal: Seal | None = None
+                         ) -> ObjectInfo:
         """Store an object from an async iterable of byte chunks.
 
         ``size`` (when known) is enforced; ``content_md5`` is checked against
         the body; ``hashers`` (objects with ``update``) see every byte;
         ``finalize(md5_hex)`` runs before the commit and returns extra checksums
         to store, or raises to reject the body. Nothing is visible unless the
-        whole body was stored durably on a write quorum.
+        whole body was stored durably on a write quorum. ``seal`` encrypts it:
+        sizes, MD5 and checksums stay the plaintext's, the shards hold its
+        sealed form (``attrs.encryption`` says how, for the reader).
         """
         self.check_writable()
         return await put_object(self, bucket, key, body, size=size, attrs=attrs,
                                 content_md5=content_md5, hashers=hashers, finalize=finalize,
-                                condition=condition)
+                                condition=condition, seal=seal)
 
     async def get_object(self, bucket: str, key: str, offset: int = 0,
-                         length: int | None = None, info: ObjectInfo | None = None) -> ObjectReader:
-        """A reader of ``length`` bytes from ``offset`` (to the end when None)."""
+                         length: int | None = None, info: ObjectInfo | None = None, *,
+                         stored: bool = False) -> ObjectReader:
+        """A reader of ``length`` bytes from ``offset`` (to the end when None).
+
+        An encrypted object is read as stored (``stored=True``: offsets into its
+        sealed body, which the caller opens); never as if it were plaintext.
+        """
         info = info or await self.head_object(bucket, key)
-        if offset < 0 or offset > info.size or (offset == info.size and info.size and length):
-            raise InvalidRange(info.size)
-        length = info.size - offset if length is None else min(length, info.size - offset)
+        if info.encryption and not stored:
+            raise StorageError(f"{bucket}/{key} is encrypted: read it with its key")
+        size = info.stored_size
+        if offset < 0 or offset > size or (offset == size and size and length):
+            raise InvalidRange(size)
+        length = size - offset if length is None else min(length, size - offset)
         return ObjectReader(self, info, offset, length)
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None, *,

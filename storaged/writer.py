@@ -18,7 +18,9 @@ or the new one readable: records pending at start-up are resolved by healing.
 
 MD5 (the ETag) runs in a worker thread beside the coding thread, so a single
 upload keeps two cores busy; both read the same batch buffer, which is only
-reused once both are done with it.
+reused once both are done with it. An encrypted body (:class:`Seal`) is hashed
+and sealed a piece at a time in a worker thread before it reaches the batches
+(:class:`SealedBody`): the shards, their checksums and healing see ciphertext only.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import dataclasses
 import hashlib
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .buffers import Batch, Lease
@@ -62,6 +64,25 @@ class ObjectAttrs:
     lock_until_ns: int = 0
     legal_hold: bool = False
     acl: bytes = b""          # the new version's ACL (gateway.acl's packing); b"": the default
+    encryption: str = ""      # how the body is encrypted (kept in the record; no key in clear)
+
+
+@dataclasses.dataclass
+class Seal:
+    """How to encrypt a body; the gateway makes it (the engine knows no cipher).
+
+    ``encryptor`` turns plaintext into what is stored (``update(plain)`` →
+    sealed bytes so far, ``finish()`` → the rest); ``stored_size(size)`` is the
+    stored size of a plaintext of ``size`` bytes; ``etag(md5_hex)`` the ETag
+    clients see (None: the plaintext's MD5).
+    """
+
+    encryptor: Any
+    stored_size: Callable[[int], int]
+    etag: Callable[[str], str] | None = None
+
+    def etag_of(self, md5_hex: str) -> str:
+        return self.etag(md5_hex) if self.etag else md5_hex
 
 
 @dataclasses.dataclass
@@ -129,31 +150,93 @@ def _md5_update(md5: Any, hashers: Sequence[Any], view: memoryview) -> None:
         h.update(view)
 
 
+class SealedBody:
+    """The stored form of a plaintext body: MD5 (:attr:`md5`) and ``hashers``
+    see the plaintext, the iterator yields what ``seal.encryptor`` makes of it.
+
+    Pieces of about a batch are hashed and sealed in a worker thread, one at a
+    time (MD5 is sequential) while the next piece is read from the client.
+    """
+
+    PIECE = 1 << 20
+    SMALL = 64 * 1024  # pieces up to this are done on the event loop (no thread hop)
+
+    def __init__(self, store: ObjectStore, body: Body, seal: Seal,
+                 hashers: Sequence[Any]) -> None:
+        self.store, self.body, self.seal, self.hashers = store, body, seal, hashers
+        self.md5 = hashlib.md5()
+        self.size = 0  # plaintext bytes so far
+
+    def _work(self, piece: bytearray, last: bool) -> bytes:
+        view = memoryview(piece)
+        _md5_update(self.md5, self.hashers, view)
+        sealed = self.seal.encryptor.update(view)
+        return sealed + self.seal.encryptor.finish() if last else sealed
+
+    def _start(self, piece: bytearray, last: bool) -> Awaitable[bytes]:
+        self.size += len(piece)
+        if len(piece) <= self.SMALL:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(self._work(piece, last))
+            return done
+        return self.store.run(self._work, piece, last)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        pending: Awaitable[bytes] | None = None
+        piece = bytearray()
+        try:
+            async for chunk in self.body:
+                piece += chunk
+                if len(piece) >= self.PIECE:
+                    if pending is not None:
+                        yield await pending
+                    pending, piece = self._start(piece, False), bytearray()
+            if pending is not None:
+                yield await pending
+            pending = self._start(piece, True)
+            yield await pending
+            pending = None
+        finally:
+            if pending is not None:  # abandoned: let the thread's work end first
+                await asyncio.gather(pending, return_exceptions=True)
+
+
+def sealed_reader(store: ObjectStore, body: Body, size: int | None, hashers: Sequence[Any],
+            seal: Seal | None) -> tuple[BodyReader, Sequence[Any], SealedBody | None]:
+    """The reader of what is stored for ``body``, the hashers left to the stream,
+    and the SealedBody when ``seal`` encrypts it."""
+    if seal is None:
+        return BodyReader(body, size), hashers, None
+    sealed = SealedBody(store, body, seal, hashers)
+    return (BodyReader(sealed, None if size is None else seal.stored_size(size)), (), sealed)
+
+
 async def put_object(store: ObjectStore, bucket: str, key: str, body: Body, *,
                      size: int | None = None, attrs: ObjectAttrs | None = None,
                      content_md5: bytes | None = None, hashers: Sequence[Any] = (),
                      finalize: Finalize | None = None,
-                     condition: Condition | None = None) -> ObjectInfo:
+                     condition: Condition | None = None, seal: Seal | None = None) -> ObjectInfo:
     """Store ``body`` as ``bucket/key``; see :meth:`ObjectStore.put_object`."""
     await store.require_bucket(bucket)
     attrs = attrs or ObjectAttrs()
-    chunks = BodyReader(body, size)
+    chunks, hashers, sealed = sealed_reader(store, body, size, hashers, seal)
     # Small objects never touch the stripe pool: read up to the inline limit
     # into a buffer of their own first.
     head = bytearray(store.inline_limit + 1)
     first = await chunks.fill(memoryview(head), len(head))
     if chunks.eof and first <= store.inline_limit:
         return await _put_inline(store, bucket, key, bytes(head[:first]), attrs, content_md5,
-                                 hashers, finalize, condition)
+                                 hashers, finalize, condition, seal, sealed)
     stream = ShardStream(store, bucket, key, new_id())
 
     async def commit(stored: Stored) -> ObjectInfo:
-        info = _record(store, bucket, key, stored.data_id, stored.size, stored.md5_hex,
-                       attrs, stored.checksums, inline=False)
+        info = _record(store, bucket, key, stored.data_id, sealed.size if sealed else stored.size,
+                       stored.md5_hex, attrs, stored.checksums, inline=False, seal=seal,
+                       stored_size=stored.size)
         return await commit_version(store, info, None, condition, stored.positions)
 
     return await stream.run(chunks, memoryview(head)[:first], content_md5, hashers, finalize,
-                            commit)
+                            commit, md5=sealed.md5 if sealed else None)
 
 
 def _check_digest(md5_hex: str, content_md5: bytes | None) -> None:
@@ -162,31 +245,39 @@ def _check_digest(md5_hex: str, content_md5: bytes | None) -> None:
 
 
 def _record(store: ObjectStore, bucket: str, key: str, vid: str, size: int, md5_hex: str,
-            attrs: ObjectAttrs, checksums: Mapping[str, str] | None, inline: bool) -> ObjectInfo:
+            attrs: ObjectAttrs, checksums: Mapping[str, str] | None, inline: bool,
+            seal: Seal | None = None, stored_size: int = 0) -> ObjectInfo:
+    etag = seal.etag_of(md5_hex) if seal else md5_hex
     return ObjectInfo(
-        bucket=bucket, key=key, version_id=vid, size=size, etag=md5_hex,
+        bucket=bucket, key=key, version_id=vid, size=size, etag=etag,
         mtime_ns=time.time_ns(), content_type=attrs.content_type, headers=dict(attrs.headers),
         user_meta=dict(attrs.user_meta), checksums=dict(checksums or {}), k=store.k, m=store.m,
         block_size=store.geometry.block_size, dist=tuple(distribution(bucket, key, store.n)),
-        parts=(PartInfo(1, size, md5_hex),), inline=inline, tags=dict(attrs.tags),
-        lock_mode=attrs.lock_mode, lock_until_ns=attrs.lock_until_ns, legal_hold=attrs.legal_hold,
-        acl=attrs.acl,
+        parts=(PartInfo(1, size, etag, stored_size=stored_size if seal else 0),),
+        inline=inline, tags=dict(attrs.tags), lock_mode=attrs.lock_mode,
+        lock_until_ns=attrs.lock_until_ns, legal_hold=attrs.legal_hold, acl=attrs.acl,
+        encryption=attrs.encryption,
     )
 
 
 async def _put_inline(store: ObjectStore, bucket: str, key: str, data: bytes,
                       attrs: ObjectAttrs, content_md5: bytes | None, hashers: Sequence[Any],
-                      finalize: Finalize | None, condition: Condition | None) -> ObjectInfo:
-    md5 = hashlib.md5()
-    if len(data) > 65536:
-        await store.run(_md5_update, md5, hashers, memoryview(data))
+                      finalize: Finalize | None, condition: Condition | None,
+                      seal: Seal | None = None, sealed: SealedBody | None = None) -> ObjectInfo:
+    if sealed is not None:  # hashed on the way in; ``data`` is sealed
+        md5, size = sealed.md5, sealed.size
     else:
-        _md5_update(md5, hashers, memoryview(data))
+        md5, size = hashlib.md5(), len(data)
+        if len(data) > 65536:
+            await store.run(_md5_update, md5, hashers, memoryview(data))
+        else:
+            _md5_update(md5, hashers, memoryview(data))
     md5_hex = md5.hexdigest()
     _check_digest(md5_hex, content_md5)
     checksums = finalize(md5_hex) if finalize else None
     vid = new_id()
-    info = _record(store, bucket, key, vid, len(data), md5_hex, attrs, checksums, inline=True)
+    info = _record(store, bucket, key, vid, size, md5_hex, attrs, checksums, inline=True,
+                   seal=seal, stored_size=len(data))
     blobs = store.inline_blobs(info, data)
     return await commit_version(store, info, blobs, condition, positions=store.online_positions())
 
@@ -224,11 +315,15 @@ class ShardStream:
 
     async def run(self, chunks: BodyReader, head: memoryview, content_md5: bytes | None,
                   hashers: Sequence[Any], finalize: Finalize | None,
-                  commit: Callable[[Stored], Awaitable[T]]) -> T:
-        """Stream ``head`` (bytes already read) and the rest of ``chunks``."""
+                  commit: Callable[[Stored], Awaitable[T]], md5: Any = None) -> T:
+        """Stream ``head`` (bytes already read) and the rest of ``chunks``.
+
+        ``md5``: the body's MD5 as its source keeps it (a SealedBody's, of the
+        plaintext); the stored bytes are then not hashed here."""
         store = self.store
-        inflight: deque[tuple[Batch, asyncio.Future, asyncio.Future]] = deque()
-        md5 = hashlib.md5()
+        inflight: deque[tuple[Batch, asyncio.Future | None, asyncio.Future]] = deque()
+        own_md5 = md5 is None
+        md5 = md5 or hashlib.md5()
         batches = self.INFLIGHT + 1
         if chunks.size is not None:  # a short body never holds more than it fills
             batches = min(batches, -(-chunks.size // store.buffers.batch_bytes))
@@ -249,7 +344,7 @@ class ShardStream:
                 if hashing is not None:
                     await hashing  # MD5 is sequential: one batch at a time
                 view = batch.data[:filled]
-                hashing = store.run(_md5_update, md5, hashers, view)
+                hashing = store.run(_md5_update, md5, hashers, view) if own_md5 else None
                 writing = store.run(encode_and_write, store.codec, store.geometry, self.dist,
                                     batch, filled, block, dict(self.writers), store.scratch)
                 inflight.append((batch, hashing, writing))
@@ -268,7 +363,8 @@ class ShardStream:
             checksums = finalize(md5_hex) if finalize else None
         except BaseException:
             for item in inflight:
-                await asyncio.gather(item[1], item[2], return_exceptions=True)
+                await asyncio.gather(*(f for f in item[1:] if f is not None),
+                                     return_exceptions=True)
             lease.close()
             await asyncio.shield(self.discard())
             raise
@@ -299,11 +395,12 @@ class ShardStream:
                 raise DiskFull(f"not enough disks with free space for {self.bucket}/{self.key}")
             raise WriteQuorumError(f"{ok} disks writable, {self.store.write_quorum} needed")
 
-    async def _retire(self, item: tuple[Batch, asyncio.Future, asyncio.Future],
+    async def _retire(self, item: tuple[Batch, asyncio.Future | None, asyncio.Future],
                       lease: Lease) -> None:
         batch, hashing, writing = item
         try:
-            await hashing
+            if hashing is not None:
+                await hashing
             failed = await writing
         finally:
             lease.release(batch)
