@@ -119,9 +119,9 @@ def _shard_ok(disk: Disk, info: ObjectInfo, deep: bool) -> bool:
     geo = info.geometry
     for part in info.parts:
         data_id = info.part_data_id(part)
-        if disk.shard_size(data_id, part.number) != geo.shard_file_size(part.size):
+        if disk.shard_size(data_id, part.number) != geo.shard_file_size(part.stored):
             return False
-        if deep and not _frames_ok(disk, info, data_id, part.number, part.size):
+        if deep and not _frames_ok(disk, info, data_id, part.number, part.stored):
             return False
     return True
 
@@ -139,7 +139,7 @@ async def _rebuild_files(store: ObjectStore, info: ObjectInfo, targets: list[int
             for pos in targets:
                 writers[pos] = await store.run(store.disks[pos].create_shard, data_id,
                                                part.number)
-            blocks = geo.block_count(part.size)
+            blocks = geo.block_count(part.stored)
             step = store.buffers.batch_blocks
             lease = await store.buffers.lease(1)
             try:
@@ -147,9 +147,9 @@ async def _rebuild_files(store: ObjectStore, info: ObjectInfo, targets: list[int
                 for first in range(0, blocks, step):
                     nb = min(step, blocks - first)
                     await read_batch(store.run, store.disks, store.codec, geo, info.dist,
-                                     data_id, part.number, part.size, first, nb, batch,
+                                     data_id, part.number, part.stored, first, nb, batch,
                                      store.scratch, exclude)
-                    nbytes = min(nb * geo.block_size, part.size - first * geo.block_size)
+                    nbytes = min(nb * geo.block_size, part.stored - first * geo.block_size)
                     failed = await store.run(encode_and_write, store.codec, geo, info.dist,
                                              batch, nbytes, first, writers, store.scratch)
                     if failed:
@@ -159,7 +159,7 @@ async def _rebuild_files(store: ObjectStore, info: ObjectInfo, targets: list[int
             for w in writers.values():
                 await store.run(w.commit)
             writers.clear()
-            rebuilt += len(targets) * geo.shard_file_size(part.size)
+            rebuilt += len(targets) * geo.shard_file_size(part.stored)
         finally:
             for w in writers.values():
                 await store.run(w.abort)

@@ -87,7 +87,7 @@ async def _write_parts(src: ObjectStore, dst: ObjectStore, info: ObjectInfo) -> 
     offset = 0
     numbers: list[int] = []
     for part in info.parts:
-        reader = ObjectReader(src, info, offset, part.size)
+        reader = ObjectReader(src, info, offset, part.stored)
         stream = ShardStream(dst, info.bucket, info.key, info.version_id, part.number)
         numbers.append(part.number)
         held = list(numbers)
@@ -100,12 +100,14 @@ async def _write_parts(src: ObjectStore, dst: ObjectStore, info: ObjectInfo) -> 
             return list(done.results)
 
         try:
-            got = await stream.run(BodyReader(reader, part.size), memoryview(b""),
-                                   _md5(part.etag), (), None, commit)
+            # An encrypted part's ETag is not the MD5 of its stored (sealed) bytes.
+            got = await stream.run(BodyReader(reader, part.stored), memoryview(b""),
+                                   None if part.stored_size else _md5(part.etag), (), None,
+                                   commit)
         finally:
             await reader.aclose()
         positions = got if positions is None else [p for p in positions if p in got]
-        offset += part.size
+        offset += part.stored
     return positions if positions is not None else dst.online_positions()
 
 
@@ -138,10 +140,10 @@ async def copy_version(src: ObjectStore, dst: ObjectStore, info: ObjectInfo) -> 
     blobs: dict[int, bytes] | None = None
     if info.delete_marker:
         positions = dst.online_positions()
-    elif len(info.parts) <= 1 and info.size <= dst.inline_limit:
-        reader = ObjectReader(src, info, 0, info.size)
+    elif len(info.parts) <= 1 and info.stored_size <= dst.inline_limit:
+        reader = ObjectReader(src, info, 0, info.stored_size)
         data = await reader.read()
-        if info.parts:
+        if info.parts and not info.encryption:
             want = _md5(info.parts[0].etag)
             if want is not None and hashlib.md5(data).digest() != want:
                 raise DigestMismatch("MD5", want.hex(), hashlib.md5(data).hexdigest())
