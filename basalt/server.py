@@ -369,11 +369,11 @@ async def serve(opts: ServeOptions) -> None:
                     "allow_sse_c_over_http": opts.allow_sse_c_over_http,
                     "usage_flush_seconds": opts.usage_flush_seconds,
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}
-        # Few malloc arenas: the coding threads' short-lived buffers otherwise pin
-        # one arena each of freed-but-resident memory.
+        # One malloc arena: the I/O threads allocate little (their buffers are the
+        # stripe pool's), and each extra arena pinned a few MiB freed-but-resident.
         env = dict(os.environ, BASALT_ACCESS_KEY=creds.access_key,
                    BASALT_SECRET_KEY=creds.secret_key, PROMETHEUS_MULTIPROC_DIR=metrics_dir,
-                   MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"))
+                   MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "1"))
         workers = Workers(opts.workers or os.cpu_count() or 1, (host, port), settings, env)
         await workers.start()
         if cluster_volumes is not None:
