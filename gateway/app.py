@@ -26,6 +26,7 @@ from . import (
     attributes,
     audit,
     bucket,
+    bucket_encryption,
     bucket_policy,
     copy,
     cors,
@@ -123,6 +124,9 @@ HANDLERS: dict[str, Handler] = {
     "GetPublicAccessBlock": public_access.get_public_access_block,
     "PutPublicAccessBlock": public_access.put_public_access_block,
     "DeletePublicAccessBlock": public_access.delete_public_access_block,
+    "PutBucketEncryption": bucket_encryption.put_bucket_encryption,
+    "GetBucketEncryption": bucket_encryption.get_bucket_encryption,
+    "DeleteBucketEncryption": bucket_encryption.delete_bucket_encryption,
 }
 # Operations that carry no signature of their own to check before the handler:
 # a CORS preflight is never signed; a form upload's signature is in its body.

@@ -16,7 +16,6 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 
 from .bucket import xml_response
-from .delete import _body_verified
 from .errors import InvalidArgument, MalformedXML, S3Error
 from .request import Context
 from .s3xml import S3_NAMESPACE, _children, _parse, _text
@@ -81,6 +80,7 @@ def default_encryption(raw: bytes | None) -> Requested | None:
 
 
 async def put_bucket_encryption(ctx: Context) -> web.Response:
+    from .delete import _body_verified  # delete imports the handlers that import this module
     body = await _body_verified(ctx)
     await ctx.store.require_bucket(ctx.bucket)
     config = parse_encryption(body)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from storaged import DeleteMarker, ObjectInfo
 
-from . import checksums, conditions, quota, s3xml
+from . import checksums, conditions, quota, s3xml, sse, sse_objects
 from .bucket import xml_response
 from .errors import InvalidArgument, InvalidRequest
 from .put import upload_attrs, write_condition
@@ -39,6 +40,7 @@ async def copy_source(ctx: Context) -> tuple[str, str, ObjectInfo]:
     """The copy source named by the request, its conditions checked (412 otherwise).
 
     A delete marker as source is InvalidRequest by version id, NoSuchKey as latest.
+    (An encrypted source's key: :func:`source_reader`.)
     """
     bucket, key, version = parse_copy_source(ctx.headers["x-amz-copy-source"])
     try:
@@ -50,6 +52,19 @@ async def copy_source(ctx: Context) -> tuple[str, str, ObjectInfo]:
         raise
     conditions.check(ctx.headers, info, prefix="x-amz-copy-source-if-")
     return bucket, key, info
+
+
+async def source_reader(ctx: Context, bucket: str, key: str, source: ObjectInfo,
+                        offset: int = 0, length: int | None = None) -> Any:
+    """The plaintext of a copy source (bytes ``offset .. offset+length``); an
+    encrypted one opened with the x-amz-copy-source-server-side-encryption-
+    customer-* headers where it needs them."""
+    length = source.size - offset if length is None else length
+    object_key = await sse_objects.object_key(ctx, source.encryption, bucket, key,
+                                              sse.COPY_CUSTOMER)
+    if object_key is not None:
+        return sse_objects.plaintext(ctx.store, source, object_key, offset, length)
+    return await ctx.store.get_object(bucket, key, offset, length, info=source)
 
 
 def _kept_checksums(source: ObjectInfo) -> dict[str, str]:
@@ -65,9 +80,10 @@ async def copy_object(ctx: Context) -> web.Response:
         raise InvalidArgument("Unknown metadata directive.",
                               ArgumentName="x-amz-metadata-directive", ArgumentValue=directive)
     # Copying a named version over its key is how a previous version is restored.
+    requested = sse_objects.asked(ctx)
     if (src_bucket, src_key) == (ctx.bucket, ctx.key) and directive == "COPY" \
             and "x-amz-storage-class" not in ctx.headers and "?versionId=" not in \
-            ctx.headers["x-amz-copy-source"]:
+            ctx.headers["x-amz-copy-source"] and requested is None:
         raise InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself "
             "without changing the object's metadata, storage class, website redirect location "
@@ -76,6 +92,9 @@ async def copy_object(ctx: Context) -> web.Response:
         raise InvalidRequest("The specified copy source is larger than the maximum allowable "
                              f"size for a copy source: {MAX_COPY_SIZE}")
     attrs = await upload_attrs(ctx, source, copy_meta=directive == "COPY", with_body=False)
+    sealing = await sse_objects.for_write(ctx, requested)
+    if sealing is not None:
+        attrs = sealing.attrs(attrs)
     wanted = ctx.headers.get("x-amz-checksum-algorithm")
     hashers, keep = [], _kept_checksums(source)
     if wanted:
@@ -85,19 +104,21 @@ async def copy_object(ctx: Context) -> web.Response:
         finalize = lambda md5: {algorithm: checksums.b64(hasher.digest())}  # noqa: E731
     else:
         finalize = lambda md5: keep  # noqa: E731
-    async with quota.admit(ctx, source.size):
-        reader = await ctx.store.get_object(src_bucket, src_key, info=source)
-        try:
+    reader = await source_reader(ctx, src_bucket, src_key, source)
+    try:
+        async with quota.admit(ctx, source.size):
             info = await ctx.store.put_object(ctx.bucket, ctx.key, reader, size=source.size,
                                               attrs=attrs, hashers=hashers, finalize=finalize,
-                                              condition=write_condition(ctx))
-        finally:
-            await reader.aclose()
+                                              condition=write_condition(ctx),
+                                              seal=sealing.seal(1) if sealing else None)
+    finally:
+        await reader.aclose()
     body = s3xml.copy_object_result(info.etag, info.last_modified,
                                     checksums=info.checksums or None,
                                     checksum_type="FULL_OBJECT" if info.checksums else None)
     response = xml_response(body)
     response.headers.update(await version_headers(ctx, info))
+    response.headers.update(sse_objects.response_headers(info))
     if source.versioned or await ctx.store.versioning(src_bucket):
         response.headers["x-amz-copy-source-version-id"] = source.version
     return response

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from storaged import ObjectInfo
 
-from . import conditions
+from . import conditions, sse_objects
 from .checksums import header_name
 from .errors import InvalidPartNumber, InvalidRange
 from .lifecycle import expiration_header
@@ -91,11 +91,17 @@ def _part_range(info: ObjectInfo, ctx: Context) -> tuple[int, int] | None:
     raise InvalidPartNumber()
 
 
-async def _resolve(ctx: Context) -> tuple[ObjectInfo, dict[str, str], int, int, int]:
+async def _resolve(ctx: Context
+                   ) -> tuple[ObjectInfo, dict[str, str], int, int, int, bytes | None]:
+    sse_objects.refuse_on_read(ctx.headers)
     info = await ctx.store.head_object(ctx.bucket, ctx.key, version_param(ctx),
                                        body=ctx.request.method == "GET")
+    # An encrypted object's key is checked first: without the right SSE-C key
+    # nothing about it (not even a precondition's outcome) is told.
+    key = await sse_objects.object_key(ctx, info.encryption, ctx.bucket, ctx.key)
     conditions.check(ctx.headers, info)
     headers = object_headers(info, ctx)
+    headers.update(sse_objects.response_headers(info))
     headers.update(await version_headers(ctx, info))
     headers.update(lock_response_headers(info))
     headers.update(tagging_count_header(info))
@@ -120,7 +126,7 @@ async def _resolve(ctx: Context) -> tuple[ObjectInfo, dict[str, str], int, int, 
             headers[header_name(algorithm)] = value
         if sums:
             headers["x-amz-checksum-type"] = kind
-    return info, headers, status, offset, length
+    return info, headers, status, offset, length, key
 
 
 SEND_PIECE = 256 * 1024
@@ -135,15 +141,18 @@ async def _send(resp: web.StreamResponse, chunk: memoryview) -> None:
 
 
 async def head_object(ctx: Context) -> web.StreamResponse:
-    _, headers, status, _, length = await _resolve(ctx)
+    _, headers, status, _, length, _ = await _resolve(ctx)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = length
     return resp
 
 
 async def get_object(ctx: Context) -> web.StreamResponse:
-    info, headers, status, offset, length = await _resolve(ctx)
-    reader = await ctx.store.get_object(ctx.bucket, ctx.key, offset, length, info=info)
+    info, headers, status, offset, length, key = await _resolve(ctx)
+    if key is not None:
+        reader = sse_objects.plaintext(ctx.store, info, key, offset, length)
+    else:
+        reader = await ctx.store.get_object(ctx.bucket, ctx.key, offset, length, info=info)
     chunks = reader.__aiter__()
     try:
         # The first batch is read before the status line goes out, so an

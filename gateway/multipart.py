@@ -7,11 +7,11 @@ import re
 
 from aiohttp import web
 
-from storaged import PartRecord, UploadInfo
+from storaged import PartRecord, Seal, UploadInfo
 
-from . import checksums, quota, s3xml
+from . import checksums, quota, s3xml, sse, sse_objects
 from .bucket import bucket_owner_xml, xml_response
-from .copy import copy_source
+from .copy import copy_source, source_reader
 from .errors import InvalidArgument, InvalidPart, InvalidRequest, MalformedXML, checksum_mismatch
 from .listing import encoding_param
 from .object_lock import has_integrity_header
@@ -53,10 +53,28 @@ async def create_multipart_upload(ctx: Context) -> web.Response:
         kind = checksums.multipart_checksum_type(algorithm, ctx.headers.get("x-amz-checksum-type"))
     elif ctx.headers.get("x-amz-checksum-type"):
         raise InvalidRequest("x-amz-checksum-type requires x-amz-checksum-algorithm")
+    sealing = await sse_objects.for_write(ctx)
+    if sealing is not None:  # one object key for every part (stream = part number)
+        attrs = sealing.attrs(attrs)
     upload = await ctx.store.create_upload(ctx.bucket, ctx.key, attrs, algorithm, kind)
     return web.Response(body=s3xml.initiate_multipart_upload_result(ctx.bucket, ctx.key,
                                                                     upload.upload_id),
-                        content_type="application/xml", headers=_upload_headers(upload))
+                        content_type="application/xml",
+                        headers={**_upload_headers(upload), **_sse_headers(upload)})
+
+
+def _sse_headers(upload: UploadInfo) -> dict[str, str]:
+    return sse_objects.response_headers(encryption=upload.attrs.encryption)
+
+
+async def _part_seal(ctx: Context, upload: UploadInfo, number: int) -> Seal | None:
+    """The Seal of part ``number`` of an encrypted upload (SSE-C: the request
+    carries the upload's key, as AWS requires on every part)."""
+    key = await sse_objects.object_key(ctx, upload.attrs.encryption, ctx.bucket, ctx.key)
+    if key is None:
+        return None
+    return sse_objects.Sealing(sse.Encryption.from_json(upload.attrs.encryption),
+                               key).seal(number)
 
 
 def _part_response(part: PartRecord) -> dict[str, str]:
@@ -92,13 +110,15 @@ async def upload_part(ctx: Context) -> web.Response:
     if (upload.attrs.lock_mode or upload.attrs.legal_hold) and not has_integrity_header(ctx.headers):
         raise InvalidRequest("Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part "
                              "requests with Object Lock parameters")
+    seal = await _part_seal(ctx, upload, number)
     payload = Payload(ctx, max_size=MAX_PART_SIZE)
     _part_checksum(upload, payload)
     part = await ctx.store.upload_part(
         ctx.bucket, ctx.key, upload.upload_id, number, payload.stream, size=payload.size,
-        content_md5=payload.content_md5, hashers=payload.hashers, finalize=payload.finalize)
+        content_md5=payload.content_md5, hashers=payload.hashers, finalize=payload.finalize,
+        seal=seal)
     ctx.request["bytes_in"] = part.size
-    return web.Response(status=200, headers=_part_response(part))
+    return web.Response(status=200, headers={**_part_response(part), **_sse_headers(upload)})
 
 
 async def upload_part_copy(ctx: Context) -> web.Response:
@@ -123,15 +143,19 @@ async def upload_part_copy(ctx: Context) -> web.Response:
         hasher = checksums.new_hasher(algorithm)
         hashers = [hasher]
         finalize = lambda md5: {algorithm: checksums.b64(hasher.digest())}  # noqa: E731
-    reader = await ctx.store.get_object(src_bucket, src_key, offset, length, info=source)
+    seal = await _part_seal(ctx, upload, number)
+    reader = await source_reader(ctx, src_bucket, src_key, source, offset, length)
     try:
         part = await ctx.store.upload_part(ctx.bucket, ctx.key, upload.upload_id, number, reader,
-                                           size=length, hashers=hashers, finalize=finalize)
+                                           size=length, hashers=hashers, finalize=finalize,
+                                           seal=seal)
     finally:
         await reader.aclose()
     body = s3xml.copy_part_result(part.etag, part.mtime_ns / 1e9,
                                   checksums=part.checksums or None)
-    return xml_response(body)
+    response = xml_response(body)
+    response.headers.update(_sse_headers(upload))
+    return response
 
 
 def _composer(upload: UploadInfo, requested: dict[int, dict[str, str]], full: bytes | None):
@@ -179,6 +203,7 @@ async def complete_multipart_upload(ctx: Context) -> web.Response:
         location, ctx.bucket, ctx.key, info.etag, checksums=info.checksums or None,
         checksum_type=info.checksum_type or None))
     response.headers.update(await version_headers(ctx, info))
+    response.headers.update(sse_objects.response_headers(info))
     return response
 
 

@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from storaged import ObjectAttrs, ObjectInfo
 
-from . import checksums, quota
+from . import checksums, quota, sse_objects
 from .acl import directory_of, new_object_acl
 from .acl_xml import acl_headers
 from .errors import (
@@ -38,7 +38,7 @@ from .lifecycle import expiration_header
 from .object_lock import lock_for_write
 from .post_policy import PostPolicy, form_credentials, missing_field, parse_policy, too_large
 from .request import MAX_KEY_BYTES, MAX_PUT_SIZE, META_PREFIX, Context, object_attrs
-from .router import Route, refuse_unsupported_headers
+from .router import Route
 from .tagging import parse_tagging
 from .versioning import version_headers
 
@@ -68,6 +68,9 @@ async def post_object(ctx: Context) -> web.StreamResponse:
         raise KeyTooLongError()
     policy = await _authorize(ctx, fields, values, key)
     attrs, checksum = await _attributes(ctx, values)
+    sealing = await sse_objects.for_write(ctx, sse_objects.asked(ctx, CIMultiDict(values)), key)
+    if sealing is not None:
+        attrs = sealing.attrs(attrs)
 
     limit = MAX_PUT_SIZE if policy is None or policy.max_size is None \
         else min(MAX_PUT_SIZE, policy.max_size)
@@ -97,7 +100,8 @@ async def post_object(ctx: Context) -> web.StreamResponse:
     async with quota.admit(ctx, min(expected, limit)):
         info = await ctx.store.put_object(ctx.bucket, key, body(), attrs=attrs,
                                           hashers=checksum.hashers if checksum else (),
-                                          finalize=finalize)
+                                          finalize=finalize,
+                                          seal=sealing.seal(1) if sealing else None)
     ctx.request["bytes_in"] = info.size
     response = await _response(ctx, info, values)
     if not await reader.discard_rest(MAX_TRAILER):
@@ -183,7 +187,6 @@ async def _attributes(ctx: Context, values: dict[str, str]) -> tuple[ObjectAttrs
         for name, value in values.items() if name not in _AUTH_FIELDS)
     if "acl" in values:
         headers["x-amz-acl"] = values["acl"]  # the form's name for PutObject's header
-    refuse_unsupported_headers("PutObject", headers)
     attrs = object_attrs(headers)
     tags = _tags(values["tagging"]) if "tagging" in values else {}
     request = checksums.requested_checksum(headers)
@@ -256,7 +259,8 @@ def post_response(location: str, bucket: str, key: str, etag: str) -> bytes:
 async def _response(ctx: Context, info: ObjectInfo, values: dict[str, str]) -> web.Response:
     etag = f'"{info.etag}"'
     headers = {"ETag": etag, **(await version_headers(ctx, info)),
-               **(await expiration_header(ctx.store, info, ctx.store.lifecycle_day_ns))}
+               **(await expiration_header(ctx.store, info, ctx.store.lifecycle_day_ns)),
+               **sse_objects.response_headers(info)}
     for algorithm, value in info.checksums.items():
         headers[checksums.header_name(algorithm)] = value
         headers["x-amz-checksum-type"] = "FULL_OBJECT"

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from storaged import Condition, ObjectAttrs, ObjectInfo
 
-from . import quota
+from . import quota, sse_objects
 from .acl import acl_for_upload
 from .checksums import header_name
 from .lifecycle import expiration_header
@@ -53,14 +53,18 @@ def write_condition(ctx: Context) -> Condition | None:
 
 async def put_object(ctx: Context) -> web.Response:
     attrs = await upload_attrs(ctx)
+    sealing = await sse_objects.for_write(ctx)
+    if sealing is not None:
+        attrs = sealing.attrs(attrs)
     payload = Payload(ctx)
     async with quota.admit(ctx, payload.size):  # refused before the body is read
         info = await ctx.store.put_object(
             ctx.bucket, ctx.key, payload.stream, size=payload.size, attrs=attrs,
             content_md5=payload.content_md5, hashers=payload.hashers, finalize=payload.finalize,
-            condition=write_condition(ctx))
+            condition=write_condition(ctx), seal=sealing.seal(1) if sealing else None)
     ctx.request["bytes_in"] = info.size
     headers = {"ETag": f'"{info.etag}"', **(await version_headers(ctx, info)),
+               **sse_objects.response_headers(info),
                **(await expiration_header(ctx.store, info, ctx.store.lifecycle_day_ns))}
     for algorithm, value in info.checksums.items():
         headers[header_name(algorithm)] = value

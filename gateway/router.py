@@ -37,38 +37,26 @@ _BUCKET_GET = {"location": "GetBucketLocation", "versioning": "GetBucketVersioni
                "lifecycle": "GetBucketLifecycleConfiguration", "tagging": "GetBucketTagging",
                "policy": "GetBucketPolicy", "policyStatus": "GetBucketPolicyStatus",
                "cors": "GetBucketCors", "ownershipControls": "GetBucketOwnershipControls",
-               "publicAccessBlock": "GetPublicAccessBlock"}
+               "publicAccessBlock": "GetPublicAccessBlock", "encryption": "GetBucketEncryption"}
 _BUCKET_PUT = {"acl": "PutBucketAcl", "versioning": "PutBucketVersioning",
                "object-lock": "PutObjectLockConfiguration",
                "lifecycle": "PutBucketLifecycleConfiguration", "tagging": "PutBucketTagging",
                "policy": "PutBucketPolicy", "cors": "PutBucketCors",
                "ownershipControls": "PutBucketOwnershipControls",
-               "publicAccessBlock": "PutPublicAccessBlock"}
+               "publicAccessBlock": "PutPublicAccessBlock", "encryption": "PutBucketEncryption"}
 _BUCKET_DELETE = {"lifecycle": "DeleteBucketLifecycle", "tagging": "DeleteBucketTagging",
                   "policy": "DeleteBucketPolicy", "cors": "DeleteBucketCors",
                   "ownershipControls": "DeleteBucketOwnershipControls",
-                  "publicAccessBlock": "DeletePublicAccessBlock"}
+                  "publicAccessBlock": "DeletePublicAccessBlock",
+                  "encryption": "DeleteBucketEncryption"}
 _OBJECT_GET = {"acl": "GetObjectAcl", "tagging": "GetObjectTagging",
                "retention": "GetObjectRetention", "legal-hold": "GetObjectLegalHold",
                "attributes": "GetObjectAttributes"}
 _OBJECT_PUT = {"acl": "PutObjectAcl", "tagging": "PutObjectTagging",
                "retention": "PutObjectRetention", "legal-hold": "PutObjectLegalHold"}
-_UNSUPPORTED = {"website", "replication", "encryption", "logging",
+_UNSUPPORTED = {"website", "replication", "logging",
                 "notification", "accelerate", "requestPayment", "analytics", "metrics",
                 "inventory", "intelligent-tiering", "restore", "select", "torrent"}
-
-
-# Request headers that ask for something Basalt does not do (yet): refused with
-# NotImplemented, never stored and ignored, so nobody believes an object is
-# encrypted when it is not. (ACL headers are gateway.acl's.)
-_SSE_PREFIXES = ("x-amz-server-side-encryption", "x-amz-copy-source-server-side-encryption")
-
-
-def refuse_unsupported_headers(op: str, headers: Mapping[str, str]) -> None:
-    """S3NotImplemented naming the first header asking for a missing feature."""
-    for name in headers:
-        if name.lower().startswith(_SSE_PREFIXES):
-            raise S3NotImplemented("Server-side encryption is not supported.", Header=name)
 
 
 def is_post_upload(method: str, key: str | None, query: Mapping[str, str],
@@ -120,7 +108,6 @@ def route(method: str, raw_path: str, query: Mapping[str, str], headers: Mapping
         op = _object_op(method, query)
         if "x-amz-copy-source" in headers and op in ("PutObject", "UploadPart"):
             op = "CopyObject" if op == "PutObject" else "UploadPartCopy"
-    refuse_unsupported_headers(op, headers)
     return Route(op, bucket, key)
 
 
