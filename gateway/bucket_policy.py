@@ -67,6 +67,9 @@ ACTIONS = {
     "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
     "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
     "DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
     "ListBuckets": "s3:ListAllMyBuckets",
 }
 _VERSIONED = {"s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3:DeleteObjectVersion",
@@ -103,6 +106,10 @@ def condition_keys(request: web.Request, route: Route) -> dict[str, str | list[s
     for header, key in (("User-Agent", "aws:UserAgent"), ("Referer", "aws:Referer"),
                         ("x-amz-acl", "s3:x-amz-acl"),
                         ("x-amz-server-side-encryption", "s3:x-amz-server-side-encryption"),
+                        ("x-amz-server-side-encryption-aws-kms-key-id",
+                         "s3:x-amz-server-side-encryption-aws-kms-key-id"),
+                        ("x-amz-server-side-encryption-customer-algorithm",
+                         "s3:x-amz-server-side-encryption-customer-algorithm"),
                         ("x-amz-content-sha256", "s3:x-amz-content-sha256")):
         if header in headers:
             keys[key] = headers[header]
