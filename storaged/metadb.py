@@ -279,7 +279,10 @@ class MetaDB:
     def __post_init__(self) -> None:
         self.env = lmdb.open(
             self.path, map_size=self.map_size, max_dbs=len(TABLES) + 2, max_readers=1024,
-            sync=self.sync, metasync=self.sync, readahead=False, meminit=False,
+            # meminit: LMDB zeroes the fresh pages it mallocs; without it the unused
+            # tail of a page carried whatever the heap held before (an encrypted
+            # object's plaintext, a key) into the data file.
+            sync=self.sync, metasync=self.sync, readahead=False, meminit=True,
         )
         self.dbs = {name: self.env.open_db(name) for name in TABLES}
         usage.ensure_counted(self.env, self.dbs)  # data dirs from before the counters
