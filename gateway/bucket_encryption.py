@@ -20,6 +20,7 @@ from .errors import InvalidArgument, MalformedXML, S3Error
 from .request import Context
 from .s3xml import S3_NAMESPACE, _children, _parse, _text
 from .sse import MODES, Requested
+from .verified_body import verified_body
 
 KIND = "encryption"
 
@@ -80,8 +81,7 @@ def default_encryption(raw: bytes | None) -> Requested | None:
 
 
 async def put_bucket_encryption(ctx: Context) -> web.Response:
-    from .delete import _body_verified  # delete imports the handlers that import this module
-    body = await _body_verified(ctx)
+    body = await verified_body(ctx)
     await ctx.store.require_bucket(ctx.bucket)
     config = parse_encryption(body)
     await ctx.store.set_bucket_config(ctx.bucket, KIND, json.dumps(config).encode())

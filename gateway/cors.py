@@ -19,9 +19,9 @@ import storaged
 
 from .bucket import xml_response
 from .cors_xml import METHODS, CorsConfig, parse_cors, render_cors, request_headers
-from .delete import _body_verified
 from .errors import BadRequest, S3Error
 from .request import Context
+from .verified_body import verified_body
 
 KIND = "cors"
 _FOUND = "cors_headers"  # request key: the CORS headers for this request's response
@@ -111,7 +111,7 @@ async def preflight(ctx: Context) -> web.Response:
 
 
 async def put_bucket_cors(ctx: Context) -> web.Response:
-    body = await _body_verified(ctx)              # Content-MD5 or a checksum is required
+    body = await verified_body(ctx)              # Content-MD5 or a checksum is required
     await ctx.store.require_bucket(ctx.bucket)    # NoSuchBucket before any XML error
     config = parse_cors(body)
     await ctx.store.set_bucket_config(ctx.bucket, KIND, config.pack())

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 from aiohttp import web
 
 from storaged import StorageError
 from storaged.store import DeleteResult
 
-from . import access, checksums, s3xml
+from . import access, s3xml
 from .bucket import xml_response
-from .errors import InvalidRequest, MalformedXML, S3Error, checksum_mismatch
+from .errors import S3Error
 from .failures import s3_error
 from .object_lock import bypass_governance
 from .request import MAX_KEY_BYTES, Context, check_version_id, version_param
 from .router import Route
+from .verified_body import verified_body
 
 
 def _result_headers(result: DeleteResult) -> dict[str, str]:
@@ -35,27 +35,8 @@ async def delete_object(ctx: Context) -> web.Response:
     return web.Response(status=204, headers=_result_headers(result))
 
 
-async def _body_verified(ctx: Context) -> bytes:
-    length = ctx.request.content_length
-    if length is not None and length > s3xml.MAX_BODY_SIZE:
-        raise MalformedXML()
-    body = await ctx.request.read()
-    if len(body) > s3xml.MAX_BODY_SIZE:
-        raise MalformedXML()
-    md5 = checksums.content_md5(ctx.headers)
-    if md5 is not None:
-        checksums.verify_content_md5(md5, hashlib.md5(body).digest())
-    declared = checksums.requested_checksum(ctx.headers)
-    if declared is not None and declared.expected is not None:
-        if checksums.checksum(declared.algorithm, body) != declared.expected:
-            raise checksum_mismatch(declared.algorithm)
-    if md5 is None and declared is None:
-        raise InvalidRequest("Missing required header for this request: Content-MD5")
-    return body
-
-
 async def delete_objects(ctx: Context) -> web.Response:
-    request = s3xml.parse_delete(await _body_verified(ctx))
+    request = s3xml.parse_delete(await verified_body(ctx))
     await ctx.store.require_bucket(ctx.bucket)
     deleted: list[s3xml.DeletedEntry] = []
     errors: list[s3xml.DeleteErrorEntry] = []

@@ -15,16 +15,16 @@ from aiohttp import web
 from storaged.lifecycle_rules import DAY_NS, LifecycleConfig, expiration
 
 from .bucket import xml_response
-from .delete import _body_verified
 from .errors import NoSuchLifecycleConfiguration
 from .lifecycle_xml import parse_lifecycle, render_lifecycle
 from .request import Context
+from .verified_body import verified_body
 
 KIND = "lifecycle"
 
 
 async def put_bucket_lifecycle(ctx: Context) -> web.Response:
-    body = await _body_verified(ctx)          # Content-MD5 or a checksum is required
+    body = await verified_body(ctx)          # Content-MD5 or a checksum is required
     await ctx.store.require_bucket(ctx.bucket)      # NoSuchBucket before any XML error
     config = parse_lifecycle(body)
     await ctx.store.set_bucket_config(ctx.bucket, KIND, config.pack())

@@ -252,9 +252,9 @@ async def bypass_governance(store: Any, bucket: str, headers: Mapping[str, str])
 
 async def read_verified_body(ctx: Context) -> bytes:
     """The request body, checked against Content-MD5 or an ``x-amz-checksum-*`` (one is required)."""
-    from .delete import _body_verified  # here: gateway.delete imports this module
+    from .verified_body import verified_body
 
-    return await _body_verified(ctx)
+    return await verified_body(ctx)
 
 
 async def _require_lock(ctx: Context) -> LockConfig:
