@@ -55,7 +55,8 @@ def aws(server, *args: str, timeout: float = 900) -> subprocess.CompletedProcess
 
 
 class RssWatch:
-    """Peak resident memory of the server and all its workers, sampled in the background."""
+    """Peak resident memory of the server and all its workers (the sum of their RSS,
+    shared pages counted in each), sampled in the background."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
@@ -64,7 +65,7 @@ class RssWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(0.05):
             try:
                 procs = [self.root] + self.root.children(recursive=True)
                 total = sum(p.memory_info().rss for p in procs)
@@ -239,7 +240,13 @@ def test_list_multipart_uploads_and_abort(basalt, s3, bucket):
 
 
 def test_aws_cli_cp_large_file_with_bounded_server_memory(basalt, bucket, tmp_path):
-    """`aws s3 cp` of 5 GiB up and down at default settings; the server stays small."""
+    """`aws s3 cp` of 5 GiB up and down at default settings; the server stays small.
+
+    Idle it is ~145 MiB (a main process and two workers) and each worker holds at
+    most 8 MiB of stripe batches; measured peaks (RSS summed over the processes)
+    are 189-192 MiB over HTTP and 190-246 MiB over HTTPS (TLS buffers vary with
+    load). Issue 15's 200 MiB is not asserted yet: 270 MiB keeps CI's margin and
+    still fails the unbounded pool of before (260-307 MiB)."""
     size = int(os.environ.get("BASALT_BIG_FILE_MIB", 5 * 1024)) * MIB
     src, dst = str(tmp_path / "big.bin"), str(tmp_path / "back.bin")
     random_file(src, size)
@@ -250,6 +257,37 @@ def test_aws_cli_cp_large_file_with_bounded_server_memory(basalt, bucket, tmp_pa
         aws(basalt, "s3", "cp", f"s3://{bucket}/big.bin", dst)
     assert sha256_file(src) == sha256_file(dst)
     print(f"aws s3 cp {size >> 20} MiB: up {up:.1f}s, peak server RSS {rss.peak >> 20} MiB")
-    assert rss.peak < 300 * MIB, f"server RSS peaked at {rss.peak >> 20} MiB"
+    assert rss.peak < 270 * MIB, f"server RSS peaked at {rss.peak >> 20} MiB"
     os.unlink(src)
     os.unlink(dst)
+
+
+def test_64_concurrent_large_gets_with_bounded_server_memory(basalt, s3, bucket):
+    """64 GETs of 64 MiB at once: requests beyond a worker's buffers wait for them
+    before sending a byte, so the server stays under 400 MiB (issue 15)."""
+    bodies = [os.urandom(64 * MIB) for _ in range(4)]
+    for i, body in enumerate(bodies):
+        s3.put_object(Bucket=bucket, Key=f"many/{i}", Body=body)
+    crcs = [zlib.crc32(body) for body in bodies]
+    del bodies
+    client = basalt.client(max_pool_connections=64, read_timeout=600,
+                           retries={"max_attempts": 1})
+    errors: list[str] = []
+
+    def get(i: int) -> None:
+        body = client.get_object(Bucket=bucket, Key=f"many/{i % 4}")["Body"]
+        crc, size = 0, 0
+        for chunk in body.iter_chunks(MIB):
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+        if (crc, size) != (crcs[i % 4], 64 * MIB):
+            errors.append(f"GET {i}: {size} bytes, other content")
+
+    with RssWatch(basalt.proc.pid) as rss:
+        threads = [threading.Thread(target=get, args=(i,)) for i in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    print(f"64 concurrent 64 MiB GETs: peak server RSS {rss.peak >> 20} MiB")
+    assert rss.peak < 400 * MIB, f"server RSS peaked at {rss.peak >> 20} MiB"
