@@ -18,7 +18,7 @@ from typing import Any
 
 from storaged import ObjectAttrs, ObjectInfo, Seal
 
-from . import sse
+from . import bucket_encryption, sse
 from .errors import InternalError, InvalidArgument, InvalidRequest, S3NotImplemented
 from .request import Context
 from .sse_packages import (
@@ -85,7 +85,6 @@ async def for_write(ctx: Context, requested: sse.Requested | None = None,
     None: not."""
     requested = requested or asked(ctx)
     if requested is None:
-        from . import bucket_encryption  # it imports the handlers that import this module
         requested = bucket_encryption.default_encryption(
             await ctx.store.bucket_config(ctx.bucket, bucket_encryption.KIND))
         if requested is None:
