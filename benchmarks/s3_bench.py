@@ -42,6 +42,12 @@ the unversioned bucket that replaces the old data, in the versioned one it
 adds a version. Each bucket's probe checks that the versioned bucket answers a
 PUT with a version id and the unversioned one does not.
 
+``--sse`` runs the 64 MiB rows on one Basalt server only, in a bucket whose
+default encryption is SSE-S3 (every object encrypted, as a client sending
+``x-amz-server-side-encryption: AES256`` gets) beside an unencrypted one, and
+prints encrypted/plain (issue 16's target: >= 0.8x). SSE-S3's ETag is the
+plaintext's MD5, so the PUT check holds as for any object.
+
 A new row is one async function ``row(target) -> Measurement`` added to ROWS
 (a multipart row, e.g. ``aws s3 cp`` of 1 GiB up and down, can run the CLI
 against ``target.server.endpoint`` with ``target.server.access_key``).
@@ -78,6 +84,7 @@ SMALL_SIZE = 4096
 BUCKET = "s3bench"
 VERSIONED_BUCKET = "s3bench-versioned"
 POLICY_BUCKET = "s3bench-policy"
+SSE_BUCKET = "s3bench-sse"
 ACCESS_KEY = "s3benchaccesskey"
 SECRET_KEY = "s3bench-secret-key-0123456789abcdef"
 SERVERS = ("basalt", "seaweedfs")
@@ -163,6 +170,7 @@ class Target:
     bucket: str = BUCKET
     versioned: bool = False  # prepare() enables versioning on the bucket
     policy: bytes | None = None  # prepare() attaches it as the bucket policy
+    encrypted: bool = False  # prepare() sets SSE-S3 as the bucket's default encryption
     label: str | None = None  # the results column; the server's name by default
 
     @property
@@ -399,6 +407,20 @@ VERSIONING_COLUMNS = ("versioned", "unversioned")
 # --policy: the 4 KiB rows, bucket with a 20-statement policy / bucket without one.
 POLICY_ROWS = [Row(row.name, row.unit, row.run, 0.9) for row in ROWS[3:5]]
 POLICY_COLUMNS = ("policy", "no policy")
+# --sse: the 64 MiB rows, bucket encrypting by default (SSE-S3) / unencrypted bucket.
+SSE_ROWS = [Row(row.name, row.unit, row.run, 0.8) for row in ROWS[:2]]
+SSE_COLUMNS = ("SSE-S3", "plain")
+
+
+def set_default_sse(target: Target) -> None:
+    """SSE-S3 as the bucket's default encryption (with boto3: s3load signs no
+    Content-MD5, which PutBucketEncryption requires)."""
+    import boto3
+    server = target.server
+    boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
+                 aws_secret_access_key=server.secret_key, region_name="us-east-1"
+                 ).put_bucket_encryption(Bucket=target.bucket, ServerSideEncryptionConfiguration={
+                     "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
 
 
 def policy_document(bucket: str) -> bytes:
@@ -463,6 +485,12 @@ async def prepare(target: Target, timeout: float) -> None:
         if target.policy is not None:
             await client.request("PUT", bucket, query={"policy": ""}, data=target.policy,
                                  headers={"Content-Type": "application/json"}, expect=(204,))
+        if target.encrypted:
+            await asyncio.to_thread(set_default_sse, target)  # needs Content-MD5 signed
+            _, headers, _ = await client.request("PUT", bucket, "probe-sse", data=probe,
+                                                 headers={"Content-Length": str(len(probe))})
+            if headers.get("x-amz-server-side-encryption") != "AES256":
+                raise peers.ServerError(f"{bucket}: a PUT was not encrypted")
         if target.versioned or target.options.versioning:
             await check_versioning(client, target)
     server = target.server
@@ -533,6 +561,12 @@ async def bench(servers: list[peers.Server], options: argparse.Namespace) -> dic
                           policy=policy_document(POLICY_BUCKET), label="policy"),
                    Target(server, options, payloads, label="no policy")]
         rows = POLICY_ROWS
+    elif options.sse:  # one Basalt, two buckets
+        [server] = servers
+        targets = [Target(server, options, payloads, bucket=SSE_BUCKET, encrypted=True,
+                          label="SSE-S3"),
+                   Target(server, options, payloads, label="plain")]
+        rows = SSE_ROWS
     elif options.versioning:  # one Basalt, two buckets
         [server] = servers
         targets = [Target(server, options, payloads, bucket=VERSIONED_BUCKET, versioned=True,
@@ -556,7 +590,7 @@ def start_servers(options: argparse.Namespace, stack: contextlib.ExitStack) -> l
     for name in SERVERS:
         if options.only and options.only != name:
             continue
-        if (options.versioning or options.policy) and name != "basalt":
+        if (options.versioning or options.policy or options.sse) and name != "basalt":
             continue
         log(f"starting {name} ...")
         if name == "basalt":
@@ -608,6 +642,7 @@ def summarize(results: dict, servers: list[peers.Server], options) -> dict:
     rows = []
     table_rows, columns = ((VERSIONING_ROWS, VERSIONING_COLUMNS) if options.versioning
                            else (POLICY_ROWS, POLICY_COLUMNS) if options.policy
+                           else (SSE_ROWS, SSE_COLUMNS) if options.sse
                            else (ROWS, SERVERS))
     for row in table_rows:
         if row.name not in results:  # left out by --rows
@@ -625,7 +660,7 @@ def summarize(results: dict, servers: list[peers.Server], options) -> dict:
         })
     return {
         "mode": ("versioning" if options.versioning else "policy" if options.policy
-                 else "peers"),
+                 else "sse" if options.sse else "peers"),
         "columns": list(columns),
         "rows": rows,
         "servers": {s.name: {"version": s.version, "durability": s.durability,
@@ -695,6 +730,9 @@ def print_table(summary: dict) -> None:
     if summary["mode"] == "policy":
         print(f"buckets: {POLICY_BUCKET} (a bucket policy of 20 statements) and {BUCKET} "
               "(no policy), same server, root credentials")
+    if summary["mode"] == "sse":
+        print(f"buckets: {SSE_BUCKET} (default encryption SSE-S3: 64 KiB AES-256-GCM packages) "
+              f"and {BUCKET} (unencrypted), same server")
     print(f"machine: {machine['cpus']} CPUs, load average at end "
           f"{', '.join(f'{x:.2f}' for x in machine['loadavg_at_end'])}; "
           f"every PUT ETag checked against MD5, every GET compared byte for byte")
@@ -738,11 +776,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--policy", action="store_true",
                         help="Basalt only: the 4 KiB rows in a bucket with a 20-statement bucket "
                              "policy beside one without, ratio policy/no policy (target >= 0.9x)")
+    parser.add_argument("--sse", action="store_true",
+                        help="Basalt only: the 64 MiB rows in a bucket encrypting with SSE-S3 "
+                             "beside an unencrypted one, ratio SSE-S3/plain (target >= 0.8x)")
     options = parser.parse_args(argv)
-    if (options.versioning or options.policy) and options.only == "seaweedfs":
-        parser.error("--versioning and --policy measure Basalt only")
-    if options.versioning and options.policy:
-        parser.error("choose --versioning or --policy")
+    if (options.versioning or options.policy or options.sse) and options.only == "seaweedfs":
+        parser.error("--versioning, --policy and --sse measure Basalt only")
+    if options.versioning + options.policy + options.sse > 1:
+        parser.error("choose one of --versioning, --policy and --sse")
     return options
 
 
