@@ -132,7 +132,10 @@ async def _resolve(ctx: Context
 SEND_PIECE = 256 * 1024
 
 
-async def _send(resp: web.StreamResponse, chunk: memoryview) -> None:
+async def _send(resp: web.StreamResponse, chunk: memoryview | bytes) -> None:
+    if isinstance(chunk, bytes):  # immutable (a decrypted package): sent as it is
+        await resp.write(chunk)
+        return
     # Chunks are views of buffers the reader reuses, and a transport may queue
     # what it cannot send at once by reference: send copies. Small pieces keep
     # what each connection queues (TLS adds its own copy) to a few hundred KiB.

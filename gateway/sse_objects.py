@@ -27,11 +27,10 @@ from .sse_packages import (
     Encryptor,
     PackageCipher,
     PackageError,
+    packages,
     sealed_size,
     sealed_span,
 )
-
-PIECE = 16 * SEALED  # packages opened per worker-thread hop (a batch's worth)
 
 
 def opaque_etag(key: bytes, md5_hex: str) -> str:
@@ -144,34 +143,65 @@ async def _part(store: Any, info: ObjectInfo, part: Any, base: int, key: bytes, 
                 hi: int) -> AsyncIterator[bytes]:
     first, slo, shi = sealed_span(lo, hi, part.size)
     cipher = PackageCipher(key, part.number)
+    total = packages(part.size)
     reader = await store.get_object(info.bucket, info.key, base + slo, shi - slo, info=info,
                                     stored=True)
     skip, want = lo - first * PACKAGE, hi - lo
     index = first
-    pending = bytearray()
 
-    async def opened(n: int) -> bytes:
+    def open_all(start: int, view: memoryview) -> list[bytes]:
+        out = []
+        for pos in range(0, len(view), SEALED):
+            i = start + pos // SEALED
+            if i >= total:
+                raise PackageError("encrypted body is longer than its size")
+            out.append(cipher.open(i, view[pos:pos + SEALED], i == total - 1))
+        return out
+
+    async def opened(view: memoryview) -> list[bytes]:
+        """The plaintext of the packages in ``view``, trimmed to the range."""
         nonlocal index, skip, want
-        sealed = bytes(memoryview(pending)[:n])
-        del pending[:n]
         try:
-            plain = (await store.run(cipher.open_span, index, sealed, part.size)
-                     if n > SEALED else cipher.open_span(index, sealed, part.size))
+            plains = (await store.run(open_all, index, view) if len(view) > SEALED
+                      else open_all(index, view))
         except PackageError:
             raise InternalError("The object's stored data does not authenticate: it was "
                                 "altered or damaged.") from None
-        index += -(-n // SEALED)
-        out = plain[skip:skip + want]
-        skip, want = 0, want - len(out)
+        index += len(plains)
+        out = []
+        for plain in plains:
+            if skip:
+                plain, skip = plain[skip:], 0
+            if len(plain) > want:
+                plain = plain[:want]
+            want -= len(plain)
+            if plain:
+                out.append(plain)
         return out
 
+    # Packages are opened straight from the reader's chunks (no gathering copy);
+    # only one straddling two chunks is put together in ``carry``.
+    carry = bytearray()
     try:
         async for chunk in reader:
-            pending += chunk
-            if len(pending) >= PIECE:
-                yield await opened(len(pending) // SEALED * SEALED)
-        if pending:
-            yield await opened(len(pending))
+            view = memoryview(chunk)
+            if carry:
+                take = SEALED - len(carry)
+                carry += view[:take]
+                view = view[take:]
+                if len(carry) < SEALED:
+                    continue
+                for plain in await opened(memoryview(bytes(carry))):
+                    yield plain
+                carry.clear()
+            whole = len(view) // SEALED * SEALED
+            if whole:
+                for plain in await opened(view[:whole]):
+                    yield plain
+            carry += view[whole:]
+        if carry:
+            for plain in await opened(memoryview(bytes(carry))):
+                yield plain
     finally:
         await reader.aclose()
     if want:

@@ -101,9 +101,17 @@ class Encryptor:
 
     def update(self, data: bytes | memoryview) -> bytes:
         """Sealed packages completed by ``data`` (maybe none)."""
-        self._pending += data
         self.size += len(data)
         out = []
+        if not self._pending:  # seal straight from ``data``; keep only its tail
+            view = memoryview(data).cast("B")
+            whole = (len(view) - 1) // PACKAGE * PACKAGE if view else 0
+            for pos in range(0, whole, PACKAGE):
+                out.append(self.cipher.seal(self._index, view[pos:pos + PACKAGE], False))
+                self._index += 1
+            self._pending += view[whole:]
+            return b"".join(out)
+        self._pending += data
         pos = 0
         # Keep at least one byte back: a full package is sealed once it is known
         # not to be the last.
