@@ -101,3 +101,9 @@ class ServiceUnavailable(VolumeError):
 
     def __init__(self, message: str) -> None:
         super().__init__("ServiceUnavailable", message)
+
+
+class VolumeKeyError(VolumeError):
+    """An encrypted volume's key cannot be made or opened: its KMS key is missing
+    or disabled (the KMS exception name is the code), or this server has no key
+    service (``EncryptionUnavailable``). Never carries key material."""
