@@ -314,7 +314,8 @@ async def serve(opts: ServeOptions) -> None:
         server_info = ServerInfo(store, package_version(),
                                  cluster=opts.cluster.node if opts.cluster else None)
         if node is None:
-            volumes = VolumeManager(store)
+            from storaged.kms import KeyService  # encrypted volumes' data keys
+            volumes = VolumeManager(store, KeyService(store, master_key.load(master_path)))
             await volumes.start()
             volumes.watch()
             nbd = NBDServer(volumes)

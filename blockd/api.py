@@ -42,6 +42,9 @@ STATUS = {
     "InvalidImage": 400, "BackupDamaged": 422,
     "QemuImgMissing": 501,
     "ServiceUnavailable": 503,
+    # an encrypted volume's KMS key (the KMS exception names, as AWS KMS answers them)
+    "NotFoundException": 400, "DisabledException": 400, "InvalidCiphertextException": 400,
+    "KMSInternalException": 500, "EncryptionUnavailable": 501,
 }
 
 
@@ -122,12 +125,22 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
         name = body.get("name")
         if not isinstance(name, str):
             raise InvalidVolumeName(message="name is required")
+        encrypted, kms_key = body.get("encrypted", False), body.get("kms_key")
+        if not isinstance(encrypted, bool) or not isinstance(kms_key, str | None):
+            raise InvalidArgument("InvalidEncryption",
+                                  "encrypted is true or false, kms_key a KMS key name or id")
+        if kms_key is not None and not encrypted:
+            raise InvalidArgument("InvalidEncryption", "kms_key needs encrypted: true")
         if body.get("image"):
+            if encrypted:
+                raise InvalidArgument("InvalidEncryption",
+                                      "volumes made from an image cannot be encrypted")
             size = _size(body["size"]) if body.get("size") is not None else None
             info = await images.volume_from_image(manager, manager.store, str(body["image"]),
                                                   name, size)
         else:
-            info = await manager.create(name, _size(body.get("size")))
+            info = await manager.create(name, _size(body.get("size")), encrypted=encrypted,
+                                        kms_key=kms_key)
         return web.json_response(info.as_dict(), status=201)
 
     @r.get(PREFIX + "/{name}")

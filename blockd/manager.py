@@ -8,6 +8,13 @@ snapshots, clones, rolls back and deletes volumes (an image's internal ones
 only for blockd/images.py), makes writes durable (pool first, then the
 metadata pointing at it), and is the NBD server's export registry: export
 names are volume names.
+
+Encrypted volumes: :meth:`create` asks the key service (storaged/kms.py) for a
+64-byte data key sealed under the named KMS key (or the built-in one) with the
+encryption context naming the volume's family; the record keeps only the sealed
+key, snapshots and clones copy it. :meth:`unlock` opens it (every NBD connect:
+a disabled KMS key refuses new connections) into one cached
+:class:`~blockd.volume_cipher.VolumeCipher` per family.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from storaged import ObjectStore, StorageError
+from storaged.kms import KMSError, key_id_of
 from storaged.meta import new_id
 
 from . import volmeta
@@ -36,11 +45,16 @@ from .errors import (
     VolumeExists,
     VolumeHasSnapshots,
     VolumeInUse,
+    VolumeKeyError,
 )
 from .export import Export, ExportRegistry, NBDError
-from .pool import CHUNK, ChunkPool
+from .pool import BLOCKS, CHUNK, ChunkPool
 from .volmeta import VolumeRecord
 from .volume import Volume, _zero_range
+from .volume_cipher import KEY_BYTES, VolumeCipher
+
+if TYPE_CHECKING:
+    from storaged.kms import KeyService
 
 log = logging.getLogger("basalt.blockd")
 
@@ -61,6 +75,11 @@ def internal_image(name: str) -> str | None:
 
 def is_backup_snapshot(name: str) -> bool:
     return BACKUP_SNAPSHOT.match(name.partition("@")[2]) is not None
+
+
+def _context(family: str) -> dict[str, str]:
+    """The encryption context a volume family's data key is sealed with."""
+    return {"basalt:volume-family": family}
 
 
 def _guard(name: str, internal: bool) -> None:
@@ -120,6 +139,8 @@ class VolumeInfo:
     origin: str
     connections: int
     note: str = ""
+    encrypted: bool = False
+    key_id: str | None = None  # the KMS key sealing an encrypted volume's data key
 
     @property
     def snapshot(self) -> bool:
@@ -132,8 +153,10 @@ class VolumeInfo:
 class VolumeManager(ExportRegistry):
     """Volumes on one store; also the NBD export registry."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, keys: KeyService | None = None) -> None:
         self.store = store
+        self.keys = keys  # storaged.kms.KeyService; None: no encrypted volumes here
+        self.ciphers: dict[str, VolumeCipher] = {}  # family → its opened key
         self.pool = ChunkPool(store)
         self.chunks = ChunkMaps(self.pool)
         self.pool.has_data = lambda: bool(self.chunks.refcounts)
@@ -276,7 +299,8 @@ class VolumeManager(ExportRegistry):
         export = self.exports.get(name)
         return VolumeInfo(name, record.size, len(self.chunks.maps[record.map_id]) * CHUNK,
                           record.created_ns, record.origin, export.connections if export else 0,
-                          record.note)
+                          record.note, record.encrypted,
+                          key_id_of(record.key) if record.encrypted else None)
 
     def list(self, snapshots: bool = False, internal: bool = False) -> list[VolumeInfo]:
         """Volumes (and snapshots, backup ones included, when asked); an image's
@@ -296,23 +320,64 @@ class VolumeManager(ExportRegistry):
         except NBDError as exc:
             raise ServiceUnavailable(str(exc)) from None
 
-    async def create(self, name: str, size: int, origin: str = "",
-                     internal: bool = False) -> VolumeInfo:
+    async def create(self, name: str, size: int, origin: str = "", internal: bool = False,
+                     encrypted: bool = False, kms_key: str | None = None) -> VolumeInfo:
+        """A new empty volume; ``encrypted``: under a fresh data key sealed by KMS
+        key ``kms_key`` (None: the built-in key)."""
         if not NAME.match(name):
             raise InvalidVolumeName()
         _guard(name, internal)
         if not 0 < size <= MAX_SIZE:
             raise InvalidArgument("InvalidSize", f"size must be between 1 byte and {MAX_SIZE}")
+        if name in self.records:
+            raise VolumeExists(name)
+        map_id = new_id()
+        sealed = await self._new_key(map_id, kms_key) if encrypted else b""
         async with self._admin_lock:
             if name in self.records:
                 raise VolumeExists(name)
-            record = VolumeRecord(name, new_id(), size, time.time_ns(), origin)
+            record = VolumeRecord(name, map_id, size, time.time_ns(), origin,
+                                  key=sealed, family=map_id if sealed else "")
             self.records[name] = record
             self.chunks.add(record.map_id)
             self._changed(name)
             await self._commit_admin()
-        log.info("volume created", extra={"fields": {"volume": name, "size": size}})
+        log.info("volume created", extra={"fields": {"volume": name, "size": size,
+                                                     "encrypted": bool(sealed)}})
         return self.info(name)
+
+    # encryption --------------------------------------------------------------------
+
+    def _key_service(self) -> KeyService:
+        if self.keys is None:
+            raise VolumeKeyError("EncryptionUnavailable",
+                                 "this server has no key service for encrypted volumes")
+        return self.keys
+
+    async def _new_key(self, family: str, kms_key: str | None) -> bytes:
+        """A fresh data key for a volume family, sealed (the only form kept)."""
+        try:
+            made = await self._key_service().data_key(kms_key, _context(family), size=KEY_BYTES)
+        except KMSError as exc:
+            raise VolumeKeyError(exc.code, exc.message) from None
+        return made.sealed
+
+    async def unlock(self, name: str) -> VolumeCipher | None:
+        """The cipher of an encrypted volume (None for a plaintext one), its key
+        opened now: refused while its KMS key is disabled or missing."""
+        record = self.records.get(name)
+        if record is None:
+            raise NoSuchVolume(name)
+        if not record.encrypted:
+            return None
+        try:
+            plaintext = await self._key_service().open(record.key, _context(record.family))
+        except KMSError as exc:
+            raise VolumeKeyError(exc.code, f"volume {name}: {exc.message}") from None
+        cipher = self.ciphers.get(record.family)
+        if cipher is None:
+            cipher = self.ciphers[record.family] = VolumeCipher(plaintext)
+        return cipher
 
     async def resize(self, name: str, size: int, force: bool = False,
                      internal: bool = False) -> VolumeInfo:
@@ -324,14 +389,15 @@ class VolumeManager(ExportRegistry):
             if size < record.size and not force:
                 raise ShrinkRefused(name, record.size, size)
             if size < record.size:
+                cipher = await self.unlock(name)  # the cut's last block is rewritten
                 async with self.writes.exclusive():
-                    self._cut(record, size)
+                    self._cut(record, size, cipher)
             record.size = size
             self._changed(name)
             await self._commit_admin()
         return self.info(name)
 
-    def _cut(self, record: VolumeRecord, size: int) -> None:
+    def _cut(self, record: VolumeRecord, size: int, cipher: VolumeCipher | None) -> None:
         """Drop the chunks past ``size``; zero the tail of the last one."""
         entries = self.chunks.maps[record.map_id]
         last = size // CHUNK
@@ -339,7 +405,8 @@ class VolumeManager(ExportRegistry):
             self.unmap(record.name, index)
         if size % CHUNK and last in entries:
             slot = self.own_chunk(record.name, last)
-            _zero_range(self.pool, slot, size % CHUNK, CHUNK - size % CHUNK)
+            _zero_range(self.pool, slot, size % CHUNK, CHUNK - size % CHUNK, cipher,
+                        last * BLOCKS)
 
     def snapshots(self, name: str) -> list[VolumeInfo]:
         """The snapshots of a volume (``NAME@SNAP``), oldest first."""
@@ -363,7 +430,8 @@ class VolumeManager(ExportRegistry):
             # already acknowledged are in it, later ones go to copies.
             async with self.writes.exclusive():
                 snapshot = VolumeRecord(full, new_id(), record.size, time.time_ns(), name,
-                                        snapshot=True, note=note)
+                                        snapshot=True, note=note, key=record.key,
+                                        family=record.family)
                 self.chunks.share(record.map_id, snapshot.map_id)
                 self.records[full] = snapshot
                 self._changed(full)
@@ -383,7 +451,8 @@ class VolumeManager(ExportRegistry):
             snap = self._require(source, snapshot=True)
             if name in self.records:
                 raise VolumeExists(name)
-            record = VolumeRecord(name, new_id(), snap.size, time.time_ns(), source)
+            record = VolumeRecord(name, new_id(), snap.size, time.time_ns(), source,
+                                  key=snap.key, family=snap.family)
             self.chunks.share(snap.map_id, record.map_id)
             self.records[name] = record
             self._changed(name)

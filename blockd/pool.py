@@ -16,6 +16,11 @@ cache, and reads touch one disk. The price is capacity: (M+1)x instead of
 Durability: writes land in the page cache; :meth:`sync` fdatasyncs every file
 written since the last sync (NBD FLUSH, FUA). Freed slots are hole-punched.
 
+Encrypted volumes pass their :class:`~blockd.volume_cipher.VolumeCipher` and
+the volume block of the slot's first block (the XTS tweak base) to
+:meth:`read_into` and :meth:`write`: the pool stores, checksums, copies and
+heals the ciphertext, and decrypts once a read is verified.
+
 A disk's slab and sums are :class:`~storaged.BlockFile` objects from
 ``Disk.open_block_file``: the pool never touches a disk but through ``Disk``.
 """
@@ -26,10 +31,14 @@ import errno
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import xxhash
 
 from storaged import BlockFile, ObjectStore
+
+if TYPE_CHECKING:
+    from .volume_cipher import VolumeCipher
 
 log = logging.getLogger("basalt.blockd.pool")
 
@@ -165,8 +174,11 @@ class ChunkPool:
         self.read_into(slot, offset, memoryview(out))
         return bytes(out)
 
-    def read_into(self, slot: int, offset: int, dest: memoryview) -> None:
-        """Fill ``dest`` from ``offset`` within a slot, every block verified.
+    def read_into(self, slot: int, offset: int, dest: memoryview,
+                  cipher: VolumeCipher | None = None, tweak: int = 0) -> None:
+        """Fill ``dest`` from ``offset`` within a slot, every block verified (then
+        decrypted with ``cipher``, the slot's first block being volume block
+        ``tweak``).
 
         Block-aligned reads land straight in ``dest``: two system calls (the
         data, its checksums) on the replica the slot's reads go to."""
@@ -174,7 +186,7 @@ class ChunkPool:
         if offset % BLOCK or length % BLOCK:
             first = offset // BLOCK * BLOCK
             span = bytearray(-(-(offset + length) // BLOCK) * BLOCK - first)
-            self.read_into(slot, first, memoryview(span))
+            self.read_into(slot, first, memoryview(span), cipher, tweak)
             dest[:] = memoryview(span)[offset - first:offset - first + length]
             return
         first = offset // BLOCK
@@ -182,11 +194,16 @@ class ChunkPool:
         if stored is None:
             stored = self._read_any(slot, first, dest)
         if length == BLOCK:
-            if stored == _NO_SUM or block_sum(dest) == stored:
-                return
-        elif block_sums(dest) == stored:
-            return
-        for i in range(length // BLOCK):  # some block is unwritten or damaged
+            if stored != _NO_SUM and block_sum(dest) != stored:
+                self._repair(slot, first, dest, stored)
+        elif block_sums(dest) != stored:
+            self._repair(slot, first, dest, stored)
+        if cipher is not None:
+            cipher.decrypt_into(tweak + first, dest)
+
+    def _repair(self, slot: int, first: int, dest: memoryview, stored: bytes) -> None:
+        """Some block read is unwritten or damaged: recover the damaged ones."""
+        for i in range(len(dest) // BLOCK):
             block = dest[i * BLOCK:(i + 1) * BLOCK]
             expect = stored[i * SUM:(i + 1) * SUM]
             if expect == _NO_SUM or block_sum(block) == expect:
@@ -296,10 +313,15 @@ class ChunkPool:
         self._dirty.add(pos)
         return True
 
-    def write(self, slot: int, offset: int, data: bytes | memoryview) -> None:
-        """Write ``data`` at ``offset`` within a slot on every replica."""
+    def write(self, slot: int, offset: int, data: bytes | memoryview,
+              cipher: VolumeCipher | None = None, tweak: int = 0) -> None:
+        """Write ``data`` at ``offset`` within a slot on every replica (encrypted
+        with ``cipher`` first, the slot's first block being volume block
+        ``tweak``; a partial block is read, decrypted, changed and encrypted)."""
         data = memoryview(data)
         if not offset % BLOCK and not len(data) % BLOCK:
+            if cipher is not None:
+                data = memoryview(cipher.encrypt(tweak + offset // BLOCK, data))
             self._write_blocks(slot, offset // BLOCK, data, block_sums(data))
             return
         first, last = offset // BLOCK, (offset + len(data) - 1) // BLOCK
@@ -312,9 +334,11 @@ class ChunkPool:
         for _, lock in locks:
             lock.acquire()
         try:
-            buf = bytearray(self.read(slot, first * BLOCK, (last - first + 1) * BLOCK))
+            buf = bytearray((last - first + 1) * BLOCK)
+            self.read_into(slot, first * BLOCK, memoryview(buf), cipher, tweak)
             buf[head:head + len(data)] = data
-            self._write_blocks(slot, first, memoryview(buf), block_sums(memoryview(buf)))
+            out = memoryview(buf if cipher is None else cipher.encrypt(tweak + first, buf))
+            self._write_blocks(slot, first, out, block_sums(out))
         finally:
             for _, lock in reversed(locks):
                 lock.release()

@@ -3,7 +3,8 @@
 Tables (written on every disk with the engine's write quorum, read by vote
 like object records, so losing M disks loses nothing):
 
-``volumes``  volume name → record (map id, size, creation time, origin)
+``volumes``  volume name → record (map id, size, creation time, origin; for an
+             encrypted volume its family's data key, sealed, and the family id)
 ``vmap``     map id (16 bytes) + chunk index (8 bytes) → slot (8 bytes)
 ``vslots``   ``b"next"`` → next never-used slot; ``b"rc" + slot`` → how many maps
              use the slot; ``b"free" + slot`` → a released slot for reuse
@@ -34,19 +35,30 @@ class VolumeRecord:
     origin: str = ""     # "volume@snapshot" a clone started from
     snapshot: bool = False
     note: str = ""       # what keeps it, e.g. the s3:// target of a backup chain's snapshot
+    # Encrypted volumes: the XTS data key sealed by the key service (never in
+    # clear) under the encryption context naming the family (the volume it was
+    # made for, and its snapshots and clones, which share the key).
+    key: bytes = dataclasses.field(default=b"", repr=False)
+    family: str = ""
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.key)
 
     def pack(self) -> bytes:
         body = {"map": self.map_id, "size": self.size, "ct": self.created_ns,
                 "origin": self.origin, "snap": self.snapshot}
         if self.note:
             body["note"] = self.note
+        if self.key:
+            body["key"], body["fam"] = self.key, self.family
         return msgpack.packb(body)
 
     @classmethod
     def unpack(cls, name: str, raw: bytes) -> VolumeRecord:
         d = msgpack.unpackb(raw)
         return cls(name, d["map"], d["size"], d["ct"], d.get("origin", ""), d.get("snap", False),
-                   d.get("note", ""))
+                   d.get("note", ""), d.get("key", b""), d.get("fam", ""))
 
 
 def map_key(map_id: str, index: int) -> bytes:

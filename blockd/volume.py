@@ -7,6 +7,11 @@ WRITE_ZEROES over whole chunks give them back. Map changes are durable at
 the next FLUSH (or FUA write) of any connection — the manager's flush syncs
 the pool, then commits the metadata — so with several connections one FLUSH
 covers the writes acknowledged on all of them.
+
+An encrypted volume's key is opened when a connection opens it (refused when
+its KMS key is disabled; connections already open keep working until they
+close); the pool encrypts each block it writes and decrypts what it reads,
+with the block's volume address as the tweak.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from . import protocol as _p
+from .errors import VolumeError
 from .export import Export, FastZeroUnsupported, NBDError
-from .pool import BLOCK, CHUNK
+from .pool import BLOCK, BLOCKS, CHUNK
 
 if TYPE_CHECKING:
     from .manager import VolumeManager
@@ -54,6 +60,8 @@ class Volume(Export):
     def __init__(self, manager: VolumeManager, name: str, read_only: bool = False) -> None:
         self.manager, self.name, self.read_only = manager, name, read_only
         self.connections = 0
+        # None: a plaintext volume; until unlock(), an encrypted one refuses I/O
+        self.cipher = LOCKED if manager.record(name).encrypted else None
 
     @property
     def record(self):
@@ -72,7 +80,16 @@ class Volume(Export):
         return self.manager.map_of(self.name)
 
     async def open(self) -> None:
+        await self.unlock()
         self.connections += 1
+
+    async def unlock(self) -> None:
+        """Open an encrypted volume's key (checking its KMS key is enabled)."""
+        if self.cipher is not None:
+            try:
+                self.cipher = await self.manager.unlock(self.name)
+            except VolumeError as exc:  # e.g. its KMS key is disabled: say so to the client
+                raise NBDError(errno.EPERM, exc.message) from None
 
     async def close(self) -> None:
         self.connections -= 1
@@ -89,13 +106,13 @@ class Volume(Export):
         a thread hop); False when it is too large for that."""
         if len(dest) > INLINE_IO:
             return False
-        self._fill(dest, self._slots(offset, len(dest)))
+        self._fill(dest, self._slots(offset, len(dest)), offset)
         return True
 
     async def pread_into(self, offset: int, dest: memoryview) -> None:
         jobs = self._slots(offset, len(dest))  # resolved now, before any await
         async with self.manager.io():
-            await self._io(len(dest), self._fill, dest, jobs)
+            await self._io(len(dest), self._fill, dest, jobs, offset)
 
     async def pread(self, offset: int, length: int) -> bytearray:
         out = bytearray(length)
@@ -111,14 +128,17 @@ class Volume(Export):
         return [(mapping.get(index), within, n, at) for index, within, n, at in
                 pieces(offset, length)]
 
-    def _fill(self, dest: memoryview, jobs) -> None:
-        pool = self.manager.pool
+    def _fill(self, dest: memoryview, jobs, offset: int) -> None:
+        pool, cipher = self.manager.pool, self.cipher
         try:
             for slot, within, n, at in jobs:
                 if slot is None:
                     dest[at:at + n] = _ZEROS[:n]  # a hole; dest may be a reused buffer
-                else:
+                elif cipher is None:
                     pool.read_into(slot, within, dest[at:at + n])
+                else:
+                    pool.read_into(slot, within, dest[at:at + n], cipher,
+                                   (offset + at) // CHUNK * BLOCKS)
         except OSError as exc:
             raise NBDError(exc.errno or errno.EIO, str(exc)) from None
 
@@ -140,8 +160,8 @@ class Volume(Export):
         manager = self.manager
         if len(data) > INLINE_IO or manager.writes.closed:
             return False
-        self._write_jobs([(manager.own_chunk(self.name, index), within, data[at:at + n])
-                          for index, within, n, at in pieces(offset, len(data))])
+        self._write_jobs([(manager.own_chunk(self.name, index), within, data[at:at + n],
+                           index * BLOCKS) for index, within, n, at in pieces(offset, len(data))])
         return True
 
     async def pwrite(self, offset: int, data: memoryview, fua: bool) -> None:
@@ -150,17 +170,17 @@ class Volume(Export):
         async with manager.writes.shared(), manager.io():
             # Resolving slots never awaits: allocation and copy-on-write of one
             # chunk cannot interleave with another request's.
-            jobs = [(manager.own_chunk(self.name, index), within, data[at:at + n])
+            jobs = [(manager.own_chunk(self.name, index), within, data[at:at + n], index * BLOCKS)
                     for index, within, n, at in pieces(offset, len(data))]
             await self._io(len(data), self._write_jobs, jobs)
         if fua:
             await manager.flush()
 
     def _write_jobs(self, jobs) -> None:
-        pool = self.manager.pool
+        pool, cipher = self.manager.pool, self.cipher
         try:
-            for slot, within, piece in jobs:
-                pool.write(slot, within, piece)
+            for slot, within, piece, tweak in jobs:
+                pool.write(slot, within, piece, cipher, tweak)
         except OSError as exc:
             raise NBDError(exc.errno or errno.EIO, str(exc)) from None
 
@@ -199,7 +219,7 @@ class Volume(Export):
                     if fast_only:
                         raise FastZeroUnsupported("zeroing a shared chunk needs a copy")
                     slot = manager.own_chunk(self.name, index)
-                _zero_range(manager.pool, slot, within, n)
+                _zero_range(manager.pool, slot, within, n, self.cipher, index * BLOCKS)
 
     async def block_status(self, offset: int, length: int) -> list[tuple[int, int]]:
         runs: list[tuple[int, int]] = []
@@ -213,15 +233,28 @@ class Volume(Export):
         return runs
 
 
-def _zero_range(pool, slot: int, within: int, n: int) -> None:
-    """Zero ``n`` bytes of a slot: punch the whole blocks, write zeros at the edges."""
+def _zero_range(pool, slot: int, within: int, n: int, cipher=None, tweak: int = 0) -> None:
+    """Zero ``n`` bytes of a slot: punch the whole blocks (holes read as zeros,
+    encrypted or not), write zeros at the edges."""
     first = -(-within // BLOCK) * BLOCK
     last = (within + n) // BLOCK * BLOCK
     if last > first:
         pool.clear(slot, first, last - first)
         if within < first:
-            pool.write(slot, within, bytes(first - within))
+            pool.write(slot, within, bytes(first - within), cipher, tweak)
         if within + n > last:
-            pool.write(slot, last, bytes(within + n - last))
+            pool.write(slot, last, bytes(within + n - last), cipher, tweak)
     else:
-        pool.write(slot, within, bytes(n))
+        pool.write(slot, within, bytes(n), cipher, tweak)
+
+
+class _Locked:
+    """An encrypted volume's cipher before its key is opened: I/O is refused."""
+
+    def _refuse(self, *_) -> None:
+        raise NBDError(errno.EACCES, "the volume's key is not open")
+
+    encrypt = decrypt_into = _refuse
+
+
+LOCKED = _Locked()

@@ -19,8 +19,9 @@ OVERCOMMIT = "{provisioned} provisioned on {usable} usable (thin volumes: writes
 
 def volume_line(v: dict) -> str:
     origin = f"  from {v['origin']}" if v.get("origin") and not v.get("snapshot") else ""
+    encrypted = f"  encrypted (key {v['key_id']})" if v.get("encrypted") else ""
     return (f"{v['name']}  {human_bytes(v['size'])} provisioned  "
-            f"{human_bytes(v['allocated'])} allocated{origin}")
+            f"{human_bytes(v['allocated'])} allocated{origin}{encrypted}")
 
 
 VOLUME_COLUMNS = [
@@ -90,6 +91,8 @@ def cmd_volume(args: argparse.Namespace) -> int:
     size = parse_size(args.size) if getattr(args, "size", None) else None  # before connecting
     if action == "create" and size is None and not args.from_image:
         raise ConfigError("give --size (or --from-image)")
+    if action == "create" and args.kms_key and not args.encrypted:
+        raise ConfigError("--kms-key needs --encrypted")
     client = admin_client(args)
     if action == "list":
         return emit_table(args, client.call("GET", PATH, {"snapshots": "true"}), VOLUME_COLUMNS)
@@ -97,6 +100,10 @@ def cmd_volume(args: argparse.Namespace) -> int:
         body = {"name": args.name, "size": size}
         if args.from_image:
             body["image"] = args.from_image
+        if args.encrypted:
+            body["encrypted"] = True
+            if args.kms_key:
+                body["kms_key"] = args.kms_key
         result = client.call("POST", PATH, body=body)
         return _after_sizing(args, client, result, [f"created volume {volume_line(result)}"])
     if action == "resize":
@@ -177,6 +184,11 @@ def register(sub, add) -> None:
                    "(with --from-image: grow to at least this)")
     v.add_argument("--from-image", metavar="IMAGE",
                    help="a copy-on-write clone of an imported image")
+    v.add_argument("--encrypted", action="store_true",
+                   help="encrypt the volume's blocks at rest (AES-256-XTS, its own data key)")
+    v.add_argument("--kms-key", metavar="KEY",
+                   help="with --encrypted: the KMS key sealing the data key (name, alias/NAME, "
+                        "id or ARN; default: the built-in key)")
     add(vsub, "list", help="list volumes and snapshots")
     add(vsub, "info", help="one volume's sizes and state").add_argument("name")
     v = add(vsub, "resize", help="grow (online) or shrink (--force) a volume")

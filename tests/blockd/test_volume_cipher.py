@@ -39,3 +39,26 @@ def test_refusals():
         VolumeCipher(b"k" * 64)  # equal halves
     with pytest.raises(ValueError):
         VolumeCipher(KEY).encrypt(0, b"x" * 100)
+
+
+def test_agrees_with_the_public_cipher_api():
+    """Contexts are made by the function Cipher.encryptor calls (faster): the
+    result must be what the public API gives, block by block."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    data = os.urandom(3 * BLOCK)
+    sealed = VolumeCipher(KEY).encrypt(7, data)
+    for i in range(3):
+        tweak = (7 + i).to_bytes(16, "little")
+        ctx = Cipher(algorithms.AES(KEY), modes.XTS(tweak)).encryptor()
+        assert ctx.update(data[i * BLOCK:(i + 1) * BLOCK]) == sealed[i * BLOCK:(i + 1) * BLOCK]
+
+
+def test_holes_read_as_zeros_in_place():
+    cipher = VolumeCipher(KEY)
+    data = os.urandom(BLOCK) + bytes(BLOCK) + os.urandom(BLOCK)
+    stored = bytearray(cipher.encrypt(5, data))
+    stored[BLOCK:2 * BLOCK] = bytes(BLOCK)  # the middle block trimmed (a hole)
+    cipher.decrypt_into(5, memoryview(stored))
+    assert stored[:BLOCK] == data[:BLOCK] and stored[2 * BLOCK:] == data[2 * BLOCK:]
+    assert stored[BLOCK:2 * BLOCK] == bytes(BLOCK)
+    assert "key" in repr(cipher) and KEY.hex() not in repr(cipher)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from blockd import VolumeManager
 from storaged import ObjectStore
+from storaged.kms import KeyService
 
 
-async def open_manager(dirs):
-    """A started store and volume manager on ``dirs`` (close with :func:`close`)."""
+async def open_manager(dirs, master: bytes | None = None):
+    """A started store and volume manager on ``dirs`` (close with :func:`close`);
+    with ``master``, a key service for encrypted volumes under that master key."""
     store = ObjectStore.open(dirs, sync=True)
     await store.start(heal=False)
-    manager = VolumeManager(store)
+    manager = VolumeManager(store, KeyService(store, master) if master else None)
     await manager.start()
     return store, manager
 
