@@ -16,7 +16,7 @@ from aiohttp import web
 
 from storaged import StorageError
 
-from . import images, restore
+from . import backup_cipher, images, restore
 from .errors import (
     InvalidArgument,
     InvalidVolumeName,
@@ -30,6 +30,8 @@ from .pool import CHUNK
 PREFIX = "/_basalt/v1/volumes"
 # The volume side of images (forwarded to the owner like every /_basalt/v1/volume* path).
 IMAGES = "/_basalt/v1/volume-images"
+# Backup keys sealed by (and checked against) this server's master key.
+BACKUP_KEYS = "/_basalt/v1/volume-backup-keys"
 
 
 # The HTTP status of each refusal's code (blockd/images.py's included). A code
@@ -39,7 +41,7 @@ STATUS = {
     "InternalVolume": 403,
     "VolumeExists": 409, "SnapshotExists": 409, "VolumeInUse": 409, "ShrinkRefused": 409,
     "VolumeHasSnapshots": 409, "ImageInUse": 409,
-    "InvalidImage": 400, "BackupDamaged": 422,
+    "InvalidImage": 400, "BackupDamaged": 422, "BackupKeyInvalid": 400,
     "QemuImgMissing": 501,
     "ServiceUnavailable": 503,
     # an encrypted volume's KMS key (the KMS exception names, as AWS KMS answers them)
@@ -211,13 +213,14 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
         body = await _body(request)
         if name not in manager.records:
             raise NoSuchVolume(name)
-        packs = restore.parse_packs(body, manager.records[name].size)
+        keys = restore.parse_keys(body, manager)
+        packs = restore.parse_packs(body, manager.records[name].size, keys)
         ca = body.get("ca") if isinstance(body.get("ca"), str) else None
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         written = [0]
         task = asyncio.ensure_future(restore.restore(
-            manager, name, packs, ca, lambda n: written.__setitem__(0, n)))
+            manager, name, packs, ca, lambda n: written.__setitem__(0, n), keys))
         try:
             while not task.done():
                 await asyncio.wait([task], timeout=0.5)
@@ -234,6 +237,26 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
         await resp.write(json.dumps(line).encode() + b"\n")
         await resp.write_eof()
         return resp
+
+    @r.post(BACKUP_KEYS)
+    @handler
+    async def backup_key(request: web.Request) -> web.Response:
+        """Seal a backup key the CLI made (``{"key": B64}`` → ``{"sealed": B64}``:
+        only a server with this master key opens it), or check that a sealed one
+        opens here (``{"sealed": B64}`` → ``{"valid": true}``). Never answers a key."""
+        body = await _body(request)
+        try:
+            if "sealed" in body:
+                backup_cipher.open_on_server(restore.server_key(manager),
+                                             backup_cipher.unb64(body["sealed"]))
+                return web.json_response({"valid": True})
+            key = backup_cipher.unb64(body.get("key"))
+            if len(key) != backup_cipher.KEY_BYTES:
+                raise InvalidArgument("InvalidKeys", "a backup key is 32 bytes")
+        except backup_cipher.BackupKeyError as exc:
+            raise restore.BackupKeyInvalid(str(exc)) from None
+        sealed = backup_cipher.seal_for_server(restore.server_key(manager), key)
+        return web.json_response({"sealed": backup_cipher.b64(sealed)})
 
     @r.get(IMAGES)
     @handler

@@ -11,6 +11,14 @@ every block checksummed on M+1 disks), and ends each batch with the manager's
 flush (pool fdatasync, then the chunk maps): when a batch's request ends
 ``done`` its chunks are durable, and the CLI records them for a resume.
 
+Encrypted backups (blockd/backup_cipher.py): the request also carries the
+backup keys its chunks name (each given in clear by the CLI, which unwrapped it
+with the user's passphrase, or sealed by a server: opened here with this
+server's master key). Every chunk's sha256 is checked on the sealed bytes, then
+the chunk is opened (AES-GCM: its tag authenticates it) into a plaintext buffer
+that the writes take. The restored volume is itself encrypted (the CLI creates
+it so) by the pool's write path.
+
 Nothing here reads a chunk back or sends one over a socket to this process: per
 restored byte the cost is one download, one sha256, and the pool's own write.
 :data:`COUNTS` keeps what a restore cost (requests, bytes fetched, pool writes),
@@ -29,6 +37,14 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 
+from .backup_cipher import (
+    OVERHEAD,
+    SERVER_PURPOSE,
+    BackupKeyError,
+    ChunkSealer,
+    open_on_server,
+    unb64,
+)
 from .errors import InvalidArgument, NoSuchVolume, VolumeError
 from .manager import VolumeManager, internal_image
 from .pool import CHUNK
@@ -48,9 +64,22 @@ class BackupDamaged(VolumeError):
         super().__init__("BackupDamaged", f"backup damaged: {message}")
 
 
-def parse_packs(body: dict, size: int) -> list[tuple[str, str, list[tuple[int, int, int, str]]]]:
-    """The request's packs as (url, key, [(index, offset, length, sha256)]), checked
-    against the volume's size and the pool's chunk size."""
+class BackupKeyInvalid(VolumeError):
+    """A backup key in the request does not open (another master key, damage)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("BackupKeyInvalid", message)
+
+
+Entry = tuple[int, int, int, str, str]  # index, offset, length, sha256, backup key ("": none)
+
+
+def parse_packs(body: dict, size: int, keys: dict[str, ChunkSealer] | None = None
+                ) -> list[tuple[str, str, list[Entry]]]:
+    """The request's packs as (url, key, [(index, offset, length, sha256, backup
+    key)]), checked against the volume's size, the pool's chunk size and the
+    backup keys given (``keys``, see :func:`parse_keys`)."""
+    keys = keys or {}
     if body.get("chunk_size") != CHUNK:
         raise InvalidArgument("InvalidChunkSize", f"backups of {CHUNK}-byte chunks only")
     packs = body.get("packs")
@@ -62,21 +91,53 @@ def parse_packs(body: dict, size: int) -> list[tuple[str, str, list[tuple[int, i
             url, key = str(pack["url"]), str(pack.get("key") or "")
             if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
                 raise InvalidArgument("InvalidPacks", "pack URLs must be http or https")
-            entries = [(int(i), int(o), int(n), str(s)) for i, o, n, s in pack["chunks"]]
-            for index, offset, length, sha in entries:
-                if not (0 <= index and 0 < length <= CHUNK and offset >= 0
-                        and index * CHUNK + length <= size and len(sha) == 64):
+            entries = [(int(e[0]), int(e[1]), int(e[2]), str(e[3]), str(e[4]) if len(e) > 4
+                        else "") for e in pack["chunks"]]
+            for index, offset, length, sha, tag in entries:
+                if tag and tag not in keys:
+                    raise InvalidArgument("InvalidPacks", f"chunk {index} needs backup key {tag}")
+                plain = length - OVERHEAD if tag else length
+                if not (0 <= index and 0 < plain <= CHUNK and offset >= 0
+                        and index * CHUNK + plain <= size and len(sha) == 64):
                     raise InvalidArgument("InvalidPacks", f"chunk {index} is outside the volume")
             if entries:
                 out.append((url, key, entries))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, IndexError):
         raise InvalidArgument("InvalidPacks", "each pack needs url and chunks "
-                              "[[index, offset, length, sha256], ...]") from None
+                              "[[index, offset, length, sha256(, key)], ...]") from None
     return out
 
 
+def parse_keys(body: dict, manager: VolumeManager) -> dict[str, ChunkSealer]:
+    """The request's backup keys (``{"keys": {TAG: {"key": B64} | {"sealed": B64}}}``),
+    opened; sealed ones with this server's master key."""
+    given = body.get("keys") or {}
+    if not isinstance(given, dict):
+        raise InvalidArgument("InvalidKeys", "keys must be an object")
+    out = {}
+    try:
+        for tag, spec in given.items():
+            if "sealed" in spec:
+                key = open_on_server(server_key(manager), unb64(spec["sealed"]))
+            else:
+                key = unb64(spec["key"])
+            out[str(tag)] = ChunkSealer(key)
+    except BackupKeyError as exc:
+        raise BackupKeyInvalid(str(exc)) from None
+    except (KeyError, TypeError):
+        raise InvalidArgument("InvalidKeys", "each backup key is {\"key\": ...} or "
+                              "{\"sealed\": ...}") from None
+    return out
+
+
+def server_key(manager: VolumeManager) -> bytes:
+    """The key this server seals backup keys under (derived from its master key)."""
+    return manager._key_service().derived_key(SERVER_PURPOSE)
+
+
 async def restore(manager: VolumeManager, name: str, packs: list, ca: str | None,
-                  progress: Callable[[int], None]) -> int:
+                  progress: Callable[[int], None],
+                  keys: dict[str, ChunkSealer] | None = None) -> int:
     """Write the packs' chunks into volume ``name`` and make them durable; the
     bytes written. ``progress`` is called with the bytes written so far."""
     record = manager.records.get(name)
@@ -84,13 +145,14 @@ async def restore(manager: VolumeManager, name: str, packs: list, ca: str | None
         raise NoSuchVolume(name)
     volume = await manager.lookup(name)
     assert volume is not None
-    fetcher = _Fetcher(ca)
+    await volume.unlock()  # an encrypted volume's key (NBDError when it cannot open)
+    fetcher = _Fetcher(ca, keys or {})
     loop = asyncio.get_running_loop()
     written = 0
     fetches = [loop.run_in_executor(fetcher.pool, fetcher.fetch, *p) for p in packs[:FETCHES]]
     try:
-        for i, (_, _, entries) in enumerate(packs):
-            lo, body = await fetches[i]
+        for i in range(len(packs)):
+            entries, lo, body = await fetches[i]
             await asyncio.gather(*(volume.pwrite(index * CHUNK, data, fua=False)
                                    for index, data in _runs(entries, lo, body)))
             fetcher.release(body)
@@ -114,9 +176,10 @@ class _Fetcher:
     one copy, the GIL released while it waits), and every chunk's sha256 checked
     in the same thread."""
 
-    def __init__(self, ca: str | None) -> None:
+    def __init__(self, ca: str | None, keys: dict[str, ChunkSealer]) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(FETCHES, "restore-fetch")
         self.ca = ca
+        self.keys = keys
         self.context: ssl.SSLContext | None = None  # made on the first https URL
         self.local = threading.local()
         self.buffers: list[bytearray] = []
@@ -155,10 +218,11 @@ class _Fetcher:
                 self.connections.append(conn)
         return conn
 
-    def fetch(self, url: str, key: str, entries: list[tuple[int, int, int, str]]
-              ) -> tuple[int, memoryview]:
-        """The pack's bytes the entries need (one ranged GET), checked: (first
-        offset, a view of them in a buffer to hand back with release())."""
+    def fetch(self, url: str, key: str, entries: list[Entry]
+              ) -> tuple[list[Entry], int, memoryview]:
+        """The pack's bytes the entries need (one ranged GET), checked and opened:
+        (the entries as they lie in the view, its first offset, a view of them in
+        a buffer to hand back with release())."""
         lo = min(e[1] for e in entries)
         hi = max(e[1] + e[2] for e in entries)
         view = memoryview(self._buffer(hi - lo))[:hi - lo]
@@ -186,10 +250,29 @@ class _Fetcher:
                     raise BackupDamaged(f"pack {key} unreadable ({exc})") from None
         COUNTS["requests"] += 1
         COUNTS["fetched"] += hi - lo
-        for index, offset, length, sha in entries:
+        for index, offset, length, sha, _ in entries:
             if hashlib.sha256(view[offset - lo:offset - lo + length]).hexdigest() != sha:
                 raise BackupDamaged(f"chunk {index} in {key} fails its checksum")
-        return lo, view
+        if any(e[4] for e in entries):
+            return self._open(key, entries, lo, view)
+        return entries, lo, view
+
+    def _open(self, key: str, entries: list[Entry], lo: int, view: memoryview
+              ) -> tuple[list[Entry], int, memoryview]:
+        """Open sealed chunks into a plaintext buffer (the sealed one goes back)."""
+        plain = memoryview(self._buffer(sum(e[2] - OVERHEAD for e in entries)))
+        opened, at = [], 0
+        for index, offset, length, sha, tag in sorted(entries, key=lambda e: e[1]):
+            try:
+                data = self.keys[tag].open(index, view[offset - lo:offset - lo + length])
+            except BackupKeyError as exc:
+                raise BackupDamaged(f"{exc} (in {key})") from None
+            plain[at:at + len(data)] = data
+            opened.append((index, at, len(data), sha, ""))
+            at += len(data)
+        COUNTS["opened"] += len(entries)
+        self.release(view)
+        return opened, 0, plain[:at]
 
 
 def _read_into(resp: http.client.HTTPResponse, view: memoryview) -> None:
@@ -201,12 +284,11 @@ def _read_into(resp: http.client.HTTPResponse, view: memoryview) -> None:
         done += n
 
 
-def _runs(entries: list[tuple[int, int, int, str]], lo: int, view: memoryview
-          ) -> list[tuple[int, memoryview]]:
+def _runs(entries: list[Entry], lo: int, view: memoryview) -> list[tuple[int, memoryview]]:
     """Writes for a pack's chunks: neighbours that also lie side by side in the
     pack become one write of up to RUN bytes, sliced without copying."""
     runs: list[list[int]] = []  # first index, start in body, length
-    for index, offset, length, _ in sorted(entries):
+    for index, offset, length, *_ in sorted(entries):
         start = offset - lo
         last = runs[-1] if runs else None
         if last and last[0] + last[2] // CHUNK == index and last[1] + last[2] == start \

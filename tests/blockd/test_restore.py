@@ -110,3 +110,53 @@ async def test_requests_outside_the_volume_are_refused(dirs):
                  {"chunk_size": CHUNK, "packs": [{"chunks": [entry]}]}):
         with pytest.raises(VolumeError):
             restore.parse_packs(body, 16 * CHUNK)
+
+
+async def test_sealed_chunks_are_checked_opened_and_written_encrypted(dirs, packs_server):
+    """An encrypted backup's chunks: the sha256 of the sealed bytes is checked,
+    each chunk opened with the backup key its entry names (given in clear, or
+    sealed by this server), and the target volume stores them encrypted."""
+    from blockd.backup_cipher import OVERHEAD, ChunkSealer, b64, seal_for_server
+    objects, url = packs_server
+    store, vm = await open_manager(dirs, bytes(range(32)))
+    try:
+        await vm.create("v", 8 * CHUNK, encrypted=True)
+        k1, k2 = os.urandom(32), os.urandom(32)
+        plain = {i: bytes([65 + i]) * CHUNK for i in range(4)}
+        plain[4] = b"tail" * 250
+        one = pack(objects, url, "one", {i: ChunkSealer(k1).seal(i, plain[i]) for i in (0, 1, 2)})
+        two = pack(objects, url, "two", {i: ChunkSealer(k2).seal(i, plain[i]) for i in (3, 4)})
+        for p, tag in ((one, "r1"), (two, "r2")):
+            for entry in p["chunks"]:
+                entry.append(tag)
+        sealed = seal_for_server(restore.server_key(vm), k2)
+        body = {"chunk_size": CHUNK, "packs": [one, two],
+                "keys": {"r1": {"key": b64(k1)}, "r2": {"sealed": b64(sealed)}}}
+        keys = restore.parse_keys(body, vm)
+        packs = restore.parse_packs(body, vm.records["v"].size, keys)
+        before = dict(restore.COUNTS)
+        written = await restore.restore(vm, "v", packs, None, lambda n: None, keys)
+        counts = {k: restore.COUNTS[k] - before.get(k, 0) for k in restore.COUNTS}
+        assert written == 4 * CHUNK + 1000
+        assert counts["requests"] == 2 and counts["opened"] == 5
+        assert counts["fetched"] == 4 * CHUNK + 1000 + 5 * OVERHEAD
+        vol = await vm.lookup("v")
+        await vol.open()
+        for index, data in plain.items():
+            assert await vol.pread(index * CHUNK, len(data)) == data
+        for d in dirs:
+            with open(os.path.join(d, "files", "volumes.slab"), "rb") as f:
+                assert b"tail" * 4 not in f.read()
+        # a wrong key, or a chunk moved to another place, is refused before a write
+        moved = pack(objects, url, "moved", {5: ChunkSealer(k1).seal(0, plain[0])})
+        moved["chunks"][0].append("r1")
+        bad = {"chunk_size": CHUNK, "packs": [moved], "keys": {"r1": {"key": b64(k1)}}}
+        keys = restore.parse_keys(bad, vm)
+        with pytest.raises(restore.BackupDamaged, match="chunk 5 does not open"):
+            await restore.restore(vm, "v", restore.parse_packs(bad, 8 * CHUNK, keys), None,
+                                  lambda n: None, keys)
+        other = seal_for_server(os.urandom(32), k2)
+        with pytest.raises(restore.BackupKeyInvalid, match="another master key"):
+            restore.parse_keys({"keys": {"x": {"sealed": b64(other)}}}, vm)
+    finally:
+        await close(store, vm)
