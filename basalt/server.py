@@ -33,7 +33,7 @@ from storaged import ObjectStore, lock_server, master_key
 from storaged.lifecycle import LifecycleScanner
 from storaged.lifecycle_rules import DAY_NS
 from storaged.locks import KeyLocks
-from storaged.metering import Meter
+from storaged.metering import Meter, MeteredClock
 
 from . import credentials
 from .config import disk_paths, inside, save_settings
@@ -78,6 +78,7 @@ class ServeOptions:
     master_key_file: str | None = None  # None: DATA_DIR/master.key, made on first start
     allow_sse_c_over_http: bool = False  # tests only: AWS refuses SSE-C keys sent in clear
     usage_flush_seconds: float = 10.0  # metered usage reaches its records this often
+    usage_hour_seconds: float = 3600.0  # a metered hour (shorter in tests: a day in a minute)
 
 
 def package_version() -> str:
@@ -253,6 +254,7 @@ async def serve(opts: ServeOptions) -> None:
     locks = lock_server(data_dir, disks)
     creds, generated = credentials.for_server(data_dir)
     master_path = master_key_path(opts, data_dir)
+    usage_clock = MeteredClock(time.time(), opts.usage_hour_seconds)
     stop = asyncio.Event()
     stop_on_signals(stop)
     node = members = None
@@ -312,7 +314,8 @@ async def serve(opts: ServeOptions) -> None:
         owner_socket = unix_path(data_dir, "owner.sock")
         nbd_socket = opts.nbd_socket or unix_path(data_dir, "nbd.sock")
         server_info = ServerInfo(store, package_version(),
-                                 cluster=opts.cluster.node if opts.cluster else None)
+                                 cluster=opts.cluster.node if opts.cluster else None,
+                                 usage_clock=usage_clock)
         if node is None:
             from storaged.kms import KeyService  # encrypted volumes' data keys
             volumes = VolumeManager(store, KeyService(store, master_key.load(master_path)))
@@ -369,6 +372,7 @@ async def serve(opts: ServeOptions) -> None:
                     "master_key_file": master_path,
                     "allow_sse_c_over_http": opts.allow_sse_c_over_http,
                     "usage_flush_seconds": opts.usage_flush_seconds,
+                    "usage_clock": [usage_clock.epoch, opts.usage_hour_seconds],
                     "shutdown_grace": WORKER_SHUTDOWN_GRACE}
         # One malloc arena: the I/O threads allocate little (their buffers are the
         # stripe pool's), and each extra arena pinned a few MiB freed-but-resident.
@@ -393,8 +397,9 @@ async def serve(opts: ServeOptions) -> None:
             print(f"Generated root credentials (stored in {data_dir}/credentials.json):\n"
                   f"  BASALT_ACCESS_KEY={creds.access_key}\n"
                   f"  BASALT_SECRET_KEY={creds.secret_key}", flush=True)
-        usage = UsageSampler(store, Meter(store, "owner", opts.usage_flush_seconds),
-                             volumes, layers, every=opts.usage_flush_seconds)
+        usage = UsageSampler(store, Meter(store, "owner", opts.usage_flush_seconds,
+                                          clock=usage_clock),
+                             volumes, layers, every=opts.usage_flush_seconds, clock=usage_clock)
         usage.start()
         supervisor = asyncio.ensure_future(workers.supervise())
         await stop.wait()

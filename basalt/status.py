@@ -31,6 +31,7 @@ class ServerInfo:
     layers: Any = None           # basalt.layers.Layers (single node)
     cluster: str | None = None   # the node's name in a cluster
     nbd_address: str = ""        # HOST:PORT
+    usage_clock: Any = None      # storaged.metering.MeteredClock
     nbd_socket: str | None = None
 
 
@@ -97,6 +98,8 @@ async def collect(info: ServerInfo) -> dict[str, Any]:
         "heal": {"healing_disks": healing, "offline_disks": offline,
                  **await store.run(heal_progress)},
         "counts": counts,
+        "usage_clock": None if info.usage_clock is None else {
+            "epoch": info.usage_clock.epoch, "hour_seconds": 3600.0 / info.usage_clock.scale},
     }
 
 

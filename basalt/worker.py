@@ -65,7 +65,8 @@ async def run(cfg: dict) -> None:
                            nbd_socket=cfg.get("nbd_socket"), data_dir=cfg.get("data_dir"),
                            master_key_file=cfg.get("master_key_file"),
                            allow_sse_c_over_http=cfg.get("allow_sse_c_over_http", False),
-                           usage_flush_seconds=cfg.get("usage_flush_seconds", 10.0))
+                           usage_flush_seconds=cfg.get("usage_flush_seconds", 10.0),
+                           usage_clock=tuple(cfg.get("usage_clock") or ()))
     gateway = Gateway(store, config)
     tasks = []
     if cfg.get("read_only_path"):

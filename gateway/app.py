@@ -17,7 +17,7 @@ from aiohttp import web
 
 from storaged import ObjectStore, request_scope
 from storaged.meta import new_id
-from storaged.metering import Meter
+from storaged.metering import Meter, MeteredClock
 
 from . import (
     access,
@@ -157,7 +157,9 @@ class Gateway:
             from storaged import kms, master_key
             self.keys = kms.KeyService(store, master_key.load(config.master_key_file))
         store.on_event = metrics.engine_event
-        self.meter = Meter(store, "s3", config.usage_flush_seconds)
+        self.meter = Meter(store, "s3", config.usage_flush_seconds,
+                           clock=MeteredClock(*config.usage_clock) if config.usage_clock
+                           else time.time)
 
     async def authenticate(self, request: web.Request,
                            route: router.Route | None = None

@@ -61,6 +61,7 @@ class GatewayConfig:
     master_key_file: str | None = None      # None: no key service (SSE and KMS refused)
     allow_sse_c_over_http: bool = False
     usage_flush_seconds: float = 10.0       # metered usage reaches the records this often
+    usage_clock: tuple = ()                 # (epoch, hour seconds) of a test clock; (): wall clock
 
 
 @dataclasses.dataclass

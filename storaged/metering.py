@@ -56,6 +56,18 @@ def request_class(operation: str) -> str:
     return "get"
 
 
+class MeteredClock:
+    """Metered time: the wall clock, or (tests and demos) one where an hour lasts
+    ``hour_seconds`` real seconds from ``epoch`` on, so a day of usage can be
+    metered in a minute. Every process of a server shares the epoch."""
+
+    def __init__(self, epoch: float, hour_seconds: float = 3600.0) -> None:
+        self.epoch, self.scale = epoch, 3600.0 / hour_seconds
+
+    def __call__(self) -> float:
+        return self.epoch + (time.time() - self.epoch) * self.scale
+
+
 def hour_of(moment: float) -> str:
     """``YYYY-MM-DDTHH`` (UTC): the hour a moment falls in, as records name it."""
     return time.strftime("%Y-%m-%dT%H", time.gmtime(moment))

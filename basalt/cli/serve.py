@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers, sync=not args.no_fsync, log_level=args.log_level,
         lifecycle_day_ns=round(args.lifecycle_day_seconds * 1e9),
         master_key_file=args.master_key_file, allow_sse_c_over_http=args.allow_sse_c_over_http,
-        usage_flush_seconds=args.usage_flush_seconds,
+        usage_flush_seconds=args.usage_flush_seconds, usage_hour_seconds=args.usage_hour_seconds,
     )
     if args.cluster:
         from ..cluster_node import ClusterOptions
@@ -156,6 +156,9 @@ def register(sub, add) -> None:
                    help="accept SSE-C keys over plain HTTP (tests only: AWS refuses them)")
     p.add_argument("--usage-flush-seconds", type=float, default=10.0, metavar="N",
                    help="metered usage reaches `basalt usage` within N seconds (default 10)")
+    p.add_argument("--usage-hour-seconds", type=float, default=3600.0, metavar="N",
+                   help="length of a metered hour in seconds (default 3600; shorter for "
+                        "tests and demos: a day of usage in 24 N seconds)")
     p.add_argument("--console-idle-seconds", type=float, metavar="N",
                    help="web console sessions end after N idle seconds (default 1800)")
     p.add_argument("--log-level", default="info")
