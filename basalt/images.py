@@ -207,16 +207,8 @@ def import_image(admin: AdminClient, source: str, name: str, progress: Progress,
             raise ImageError("ImageInUse", f"image {name} is used by volumes "
                              f"{', '.join(users)}; delete "
                              f"{'them' if len(users) > 1 else 'it'} before replacing the image")
-    done = [0]
-
-    def show(n: int) -> None:
-        done[0] += n
-        pct = done[0] * 100 // size if size else 100
-        progress.update(f"importing {name}: {human_bytes(done[0])} / {human_bytes(size)} "
-                        f"({pct}%)")
-
     with opener() as f:
-        s3.upload_fileobj(f, BUCKET, name, Callback=show)
+        s3.upload_fileobj(f, BUCKET, name, Callback=progress.counter(f"importing {name}", size))
     progress.done()
     if replaced:
         # The old version's base volume, if one was made, is unused now; a failure

@@ -3,12 +3,13 @@
 On a terminal one line on stderr is redrawn in place: for byte counts a bar,
 the amount, the rate and the time left (``importing x [#####-----] 1.0 GiB /
 2.0 GiB (50%) 210.4 MiB/s ETA 0:00:05``). Elsewhere (CI, pipes, log files)
-nothing is drawn while the work runs: only the final line given to
-:meth:`Progress.done`, so logs stay clean.
+nothing is drawn while the work runs (nor under ``CI=true``): only the final
+line given to :meth:`Progress.done`, so logs stay clean.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -25,6 +26,8 @@ class Progress:
             self.tty = self.stream.isatty()
         except (AttributeError, ValueError):
             self.tty = False
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            self.tty = False  # CI logs keep only final lines, whatever terminal they run in
         self.interval = interval
         self._last = 0.0
         self._shown = False

@@ -152,6 +152,21 @@ class FakeTTY(io.StringIO):
         return True
 
 
+@pytest.fixture(autouse=True)
+def not_in_ci(monkeypatch):
+    """These tests play a terminal; the suite itself runs with CI=true."""
+    monkeypatch.delenv("CI", raising=False)
+
+
+def test_progress_is_off_under_ci_even_on_a_terminal(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    stream = FakeTTY()
+    p = Progress(stream, interval=0)
+    p.bytes("importing x", 1, 2)
+    p.done("imported x")
+    assert stream.getvalue() == "imported x\n"
+
+
 def test_progress_off_a_terminal_prints_only_the_final_line():
     stream = io.StringIO()
     p = Progress(stream, interval=0)

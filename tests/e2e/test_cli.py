@@ -328,3 +328,42 @@ def test_backups_list_and_prune(basalt_http):
     listed = one_json(ok(cli(srv, "--json", "volume", "backups", "list",
                              "s3://cli-backups/p", endpoint_env=True)))
     assert [b["id"] for b in listed] == [second["backup"]]
+
+
+def test_progress_is_drawn_on_a_terminal_only(basalt_http, tmp_path):
+    """Long work shows a bar, the rate and the time left in a pseudo-terminal;
+    under CI=true with stderr not a terminal, nothing but the result."""
+    import pty
+    srv = basalt_http
+    raw = tmp_path / "big.raw"
+    with open(raw, "wb") as f:
+        for _ in range(24):
+            f.write(os.urandom(8 << 20))
+
+    def on_a_terminal(name: str, **env: str) -> str:
+        main, sub = pty.openpty()
+        environment = {k: v for k, v in srv.env.items() if k != "CI"}
+        proc = subprocess.Popen([BASALT, "image", "import", str(raw), name],
+                                env={**environment, **env}, stdout=subprocess.PIPE,
+                                stderr=sub, text=True)
+        os.close(sub)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        proc.wait(120)
+        os.close(main)
+        assert proc.returncode == 0, drawn
+        return drawn.decode(errors="replace")
+
+    text = on_a_terminal("pty-img")
+    assert "\r\x1b[2Kimporting pty-img [" in text and "192.0 MiB (" in text, text[-500:]
+    assert "/s" in text and "ETA" in text, text[-500:]  # rate and time left once it runs
+    assert on_a_terminal("pty-img2", CI="true") == ""  # CI logs: nothing drawn
+    plain = cli(srv, "image", "import", str(raw), "pty-img3", endpoint_env=True)
+    assert plain.returncode == 0 and plain.stderr == ""
