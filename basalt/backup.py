@@ -14,6 +14,17 @@ Chunks that read as zeros are not uploaded. Packs are named by their content
 and built deterministically, so a rerun after an interruption finds the packs
 already uploaded and skips them.
 
+Backups of an encrypted volume stay encrypted (and any backup given
+``--passphrase-file`` is): each run seals its chunks client-side with AES-GCM
+under a fresh backup key (blockd/backup_cipher.py) that the manifest keeps only
+wrapped under the passphrase, or, without one, sealed by the server (restorable
+only by a server with the same master key). Each entry names the run whose key
+sealed it; an incremental reuses earlier entries, so a restore may need several
+keys (all from the one passphrase). A sealed pack's chunks come from one run: a
+rerun after an interruption seals again under a new key and uploads anew (prune
+removes the orphans). The bucket then holds only ciphertext, random pack names,
+and the manifest's sizes and allocated chunk indexes.
+
 A restore is done by the server (blockd/restore.py): the CLI sends it batches
 of packs as presigned GET URLs (so the target's credentials never leave the
 CLI) with their chunks' sha256; the server downloads them, checks every chunk
@@ -36,6 +47,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from blockd import backup_cipher
 from blockd.nbd_client import NBDClient
 
 from .admin_client import AdminClient, AdminError
@@ -51,6 +63,7 @@ CHECKPOINT = int(os.environ.get("BASALT_RESTORE_BATCH") or 256 << 20)
 BATCHES_IN_FLIGHT = 2   # restore requests at once: one writes while another flushes
 PRESIGN_SECONDS = 7 * 24 * 3600  # the longest SigV4 allows
 SNAPSHOT_PREFIX = "backup-"
+BACKUP_KEYS = "/_basalt/v1/volume-backup-keys"
 
 
 class BackupError(Exception):
@@ -173,8 +186,10 @@ def _backup_id() -> str:
 class _Packer:
     """Cuts chunks into packs of ~16 MiB and uploads them in the background."""
 
-    def __init__(self, s3, target: Target, existing: set[str], progress: Progress) -> None:
+    def __init__(self, s3, target: Target, existing: set[str], progress: Progress,
+                 sealer: backup_cipher.ChunkSealer | None = None, tag: str = "") -> None:
         self.s3, self.target, self.existing, self.progress = s3, target, existing, progress
+        self.sealer, self.tag = sealer, tag  # chunks sealed under this run's backup key
         self.pool = concurrent.futures.ThreadPoolExecutor(4)
         self.uploads: list[concurrent.futures.Future] = []
         self.buf = bytearray()
@@ -186,6 +201,8 @@ class _Packer:
         self.sent: set[str] = set()  # pack keys this run uploads
 
     def add(self, index: int, data: bytes | memoryview) -> None:
+        if self.sealer is not None:
+            data = self.sealer.seal(index, data)
         sha = hashlib.sha256(data).hexdigest()
         self.pending.append((index, len(self.buf), len(data), sha))
         self.buf += data
@@ -201,7 +218,7 @@ class _Packer:
         name = hashlib.sha256("".join(p[3] for p in self.pending).encode()).hexdigest()
         key = self.target.key("packs", name)
         for index, offset, length, sha in self.pending:
-            self.entries[str(index)] = [key, offset, length, sha]
+            self.entries[str(index)] = [key, offset, length, sha, *([self.tag] if self.tag else [])]
         self.pending = []
         if key in self.existing:  # uploaded by an interrupted earlier run
             self.reused += len(data)
@@ -308,13 +325,17 @@ def run_backup(args: Any, admin: AdminClient) -> int:
     chunk, size = diff["chunk_size"], diff["size"]
     allocated = set(diff["allocated"])
     changed = [i for i in diff["changed"] if i in allocated]
+    base = base_manifest.result() if base_manifest else None
+    background.shutdown()
+    sealer, key_record = _backup_key(args, admin, volume)
+    if base is not None and bool(base.get("encryption")) != bool(sealer):
+        base, changed = None, sorted(allocated)  # no plaintext packs in an encrypted chain
     host, port = nbd_address(admin)
-    packer = _Packer(s3, target, existing_packs.result(), progress)
+    packer = _Packer(s3, target, existing_packs.result(), progress, sealer,
+                     backup_id if sealer else "")
     read = asyncio.run(_read_chunks(host, port, f"{volume}@{snap}", changed, chunk, size,
                                     packer, progress, len(changed) * chunk))
     packer.finish()
-    base = base_manifest.result() if base_manifest else None
-    background.shutdown()
     entries = {}
     if base is not None:
         changed_set = set(changed)
@@ -325,6 +346,12 @@ def run_backup(args: Any, admin: AdminClient) -> int:
     manifest = {"format": 1, "backup": backup_id, "volume": volume, "size": size,
                 "chunk_size": chunk, "snapshot": snap, "created": time.time(),
                 "base": base["backup"] if base else None, "chunks": entries}
+    if sealer is not None:  # format 2: chunk entries name the run whose key sealed them
+        keys = dict(base["encryption"]["keys"]) if base else {}
+        keys[backup_id] = key_record
+        used = {e[4] for e in entries.values()}
+        manifest.update(format=2, encryption={
+            "cipher": "AES-256-GCM", "keys": {t: k for t, k in keys.items() if t in used}})
     s3.put_object(Bucket=target.bucket, Key=target.key("backups", f"{backup_id}.json.gz"),
                   Body=pack_manifest(manifest))
     # Keep only this snapshot for the next incremental backup.
@@ -346,6 +373,38 @@ def run_backup(args: Any, admin: AdminClient) -> int:
               f"allocated chunks read ({human_bytes(read)}), {human_bytes(packer.uploaded)} "
               f"uploaded, {human_bytes(packer.reused)} already there, in {elapsed:.1f}s")
     return 0
+
+
+def _passphrase(args: Any) -> bytes | None:
+    """The passphrase in --passphrase-file (its last line break dropped), or None."""
+    path = getattr(args, "passphrase_file", None)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            phrase = f.read().rstrip(b"\r\n")
+    except OSError as exc:
+        raise BackupError(f"cannot read the passphrase file {path}: {exc.strerror}") from None
+    if not phrase:
+        raise BackupError(f"the passphrase file {path} is empty")
+    return phrase
+
+
+def _backup_key(args: Any, admin: AdminClient, volume: str
+                ) -> tuple[backup_cipher.ChunkSealer | None, dict | None]:
+    """This run's chunk sealer and the manifest's record of its key (wrapped under
+    the passphrase, else sealed by the server), when the backup is encrypted:
+    the volume is, or a passphrase was given."""
+    phrase = _passphrase(args)
+    info = admin.call("GET", f"/_basalt/v1/volumes/{volume}")
+    if phrase is None and not info.get("encrypted"):
+        return None, None
+    key = os.urandom(backup_cipher.KEY_BYTES)
+    if phrase is not None:
+        record = backup_cipher.wrap_with_passphrase(key, phrase)
+    else:
+        record = admin.call("POST", BACKUP_KEYS, body={"key": backup_cipher.b64(key)})
+    return backup_cipher.ChunkSealer(key), record
 
 
 def _check_reused(s3, target: Target, entries: dict, packer: _Packer) -> None:
@@ -396,6 +455,7 @@ def run_restore(args: Any, admin: AdminClient) -> int:
         raise BackupError(f"no backups at s3://{source.bucket}/{source.prefix}")
     manifest = load_manifest(s3, source, key)
     volume, backup_id = args.to, manifest["backup"]
+    keys = _restore_keys(args, admin, manifest)  # before anything is made on the server
     state_file = _state_path(admin, volume, backup_id)
     restored: set[str] = set()
     if os.path.exists(state_file):  # resuming an interrupted restore
@@ -403,15 +463,16 @@ def run_restore(args: Any, admin: AdminClient) -> int:
             restored = set(json.load(f))
     else:
         try:
-            admin.call("POST", "/_basalt/v1/volumes", body={"name": volume,
-                                                            "size": manifest["size"]})
+            # an encrypted backup is restored onto an encrypted volume
+            admin.call("POST", "/_basalt/v1/volumes", body={
+                "name": volume, "size": manifest["size"], **({"encrypted": True} if keys else {})})
         except AdminError as exc:
             raise BackupError(f"cannot create volume {volume}: {exc}") from None
         _save_state(state_file, restored)
     started = time.monotonic()
     progress = Progress()
     written = _restore_batches(s3, source, manifest, admin, volume, restored, state_file,
-                               progress)
+                               progress, keys)
     os.unlink(state_file)
     progress.done()
     elapsed = time.monotonic() - started
@@ -419,6 +480,36 @@ def run_restore(args: Any, admin: AdminClient) -> int:
           f"{len(manifest['chunks'])} chunks, {human_bytes(written)} written and verified, "
           f"in {elapsed:.1f}s")
     return 0
+
+
+def _restore_keys(args: Any, admin: AdminClient, manifest: dict) -> dict[str, dict]:
+    """The backup keys an encrypted backup's chunks name, as the server takes them:
+    unwrapped here with the passphrase, or sealed ones checked to open there."""
+    encryption = manifest.get("encryption")
+    if not encryption:
+        return {}
+    phrase = _passphrase(args)
+    out = {}
+    for tag, record in encryption["keys"].items():
+        if "sealed" in record:
+            try:
+                admin.call("POST", BACKUP_KEYS, body={"sealed": record["sealed"]})
+            except AdminError as exc:
+                hint = " (or give --passphrase-file if it was made with one)" if phrase else ""
+                raise BackupError(f"backup {manifest['backup']} cannot be opened here: "
+                                  f"{exc}{hint}") from None
+            out[tag] = {"sealed": record["sealed"]}
+        elif phrase is None:
+            raise BackupError(f"backup {manifest['backup']} is encrypted with a passphrase: "
+                              "give --passphrase-file")
+        else:
+            try:
+                key = backup_cipher.unwrap_with_passphrase(record, phrase)
+            except backup_cipher.BackupKeyError:
+                raise BackupError(f"the passphrase does not open backup {manifest['backup']}"
+                                  ) from None
+            out[tag] = {"key": backup_cipher.b64(key)}
+    return out
 
 
 def _save_state(path: str, restored: set[str]) -> None:
@@ -433,9 +524,9 @@ def restore_batches(manifest: dict, restored: set[str]) -> list[list[tuple[str, 
     (a pack's chunks split between two when needed), in volume order:
     [[(pack key, [[index, offset, length, sha256], ...]), ...], ...]."""
     by_pack: dict[str, list] = {}
-    for index, (pack, offset, length, sha) in manifest["chunks"].items():
+    for index, (pack, *rest) in manifest["chunks"].items():  # offset, length, sha(, key)
         if index not in restored:
-            by_pack.setdefault(pack, []).append([int(index), offset, length, sha])
+            by_pack.setdefault(pack, []).append([int(index), *rest])
     batches: list[list[tuple[str, list]]] = []
     size = CHECKPOINT
     for pack, entries in sorted(by_pack.items(), key=lambda p: min(e[0] for e in p[1])):
@@ -451,7 +542,8 @@ def restore_batches(manifest: dict, restored: set[str]) -> list[list[tuple[str, 
 
 
 def _restore_batches(s3, source: Target, manifest: dict, admin: AdminClient, volume: str,
-                     restored: set[str], state_file: str, progress: Progress) -> int:
+                     restored: set[str], state_file: str, progress: Progress,
+                     keys: dict[str, dict]) -> int:
     """The server writes the chunks into the volume itself (blockd/restore.py),
     fetching the packs through presigned URLs (the target's credentials stay
     here), a batch per request, BATCHES_IN_FLIGHT at once; each batch is durable
@@ -468,7 +560,9 @@ def _restore_batches(s3, source: Target, manifest: dict, admin: AdminClient, vol
     lock = threading.Lock()
 
     def send(number: int, batch: list[tuple[str, list]]) -> int:
-        body = {"chunk_size": manifest["chunk_size"], "ca": ca, "packs": [
+        # The backup keys travel to the server only in the request, signed (the
+        # admin endpoint is local or TLS): the server opens the chunks with them.
+        body = {"chunk_size": manifest["chunk_size"], "ca": ca, "keys": keys, "packs": [
             {"key": pack, "chunks": entries,
              "url": s3.generate_presigned_url("get_object", ExpiresIn=PRESIGN_SECONDS,
                                               Params={"Bucket": source.bucket, "Key": pack})}

@@ -209,10 +209,15 @@ def register(sub, add) -> None:
     v.add_argument("name")
     v.add_argument("--to", required=True, metavar="s3://BUCKET/PREFIX")
     v.add_argument("--endpoint-url", help=endpoint_help)
+    v.add_argument("--passphrase-file", metavar="FILE", help="encrypt the backup under this "
+                   "passphrase (restorable anywhere with it); an encrypted volume's backup "
+                   "is encrypted anyway, without one restorable only with this master key")
     v = add(vsub, "restore", help="restore a backup onto a new volume")
     v.add_argument("source", metavar="s3://BUCKET/PREFIX[@BACKUP]")
     v.add_argument("--to", required=True, metavar="NAME")
     v.add_argument("--endpoint-url", help=endpoint_help)
+    v.add_argument("--passphrase-file", metavar="FILE",
+                   help="the passphrase an encrypted backup was made with")
     v = add(vsub, "backups", help="list or prune the backups at an S3 location")
     bsub = v.add_subparsers(dest="backups_action", required=True, metavar="ACTION")
     v.set_defaults(func=cmd_backups)
