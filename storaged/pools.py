@@ -675,11 +675,12 @@ class PooledStore(WriteGate):
         return max(found, key=lambda f: f.rank).store
 
     async def get_object(self, bucket: str, key: str, offset: int = 0,
-                         length: int | None = None, info: ObjectInfo | None = None) -> ObjectReader:
+                         length: int | None = None, info: ObjectInfo | None = None, *,
+                         stored: bool = False) -> ObjectReader:
         """A reader of the newest version (or of ``info``, read from its set)."""
         info = info or await self.head_object(bucket, key)
         s = await self._holder(info)
-        return await s.get_object(bucket, key, offset, length, info=info)
+        return await s.get_object(bucket, key, offset, length, info=info, stored=stored)
 
     # writing objects ---------------------------------------------------------------
 
@@ -742,7 +743,7 @@ class PooledStore(WriteGate):
     async def put_object(self, bucket: str, key: str, body: Body, *, size: int | None = None,
                          attrs: ObjectAttrs | None = None, content_md5: bytes | None = None,
                          hashers: Sequence[Any] = (), finalize: Any = None,
-                         condition: Condition | None = None) -> ObjectInfo:
+                         condition: Condition | None = None, seal: Any = None) -> ObjectInfo:
         """As :meth:`ObjectStore.put_object`, into the key's pool (see the module)."""
         self.check_writable()
         s, newest = await self._write_target(bucket, key)
@@ -752,7 +753,7 @@ class PooledStore(WriteGate):
             condition = None
         return await self._on_set(s, bucket, lambda: s.put_object(
             bucket, key, body, size=size, attrs=attrs, content_md5=content_md5, hashers=hashers,
-            finalize=finalize, condition=condition))
+            finalize=finalize, condition=condition, seal=seal))
 
     async def copy_object(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str,
                           attrs: ObjectAttrs | None = None,

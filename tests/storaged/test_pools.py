@@ -20,6 +20,7 @@ from storaged import (
     ObjectAttrs,
     ObjectLocked,
     ObjectStore,
+    StorageError,
 )
 from storaged import pools as pools_module
 from storaged.pools import NoActivePool, PooledStore, StorePool, set_index
@@ -879,3 +880,26 @@ async def test_cluster_hooks_reach_the_right_sets(make_sets):
         await ps.make_bucket("bk2")
     await ps.make_bucket("bk3")
     assert names.claims == ["bk2", "bk3"]
+
+
+async def test_encrypted_objects_through_a_pooled_store(make_sets):
+    """The pooled store passes a write's Seal and a read's stored flag to the set
+    that holds the key (SSE objects in cluster mode)."""
+    from gateway.sse_packages import Encryptor, PackageCipher, sealed_size
+    from storaged.writer import Seal
+
+    a = await make_sets(2)
+    ps = PooledStore([StorePool("A", "active", a)], free_ttl=0)
+    await ps.make_bucket("bk")
+    key = os.urandom(32)
+    body = payload("secret", 300_000)
+    seal = Seal(Encryptor(PackageCipher(key)), sealed_size)
+    info = await ps.put_object("bk", "enc", chunks(body, 50_000), size=len(body), seal=seal,
+                               attrs=ObjectAttrs(encryption='{"mode": "AES256"}'))
+    assert info.size == len(body) and info.stored_size == sealed_size(len(body))
+    with pytest.raises(StorageError):  # never read as if it were plaintext
+        await ps.get_object("bk", "enc")
+    reader = await ps.get_object("bk", "enc", 0, sealed_size(len(body)), stored=True)
+    stored = await reader.read()
+    assert body[:64] not in stored
+    assert PackageCipher(key).open_span(0, stored, len(body)) == body
