@@ -37,6 +37,12 @@ every server. MB = 10^6 bytes.
     .venv/bin/python benchmarks/nbd_bench.py --only qemu-nbd,nbdkit # peers only
     .venv/bin/python benchmarks/nbd_bench.py --runtime 30 --repeat 3 --json
     .venv/bin/python benchmarks/nbd_bench.py --basalt-args "--no-fsync"
+    .venv/bin/python benchmarks/nbd_bench.py --encrypted --runtime 10 --repeat 3
+
+``--encrypted`` (issue 16) runs Basalt only: one server with a plain and an
+encrypted (``volume create --encrypted``) 4 GiB volume, each filled over --size,
+then 4k random write and read on each, alternating which goes first, and the
+encrypted/plain ratio per row (target: at least 0.8).
 
 Needs: apt-get install -y fio qemu-utils nbdkit libnbd-bin
 """
@@ -54,7 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -532,6 +538,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for a server to become ready (default 60)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--encrypted", action="store_true",
+                        help="Basalt only: an encrypted volume beside a plain one, 4k rows")
     options = parser.parse_args(argv)
     if not 0 < options.size <= EXPORT_SIZE - VERIFY_SPAN:
         parser.error(f"--size must be at most {(EXPORT_SIZE - VERIFY_SPAN) >> 20} MiB")
@@ -597,8 +605,81 @@ def bench(options: argparse.Namespace, stack: contextlib.ExitStack) -> dict:
     return summarize(results, servers, failures, options)
 
 
+# -- --encrypted: an encrypted volume beside a plain one on one Basalt ---------------
+
+ENCRYPTED_ROWS = [Row("4k rand write", "randwrite", "4k", "IOPS", 0.8),
+                  Row("4k rand read", "randread", "4k", "IOPS", 0.8)]
+ENCRYPTED_EXPORT = "bench-encrypted"
+
+
+def encrypted_twin(server: NbdServer, timeout: float) -> NbdServer:
+    """An encrypted 4 GiB volume on the same Basalt, as a second server entry."""
+    command = [peers.find_executable("basalt", "BASALT_BIN"), "--endpoint",
+               server.extra["endpoint"], "volume", "create", ENCRYPTED_EXPORT, "--size",
+               nbd_peers.EXPORT_SIZE_ARG, "--encrypted"]
+    env = dict(os.environ, BASALT_ACCESS_KEY=nbd_peers.ACCESS_KEY,
+               BASALT_SECRET_KEY=nbd_peers.SECRET_KEY)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    if result.returncode != 0:
+        raise ServerError(f"encrypted volume not created: {result.stderr.strip()}")
+    uri = server.uri.rsplit("/", 1)[0] + "/" + ENCRYPTED_EXPORT
+    return replace(server, name="basalt-encrypted", uri=uri,
+                   settings=server.settings + f"; encrypted volume {ENCRYPTED_EXPORT}")
+
+
+def bench_encrypted(options: argparse.Namespace, stack: contextlib.ExitStack) -> dict:
+    """Fill both volumes, then the 4k rows ``--repeat`` times; the medians and ratios."""
+    fio_binary()
+    workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="nbdbench-",
+                                                              dir=options.dir))
+    options.machine = machine_figures(workdir)
+    log(machine_line(options.machine))
+    plain = stack.enter_context(nbd_peers.basalt_server(
+        timeout=options.timeout, base_dir=workdir, keep=options.keep,
+        extra_args=options.basalt_args))
+    servers = [plain, encrypted_twin(plain, options.timeout)]
+    results: dict[str, dict[str, list[Measurement]]] = {}
+    for server in servers:
+        results.setdefault(FILL.name, {})[server.name] = [
+            measure_or_fail(FILL, server, options, workdir)]
+    turn = 0
+    for round_no in range(options.repeat):
+        for row in ENCRYPTED_ROWS:
+            log(f"[{round_no + 1}/{options.repeat}] {row.name}")
+            for server in rotated(servers, turn):
+                results.setdefault(row.name, {}).setdefault(server.name, []).append(
+                    measure_or_fail(row, server, options, workdir))
+            turn += 1
+    rows = []
+    for row in [FILL, *ENCRYPTED_ROWS]:
+        cells = {name: median(ms) for name, ms in results[row.name].items()}
+        a, b = cells.get("basalt-encrypted"), cells.get("basalt")
+        rows.append({"row": row.name, "unit": row.unit, "target_ratio": row.target,
+                     "ratio": a.value / b.value if a and b and a.value and b.value else None,
+                     "servers": {n: asdict(m) for n, m in cells.items()},
+                     "rounds": {n: [m.value for m in ms] for n, ms in results[row.name].items()}})
+    return {"rows": rows, "machine": {**options.machine, "loadavg_at_end": os.getloadavg()},
+            "settings": {"size": options.size, "runtime": options.runtime,
+                         "repeat": options.repeat, "iodepth": options.iodepth}}
+
+
+def print_encrypted(summary: dict) -> None:
+    print(machine_line(summary["machine"]))
+    print(f"{'row':<18}{'plain':>12}{'encrypted':>12}{'enc/plain':>11}{'target':>8}")
+    for row in summary["rows"]:
+        cells = row["servers"]
+        values = [cells.get(n, {}).get("value") for n in ("basalt", "basalt-encrypted")]
+        text = [f"{v:,.0f}" if v is not None else "FAILED" for v in values]
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
+        target = f"{row['target_ratio']:.1f}x" if row["target_ratio"] else ""
+        print(f"{row['row']:<18}{text[0]:>12}{text[1]:>12}{ratio:>11}{target:>8}"
+              f"  {row['unit']}, rounds {row['rounds']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    if options.encrypted:
+        return main_encrypted(options)
     # Ctrl-C and SIGTERM both raise KeyboardInterrupt, which unwinds the
     # ExitStack: fio killed by subprocess.run, servers stopped, dirs removed.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -620,6 +701,26 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_WRONG_DATA
     if not summary["servers"]:
         return EXIT_NO_SERVER
+    failed = any(m["value"] is None for row in summary["rows"] for m in row["servers"].values())
+    return EXIT_ROW_FAILED if failed else 0
+
+
+def main_encrypted(options: argparse.Namespace) -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with contextlib.ExitStack() as stack:
+            summary = bench_encrypted(options, stack)
+    except ServerError as err:
+        log(f"error: {err}")
+        return EXIT_NO_SERVER
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped, data removed")
+        return 130
+    if options.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_encrypted(summary)
     failed = any(m["value"] is None for row in summary["rows"] for m in row["servers"].values())
     return EXIT_ROW_FAILED if failed else 0
 

@@ -9,9 +9,9 @@ share the volume's key and its addresses, copy chunks on write as they are.
 
 The pool below stores, checksums, replicates and heals ciphertext; a block that
 was never written (or was trimmed) is a hole and reads as zeros without being
-decrypted: an all-zero stored block is a hole (a written block's ciphertext is
-all zeros with probability 2^-32768). XTS authenticates nothing: the pool's
-per-block checksums detect damage, as for plaintext volumes.
+decrypted: a stored block starting with 16 zero bytes is a hole (a written
+block's ciphertext starts so with probability 2^-128). XTS authenticates
+nothing: the pool's per-block checksums detect damage, as for plaintext volumes.
 
 Cost: every block needs its own OpenSSL context (the tweak is set when one is
 made). The AES work is ~0.7 us per 4 KiB (AES-NI); making the context through
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 BLOCK = 4096
 KEY_BYTES = 64  # two AES-256 keys (data and tweak)
-_ZERO = bytes(BLOCK)
+_ZERO = bytes(16)
 
 
 class VolumeCipher:
@@ -59,13 +59,13 @@ class VolumeCipher:
 
     def decrypt_into(self, first_block: int, view: memoryview) -> None:
         """Decrypt whole blocks in place, starting at volume block ``first_block``;
-        all-zero blocks (holes: never written, or trimmed) stay zeros."""
+        holes (never written, or trimmed: zeros) stay zeros."""
         if len(view) % BLOCK:
             raise ValueError("volume encryption works on whole 4 KiB blocks")
         make, xts, aes = self._dec, self._xts, self._aes
         for i in range(0, len(view), BLOCK):
             block = view[i:i + BLOCK]
-            if block.tobytes() != _ZERO:  # (a memoryview == bytes compare is per byte)
+            if block[:16].tobytes() != _ZERO:  # (memoryview == bytes compares per byte)
                 block[:] = make(aes, xts((first_block + i // BLOCK).to_bytes(16, "little"))
                                 ).update(block)
 

@@ -169,3 +169,48 @@ async def test_no_key_service_refuses_encrypted_volumes(dirs):
         assert refused.value.code == "EncryptionUnavailable"
     finally:
         await close(store, vm)
+
+
+async def test_cost_guard_one_cipher_context_per_block_and_no_extra_system_call(
+        dirs, monkeypatch):
+    """A CI guard from counters, not timings: an encrypted 4 KiB READ makes one
+    decryption context and the same two block-file calls as a plain one; a
+    4 KiB WRITE one encryption context and 2R calls; a hole, none."""
+    import collections
+
+    from storaged.block_file import LocalBlockFile
+    calls: collections.Counter[str] = collections.Counter()
+    for name in ("pread", "preadinto", "pwrite", "punch"):
+        original = getattr(LocalBlockFile, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(LocalBlockFile, name, counted)
+    store, vm = await open_manager(dirs, MASTER)
+    try:
+        await vm.create("g", 4 * CHUNK, encrypted=True)
+        vol = await opened(vm, "g")
+        cipher = vol.cipher
+        for side in ("_enc", "_dec"):
+            make = getattr(cipher, side)
+
+            def counted_make(*args, _make=make, _side=side):
+                calls[_side] += 1
+                return _make(*args)
+
+            setattr(cipher, side, counted_make)
+        assert vol.write_now(0, memoryview(pattern(CHUNK)))  # allocate the chunk first
+        buf = memoryview(bytearray(BLOCK))
+        calls.clear()
+        assert vol.write_now(BLOCK, memoryview(pattern(BLOCK)))
+        assert dict(calls) == {"_enc": 1, "pwrite": 2 * vm.pool.replicas}
+        calls.clear()
+        assert vol.read_now(2 * BLOCK, buf)
+        assert dict(calls) == {"_dec": 1, "preadinto": 1, "pread": 1}
+        calls.clear()
+        assert vol.read_now(CHUNK, buf) and bytes(buf) == bytes(BLOCK)  # unmapped: no call
+        assert not calls
+    finally:
+        await close(store, vm)
