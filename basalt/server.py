@@ -87,14 +87,20 @@ def package_version() -> str:
 
 
 def master_key_path(opts: ServeOptions, data_dir: str) -> str:
-    """The master key file, generated into the data dir on first start when
-    --master-key-file is not given (a named file must exist: a typo must not
-    silently start with a new key that opens nothing)."""
+    """The master key file: --master-key-file (it must exist: a typo must not
+    silently start with a new key that opens nothing), else one in the data dir
+    made on first start — random on a single server, derived from the cluster
+    secret on a cluster node (every node must hold the same key)."""
     if opts.master_key_file:
         master_key.load(opts.master_key_file)
         return os.path.abspath(opts.master_key_file)
     path = master_key.default_path(data_dir)
-    master_key.load_or_create(path)
+    if opts.cluster is not None:
+        from storaged import node_auth
+        master_key.load_or_create(path, master_key.from_cluster_secret(
+            node_auth.cluster_secret()))
+    else:
+        master_key.load_or_create(path)
     return path
 
 

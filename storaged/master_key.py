@@ -65,8 +65,9 @@ def load(path: str) -> bytes:
         raise MasterKeyError(f"master key file {path}: {exc}") from None
 
 
-def load_or_create(path: str) -> bytes:
-    """The key in ``path``, generated there first when the file does not exist.
+def load_or_create(path: str, new: bytes | None = None) -> bytes:
+    """The key in ``path``, written there first when the file does not exist
+    (``new``, or fresh random bytes).
 
     Written to a temporary name, fsynced, renamed into place and the directory
     fsynced: a crash leaves either no key file or a whole one, and a second
@@ -75,7 +76,7 @@ def load_or_create(path: str) -> bytes:
         return load(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    key = os.urandom(KEY_BYTES)
+    key = new if new is not None else os.urandom(KEY_BYTES)
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
@@ -103,6 +104,15 @@ def derive(master: bytes, purpose: str) -> bytes:
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
     return HKDF(hashes.SHA256(), KEY_BYTES, salt=b"basalt master key",
                 info=purpose.encode()).derive(master)
+
+
+def from_cluster_secret(secret: bytes) -> bytes:
+    """The master key of a cluster whose nodes were given no key file: derived
+    from the secret every node already shares, so all nodes hold the same one."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    return HKDF(hashes.SHA256(), KEY_BYTES, salt=b"basalt cluster master key",
+                info=b"master key").derive(secret)
 
 
 def fingerprint(master: bytes) -> str:

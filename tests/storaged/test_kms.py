@@ -202,3 +202,13 @@ def test_derived_keys_are_per_purpose_and_per_master():
     assert one.derived_key("console") == two.derived_key("console")
     assert one.derived_key("console") != one.derived_key("other")
     assert kms.KeyService(None, os.urandom(32)).derived_key("console") != one.derived_key("console")
+
+
+def test_cluster_nodes_derive_the_same_master_key(tmp_path):
+    secret = b"s" * 32
+    one = master_key.load_or_create(str(tmp_path / "n1" / "master.key"),
+                                    master_key.from_cluster_secret(secret))
+    two = master_key.load_or_create(str(tmp_path / "n2" / "master.key"),
+                                    master_key.from_cluster_secret(secret))
+    assert one == two and one != master_key.from_cluster_secret(b"t" * 32)
+    assert one != secret[:32]
