@@ -4,7 +4,8 @@ A volume served by an in-process NBDServer, driven by blockd's NBD client one
 request at a time. Counted per READ and WRITE of 4 KiB and of 1 MiB: calls
 into the disks' block files (each one system call: pread, preadv or pwrite),
 tasks created, and large buffers allocated. A change that adds a system call,
-a task or a fresh payload buffer per request fails here.
+a task or a fresh payload buffer per request fails here; so does a punch of a
+freshly allocated slot past the files' ends.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROUNDS = 20
 def file_calls(monkeypatch):
     """Calls of each LocalBlockFile method (each is one system call)."""
     calls: collections.Counter[str] = collections.Counter()
-    for name in ("pread", "preadinto", "pwrite", "punch", "sync"):
+    for name in ("pread", "preadinto", "pwrite", "punch", "sync", "size"):
         original = getattr(LocalBlockFile, name)
 
         def counted(self, *args, _original=original, _name=name):
@@ -99,6 +100,12 @@ async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls):
             assert await per_request(read1m, large) == (
                 {"preadinto": chunks, "pread": chunks}, 1, 0)
             assert await per_request(write1m, large) == ({"pwrite": 2 * replicas * chunks}, 1, 0)
+            # First writes allocate fresh slots past the files' ends, holes
+            # already: an fstat per file, no punch (a restore allocates so).
+            file_calls.clear()
+            await client.write(16 * MiB, data)
+            assert dict(file_calls) == {"size": 2 * replicas * chunks,
+                                        "pwrite": 2 * replicas * chunks}
             # A hole costs no system call at all.
             hole = 32 * MiB
             file_calls.clear()
