@@ -403,10 +403,12 @@ async def serve(opts: ServeOptions) -> None:
             print(f"Generated root credentials (stored in {data_dir}/credentials.json):\n"
                   f"  BASALT_ACCESS_KEY={creds.access_key}\n"
                   f"  BASALT_SECRET_KEY={creds.secret_key}", flush=True)
-        usage = UsageSampler(store, Meter(store, "owner", opts.usage_flush_seconds,
-                                          clock=usage_clock),
-                             volumes, layers, every=opts.usage_flush_seconds, clock=usage_clock)
-        usage.start()
+        if opts.usage_flush_seconds > 0:  # 0: metering off
+            usage = UsageSampler(store, Meter(store, "owner", opts.usage_flush_seconds,
+                                              clock=usage_clock),
+                                 volumes, layers, every=opts.usage_flush_seconds,
+                                 clock=usage_clock)
+            usage.start()
         supervisor = asyncio.ensure_future(workers.supervise())
         await stop.wait()
         log.info("shutting down")

@@ -48,6 +48,10 @@ default encryption is SSE-S3 (every object encrypted, as a client sending
 prints encrypted/plain (issue 16's target: >= 0.8x). SSE-S3's ETag is the
 plaintext's MD5, so the PUT check holds as for any object.
 
+``--metering`` runs the 4 KiB rows on two Basalt servers: one metering usage
+(the default) and one with metering off (``--usage-flush-seconds 0``), and
+prints metered/unmetered (issue 17's target: metering costs under 3%, >= 0.97x).
+
 A new row is one async function ``row(target) -> Measurement`` added to ROWS
 (a multipart row, e.g. ``aws s3 cp`` of 1 GiB up and down, can run the CLI
 against ``target.server.endpoint`` with ``target.server.access_key``).
@@ -410,6 +414,9 @@ POLICY_COLUMNS = ("policy", "no policy")
 # --sse: the 64 MiB rows, bucket encrypting by default (SSE-S3) / unencrypted bucket.
 SSE_ROWS = [Row(row.name, row.unit, row.run, 0.8) for row in ROWS[:2]]
 SSE_COLUMNS = ("SSE-S3", "plain")
+# --metering: the 4 KiB rows, Basalt metering usage / Basalt with metering off.
+METERING_ROWS = [Row(row.name, row.unit, row.run, 0.97) for row in ROWS[2:4]]
+METERING_COLUMNS = ("metered", "unmetered")
 
 
 def set_default_sse(target: Target) -> None:
@@ -567,6 +574,10 @@ async def bench(servers: list[peers.Server], options: argparse.Namespace) -> dic
                           label="SSE-S3"),
                    Target(server, options, payloads, label="plain")]
         rows = SSE_ROWS
+    elif options.metering:  # two Basalts: metering on and off
+        targets = [Target(servers[0], options, payloads, label="metered"),
+                   Target(servers[1], options, payloads, label="unmetered")]
+        rows = METERING_ROWS
     elif options.versioning:  # one Basalt, two buckets
         [server] = servers
         targets = [Target(server, options, payloads, bucket=VERSIONED_BUCKET, versioned=True,
@@ -587,6 +598,12 @@ def start_servers(options: argparse.Namespace, stack: contextlib.ExitStack) -> l
     """Start the selected servers; each is stopped and cleaned when ``stack`` closes."""
     servers = []
     common = dict(timeout=options.timeout, base_dir=options.dir, keep=options.keep)
+    if options.metering:
+        for label, extra in (("metered", ""), ("unmetered", " --usage-flush-seconds 0")):
+            log(f"starting basalt ({label}) ...")
+            servers.append(stack.enter_context(peers.basalt_server(
+                ACCESS_KEY, SECRET_KEY, extra_args=options.basalt_args + extra, **common)))
+        return servers
     for name in SERVERS:
         if options.only and options.only != name:
             continue
@@ -643,6 +660,7 @@ def summarize(results: dict, servers: list[peers.Server], options) -> dict:
     table_rows, columns = ((VERSIONING_ROWS, VERSIONING_COLUMNS) if options.versioning
                            else (POLICY_ROWS, POLICY_COLUMNS) if options.policy
                            else (SSE_ROWS, SSE_COLUMNS) if options.sse
+                           else (METERING_ROWS, METERING_COLUMNS) if options.metering
                            else (ROWS, SERVERS))
     for row in table_rows:
         if row.name not in results:  # left out by --rows
@@ -660,7 +678,8 @@ def summarize(results: dict, servers: list[peers.Server], options) -> dict:
         })
     return {
         "mode": ("versioning" if options.versioning else "policy" if options.policy
-                 else "sse" if options.sse else "peers"),
+                 else "sse" if options.sse else "metering" if options.metering
+                 else "peers"),
         "columns": list(columns),
         "rows": rows,
         "servers": {s.name: {"version": s.version, "durability": s.durability,
@@ -779,11 +798,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sse", action="store_true",
                         help="Basalt only: the 64 MiB rows in a bucket encrypting with SSE-S3 "
                              "beside an unencrypted one, ratio SSE-S3/plain (target >= 0.8x)")
+    parser.add_argument("--metering", action="store_true",
+                        help="Basalt only: the 4 KiB rows on a Basalt metering usage beside one "
+                             "with metering off (--usage-flush-seconds 0), ratio (target >= 0.97x)")
     options = parser.parse_args(argv)
-    if (options.versioning or options.policy or options.sse) and options.only == "seaweedfs":
-        parser.error("--versioning, --policy and --sse measure Basalt only")
-    if options.versioning + options.policy + options.sse > 1:
-        parser.error("choose one of --versioning, --policy and --sse")
+    special = options.versioning + options.policy + options.sse + options.metering
+    if special and options.only == "seaweedfs":
+        parser.error("--versioning, --policy, --sse and --metering measure Basalt only")
+    if special > 1:
+        parser.error("choose one of --versioning, --policy, --sse and --metering")
     return options
 
 

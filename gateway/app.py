@@ -157,9 +157,9 @@ class Gateway:
             from storaged import kms, master_key
             self.keys = kms.KeyService(store, master_key.load(config.master_key_file))
         store.on_event = metrics.engine_event
-        self.meter = Meter(store, "s3", config.usage_flush_seconds,
-                           clock=MeteredClock(*config.usage_clock) if config.usage_clock
-                           else time.time)
+        self.meter = None if config.usage_flush_seconds <= 0 else Meter(
+            store, "s3", config.usage_flush_seconds,
+            clock=MeteredClock(*config.usage_clock) if config.usage_clock else time.time)
 
     async def authenticate(self, request: web.Request,
                            route: router.Route | None = None
@@ -305,7 +305,7 @@ class Gateway:
             # request refused before either was known is nobody's.
             principal = request.get("principal")
             account = request.get("bucket_owner") or (principal and principal.account)
-            if route is not None and account:
+            if route is not None and account and self.meter is not None:
                 self.meter.count_request(account, route.bucket or "", op, bytes_in, bytes_out)
         return resp
 
@@ -323,6 +323,9 @@ class Gateway:
         return application
 
     async def _metering(self, _: web.Application) -> AsyncIterator[None]:
+        if self.meter is None:  # metering off
+            yield
+            return
         self.meter.start()
         yield
         await self.meter.close()

@@ -155,7 +155,8 @@ def register(sub, add) -> None:
     p.add_argument("--allow-sse-c-over-http", action="store_true",
                    help="accept SSE-C keys over plain HTTP (tests only: AWS refuses them)")
     p.add_argument("--usage-flush-seconds", type=float, default=10.0, metavar="N",
-                   help="metered usage reaches `basalt usage` within N seconds (default 10)")
+                   help="metered usage reaches `basalt usage` within N seconds (default 10; "
+                        "0 turns metering off)")
     p.add_argument("--usage-hour-seconds", type=float, default=3600.0, metavar="N",
                    help="length of a metered hour in seconds (default 3600; shorter for "
                         "tests and demos: a day of usage in 24 N seconds)")

@@ -136,3 +136,15 @@ def test_bill_prices_the_month(server, tmp_path):
     assert "total:" in server.cli("bill", "--prices", str(prices)).stdout
     bad = server.cli("bill", "--prices", str(tmp_path / "nope.toml"), "--json", check=False)
     assert bad.returncode != 0 and "nope.toml" in json.loads(bad.stdout)["message"]
+
+
+def test_metering_off(tmp_path):
+    srv = start_server(str(tmp_path), extra=("--usage-flush-seconds", "0"))
+    try:
+        s3 = srv.client()
+        s3.create_bucket(Bucket="unmetered")
+        s3.put_object(Bucket="unmetered", Key="k", Body=b"x" * 100)
+        time.sleep(1.5)
+        assert usage(srv, "--by", "bucket") == []
+    finally:
+        stop_server(srv)
