@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from storaged import BucketExists, NoSuchBucket
+from storaged import NoSuchBucket, system_buckets
 
 log = logging.getLogger("basalt.iam")
 
@@ -393,14 +393,7 @@ class Directory:
     # changing -------------------------------------------------------------------------
 
     async def _put(self, kind: str, value: bytes | None) -> None:
-        try:
-            await self.store.set_bucket_config(SYSTEM_BUCKET, kind, value)
-        except NoSuchBucket:
-            try:
-                await self.store.make_bucket(SYSTEM_BUCKET)
-            except BucketExists:
-                pass
-            await self.store.set_bucket_config(SYSTEM_BUCKET, kind, value)
+        await system_buckets.set_config(self.store, SYSTEM_BUCKET, kind, value)
 
     async def _changed(self) -> Snapshot:
         self._read_at = float("-inf")

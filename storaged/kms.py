@@ -36,8 +36,7 @@ import time
 import uuid
 from typing import Any
 
-from . import master_key
-from .errors import BucketExists, NoSuchBucket
+from . import master_key, system_buckets
 
 SYSTEM_BUCKET = ".basalt-kms"
 SSE_S3 = "00000000-0000-0000-0000-000000000000"  # the built-in SSE-S3 key
@@ -129,20 +128,10 @@ class KeyService:
         return self._keys
 
     async def _configs(self) -> dict[str, bytes]:
-        try:
-            return await self.store.bucket_configs(SYSTEM_BUCKET)
-        except NoSuchBucket:
-            return {}
+        return await system_buckets.configs(self.store, SYSTEM_BUCKET)
 
     async def _put(self, kind: str, value: bytes) -> None:
-        try:
-            await self.store.set_bucket_config(SYSTEM_BUCKET, kind, value)
-        except NoSuchBucket:
-            try:
-                await self.store.make_bucket(SYSTEM_BUCKET)
-            except BucketExists:
-                pass
-            await self.store.set_bucket_config(SYSTEM_BUCKET, kind, value)
+        await system_buckets.set_config(self.store, SYSTEM_BUCKET, kind, value)
 
     async def _save(self, record: KeyRecord) -> None:
         await self._put(f"key/{record.id}", json.dumps(dataclasses.asdict(record)).encode())

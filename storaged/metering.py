@@ -28,7 +28,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import BucketExists, NoSuchBucket, NoSuchKey
+from . import system_buckets
+from .errors import NoSuchBucket, NoSuchKey
 
 log = logging.getLogger("basalt.metering")
 
@@ -177,16 +178,7 @@ class Meter:
 
 
 async def _put(store: Any, key: str, body: bytes) -> None:
-    async def chunks():
-        yield body
-    try:
-        await store.put_object(SYSTEM_BUCKET, key, chunks(), size=len(body))
-    except NoSuchBucket:
-        try:
-            await store.make_bucket(SYSTEM_BUCKET)
-        except BucketExists:
-            pass
-        await store.put_object(SYSTEM_BUCKET, key, chunks(), size=len(body))
+    await system_buckets.put_object(store, SYSTEM_BUCKET, key, body)
 
 
 async def read_usage(store: Any, since: float, until: float) -> list[dict[str, Any]]:

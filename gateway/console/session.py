@@ -103,15 +103,8 @@ def clear_cookie(request: web.Request, response: web.StreamResponse) -> None:
 # -- the server-side records -------------------------------------------------------
 
 async def _put(store: Any, kind: str, value: bytes | None) -> None:
-    from storaged import BucketExists, NoSuchBucket
-    try:
-        await store.set_bucket_config(SYSTEM_BUCKET, kind, value)
-    except NoSuchBucket:
-        try:
-            await store.make_bucket(SYSTEM_BUCKET)
-        except BucketExists:
-            pass
-        await store.set_bucket_config(SYSTEM_BUCKET, kind, value)
+    from storaged import system_buckets
+    await system_buckets.set_config(store, SYSTEM_BUCKET, kind, value)
 
 
 async def _records(store: Any) -> dict[str, bytes]:
