@@ -678,15 +678,14 @@ def print_encrypted(summary: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    if options.encrypted:
-        return main_encrypted(options)
+    run, show = (bench_encrypted, print_encrypted) if options.encrypted else (bench, print_table)
     # Ctrl-C and SIGTERM both raise KeyboardInterrupt, which unwinds the
     # ExitStack: fio killed by subprocess.run, servers stopped, dirs removed.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with contextlib.ExitStack() as stack:
-            summary = bench(options, stack)
+            summary = run(options, stack)
     except ServerError as err:
         log(f"error: {err}")
         return EXIT_NO_SERVER
@@ -696,33 +695,15 @@ def main(argv: list[str] | None = None) -> int:
     if options.json:
         print(json.dumps(summary, indent=2))
     else:
-        print_table(summary)
-    if any(why.startswith("WRONG DATA") for why in summary["failures"].values()):
+        show(summary)
+    if any(why.startswith("WRONG DATA") for why in summary.get("failures", {}).values()):
         return EXIT_WRONG_DATA
-    if not summary["servers"]:
+    if "servers" in summary and not summary["servers"]:  # (the --encrypted run has one)
         return EXIT_NO_SERVER
     failed = any(m["value"] is None for row in summary["rows"] for m in row["servers"].values())
     return EXIT_ROW_FAILED if failed else 0
 
 
-def main_encrypted(options: argparse.Namespace) -> int:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        with contextlib.ExitStack() as stack:
-            summary = bench_encrypted(options, stack)
-    except ServerError as err:
-        log(f"error: {err}")
-        return EXIT_NO_SERVER
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped, data removed")
-        return 130
-    if options.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_encrypted(summary)
-    failed = any(m["value"] is None for row in summary["rows"] for m in row["servers"].values())
-    return EXIT_ROW_FAILED if failed else 0
 
 
 if __name__ == "__main__":
