@@ -13,10 +13,11 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .conftest import start_server, stop_server
+from .conftest import Server, start_server, stop_server
 
 
 def body(key: str, version: int) -> bytes:
@@ -25,7 +26,18 @@ def body(key: str, version: int) -> bytes:
 
 
 def test_sigkill_during_uploads(tmp_path):
-    server = start_server(str(tmp_path))
+    kill_during_uploads(tmp_path)
+
+
+def kill_during_uploads(tmp_path, extra: tuple[str, ...] = (),
+                        modes: Callable[[Server], Callable[[str], tuple[dict, dict]]] | None = None
+                        ) -> None:
+    """Four writers put versions of eight keys until the server's whole process
+    group is SIGKILLed; after a restart every acknowledged version reads back and
+    an upload in flight left its old version or its new one. ``modes(server)``
+    gives each key's extra put and get arguments (e.g. its encryption)."""
+    server = start_server(str(tmp_path), extra=extra)
+    mode = modes(server) if modes is not None else (lambda key: ({}, {}))
     s3 = server.client(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10)
     s3.create_bucket(Bucket="crash")
     keys = [f"k{i}" for i in range(8)]
@@ -45,7 +57,8 @@ def test_sigkill_during_uploads(tmp_path):
             with lock:
                 in_flight[key].add(version)
             try:
-                client.put_object(Bucket="crash", Key=key, Body=body(key, version))
+                client.put_object(Bucket="crash", Key=key, Body=body(key, version),
+                                  **mode(key)[0])
             except (BotoCoreError, ClientError) as exc:
                 if not killed.is_set():
                     early_errors.append(repr(exc))
@@ -67,12 +80,12 @@ def test_sigkill_during_uploads(tmp_path):
         assert acked, "no upload was acknowledged before the kill"
         assert not early_errors, early_errors
         stop_server(server)
-        server = start_server(str(tmp_path))  # same data dir: restart
+        server = start_server(str(tmp_path), extra=extra)  # same data dir: restart
         s3 = server.client()
         for key in keys:
             allowed = set(in_flight[key]) | ({acked[key]} if key in acked else set())
             try:
-                data = s3.get_object(Bucket="crash", Key=key)["Body"].read()
+                data = s3.get_object(Bucket="crash", Key=key, **mode(key)[1])["Body"].read()
             except ClientError:
                 assert key not in acked, f"{key}: acknowledged version {acked[key]} lost"
                 continue

@@ -4,27 +4,16 @@ server restarted: everything acknowledged reads back."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import hashlib
 import json
 import os
 import random
 import shutil
-import signal
-import threading
-import time
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from .conftest import start_server, stop_server
+from .test_s3_crash import kill_during_uploads
 
 CUSTOMER = os.urandom(32)
 SSE_C = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": CUSTOMER}
-
-
-def body(key: str, version: int) -> bytes:
-    rng = random.Random(f"{key}/{version}")
-    return rng.randbytes(rng.choice([3_000, 150_000, 2_500_000]))
 
 
 def mode_of(key: str, kms_key: str) -> tuple[dict, dict]:
@@ -38,65 +27,10 @@ def mode_of(key: str, kms_key: str) -> tuple[dict, dict]:
 
 
 def test_sigkill_during_encrypted_uploads(tmp_path):
-    extra = ("--allow-sse-c-over-http",)
-    server = start_server(str(tmp_path), extra=extra)
-    kms_key = json.loads(server.cli("kms", "key", "create", "crash", "--json").stdout)["id"]
-    s3 = server.client(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10)
-    s3.create_bucket(Bucket="crash")
-    keys = [f"k{i}" for i in range(8)]
-    acked: dict[str, int] = {}
-    in_flight: dict[str, set[int]] = {k: set() for k in keys}
-    lock = threading.Lock()
-    stop, killed = threading.Event(), threading.Event()
-    early_errors: list[str] = []
-
-    def writer(lane: int) -> None:
-        version = lane * 100000
-        client = server.client(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10)
-        while not stop.is_set():
-            key = keys[2 * lane + version % 2]  # one writer per key
-            version += 1
-            with lock:
-                in_flight[key].add(version)
-            try:
-                client.put_object(Bucket="crash", Key=key, Body=body(key, version),
-                                  **mode_of(key, kms_key)[0])
-            except (BotoCoreError, ClientError) as exc:
-                if not killed.is_set():
-                    early_errors.append(repr(exc))
-                continue
-            with lock:
-                acked[key] = version
-                in_flight[key].discard(version)
-
-    try:
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(writer, lane) for lane in range(4)]
-            time.sleep(3)
-            killed.set()
-            os.killpg(server.proc.pid, signal.SIGKILL)
-            server.proc.wait()
-            stop.set()
-            for f in futures:
-                f.result()
-        assert acked, "no upload was acknowledged before the kill"
-        assert not early_errors, early_errors
-        stop_server(server)
-        server = start_server(str(tmp_path), extra=extra)
-        s3 = server.client()
-        for key in keys:
-            allowed = set(in_flight[key]) | ({acked[key]} if key in acked else set())
-            try:
-                data = s3.get_object(Bucket="crash", Key=key,
-                                     **mode_of(key, kms_key)[1])["Body"].read()
-            except ClientError:
-                assert key not in acked, f"{key}: acknowledged version {acked[key]} lost"
-                continue
-            digest = hashlib.sha256(data).digest()
-            assert any(hashlib.sha256(body(key, v)).digest() == digest for v in allowed), \
-                f"{key} is not one whole version it was given"
-    finally:
-        stop_server(server)
+    def modes(server):
+        kms_key = json.loads(server.cli("kms", "key", "create", "crash", "--json").stdout)["id"]
+        return lambda key: mode_of(key, kms_key)
+    kill_during_uploads(tmp_path, ("--allow-sse-c-over-http",), modes)
 
 
 def wipe(server, names: list[str]) -> None:
