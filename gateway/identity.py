@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from storaged import NoSuchBucket, system_buckets
+from storaged import system_buckets
 
 log = logging.getLogger("basalt.iam")
 
@@ -274,10 +274,7 @@ class Directory:
         self._refreshing = asyncio.get_running_loop().create_future()
         try:
             started = time.monotonic()
-            try:
-                configs = await self.store.bucket_configs(SYSTEM_BUCKET)
-            except NoSuchBucket:
-                configs = {}
+            configs = await system_buckets.configs(self.store, SYSTEM_BUCKET)
             self.snapshot = Snapshot.parse(configs)
             self._read_at = started
         finally:

@@ -108,11 +108,8 @@ async def _put(store: Any, kind: str, value: bytes | None) -> None:
 
 
 async def _records(store: Any) -> dict[str, bytes]:
-    from storaged import NoSuchBucket
-    try:
-        return await store.bucket_configs(SYSTEM_BUCKET)
-    except NoSuchBucket:
-        return {}
+    from storaged import system_buckets
+    return await system_buckets.configs(store, SYSTEM_BUCKET)
 
 
 async def record(store: Any, session: Session) -> None:
