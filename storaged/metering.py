@@ -99,6 +99,7 @@ class Meter:
         self._dirty: set[str] = set()
         self._task: asyncio.Task | None = None
         self._unpublished: dict[tuple[str, str, str, str], float] = {}  # for Prometheus
+        self._hour: tuple[float, str] = (-1.0, "")  # (start, name) of the last hour counted
 
     def _bump(self, account: str, kind: str, name: str, moment: float | None,
               values: dict[str, float]) -> None:
@@ -113,7 +114,10 @@ class Meter:
         now = self._clock()
         if moment is None or moment < now - KEEP_SECONDS:
             moment = now  # an hour whose record is final takes nothing more
-        hour = hour_of(moment)
+        start = moment // 3600 * 3600
+        if start != self._hour[0]:  # strftime once an hour, not once a request
+            self._hour = (start, hour_of(moment))
+        hour = self._hour[1]
         self._dirty.add(hour)
         rows = self._hours.setdefault(hour, {})
         return rows.setdefault(_row_key(account, kind, name), {})
