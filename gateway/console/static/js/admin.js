@@ -1,18 +1,16 @@
-// Volumes, VMs, networks and the system page: the admin API (root credentials),
-// presigned like every other request.
+// The admin pages' shared pieces and the system page: the admin API (root
+// credentials), presigned like every other request.
 import { admin, state } from "./api.js";
-import { bytes, button, h, parseSize, table, toast, when } from "./util.js";
+import { bytes, h, table, toast } from "./util.js";
 
-const enc = encodeURIComponent;
-
-function needsRoot(view) {
+export function needsRoot(view) {
   if (state.session.admin) return false;
   view.replaceChildren(h("p", { class: "error", id: "page-error" },
     "This page is for the root credentials (the admin API)."));
   return true;
 }
 
-async function act(work, done, message) {
+export async function act(work, done, message) {
   try {
     await work();
     if (message) toast(message);
@@ -21,122 +19,6 @@ async function act(work, done, message) {
   }
   await done();
 }
-
-export async function volumes(view) {
-  if (needsRoot(view)) return;
-  const reload = () => volumes(view);
-  const { doc: all } = await admin("GET", "volumes", undefined, { snapshots: "true" });
-  const name = h("input", { id: "volume-name", placeholder: "name" });
-  const size = h("input", { id: "volume-size", placeholder: "10G", size: 6 });
-  const rows = all.map((v) => {
-    const cells = [h("td", {}, v.name), h("td", { class: "num" }, bytes(v.size)),
-      h("td", { class: "num" }, bytes(v.allocated)), h("td", {}, v.origin || ""),
-      h("td", {}, when(v.created_ns / 1e6))];
-    const actions = v.snapshot ? [
-      button("Clone", () => {
-        const target = prompt(`New volume cloned from ${v.name}:`);
-        if (target) act(() => admin("POST", `volumes/${enc(v.name)}/clone`, { name: target }), reload, `cloned to ${target}`);
-      }, { class: "clone" }),
-      button("Roll back", () => {
-        if (confirm(`Return ${v.name.split("@")[0]} to ${v.name}? Later writes are lost.`)) {
-          act(() => admin("POST", `volumes/${enc(v.name)}/rollback`), reload, "rolled back");
-        }
-      }, { class: "rollback" }),
-      button("Delete", () => confirm(`Delete snapshot ${v.name}?`)
-        && act(() => admin("DELETE", `volumes/${enc(v.name)}`), reload, "deleted"), { class: "danger" }),
-    ] : [
-      button("Snapshot", () => {
-        const snap = prompt(`Snapshot name for ${v.name}:`, `s${Date.now()}`);
-        if (snap) act(() => admin("POST", `volumes/${enc(v.name)}/snapshots`, { snapshot: snap }), reload, `snapshot ${snap} taken`);
-      }, { class: "snapshot" }),
-      button("Resize", () => {
-        const to = prompt(`New size of ${v.name}:`, bytes(v.size).replace(" ", ""));
-        if (to) act(() => admin("PATCH", `volumes/${enc(v.name)}`, { size: parseSize(to) }), reload, "resized");
-      }, { class: "resize" }),
-      button("Delete", () => confirm(`Delete volume ${v.name} and its data?`)
-        && act(() => admin("DELETE", `volumes/${enc(v.name)}`), reload, "deleted"), { class: "danger" }),
-    ];
-    return h("tr", { dataset: { volume: v.name }, class: v.snapshot ? "snapshot-row" : "" },
-      cells, h("td", {}, actions));
-  });
-  view.replaceChildren(h("h1", {}, "Volumes"),
-    h("div", { class: "bar" }, name, size, button("Create volume", () => act(
-      () => admin("POST", "volumes", { name: name.value.trim(), size: parseSize(size.value || "1G") }),
-      reload, `volume ${name.value} created`), { id: "create-volume" })),
-    table(["Name", "Provisioned", "Allocated", "Origin", "Created", ""], rows, { id: "volumes" }),
-    h("p", { class: "muted" }, "Backups and restores stream the volume through the client: run ",
-      h("code", {}, "basalt volume backup NAME --to s3://BUCKET/PREFIX"), " and ",
-      h("code", {}, "basalt volume restore s3://BUCKET/PREFIX --to NAME"), "."));
-}
-
-async function layer(view, which) {
-  const { doc } = await admin("GET", "status");
-  const state = (doc.layers || {})[which] || "off: not started by this server";
-  if (state !== "on") {
-    view.replaceChildren(h("h1", {}, which === "compute" ? "VMs" : "Networks"),
-      h("p", { class: "error", id: "layer-off" }, `The ${which} layer is ${state}`));
-    return false;
-  }
-  return true;
-}
-
-export async function vms(view, [open]) {
-  if (needsRoot(view) || !(await layer(view, "compute"))) return;
-  const reload = () => vms(view);
-  const { doc: list } = await admin("GET", "vms");
-  const f = {
-    name: h("input", { placeholder: "name", id: "vm-name" }),
-    volume: h("input", { placeholder: "volume", id: "vm-volume" }),
-    network: h("input", { placeholder: "network", id: "vm-network" }),
-    memory: h("input", { placeholder: "256M", size: 6 }),
-    cpus: h("input", { placeholder: "1", size: 3 }),
-  };
-  const rows = list.map((vm) => h("tr", { dataset: { vm: vm.name } },
-    h("td", {}, vm.name), h("td", {}, vm.state || ""), h("td", {}, vm.volume || ""),
-    h("td", {}, vm.network || ""), h("td", {}, (vm.addresses || vm.ip || "").toString()),
-    h("td", {},
-      ["start", "stop", "reboot"].map((op) => button(op, () => act(
-        () => admin("POST", `vms/${enc(vm.name)}/${op}`, {}), reload, `${vm.name}: ${op}`))),
-      button("Console", () => { location.hash = `#/vms/${enc(vm.name)}`; }, { class: "open-console" }),
-      button("Delete", () => confirm(`Delete VM ${vm.name}?`)
-        && act(() => admin("DELETE", `vms/${enc(vm.name)}`), reload, "deleted"), { class: "danger" }))));
-  const term = h("pre", { id: "serial-console", class: "terminal" });
-  view.replaceChildren(h("h1", {}, "VMs"),
-    h("div", { class: "bar" }, Object.values(f), button("Create VM", () => act(() => admin("POST", "vms", {
-      name: f.name.value, volume: f.volume.value, network: f.network.value,
-      memory: f.memory.value || "256M", cpus: Number(f.cpus.value || 1), start: true,
-    }), reload, "VM created"))),
-    table(["Name", "State", "Volume", "Network", "Address", ""], rows, { id: "vms" }),
-    open ? h("h2", {}, `Serial console of ${open}`) : "", open ? term : "");
-  if (!open) return undefined;
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/_basalt/console/api/vms/${enc(open)}/console?csrf=${enc(state.session.csrf)}`);
-  ws.onmessage = (e) => {
-    term.textContent = (term.textContent + e.data.replace(/\r/g, "")).slice(-200000);
-    term.scrollTop = term.scrollHeight;
-  };
-  ws.onclose = () => { term.dataset.closed = "1"; };
-  return () => ws.close();
-}
-
-export async function networks(view) {
-  if (needsRoot(view) || !(await layer(view, "network"))) return;
-  const reload = () => networks(view);
-  const { doc: list } = await admin("GET", "networks");
-  const name = h("input", { placeholder: "name", id: "net-name" });
-  const subnet = h("input", { placeholder: "10.10.0.0/24", id: "net-subnet" });
-  const nat = h("input", { type: "checkbox", id: "net-nat" });
-  const rows = list.map((n) => h("tr", { dataset: { network: n.name } },
-    h("td", {}, n.name), h("td", {}, n.subnet || ""), h("td", {}, n.nat ? "NAT" : "isolated"),
-    h("td", {}, button("Delete", () => confirm(`Delete network ${n.name}?`)
-      && act(() => admin("DELETE", `networks/${enc(n.name)}`), reload, "deleted"), { class: "danger" }))));
-  view.replaceChildren(h("h1", {}, "Networks"),
-    h("div", { class: "bar" }, name, subnet, h("label", {}, nat, " NAT"),
-      button("Create network", () => act(() => admin("POST", "networks",
-        { name: name.value, subnet: subnet.value, nat: nat.checked }), reload, "network created"))),
-    table(["Name", "Subnet", "Mode", ""], rows, { id: "networks" }));
-}
-
 // Prometheus text: {name: [{labels, value}]} for the families the page draws.
 function parseMetrics(text) {
   const out = {};

@@ -2,7 +2,9 @@
 import { api, state } from "./api.js";
 import { bucketList, browse } from "./buckets.js";
 import { uploads } from "./upload.js";
-import { networks, system, vms, volumes } from "./admin.js";
+import { system } from "./admin.js";
+import { networks, vms } from "./compute.js";
+import { volumes } from "./volumes.js";
 import { cost, usage } from "./usage.js";
 import { h, toast } from "./util.js";
 
