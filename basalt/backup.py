@@ -266,7 +266,7 @@ async def _read_chunks(host: str, port: int, export: str, indexes: list[int], ch
                 await loop.run_in_executor(None, _pack_run, packer, start, n, chunk, data)
                 done += len(data)
                 progress.update(f"backup: {human_bytes(done)} of {human_bytes(total)} read, "
-                                f"{human_bytes(packer.uploaded)} uploaded")
+                                f"{human_bytes(packer.uploaded)} uploaded", done=done, total=total)
     return done
 
 
@@ -595,7 +595,8 @@ def _restore_batches(s3, source: Target, manifest: dict, admin: AdminClient, vol
                 _save_state(state_file, restored)  # durable on the server: record it
             with lock:
                 now = done + sum(running.values())
-            progress.update(f"restore: {human_bytes(now)} of {human_bytes(total)}")
+            progress.update(f"restore: {human_bytes(now)} of {human_bytes(total)}",
+                            done=now, total=total)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return done
