@@ -117,6 +117,22 @@ async def check_master_key(store: Any, path: str) -> None:
         log.warning("master key not checked against the store: %s", exc)
 
 
+async def reseal_access_keys(store: Any, creds: Any, path: str) -> None:
+    """Move access key secrets sealed under the root secret (before the master
+    key sealed them) under the master key; a store that cannot be read now is
+    handled by the next start."""
+    from gateway.identity import Directory
+    try:
+        count = await Directory(store, creds.access_key, creds.secret_key,
+                                master_key.load(path)).reseal_legacy()
+    except Exception as exc:
+        log.warning("access key secrets not re-sealed under the master key: %s", exc)
+        return
+    if count:
+        log.info("access key secrets re-sealed under the master key", extra={
+            "fields": {"keys": count}})
+
+
 def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -304,6 +320,7 @@ async def serve(opts: ServeOptions) -> None:
             await node.serve_disks([d for s in store_sets(store) for d in s.disks])
         await store.start()
         await check_master_key(store, master_path)
+        await reseal_access_keys(store, creds, master_path)
         scanner = LifecycleScanner(store)
         scanner.start()
         if node is not None:

@@ -151,11 +151,13 @@ class Gateway:
         self.owner = admin.Owner(config.owner_socket)
         self.audit = audit.open_log(config.data_dir)
         root_access, root_secret = next(iter(config.credentials.items()))
-        self.directory = identity.Directory(store, root_access, root_secret)
         self.keys = None  # storaged.kms.KeyService, when the server has a master key
+        master = None
         if config.master_key_file:
             from storaged import kms, master_key
-            self.keys = kms.KeyService(store, master_key.load(config.master_key_file))
+            master = master_key.load(config.master_key_file)
+            self.keys = kms.KeyService(store, master)
+        self.directory = identity.Directory(store, root_access, root_secret, master)
         store.on_event = metrics.engine_event
         self.meter = None if config.usage_flush_seconds <= 0 else Meter(
             store, "s3", config.usage_flush_seconds,

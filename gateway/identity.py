@@ -16,10 +16,12 @@ second old, or at once when a key it does not know signs a request: a new key
 works immediately, a disabled or deleted one stops working within a second.
 
 Secret keys are sealed at rest with AES-256-GCM under a key derived (HKDF)
-from the server's root secret key, which every node of a cluster shares; the
-secret is shown once, when the key is created. Changing the root secret
-leaves the sealed secrets unreadable: such keys answer InvalidAccessKeyId and
-must be created again.
+from the master key (storaged/master_key.py; every node of a cluster holds the
+same one); the secret is shown once, when the key is created. Keys created
+before the master key sealed them were sealed under a key derived from the
+root secret: they still open, and the server re-seals them under the master
+key when it starts (:meth:`Directory.reseal_legacy`), after which changing the
+root secret no longer affects them.
 """
 
 from __future__ import annotations
@@ -163,39 +165,56 @@ def _pack(record: Any) -> bytes:
 
 
 class Sealer:
-    """AES-256-GCM for secret keys at rest, keyed from the root secret (HKDF).
+    """AES-256-GCM for secret keys at rest.
 
-    The key is derived on first use: a worker that only ever sees the root key
-    never loads ``cryptography`` (~7 MiB of RSS per process)."""
+    New seals are keyed from the master key (``m1:`` in front); seals made
+    before the master key existed are keyed from the root secret and still
+    open. Keys are derived on first use: a worker that only ever sees the root
+    key never loads ``cryptography`` (~7 MiB of RSS per process)."""
 
-    def __init__(self, root_secret: str) -> None:
-        self._root_secret = root_secret
-        self._cipher: Any = None
+    MASTER = "m1:"
 
-    @property
-    def _aead(self) -> Any:
-        if self._cipher is None:
-            from cryptography.hazmat.primitives import hashes
+    def __init__(self, root_secret: str, master: bytes | None = None) -> None:
+        self._root_secret, self._master = root_secret, master
+        self._ciphers: dict[str, Any] = {}
+
+    def _aead(self, kind: str) -> Any:
+        cipher = self._ciphers.get(kind)
+        if cipher is None:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-            from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-            key = HKDF(hashes.SHA256(), 32, salt=b"basalt-iam", info=b"access key secrets"
-                       ).derive(self._root_secret.encode())
-            self._cipher = AESGCM(key)
-        return self._cipher
+            if kind == self.MASTER:
+                from storaged.master_key import derive
+                key = derive(self._master, "access key secrets")
+            else:
+                from cryptography.hazmat.primitives import hashes
+                from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+                key = HKDF(hashes.SHA256(), 32, salt=b"basalt-iam", info=b"access key secrets"
+                           ).derive(self._root_secret.encode())
+            cipher = self._ciphers[kind] = AESGCM(key)
+        return cipher
 
     def seal(self, secret: str, access_key: str) -> str:
+        kind = self.MASTER if self._master is not None else ""
         nonce = os.urandom(12)
         # The access key id is bound in: a sealed secret moved to another key fails.
-        return base64.b64encode(nonce + self._aead.encrypt(nonce, secret.encode(),
-                                                            access_key.encode())).decode()
+        sealed = nonce + self._aead(kind).encrypt(nonce, secret.encode(), access_key.encode())
+        return kind + base64.b64encode(sealed).decode()
 
     def open(self, sealed: str, access_key: str) -> str | None:
+        """The secret, or None when another key sealed it (or it was changed)."""
         from cryptography.exceptions import InvalidTag
-        raw = base64.b64decode(sealed)
+        kind = self.MASTER if sealed.startswith(self.MASTER) else ""
+        if kind and self._master is None:
+            return None
+        raw = base64.b64decode(sealed[len(kind):])
         try:
-            return self._aead.decrypt(raw[:12], raw[12:], access_key.encode()).decode()
+            return self._aead(kind).decrypt(raw[:12], raw[12:], access_key.encode()).decode()
         except InvalidTag:
             return None
+
+    def is_legacy(self, sealed: str) -> bool:
+        """Sealed under the root secret while a master key is there to reseal it."""
+        return self._master is not None and not sealed.startswith(self.MASTER)
 
 
 def new_key_pair() -> tuple[str, str]:
@@ -241,10 +260,11 @@ class Snapshot:
 class Directory:
     """Accounts, users and keys of one store, as one worker sees them."""
 
-    def __init__(self, store: Any, root_access: str, root_secret: str) -> None:
+    def __init__(self, store: Any, root_access: str, root_secret: str,
+                 master: bytes | None = None) -> None:
         self.store = store
         self.root_access, self.root_secret = root_access, root_secret
-        self.sealer = Sealer(root_secret)
+        self.sealer = Sealer(root_secret, master)
         self.snapshot = Snapshot({}, {}, {}, {})
         self._read_at = float("-inf")
         self._secrets: dict[tuple[str, str], str] = {}  # (key, sealed) → secret
@@ -491,6 +511,25 @@ class Directory:
         await self._put(f"key/{access_key}", _pack(key))
         await self._changed()
         return key
+
+    async def reseal_legacy(self) -> int:
+        """Seal again under the master key every secret still sealed under the
+        root secret (from before the master key sealed them); returns how many.
+        A secret that does not open (another root secret) is left as it is."""
+        await self.fresh(0)
+        count = 0
+        for key in list(self.snapshot.keys.values()):
+            if not self.sealer.is_legacy(key.sealed):
+                continue
+            secret = self.sealer.open(key.sealed, key.access_key)
+            if secret is None:
+                continue
+            await self._put(f"key/{key.access_key}", _pack(dataclasses.replace(
+                key, sealed=self.sealer.seal(secret, key.access_key))))
+            count += 1
+        if count:
+            await self._changed()
+        return count
 
     async def set_account_quota(self, account_id: str, limits: bytes | None) -> None:
         """Store an account's quota limits (gateway.quota's form; None: none)."""

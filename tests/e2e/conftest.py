@@ -73,7 +73,7 @@ class Server:
 
 
 def start_server(tmp: str, *, tls: tuple[str, str, str] | None = None,
-                 extra: tuple[str, ...] = ()) -> Server:
+                 extra: tuple[str, ...] = (), secret: str = SECRET) -> Server:
     port, nbd = free_port(), free_port()
     data_dir = os.path.join(tmp, "data")
     log_path = os.path.join(tmp, "serve.log")
@@ -85,7 +85,7 @@ def start_server(tmp: str, *, tls: tuple[str, str, str] | None = None,
         cert, key, ca = tls
         args += ["--tls-cert", cert, "--tls-key", key]
         scheme = "https"
-    env = dict(os.environ, BASALT_ACCESS_KEY=ACCESS, BASALT_SECRET_KEY=SECRET)
+    env = dict(os.environ, BASALT_ACCESS_KEY=ACCESS, BASALT_SECRET_KEY=secret)
     os.makedirs(tmp, exist_ok=True)
     log = open(log_path, "w")
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -294,3 +294,18 @@ def test_accounts_and_keys_survive_two_lost_disks_and_a_kill(tmp_path):
         assert "durable-data" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     finally:
         stop_server(server)
+
+
+def test_keys_outlive_a_new_root_secret(tmp_path):
+    """Secrets are sealed under the master key, not the root secret: the root
+    credentials can be changed without breaking every account's keys."""
+    server = start_server(str(tmp_path / "a"))
+    try:
+        cli_json(server, "account", "create", "kept")
+        key, _ = cli_json(server, "key", "create", "kept")
+        client(server, key).create_bucket(Bucket="kept-data")
+        stop_server(server)
+        server = start_server(str(tmp_path / "a"), secret="a-whole-new-root-secret-0123456789")
+        assert "kept-data" in [b["Name"] for b in client(server, key).list_buckets()["Buckets"]]
+    finally:
+        stop_server(server)

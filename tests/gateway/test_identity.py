@@ -58,6 +58,41 @@ def test_sealed_secrets_open_only_for_their_key():
     assert Sealer("other-root").open(sealed, "AKID1") is None  # another root secret
 
 
+def test_master_key_seals_and_root_secret_seals_still_open():
+    master = bytes(range(32))
+    sealer = Sealer("root-secret", master)
+    sealed = sealer.seal("s3cr3t", "AKID1")
+    assert sealed.startswith(Sealer.MASTER) and not sealer.is_legacy(sealed)
+    assert Sealer("another-root", master).open(sealed, "AKID1") == "s3cr3t"
+    assert Sealer("root-secret", bytes(32)).open(sealed, "AKID1") is None  # another master
+    assert Sealer("root-secret").open(sealed, "AKID1") is None       # no master key here
+    legacy = Sealer("root-secret").seal("old", "AKID2")
+    assert sealer.is_legacy(legacy) and sealer.open(legacy, "AKID2") == "old"
+
+
+async def test_legacy_secrets_are_resealed_under_the_master_key():
+    store, master = FakeStore(), bytes(range(32))
+    old = Directory(store, "ROOTKEY", "root-secret")
+    await old.create_account("acme")
+    key, secret = await old.create_key("acme", None)
+    assert not key.sealed.startswith(Sealer.MASTER)
+    new = Directory(store, "ROOTKEY", "root-secret", master)
+    assert await new.reseal_legacy() == 1
+    assert await new.reseal_legacy() == 0
+    resealed = new.key(key.access_key).sealed
+    assert resealed.startswith(Sealer.MASTER)
+    # the root secret no longer matters to it; the master key does
+    rotated = Directory(store, "ROOTKEY", "a-new-root-secret", master)
+    await rotated.fresh(0)
+    assert rotated.secret_for(key.access_key) == secret
+    await new.create_account("beta")
+    fresh, fresh_secret = await new.create_key("beta", None)
+    assert fresh.sealed.startswith(Sealer.MASTER)
+    assert rotated.secret_for(fresh.access_key) is None  # not in its snapshot yet
+    await rotated.fresh(0)
+    assert rotated.secret_for(fresh.access_key) == fresh_secret
+
+
 async def test_accounts_users_keys(directory):
     acme = await directory.create_account("acme", "ops@acme.example")
     assert len(acme.id) == 12 and acme.id != ROOT_ACCOUNT
