@@ -51,6 +51,7 @@ class Progress:
         if not self.tty and self.fd is None:
             return
         now = time.monotonic()
+        force = force or (done is not None and done == total)  # a count's end is never dropped
         if not force and now - self._last < self.interval:
             return
         self._last = now

@@ -41,6 +41,7 @@ from .layers import Layers
 from .status import ServerInfo
 from .status import routes as status_routes
 from .usage_sampler import UsageSampler
+from .volume_jobs import VolumeJobs
 
 log = logging.getLogger("basalt.server")
 
@@ -355,6 +356,8 @@ async def serve(opts: ServeOptions) -> None:
             await layers.start()
             app = owner_app(volumes)
             app.add_routes(layers.routes())
+            # backups and restores as admin API jobs (children running the CLI)
+            VolumeJobs(volumes, store, creds, server_info.endpoints, opts.tls_cert).attach(app)
             server_info.volumes, server_info.layers = volumes, layers
         else:
             from .cluster_volumes import ClusterVolumes

@@ -77,9 +77,9 @@ async def health(request: web.Request, store: ObjectStore) -> web.Response:
 
 
 # Served by the process that owns the disks (volumes, and the VMs and networks
-# beside them).
+# beside them; the volumes' backup and restore jobs).
 OWNED = ("/_basalt/v1/volume", "/_basalt/v1/vms", "/_basalt/v1/networks", "/_basalt/v1/cluster",
-         "/_basalt/v1/status")
+         "/_basalt/v1/status", "/_basalt/v1/jobs")
 RELAYED_HEADERS = ("Content-Type", "X-Basalt-Console-Offset")
 
 
