@@ -11,6 +11,8 @@
     POST   /_basalt/v1/vms/{name}/reboot        {hard?} (or ?hard=1)
     GET    /_basalt/v1/vms/{name}/console       ?offset=N (negative: from the end);
                                                 ?follow=1 streams until the VM stops
+    POST   /_basalt/v1/vms/{name}/console       body: bytes typed into the serial port
+                                                (at most 64 KiB)                -> 204
     GET    /_basalt/v1/networks                 list
     POST   /_basalt/v1/networks                 create {name, subnet, nat?}     -> 201
     GET    /_basalt/v1/networks/{name}          info (with its reservations)
@@ -33,6 +35,7 @@ from aiohttp import web
 from blockd.api import json_body
 from network import NetworkError
 
+from .console import INPUT_MAX
 from .errors import ComputeError, from_network_error
 
 VMS = "/_basalt/v1/vms"
@@ -194,6 +197,16 @@ def routes(compute_manager: Any, network_manager: Any, *,
             await stream.aclose()
         await response.write_eof()
         return response
+
+    @r.post(VMS + "/{name}/console")
+    @handler("compute")
+    async def console_input(request: web.Request) -> web.Response:
+        data = await request.content.read(INPUT_MAX + 1)
+        if len(data) > INPUT_MAX:
+            raise ComputeError(f"send at most {INPUT_MAX} bytes of console input at a time",
+                               status=413, code="InputTooLarge")
+        await run(compute_manager.console_input, request.match_info["name"], data)
+        return web.Response(status=204)
 
     # -- networks -------------------------------------------------------------------
 

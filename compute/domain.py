@@ -17,7 +17,10 @@ definition; everything the guest sees is decided here:
 - ``<features><acpi/>`` so the ACPI power button (graceful stop) and the
   guest's own ACPI power-off (``poweroff -f``) work, and ``on_poweroff=destroy``
   so a powered-off guest leaves a stopped domain behind;
-- the first serial port writes to a log file Basalt reads (console.py);
+- the first serial port is a Unix socket QEMU listens on, for typing into
+  the console, and logs everything the guest prints to a file Basalt reads
+  (console.py); without a socket path (too long for a Unix socket) it only
+  writes the log, as ``<serial type='file'>``;
 - direct kernel boot when the record has a kernel (initrd and cmdline too),
   else the volume's boot loader.
 """
@@ -50,11 +53,24 @@ def metadata_element(record: VMRecord) -> ET.Element:
     return el
 
 
-def render(record: VMRecord, nbd_socket: str, bridge: str | None = None) -> str:
+def _serial(devices: ET.Element, tag: str, log: str, socket: str | None) -> ET.Element:
+    if socket is None:
+        el = _sub(devices, tag, type="file")
+        _sub(el, "source", path=log, append="on")
+    else:
+        el = _sub(devices, tag, type="unix")
+        _sub(el, "source", mode="bind", path=socket)
+        _sub(el, "log", file=log, append="on")
+    return el
+
+
+def render(record: VMRecord, nbd_socket: str, bridge: str | None = None,
+           console_socket: str | None = None) -> str:
     """The domain XML of `record`, its disk served from the NBD Unix socket `nbd_socket`.
 
     With `bridge`, the NIC is ``type='bridge'`` on that bridge (libvirt makes
     the tap); otherwise it is Basalt's own tap ``record.tap`` (managed='no').
+    With `console_socket`, the serial console also takes input on that socket.
     """
     ET.register_namespace(METADATA_PREFIX, METADATA_NS)
     dom = ET.Element("domain", type=record.domain_type)
@@ -114,11 +130,9 @@ def render(record: VMRecord, nbd_socket: str, bridge: str | None = None) -> str:
         _sub(nic, "target", dev=record.tap, managed="no")
     _sub(nic, "model", type="virtio")
 
-    serial = _sub(devices, "serial", type="file")
-    _sub(serial, "source", path=record.console_log, append="on")
+    serial = _serial(devices, "serial", record.console_log, console_socket)
     _sub(serial, "target", port="0")
-    console = _sub(devices, "console", type="file")
-    _sub(console, "source", path=record.console_log, append="on")
+    console = _serial(devices, "console", record.console_log, console_socket)
     _sub(console, "target", type="serial", port="0")
     _sub(devices, "memballoon", model="none")
 

@@ -11,7 +11,8 @@ asking (a host reboot). A guest that powered itself off stays off.
 A VM is: one Basalt volume as its virtio disk (NBD over a Unix socket), one
 virtio NIC on a Basalt network with the MAC/IP reserved in that network's IPAM
 (dnsmasq hands the reserved address out), a serial console logged to
-``state_dir/console/NAME.log``, optionally a direct-boot kernel/initrd/cmdline
+``state_dir/console/NAME.log`` that takes input on ``state_dir/console/NAME.sock``,
+optionally a direct-boot kernel/initrd/cmdline
 and a cloud-init seed disk.
 
 Every method blocks (libvirt, netlink, subprocesses); from asyncio call them
@@ -39,6 +40,7 @@ from . import console as console_mod
 from . import seed as seed_mod
 from .domain import METADATA_NS, render
 from .errors import (
+    ComputeError,
     HypervisorError,
     VMExistsError,
     VMNotFoundError,
@@ -134,6 +136,7 @@ class ComputeManager:
         self._lock = threading.RLock()
         self._conn_lock = threading.Lock()
         self._accel_lock = threading.Lock()
+        self._input_locks: dict[str, threading.Lock] = {}
         self._conn: libvirt.virConnect | None = None
 
     # -- plumbing -------------------------------------------------------------
@@ -224,7 +227,8 @@ class ComputeManager:
         bridge = None
         if self.nic == "bridge":
             bridge = self.networks.get(record.network).bridge
-        return render(record, self.nbd_socket, bridge=bridge)
+        return render(record, self.nbd_socket, bridge=bridge,
+                      console_socket=console_mod.socket_path(record.console_log))
 
     def _define(self, record: VMRecord) -> libvirt.virDomain:
         try:
@@ -484,7 +488,8 @@ class ComputeManager:
                     if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                         raise _hv(f"deleting VM {name}", exc) from None
             self._detach_network(record.network, name)
-            for path in (record.seed, record.console_log):
+            for path in (record.seed, record.console_log,
+                         console_mod.socket_path(record.console_log)):
                 if path:
                     try:
                         os.unlink(path)
@@ -513,6 +518,47 @@ class ComputeManager:
         """Async iterator of serial output from `offset`, ending once the VM is not running."""
         path = self.console_path(name)
         return console_mod.follow(path, offset, until=lambda: not self.running(name))
+
+    def console_input(self, name: str, data: bytes,
+                      timeout: float = console_mod.INPUT_TIMEOUT) -> None:
+        """Type `data` into the serial console of running VM `name`.
+
+        One writer per VM at a time (QEMU serves one connection at a time);
+        raises ComputeError ``ConsoleNotReading`` when the guest has not taken
+        it within `timeout` seconds, ``ConsoleOutputOnly`` when the VM runs
+        without a console socket (started by an older Basalt).
+        """
+        record = self._record(name)
+        path = console_mod.socket_path(record.console_log)
+        if path is None:
+            raise ComputeError(
+                f"the console of VM {name!r} is output-only: its socket path would be longer "
+                f"than {console_mod.SOCKET_MAX} bytes (use a shorter --data-dir)",
+                status=409, code="ConsoleOutputOnly")
+        if not self.running(name):
+            raise VMStateError(f"VM {name!r} is not running")
+        if not data:
+            return
+        lock = self._input_locks.setdefault(name, threading.Lock())
+        if not lock.acquire(timeout=timeout):
+            raise ComputeError(f"another input to the console of VM {name!r} is still waiting "
+                               "for the guest", status=504, code="ConsoleNotReading")
+        try:
+            console_mod.send(path, data, timeout)
+        except console_mod.ConsoleClosed as exc:
+            if not self.running(name):
+                raise VMStateError(f"VM {name!r} is not running") from None
+            raise ComputeError(
+                f"VM {name!r} takes no console input ({exc}): it was started with an "
+                "output-only serial port by an older Basalt; stop and start it to type into it",
+                status=409, code="ConsoleOutputOnly") from None
+        except console_mod.ConsoleTimeout as exc:
+            raise ComputeError(
+                f"the guest of VM {name!r} did not read its serial port within {timeout:g} s "
+                f"({exc}); is anything reading ttyS0?", status=504,
+                code="ConsoleNotReading") from None
+        finally:
+            lock.release()
 
     # -- supervision ---------------------------------------------------------------
 

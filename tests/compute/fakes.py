@@ -104,3 +104,60 @@ class FakeVolumes:
         size, read_only = self.volumes[name]
         return ExportInfo(name, size, read_only)
 
+
+
+class FakeConsoleSocket:
+    """QEMU's end of a ``<serial type='unix'>`` console: listens on `path`, serves one
+    connection at a time, prints `greeting` to each, and records what each one typed.
+
+    With ``reads=False`` it accepts but never reads (a guest that ignores its
+    serial port). `close()` stops it and removes the socket.
+    """
+
+    def __init__(self, path: str, *, reads: bool = True, greeting: bytes = b"login: ") -> None:
+        import socket
+        import threading
+
+        self.path, self.reads, self.greeting = path, reads, greeting
+        self.received: list[bytes] = []
+        self._stop = threading.Event()
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(path)
+        self._server.listen(1)
+        self._server.settimeout(0.05)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(self.greeting)
+                got = bytearray()
+                conn.settimeout(0.05)
+                while not self._stop.is_set():
+                    if not self.reads:
+                        self._stop.wait(0.05)
+                        continue
+                    try:
+                        chunk = conn.recv(7)  # a few bytes at a time, as a 16550's FIFO takes them
+                    except TimeoutError:
+                        continue
+                    except ConnectionResetError:
+                        break
+                    if not chunk:
+                        break
+                    got += chunk
+                self.received.append(bytes(got))
+
+    def close(self) -> None:
+        import os
+
+        self._stop.set()
+        self._thread.join(5)
+        self._server.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)

@@ -192,7 +192,10 @@ def init_script(pattern: str, port: int = 5555, wait: int = 300) -> str:
 
     With ``basalt.acpid=1`` on the kernel command line it also runs busybox's
     acpid, which powers the guest off when the ACPI power button is pressed
-    (without it, the guest ignores the button, as a hung guest would)."""
+    (without it, the guest ignores the button, as a hung guest would). With
+    ``basalt.echo=1`` it opens ttyS0, prints "BASALT-ECHO-READY", reads one
+    line typed into the serial console and answers "BASALT-ECHO <line>"
+    before going on (the console input tests)."""
     return f"""#!/bin/busybox sh
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -211,6 +214,13 @@ if grep -q 'basalt.acpid=1' /proc/cmdline; then
   # acpid here never ran the action.
   acpid -f -c /etc/acpi > /dev/console 2>&1 &
   echo "BASALT-ACPID-UP"
+fi
+if grep -q 'basalt.echo=1' /proc/cmdline; then
+  # Open the port before saying so: what arrives before an open is dropped.
+  exec 3< /dev/ttyS0
+  echo "BASALT-ECHO-READY"
+  if read -r -t {wait} line <&3; then echo "BASALT-ECHO $line"; else echo "BASALT-ECHO-TIMEOUT"; fi
+  exec 3<&-
 fi
 ip link set lo up
 for i in $(seq 100); do [ -e /sys/class/net/eth0 ] && [ -e /dev/vda ] && break; sleep 0.1; done

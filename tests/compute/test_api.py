@@ -148,3 +148,25 @@ async def test_layers_that_are_off(aiohttp_client):
     assert "no libvirtd" in body["message"]
     body = await expect_error(await client.get(api.NETWORKS), 503, "NetworkUnavailable")
     assert "needs root" in body["message"]
+
+
+async def test_console_input(client, manager):
+    from compute import console
+
+    from .fakes import FakeConsoleSocket
+
+    await client.post(api.VMS, json={"name": "web", "volume": "vol1", "network": "net1"})
+    url = f"{api.VMS}/web/console"
+    await expect_error(await client.post(url, data=b"root\r"), 409, "InvalidVMState")
+    await client.post(f"{api.VMS}/web/start")
+    qemu = FakeConsoleSocket(console.socket_path(manager.console_path("web")))
+    try:
+        r = await client.post(url, data=b"root\r")
+        assert r.status == 204, await r.text()
+        await expect_error(await client.post(url, data=b"x" * (console.INPUT_MAX + 1)), 413,
+                           "InputTooLarge")
+    finally:
+        await asyncio.to_thread(qemu.close)
+    assert qemu.received == [b"root\r"]
+    await expect_error(await client.post(f"{api.VMS}/ghost/console", data=b"x"), 404,
+                       "NoSuchVM")

@@ -10,6 +10,7 @@ from compute.domain import METADATA_NS, render
 from compute.spec import VMRecord
 
 SOCKET = "/run/basalt/nbd.sock"
+CONSOLE_SOCKET = "/var/lib/basalt/console/web.sock"
 
 
 def record(**kw) -> VMRecord:
@@ -106,6 +107,18 @@ def test_serial_console_goes_to_the_log_file():
     assert console.find("target").get("type") == "serial"
 
 
+def test_serial_console_takes_input_on_a_socket_and_keeps_the_log():
+    dom = parse(render(record(), SOCKET, console_socket=CONSOLE_SOCKET))
+    for el in (dom.find("devices/serial"), dom.find("devices/console")):
+        assert el.get("type") == "unix"
+        source = el.find("source")
+        assert (source.get("mode"), source.get("path")) == ("bind", CONSOLE_SOCKET)
+        log = el.find("log")
+        assert (log.get("file"), log.get("append")) == ("/var/lib/basalt/console/web.log", "on")
+    assert dom.find("devices/serial/target").get("port") == "0"
+    assert dom.find("devices/console/target").get("type") == "serial"
+
+
 def test_kvm_gets_host_cpu_and_tcg_does_not():
     assert parse(render(record(domain_type="kvm"), SOCKET)).find("cpu").get("mode") == \
         "host-passthrough"
@@ -124,7 +137,8 @@ def test_seed_disk_is_read_only_second_disk():
 @pytest.mark.parametrize("bridge", [None, "bsl-prod"])
 def test_libvirt_accepts_and_keeps_it(hypervisor, bridge):
     xml = render(record(domain_type="test", kernel="/k/vmlinuz", initrd="/k/initrd",
-                        cmdline="console=ttyS0"), SOCKET, bridge=bridge)
+                        cmdline="console=ttyS0"), SOCKET, bridge=bridge,
+                 console_socket=CONSOLE_SOCKET)
     dom = hypervisor.defineXML(xml)
     back = parse(dom.XMLDesc())
     host = back.find("devices/disk/source/host")
@@ -134,3 +148,7 @@ def test_libvirt_accepts_and_keeps_it(hypervisor, bridge):
     assert back.find("features/acpi") is not None
     assert back.findtext("os/cmdline") == "console=ttyS0"
     assert int(back.findtext("memory")) == 512 * 1024  # libvirt reports KiB
+    serial = back.find("devices/serial")
+    assert serial.get("type") == "unix"
+    assert serial.find("source").get("path") == CONSOLE_SOCKET
+    assert serial.find("log").get("file") == "/var/lib/basalt/console/web.log"

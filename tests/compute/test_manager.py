@@ -295,3 +295,40 @@ def test_unavailable_reason():
     assert compute.unavailable_reason("test:///default") is None
     reason = compute.unavailable_reason("qemu:///system?socket=/nonexistent/sock")
     assert reason and "cannot connect to libvirt" in reason
+
+
+def test_console_input_goes_to_the_vms_console_socket(manager, hypervisor):
+    from compute import console
+
+    from .fakes import FakeConsoleSocket
+
+    record = create(manager)
+    path = console.socket_path(record.console_log)
+    serial = ET.fromstring(hypervisor.lookupByName("basalt-vm1").XMLDesc()).find("devices/serial")
+    assert (serial.get("type"), serial.find("source").get("path")) == ("unix", path)
+    with pytest.raises(VMStateError, match="not running"):
+        manager.console_input("vm1", b"root\r")
+    manager.start("vm1")
+    # Running without a socket: a VM an older Basalt started with an output-only port.
+    with pytest.raises(ComputeError, match="stop and start it") as caught:
+        manager.console_input("vm1", b"root\r")
+    assert (caught.value.status, caught.value.code) == (409, "ConsoleOutputOnly")
+    qemu = FakeConsoleSocket(path)
+    try:
+        manager.console_input("vm1", b"root\r")
+        manager.console_input("vm1", b"")  # nothing to type: no connection
+    finally:
+        qemu.close()
+    assert qemu.received == [b"root\r"]
+    qemu = FakeConsoleSocket(path, reads=False)
+    try:
+        with pytest.raises(ComputeError) as caught:
+            manager.console_input("vm1", b"z" * (4 << 20), timeout=0.2)
+        assert (caught.value.status, caught.value.code) == (504, "ConsoleNotReading")
+    finally:
+        qemu.close()
+    with pytest.raises(VMNotFoundError):
+        manager.console_input("ghost", b"x")
+    open(path, "w").close()
+    manager.delete("vm1")
+    assert not os.path.exists(path)
