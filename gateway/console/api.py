@@ -10,7 +10,8 @@
     GET    usage?since=&until=&by=&account=   metered usage (the caller's account
                                 unless root)
     POST   bill {prices: TOML text, month, account?}   basalt/billing.py's bill
-    GET    vms/NAME/console?csrf=T   WebSocket: the VM's serial console, live (root)
+    GET    vms/NAME/console?csrf=T   WebSocket: the VM's serial console, live, and what
+                                the browser sends typed into it (root)
 
 Every request but the first two needs the session's CSRF token (header
 ``X-Basalt-CSRF``; the WebSocket's ``csrf`` query parameter, since browsers
@@ -19,18 +20,13 @@ cannot set headers on one), and every answer is JSON.
 
 from __future__ import annotations
 
-import asyncio
-import codecs
-import contextlib
 import hmac
 import json
 import os
 import tempfile
 import time
-import urllib.parse
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from multidict import MultiDict
 
@@ -41,6 +37,7 @@ from ..errors import S3Error
 from ..router import Route
 from . import presign as signer
 from . import session as sessions
+from .vm_console import bridge as vm_console_bridge
 
 PRESIGN_DEFAULT = 900
 RENEW = "console_session_renewed"
@@ -252,44 +249,11 @@ async def bill(request: web.Request, store: Any) -> web.Response:
 
 async def vm_console(request: web.Request, store: Any, owner: Any, name: str
                      ) -> web.StreamResponse:
-    """The VM's serial console over a WebSocket: the owner's followed console
-    stream (the last 64 KiB first), relayed as text until either side ends."""
+    """The VM's serial console over a WebSocket (root only): the guest's output
+    live, and what the browser sends typed into it (vm_console.bridge)."""
     who = await caller(request, store, csrf=request.query.get("csrf", ""))
     if not who.principal.admin:
         raise ConsoleError(403, "AccessDenied", "VMs are for the root credentials")
     if owner is None or not owner.socket_path:
         raise ConsoleError(503, "ServiceUnavailable", "the disk-owning process is not running")
-    ws = web.WebSocketResponse(heartbeat=30)
-    await ws.prepare(request)
-
-    async def pump() -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        async with aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=owner.socket_path),
-                timeout=aiohttp.ClientTimeout(total=None)) as client, client.get(
-                f"http://owner/_basalt/v1/vms/{urllib.parse.quote(name, safe='')}/console",
-                params={"follow": "1", "offset": "-65536"}) as upstream:
-            if upstream.status != 200:
-                await ws.send_str(f"[console unavailable: {await upstream.text()}]\r\n")
-                return
-            async for chunk in upstream.content.iter_any():
-                await ws.send_str(decoder.decode(chunk))
-            await ws.send_str("\r\n[the console stream ended]\r\n")
-
-    async def until_closed() -> None:
-        async for _ in ws:  # the browser sends nothing we use; this ends when it closes
-            pass
-
-    tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(until_closed())]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            exc = task.exception()
-            if exc is not None and not ws.closed:
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await ws.send_str(f"\r\n[console stream ended: {exc}]\r\n")
-    finally:
-        for task in tasks:
-            task.cancel()
-        await ws.close()
-    return ws
+    return await vm_console_bridge(request, owner.socket_path, name)

@@ -181,6 +181,8 @@ async def test_csrf_sign_out_and_idle_timeout(aiohttp_client, monkeypatch):
 
 async def test_the_vm_console_is_bridged_to_a_websocket(aiohttp_client, tmp_path):
     sock = str(tmp_path / "owner.sock")
+    typed: list[bytes] = []
+    answered = asyncio.Event()
 
     async def follow(request: web.Request) -> web.StreamResponse:
         assert request.query["follow"] == "1"
@@ -189,10 +191,24 @@ async def test_the_vm_console_is_bridged_to_a_websocket(aiohttp_client, tmp_path
         for chunk in (b"Linux version 6.1\r\n", b"login: \xc3", b"\xa9\r\n"):  # é split in two
             await response.write(chunk)
             await asyncio.sleep(0.01)
+        await answered.wait()  # the stream lasts while the VM runs
+        await response.write(b"BASALT-ECHO " + b"".join(typed) + b"\r\n")
         await response.write_eof()
         return response
+
+    async def type_in(request: web.Request) -> web.Response:
+        data = await request.read()
+        if data == b"bad":
+            return web.json_response({"code": "ConsoleNotReading",
+                                      "message": "the guest did not read"}, status=504)
+        typed.append(data)
+        if b"\r" in data:
+            answered.set()
+        return web.Response(status=204)
+
     owner_app = web.Application()
     owner_app.router.add_get("/_basalt/v1/vms/{name}/console", follow)
+    owner_app.router.add_post("/_basalt/v1/vms/{name}/console", type_in)
     runner = web.AppRunner(owner_app)
     await runner.setup()
     await web.UnixSite(runner, sock).start()
@@ -203,9 +219,16 @@ async def test_the_vm_console_is_bridged_to_a_websocket(aiohttp_client, tmp_path
         assert refused.status == 403
         ws = await client.ws_connect(f"/_basalt/console/api/vms/vm1/console?csrf={csrf}")
         text = ""
+        while "login: é" not in text:
+            text += (await ws.receive(timeout=5)).data
+        await ws.send_str("bad")
+        while "input not delivered: the guest did not read" not in text:
+            text += (await ws.receive(timeout=5)).data
+        for key in ("r", "o", "o", "t", "é", "\r"):  # keystrokes, in order, as UTF-8
+            await ws.send_str(key)
         async for message in ws:
             text += message.data
-        assert "Linux version 6.1" in text and "login: é" in text and "stream ended" in text
+        assert "BASALT-ECHO rooté\r" in text and "stream ended" in text
     finally:
         await runner.cleanup()
 
