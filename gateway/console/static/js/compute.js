@@ -36,23 +36,71 @@ export async function vms(view, [open]) {
       button("Console", () => { location.hash = `#/vms/${enc(vm.name)}`; }, { class: "open-console" }),
       button("Delete", () => confirm(`Delete VM ${vm.name}?`)
         && act(() => admin("DELETE", `vms/${enc(vm.name)}`), reload, "deleted"), { class: "danger" }))));
-  const term = h("pre", { id: "serial-console", class: "terminal" });
+  const term = h("pre", { id: "serial-console", class: "terminal", tabindex: 0 });
   view.replaceChildren(h("h1", {}, "VMs"),
     h("div", { class: "bar" }, Object.values(f), button("Create VM", () => act(() => admin("POST", "vms", {
       name: f.name.value, volume: f.volume.value, network: f.network.value,
       memory: f.memory.value || "256M", cpus: Number(f.cpus.value || 1), start: true,
     }), reload, "VM created"))),
     table(["Name", "State", "Volume", "Network", "Address", ""], rows, { id: "vms" }),
-    open ? h("h2", {}, `Serial console of ${open}`) : "", open ? term : "");
+    open ? h("h2", {}, `Serial console of ${open}`) : "",
+    open ? h("p", { class: "hint" }, "Click the console and type: keys go to the guest's serial port.") : "",
+    open ? term : "");
   if (!open) return undefined;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${scheme}://${location.host}/_basalt/console/api/vms/${enc(open)}/console?csrf=${enc(state.session.csrf)}`);
+  const type = (text) => { if (ws.readyState === WebSocket.OPEN) ws.send(text); };
+  ws.onopen = () => { term.dataset.open = "1"; term.focus(); };
   ws.onmessage = (e) => {
-    term.textContent = (term.textContent + e.data.replace(/\r/g, "")).slice(-200000);
+    term.textContent = show(term.textContent, e.data).slice(-200000);
     term.scrollTop = term.scrollHeight;
   };
   ws.onclose = () => { term.dataset.closed = "1"; };
+  term.addEventListener("keydown", (e) => {
+    const text = keyText(e, String(window.getSelection() || ""));
+    if (text === null) return;
+    e.preventDefault();
+    type(text);
+  });
+  term.addEventListener("paste", (e) => {
+    e.preventDefault();
+    type(e.clipboardData.getData("text").replace(/\r?\n/g, "\r"));
+  });
   return () => ws.close();
+}
+
+// What a terminal sends for the keys that are not characters.
+const KEYS = {
+  Enter: "\r", Backspace: "\x7f", Tab: "\t", Escape: "\x1b", Delete: "\x1b[3~",
+  ArrowUp: "\x1b[A", ArrowDown: "\x1b[B", ArrowRight: "\x1b[C", ArrowLeft: "\x1b[D",
+  Home: "\x1b[H", End: "\x1b[F",
+};
+
+// The text a key press types into the guest, or null to leave it to the browser
+// (Ctrl+C with a selection copies, Ctrl+V pastes, Alt/Meta shortcuts stay the browser's).
+function keyText(e, selection) {
+  if (e.isComposing || e.altKey || e.metaKey) return null;
+  if (e.ctrlKey) {
+    if (!/^[a-z]$/i.test(e.key) || e.key.toLowerCase() === "v") return null;
+    if (e.key.toLowerCase() === "c" && selection) return null;
+    return String.fromCharCode(e.key.toUpperCase().charCodeAt(0) - 64);  // Ctrl+C: ETX
+  }
+  if (KEYS[e.key]) return KEYS[e.key];
+  return [...e.key].length === 1 ? e.key : null;
+}
+
+// The console's text with `chunk` appended as a plain terminal shows it: carriage
+// returns, bells and escape sequences (colours, cursor moves) dropped, backspace
+// erasing the character before it.
+function show(text, chunk) {
+  const pieces = chunk.replace(/\x1b\[[0-9;?]*[ -\/]*[@-~]|\x1b[()][A-Za-z0-9]|[\r\x07]/g, "")
+    .split("\b");
+  let out = text + pieces[0];
+  for (const piece of pieces.slice(1)) {
+    if (out && !out.endsWith("\n")) out = out.slice(0, -1);
+    out += piece;
+  }
+  return out;
 }
 
 export async function networks(view) {
