@@ -15,7 +15,7 @@ from aiohttp import web
 
 from storaged.errors import DeleteMarker
 
-from . import conditions
+from . import conditions, sse, sse_objects
 from .bucket import xml_response
 from .errors import InvalidArgument, NoSuchKey
 from .request import Context, version_param
@@ -120,6 +120,10 @@ async def get_object_attributes(ctx: Context) -> web.Response:
             raise
         raise NoSuchKey(headers={"x-amz-delete-marker": "true",
                                  "x-amz-version-id": exc.version_id}) from None
+    # An SSE-C object's attributes need its key, as its HEAD does (AWS); other
+    # encrypted objects' need no key (nothing here is decrypted).
+    if not info.encryption or sse.Encryption.from_json(info.encryption).is_customer:
+        await sse_objects.object_key(ctx, info.encryption, ctx.bucket, ctx.key)
     resp = xml_response(render_attributes(info, wanted, max_parts=max_parts,
                                           part_number_marker=marker))
     resp.headers["Last-Modified"] = conditions.http_date(info.last_modified)

@@ -238,6 +238,17 @@ def test_wrong_missing_and_malformed_keys(s3, bucket):
     assert error_of(s3.head_object, Bucket=bucket, Key="c")[0] == 400  # HEAD: no body
     assert error_of(s3.get_object, Bucket=bucket, Key="c", **sse_c(KEY_B)) == (403, "AccessDenied")
     assert error_of(s3.head_object, Bucket=bucket, Key="c", **sse_c(KEY_B))[0] == 403
+    # GetObjectAttributes needs the key too (AWS); with it, the attributes
+    # (boto3 encodes the key of this operation only when given as text)
+    attrs = {"Bucket": bucket, "Key": "c", "ObjectAttributes": ["ObjectSize"]}
+
+    def encoded(key: bytes) -> dict[str, str]:
+        return {"SSECustomerAlgorithm": "AES256",
+                "SSECustomerKey": base64.b64encode(key).decode(),
+                "SSECustomerKeyMD5": base64.b64encode(hashlib.md5(key).digest()).decode()}
+    assert error_of(s3.get_object_attributes, **attrs) == (400, "InvalidRequest")
+    assert error_of(s3.get_object_attributes, **attrs, **encoded(KEY_B)) == (403, "AccessDenied")
+    assert s3.get_object_attributes(**attrs, **encoded(KEY_A))["ObjectSize"] == 6000
     # a short key, a key whose MD5 is not the one sent, an unknown algorithm
     assert error_of(s3.get_object, Bucket=bucket, Key="c", SSECustomerAlgorithm="AES256",
                     SSECustomerKey=b"short") == (400, "InvalidArgument")
