@@ -307,9 +307,14 @@ class VolumeJobs:
         """Delete the volume a failed or cancelled restore was making (the API
         cannot resume it). The name was free when the job started and no other
         job could take it, so a volume there made since is the job's."""
-        record = self.manager.records.get(job.volume)
-        if record is None or record.created_ns < int(job.started * 1e9) - 10**9 \
-                or (job.error or "").startswith("cannot create volume"):
+        if (job.error or "").startswith("cannot create volume"):
+            return  # the CLI's words when the name was taken after all: not the job's
+        for _ in range(5):  # a create the child sent just before it died may be landing
+            record = self.manager.records.get(job.volume)
+            if record is not None or job.state != "cancelled":
+                break
+            await asyncio.sleep(0.1)
+        if record is None or record.created_ns < int(job.started * 1e9) - 10**9:
             return
         for _ in range(20):  # a batch the child sent may still be ending on the server
             try:

@@ -445,3 +445,49 @@ def test_over_tls_the_cookie_is_secure_and_idle_sessions_end(tls_server):
     time.sleep(3.5)  # idle longer than --console-idle-seconds
     status, _, body = call("POST", "presign", cookie, csrf, {"requests": [{"method": "GET"}]})
     assert status == 401 and body["code"] == "NotSignedIn"
+
+
+def test_volume_backup_and_restore_from_the_console_with_progress(server, browser, shots):
+    from tests.e2e.nbd_e2e_helpers import RawNBD, new_volume
+    bucket, vol = f"vb-{uuid.uuid4().hex[:8]}", f"b{uuid.uuid4().hex[:8]}"
+    server.client().create_bucket(Bucket=bucket)
+    new_volume(server, vol, 64 << 20)
+    data = os.urandom(32 << 20)
+    with RawNBD(server.nbd_port, vol) as nbd:
+        nbd.pwrite(0, data)
+        nbd.flush()
+    sign_in(browser, server)
+    go(browser, server, "#/volumes")
+    wait(browser, "document.querySelector(`tr[data-volume='${arguments[0]}'] button.backup`)", vol)
+    # what the page shows every 50 ms: (job, state, percent, a bar drawn)
+    browser.execute_script("""
+        window.jobSamples = [];
+        window.prompt = (message, offered) => { window.offered = offered; return arguments[0]; };
+        setInterval(() => { const r = document.querySelector('#jobs tr.job');
+          if (r) window.jobSamples.push([r.dataset.job, r.dataset.state, r.dataset.percent,
+                                         !!r.querySelector('progress.job-bar')]); }, 50);""",
+                           f"s3://{bucket}/{vol}")
+    browser.find_element("css selector", f"tr[data-volume='{vol}'] button.backup").click()
+    wait(browser, "document.querySelector('#jobs tr.job[data-state=done]')")
+    assert browser.execute_script("return window.offered").startswith("s3://")
+    samples = browser.execute_script("return window.jobSamples")
+    job = samples[0][0]
+    mine = [s for s in samples if s[0] == job]
+    running = [int(s[2] or 0) for s in mine if s[1] == "running"]
+    assert running and all(s[3] for s in mine), mine  # a bar while it ran
+    assert running == sorted(running) and running[-1] < 100, mine  # it only went forward
+    assert mine[-1][1:3] == ["done", "100"], mine
+    assert f"s3://{bucket}/{vol}" in browser.find_element("id", "jobs").text
+
+    copy = f"r{uuid.uuid4().hex[:8]}"
+    browser.find_element("id", "restore-from").send_keys(f"s3://{bucket}/{vol}")
+    browser.find_element("id", "restore-to").send_keys(copy)
+    browser.find_element("id", "restore-start").click()
+    wait(browser, "document.querySelector(`tr[data-volume='${arguments[0]}']`)", copy)
+    wait(browser, "document.querySelector(`#jobs tr.job[data-state=done]`)"
+                  " && document.querySelector('#jobs tr.job').dataset.state === 'done'")
+    assert browser.find_element("css selector", "#jobs tr.job").text.startswith("restore")
+    browser.execute_script("document.getElementById('restore-form').scrollIntoView()")
+    shots(browser, "volume-jobs")
+    with RawNBD(server.nbd_port, copy) as nbd:
+        assert nbd.pread(0, 32 << 20) == data
