@@ -2,9 +2,11 @@
 
 Every volume and snapshot has a map (chunk index → slot, under its map id).
 Snapshots and clones share slots with the map they were taken from, so each
-slot carries a count of the maps using it; a write to a slot another map
-uses goes to a fresh copy first (copy-on-write). Every change is also noted
-in :attr:`ChunkMaps.changes`, which the next flush commits to the disks.
+slot carries a count of the maps using it (in memory only: derived from the
+maps at start); a write to a slot another map uses goes to a fresh copy first
+(copy-on-write). Every map change is also noted in :attr:`ChunkMaps.changes`,
+which the next flush commits to the disks. A snapshot's map never changes, so
+it is committed packed (volmeta.pack_map): a few puts, not one per chunk.
 
 Slot life cycle: allocated (hole-punched, so it reads as zeros) when a chunk
 is first written or copied on write; released when no map uses it; reused
@@ -21,7 +23,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Protocol
 
-from .volmeta import MetaChanges, PoolState
+from .volmeta import MetaChanges, PoolState, pack_map
 
 
 class SlotStore(Protocol):
@@ -44,21 +46,22 @@ class ChunkMaps:
         self.limbo: list[int] = []       # released; their unmap not durable yet
         self.releasable: list[int] = []  # released, unmap durable; reusable once I/O drains
         self.changes = MetaChanges()     # what the next flush commits
+        self.packed: set[str] = set()    # maps stored packed: frozen, never changed
         self._inflight = 0
 
-    def load(self, maps: dict[str, dict[int, int]], state: PoolState) -> None:
-        """Take the maps and the pool state read at start; the counts are derived
-        from the maps."""
+    def load(self, maps: dict[str, dict[int, int]], state: PoolState,
+             packed: set[str] | None = None) -> None:
+        """Take the maps (``packed``: those stored packed) and the pool state read
+        at start; the counts are derived from the maps."""
         self.maps = maps
+        self.packed = set(packed or ())
         refcounts: dict[int, int] = {}
         for entries in maps.values():
             for slot in entries.values():
                 refcounts[slot] = refcounts.get(slot, 0) + 1
-        if refcounts != state.refcounts:
-            # A crash between commits can only leave stale counts, and the maps
-            # are what the volumes read.
-            self.changes.refcounts.update({s: refcounts.get(s, 0) for s in
-                                           set(state.refcounts) | set(refcounts)})
+        # Counts and free-list entries an older version stored: the maps say it all.
+        self.changes.refcounts.update({s: 0 for s in state.refcounts})
+        self.changes.free.update({s: False for s in state.free})
         self.refcounts = refcounts
         self.next_slot = max(state.next_slot, max(refcounts, default=-1) + 1)
         self.free = set(range(self.next_slot)) - set(refcounts)
@@ -73,24 +76,31 @@ class ChunkMaps:
         """A new, empty map."""
         self.maps[map_id] = {}
 
-    def share(self, source: str, map_id: str) -> None:
+    def share(self, source: str, map_id: str, frozen: bool = False) -> None:
         """Make ``map_id`` (new, or emptied) point at the slots of ``source``
-        (one more user of each): a snapshot, a clone, a rollback."""
+        (one more user of each): a snapshot (``frozen``: never changed again,
+        committed packed), a clone, a rollback."""
         entries = self.maps[source]
-        self.maps[map_id] = dict(entries)
-        for index, slot in entries.items():
-            self.refcounts[slot] = self.refcounts.get(slot, 0) + 1
-            self.changes.refcounts[slot] = self.refcounts[slot]
-            self.changes.maps[(map_id, index)] = slot
+        self.maps[map_id] = copy = dict(entries)
+        refcounts = self.refcounts
+        for slot in entries.values():
+            refcounts[slot] = refcounts.get(slot, 0) + 1
+        if frozen:
+            self.packed.add(map_id)
+            self.changes.packed[map_id] = pack_map(copy)
+        else:
+            self.changes.maps.update({(map_id, i): s for i, s in entries.items()})
 
     def own(self, map_id: str, index: int) -> int:
         """The slot chunk ``index`` may be written in: allocated when unmapped,
         copied when shared."""
         slot = self.maps[map_id].get(index)
         if slot is None:
+            self._writable(map_id)
             slot = self._alloc()
             self._set(map_id, index, slot)
         elif self.refcounts.get(slot, 0) > 1:
+            self._writable(map_id)
             copy = self._alloc()
             self.pool.copy(slot, copy)
             self._release(slot)
@@ -102,6 +112,7 @@ class ChunkMaps:
         """Drop one chunk (it reads as zeros again); its slot loses a user."""
         slot = self.maps[map_id].get(index)
         if slot is not None:
+            self._writable(map_id)
             self._set(map_id, index, None)
             self._release(slot)
 
@@ -112,6 +123,12 @@ class ChunkMaps:
 
     def drop(self, map_id: str) -> None:
         """Unmap every chunk and forget the map."""
+        if map_id in self.packed:
+            self.packed.discard(map_id)
+            self.changes.packed[map_id] = None
+            for slot in self.maps.pop(map_id).values():
+                self._release(slot)
+            return
         self.empty(map_id)
         del self.maps[map_id]
 
@@ -129,8 +146,11 @@ class ChunkMaps:
             self.changes.next_slot = self.next_slot
         self.pool.clear(slot)  # whatever an earlier life left there reads as zeros
         self.refcounts[slot] = 1
-        self.changes.refcounts[slot] = 1
         return slot
+
+    def _writable(self, map_id: str) -> None:
+        if map_id in self.packed:
+            raise ValueError(f"map {map_id} is a snapshot's: it never changes")
 
     def _set(self, map_id: str, index: int, slot: int | None) -> None:
         entries = self.maps[map_id]
@@ -147,8 +167,6 @@ class ChunkMaps:
         else:
             self.refcounts.pop(slot, None)
             self.limbo.append(slot)
-            count = 0
-        self.changes.refcounts[slot] = count
 
     @contextlib.contextmanager
     def io(self) -> Iterator[None]:

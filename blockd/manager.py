@@ -175,8 +175,12 @@ class VolumeManager(ExportRegistry):
         """Load every record and map (voted across the disks)."""
         self.records = volmeta.load_volumes(self.store)
         state = volmeta.load_pool(self.store)
-        self.chunks.load({r.map_id: volmeta.load_map(self.store, r.map_id)
-                          for r in self.records.values()}, state)
+        maps, packed = {}, set()
+        for record in self.records.values():
+            maps[record.map_id], is_packed = volmeta.load_map(self.store, record.map_id)
+            if is_packed:
+                packed.add(record.map_id)
+        self.chunks.load(maps, state, packed)
         # Disks that missed writes while away keep stale copies: never read
         # them before a heal. Opening every disk's files now marks replaced ones.
         self.pool.untrusted |= state.stale
@@ -432,7 +436,7 @@ class VolumeManager(ExportRegistry):
                 snapshot = VolumeRecord(full, new_id(), record.size, time.time_ns(), name,
                                         snapshot=True, note=note, key=record.key,
                                         family=record.family)
-                self.chunks.share(record.map_id, snapshot.map_id)
+                self.chunks.share(record.map_id, snapshot.map_id, frozen=True)
                 self.records[full] = snapshot
                 self._changed(full)
                 await self._commit_admin()
@@ -525,7 +529,8 @@ class VolumeManager(ExportRegistry):
             await self.flush()
             positions = self.store.online_positions()
             healed = [p for p in positions if p in self.pool.untrusted]
-            full = volmeta.full_state(self.records, self.chunks.maps, self.chunks.state())
+            full = volmeta.full_state(self.records, self.chunks.maps, self.chunks.state(),
+                                      self.chunks.packed)
             # Disks still offline keep their stale mark; those healed lose it.
             full.stale = {p: True for p in self.pool.untrusted if p not in positions}
             done = await self.store.set.commit_all([volmeta.ReplaceVolumeTables(full)], positions)

@@ -5,15 +5,22 @@ like object records, so losing M disks loses nothing):
 
 ``volumes``  volume name → record (map id, size, creation time, origin; for an
              encrypted volume its family's data key, sealed, and the family id)
-``vmap``     map id (16 bytes) + chunk index (8 bytes) → slot (8 bytes)
-``vslots``   ``b"next"`` → next never-used slot; ``b"rc" + slot`` → how many maps
-             use the slot; ``b"free" + slot`` → a released slot for reuse
+``vmap``     map id (16 bytes) + chunk index (8 bytes) → slot (8 bytes); a
+             snapshot's map, which never changes, is packed instead: map id +
+             ``b"P"`` + segment number (4 bytes) → up to SEGMENT (index, slot)
+             pairs, so taking or deleting a snapshot is a few puts, not one per chunk
+``vslots``   ``b"next"`` → next never-used slot; ``b"stale" + disk`` → a disk that
+             missed writes. (Each slot's count of maps using it is derived from the
+             maps at start; ``b"rc" + slot`` counts and ``b"free" + slot`` entries
+             that older versions stored are deleted then.)
 """
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import struct
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -24,6 +31,8 @@ from storaged import ObjectStore, ReadQuorumError, wire
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
+SEGMENT = 1 << 16  # (index, slot) pairs per packed map record: 1 MiB values
+_PACKED = b"P"
 
 
 @dataclasses.dataclass
@@ -65,25 +74,56 @@ def map_key(map_id: str, index: int) -> bytes:
     return bytes.fromhex(map_id) + _U64.pack(index)
 
 
+def pack_map(entries: Mapping[int, int]) -> bytes:
+    """A whole map as little-endian u64 (index, slot) pairs, in index order."""
+    pairs = array.array("Q", [x for item in sorted(entries.items()) for x in item])
+    if sys.byteorder == "big":
+        pairs.byteswap()
+    return pairs.tobytes()
+
+
+def unpack_map(packed: bytes) -> dict[int, int]:
+    pairs = array.array("Q", packed)
+    if sys.byteorder == "big":
+        pairs.byteswap()
+    return dict(zip(pairs[0::2], pairs[1::2], strict=True))
+
+
+def _put_packed(tx: Any, map_id: str, packed: bytes | None) -> None:
+    """Replace a packed map's segments (none left when ``packed`` is None)."""
+    prefix = bytes.fromhex(map_id) + _PACKED
+    cur = tx.txn.cursor(db=tx.dbs[b"vmap"])
+    found = cur.set_range(prefix)
+    while found and cur.key().startswith(prefix):
+        found = cur.delete()
+    step = SEGMENT * 16
+    for n, start in enumerate(range(0, len(packed or b""), step)):
+        tx.put(b"vmap", prefix + _U32.pack(n), packed[start:start + step])
+
+
 @wire.register
 @dataclasses.dataclass
 class MetaChanges:
-    """Everything a flush commits: map entries, slot counts, allocator state."""
+    """Everything a flush commits: map entries, packed maps, allocator state."""
 
     records: dict[str, bytes | None] = dataclasses.field(default_factory=dict)
     maps: dict[tuple[str, int], int | None] = dataclasses.field(default_factory=dict)
+    # Older versions' stored slot counts and free-list entries: only deletions
+    # (count 0, False) are made now.
     refcounts: dict[int, int] = dataclasses.field(default_factory=dict)
-    free: dict[int, bool] = dataclasses.field(default_factory=dict)  # slot → in free list
+    free: dict[int, bool] = dataclasses.field(default_factory=dict)
     next_slot: int | None = None
     stale: dict[int, bool] = dataclasses.field(default_factory=dict)  # disk → missed writes
+    packed: dict[str, bytes | None] = dataclasses.field(default_factory=dict)  # see pack_map
 
     def __bool__(self) -> bool:
         return bool(self.records or self.maps or self.refcounts or self.free
-                    or self.next_slot is not None or self.stale)
+                    or self.next_slot is not None or self.stale or self.packed)
 
     def merge(self, newer: MetaChanges) -> None:
         self.records.update(newer.records)
         self.maps.update(newer.maps)
+        self.packed.update(newer.packed)
         self.refcounts.update(newer.refcounts)
         self.free.update(newer.free)
         self.stale.update(newer.stale)
@@ -110,6 +150,8 @@ class ApplyChanges:
                 tx.delete(b"vmap", map_key(map_id, index))
             else:
                 tx.put(b"vmap", map_key(map_id, index), _U64.pack(slot))
+        for map_id, packed in c.packed.items():
+            _put_packed(tx, map_id, packed)
         for slot, count in c.refcounts.items():
             if count:
                 tx.put(b"vslots", b"rc" + _U64.pack(slot), _U32.pack(count))
@@ -189,10 +231,17 @@ def load_volumes(store: ObjectStore) -> dict[str, VolumeRecord]:
             for k, v in vote_range(store, b"volumes", b"").items()}
 
 
-def load_map(store: ObjectStore, map_id: str) -> dict[int, int]:
-    prefix = bytes.fromhex(map_id)
-    return {_U64.unpack(k[16:])[0]: _U64.unpack(v)[0]
-            for k, v in vote_range(store, b"vmap", prefix).items()}
+def load_map(store: ObjectStore, map_id: str) -> tuple[dict[int, int], bool]:
+    """A map (each record voted on by itself), and whether it is stored packed."""
+    entries: dict[int, int] = {}
+    packed = False
+    for key, value in sorted(vote_range(store, b"vmap", bytes.fromhex(map_id)).items()):
+        if len(key) == 24:
+            entries[_U64.unpack(key[16:])[0]] = _U64.unpack(value)[0]
+        else:
+            entries.update(unpack_map(value))
+            packed = True
+    return entries, packed
 
 
 def load_pool(store: ObjectStore) -> PoolState:
@@ -206,13 +255,16 @@ def load_pool(store: ObjectStore) -> PoolState:
 
 
 def full_state(records: Mapping[str, VolumeRecord], maps: Mapping[str, Mapping[int, int]],
-               pool: PoolState) -> MetaChanges:
-    """All metadata as one change set (to heal a disk that lost it)."""
+               pool: PoolState, packed: Iterable[str] = ()) -> MetaChanges:
+    """All metadata as one change set (to heal a disk that lost it); the maps
+    named in ``packed`` are stored packed."""
     changes = MetaChanges(next_slot=pool.next_slot)
     changes.records = {name: r.pack() for name, r in records.items()}
+    packed = set(packed)
     for map_id, entries in maps.items():
+        if map_id in packed:
+            changes.packed[map_id] = pack_map(entries)
+            continue
         for index, slot in entries.items():
             changes.maps[(map_id, index)] = slot
-    changes.refcounts = dict(pool.refcounts)
-    changes.free = {slot: True for slot in pool.free}
     return changes

@@ -1,7 +1,9 @@
 """The chunk maps and slot allocator on their own, over a pool that only records."""
 
+import pytest
+
 from blockd.chunk_map import ChunkMaps
-from blockd.volmeta import PoolState
+from blockd.volmeta import PoolState, pack_map, unpack_map
 
 
 class RecordingPool:
@@ -45,7 +47,7 @@ def test_first_write_allocates_a_cleared_slot_once():
     assert chunks.refcounts == {0: 1, 1: 1} and chunks.next_slot == 2
     changes = chunks.changes
     assert changes.maps == {("vol", 7): 0, ("vol", 9): 1}
-    assert changes.refcounts == {0: 1, 1: 1} and changes.next_slot == 2
+    assert not changes.refcounts and changes.next_slot == 2  # counts are derived at load
 
 
 def test_a_snapshot_shares_every_slot_and_a_write_copies_only_its_chunk():
@@ -53,12 +55,13 @@ def test_a_snapshot_shares_every_slot_and_a_write_copies_only_its_chunk():
     for index in range(3):
         pool.data[chunks.own("vol", index)] = b"v%d" % index
     flush(chunks)
-    chunks.share("vol", "snap")
+    chunks.share("vol", "snap", frozen=True)
     assert chunks.maps["snap"] == chunks.maps["vol"] == {0: 0, 1: 1, 2: 2}
     assert chunks.refcounts == {0: 2, 1: 2, 2: 2}
     assert all(chunks.shared(slot) for slot in range(3))
-    assert chunks.changes.maps == {("snap", i): i for i in range(3)}
-    assert chunks.changes.refcounts == {0: 2, 1: 2, 2: 2}
+    # a snapshot's map is committed as one packed value, not an entry per chunk
+    assert not chunks.changes.maps and not chunks.changes.refcounts
+    assert unpack_map(chunks.changes.packed["snap"]) == {0: 0, 1: 1, 2: 2}
 
     slot = chunks.own("vol", 1)  # copy-on-write
     assert slot == 3 and pool.copies == [(1, 3)] and pool.data[3] == b"v1"
@@ -66,16 +69,33 @@ def test_a_snapshot_shares_every_slot_and_a_write_copies_only_its_chunk():
     assert chunks.refcounts == {0: 2, 1: 1, 2: 2, 3: 1}
     assert not chunks.shared(1) and not chunks.shared(3)
     assert chunks.own("vol", 1) == 3 and pool.copies == [(1, 3)]  # its own now
+    for change in (lambda: chunks.own("snap", 9), lambda: chunks.unmap("snap", 0)):
+        with pytest.raises(ValueError):
+            change()  # a snapshot's map never changes
+    assert chunks.maps["snap"] == {0: 0, 1: 1, 2: 2} and chunks.next_slot == 4
+
+
+def test_a_clone_is_committed_entry_by_entry():
+    chunks, _ = maps_with_volume()
+    chunks.own("vol", 4)
+    chunks.share("vol", "clone")
+    assert chunks.changes.maps[("clone", 4)] == 0 and "clone" not in chunks.changes.packed
+    assert chunks.own("clone", 4) == 1  # writable: copied on write
+
+
+def test_packed_maps_round_trip():
+    entries = {5: 1, 0: 7, 1 << 33: 2}
+    assert unpack_map(pack_map(entries)) == entries and len(pack_map(entries)) == 48
 
 
 def test_slots_given_up_by_copy_on_write_come_back_after_the_flush():
     chunks, pool = maps_with_volume()
     chunks.own("vol", 0)
-    chunks.share("vol", "snap")
+    chunks.share("vol", "snap", frozen=True)
     assert chunks.own("vol", 0) == 1  # the snapshot keeps slot 0
     chunks.drop("snap")
     assert "snap" not in chunks.maps and chunks.refcounts == {1: 1}
-    assert chunks.changes.maps[("snap", 0)] is None and chunks.changes.refcounts[0] == 0
+    assert chunks.changes.packed["snap"] is None and ("snap", 0) not in chunks.changes.maps
     # released, but the map that no longer names it is not durable yet
     assert chunks.limbo == [0] and not chunks.free
     assert chunks.own("vol", 5) == 2  # a new slot, not the released one
@@ -121,10 +141,10 @@ def test_a_released_slot_is_not_reused_while_io_is_in_flight():
 def test_load_derives_counts_and_free_slots_from_the_maps():
     chunks, _ = maps_with_volume()
     maps = {"vol": {0: 4, 1: 2}, "snap": {0: 4}}
-    # stored counts a crash left behind: slot 2 unknown, slot 3 counted but unused
-    chunks.load(maps, PoolState(next_slot=6, refcounts={4: 2, 3: 1}, free=set()))
+    # counts an older version stored (here stale ones): derived instead, and deleted
+    chunks.load(maps, PoolState(next_slot=6, refcounts={4: 2, 3: 1}, free={1}))
     assert chunks.refcounts == {4: 2, 2: 1} and chunks.free == {0, 1, 3, 5}
-    assert chunks.changes.refcounts == {4: 2, 2: 1, 3: 0}  # corrected on the next flush
+    assert chunks.changes.refcounts == {4: 0, 3: 0} and chunks.changes.free == {1: False}
     assert chunks.next_slot == 6 and chunks.shared(4) and not chunks.shared(2)
     chunks.load({"vol": {0: 9}}, PoolState(next_slot=3, refcounts={9: 1}, free=set()))
     assert chunks.next_slot == 10  # never below a slot in use
