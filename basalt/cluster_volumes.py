@@ -46,8 +46,9 @@ class ClusterVolumes:
     """This node's part in serving block volumes: owner or relay."""
 
     def __init__(self, node: ClusterNode, store: Any, nbd_address: tuple[str, int],
-                 s3_url: str, creds: Credentials, owner_socket: str) -> None:
+                 s3_url: str, creds: Credentials, owner_socket: str, keys: Any = None) -> None:
         self.node, self.store = node, store
+        self.keys = keys  # storaged.kms.KeyService: encrypted volumes' data keys
         self.nbd_address, self.s3_url, self.creds = nbd_address, s3_url, creds
         self.owner_socket = owner_socket  # blockd's routes, while this node owns volumes
         self.manager: VolumeManager | None = None
@@ -88,7 +89,7 @@ class ClusterVolumes:
                 await self._publish()  # a new lease after an etcd outage
 
     async def _become_owner(self) -> None:
-        manager = VolumeManager(self.store)
+        manager = VolumeManager(self.store, self.keys)
         await manager.start()
         manager.watch()
         self.manager = manager

@@ -364,9 +364,11 @@ async def serve(opts: ServeOptions) -> None:
             host, port = opts.s3_address
             scheme = "https" if opts.tls_cert else "http"
             # Volumes live on the first set (ChunkPool addresses one set's disks).
+            from storaged.kms import KeyService  # every node holds the same master key
             cluster_volumes = ClusterVolumes(node, store_sets(store)[0], opts.nbd_address,
                                              f"{scheme}://{host}:{port}", creds,
-                                             unix_path(data_dir, "volumes.sock"))
+                                             unix_path(data_dir, "volumes.sock"),
+                                             KeyService(store, master_key.load(master_path)))
             app = cluster_owner_app(node, cluster_volumes.routes())
         app.add_routes(status_routes(server_info))
         # At shutdown the workers are gone before this closes; whatever still

@@ -270,6 +270,10 @@ def test_a_volume_moves_when_its_owner_dies_and_nothing_flushed_is_lost(cluster)
     wait_for(lambda: x.cli("volume", "create", "v", "--size", "64M", check=False).returncode == 0,
              "the volume owner ready", nodes)
     assert "v" in y.cli("volume", "list").stdout
+    # An encrypted volume too: its data key is sealed by the pool's key service,
+    # which every node (and so the next owner) opens with the shared master key.
+    x.cli("volume", "create", "e", "--size", "16M", "--encrypted")
+    run("qemu-io", "-f", "raw", uri(y, "e"), "-c", "write -P 0x6b 1M 1M", "-c", "flush")
 
     # fio writes and verifies the first half through one relay, fsync at the end.
     run("fio", "--name=seed", "--ioengine=nbd", f"--uri={uri(y, 'v')}", "--rw=randwrite",
@@ -291,6 +295,10 @@ def test_a_volume_moves_when_its_owner_dies_and_nothing_flushed_is_lost(cluster)
     assert "read 1048576/1048576" in out and "fail" not in out.lower(), out
     survivors = [n for i, n in enumerate(nodes) if i != owner]
     assert status(survivors[0])["leader"] != f"n{owner + 1}"
+
+    out = run("qemu-io", "-r", "-f", "raw", uri(x, "e"), "-c", "read -P 0x6b 1M 1M").stdout
+    assert "read 1048576/1048576" in out and "fail" not in out.lower(), out
+    assert json.loads(x.cli("volume", "info", "e", "--json").stdout)["encrypted"] is True
 
     # Everything fio wrote and fsynced is intact, read through yet another node.
     run("fio", "--name=seed", "--ioengine=nbd", f"--uri={uri(x, 'v')}", "--rw=randwrite",
