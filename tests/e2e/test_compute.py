@@ -348,3 +348,38 @@ def test_networks_are_created_and_removed_cleanly(lab):
     leftover = [p for p in run("ip", "netns", "pids", lab.ns).stdout.split()
                 if "dnsmasq" in open(f"/proc/{p}/comm").read()]
     assert leftover == [], "dnsmasq processes outlived their networks"
+
+
+def test_vm_console_in_the_browser_shows_the_guest_live_and_types_into_it(lab, tmp_path_factory):
+    """The web console's VM page against the real guest: its boot markers stream in
+    live over the WebSocket, and a line typed in the browser reaches the guest's
+    ttyS0 (the guest answers "BASALT-ECHO <line>")."""
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.e2e.browser import launch
+    from tests.e2e.test_console_browser import go, sign_in, wait
+
+    vm, line = "guestc", "hello from the browser"
+    lab.json("network", "create", "netv", "--subnet", "10.234.0.0/24")
+    lab.create_vm(vm, "netv", CMDLINE + " basalt.echo=1", "--start")
+    shots = os.environ.get("BASALT_TEST_ARTIFACTS") or str(tmp_path_factory.mktemp("shots"))
+    os.makedirs(shots, exist_ok=True)
+    with launch() as browser:
+        browser.set_window_size(1400, 1000)
+        sign_in(browser, lab.server)
+        go(browser, lab.server, f"#/vms/{vm}")
+        wait(browser, "document.getElementById('serial-console')?.dataset.open")
+        shown = "document.getElementById('serial-console').textContent.includes(arguments[0])"
+        wait(browser, shown, "BASALT-ECHO-READY", timeout=BOOT_TIMEOUT)
+        wait(browser, shown, "BASALT-GUEST-UP")
+        term = browser.find_element("id", "serial-console")
+        term.click()
+        term.send_keys(line + Keys.ENTER)
+        # The guest's answer can only have come in live, after the page opened.
+        wait(browser, shown, f"BASALT-ECHO {line}", timeout=60)
+        browser.save_screenshot(os.path.join(shots, "console-vm.png"))
+    text = lab.console(vm)
+    assert f"BASALT-ECHO {line}" in text and "BASALT-ECHO-TIMEOUT" not in text, text[-2000:]
+    lab.json("vm", "stop", vm, "--timeout", "1")
+    lab.cli("vm", "delete", vm)
+    lab.cli("network", "delete", "netv")
