@@ -3,7 +3,8 @@
 ``ComputeManager(state_dir, libvirt_uri, network_manager, nbd_socket)`` keeps
 VM records in LMDB and one persistent libvirt domain per VM: the disk is a
 Basalt volume over NBD (Unix socket), the NIC a virtio NIC on a Basalt network
-with its IPAM-reserved MAC/IP, the serial console a log file. Its methods
+with its IPAM-reserved MAC/IP, the serial console a log file plus a socket for
+input. Its methods
 block; call them from asyncio through ``asyncio.to_thread``.
 ``compute.api.routes(compute_manager, network_manager)`` is the admin API.
 ``compute.accel.detect()`` decides KVM or TCG; ``compute.libvirtd.PrivateLibvirtd``
