@@ -3,16 +3,24 @@
 A backup takes a snapshot, reads its chunks over NBD and uploads them packed
 into objects of about 16 MiB, plus a manifest:
 
-    PREFIX/backups/<id>.json.gz   volume, size, chunk size, and for every
-                                  allocated chunk: pack, offset, length, sha256
+    PREFIX/backups/<id>.json.gz   volume, size, chunk size, and chunk entries
+                                  (pack, offset, length, sha256): a whole
+                                  backup's (format 1, 2 when encrypted) for
+                                  every allocated chunk; an incremental's
+                                  (format 3) for the chunks changed since its
+                                  base, the chunks gone since, and the base's id
     PREFIX/packs/<sha256>         chunk data, content-addressed
 
 The next backup of the volume diffs its new snapshot against the snapshot of
 the last backup (kept on the server for that purpose): only changed chunks
-are read and uploaded, the manifest reuses the earlier entries for the rest.
-Chunks that read as zeros are not uploaded. Packs are named by their content
-and built deterministically, so a rerun after an interruption finds the packs
-already uploaded and skips them.
+are read and uploaded, and only they are in its manifest, so an incremental
+costs what changed, not the volume's size. A backup is read back through its
+bases to the whole one (:func:`load_backup`); every CHAIN_LIMIT-th backup of a
+chain is written whole, so that walk stays short, and `volume backups prune`
+rewrites a kept incremental whole before deleting its bases
+(basalt/backup_catalog.py). Chunks that read as zeros are not uploaded. Packs
+are named by their content and built deterministically, so a rerun after an
+interruption finds the packs already uploaded and skips them.
 
 Backups of an encrypted volume stay encrypted (and any backup given
 ``--passphrase-file`` is): each run seals its chunks client-side with AES-GCM
@@ -45,6 +53,8 @@ import os
 import threading
 import time
 import urllib.parse
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from blockd import backup_cipher
@@ -63,6 +73,9 @@ CHECKPOINT = int(os.environ.get("BASALT_RESTORE_BATCH") or 256 << 20)
 BATCHES_IN_FLIGHT = 2   # restore requests at once: one writes while another flushes
 PRESIGN_SECONDS = 7 * 24 * 3600  # the longest SigV4 allows
 SNAPSHOT_PREFIX = "backup-"
+# incrementals at most between a backup and a whole manifest ($BASALT_BACKUP_CHAIN)
+CHAIN_LIMIT = int(os.environ.get("BASALT_BACKUP_CHAIN") or 32)
+CIPHER = "AES-256-GCM"
 BACKUP_KEYS = "/_basalt/v1/volume-backup-keys"
 
 
@@ -168,6 +181,7 @@ def pack_manifest(manifest: dict) -> bytes:
 
 
 def load_manifest(s3, target: Target, key: str) -> dict:
+    """A manifest as stored (an incremental's holds only its changes)."""
     try:
         body = s3.get_object(Bucket=target.bucket, Key=key)["Body"].read()
         manifest = json.loads(gzip.decompress(body))
@@ -177,6 +191,70 @@ def load_manifest(s3, target: Target, key: str) -> dict:
     except Exception as exc:  # missing or damaged
         raise BackupError(f"cannot read backup manifest s3://{target.bucket}/{key}: {exc}") \
             from None
+
+
+def manifest_key(target: Target, backup_id: str) -> str:
+    return target.key("backups", f"{backup_id}.json.gz")
+
+
+def put_manifest(s3, target: Target, manifest: dict) -> None:
+    """Upload a manifest; its metadata tells the next backup, with a HEAD, whether
+    the chain is encrypted and how long it is."""
+    s3.put_object(Bucket=target.bucket, Key=manifest_key(target, manifest["backup"]),
+                  Body=pack_manifest(manifest), Metadata={
+                      "basalt-encrypted": "yes" if manifest.get("encryption") else "no",
+                      "basalt-depth": str(manifest.get("depth", 0))})
+
+
+def resolve(chain: list[dict]) -> dict:
+    """One whole manifest (format 1, or 2 when encrypted) from a chain: a whole
+    manifest, then the incrementals made on it, oldest first."""
+    first, *later = chain
+    chunks = dict(first["chunks"])
+    keys = dict((first.get("encryption") or {}).get("keys", {}))
+    for manifest in later:
+        for index in manifest["removed"]:
+            chunks.pop(str(index), None)
+        chunks.update(manifest["chunks"])
+        keys.update((manifest.get("encryption") or {}).get("keys", {}))
+    whole = {k: v for k, v in chain[-1].items()
+             if k not in ("removed", "depth", "encryption", "modified")}
+    whole.update(format=1, chunks=chunks)
+    if first.get("encryption"):
+        used = {e[4] for e in chunks.values()}
+        whole.update(format=2, encryption={"cipher": first["encryption"]["cipher"], "keys": {
+            tag: key for tag, key in keys.items() if tag in used}})
+    return whole
+
+
+def load_backup(s3, target: Target, backup_id: str) -> dict:
+    """Backup ``backup_id`` as one whole manifest, read back through its bases."""
+    chain = [load_manifest(s3, target, manifest_key(target, backup_id))]
+    while chain[-1]["format"] == 3:
+        chain.append(load_manifest(s3, target, manifest_key(target, chain[-1]["base"])))
+    return resolve(chain[::-1])
+
+
+def resolve_all(manifests: dict[str, dict]) -> Iterator[tuple[str, dict]]:
+    """(id, whole manifest) of each backup in ``manifests`` (id → as stored, with
+    every incremental's bases), oldest first; a base's result is kept only until
+    its last incremental is resolved from it."""
+    children = Counter(m["base"] for m in manifests.values() if m["format"] == 3)
+    done: dict[str, dict] = {}
+    for backup_id in sorted(manifests):
+        manifest = manifests[backup_id]
+        chain = [manifest]
+        if manifest["format"] == 3:
+            base = manifest["base"]
+            if base not in done:
+                raise BackupError(f"backup {backup_id} is an incremental of {base}, "
+                                  "which is missing")
+            children[base] -= 1
+            chain.insert(0, done[base] if children[base] else done.pop(base))
+        whole = resolve(chain)
+        if children[backup_id]:
+            done[backup_id] = whole
+        yield backup_id, whole
 
 
 def _backup_id() -> str:
@@ -297,16 +375,16 @@ def run_backup(args: Any, admin: AdminClient) -> int:
     keys = list_manifests(s3, target)
     ids = {k.rsplit("/", 1)[1][:-len(".json.gz")] for k in keys}
     done_snaps = {s.split("@", 1)[1] for s in snapshots if s.split("@", 1)[1][len(prefix):] in ids}
-    # The base manifest and the packs already there are read while the server
-    # takes the snapshot and diffs it (the diff needs only the base's name).
+    # What the base's manifest says of its chain (a HEAD) and the packs already
+    # there are read while the server takes the snapshot and diffs it.
     background = concurrent.futures.ThreadPoolExecutor(2)
     existing_packs = background.submit(_existing_packs, s3, target)
-    base_manifest = base_snap = None
+    base_id = base_snap = base_chain = None
     for key in reversed(keys):
         backup = key.rsplit("/", 1)[1][:-len(".json.gz")]
         if f"{volume}@{prefix}{backup}" in snapshots:
-            base_manifest = background.submit(load_manifest, s3, target, key)
-            base_snap = prefix + backup
+            base_id, base_snap = backup, prefix + backup
+            base_chain = background.submit(_chain_of, s3, target, base_id)
             break
     # An earlier run interrupted after taking its snapshot: finish that one.
     leftover = sorted(s.split("@", 1)[1] for s in snapshots
@@ -320,40 +398,37 @@ def run_backup(args: Any, admin: AdminClient) -> int:
         # the note lets `volume delete` say which backups keep this snapshot
         admin.call("POST", f"/_basalt/v1/volumes/{volume}/snapshots",
                    body={"snapshot": snap, "note": target_label(s3, target, admin)})
+    sealer, key_record = _backup_key(args, admin, volume)
+    depth = 0
+    if base_chain is not None:
+        encrypted, depth = base_chain.result()
+        if encrypted != bool(sealer):  # no plaintext packs in an encrypted chain
+            base_id = base_snap = None
     query = {"base": f"{volume}@{base_snap}"} if base_snap else {}
     diff = admin.call("GET", f"/_basalt/v1/volumes/{volume}@{snap}/diff", query)
-    chunk, size = diff["chunk_size"], diff["size"]
-    allocated = set(diff["allocated"])
-    changed = [i for i in diff["changed"] if i in allocated]
-    base = base_manifest.result() if base_manifest else None
-    background.shutdown()
-    sealer, key_record = _backup_key(args, admin, volume)
-    if base is not None and bool(base.get("encryption")) != bool(sealer):
-        base, changed = None, sorted(allocated)  # no plaintext packs in an encrypted chain
+    chunk, size, changed = diff["chunk_size"], diff["size"], diff["changed"]
+    # The base read whole, to write this one whole, while the chunks are read.
+    whole_base = (background.submit(load_backup, s3, target, base_id)
+                  if base_id and depth + 1 >= CHAIN_LIMIT else None)
     host, port = nbd_address(admin)
     packer = _Packer(s3, target, existing_packs.result(), progress, sealer,
                      backup_id if sealer else "")
     read = asyncio.run(_read_chunks(host, port, f"{volume}@{snap}", changed, chunk, size,
                                     packer, progress, len(changed) * chunk))
     packer.finish()
-    entries = {}
-    if base is not None:
-        changed_set = set(changed)
-        entries = {i: e for i, e in base["chunks"].items()
-                   if int(i) in allocated and int(i) not in changed_set}
-    entries.update(packer.entries)
-    _check_reused(s3, target, entries, packer)
     manifest = {"format": 1, "backup": backup_id, "volume": volume, "size": size,
                 "chunk_size": chunk, "snapshot": snap, "created": time.time(),
-                "base": base["backup"] if base else None, "chunks": entries}
-    if sealer is not None:  # format 2: chunk entries name the run whose key sealed them
-        keys = dict(base["encryption"]["keys"]) if base else {}
-        keys[backup_id] = key_record
-        used = {e[4] for e in entries.values()}
-        manifest.update(format=2, encryption={
-            "cipher": "AES-256-GCM", "keys": {t: k for t, k in keys.items() if t in used}})
-    s3.put_object(Bucket=target.bucket, Key=target.key("backups", f"{backup_id}.json.gz"),
-                  Body=pack_manifest(manifest))
+                "base": base_id, "chunks": packer.entries}
+    if sealer is not None:  # chunk entries name the run whose key sealed them
+        manifest.update(format=2, encryption={"cipher": CIPHER, "keys": {backup_id: key_record}})
+    if base_id:  # an incremental: unmapped since the base, or now reading as zeros
+        removed = set(diff["removed"]) | {i for i in changed if str(i) not in packer.entries}
+        manifest.update(format=3, depth=depth + 1, removed=sorted(removed))
+        if whole_base is not None:
+            manifest = resolve([whole_base.result(), manifest])
+    background.shutdown()
+    _check_reused(s3, target, manifest, packer)
+    put_manifest(s3, target, manifest)
     # Keep only this snapshot for the next incremental backup.
     for old in snapshots:
         if old.split("@", 1)[1] != snap:
@@ -363,13 +438,13 @@ def run_backup(args: Any, admin: AdminClient) -> int:
                 pass
     elapsed = time.monotonic() - started
     progress.done()
-    kind = "incremental" if base else "full"
-    if getattr(args, "json", False):
+    kind = "incremental" if base_id else "full"
+    if getattr(args, "json", False):  # chunks: those in this backup's manifest
         print(json.dumps({"backup": backup_id, "kind": kind, "read": read,
                           "uploaded": packer.uploaded, "reused": packer.reused,
-                          "chunks": len(entries), "seconds": round(elapsed, 3)}))
+                          "chunks": len(manifest["chunks"]), "seconds": round(elapsed, 3)}))
     else:
-        print(f"backup {backup_id} of {volume} ({kind}): {len(changed)} of {len(allocated)} "
+        print(f"backup {backup_id} of {volume} ({kind}): {len(changed)} of {diff['allocated']} "
               f"allocated chunks read ({human_bytes(read)}), {human_bytes(packer.uploaded)} "
               f"uploaded, {human_bytes(packer.reused)} already there, in {elapsed:.1f}s")
     return 0
@@ -407,11 +482,32 @@ def _backup_key(args: Any, admin: AdminClient, volume: str
     return backup_cipher.ChunkSealer(key), record
 
 
-def _check_reused(s3, target: Target, entries: dict, packer: _Packer) -> None:
-    """A manifest must never name a missing pack: the packs this backup reuses
-    (from the last backup, or left by an interrupted run) must still be there,
-    which a prune running meanwhile could have changed (see backup_catalog)."""
-    reused = {e[0] for e in entries.values()} - packer.sent
+def _chain_of(s3, target: Target, backup_id: str) -> tuple[bool, int]:
+    """Whether a backup is encrypted, and how many incrementals lead to it: its
+    manifest's metadata (older manifests, without it, are read)."""
+    from botocore import exceptions as bex
+    try:
+        meta = s3.head_object(Bucket=target.bucket,
+                              Key=manifest_key(target, backup_id)).get("Metadata") or {}
+    except bex.ClientError as exc:
+        raise BackupError(f"cannot read backup manifest {backup_id}: {exc}") from None
+    if "basalt-encrypted" in meta:
+        return meta["basalt-encrypted"] == "yes", int(meta.get("basalt-depth") or 0)
+    manifest = load_manifest(s3, target, manifest_key(target, backup_id))
+    return bool(manifest.get("encryption")), manifest.get("depth", 0)
+
+
+def _check_reused(s3, target: Target, manifest: dict, packer: _Packer) -> None:
+    """A manifest must never name a missing pack or base: the packs this backup
+    reuses (a whole one's from the last backup, or packs an interrupted run
+    left) and an incremental's base must still be there, which a prune running
+    meanwhile could have changed (see backup_catalog)."""
+    if manifest["format"] == 3:
+        keys = list_manifests(s3, target)
+        if manifest_key(target, manifest["base"]) not in keys:
+            raise BackupError(f"backup {manifest['base']}, the base of this one, was deleted "
+                              "meanwhile (a concurrent prune?); run the backup again")
+    reused = {e[0] for e in manifest["chunks"].values()} - packer.sent
     if not reused:
         return
     missing = reused - _existing_packs(s3, target)
@@ -453,7 +549,7 @@ def run_restore(args: Any, admin: AdminClient) -> int:
         key = keys[-1]
     else:
         raise BackupError(f"no backups at s3://{source.bucket}/{source.prefix}")
-    manifest = load_manifest(s3, source, key)
+    manifest = load_backup(s3, source, key.rsplit("/", 1)[1][:-len(".json.gz")])
     volume, backup_id = args.to, manifest["backup"]
     keys = _restore_keys(args, admin, manifest)  # before anything is made on the server
     state_file = _state_path(admin, volume, backup_id)

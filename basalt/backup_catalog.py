@@ -2,21 +2,27 @@
 holds, and removing old backups with the packs only they used.
 
 The layout is basalt/backup.py's: ``PREFIX/backups/<id>.json.gz`` manifests
-(each self-contained: every allocated chunk's pack, offset, length, sha256)
-and content-named ``PREFIX/packs/<name>`` objects shared between backups.
-Backup ids begin with their UTC start time, so key order is age order (the
-order restore uses to find the newest).
+(a whole one names every allocated chunk's pack, offset, length, sha256; an
+incremental's only what changed since its base, which it names) and
+content-named ``PREFIX/packs/<name>`` objects shared between backups. Backup
+ids begin with their UTC start time, so key order is age order (the order
+restore uses to find the newest).
 
 Prune is safe against crashes and concurrent backups:
 
 - Manifests are deleted first, packs after. A crash in between leaves packs no
   manifest names (garbage the next prune collects), never a manifest naming a
   missing pack.
-- The kept manifests are all read before anything is deleted; one that cannot
-  be read stops the prune, since the packs it names are unknown.
+- The kept manifests, and the bases they are incrementals of, are all read
+  before anything is deleted; one that cannot be read stops the prune, since
+  the packs it names are unknown.
+- A kept incremental whose base is to be deleted is first rewritten whole
+  (same key, same chunks: an atomic PUT), so every kept backup still reads
+  back. The rewrite carries the time the target gave the manifest first
+  (``modified``), which the pack rule below uses instead of the rewrite's.
 - A pack is collected only when no kept manifest names it **and** it was last
-  modified before the newest kept manifest was written (both times from the
-  target's clock). A backup that is still uploading writes its manifest last,
+  modified before the newest kept manifest was first written (both times from
+  the target's clock). A backup that is still uploading writes its manifest last,
   so every pack it uploaded after that moment is safe; one that reuses older
   packs checks, just before writing its manifest, that they are all still
   there and fails with "run the backup again" otherwise (backup._check_reused).
@@ -33,7 +39,15 @@ import datetime
 from typing import Any
 
 from .admin_client import AdminClient
-from .backup import BackupError, Target, check_bucket, load_manifest, s3_client
+from .backup import (
+    BackupError,
+    Target,
+    check_bucket,
+    load_manifest,
+    put_manifest,
+    resolve_all,
+    s3_client,
+)
 from .config import ConfigError
 from .progress import Progress
 
@@ -66,15 +80,23 @@ def _backup_id(key: str) -> str:
     return key.rsplit("/", 1)[1][:-len(".json.gz")]
 
 
-def _load(s3, target: Target, keys: list[str]) -> list[dict]:
+def _load(s3, target: Target, ids: list[str]) -> dict[str, dict]:
+    """The manifests of these backups and of every base they need, as stored."""
+    found: dict[str, dict] = {}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        return list(pool.map(lambda k: load_manifest(s3, target, k), keys))
+        while ids:
+            found.update(zip(ids, pool.map(
+                lambda i: load_manifest(s3, target, target.key("backups", f"{i}.json.gz")),
+                ids), strict=True))
+            ids = sorted({m["base"] for m in found.values()
+                          if m["format"] == 3 and m["base"] not in found})
+    return found
 
 
-def _summary(key: str, manifest: dict) -> dict:
+def _summary(backup_id: str, manifest: dict) -> dict:
     chunks = manifest["chunks"]
     created = datetime.datetime.fromtimestamp(manifest["created"], datetime.UTC)
-    return {"id": _backup_id(key), "time": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    return {"id": backup_id, "time": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "volume": manifest["volume"], "size": manifest["size"], "chunks": len(chunks),
             "bytes": sum(e[2] for e in chunks.values()),
             "packs": len({e[0] for e in chunks.values()}), "base": manifest.get("base")}
@@ -85,8 +107,8 @@ def list_backups(args: Any, client: AdminClient) -> list[dict]:
     volume, size (the volume's), chunks, bytes (pack data the backup references),
     packs, base (the backup it was made incrementally from, or None)."""
     s3, target = _open(args, client)
-    keys = [o["Key"] for o in _manifest_objects(s3, target)]
-    return [_summary(k, m) for k, m in zip(keys, _load(s3, target, keys), strict=True)]
+    ids = [_backup_id(o["Key"]) for o in _manifest_objects(s3, target)]
+    return [_summary(i, m) for i, m in resolve_all(_load(s3, target, ids))]
 
 
 def _delete(s3, target: Target, keys: list[str], progress: Progress, what: str) -> None:
@@ -116,14 +138,23 @@ def prune_backups(args: Any, client: AdminClient, progress: Progress) -> dict:
     s3, target = _open(args, client)
     manifests = _manifest_objects(s3, target)
     kept, removed = manifests[-keep:], manifests[:-keep]
+    written = {_backup_id(o["Key"]): o["LastModified"] for o in kept}
+    stored = _load(s3, target, sorted(written))
     referenced: set[str] = set()
-    for manifest in _load(s3, target, [o["Key"] for o in kept]):
-        referenced.update(e[0] for e in manifest["chunks"].values())
+    for backup_id, whole in resolve_all(stored):
+        if backup_id not in written:
+            continue  # a base to be deleted
+        referenced.update(e[0] for e in whole["chunks"].values())
+        manifest = stored[backup_id]
+        if "modified" in manifest:  # rewritten whole by an earlier prune
+            written[backup_id] = datetime.datetime.fromisoformat(manifest["modified"])
+        elif manifest["format"] == 3 and manifest["base"] not in written:
+            put_manifest(s3, target, dict(whole, modified=written[backup_id].isoformat()))
     if removed:
         _delete(s3, target, [o["Key"] for o in removed], progress, "manifests")
     garbage: list[dict] = []
     if kept:
-        cutoff = max(o["LastModified"] for o in kept)
+        cutoff = max(written.values())
         garbage = [o for o in _objects(s3, target, "packs")
                    if o["Key"] not in referenced and o["LastModified"] < cutoff]
     _delete(s3, target, [o["Key"] for o in garbage], progress, "packs")

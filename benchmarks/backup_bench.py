@@ -28,11 +28,16 @@ Rows, in this order:
 Every row starts after a `sync`, so that none runs behind the writeback of
 the one before (restic's restore leaves its 4 GiB dirty in the page cache).
 
+`--incremental-only` skips the restore rows and restic's full backup (restic
+then backs up the unchanged image first, untimed, so that its incremental
+row means the same); `--rounds N` repeats the change and the incremental N
+times (other chunks each round) and reports the median.
+
 Targets (issue 15): full backup and full restore >= 1.0x restic; the
 incremental under 3 s; restore limited by the disk, not by Python.
 
     flock /work/bench.lock .venv/bin/python benchmarks/backup_bench.py \
-        [--data-mib 4096] [--size 10G] [--no-restic]
+        [--data-mib 4096] [--size 10G] [--no-restic] [--incremental-only] [--rounds N]
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,9 +144,10 @@ def write_image(path: str, mib: int) -> None:
             f.write(os.urandom(16 * MiB))
 
 
-async def change(port: int, export: str, image: str, indexes: list[int]) -> None:
+async def change(port: int, export: str, image: str, indexes: list[int],
+                 seed: int = 7) -> None:
     """The same random 64 KiB at each chunk index of the volume and of the image."""
-    rng = random.Random(7)
+    rng = random.Random(seed)
     fd = os.open(image, os.O_WRONLY)
     try:
         async with NBDClient("127.0.0.1", port, export) as nbd:
@@ -152,6 +159,30 @@ async def change(port: int, export: str, image: str, indexes: list[int]) -> None
             await nbd.flush()
     finally:
         os.close(fd)
+
+
+def restore_rows(cli: list[str], env: dict, servers: dict[str, int], restic: str | None,
+                 renv: dict, work: str, data: int, rows: dict[str, list]) -> None:
+    """The full restore rows: Basalt's, restic's, restic's with a sync."""
+    gib = data / (1 << 30)
+    back = Timed(cli + ["volume", "restore", "s3://backups/vol", "--to", "back"], env,
+                 servers)
+    rows["full restore MB/s"] = [data / back.seconds / 1e6, None]
+    rows["restore CPU s/GiB (client+server)"] = [
+        (back.cpu["client"] + back.cpu["source"]) / gib, None]
+    rows["restore CPU s/GiB (target)"] = [back.cpu["target"] / gib, None]
+    if restic:
+        out_dir = os.path.join(work, "restored")
+        peer = Timed([restic, "restore", "latest", "--target", out_dir], renv, servers)
+        rows["full restore MB/s"][1] = data / peer.seconds / 1e6
+        shutil.rmtree(out_dir)
+        peer = Timed([restic, "restore", "latest", "--target", out_dir], renv, servers,
+                     then_sync=True)
+        rows["full restore MB/s, restic + sync"] = [rows["full restore MB/s"][0],
+                                                    data / peer.seconds / 1e6]
+        rows["restore CPU s/GiB (client+server)"][1] = peer.cpu["client"] / gib
+        rows["restore CPU s/GiB (target)"][1] = peer.cpu["target"] / gib
+        shutil.rmtree(out_dir)
 
 
 def parse_size(text: str) -> int:
@@ -168,6 +199,10 @@ def main() -> int:
     ap.add_argument("--changed", type=float, default=1.0,
                     help="percent of the grown volume's chunks changed before the incremental")
     ap.add_argument("--no-restic", action="store_true", help="Basalt's rows only")
+    ap.add_argument("--incremental-only", action="store_true",
+                    help="only the incremental row (after an untimed full backup)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="incremental rounds (other chunks changed each time); the median")
     args = ap.parse_args()
     basalt = peers.find_executable("basalt", "BASALT_BIN")
     restic = None if args.no_restic else shutil.which("restic")
@@ -192,7 +227,6 @@ def main() -> int:
         image = os.path.join(work, "image.raw")
         write_image(image, args.data_mib)
         data = os.path.getsize(image)
-        gib = data / (1 << 30)
         run(cli + ["volume", "create", "bench", "--size", str(data)], env)
         run(["nbdcopy", image, f"nbd://127.0.0.1:{nbd_port}/bench"], env)
         repo = f"s3:{target.endpoint}/backups/restic"
@@ -202,51 +236,39 @@ def main() -> int:
 
         full = Timed(cli + ["volume", "backup", "bench", "--to", "s3://backups/vol"], env,
                      servers)
-        rows["full backup MB/s"] = [data / full.seconds / 1e6, None]
         if restic:
             peer = Timed([restic, "backup", "--quiet", image], renv, servers)
-            rows["full backup MB/s"][1] = data / peer.seconds / 1e6
-
-        back = Timed(cli + ["volume", "restore", "s3://backups/vol", "--to", "back"], env,
-                     servers)
-        rows["full restore MB/s"] = [data / back.seconds / 1e6, None]
-        rows["restore CPU s/GiB (client+server)"] = [
-            (back.cpu["client"] + back.cpu["source"]) / gib, None]
-        rows["restore CPU s/GiB (target)"] = [back.cpu["target"] / gib, None]
-        if restic:
-            out_dir = os.path.join(work, "restored")
-            peer = Timed([restic, "restore", "latest", "--target", out_dir], renv, servers)
-            rows["full restore MB/s"][1] = data / peer.seconds / 1e6
-            shutil.rmtree(out_dir)
-            peer = Timed([restic, "restore", "latest", "--target", out_dir], renv, servers,
-                         then_sync=True)
-            rows["full restore MB/s, restic + sync"] = [rows["full restore MB/s"][0],
-                                                        data / peer.seconds / 1e6]
-            rows["restore CPU s/GiB (client+server)"][1] = peer.cpu["client"] / gib
-            rows["restore CPU s/GiB (target)"][1] = peer.cpu["target"] / gib
-            shutil.rmtree(out_dir)
-        admin = AdminClient(source.endpoint, Credentials(KEY, SECRET))
-        copies = int(admin.call("GET", "/_basalt/v1/info")["ec"].split("+")[1]) + 1
-        copy = os.path.join(work, "dd.raw")
-        dd = Timed(["dd", f"if={image}", f"of={copy}", "bs=16M", "conv=fsync"], env, {})
-        os.unlink(copy)
-        disk_rate = data / dd.seconds / 1e6
+        disk_rate = copies = None
+        if not args.incremental_only:
+            rows["full backup MB/s"] = [data / full.seconds / 1e6, None]
+            if restic:
+                rows["full backup MB/s"][1] = data / peer.seconds / 1e6
+            restore_rows(cli, env, servers, restic, renv, work, data, rows)
+            admin = AdminClient(source.endpoint, Credentials(KEY, SECRET))
+            copies = int(admin.call("GET", "/_basalt/v1/info")["ec"].split("+")[1]) + 1
+            copy = os.path.join(work, "dd.raw")
+            dd = Timed(["dd", f"if={image}", f"of={copy}", "bs=16M", "conv=fsync"], env, {})
+            os.unlink(copy)
+            disk_rate = data / dd.seconds / 1e6
 
         size = parse_size(args.size)
         run(cli + ["volume", "resize", "bench", "--size", str(size)], env)
         os.truncate(image, size)
         chunks = size // CHUNK
-        indexes = sorted(random.Random(5).sample(range(chunks), int(chunks * args.changed / 100)))
-        asyncio.run(change(nbd_port, "bench", image, indexes))
-        inc = Timed(cli + ["--json", "volume", "backup", "bench", "--to", "s3://backups/vol"],
-                    env, servers)
-        report = json.loads(inc.stdout.strip().splitlines()[-1])
-        assert report["kind"] == "incremental", report
+        ours, peers_s = [], []
+        for n in range(args.rounds):
+            indexes = sorted(random.Random(5 + n).sample(range(chunks),
+                                                         int(chunks * args.changed / 100)))
+            asyncio.run(change(nbd_port, "bench", image, indexes, seed=7 + n))
+            inc = Timed(cli + ["--json", "volume", "backup", "bench", "--to", "s3://backups/vol"],
+                        env, servers)
+            report = json.loads(inc.stdout.strip().splitlines()[-1])
+            assert report["kind"] == "incremental", report
+            ours.append(inc.seconds)
+            if restic:
+                peers_s.append(Timed([restic, "backup", "--quiet", image], renv, servers).seconds)
         inc_name = f"{args.changed:g}%-changed {size >> 30} GiB incremental s"
-        rows[inc_name] = [inc.seconds, None]
-        if restic:
-            peer = Timed([restic, "backup", "--quiet", image], renv, servers)
-            rows[inc_name][1] = peer.seconds
+        rows[inc_name] = [statistics.median(ours), statistics.median(peers_s) if restic else None]
 
     print(f"data: {data >> 20} MiB of random bytes; incremental: {len(indexes)} chunks "
           f"({len(indexes) * CHUNK >> 20} MiB) changed over {size >> 30} GiB, "
@@ -258,10 +280,14 @@ def main() -> int:
                                          else f"{peer / ours:6.2f}x")
         peer_text = f"{peer:10.2f}" if peer is not None else f"{'-':>10}"
         print(f"{name:40} {ours:10.2f} {peer_text} {ratio:>7}")
-    restore = rows["full restore MB/s"][0]
-    print(f"disk: dd conv=fsync of the image {disk_rate:.1f} MB/s; Basalt writes {copies} "
-          f"copies, so its disk-bound restore is ~{disk_rate / copies:.1f} MB/s: restore at "
-          f"{restore / (disk_rate / copies):.2f}x of that")
+    if args.rounds > 1:
+        print(f"incremental rounds (s): basalt {' '.join(f'{t:.2f}' for t in ours)}"
+              + (f"; restic {' '.join(f'{t:.2f}' for t in peers_s)}" if restic else ""))
+    if disk_rate is not None:
+        restore = rows["full restore MB/s"][0]
+        print(f"disk: dd conv=fsync of the image {disk_rate:.1f} MB/s; Basalt writes {copies} "
+              f"copies, so its disk-bound restore is ~{disk_rate / copies:.1f} MB/s: restore at "
+              f"{restore / (disk_rate / copies):.2f}x of that")
     print("targets: full backup and full restore >= 1.0x restic; incremental < 3 s; "
           "restore limited by the disk (CPU s/GiB low, rate near dd / copies)")
     return 0

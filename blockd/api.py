@@ -196,12 +196,15 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
     @r.get(PREFIX + "/{name}/diff")
     @handler
     async def diff(request: web.Request) -> web.Response:
-        """A snapshot's allocated chunks and those changed since ``base``."""
+        """How many chunks a snapshot has allocated; those allocated and changed
+        since snapshot ``base`` (all without one), and those unmapped since."""
         base = request.query.get("base") or None
         entries, changed = manager.diff(request.match_info["name"], base)
         return web.json_response({"chunk_size": CHUNK,
                                   "size": manager.info(request.match_info["name"]).size,
-                                  "allocated": sorted(entries), "changed": changed})
+                                  "allocated": len(entries),
+                                  "changed": [i for i in changed if i in entries],
+                                  "removed": [i for i in changed if i not in entries]})
 
     @r.post(PREFIX + "/{name}/restore")
     @handler

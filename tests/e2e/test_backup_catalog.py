@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from basalt.backup import Target, load_manifest
+from basalt.backup import Target, load_backup, load_manifest
 
 from .conftest import start_server, stop_server
-from .test_volume_backup import CHUNK, MIB, change_chunks, export_sha256
+from .test_volume_backup import CHUNK, MIB, change_chunks, cli_with, export_sha256
 
 
 @pytest.fixture
@@ -73,9 +73,12 @@ def test_list_prune_and_restore_the_kept_backup(server, tmp_path):
     assert [b["time"] for b in listed] == sorted(b["time"] for b in listed)
 
     before = packs(s3)
-    third_packs = {e[0] for e in load_manifest(
-        s3, Target("backups", "vols"), f"vols/backups/{third['backup']}.json.gz")["chunks"]
-        .values()}
+    stored = load_manifest(s3, Target("backups", "vols"), f"vols/backups/{third['backup']}.json.gz")
+    # an incremental's manifest names only what changed (32 chunks), read through its bases
+    assert stored["format"] == 3 and stored["base"] == second["backup"]
+    assert len(stored["chunks"]) == 32 and stored["removed"] == []
+    third_packs = {e[0] for e in load_backup(s3, Target("backups", "vols"), third["backup"])
+                   ["chunks"].values()}
     refused(server.cli("volume", "backups", "prune", "s3://backups/vols", "--keep", "0",
                        check=False), "--keep must be")
     result = json.loads(server.cli("volume", "backups", "prune", "s3://backups/vols",
@@ -100,6 +103,14 @@ def test_list_prune_and_restore_the_kept_backup(server, tmp_path):
     asyncio.run(change_chunks(port, "vol", [40], seed=5))
     fourth = backup(server, "vol")
     assert fourth["kind"] == "incremental" and fourth["uploaded"] == CHUNK
+    # the chain's length is bounded: at the limit, the manifest is written whole
+    asyncio.run(change_chunks(port, "vol", [41], seed=6))
+    fifth = json.loads(cli_with(server, {"BASALT_BACKUP_CHAIN": "2"}, "volume", "backup", "vol",
+                                "--to", "s3://backups/vols", "--json").stdout.splitlines()[-1])
+    stored = load_manifest(s3, Target("backups", "vols"), f"vols/backups/{fifth['backup']}.json.gz")
+    assert fifth["kind"] == "incremental" and fifth["uploaded"] == CHUNK
+    assert stored["format"] == 1 and stored["base"] == fourth["backup"]
+    assert len(stored["chunks"]) == 64 and stored["chunks"]["41"][0] not in third_packs
 
     # the blocking snapshots named, with what to do about each
     server.cli("volume", "snapshot", "vol", "before")
@@ -107,7 +118,7 @@ def test_list_prune_and_restore_the_kept_backup(server, tmp_path):
     refused(out, "volume vol has snapshots: vol@before (delete it first), vol@backup-")
     assert "kept by backups to s3://backups/vols" in out.stderr
     snap = re.search(r"basalt volume delete (vol@backup-\S+?)[,;)]", out.stderr).group(1)
-    assert snap.endswith(fourth["backup"])
+    assert snap.endswith(fifth["backup"])
 
 
 def test_a_missing_bucket_is_named(server):
