@@ -49,7 +49,9 @@ export async function volumes(view) {
   if (needsRoot(view)) return undefined;
   const reload = () => volumes(view);
   const [{ doc: all }, { doc: jobs }, bucket] = await Promise.all([
-    admin("GET", "volumes", undefined, { snapshots: "true" }), admin("GET", "jobs"), firstBucket()]);
+    admin("GET", "volumes", undefined, { snapshots: "true" }),
+    admin("GET", "jobs").catch(() => ({ doc: [] })),  // a cluster node serves no jobs yet
+    firstBucket()]);
   const name = h("input", { id: "volume-name", placeholder: "name" });
   const size = h("input", { id: "volume-size", placeholder: "10G", size: 6 });
   const passphrase = h("input", { id: "job-passphrase", type: "password", autocomplete: "off",
