@@ -255,7 +255,7 @@ def main() -> int:
         run(cli + ["volume", "resize", "bench", "--size", str(size)], env)
         os.truncate(image, size)
         chunks = size // CHUNK
-        ours, peers_s = [], []
+        rounds, peer_rounds = [], []
         for n in range(args.rounds):
             indexes = sorted(random.Random(5 + n).sample(range(chunks),
                                                          int(chunks * args.changed / 100)))
@@ -264,11 +264,12 @@ def main() -> int:
                         env, servers)
             report = json.loads(inc.stdout.strip().splitlines()[-1])
             assert report["kind"] == "incremental", report
-            ours.append(inc.seconds)
+            rounds.append(inc.seconds)
             if restic:
-                peers_s.append(Timed([restic, "backup", "--quiet", image], renv, servers).seconds)
+                peer_rounds.append(Timed([restic, "backup", "--quiet", image], renv, servers).seconds)
         inc_name = f"{args.changed:g}%-changed {size >> 30} GiB incremental s"
-        rows[inc_name] = [statistics.median(ours), statistics.median(peers_s) if restic else None]
+        rows[inc_name] = [statistics.median(rounds),
+                          statistics.median(peer_rounds) if restic else None]
 
     print(f"data: {data >> 20} MiB of random bytes; incremental: {len(indexes)} chunks "
           f"({len(indexes) * CHUNK >> 20} MiB) changed over {size >> 30} GiB, "
@@ -281,8 +282,8 @@ def main() -> int:
         peer_text = f"{peer:10.2f}" if peer is not None else f"{'-':>10}"
         print(f"{name:40} {ours:10.2f} {peer_text} {ratio:>7}")
     if args.rounds > 1:
-        print(f"incremental rounds (s): basalt {' '.join(f'{t:.2f}' for t in ours)}"
-              + (f"; restic {' '.join(f'{t:.2f}' for t in peers_s)}" if restic else ""))
+        print(f"incremental rounds (s): basalt {' '.join(f'{t:.2f}' for t in rounds)}"
+              + (f"; restic {' '.join(f'{t:.2f}' for t in peer_rounds)}" if restic else ""))
     if disk_rate is not None:
         restore = rows["full restore MB/s"][0]
         print(f"disk: dd conv=fsync of the image {disk_rate:.1f} MB/s; Basalt writes {copies} "
