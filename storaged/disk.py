@@ -103,6 +103,12 @@ class Disk(abc.ABC):
     def read_shard(self, vid: str, part: int, offset: int, iov: Iov) -> int:
         """Read into ``iov`` from ``offset``; returns bytes read (short at EOF)."""
 
+    def read_shard_cached(self, vid: str, part: int, offset: int, iov: Iov) -> int | None:
+        """:meth:`read_shard` from memory only, never waiting for the device (so the
+        event loop may call it); None when it cannot. Short when only part of the
+        range is in memory (or at EOF)."""
+        return None
+
     @abc.abstractmethod
     def shard_size(self, vid: str, part: int) -> int | None:
         """Size of a shard file, None when it does not exist."""
@@ -380,6 +386,21 @@ class LocalDisk(Disk):
         fd = os.open(self.shard_path(vid, part), os.O_RDONLY | os.O_CLOEXEC)
         try:
             return os.preadv(fd, iov, offset)
+        finally:
+            os.close(fd)
+
+    def read_shard_cached(self, vid: str, part: int, offset: int, iov: Iov) -> int | None:
+        if type(self).read_shard is not LocalDisk.read_shard:
+            return None  # a subclass reads its own way (tests inject faults there)
+        try:
+            fd = os.open(self.shard_path(vid, part), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None  # the blocking read reports it
+        try:
+            # RWF_NOWAIT: the page cache's bytes only (EAGAIN when none are there)
+            return os.preadv(fd, iov, offset, os.RWF_NOWAIT)
+        except OSError:  # EAGAIN, or a file system without RWF_NOWAIT
+            return None
         finally:
             os.close(fd)
 
