@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from aiohttp import web
@@ -130,17 +131,55 @@ async def _resolve(ctx: Context
 
 
 SEND_PIECE = 256 * 1024
+_DRAINED = 0x10000  # aiohttp drains after a write once more than this is unsent
 
 
-async def _send(resp: web.StreamResponse, chunk: memoryview | bytes) -> None:
-    if isinstance(chunk, bytes):  # immutable (a decrypted package): sent as it is
-        await resp.write(chunk)
-        return
-    # Chunks are views of buffers the reader reuses, and a transport may queue
-    # what it cannot send at once by reference: send copies. Small pieces keep
-    # what each connection queues (TLS adds its own copy) to a few hundred KiB.
-    for start in range(0, len(chunk), SEND_PIECE):
-        await resp.write(bytes(chunk[start:start + SEND_PIECE]))
+class _Sender:
+    """Writes the reader's chunks to the response.
+
+    Chunks are views of stripe buffers the reader reuses, and a transport
+    queues what the socket does not take at once by reference. On a plain
+    socket the views go out whole, uncopied: the transport is told to pause
+    at any byte it holds (write-buffer high water 0), so aiohttp's drain after
+    a write returns only once the kernel has taken all of it and the buffer may
+    be read into again. Over TLS (which copies while encrypting anyway) and for
+    small tails the chunk is copied, in pieces that keep what each connection
+    queues to a few hundred KiB.
+    """
+
+    def __init__(self, resp: web.StreamResponse, transport: asyncio.Transport | None) -> None:
+        self.resp = resp
+        self.transport = transport
+        self.whole = transport is not None and transport.get_extra_info("sslcontext") is None
+        self.limits = (0, 0)
+        if self.whole:
+            assert transport is not None
+            self.limits = transport.get_write_buffer_limits()
+            transport.set_write_buffer_limits(high=0)
+
+    async def send(self, chunk: memoryview | bytes) -> None:
+        if isinstance(chunk, bytes):  # immutable (a decrypted package): sent as it is
+            await self.resp.write(chunk)
+        elif self.whole and len(chunk) > _DRAINED:
+            await self.resp.write(chunk)
+            if self.transport.get_write_buffer_size():  # type: ignore[union-attr]
+                # never happens while aiohttp drains as it does; if it stopped,
+                # the next read would land in bytes still queued: cut off instead
+                self.transport.abort()  # type: ignore[union-attr]
+                raise ConnectionResetError("a reused buffer was still queued")
+        else:
+            for start in range(0, len(chunk), SEND_PIECE):
+                await self.resp.write(bytes(chunk[start:start + SEND_PIECE]))
+
+    def close(self, failed: bool) -> None:
+        if not self.whole:
+            return
+        transport = self.transport
+        assert transport is not None
+        if failed and transport.get_write_buffer_size():
+            transport.abort()  # it may still hold views of buffers about to be reused
+        elif not transport.is_closing():
+            transport.set_write_buffer_limits(high=self.limits[1], low=self.limits[0])
 
 
 async def head_object(ctx: Context) -> web.StreamResponse:
@@ -157,6 +196,8 @@ async def get_object(ctx: Context) -> web.StreamResponse:
     else:
         reader = await ctx.store.get_object(ctx.bucket, ctx.key, offset, length, info=info)
     chunks = reader.__aiter__()
+    sender: _Sender | None = None
+    failed = True
     try:
         # The first batch is read before the status line goes out, so an
         # unreadable object still gets a proper error response.
@@ -165,12 +206,16 @@ async def get_object(ctx: Context) -> web.StreamResponse:
         resp.content_length = length
         await resp.prepare(ctx.request)
         ctx.request["streaming"] = True
+        sender = _Sender(resp, ctx.request.transport)
         if first is not None:
-            await _send(resp, first)
+            await sender.send(first)
             async for chunk in chunks:
-                await _send(resp, chunk)
+                await sender.send(chunk)
         await resp.write_eof()
+        failed = False
     finally:
+        if sender is not None:
+            sender.close(failed)
         await reader.aclose()
     ctx.request["bytes_out"] = length
     return resp

@@ -4,7 +4,9 @@ Only the blocks the range touches are read. Each batch of blocks is read from
 the K data shards straight into a stripe buffer (no decode when they are
 healthy), every frame's checksum is verified, and missing or corrupt shards
 are rebuilt from parity on the fly; damage is reported for healing. The next
-batch is read while the caller consumes the current one.
+batch is read while the caller consumes the current one. The first batch is
+read in threads; the rest first from the page cache on the event loop (see
+stripes.read_batch), once the first read has looked the shard files up.
 """
 
 from __future__ import annotations
@@ -92,10 +94,10 @@ class ObjectReader:
         lease = await self.store.buffers.lease(min(2, len(jobs)))
         ahead: asyncio.Task | None = None
         try:
-            ahead = asyncio.ensure_future(self._read(jobs[0], lease))
+            ahead = asyncio.ensure_future(self._read(jobs[0], lease, cached=False))
             for i, job in enumerate(jobs):
                 current = await ahead
-                ahead = (asyncio.ensure_future(self._read(jobs[i + 1], lease))
+                ahead = (asyncio.ensure_future(self._read(jobs[i + 1], lease, cached=True))
                          if i + 1 < len(jobs) else None)
                 yield current.data[job.lo:job.hi]
                 lease.release(current)
@@ -105,7 +107,7 @@ class ObjectReader:
                 await asyncio.gather(ahead, return_exceptions=True)
             lease.close()
 
-    async def _read(self, job: _Job, lease: Lease) -> Batch:
+    async def _read(self, job: _Job, lease: Lease, cached: bool) -> Batch:
         store, info = self.store, self.info
         batch = lease.acquire()
         try:
@@ -115,7 +117,8 @@ class ObjectReader:
                                               info.geometry, info.dist, job.data_id,
                                               job.part, job.part_size, job.first_block,
                                               job.nblocks, batch, store.scratch,
-                                              exclude=store.offline_positions())
+                                              exclude=store.offline_positions(),
+                                              cached=cached)
                     break
                 except ReadQuorumError:
                     # A disk this process still holds offline may be back (replaced

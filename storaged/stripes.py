@@ -5,8 +5,9 @@ Both functions here are the engine's inner loops, shared by put, get and heal:
 * :func:`encode_and_write` turns the data of a batch into frames (checksum +
   shard) and writes each disk's frames with a single ``pwritev``;
 * :func:`read_batch` fills a batch's data buffer from the K data shards with one
-  ``preadv`` per disk, verifies every frame's checksum, and rebuilds whatever is
-  missing or corrupt from parity, block by block.
+  ``preadv`` per disk (on the event loop when the page cache holds them),
+  verifies every frame's checksum, and rebuilds whatever is missing or corrupt
+  from parity, block by block.
 
 Shard views point straight into the batch buffers: a full block's K data shards
 are the block itself, so no bytes are copied between the disks and the caller.
@@ -121,19 +122,17 @@ def _remote_writes() -> concurrent.futures.ThreadPoolExecutor:
         return _writes
 
 
-def _read_frames(disk: Disk | None, vid: str, part: int, offset: int,
-                 views: Sequence[memoryview]) -> list[int]:
-    """Read consecutive frames into ``views``; the state of each."""
-    if disk is None or not disk.online:
-        return [MISSING] * len(views)
+def _frames_iov(views: Sequence[memoryview]) -> tuple[list[bytearray], list[Any]]:
+    """The buffers one ``preadv`` fills with consecutive frames: each frame's
+    checksum into a small buffer of its own, its shard into its view."""
     hashes = [bytearray(HASH_LEN) for _ in views]
     iov: list[Any] = []
     for h, v in zip(hashes, views):
         iov += (h, v)
-    try:
-        got = disk.read_shard(vid, part, offset, iov)
-    except OSError:
-        return [MISSING] * len(views)
+    return hashes, iov
+
+
+def _frame_states(hashes: Sequence[bytes], views: Sequence[memoryview], got: int) -> list[int]:
     states = []
     for h, v in zip(hashes, views):
         need = HASH_LEN + len(v)
@@ -145,16 +144,48 @@ def _read_frames(disk: Disk | None, vid: str, part: int, offset: int,
     return states
 
 
+def _read_frames(disk: Disk | None, vid: str, part: int, offset: int,
+                 views: Sequence[memoryview]) -> list[int]:
+    """Read consecutive frames into ``views``; the state of each."""
+    if disk is None or not disk.online:
+        return [MISSING] * len(views)
+    hashes, iov = _frames_iov(views)
+    try:
+        got = disk.read_shard(vid, part, offset, iov)
+    except OSError:
+        return [MISSING] * len(views)
+    return _frame_states(hashes, views, got)
+
+
+def _read_cached_frames(disk: Disk | None, vid: str, part: int, offset: int,
+                        views: Sequence[memoryview]) -> list[int] | None:
+    """:func:`_read_frames` from the page cache, on the calling thread; None
+    unless every frame was there (the blocking read then tells what is wrong)."""
+    if disk is None or not disk.online:
+        return [MISSING] * len(views)
+    hashes, iov = _frames_iov(views)
+    got = disk.read_shard_cached(vid, part, offset, iov)
+    if got is None or got < len(views) * HASH_LEN + sum(len(v) for v in views):
+        return None
+    return _frame_states(hashes, views, got)
+
+
 async def read_batch(run: Callable[..., Any], disks: Sequence[Disk | None], codec: Codec,
                      geo: Geometry, dist: Sequence[int], vid: str, part: int, part_size: int,
                      first_block: int, nblocks: int, batch: Batch, scratch: Scratch,
-                     exclude: frozenset[int] = frozenset()) -> Damage:
+                     exclude: frozenset[int] = frozenset(), cached: bool = False) -> Damage:
     """Fill ``batch.data`` with blocks ``first_block..+nblocks`` of a part.
 
     ``run(fn, *args)`` runs blocking work in a thread; ``disks`` is indexed by
     position; shards on positions in ``exclude`` are treated as missing. Bad
     shards are rebuilt from parity; the damage found is returned so the caller
     can queue a heal. Raises ReadQuorumError when a block cannot be rebuilt.
+
+    ``cached``: first read what the page cache holds right here, on the event
+    loop (a 1 MiB batch is ~0.1 ms of copying and hashing, cheaper than the two
+    thread hops per disk it saves); only the disks missing from memory are read
+    in threads, in parallel. The caller passes it once the shard files were
+    opened before (their path lookups are cached too).
     """
     lens = [geo.block_len(part_size, b) for b in range(first_block, first_block + nblocks)]
     offset = geo.frame_offset(first_block)
@@ -164,13 +195,21 @@ async def read_batch(run: Callable[..., Any], disks: Sequence[Disk | None], code
         return None if pos in exclude else disks[pos]
 
     no_parity = memoryview(b"")  # data shards only: no parity views are taken here
-    reads = [run(_read_frames, disk_at(i), vid, part, offset,
-                 [_shard_view(geo, batch, no_parity, rel, n, i) for rel, n in enumerate(lens)])
+    views = [[_shard_view(geo, batch, no_parity, rel, n, i) for rel, n in enumerate(lens)]
              for i in range(geo.k)]
-    states = await asyncio.gather(*reads)
+    states: list[list[int] | None] = [
+        _read_cached_frames(disk_at(i), vid, part, offset, views[i]) if cached else None
+        for i in range(geo.k)]
+    blocking = [i for i, state in enumerate(states) if state is None]
+    if blocking:
+        got = await asyncio.gather(*(run(_read_frames, disk_at(i), vid, part, offset, views[i])
+                                     for i in blocking))
+        for i, state in zip(blocking, got):
+            states[i] = state
     damage = Damage()
     bad_blocks: dict[int, list[int]] = {}
     for index, per_block in enumerate(states):
+        assert per_block is not None
         for rel, state in enumerate(per_block):
             if state != OK:
                 damage.add(index, state)

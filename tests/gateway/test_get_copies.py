@@ -1,0 +1,89 @@
+"""What a large GET hands its socket, counted (not timed).
+
+On a plain connection the stripe batches go to the transport as views of the
+reader's buffers, a whole batch per write: the gateway copies none of the body
+(only a tail smaller than aiohttp's drain limit), and the bytes arrive intact
+although each buffer is read into again as soon as the write returns.
+"""
+
+import asyncio
+import os
+from asyncio import selector_events
+
+import aiohttp
+import pytest
+from aiohttp import web_protocol
+
+AK, SK = "AKIDCOPIES", "copies-secret"
+MIB = 1 << 20
+
+
+@pytest.fixture
+async def served(tmp_path, aiohttp_server):
+    boto3 = pytest.importorskip("boto3")
+    from botocore.config import Config
+
+    from gateway import Gateway
+    from gateway.request import GatewayConfig
+    from storaged import ObjectStore
+    store = ObjectStore.open([str(tmp_path / f"d{i}") for i in range(4)], sync=False)
+    await store.start(heal=False)
+    server = await aiohttp_server(Gateway(store, GatewayConfig(credentials={AK: SK})).app())
+    s3 = boto3.client("s3", endpoint_url=str(server.make_url("")).rstrip("/"),
+                      aws_access_key_id=AK, aws_secret_access_key=SK, region_name="us-east-1",
+                      config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+    yield store, s3
+    await server.close()
+    await store.close()
+
+
+@pytest.fixture
+def server_writes(monkeypatch):
+    """(type, length) of every buffer the server's transports were handed."""
+    seen: list[tuple[type, int]] = []
+    cls = selector_events._SelectorSocketTransport
+    write, writelines = cls.write, cls.writelines
+    nested = False
+
+    def record(transport, data) -> None:
+        if not nested and isinstance(transport._protocol, web_protocol.RequestHandler):
+            seen.append((type(data), len(data)))
+
+    def write_(self, data):
+        record(self, data)
+        write(self, data)
+
+    def writelines_(self, lines):
+        nonlocal nested
+        lines = list(lines)
+        for data in lines:
+            record(self, data)
+        nested = True  # this asyncio may join them and call write
+        try:
+            writelines(self, lines)
+        finally:
+            nested = False
+
+    monkeypatch.setattr(cls, "write", write_)
+    monkeypatch.setattr(cls, "writelines", writelines_)
+    return seen
+
+
+async def test_a_large_get_sends_the_batches_uncopied(served, server_writes):
+    store, s3 = served
+    await store.make_bucket("b")
+    data = os.urandom(8 * MIB + 5)
+
+    async def body():
+        for i in range(0, len(data), MIB):
+            yield data[i:i + MIB]
+    await store.put_object("b", "k", body(), size=len(data))
+    url = await asyncio.to_thread(s3.generate_presigned_url, "get_object",
+                                  Params={"Bucket": "b", "Key": "k"})
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200
+        assert await resp.read() == data
+    views = [n for kind, n in server_writes if kind is memoryview]
+    copied = sum(n for kind, n in server_writes if kind is not memoryview)
+    assert views == [MIB] * 8, views  # one write per batch
+    assert copied < 4096 + 5, server_writes  # the headers and the 5-byte tail
