@@ -90,6 +90,9 @@ class ChunkPool:
         self.missed: set[int] = set()  # disks that missed writes (offline, failing)
         self._block_locks = [threading.Lock() for _ in range(256)]
         self.repaired = 0
+        # A slot's replica positions depend only on slot % n.
+        self._replica_sets = [tuple((r + j) % self.n for j in range(self.replicas))
+                              for r in range(self.n)]
 
     def close(self) -> None:
         with self._lock:
@@ -98,7 +101,7 @@ class ChunkPool:
             self._files.clear()
 
     def positions(self, slot: int) -> list[int]:
-        return [(slot + j) % self.n for j in range(self.replicas)]
+        return list(self._replica_sets[slot % self.n])
 
     def _disk_files(self, pos: int) -> tuple[BlockFile, BlockFile] | None:
         """(slab, sums) block files of a disk, None when it cannot serve now (the
@@ -305,13 +308,18 @@ class ChunkPool:
             slab.pwrite(data, slot * CHUNK + first * BLOCK)
             sumfile.pwrite(sums, (slot * BLOCKS + first) * SUM)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise
-            log.warning("volume write failed on disk %d: %s", pos, exc)
-            self.missed.add(pos)
+            self._write_failed(pos, exc)
             return False
         self._dirty.add(pos)
         return True
+
+    def _write_failed(self, pos: int, exc: OSError) -> None:
+        """A replica's write failed: its copy is stale until healed (a full disk
+        fails the request instead)."""
+        if exc.errno == errno.ENOSPC:
+            raise exc
+        log.warning("volume write failed on disk %d: %s", pos, exc)
+        self.missed.add(pos)
 
     def write(self, slot: int, offset: int, data: bytes | memoryview,
               cipher: VolumeCipher | None = None, tweak: int = 0) -> None:
@@ -344,10 +352,29 @@ class ChunkPool:
                 lock.release()
 
     def _write_blocks(self, slot: int, first: int, data: memoryview, sums: bytes) -> None:
-        """Whole blocks and their checksums to every replica: two pwrites each."""
+        """Whole blocks and their checksums to every replica: two pwrites each.
+
+        The hot path (every 4 KiB write) takes a disk's files straight from the
+        cache when they are of its current generation and the disk is online,
+        as :meth:`_read_preferred` does; else :meth:`_write_replica` opens them
+        or records the disk as missing the write."""
+        at, sum_at = slot * CHUNK + first * BLOCK, (slot * BLOCKS + first) * SUM
+        files, disks, dirty = self._files, self.store.disks, self._dirty
         written = 0
-        for pos in self.positions(slot):
-            written += self._write_replica(pos, slot, first, data, sums)
+        for pos in self._replica_sets[slot % self.n]:
+            cached = files.get(pos)
+            disk = disks[pos]
+            if cached is None or not disk.online or cached[0] != getattr(disk, "generation", 0):
+                written += self._write_replica(pos, slot, first, data, sums)
+                continue
+            try:
+                cached[1].pwrite(data, at)
+                cached[2].pwrite(sums, sum_at)
+            except OSError as exc:
+                self._write_failed(pos, exc)
+                continue
+            dirty.add(pos)
+            written += 1
         if not written:
             raise PoolError(f"slot {slot}: no replica writable")
 

@@ -160,8 +160,13 @@ class Volume(Export):
         manager = self.manager
         if len(data) > INLINE_IO or manager.writes.closed:
             return False
-        self._write_jobs([(manager.own_chunk(self.name, index), within, data[at:at + n],
-                           index * BLOCKS) for index, within, n, at in pieces(offset, len(data))])
+        index, within = divmod(offset, CHUNK)
+        if within + len(data) <= CHUNK:  # the common case: one chunk
+            jobs = [(manager.own_chunk(self.name, index), within, data, index * BLOCKS)]
+        else:
+            jobs = [(manager.own_chunk(self.name, index), within, data[at:at + n], index * BLOCKS)
+                    for index, within, n, at in pieces(offset, len(data))]
+        self._write_jobs(jobs)
         return True
 
     async def pwrite(self, offset: int, data: memoryview, fua: bool) -> None:
