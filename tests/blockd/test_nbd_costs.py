@@ -5,7 +5,8 @@ request at a time. Counted per READ and WRITE of 4 KiB and of 1 MiB: calls
 into the disks' block files (each one system call: pread, preadv or pwrite),
 tasks created, and large buffers allocated. A change that adds a system call,
 a task or a fresh payload buffer per request fails here; so does a punch of a
-freshly allocated slot past the files' ends.
+freshly allocated slot past the files' ends, and an encrypted volume's 4 KiB
+request that leaves the inline path or makes more than one XTS context.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from volume_helpers import close, open_manager
 
 from blockd.nbd_client import NBDClient
 from blockd.nbd_server import NBDServer
-from blockd.pool import BLOCK, CHUNK
+from blockd.pool import BLOCK, BLOCKS, CHUNK
 from storaged.block_file import LocalBlockFile
 
 MiB = 1 << 20
@@ -112,6 +113,54 @@ async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls):
             assert await client.read(hole, BLOCK) == bytes(BLOCK)
             assert await client.read(hole, MiB) == bytes(MiB)
             assert not file_calls
+    finally:
+        await server.close()
+        await close(store, vm)
+        asyncio.get_running_loop().set_task_factory(None)
+
+
+async def test_encrypted_small_io_is_answered_inline(dirs, file_calls):
+    """An encrypted volume's 4 KiB WRITE and READ take the inline path a plain
+    one's take (no task), with one XTS context each and the same block-file
+    calls: encryption adds one cipher call per block, nothing else."""
+    new_tasks = count_tasks()
+    store, vm = await open_manager(dirs, bytes(range(32)))
+    server = NBDServer(vm)
+    await server.start("127.0.0.1", 0)
+    replicas = vm.pool.replicas
+    try:
+        await vm.create("e", 8 * MiB, encrypted=True)
+        async with NBDClient("127.0.0.1", server.port, "e") as client:
+            data = os.urandom(CHUNK)
+            await client.write(0, data)  # allocate the chunk
+            cipher = vm.exports["e"].cipher
+            contexts: collections.Counter[str] = collections.Counter()
+            for side in ("_enc", "_dec"):
+                make = getattr(cipher, side)
+
+                def counted(*args, _make=make, _side=side):
+                    contexts[_side] += 1
+                    return _make(*args)
+
+                setattr(cipher, side, counted)
+
+            async def per_request(request):
+                file_calls.clear()
+                contexts.clear()
+                tasks = new_tasks[0]
+                for i in range(ROUNDS):
+                    await request(i % BLOCKS * BLOCK)
+                return ({k: v / ROUNDS for k, v in (file_calls + contexts).items()},
+                        (new_tasks[0] - tasks) / ROUNDS)
+
+            async def write4k(offset):
+                await client.write(offset, data[offset:offset + BLOCK])
+
+            async def read4k(offset):
+                assert await client.read(offset, BLOCK) == data[offset:offset + BLOCK]
+
+            assert await per_request(write4k) == ({"_enc": 1, "pwrite": 2 * replicas}, 0)
+            assert await per_request(read4k) == ({"_dec": 1, "preadinto": 1, "pread": 1}, 0)
     finally:
         await server.close()
         await close(store, vm)
