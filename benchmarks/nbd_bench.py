@@ -42,7 +42,14 @@ every server. MB = 10^6 bytes.
 ``--encrypted`` (issue 16) runs Basalt only: one server with a plain and an
 encrypted (``volume create --encrypted``) 4 GiB volume, each filled over --size,
 then 4k random write and read on each, alternating which goes first, and the
-encrypted/plain ratio per row (target: at least 0.8).
+encrypted/plain ratio per row (target: at least 0.8): the ratio of the two
+medians, and beside it ("paired") the median of the per-round ratios. A round
+runs both volumes back to back under one machine load, while the load of a
+shared machine drifts between rounds (rounds of one volume vary up to 1.7x), so
+the paired figure compares like with like; both are printed.
+
+``--rows`` picks timed rows by name for a short run, e.g.
+``--only basalt,qemu-nbd --rows "4k rand write,4k rand read"``.
 
 Needs: apt-get install -y fio qemu-utils nbdkit libnbd-bin
 """
@@ -290,7 +297,8 @@ def run_rows(servers: list[NbdServer], options, workdir: str) -> dict:
     """Fill every server, check for holes, then every row ``--repeat`` times.
     Returns {row name: {server name: [Measurement, ...]}}."""
     results: dict[str, dict[str, list[Measurement]]] = {FILL.name: {}}
-    results.update({row.name: {} for row in [*ROWS, *MULTI_ROWS]})
+    rows, multi = selected(options, ROWS), selected(options, MULTI_ROWS)
+    results.update({row.name: {} for row in [*rows, *multi]})
     turn = 0
     for server in rotated(servers, turn):
         results[FILL.name][server.name] = [measure_or_fail(FILL, server, options, workdir)]
@@ -302,26 +310,27 @@ def run_rows(servers: list[NbdServer], options, workdir: str) -> dict:
             log(f"  WARNING: {server.name} still reports {holes} hole bytes in the region")
     qemu = next((s for s in servers if s.name == BASELINE), None)
     for round_no in range(options.repeat):
-        for row in [*ROWS, *MULTI_ROWS]:
+        for row in [*rows, *multi]:
             log(f"[{round_no + 1}/{options.repeat}] {row.name}")
             for server in rotated(servers, turn):
                 results[row.name].setdefault(server.name, []).append(
                     measure_or_fail(row, server, options, workdir))
             turn += 1
-        if qemu is not None and MULTI_ROWS:
-            run_variants(qemu, results, options, workdir)
+        if qemu is not None and multi:
+            run_variants(qemu, results, multi, options, workdir)
     os.sync()
     return results
 
 
-def run_variants(qemu: NbdServer, results: dict, options, workdir: str) -> None:
+def run_variants(qemu: NbdServer, results: dict, multi: list[Row], options,
+                 workdir: str) -> None:
     """The multi-connection rows on qemu-nbd's other configurations, one at a
     time on the default server's filled file (which stays idle meanwhile)."""
     for variant in nbd_peers.QEMU_VARIANTS:
         try:
             with nbd_peers.qemu_nbd_variant(qemu, variant, timeout=options.timeout) as server:
                 qemu.extra.setdefault("variants", {})[server.name] = server.command
-                for row in MULTI_ROWS:
+                for row in multi:
                     results[row.name].setdefault(server.name, []).append(
                         measure_or_fail(row, server, options, workdir))
         except (ServerError, OSError, subprocess.SubprocessError) as err:
@@ -398,7 +407,7 @@ def summarize(results: dict, servers: list[NbdServer], failures: dict[str, str],
               options) -> dict:
     """Machine-readable results: per row the median per server and the ratio."""
     rows = []
-    for row in [FILL, *ROWS, *MULTI_ROWS]:
+    for row in [FILL, *selected(options, ROWS), *selected(options, MULTI_ROWS)]:
         per_server = {name: median(ms) for name, ms in results.get(row.name, {}).items()}
         for name, why in failures.items():
             per_server[name] = Measurement(value=None, error=why)
@@ -515,6 +524,20 @@ def parse_servers(text: str) -> list[str]:
     return [name for name in SERVERS if name in names]
 
 
+def parse_rows(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = [row.name for row in [*ROWS, *MULTI_ROWS]]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(known)}")
+    return names
+
+
+def selected(options: argparse.Namespace, rows: list[Row]) -> list[Row]:
+    """The rows of ``rows`` that --rows names (all without it)."""
+    return [row for row in rows if options.rows is None or row.name in options.rows]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", type=parse_servers, default=list(SERVERS),
@@ -538,6 +561,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for a server to become ready (default 60)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--rows", type=parse_rows, default=None,
+                        help='comma-separated timed rows to run (default all), e.g.'
+                             ' "4k rand write,4k rand read"')
     parser.add_argument("--encrypted", action="store_true",
                         help="Basalt only: an encrypted volume beside a plain one, 4k rows")
     options = parser.parse_args(argv)
@@ -654,8 +680,12 @@ def bench_encrypted(options: argparse.Namespace, stack: contextlib.ExitStack) ->
     for row in [FILL, *ENCRYPTED_ROWS]:
         cells = {name: median(ms) for name, ms in results[row.name].items()}
         a, b = cells.get("basalt-encrypted"), cells.get("basalt")
+        pairs = [e.value / p.value for e, p in zip(results[row.name].get("basalt-encrypted", []),
+                                                   results[row.name].get("basalt", []))
+                 if e.value and p.value]
         rows.append({"row": row.name, "unit": row.unit, "target_ratio": row.target,
                      "ratio": a.value / b.value if a and b and a.value and b.value else None,
+                     "paired_ratio": sorted(pairs)[(len(pairs) - 1) // 2] if pairs else None,
                      "servers": {n: asdict(m) for n, m in cells.items()},
                      "rounds": {n: [m.value for m in ms] for n, ms in results[row.name].items()}})
     return {"rows": rows, "machine": {**options.machine, "loadavg_at_end": os.getloadavg()},
@@ -665,14 +695,16 @@ def bench_encrypted(options: argparse.Namespace, stack: contextlib.ExitStack) ->
 
 def print_encrypted(summary: dict) -> None:
     print(machine_line(summary["machine"]))
-    print(f"{'row':<18}{'plain':>12}{'encrypted':>12}{'enc/plain':>11}{'target':>8}")
+    print(f"{'row':<18}{'plain':>12}{'encrypted':>12}{'enc/plain':>11}{'paired':>8}"
+          f"{'target':>8}")
     for row in summary["rows"]:
         cells = row["servers"]
         values = [cells.get(n, {}).get("value") for n in ("basalt", "basalt-encrypted")]
         text = [f"{v:,.0f}" if v is not None else "FAILED" for v in values]
         ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
+        paired = f"{row['paired_ratio']:.2f}x" if row.get("paired_ratio") else "-"
         target = f"{row['target_ratio']:.1f}x" if row["target_ratio"] else ""
-        print(f"{row['row']:<18}{text[0]:>12}{text[1]:>12}{ratio:>11}{target:>8}"
+        print(f"{row['row']:<18}{text[0]:>12}{text[1]:>12}{ratio:>11}{paired:>8}{target:>8}"
               f"  {row['unit']}, rounds {row['rounds']}")
 
 
