@@ -54,12 +54,13 @@ class VolumeCipher:
 
     def encrypt(self, first_block: int, data: bytes | memoryview) -> bytes:
         """Ciphertext of whole blocks starting at volume block ``first_block``."""
+        if len(data) == BLOCK:  # the common case (every 4 KiB write): one call, no loop
+            return self._enc(self._aes, self._xts(first_block.to_bytes(16, "little"))
+                             ).update(data)
         view = memoryview(data)
         if len(view) % BLOCK:
             raise ValueError("volume encryption works on whole 4 KiB blocks")
         make, xts, aes = self._enc, self._xts, self._aes
-        if len(view) == BLOCK:  # the common case: one guest block
-            return make(aes, xts(first_block.to_bytes(16, "little"))).update(view)
         return b"".join([make(aes, xts((first_block + i).to_bytes(16, "little")))
                          .update(view[i * BLOCK:(i + 1) * BLOCK])
                          for i in range(len(view) // BLOCK)])
@@ -67,12 +68,17 @@ class VolumeCipher:
     def decrypt_into(self, first_block: int, view: memoryview) -> None:
         """Decrypt whole blocks in place, starting at volume block ``first_block``;
         holes (never written, or trimmed: zeros) stay zeros."""
+        if len(view) == BLOCK:  # the common case (every 4 KiB read): no loop
+            if view[:16].tobytes() != _ZERO:  # (memoryview == bytes compares per byte)
+                view[:] = self._dec(self._aes, self._xts(first_block.to_bytes(16, "little"))
+                                    ).update(view)
+            return
         if len(view) % BLOCK:
             raise ValueError("volume encryption works on whole 4 KiB blocks")
         make, xts, aes = self._dec, self._xts, self._aes
         for i in range(0, len(view), BLOCK):
             block = view[i:i + BLOCK]
-            if block[:16].tobytes() != _ZERO:  # (memoryview == bytes compares per byte)
+            if block[:16].tobytes() != _ZERO:
                 block[:] = make(aes, xts((first_block + i // BLOCK).to_bytes(16, "little"))
                                 ).update(block)
 
