@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
-import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +18,7 @@ from typing import Any
 
 from gateway import sigv4
 
+from . import tls_trust
 from .credentials import Credentials
 
 
@@ -42,8 +41,7 @@ class AdminClient:
     def __init__(self, endpoint: str, creds: Credentials, region: str = "us-east-1") -> None:
         self.endpoint = endpoint.rstrip("/")
         self.creds, self.region = creds, region
-        ca = os.environ.get("BASALT_CA_BUNDLE") or os.environ.get("AWS_CA_BUNDLE")
-        self.context = ssl.create_default_context(cafile=ca) if ca else None
+        self.context = tls_trust.client_context()
 
     def _signed(self, method: str, path: str, query: dict[str, str] | None,
                 body: bytes) -> urllib.request.Request:

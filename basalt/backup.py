@@ -60,6 +60,7 @@ from typing import Any
 from blockd import backup_cipher
 from blockd.nbd_client import NBDClient
 
+from . import tls_trust
 from .admin_client import AdminClient, AdminError
 from .config import ConfigError
 from .progress import Progress, human_bytes
@@ -121,9 +122,9 @@ def s3_client(args: Any, admin: AdminClient):
     if endpoint == admin.endpoint and not os.environ.get("AWS_ACCESS_KEY_ID"):
         kwargs.update(aws_access_key_id=admin.creds.access_key,
                       aws_secret_access_key=admin.creds.secret_key)
-    ca = os.environ.get("AWS_CA_BUNDLE") or os.environ.get("BASALT_CA_BUNDLE")
-    if ca:
-        kwargs["verify"] = ca
+    verify = tls_trust.boto3_verify(endpoint)
+    if verify is not None:
+        kwargs["verify"] = verify
     return boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
                         **kwargs)
 
@@ -646,7 +647,9 @@ def _restore_batches(s3, source: Target, manifest: dict, admin: AdminClient, vol
     when its request ends, and only then recorded for a resume."""
     batches = restore_batches(manifest, restored)
     total = sum(e[2] for batch in batches for _, es in batch for e in es)
-    ca_file = os.environ.get("AWS_CA_BUNDLE") or os.environ.get("BASALT_CA_BUNDLE")
+    # The server fetches the packs: it trusts what this CLI trusts (a pinned
+    # certificate: that one only, whatever name it is for).
+    ca_file = tls_trust.pinned_file() or tls_trust.ca_bundle()
     ca = None
     if ca_file and s3.meta.endpoint_url.startswith("https:"):
         with open(ca_file) as f:
@@ -658,7 +661,8 @@ def _restore_batches(s3, source: Target, manifest: dict, admin: AdminClient, vol
     def send(number: int, batch: list[tuple[str, list]]) -> int:
         # The backup keys travel to the server only in the request, signed (the
         # admin endpoint is local or TLS): the server opens the chunks with them.
-        body = {"chunk_size": manifest["chunk_size"], "ca": ca, "keys": keys, "packs": [
+        body = {"chunk_size": manifest["chunk_size"], "ca": ca,
+                "pinned": bool(ca and tls_trust.pinned_file()), "keys": keys, "packs": [
             {"key": pack, "chunks": entries,
              "url": s3.generate_presigned_url("get_object", ExpiresIn=PRESIGN_SECONDS,
                                               Params={"Bucket": source.bucket, "Key": pack})}

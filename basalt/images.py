@@ -18,6 +18,7 @@ import os
 import re
 import urllib.parse
 
+from . import tls_trust
 from .admin_client import AdminClient, AdminError
 from .config import ConfigError
 from .progress import Progress, human_bytes
@@ -78,9 +79,9 @@ def _s3(admin: AdminClient, endpoint: str | None = None):
     if own:
         kwargs.update(aws_access_key_id=admin.creds.access_key,
                       aws_secret_access_key=admin.creds.secret_key)
-    ca = os.environ.get("BASALT_CA_BUNDLE") or os.environ.get("AWS_CA_BUNDLE")
-    if ca:
-        kwargs["verify"] = ca
+    verify = tls_trust.boto3_verify(kwargs["endpoint_url"])
+    if verify is not None:
+        kwargs["verify"] = verify
     return boto3.client("s3", region_name="us-east-1", **kwargs)
 
 

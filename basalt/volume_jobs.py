@@ -45,6 +45,7 @@ from aiohttp import web
 from blockd.errors import VolumeError
 from blockd.manager import NAME, internal_image
 
+from . import tls_trust
 from .config import ConfigError
 from .progress import PROGRESS_FD
 
@@ -215,8 +216,8 @@ class VolumeJobs:
         env.update(BASALT_ACCESS_KEY=self.creds.access_key,
                    BASALT_SECRET_KEY=self.creds.secret_key, **{PROGRESS_FD: str(progress_fd)})
         env.pop("BASALT_ENDPOINT", None)
-        if self.tls_cert and not (env.get("BASALT_CA_BUNDLE") or env.get("AWS_CA_BUNDLE")):
-            env["BASALT_CA_BUNDLE"] = self.tls_cert  # a self-signed server trusts itself
+        if self.tls_cert:  # the child trusts this server's own certificate, as it is
+            env[tls_trust.PINNED] = self.tls_cert
         if state_dir:  # a restore's resume record: the job's own, gone with the job
             env["XDG_STATE_HOME"] = state_dir
         return env

@@ -219,11 +219,12 @@ def routes(manager: VolumeManager) -> web.RouteTableDef:
         keys = restore.parse_keys(body, manager)
         packs = restore.parse_packs(body, manager.records[name].size, keys)
         ca = body.get("ca") if isinstance(body.get("ca"), str) else None
+        pinned = body.get("pinned") is True and ca is not None
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         written = [0]
         task = asyncio.ensure_future(restore.restore(
-            manager, name, packs, ca, lambda n: written.__setitem__(0, n), keys))
+            manager, name, packs, ca, lambda n: written.__setitem__(0, n), keys, pinned))
         try:
             while not task.done():
                 await asyncio.wait([task], timeout=0.5)

@@ -137,16 +137,18 @@ def server_key(manager: VolumeManager) -> bytes:
 
 async def restore(manager: VolumeManager, name: str, packs: list, ca: str | None,
                   progress: Callable[[int], None],
-                  keys: dict[str, ChunkSealer] | None = None) -> int:
+                  keys: dict[str, ChunkSealer] | None = None, pinned: bool = False) -> int:
     """Write the packs' chunks into volume ``name`` and make them durable; the
-    bytes written. ``progress`` is called with the bytes written so far."""
+    bytes written. ``progress`` is called with the bytes written so far.
+    ``ca``: the PEM the fetches trust (None: the system's CAs); ``pinned``: it
+    is the server's own certificate, trusted as it is whatever its name."""
     record = manager.records.get(name)
     if record is None or record.snapshot or internal_image(name) is not None:
         raise NoSuchVolume(name)
     volume = await manager.lookup(name)
     assert volume is not None
     await volume.unlock()  # an encrypted volume's key (NBDError when it cannot open)
-    fetcher = _Fetcher(ca, keys or {})
+    fetcher = _Fetcher(ca, keys or {}, pinned)
     loop = asyncio.get_running_loop()
     written = 0
     fetches = [loop.run_in_executor(fetcher.pool, fetcher.fetch, *p) for p in packs[:FETCHES]]
@@ -176,9 +178,10 @@ class _Fetcher:
     one copy, the GIL released while it waits), and every chunk's sha256 checked
     in the same thread."""
 
-    def __init__(self, ca: str | None, keys: dict[str, ChunkSealer]) -> None:
+    def __init__(self, ca: str | None, keys: dict[str, ChunkSealer], pinned: bool = False
+                 ) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(FETCHES, "restore-fetch")
-        self.ca = ca
+        self.ca, self.pinned = ca, pinned
         self.keys = keys
         self.context: ssl.SSLContext | None = None  # made on the first https URL
         self.local = threading.local()
@@ -209,6 +212,9 @@ class _Fetcher:
                 with self.lock:
                     if self.context is None:
                         self.context = ssl.create_default_context(cadata=self.ca)
+                        if self.pinned:  # as basalt/tls_trust.pinned_context
+                            self.context.check_hostname = False
+                            self.context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
                 conn = http.client.HTTPSConnection(url.hostname, url.port, timeout=READ_TIMEOUT,
                                                    context=self.context)
             else:

@@ -14,6 +14,7 @@ import re
 import sys
 from typing import Any
 
+from .. import tls_trust
 from .common import CLIError, admin_client, emit, s3_errors_name, table
 
 VERSIONING = {"on": "Enabled", "off": "Suspended", "suspend": "Suspended"}
@@ -24,15 +25,14 @@ LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
 def s3_client(args: argparse.Namespace):
     """boto3 for this Basalt (--endpoint), signed with the root credentials."""
-    import os
 
     import boto3
     from botocore.config import Config
     admin = admin_client(args)
     kwargs: dict[str, Any] = {}
-    ca = os.environ.get("BASALT_CA_BUNDLE") or os.environ.get("AWS_CA_BUNDLE")
-    if ca:
-        kwargs["verify"] = ca
+    verify = tls_trust.boto3_verify(admin.endpoint)
+    if verify is not None:
+        kwargs["verify"] = verify
     return boto3.client("s3", region_name="us-east-1", endpoint_url=admin.endpoint,
                         aws_access_key_id=admin.creds.access_key,
                         aws_secret_access_key=admin.creds.secret_key,

@@ -154,3 +154,24 @@ def test_jobs_are_for_root_only(server):
     assert refused(other.call, "GET", "/_basalt/v1/jobs")[0] == 403
     assert refused(other.call, "POST", "/_basalt/v1/volume-restores",
                    body={"from": f"s3://{BUCKET}/vol", "to": "theirs"})[0] == 403
+
+
+def test_jobs_over_tls_trust_the_servers_own_certificate(tmp_path, tls_files, monkeypatch):
+    """Over TLS the child CLI talks to the server on a loopback address: it trusts
+    the server's certificate as it is (pinned), not through a CA it may not have."""
+    cert, key, ca = tls_files  # a leaf issued by a CA only this test knows
+    tls = start_server(str(tmp_path / "tls"), tls=(cert, key, ca))
+    try:
+        monkeypatch.setenv("BASALT_CA_BUNDLE", ca)  # the test's own admin client
+        tls.client().create_bucket(Bucket=BUCKET)
+        api = admin(tls)
+        volume_with_data(tls, api, "tv", 16 * MIB, [(0, 2 * MIB)])
+        backup, _ = finished(api, api.call("POST", "/_basalt/v1/volumes/tv/backup",
+                                           body={"to": f"s3://{BUCKET}/tv"}))
+        assert backup["state"] == "done", backup
+        restore, _ = finished(api, api.call("POST", "/_basalt/v1/volume-restores",
+                                            body={"from": f"s3://{BUCKET}/tv", "to": "tv2"}))
+        assert restore["state"] == "done", restore
+        assert digest(tls, "tv2") == digest(tls, "tv")
+    finally:
+        stop_server(tls)
