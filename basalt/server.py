@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from blockd import NBDServer, VolumeManager, owner_app
-from storaged import ObjectStore, lock_server, master_key
+from storaged import ObjectStore, lmdb_maps, lock_server, master_key
 from storaged.lifecycle import LifecycleScanner
 from storaged.lifecycle_rules import DAY_NS
 from storaged.locks import KeyLocks
@@ -432,9 +432,11 @@ async def serve(opts: ServeOptions) -> None:
                                  clock=usage_clock)
             usage.start()
         supervisor = asyncio.ensure_future(workers.supervise())
+        released = asyncio.ensure_future(lmdb_maps.keep_released())  # heals, usage, lifecycle read LMDB
         await stop.wait()
         log.info("shutting down")
         supervisor.cancel()
+        released.cancel()
     finally:
         # Order: the S3 workers and NBD clients drain side by side (both may
         # still need the owner socket and the volumes), then the owner socket,

@@ -31,13 +31,6 @@ from . import logs
 
 log = logging.getLogger("basalt.worker")
 
-# Small GETs map ~28 LMDB pages each (a few tables on every disk): a worker
-# serving 2,000 hot keys maps ~35 MiB within a second. Past the budget the pages
-# are dropped, at most once a check: ~9,000 minor faults (~1% of a worker's
-# CPU) bring the hot ones back.
-LMDB_CHECK_SECONDS = 1.0
-LMDB_MAPPED_BUDGET = 8 << 20
-
 
 def ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     if not cert:
@@ -75,7 +68,7 @@ async def run(cfg: dict) -> None:
                            usage_flush_seconds=cfg.get("usage_flush_seconds", 10.0),
                            usage_clock=tuple(cfg.get("usage_clock") or ()))
     gateway = Gateway(store, config)
-    tasks = [asyncio.ensure_future(release_lmdb_pages())]
+    tasks = [asyncio.ensure_future(lmdb_maps.keep_released())]  # see storaged.lmdb_maps
     if cfg.get("read_only_path"):
         tasks.append(asyncio.ensure_future(follow_read_only(lambda: gateway.store,
                                                             cfg["read_only_path"])))
@@ -108,19 +101,6 @@ async def run(cfg: dict) -> None:
     if etcd is not None:
         await etcd.close()
     log.debug("worker stopped", extra={"fields": {"seconds": round(loop.time() - started, 3)}})
-
-
-async def release_lmdb_pages(every: float = LMDB_CHECK_SECONDS,
-                             budget: int = LMDB_MAPPED_BUDGET) -> None:
-    """Drop the LMDB pages this worker has mapped once they pass ``budget``:
-    they stay in the page cache, but no longer count in its RSS (see
-    storaged.lmdb_maps). Checking is one read of /proc/self/statm."""
-    floor = lmdb_maps.mapped_file_bytes()
-    while True:
-        await asyncio.sleep(every)
-        if lmdb_maps.mapped_file_bytes() - floor > budget:
-            lmdb_maps.release()
-            floor = lmdb_maps.mapped_file_bytes()
 
 
 async def follow_read_only(store: Callable[[], Any], path: str,
