@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from volume_helpers import close, open_manager
+from volume_helpers import close, count_cipher_contexts, open_manager
 
 from blockd import VolumeError
 from blockd.export import NBDError
@@ -192,15 +192,7 @@ async def test_cost_guard_one_cipher_context_per_block_and_no_extra_system_call(
     try:
         await vm.create("g", 4 * CHUNK, encrypted=True)
         vol = await opened(vm, "g")
-        cipher = vol.cipher
-        for side in ("_enc", "_dec"):
-            make = getattr(cipher, side)
-
-            def counted_make(*args, _make=make, _side=side):
-                calls[_side] += 1
-                return _make(*args)
-
-            setattr(cipher, side, counted_make)
+        count_cipher_contexts(vol.cipher, calls)
         assert vol.write_now(0, memoryview(pattern(CHUNK)))  # allocate the chunk first
         buf = memoryview(bytearray(BLOCK))
         calls.clear()

@@ -16,7 +16,7 @@ import collections
 import os
 
 import pytest
-from volume_helpers import close, open_manager
+from volume_helpers import close, count_cipher_contexts, open_manager
 
 from blockd.nbd_client import NBDClient
 from blockd.nbd_server import NBDServer
@@ -133,16 +133,8 @@ async def test_encrypted_small_io_is_answered_inline(dirs, file_calls):
         async with NBDClient("127.0.0.1", server.port, "e") as client:
             data = os.urandom(CHUNK)
             await client.write(0, data)  # allocate the chunk
-            cipher = vm.exports["e"].cipher
             contexts: collections.Counter[str] = collections.Counter()
-            for side in ("_enc", "_dec"):
-                make = getattr(cipher, side)
-
-                def counted(*args, _make=make, _side=side):
-                    contexts[_side] += 1
-                    return _make(*args)
-
-                setattr(cipher, side, counted)
+            count_cipher_contexts(vm.exports["e"].cipher, contexts)
 
             async def per_request(request):
                 file_calls.clear()

@@ -17,6 +17,19 @@ async def open_manager(dirs, master: bytes | None = None):
     return store, manager
 
 
+def count_cipher_contexts(cipher, counter) -> None:
+    """Count in ``counter`` (a Counter) each XTS context ``cipher`` (a
+    blockd.volume_cipher.VolumeCipher) makes: ``_enc`` and ``_dec``."""
+    for side in ("_enc", "_dec"):
+        make = getattr(cipher, side)
+
+        def counted(*args, _make=make, _side=side):
+            counter[_side] += 1
+            return _make(*args)
+
+        setattr(cipher, side, counted)
+
+
 async def close(store, manager):
     await manager.close()
     await store.close()
