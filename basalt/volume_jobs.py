@@ -178,11 +178,8 @@ class VolumeJobs:
             raise JobError(404, "NoSuchVolume", f"volume {volume} does not exist")
         if any(j.volume == volume for j in self._running()):
             raise JobError(409, "JobRunning", f"a job is already running on volume {volume}")
-        self._check_room()
-        await self._check_bucket(bucket)
-        job = Job(uuid.uuid4().hex[:12], "backup", volume, url)
-        await self._spawn(job, ["volume", "backup", volume, "--to", url], phrase)
-        return job
+        return await self._start("backup", volume, bucket, url,
+                                 ["volume", "backup", volume, "--to", url], phrase)
 
     async def start_restore(self, body: dict) -> Job:
         bucket, url = _s3_url(body.get("from"), "from")
@@ -194,10 +191,15 @@ class VolumeJobs:
         phrase = _passphrase(body)
         if volume in self.manager.records or any(j.volume == volume for j in self._running()):
             raise JobError(409, "VolumeExists", f"volume {volume} already exists")
+        return await self._start("restore", volume, bucket, url,
+                                 ["volume", "restore", url, "--to", volume], phrase)
+
+    async def _start(self, kind: str, volume: str, bucket: str, url: str,
+                     command: list[str], phrase: bytes | None) -> Job:
         self._check_room()
         await self._check_bucket(bucket)
-        job = Job(uuid.uuid4().hex[:12], "restore", volume, url)
-        await self._spawn(job, ["volume", "restore", url, "--to", volume], phrase)
+        job = Job(uuid.uuid4().hex[:12], kind, volume, url)
+        await self._spawn(job, command, phrase)
         return job
 
     def _endpoint(self) -> str:
