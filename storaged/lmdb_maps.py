@@ -21,6 +21,7 @@ import ctypes
 import mmap
 import os
 import sys
+import threading
 
 # Small GETs map ~28 LMDB pages each (a few tables on every disk): a worker
 # serving 2,000 hot keys maps ~35 MiB within a second. Past the budget the pages
@@ -28,6 +29,12 @@ import sys
 # CPU) bring the hot ones back.
 CHECK_SECONDS = 1.0
 MAPPED_BUDGET = 8 << 20
+
+# Held while a data file's mappings are read from /proc and released, and by
+# MetaDB.close around its munmap: a range unmapped between the two (a disk
+# closed by another thread) could be reused by anonymous memory, which
+# MADV_DONTNEED would zero.
+MAPS_LOCK = threading.Lock()
 
 _MADV_DONTNEED = 4
 _libc: ctypes.CDLL | None = None
@@ -41,6 +48,12 @@ def release(name: str = "data.mdb", maps: str = "/proc/self/maps") -> int:
     data files); returns how many bytes of mappings were released."""
     if _libc is None:
         return 0
+    with MAPS_LOCK:
+        return _release(name, maps)
+
+
+def _release(name: str, maps: str) -> int:
+    assert _libc is not None
     released = 0
     with open(maps) as f:
         for line in f:

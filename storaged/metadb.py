@@ -46,7 +46,7 @@ import lmdb
 import msgpack
 import xxhash
 
-from . import usage, wire
+from . import lmdb_maps, usage, wire
 from .errors import DiskFull, StorageError
 from .meta import HEADER, ObjectInfo, record_inline, record_meta_ns, record_null, record_version
 
@@ -291,7 +291,8 @@ class MetaDB:
         self._group_busy = False
 
     def close(self) -> None:
-        self.env.close()
+        with lmdb_maps.MAPS_LOCK:  # never while a release reads the maps
+            self.env.close()
 
     # reads --------------------------------------------------------------------
 

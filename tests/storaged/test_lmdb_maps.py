@@ -1,6 +1,6 @@
 """LMDB pages a process touched leave its RSS when released, and read back the same.
 
-The S3 workers release them past a budget (basalt.worker.release_lmdb_pages):
+Every server process releases them past a budget (storaged.lmdb_maps.keep_released):
 without that, small-object traffic left each worker mapping all its disks'
 metadata (~170 MiB each after ~10,000 small PUTs).
 """
@@ -36,3 +36,21 @@ def test_released_pages_leave_the_rss_and_read_back_the_same(tmp_path):
             assert dict(txn.cursor()) == values
     finally:
         env.close()
+
+
+def test_a_metadb_is_never_unmapped_while_its_pages_are_released(tmp_path):
+    """MetaDB.close waits for a release in progress (which holds MAPS_LOCK from
+    reading /proc/self/maps to its last madvise): a range unmapped in between
+    could be reused by anonymous memory, which MADV_DONTNEED would zero."""
+    import threading
+
+    from storaged.metadb import MetaDB
+
+    db = MetaDB(str(tmp_path / "meta"), sync=False, map_size=1 << 26)
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: (db.close(), closed.set()))
+    with lmdb_maps.MAPS_LOCK:
+        closer.start()
+        assert not closed.wait(0.2)  # waits for the release to end
+    closer.join(5)
+    assert closed.is_set()
