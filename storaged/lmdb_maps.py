@@ -35,6 +35,7 @@ MAPPED_BUDGET = 8 << 20
 # closed by another thread) could be reused by anonymous memory, which
 # MADV_DONTNEED would zero.
 MAPS_LOCK = threading.Lock()
+_registered: set[str] = set()  # real paths of open MetaDBs' data files
 
 _MADV_DONTNEED = 4
 _libc: ctypes.CDLL | None = None
@@ -43,25 +44,40 @@ if sys.platform == "linux":
     _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
-def release(name: str = "data.mdb", maps: str = "/proc/self/maps") -> int:
-    """Drop this process's mapped pages of every file called ``name`` (LMDB's
-    data files); returns how many bytes of mappings were released."""
+def register(data_file: str) -> None:
+    """Let :func:`release` drop the mappings of ``data_file`` (an open MetaDB's
+    ``data.mdb``). Only registered files are touched: another LMDB in the process
+    (compute, networks) closes without this module's lock."""
+    with MAPS_LOCK:
+        _registered.add(os.path.realpath(data_file))
+
+
+def forget(data_file: str) -> None:
+    """Stop releasing ``data_file``; call with MAPS_LOCK held, around its munmap."""
+    _registered.discard(os.path.realpath(data_file))
+
+
+def release(maps: str = "/proc/self/maps") -> int:
+    """Drop this process's mapped pages of every registered data file; returns
+    how many bytes of mappings were released."""
     if _libc is None:
         return 0
     with MAPS_LOCK:
-        return _release(name, maps)
+        return _release(maps, frozenset(_registered))
 
 
-def _release(name: str, maps: str) -> int:
+def _release(maps: str, files: frozenset[str]) -> int:
     assert _libc is not None
     released = 0
+    if not files:
+        return 0
     with open(maps) as f:
         for line in f:
             fields = line.split(maxsplit=5)
             if len(fields) < 6:
                 continue
             path = fields[5].rstrip("\n")
-            if os.path.basename(path) != name:
+            if path not in files:
                 continue  # also skips a "(deleted)" file's mapping
             start, end = (int(x, 16) for x in fields[0].split("-"))
             try:

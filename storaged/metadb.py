@@ -37,6 +37,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import errno
+import os
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -285,6 +286,7 @@ class MetaDB:
             sync=self.sync, metasync=self.sync, readahead=False, meminit=True,
         )
         self.dbs = {name: self.env.open_db(name) for name in TABLES}
+        lmdb_maps.register(os.path.join(self.path, "data.mdb"))
         usage.ensure_counted(self.env, self.dbs)  # data dirs from before the counters
         self._group_lock = threading.Lock()  # commit_now's group commit
         self._group: list[_Waiting] = []
@@ -292,6 +294,7 @@ class MetaDB:
 
     def close(self) -> None:
         with lmdb_maps.MAPS_LOCK:  # never while a release reads the maps
+            lmdb_maps.forget(os.path.join(self.path, "data.mdb"))
             self.env.close()
 
     # reads --------------------------------------------------------------------

@@ -18,8 +18,22 @@ MIB = 1 << 20
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self")
 
 
+def resident(path: str) -> int:
+    """Bytes of ``path``'s mappings resident in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            first = line.split(maxsplit=5)
+            if "-" in first[0] and len(first) >= 5:  # a mapping's header line
+                inside = len(first) == 6 and first[5].strip() == os.path.realpath(path)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
 def test_released_pages_leave_the_rss_and_read_back_the_same(tmp_path):
     env = lmdb.open(str(tmp_path), map_size=1 << 30, readahead=False)
+    data_file = str(tmp_path / "data.mdb")
     try:
         values = {b"k%06d" % i: os.urandom(3000) for i in range(8000)}  # ~32 MiB of pages
         with env.begin(write=True) as txn:
@@ -30,12 +44,17 @@ def test_released_pages_leave_the_rss_and_read_back_the_same(tmp_path):
             assert sum(1 for _ in txn.cursor()) == len(values)  # maps every page
         mapped = lmdb_maps.mapped_file_bytes()
         assert mapped - before > 24 * MIB
+        lmdb_maps.release()
+        assert resident(data_file) > 24 * MIB  # not a MetaDB's: left alone
+        lmdb_maps.register(data_file)
         assert lmdb_maps.release() > 24 * MIB
         assert lmdb_maps.mapped_file_bytes() < before + 2 * MIB
         with env.begin() as txn:  # faulted back in from the page cache, unchanged
             assert dict(txn.cursor()) == values
     finally:
-        env.close()
+        with lmdb_maps.MAPS_LOCK:
+            lmdb_maps.forget(data_file)
+            env.close()
 
 
 def test_a_metadb_is_never_unmapped_while_its_pages_are_released(tmp_path):
