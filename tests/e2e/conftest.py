@@ -142,24 +142,31 @@ def tls_files(tmp_path_factory):
     return str(d / "cert.pem"), str(d / "key.pem"), str(d / "ca.pem")
 
 
-@pytest.fixture(scope="module", params=["http", "https"])
-def basalt(request, tls_files):
-    """A running `basalt serve`, once over HTTP and once over HTTPS."""
+def running(tls: tuple[str, str, str] | None = None):
+    """A `basalt serve` in a temp dir for a fixture to yield, stopped and removed after."""
     tmp = tempfile.mkdtemp(prefix="basalt-e2e-")
-    server = start_server(tmp, tls=tls_files if request.param == "https" else None)
+    server = start_server(tmp, tls=tls)
     yield server
     stop_server(server)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=["http", "https"])
+def basalt(request, tls_files):
+    """A running `basalt serve`, once over HTTP and once over HTTPS."""
+    yield from running(tls_files if request.param == "https" else None)
 
 
 @pytest.fixture(scope="module")
 def basalt_http(tls_files):
     """A running `basalt serve` over HTTP only (for tests that need one scheme)."""
-    tmp = tempfile.mkdtemp(prefix="basalt-e2e-")
-    server = start_server(tmp)
-    yield server
-    stop_server(server)
-    shutil.rmtree(tmp, ignore_errors=True)
+    yield from running()
+
+
+@pytest.fixture(scope="module")
+def basalt_https(tls_files):
+    """A running `basalt serve` over HTTPS only (SSE-C needs TLS)."""
+    yield from running(tls_files)
 
 
 @pytest.fixture

@@ -14,14 +14,10 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 import uuid
 
 import pytest
 from botocore.exceptions import ClientError
-
-from .conftest import start_server, stop_server
 
 PACKAGE = 64 * 1024
 KEY_A = os.urandom(32)
@@ -36,12 +32,8 @@ def sse_c(key: bytes, copy: bool = False) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(tls_files):
-    tmp = tempfile.mkdtemp(prefix="basalt-sse-")
-    srv = start_server(tmp, tls=tls_files)
-    yield srv
-    stop_server(srv)
-    shutil.rmtree(tmp, ignore_errors=True)
+def server(basalt_https):
+    return basalt_https
 
 
 @pytest.fixture(scope="module")
@@ -335,21 +327,16 @@ def test_bucket_policy_requiring_encryption(s3, bucket):
 
 
 def test_post_form_upload_encrypted(server, s3, bucket):
-    import ssl
-    import urllib.request
+    import urllib3
     post = s3.generate_presigned_post(bucket, "form", ExpiresIn=300,
                                       Fields={"x-amz-server-side-encryption": "AES256"},
                                       Conditions=[{"x-amz-server-side-encryption": "AES256"}])
-    boundary = uuid.uuid4().hex
-    fields = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-              for k, v in post["fields"].items()]
-    body = ("".join(fields) + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="f"\r\n\r\nformdata\r\n--{boundary}--\r\n').encode()
-    request = urllib.request.Request(post["url"], data=body, method="POST", headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=30, context=ssl.create_default_context(
-            cafile=server.ca_path)) as resp:
-        assert resp.headers["x-amz-server-side-encryption"] == "AES256"
+    body, content_type = urllib3.encode_multipart_formdata(
+        [*post["fields"].items(), ("file", ("f", b"formdata"))])
+    resp = urllib3.PoolManager(ca_certs=server.ca_path).request(
+        "POST", post["url"], body=body, headers={"Content-Type": content_type}, timeout=30)
+    assert resp.status == 204, resp.data
+    assert resp.headers["x-amz-server-side-encryption"] == "AES256"
     got = s3.get_object(Bucket=bucket, Key="form")
     assert got["ServerSideEncryption"] == "AES256" and got["Body"].read() == b"formdata"
 

@@ -13,23 +13,18 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
-from .conftest import ACCESS, SECRET, start_server, stop_server
+from .conftest import ACCESS, SECRET
 
 AWS = os.path.join(os.path.dirname(sys.executable), "aws")
 CUSTOMER_KEY = "0123456789abcdef0123456789abcdef"  # 32 bytes, as aws-cli and rclone take it
 
 
 @pytest.fixture(scope="module")
-def server(tls_files):
-    tmp = tempfile.mkdtemp(prefix="basalt-sse-cli-")
-    srv = start_server(tmp, tls=tls_files)
-    yield srv
-    stop_server(srv)
-    shutil.rmtree(tmp, ignore_errors=True)
+def server(basalt_https):
+    return basalt_https
 
 
 def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
