@@ -62,3 +62,17 @@ def test_holes_read_as_zeros_in_place():
     assert stored[:BLOCK] == data[:BLOCK] and stored[2 * BLOCK:] == data[2 * BLOCK:]
     assert stored[BLOCK:2 * BLOCK] == bytes(BLOCK)
     assert "key" in repr(cipher) and KEY.hex() not in repr(cipher)
+
+
+def test_falls_back_to_the_public_api_when_the_private_path_disagrees(monkeypatch):
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from blockd import volume_cipher
+    monkeypatch.setattr(volume_cipher, "_unchecked_xts",
+                        lambda xts: lambda tweak: modes.XTS(bytes(16)))  # a wrong tweak
+    cipher = VolumeCipher(KEY)
+    assert cipher._xts is modes.XTS
+    data = os.urandom(BLOCK)
+    public = Cipher(algorithms.AES(KEY), modes.XTS((3).to_bytes(16, "little"))).encryptor()
+    assert cipher.encrypt(3, data) == public.update(data)
+    assert cipher.decrypt(3, cipher.encrypt(3, data)) == data
