@@ -81,7 +81,8 @@ class UsageSampler:
                                    {"vcpu_hours": vm["cpus"] * hours,
                                     "memory_gb_hours": vm["memory_mib"] * 2**20 / GB * hours},
                                    moment=now)
-        if networks is not None:
+        # No networks, no NAT counters: and no `nft` process every sample.
+        if networks is not None and await self.store.run(networks.list):
             from network import firewall
             counted = await self.store.run(firewall.nat_bytes, networks.namespace)
             for name, total in counted.items():
