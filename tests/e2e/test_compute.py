@@ -297,16 +297,6 @@ def test_vms_survive_serve_restarts_reboot_and_stop_by_acpi(lab):
     lab.assert_on_disk(f"vol-{vm}", second_boot)
 
 
-def test_stop_destroys_a_guest_that_ignores_the_power_button(lab):
-    vm = "guest3"
-    lab.create_vm(vm, "netb", CMDLINE, "--start")
-    lab.wait_console(vm, "BASALT-GUEST-UP")  # no acpid: the button is ignored
-    result = lab.json("vm", "stop", vm, "--timeout", "3")
-    assert result["stopped_by"] == "destroy", result
-    assert (result["state"], result["state_reason"]) == ("shutoff", "destroyed"), result
-    lab.cli("vm", "delete", vm)
-
-
 def test_bad_requests_get_clear_errors_and_change_nothing(lab):
     lab.create_vm("guest4")
     cases = [
@@ -350,10 +340,13 @@ def test_networks_are_created_and_removed_cleanly(lab):
     assert leftover == [], "dnsmasq processes outlived their networks"
 
 
-def test_vm_console_in_the_browser_shows_the_guest_live_and_types_into_it(lab, tmp_path_factory):
+def test_vm_console_in_the_browser_then_stop_destroys_a_guest_that_ignores_the_button(
+        lab, tmp_path_factory):
     """The web console's VM page against the real guest: its boot markers stream in
     live over the WebSocket, and a line typed in the browser reaches the guest's
-    ttyS0 (the guest answers "BASALT-ECHO <line>")."""
+    ttyS0 (the guest answers "BASALT-ECHO <line>"). Then, the guest running no acpid
+    (the power button ignored), stop destroys it once its timeout is over. (One
+    test: each guest boot costs ~15 s of the suite.)"""
     from selenium.webdriver.common.keys import Keys
 
     from tests.e2e.browser import launch
@@ -380,6 +373,9 @@ def test_vm_console_in_the_browser_shows_the_guest_live_and_types_into_it(lab, t
         browser.save_screenshot(os.path.join(shots, "console-vm.png"))
     text = lab.console(vm)
     assert f"BASALT-ECHO {line}" in text and "BASALT-ECHO-TIMEOUT" not in text, text[-2000:]
-    lab.json("vm", "stop", vm, "--timeout", "1")
+    assert "BASALT-GUEST-UP" in text and "BASALT-ACPID-UP" not in text, text[-2000:]
+    result = lab.json("vm", "stop", vm, "--timeout", "3")
+    assert result["stopped_by"] == "destroy", result
+    assert (result["state"], result["state_reason"]) == ("shutoff", "destroyed"), result
     lab.cli("vm", "delete", vm)
     lab.cli("network", "delete", "netv")
