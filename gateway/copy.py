@@ -110,7 +110,7 @@ async def copy_object(ctx: Context) -> web.Response:
             info = await ctx.store.put_object(ctx.bucket, ctx.key, reader, size=source.size,
                                               attrs=attrs, hashers=hashers, finalize=finalize,
                                               condition=write_condition(ctx),
-                                              seal=sealing.seal(1) if sealing else None)
+                                              seal=sealing.seal() if sealing else None)
     finally:
         await reader.aclose()
     body = s3xml.copy_object_result(info.etag, info.last_modified,

@@ -74,7 +74,7 @@ async def _part_seal(ctx: Context, upload: UploadInfo, number: int) -> Seal | No
     if key is None:
         return None
     return sse_objects.Sealing(sse.Encryption.from_json(upload.attrs.encryption),
-                               key).seal(number)
+                               key).seal_part(number)
 
 
 def _part_response(part: PartRecord) -> dict[str, str]:

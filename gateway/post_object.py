@@ -101,7 +101,7 @@ async def post_object(ctx: Context) -> web.StreamResponse:
         info = await ctx.store.put_object(ctx.bucket, key, body(), attrs=attrs,
                                           hashers=checksum.hashers if checksum else (),
                                           finalize=finalize,
-                                          seal=sealing.seal(1) if sealing else None)
+                                          seal=sealing.seal() if sealing else None)
     ctx.request["bytes_in"] = info.size
     response = await _response(ctx, info, values)
     if not await reader.discard_rest(MAX_TRAILER):

@@ -61,7 +61,7 @@ async def put_object(ctx: Context) -> web.Response:
         info = await ctx.store.put_object(
             ctx.bucket, ctx.key, payload.stream, size=payload.size, attrs=attrs,
             content_md5=payload.content_md5, hashers=payload.hashers, finalize=payload.finalize,
-            condition=write_condition(ctx), seal=sealing.seal(1) if sealing else None)
+            condition=write_condition(ctx), seal=sealing.seal() if sealing else None)
     ctx.request["bytes_in"] = info.size
     headers = {"ETag": f'"{info.etag}"', **(await version_headers(ctx, info)),
                **sse_objects.response_headers(info),

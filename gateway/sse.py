@@ -267,10 +267,15 @@ def kms_error(exc: Any) -> S3Error:
     return S3Error(exc.message)
 
 
-def _derive(customer: bytes, salt: bytes) -> bytes:
+def derive_key(secret: bytes, salt: bytes, info: bytes) -> bytes:
+    """A 32-byte key from ``secret`` (HKDF-SHA256 with ``salt`` and ``info``)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-    return HKDF(hashes.SHA256(), 32, salt=salt, info=b"basalt sse-c object key").derive(customer)
+    return HKDF(hashes.SHA256(), 32, salt=salt, info=info).derive(secret)
+
+
+def _derive(customer: bytes, salt: bytes) -> bytes:
+    return derive_key(customer, salt, b"basalt sse-c object key")
 
 
 def _key_hmac(customer: bytes, salt: bytes) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -32,6 +33,14 @@ from .sse_packages import (
     sealed_span,
 )
 
+SALT_BYTES = 16  # a multipart part's salt (see Sealing.seal_part)
+
+
+def part_key(key: bytes, salt: bytes) -> bytes:
+    """The key one upload of a multipart part is sealed under (HKDF-SHA256 of
+    the object key with the part's salt)."""
+    return sse.derive_key(key, salt, b"basalt sse part key")
+
 
 def opaque_etag(key: bytes, md5_hex: str) -> str:
     """SSE-KMS and SSE-C ETags (AWS: not the plaintext's MD5): an HMAC of it
@@ -49,11 +58,27 @@ class Sealing:
     def attrs(self, attrs: ObjectAttrs) -> ObjectAttrs:
         return dataclasses.replace(attrs, encryption=self.enc.to_json())
 
-    def seal(self, stream: int) -> Seal:
-        """The engine's Seal for part ``stream`` (1 for a single PUT)."""
-        etag = None if self.enc.mode == "AES256" else (
-            lambda md5_hex: opaque_etag(self.key, md5_hex))
-        return Seal(Encryptor(PackageCipher(self.key, stream)), sealed_size, etag)
+    def seal(self) -> Seal:
+        """The engine's Seal for a whole object (PUT, copy, form upload)."""
+        return Seal(Encryptor(PackageCipher(self.key, 1)), sealed_size, self._etag())
+
+    def seal_part(self, number: int) -> Seal:
+        """The Seal of one upload of part ``number``: under a key of its own.
+
+        The parts of an upload share the object key, and a part number may be
+        uploaded again (a retry, or other content): were its packages sealed under
+        the object key, the same GCM nonces (part number, package index) would
+        seal other plaintext, which GCM does not survive. So each upload of a
+        part gets a random salt, kept in its record, and seals under
+        :func:`part_key`."""
+        salt = os.urandom(SALT_BYTES)
+        return Seal(Encryptor(PackageCipher(part_key(self.key, salt), number)), sealed_size,
+                    self._etag(), salt)
+
+    def _etag(self):
+        if self.enc.mode == "AES256":
+            return None
+        return lambda md5_hex: opaque_etag(self.key, md5_hex)
 
     def headers(self) -> dict[str, str]:
         return self.enc.headers()
@@ -142,7 +167,8 @@ async def plaintext(store: Any, info: ObjectInfo, key: bytes, offset: int,
 async def _part(store: Any, info: ObjectInfo, part: Any, base: int, key: bytes, lo: int,
                 hi: int) -> AsyncIterator[bytes]:
     first, slo, shi = sealed_span(lo, hi, part.size)
-    cipher = PackageCipher(key, part.number)
+    # Parts sealed before part salts existed (empty salt) are under the object key.
+    cipher = PackageCipher(part_key(key, part.salt) if part.salt else key, part.number)
     total = packages(part.size)
     reader = await store.get_object(info.bucket, info.key, base + slo, shi - slo, info=info,
                                     stored=True)

@@ -48,6 +48,7 @@ class PartInfo:
     checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
     data_id: str = ""  # whose shard files hold it: "" = the object version's own
     stored_size: int = 0  # bytes in its shard files when not ``size`` (encrypted: sealed)
+    salt: bytes = b""     # encrypted multipart part: its Seal's salt (the gateway's)
 
     @property
     def stored(self) -> int:
@@ -176,6 +177,8 @@ class ObjectInfo:
 def _pack_part(p: PartInfo) -> list:
     # Trailing fields only when set: most parts are [number, size, etag, checksums].
     out = [p.number, p.size, p.etag, dict(p.checksums)]
+    if p.salt:
+        return out + [p.data_id, p.stored_size, p.salt]
     if p.stored_size:
         return out + [p.data_id, p.stored_size]
     return out + [p.data_id] if p.data_id else out

@@ -86,16 +86,19 @@ class PartRecord:
     data_id: str
     mtime_ns: int
     stored_size: int = 0  # encrypted: the size of its sealed form (PartInfo.stored_size)
+    salt: bytes = b""     # encrypted: the Seal's salt (PartInfo.salt)
 
     def pack(self) -> bytes:
         return msgpack.packb({"pid": self.data_id, "size": self.size, "etag": self.etag,
                               "cks": dict(self.checksums), "mt": self.mtime_ns}
-                             | ({"ss": self.stored_size} if self.stored_size else {}))
+                             | ({"ss": self.stored_size} if self.stored_size else {})
+                             | ({"sl": self.salt} if self.salt else {}))
 
     @classmethod
     def unpack(cls, number: int, raw: bytes) -> PartRecord:
         d = msgpack.unpackb(raw)
-        return cls(number, d["size"], d["etag"], d["cks"], d["pid"], d["mt"], d.get("ss", 0))
+        return cls(number, d["size"], d["etag"], d["cks"], d["pid"], d["mt"], d.get("ss", 0),
+                   d.get("sl", b""))
 
 
 @dataclasses.dataclass
@@ -171,7 +174,7 @@ async def upload_part(store: ObjectStore, bucket: str, key: str, upload_id: str,
         part = PartRecord(number, sealed.size if sealed else stored.size,
                           seal.etag_of(stored.md5_hex) if seal else stored.md5_hex,
                           dict(stored.checksums or {}), stored.data_id, time.time_ns(),
-                          stored.size if sealed else 0)
+                          stored.size if sealed else 0, seal.salt if seal else b"")
         record = part.pack()
         positions = stored.positions
         done = await store.set.commit_all(
@@ -258,7 +261,7 @@ async def complete_upload(store: ObjectStore, bucket: str, key: str, upload_id: 
         encryption=upload.attrs.encryption, k=store.k, m=store.m, block_size=store.geometry.block_size,
         dist=tuple(distribution(bucket, key, store.n)),
         parts=tuple(PartInfo(p.number, p.size, p.etag, dict(p.checksums), p.data_id,
-                             p.stored_size) for p in parts))
+                             p.stored_size, p.salt) for p in parts))
     info = await commit_version(store, info, None, condition, store.online_positions())
     await end_upload(store, bucket, key, upload_id, keep=(info.mtime_ns, info.version_id))
     return info

@@ -50,7 +50,7 @@ def _part_info(store: ObjectStore, upload: UploadInfo, part: PartRecord) -> Obje
                       k=store.k, m=store.m, block_size=store.geometry.block_size,
                       dist=tuple(distribution(upload.bucket, upload.key, store.n)),
                       parts=(PartInfo(part.number, part.size, part.etag, dict(part.checksums),
-                                      part.data_id, part.stored_size),))
+                                      part.data_id, part.stored_size, part.salt),))
 
 
 async def heal_uploads(store: ObjectStore, bucket: str, report: HealReport, *,

@@ -74,12 +74,14 @@ class Seal:
     ``encryptor`` turns plaintext into what is stored (``update(plain)`` →
     sealed bytes so far, ``finish()`` → the rest); ``stored_size(size)`` is the
     stored size of a plaintext of ``size`` bytes; ``etag(md5_hex)`` the ETag
-    clients see (None: the plaintext's MD5).
+    clients see (None: the plaintext's MD5); ``salt`` is kept with a multipart
+    part (``PartInfo.salt``) for the gateway to open it again.
     """
 
     encryptor: Any
     stored_size: Callable[[int], int]
     etag: Callable[[str], str] | None = None
+    salt: bytes = b""
 
     def etag_of(self, md5_hex: str) -> str:
         return self.etag(md5_hex) if self.etag else md5_hex

@@ -146,6 +146,26 @@ def test_multipart_every_mode(s3, bucket, kms_key, mode):
     assert across["Body"].read() == whole[edge:edge + 70_001]
 
 
+@pytest.mark.parametrize("mode", ["sse-s3", "sse-c"])
+def test_a_part_uploaded_again_replaces_the_first(s3, bucket, kms_key, mode):
+    """Each upload of a part number is sealed under a key of its own (the
+    object key's nonces are never reused); the last upload is what reads back."""
+    write, read = modes(kms_key)[mode]
+    rng = random.Random(7)
+    first, second, tail = rng.randbytes(5 << 20), rng.randbytes(5 << 20), rng.randbytes(1000)
+    up = s3.create_multipart_upload(Bucket=bucket, Key="again", **write)
+    ids = {"Bucket": bucket, "Key": "again", "UploadId": up["UploadId"]}
+    s3.upload_part(PartNumber=1, Body=first, **ids, **read)
+    one = s3.upload_part(PartNumber=1, Body=second, **ids, **read)["ETag"]
+    two = s3.upload_part(PartNumber=2, Body=tail, **ids, **read)["ETag"]
+    s3.complete_multipart_upload(**ids, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": one}, {"PartNumber": 2, "ETag": two}]})
+    assert s3.get_object(Bucket=bucket, Key="again", **read)["Body"].read() == second + tail
+    edge = (5 << 20) - 100
+    got = s3.get_object(Bucket=bucket, Key="again", Range=f"bytes={edge}-{edge + 199}", **read)
+    assert got["Body"].read() == (second + tail)[edge:edge + 200]
+
+
 def test_large_multipart_upload(s3, bucket, kms_key, tmp_path):
     """~100 MiB through boto3's transfer manager (16 MiB parts), SSE-KMS."""
     from boto3.s3.transfer import TransferConfig

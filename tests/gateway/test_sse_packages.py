@@ -80,3 +80,26 @@ def test_altered_bodies_are_refused():
         cipher.open_span(1, other[SEALED:2 * SEALED], size)
     with pytest.raises(PackageError):  # the same key, another part's stream
         cipher.open_span(0, seal_all(data, stream=2), size)
+
+
+def test_each_upload_of_a_part_seals_under_a_key_of_its_own():
+    """A part number uploaded twice must not reuse the object key's GCM nonces
+    (part number, package index): each upload gets a salt and a derived key."""
+    from gateway import sse
+    from gateway.sse_objects import Sealing, part_key
+    sealing = Sealing(sse.Encryption("AES256"), KEY)
+    data = os.urandom(PACKAGE + 10)
+    first, again = sealing.seal_part(3), sealing.seal_part(3)
+    assert first.salt != again.salt and len(first.salt) == 16
+    bodies = []
+    for seal in (first, again):
+        body = seal.encryptor.update(data) + seal.encryptor.finish()
+        assert PackageCipher(part_key(KEY, seal.salt), 3).open_span(0, body, len(data)) == data
+        with pytest.raises(PackageError):  # not under the object key itself
+            PackageCipher(KEY, 3).open_span(0, body, len(data))
+        bodies.append(body)
+    assert bodies[0][:64] != bodies[1][:64]  # same plaintext, other keys
+    whole = sealing.seal()  # a whole object: under the object key, no salt
+    assert whole.salt == b""
+    body = whole.encryptor.update(data) + whole.encryptor.finish()
+    assert PackageCipher(KEY, 1).open_span(0, body, len(data)) == data

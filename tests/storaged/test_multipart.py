@@ -242,3 +242,38 @@ async def test_heal_forgets_an_upload_only_a_minority_kept(open_store, roots):
     await settle(store)
     assert not store.disks[3].range(b"uploads", b"b/", b"b/")
     assert shard_files(store) == []
+
+
+class _Identity:
+    """A Seal's encryptor that stores the plaintext as it is (the engine's side)."""
+
+    def update(self, plain):
+        return bytes(plain)
+
+    def finish(self):
+        return b""
+
+
+async def test_a_seals_salt_is_kept_with_its_part_and_the_object(store):
+    """The engine keeps what the gateway needs to open an encrypted part (its
+    salt) in the part's record and in the completed object's; older records
+    without one read as an empty salt."""
+    from storaged import Seal
+    from storaged.meta import ObjectInfo, PartInfo
+    from storaged.multipart import PartRecord
+    up = await store.create_upload("b", "s")
+    salts = [os.urandom(16), b""]
+    for n, salt in enumerate(salts, 1):
+        seal = Seal(_Identity(), lambda size: size, salt=salt)
+        await store.upload_part("b", "s", up.upload_id, n, chunks(b"z" * (5 * MIB)),
+                                size=5 * MIB, seal=seal)
+    parts, _ = await store.list_parts("b", "s", up.upload_id)
+    assert [p.salt for p in parts] == salts
+    info = await store.complete_upload("b", "s", up.upload_id,
+                                       [(p.number, p.etag) for p in parts])
+    stored = await store.head_object("b", "s")
+    assert [p.salt for p in info.parts] == [p.salt for p in stored.parts] == salts
+    assert ObjectInfo.unpack("b", "s", info.pack()).parts == info.parts
+    old = PartRecord(1, 10, "e", {}, "id", 5)  # a record from before salts
+    assert PartRecord.unpack(1, old.pack()).salt == b""
+    assert PartInfo(*[1, 10, "e", {}, "id", 12]).salt == b""
