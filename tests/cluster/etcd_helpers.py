@@ -93,6 +93,13 @@ def http_json(url: str, timeout: float = 1.0) -> dict | None:
         return None
 
 
+def post_json(url: str, body: dict, timeout: float = 5.0) -> dict:
+    """POST ``body`` as JSON to etcd's gateway, the answer's JSON."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
 class EtcdMember:
     def __init__(self, name: str, base: Path, client_port: int, peer_port: int):
         self.name = name
@@ -209,6 +216,14 @@ class EtcdCluster:
                 raise RuntimeError(f"etcd member {sick.name} not healthy in {timeout} s:\n"
                                    f"{sick.log_tail()}")
             time.sleep(0.05)
+
+    def clear(self) -> None:
+        """Delete every key and revoke every lease, as if the cluster were new (its
+        revisions go on): for a cluster shared by tests that never stop a member."""
+        url = self.members[0].client_url
+        post_json(url + "/v3/kv/deleterange", {"key": "AA==", "range_end": "AA=="})  # all keys
+        for lease in post_json(url + "/v3/lease/leases", {}).get("leases", []):
+            post_json(url + "/v3/lease/revoke", {"ID": lease["ID"]})
 
     def stop(self) -> None:
         """SIGKILL and reap every member, remove every data dir."""
