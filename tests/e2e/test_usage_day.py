@@ -1,4 +1,4 @@
-"""A day of traffic on a compressed clock (a metered hour lasts one second): the
+"""A day of traffic on a compressed clock (a metered hour lasts half a second): the
 requests and bytes are metered exactly, the byte-hours as the script computes
 them from its own timings (within the sampling interval), and the records
 survive a restart and a wiped disk."""
@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 from tests.e2e.conftest import start_server, stop_server
 
-HOUR = 1.0      # real seconds per metered hour
-FLUSH = 0.1     # the meters' flush and sampling interval (real seconds)
+HOUR = 0.5      # real seconds per metered hour
+FLUSH = 0.05    # the meters' flush and sampling interval (real seconds)
 A, B = 100_000, 50_000
 
 
