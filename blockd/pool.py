@@ -378,6 +378,32 @@ class ChunkPool:
         if not written:
             raise PoolError(f"slot {slot}: no replica writable")
 
+    def write_chunks(self, slot: int, data: memoryview) -> None:
+        """Whole chunks (plaintext) to the consecutive slots ``slot, slot+1, ...``.
+
+        A disk holds runs of consecutive slots (R of every N): each run it
+        holds here is one pwrite of data and one of checksums, not two per
+        slot (a sequential 1 MiB write on 2+2: ~30 system calls, not 96)."""
+        count = len(data) // CHUNK
+        sums = block_sums(data)
+        runs: dict[int, list[list[int]]] = {}  # disk → [first, end) chunk indexes
+        for i in range(count):
+            for pos in self._replica_sets[(slot + i) % self.n]:
+                held = runs.setdefault(pos, [])
+                if held and held[-1][1] == i:
+                    held[-1][1] = i + 1
+                else:
+                    held.append([i, i + 1])
+        written = [0] * count
+        span = BLOCKS * SUM
+        for pos, held in runs.items():
+            for a, b in held:
+                if self._write_replica(pos, slot + a, 0, data[a * CHUNK:b * CHUNK],
+                                       sums[a * span:b * span]):
+                    written[a:b] = [w + 1 for w in written[a:b]]
+        if 0 in written:
+            raise PoolError(f"slot {slot + written.index(0)}: no replica writable")
+
     def _block_lock(self, slot: int, block: int) -> threading.Lock:
         return self._block_locks[(slot * BLOCKS + block) % len(self._block_locks)]
 

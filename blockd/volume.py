@@ -177,11 +177,32 @@ class Volume(Export):
         async with manager.writes.shared(), manager.io():
             # Resolving slots never awaits: allocation and copy-on-write of one
             # chunk cannot interleave with another request's.
-            jobs = [(manager.own_chunk(self.name, index), within, data[at:at + n], index * BLOCKS)
-                    for index, within, n, at in pieces(offset, len(data))]
-            await self._io(len(data), self._write_jobs, jobs)
+            spans = [(manager.own_chunk(self.name, index), within, n, at, index * BLOCKS)
+                     for index, within, n, at in pieces(offset, len(data))]
+            await self._io(len(data), self._write_spans, data, spans)
         if fua:
             await manager.flush()
+
+    def _write_spans(self, data: memoryview, spans) -> None:
+        """Write each (slot, offset in chunk, length, offset in data, tweak); whole
+        chunks in consecutive slots (a sequential write to a volume filled in
+        order) go to the pool together, one pwrite per run a disk holds."""
+        pool, cipher = self.manager.pool, self.cipher
+        try:
+            i = 0
+            while i < len(spans):
+                slot, within, n, at, tweak = spans[i]
+                j = i + 1
+                if cipher is None and n == CHUNK:
+                    while j < len(spans) and spans[j][2] == CHUNK and spans[j][0] == slot + j - i:
+                        j += 1
+                if j - i > 1:
+                    pool.write_chunks(slot, data[at:at + (j - i) * CHUNK])
+                else:
+                    pool.write(slot, within, data[at:at + n], cipher, tweak)
+                i = j
+        except OSError as exc:
+            raise NBDError(exc.errno or errno.EIO, str(exc)) from None
 
     def _write_jobs(self, jobs) -> None:
         pool, cipher = self.manager.pool, self.cipher
