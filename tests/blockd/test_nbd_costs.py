@@ -3,8 +3,10 @@
 A volume served by an in-process NBDServer, driven by blockd's NBD client one
 request at a time. Counted per READ and WRITE of 4 KiB and of 1 MiB: calls
 into the disks' block files (each one system call: pread, preadv or pwrite),
-tasks created, and large buffers allocated. A change that adds a system call,
-a task or a fresh payload buffer per request fails here; so does a punch of a
+tasks created, large buffers allocated, and READ replies written by I/O
+threads rather than the event loop. A change that adds a system call, a task
+or a fresh payload buffer per request, or puts a large READ's bytes back on
+the loop, fails here; so does a punch of a
 freshly allocated slot past the files' ends, and an encrypted volume's 4 KiB
 request that leaves the inline path or makes more than one XTS context.
 """
@@ -19,6 +21,7 @@ import pytest
 from volume_helpers import close, count_cipher_contexts, open_manager
 
 from blockd.nbd_client import NBDClient
+from blockd.nbd_connection import RECV_BUFFER
 from blockd.nbd_server import NBDServer
 from blockd.pool import BLOCK, BLOCKS, CHUNK
 from storaged.block_file import LocalBlockFile
@@ -52,6 +55,17 @@ def count_tasks() -> list[int]:
 
     asyncio.get_running_loop().set_task_factory(factory)
     return created
+
+
+def replica_runs(vm, name: str, offset: int, length: int) -> int:
+    """Runs of consecutive slots each disk holds, over the chunks of a range."""
+    mapping = vm.map_of(name)
+    held: dict[int, list[int]] = {}
+    for index in range(offset // CHUNK, (offset + length) // CHUNK):
+        slot = mapping[index]
+        for pos in vm.pool.positions(slot):
+            held.setdefault(pos, []).append(slot)
+    return sum(1 + sum(b != a + 1 for a, b in zip(slots, slots[1:])) for slots in held.values())
 
 
 async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls):
@@ -111,14 +125,23 @@ async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls):
             assert (calls, tasks) == ({"preadinto": chunks, "pread": chunks}, 1)
             assert from_threads >= 0.75
             assert buffers <= 1
-            assert await per_request(write1m, large) == (
-                {"pwrite": 2 * replicas * chunks}, 1, 0, 0)
+            # A WRITE of whole chunks in consecutive slots (a volume filled in
+            # order): one pwrite of data and one of checksums per run of those
+            # slots a disk holds, not two per slot and replica.
+            runs = sum(replica_runs(vm, "v", offset, MiB) for offset in large) / len(large)
+            assert runs < replicas * chunks / 2
+            copied = conn.rx_copied
+            assert await per_request(write1m, large) == ({"pwrite": 2 * runs}, 1, 0, 0)
+            # Each payload is received into its buffer, not copied out of the
+            # receive buffer (after the first: only a header is read after a
+            # payload, so the next payload does not land there).
+            assert conn.rx_copied - copied <= RECV_BUFFER
             # First writes allocate fresh slots past the files' ends, holes
             # already: an fstat per file, no punch (a restore allocates so).
             file_calls.clear()
             await client.write(16 * MiB, data)
             assert dict(file_calls) == {"size": 2 * replicas * chunks,
-                                        "pwrite": 2 * replicas * chunks}
+                                        "pwrite": 2 * replica_runs(vm, "v", 16 * MiB, MiB)}
             # A hole costs no system call at all.
             hole = 32 * MiB
             file_calls.clear()
