@@ -16,9 +16,10 @@ from .conftest import start_server, stop_server
 from .test_volume_backup import CHUNK, MIB, change_chunks, cli_with, export_sha256
 
 
-@pytest.fixture
-def server(tmp_path):
-    s = start_server(str(tmp_path / "a"))
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the module: its tests use their own volume and bucket names."""
+    s = start_server(str(tmp_path_factory.mktemp("catalog")))
     yield s
     stop_server(s)
 
