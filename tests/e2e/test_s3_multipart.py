@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -25,24 +26,34 @@ def code(exc: ClientError) -> str:
     return exc.response["Error"]["Code"]
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * MIB):
-            h.update(chunk)
-    return h.hexdigest()
+class RandomContent:
+    """``size`` bytes of random (not sparse, not compressible) content, made again on
+    demand from one random 16 MiB block: every chunk different (its index in its
+    first 8 bytes). Comparing a file with it chunk by chunk costs no hashing and no
+    second read of the source (5 GiB through sha256 twice took ~10 s per test)."""
 
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.block = os.urandom(16 * MIB)
 
-def random_file(path: str, size: int) -> None:
-    """Random (not sparse, not compressible) content, written in big chunks."""
-    block = os.urandom(16 * MIB)
-    with open(path, "wb") as f:
-        left, i = size, 0
+    def chunks(self) -> Iterator[bytes]:
+        left, i = self.size, 0
         while left:
-            n = min(left, len(block))
-            f.write(i.to_bytes(8, "little") + block[8:n])  # every chunk different
+            n = min(left, len(self.block))
+            yield i.to_bytes(8, "little") + self.block[8:n]
             left -= n
             i += 1
+
+    def write(self, path: str) -> None:
+        with open(path, "wb") as f:
+            for chunk in self.chunks():
+                f.write(chunk)
+
+    def matches(self, path: str) -> bool:
+        """Whether the file at ``path`` holds exactly this content."""
+        with open(path, "rb") as f:
+            return all(f.read(len(chunk)) == chunk for chunk in self.chunks()) \
+                and f.read(1) == b""
 
 
 def aws(server, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -84,7 +95,8 @@ class RssWatch:
 
 def test_boto3_transfer_manager_round_trip(basalt, s3, bucket, tmp_path):
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
-    random_file(src, 63 * MIB + 12345)
+    content = RandomContent(63 * MIB + 12345)
+    content.write(src)
     config = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB,
                             max_concurrency=10)
     s3.upload_file(src, bucket, "tm/object", Config=config)
@@ -92,7 +104,7 @@ def test_boto3_transfer_manager_round_trip(basalt, s3, bucket, tmp_path):
     assert head["ETag"].strip('"').endswith("-13")
     assert head["ContentLength"] == os.path.getsize(src)
     s3.download_file(bucket, "tm/object", dst, Config=config)
-    assert sha256_file(src) == sha256_file(dst)
+    assert content.matches(dst)
     # a part of it, by number: the first 5 MiB
     first = s3.get_object(Bucket=bucket, Key="tm/object", PartNumber=1)
     assert first["ContentLength"] == 5 * MIB and first["PartsCount"] == 13
@@ -249,13 +261,14 @@ def test_aws_cli_cp_large_file_with_bounded_server_memory(basalt, bucket, tmp_pa
     still fails the unbounded pool of before (260-307 MiB)."""
     size = int(os.environ.get("BASALT_BIG_FILE_MIB", 5 * 1024)) * MIB
     src, dst = str(tmp_path / "big.bin"), str(tmp_path / "back.bin")
-    random_file(src, size)
+    content = RandomContent(size)
+    content.write(src)
     with RssWatch(basalt.proc.pid) as rss:
         started = time.monotonic()
         aws(basalt, "s3", "cp", src, f"s3://{bucket}/big.bin")
         up = time.monotonic() - started
         aws(basalt, "s3", "cp", f"s3://{bucket}/big.bin", dst)
-    assert sha256_file(src) == sha256_file(dst)
+    assert content.matches(dst)
     print(f"aws s3 cp {size >> 20} MiB: up {up:.1f}s, peak server RSS {rss.peak >> 20} MiB")
     assert rss.peak < 270 * MIB, f"server RSS peaked at {rss.peak >> 20} MiB"
     os.unlink(src)
