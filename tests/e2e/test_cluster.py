@@ -87,8 +87,9 @@ def cluster(tmp_path, request):
                                     disks))
         yield etcd, nodes
     finally:
-        for node in nodes:
-            stop_server(node)
+        # All at once: one after another, the four clean stops took up to 9 s.
+        with concurrent.futures.ThreadPoolExecutor(NODES) as pool:
+            list(pool.map(stop_server, nodes))
         etcd.stop()
 
 
