@@ -256,9 +256,11 @@ def test_aws_cli_cp_large_file_with_bounded_server_memory(basalt, bucket, tmp_pa
 
     Idle it is ~145 MiB (a main process and two workers) and each worker holds at
     most 8 MiB of stripe batches; measured peaks (RSS summed over the processes)
-    are 189-192 MiB over HTTP and 190-246 MiB over HTTPS (TLS buffers vary with
-    load). Issue 15's 200 MiB is not asserted yet: 270 MiB keeps CI's margin and
-    still fails the unbounded pool of before (260-307 MiB)."""
+    are 188-196 MiB over HTTP and HTTPS (issue 15: below 200). The bound keeps a
+    margin for CI and still fails the unbounded pool of before (260-307 MiB) and
+    a child process of the owner's during the upload (a vfork'd child shares the
+    owner's memory until it execs, so RSS sums count ~48 MiB twice: the usage
+    sampler's `nft` every 10 s gave peaks of 234-246)."""
     size = int(os.environ.get("BASALT_BIG_FILE_MIB", 5 * 1024)) * MIB
     src, dst = str(tmp_path / "big.bin"), str(tmp_path / "back.bin")
     content = RandomContent(size)
@@ -270,7 +272,7 @@ def test_aws_cli_cp_large_file_with_bounded_server_memory(basalt, bucket, tmp_pa
         aws(basalt, "s3", "cp", f"s3://{bucket}/big.bin", dst)
     assert content.matches(dst)
     print(f"aws s3 cp {size >> 20} MiB: up {up:.1f}s, peak server RSS {rss.peak >> 20} MiB")
-    assert rss.peak < 270 * MIB, f"server RSS peaked at {rss.peak >> 20} MiB"
+    assert rss.peak < 215 * MIB, f"server RSS peaked at {rss.peak >> 20} MiB"
     os.unlink(src)
     os.unlink(dst)
 
