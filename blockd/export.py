@@ -101,13 +101,9 @@ class Export(ABC):
         never modify it once returned.
         """
 
-    async def pread_into(self, offset: int, dest: memoryview, then=None) -> None:
-        """Fill ``dest`` with the bytes at ``offset`` (the server's reused buffers),
-        then call ``then()`` if given: in the thread that filled it, if any (the
-        server sends a large reply from there)."""
+    async def pread_into(self, offset: int, dest: memoryview) -> None:
+        """Fill ``dest`` with the bytes at ``offset`` (the server's reused buffers)."""
         dest[:] = await self.pread(offset, len(dest))
-        if then is not None:
-            then()
 
     def read_now(self, offset: int, dest: memoryview) -> bool:
         """Fill ``dest`` without awaiting, or return False (then :meth:`pread_into`
