@@ -4,10 +4,7 @@
 applies every rule the spec sets on a request before the export sees it (flags
 the command accepts, read-only, bounds, block-size limits); :meth:`Commands.run`
 calls the export and sends the reply. Each reply is handed to the transport in
-one call, so a reply's header and payload never interleave with another's. A
-large READ's reply is written to the socket by the I/O thread that read and
-verified it, when the connection lets it (``send_from_thread``): the event
-loop never touches those bytes.
+one call, so a reply's header and payload never interleave with another's.
 
 Small READs and WRITEs the export can serve without awaiting
 (:meth:`Commands.read_now`, :meth:`Commands.write_now`) are answered at once,
@@ -59,8 +56,6 @@ _PAYLOAD = {p.CMD_READ, p.CMD_WRITE, p.CMD_CACHE}
 
 # send(reply buffers, owned): ``owned`` are reused buffers to take back once sent
 Send = Callable[..., None]
-# send_from_thread(reply buffers, owned) from an I/O thread: False if the loop must send it
-SendFromThread = Callable[..., bool]
 
 _OPS = {p.CMD_READ: "read", p.CMD_WRITE: "write", p.CMD_FLUSH: "flush", p.CMD_TRIM: "trim",
         p.CMD_CACHE: "cache", p.CMD_WRITE_ZEROES: "write_zeroes",
@@ -142,12 +137,10 @@ def _allowed_flags(flags: int) -> dict[int, int]:
 class Commands:
     """Runs one session's requests against its export."""
 
-    def __init__(self, session: Session, send: Send, buffers: Buffers | None = None,
-                 send_from_thread: SendFromThread | None = None) -> None:
+    def __init__(self, session: Session, send: Send, buffers: Buffers | None = None) -> None:
         self.session = session
         self.export = export = session.export
         self.send = send
-        self.send_from_thread = send_from_thread
         self.buffers = buffers or Buffers()
         self.structured = session.structured
         self.errors = 0
@@ -334,28 +327,20 @@ class Commands:
     async def _read(self, handle: int, flags: int, offset: int, length: int) -> None:
         try:
             if self.structured and length >= SPARSE_READ_MIN and not flags & p.CMD_FLAG_DF:
-                runs = await self._runs(offset, length)
-                if len(runs) > 1 or runs[0][2]:  # zeros in it: sent as holes
-                    chunks, owned = await self._sparse_read(handle, runs)
-                    self.send(chunks, owned)
-                    return
-            buf = self.buffers.get(length)
-            reply = (self._data_header(handle, offset, length), buf)
-            sent = []
-            then = None
-            if self.send_from_thread is not None:
-                def then():  # in the I/O thread that filled buf: send it from there
-                    sent.append(self.send_from_thread(reply, (buf,)))
-            await self.export.pread_into(offset, memoryview(buf), then)
+                chunks, owned = await self._sparse_read(handle, offset, length)
+                self.send(chunks, owned)
+                return
+            data = await self._pread(offset, length)
         except Exception as exc:
             self._fail(handle, p.CMD_READ, offset, length, exc)
             return
-        if not sent or not sent[0]:
-            self.send(reply, (buf,))
+        self.send((self._data_header(handle, offset, length), data), (data,))
 
-    async def _runs(self, offset: int, length: int) -> list[list]:
-        """[start, length, is_zero] runs of a range from the export's map, merged by kind."""
-        runs: list[list] = []
+    async def _sparse_read(self, handle: int, offset: int, length: int
+                           ) -> tuple[list, list[bytearray]]:
+        """The chunks of a structured read (zero runs as holes, the rest as data)
+        and the buffers they send."""
+        runs: list[list[int]] = []  # [start, length, is_zero], merged by kind
         try:
             extents = await self.export.block_status(offset, length)
         except Exception:
@@ -378,11 +363,6 @@ class Commands:
                 runs[-1][1] += end - pos
             else:
                 runs.append([pos, end - pos, False])
-        return runs
-
-    async def _sparse_read(self, handle: int, runs: list[list]) -> tuple[list, list[bytearray]]:
-        """The chunks of a structured read (zero runs as holes, the rest as data)
-        and the buffers they send."""
         data_runs = [(start, n) for start, n, zero in runs if not zero]
         if len(data_runs) == 1:
             datas = [await self._pread(*data_runs[0])]

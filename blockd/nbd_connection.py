@@ -9,9 +9,7 @@ another copy.
 Small READs and WRITEs the export serves without awaiting are answered right
 in the parse loop (a small WRITE straight from the receive buffer); every
 other request runs as its own task, so slow ones are pipelined and replies
-go out in completion order. A large READ's reply is written to the socket by
-the I/O thread that read it (:meth:`NBDConnection.send_from_thread`), so the
-copy into the socket runs beside the event loop, not on it. A client that sends faster than the export
+go out in completion order. A client that sends faster than the export
 answers is slowed down, not buffered without end: past a bound on requests
 or bytes in flight, or when the transport's send buffer is full, the
 connection stops reading the socket until things drain.
@@ -21,11 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
-import os
 import socket
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -50,9 +45,6 @@ MIN_FREE = 128 * 1024
 # buffer of their own that the socket fills directly.
 SMALL_WRITE = 64 * 1024
 WRITE_BUFFER_HIGH = 4 * 1024 * 1024
-# How long an I/O thread waits for another's reply to leave (a nonblocking
-# writev) before handing its own to the loop.
-WIRE_WAIT = 0.05
 _HEADER = p.S_REQUEST.size
 _unpack_request = p.S_REQUEST.unpack_from
 _DATA_CMDS = (p.CMD_READ, p.CMD_WRITE)
@@ -82,21 +74,11 @@ class NBDConnection(asyncio.BufferedProtocol):
         self._buffers: Buffers = server.buffers
         self._outq: list = []  # reply buffers not yet handed to the transport
         self._outq_bytes = 0
-        self._outq_owned: list[tuple[int, bytearray]] = []  # (end in _outq, reused buffer)
         self._queued = 0  # reply bytes handed to the transport so far
         # Reused buffers the transport may still be sending, as (where their
         # reply ends in the byte stream, buffer), oldest first.
         self._held: collections.deque[tuple[int, bytearray]] = collections.deque()
         self._flush_pending = False
-        # Whoever writes transmission bytes to the socket holds the wire: the
-        # loop handing replies to the transport, or an I/O thread writing a
-        # reply itself (to its own dup of the socket's fd, which the loop
-        # closes only while holding the wire).
-        self._wire = threading.Lock()
-        self._fd: int | None = None
-        self._drop_fd = False  # close _fd when the wire is next released
-        self._flush_waiting = False  # a _flush found the wire taken
-        self._loop_thread = threading.get_ident()
         self._inflight = 0
         self._inflight_bytes = 0
         self._max_requests = server.max_inflight_requests
@@ -115,7 +97,6 @@ class NBDConnection(asyncio.BufferedProtocol):
         self.requests = 0
         self.rx_bytes = 0
         self.tx_bytes = 0
-        self.thread_replies = 0  # replies written by I/O threads (send_from_thread)
         self.rx_copied = 0  # WRITE payload bytes copied out of the receive buffer
 
     # --- asyncio protocol callbacks ---------------------------------------------
@@ -133,11 +114,6 @@ class NBDConnection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             except OSError:
                 pass
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
-            try:
-                self._fd = os.dup(sock.fileno())  # see send_from_thread
-            except OSError:
-                pass  # e.g. out of fds: every reply goes through the transport
         # Room for a few 1 MiB replies before the transport asks us to stop
         # reading: at 1 MiB the pauses of a lower mark starved the pipeline.
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
@@ -259,8 +235,7 @@ class NBDConnection(asyncio.BufferedProtocol):
                 self._finish("client aborted the handshake")
             else:
                 self.export_name = session.export.name
-                self._cmds = Commands(session, self._send, self._buffers,
-                                      self.send_from_thread)
+                self._cmds = Commands(session, self._send, self._buffers)
                 self._process()  # requests that arrived with the last option
             await self._finished
             if self._inflight:
@@ -280,7 +255,6 @@ class NBDConnection(asyncio.BufferedProtocol):
             self._flush()
             if self._transport is not None:
                 self._transport.close()
-            self._close_fd()
             if session is not None:
                 try:
                     await session.export.close()
@@ -294,8 +268,7 @@ class NBDConnection(asyncio.BufferedProtocol):
                 "client": self.peer, "export": self.export_name,
                 "duration": round(time.monotonic() - began, 3), "requests": self.requests,
                 "errors": self._cmds.errors if self._cmds else 0,
-                "rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes,
-                "thread_replies": self.thread_replies, "reason": self._reason,
+                "rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes, "reason": self._reason,
             }})
 
     def _finish(self, reason: str) -> None:
@@ -318,18 +291,6 @@ class NBDConnection(asyncio.BufferedProtocol):
             task.cancel()
         if self._transport is not None:
             self._transport.abort()
-        if self._fd is not None and self._wire.acquire(blocking=False):
-            # The dup keeps the socket open: end it now (a thread's writev
-            # holding the wire ends at once, and _serve closes the dup).
-            try:
-                with contextlib.suppress(OSError):
-                    sock = socket.socket(fileno=self._fd)
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    finally:
-                        sock.detach()
-            finally:
-                self._release_wire()
         if self.task is not None:
             self.task.cancel()
 
@@ -348,102 +309,24 @@ class NBDConnection(asyncio.BufferedProtocol):
         self._outq.extend(buffers)
         for b in buffers:
             self._outq_bytes += len(b)
-        if owned:  # where their reply ends in the queue: placed in the stream by _flush
-            self._outq_owned.extend([(self._outq_bytes, buf) for buf in owned])
+        if owned:
+            end = self._queued + self._outq_bytes
+            self._held.extend([(end, buf) for buf in owned])
         if not self._flush_pending:
             self._flush_pending = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
-        if not self._outq:
-            return
-        if not self._wire.acquire(blocking=False):
-            # A thread is writing a reply: it calls us again when done (or
-            # released the wire just now, and then we take it).
-            self._flush_waiting = True
-            if not self._wire.acquire(blocking=False):
-                return
-        try:
-            queue, self._outq = self._outq, []
-            owned, self._outq_owned = self._outq_owned, []
-            nbytes, self._outq_bytes = self._outq_bytes, 0
-            transport = self._transport
-            if transport is None or transport.is_closing():
-                return  # the client is gone; the requests still ran
-            base = self._queued
-            self._held.extend([(base + end, buf) for end, buf in owned])
-            self._queued += nbytes
-            self.tx_bytes += nbytes
-            transport.writelines(queue)
-        finally:
-            self._release_wire()
-        self._release_sent()
-
-    def send_from_thread(self, buffers, owned=()) -> bool:
-        """Write one reply to the socket from an I/O thread (``owned``: reused
-        buffers, taken back once written); False when the loop must send it:
-        called on the loop, the wire taken, or the transport still holding
-        unsent bytes (they go first). Never waits for the client: what the
-        socket does not take at once goes to the transport, ahead of any
-        other reply."""
-        if threading.get_ident() == self._loop_thread or not self._wire.acquire(timeout=WIRE_WAIT):
-            return False
+        queue, self._outq = self._outq, []
+        nbytes, self._outq_bytes = self._outq_bytes, 0
+        self._queued += nbytes
         transport = self._transport
-        if (self._fd is None or transport is None or transport.is_closing()
-                or transport.get_write_buffer_size()):
-            self._release_wire()
-            return False
-        total = sum(len(b) for b in buffers)
-        self.thread_replies += 1
-        try:
-            sent = os.writev(self._fd, buffers)
-        except BlockingIOError:
-            sent = 0
-        except OSError:  # the connection broke: the loop hears of it too
-            self._release_wire()
-            return True
-        self.tx_bytes += total
-        if sent == total:
-            for buf in owned:
-                self._buffers.put(buf)
-            self._release_wire()
-            return True
-        rest = []
-        for b in buffers:
-            if sent >= len(b):
-                sent -= len(b)
-                continue
-            rest.append(memoryview(b)[sent:])
-            sent = 0
-        # The wire stays taken until the rest is queued on the transport.
-        self._loop.call_soon_threadsafe(self._send_rest, rest, owned)
-        return True
-
-    def _send_rest(self, rest: list, owned) -> None:
-        """Queue what the socket did not take of a thread's reply, then free the wire."""
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            self._queued += sum(len(b) for b in rest)
-            transport.writelines(rest)
-            self._held.extend([(self._queued, buf) for buf in owned])
-        self._release_wire()
+        if not queue or transport is None or transport.is_closing():
+            return  # the client is gone; the requests still ran
+        self.tx_bytes += nbytes
+        transport.writelines(queue)
         self._release_sent()
-
-    def _release_wire(self) -> None:
-        if self._drop_fd and self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self._wire.release()
-        if self._flush_waiting:
-            self._flush_waiting = False
-            self._loop.call_soon_threadsafe(self._flush)
-
-    def _close_fd(self) -> None:
-        """Close the socket's dup once no thread writes to it."""
-        self._drop_fd = True
-        if self._wire.acquire(blocking=False):
-            self._release_wire()
 
     def _release_sent(self) -> None:
         """Take back the reused buffers whose replies the transport has sent:

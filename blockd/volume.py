@@ -109,10 +109,10 @@ class Volume(Export):
         self._fill(dest, self._slots(offset, len(dest)), offset)
         return True
 
-    async def pread_into(self, offset: int, dest: memoryview, then=None) -> None:
+    async def pread_into(self, offset: int, dest: memoryview) -> None:
         jobs = self._slots(offset, len(dest))  # resolved now, before any await
         async with self.manager.io():
-            await self._io(len(dest), self._fill, dest, jobs, offset, then)
+            await self._io(len(dest), self._fill, dest, jobs, offset)
 
     async def pread(self, offset: int, length: int) -> bytearray:
         out = bytearray(length)
@@ -128,7 +128,7 @@ class Volume(Export):
         return [(mapping.get(index), within, n, at) for index, within, n, at in
                 pieces(offset, length)]
 
-    def _fill(self, dest: memoryview, jobs, offset: int, then=None) -> None:
+    def _fill(self, dest: memoryview, jobs, offset: int) -> None:
         pool, cipher = self.manager.pool, self.cipher
         try:
             for slot, within, n, at in jobs:
@@ -141,8 +141,6 @@ class Volume(Export):
                                    (offset + at) // CHUNK * BLOCKS)
         except OSError as exc:
             raise NBDError(exc.errno or errno.EIO, str(exc)) from None
-        if then is not None:
-            then()  # every block verified (and decrypted)
 
     async def cache(self, offset: int, length: int) -> None:
         await self.pread(offset, min(length, 32 << 20))

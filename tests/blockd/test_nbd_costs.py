@@ -3,10 +3,9 @@
 A volume served by an in-process NBDServer, driven by blockd's NBD client one
 request at a time. Counted per READ and WRITE of 4 KiB and of 1 MiB: calls
 into the disks' block files (each one system call: pread, preadv or pwrite),
-tasks created, large buffers allocated, and READ replies written by I/O
-threads rather than the event loop. A change that adds a system call, a task
-or a fresh payload buffer per request, or puts a large READ's bytes back on
-the loop, fails here; so does a punch of a
+tasks created, large buffers allocated, and WRITE payload bytes copied out of
+the receive buffer. A change that adds a system call, a task, a fresh payload
+buffer or a payload copy per request fails here; so does a punch of a
 freshly allocated slot past the files' ends, and an encrypted volume's 4 KiB
 request that leaves the inline path or makes more than one XTS context.
 """
@@ -87,13 +86,11 @@ async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls):
             async def per_request(request, offsets):
                 file_calls.clear()
                 tasks, buffers = new_tasks[0], server.buffers.allocated
-                from_threads = conn.thread_replies
                 for offset in offsets:
                     await request(offset)
                 n = len(offsets)
                 return ({k: v / n for k, v in file_calls.items() if v},
-                        (new_tasks[0] - tasks) / n, server.buffers.allocated - buffers,
-                        (conn.thread_replies - from_threads) / n)
+                        (new_tasks[0] - tasks) / n, server.buffers.allocated - buffers)
 
             small = [i * 7 * BLOCK for i in range(ROUNDS)]  # inside the written 8 MiB
             large = [(i % 8) * MiB for i in range(ROUNDS)]
@@ -110,28 +107,21 @@ async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls):
             async def write1m(offset):
                 await client.write(offset, data)
 
-            # 4 KiB: answered at once (no task), by the loop; a read is the
-            # block and its checksum from one replica, a write both to every
-            # replica.
-            assert await per_request(read4k, small) == ({"preadinto": 1, "pread": 1}, 0, 0, 0)
-            assert await per_request(write4k, small) == ({"pwrite": 2 * replicas}, 0, 0, 0)
+            # 4 KiB: answered at once (no task); a read is the block and its
+            # checksum from one replica, a write both to every replica.
+            assert await per_request(read4k, small) == ({"preadinto": 1, "pread": 1}, 0, 0)
+            assert await per_request(write4k, small) == ({"pwrite": 2 * replicas}, 0, 0)
             # 1 MiB: one task, the same per 64 KiB chunk, and reused buffers.
-            # A READ's reply leaves from the I/O thread that read it, not
-            # copied by the loop (unless the transport still held bytes: rare
-            # here); the thread takes its buffer back just after the client
-            # got the reply, so a second buffer may be made once.
             chunks = MiB // CHUNK
-            calls, tasks, buffers, from_threads = await per_request(read1m, large)
-            assert (calls, tasks) == ({"preadinto": chunks, "pread": chunks}, 1)
-            assert from_threads >= 0.75
-            assert buffers <= 1
+            assert await per_request(read1m, large) == (
+                {"preadinto": chunks, "pread": chunks}, 1, 0)
             # A WRITE of whole chunks in consecutive slots (a volume filled in
             # order): one pwrite of data and one of checksums per run of those
             # slots a disk holds, not two per slot and replica.
             runs = sum(replica_runs(vm, "v", offset, MiB) for offset in large) / len(large)
             assert runs < replicas * chunks / 2
             copied = conn.rx_copied
-            assert await per_request(write1m, large) == ({"pwrite": 2 * runs}, 1, 0, 0)
+            assert await per_request(write1m, large) == ({"pwrite": 2 * runs}, 1, 0)
             # Each payload is received into its buffer, not copied out of the
             # receive buffer (after the first: only a header is read after a
             # payload, so the next payload does not land there).
