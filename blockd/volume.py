@@ -162,11 +162,11 @@ class Volume(Export):
             return False
         index, within = divmod(offset, CHUNK)
         if within + len(data) <= CHUNK:  # the common case: one chunk
-            jobs = [(manager.own_chunk(self.name, index), within, data, index * BLOCKS)]
+            spans = [(manager.own_chunk(self.name, index), within, len(data), 0, index * BLOCKS)]
         else:
-            jobs = [(manager.own_chunk(self.name, index), within, data[at:at + n], index * BLOCKS)
-                    for index, within, n, at in pieces(offset, len(data))]
-        self._write_jobs(jobs)
+            spans = [(manager.own_chunk(self.name, index), within, n, at, index * BLOCKS)
+                     for index, within, n, at in pieces(offset, len(data))]
+        self._write_spans(data, spans)
         return True
 
     async def pwrite(self, offset: int, data: memoryview, fua: bool) -> None:
@@ -199,14 +199,6 @@ class Volume(Export):
                 else:
                     pool.write(slot, within, data[at:at + n], cipher, tweak)
                 i = j
-        except OSError as exc:
-            raise NBDError(exc.errno or errno.EIO, str(exc)) from None
-
-    def _write_jobs(self, jobs) -> None:
-        pool, cipher = self.manager.pool, self.cipher
-        try:
-            for slot, within, piece, tweak in jobs:
-                pool.write(slot, within, piece, cipher, tweak)
         except OSError as exc:
             raise NBDError(exc.errno or errno.EIO, str(exc)) from None
 
