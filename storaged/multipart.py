@@ -94,6 +94,11 @@ class PartRecord:
                              | ({"ss": self.stored_size} if self.stored_size else {})
                              | ({"sl": self.salt} if self.salt else {}))
 
+    def info(self) -> PartInfo:
+        """The part as an object version records it."""
+        return PartInfo(self.number, self.size, self.etag, dict(self.checksums), self.data_id,
+                        self.stored_size, self.salt)
+
     @classmethod
     def unpack(cls, number: int, raw: bytes) -> PartRecord:
         d = msgpack.unpackb(raw)
@@ -260,8 +265,7 @@ async def complete_upload(store: ObjectStore, bucket: str, key: str, upload_id: 
         legal_hold=upload.attrs.legal_hold, acl=upload.attrs.acl,
         encryption=upload.attrs.encryption, k=store.k, m=store.m, block_size=store.geometry.block_size,
         dist=tuple(distribution(bucket, key, store.n)),
-        parts=tuple(PartInfo(p.number, p.size, p.etag, dict(p.checksums), p.data_id,
-                             p.stored_size, p.salt) for p in parts))
+        parts=tuple(p.info() for p in parts))
     info = await commit_version(store, info, None, condition, store.online_positions())
     await end_upload(store, bucket, key, upload_id, keep=(info.mtime_ns, info.version_id))
     return info

@@ -23,7 +23,7 @@ import msgpack
 
 from .healing import HealReport, bad_shards, rebuild_shard_files
 from .layout import distribution
-from .meta import ObjectInfo, PartInfo
+from .meta import ObjectInfo
 from .metadb import EndUpload, PutPart, PutUpload
 from .multipart import PartRecord, UploadInfo
 
@@ -49,8 +49,7 @@ def _part_info(store: ObjectStore, upload: UploadInfo, part: PartRecord) -> Obje
                       size=part.size, etag=part.etag, mtime_ns=part.mtime_ns,
                       k=store.k, m=store.m, block_size=store.geometry.block_size,
                       dist=tuple(distribution(upload.bucket, upload.key, store.n)),
-                      parts=(PartInfo(part.number, part.size, part.etag, dict(part.checksums),
-                                      part.data_id, part.stored_size, part.salt),))
+                      parts=(part.info(),))
 
 
 async def heal_uploads(store: ObjectStore, bucket: str, report: HealReport, *,
