@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from volume_helpers import close, count_cipher_contexts, open_manager
+from volume_helpers import close, count_cipher_calls, open_manager
 
 from blockd import VolumeError
 from blockd.export import NBDError
@@ -171,11 +171,11 @@ async def test_no_key_service_refuses_encrypted_volumes(dirs):
         await close(store, vm)
 
 
-async def test_cost_guard_one_cipher_context_per_block_and_no_extra_system_call(
+async def test_cost_guard_one_cipher_call_per_block_and_no_extra_system_call(
         dirs, monkeypatch):
     """A CI guard from counters, not timings: an encrypted 4 KiB READ makes one
-    decryption context and the same two block-file calls as a plain one; a
-    4 KiB WRITE one encryption context and 2R calls; a hole, none."""
+    decryption call and the same two block-file calls as a plain one; a
+    4 KiB WRITE one encryption call and 2R calls; a hole, none."""
     import collections
 
     from storaged.block_file import LocalBlockFile
@@ -192,15 +192,15 @@ async def test_cost_guard_one_cipher_context_per_block_and_no_extra_system_call(
     try:
         await vm.create("g", 4 * CHUNK, encrypted=True)
         vol = await opened(vm, "g")
-        count_cipher_contexts(vol.cipher, calls)
+        count_cipher_calls(vol.cipher, calls)
         assert vol.write_now(0, memoryview(pattern(CHUNK)))  # allocate the chunk first
         buf = memoryview(bytearray(BLOCK))
         calls.clear()
         assert vol.write_now(BLOCK, memoryview(pattern(BLOCK)))
-        assert dict(calls) == {"_enc": 1, "pwrite": 2 * vm.pool.replicas}
+        assert dict(calls) == {"encrypt": 1, "pwrite": 2 * vm.pool.replicas}
         calls.clear()
         assert vol.read_now(2 * BLOCK, buf)
-        assert dict(calls) == {"_dec": 1, "preadinto": 1, "pread": 1}
+        assert dict(calls) == {"decrypt_into": 1, "preadinto": 1, "pread": 1}
         calls.clear()
         assert vol.read_now(CHUNK, buf) and bytes(buf) == bytes(BLOCK)  # unmapped: no call
         assert not calls

@@ -7,7 +7,7 @@ tasks created, large buffers allocated, and WRITE payload bytes copied out of
 the receive buffer. A change that adds a system call, a task, a fresh payload
 buffer or a payload copy per request fails here; so does a punch of a
 freshly allocated slot past the files' ends, and an encrypted volume's 4 KiB
-request that leaves the inline path or makes more than one XTS context.
+request that leaves the inline path or makes more than one cipher call.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import collections
 import os
 
 import pytest
-from volume_helpers import close, count_cipher_contexts, open_manager
+from volume_helpers import close, count_cipher_calls, open_manager
 
 from blockd.nbd_client import NBDClient
 from blockd.nbd_connection import RECV_BUFFER
@@ -146,7 +146,7 @@ async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls):
 
 async def test_encrypted_small_io_is_answered_inline(dirs, file_calls):
     """An encrypted volume's 4 KiB WRITE and READ take the inline path a plain
-    one's take (no task), with one XTS context each and the same block-file
+    one's take (no task), with one cipher call each and the same block-file
     calls: encryption adds one cipher call per block, nothing else."""
     new_tasks = count_tasks()
     store, vm = await open_manager(dirs, bytes(range(32)))
@@ -158,16 +158,16 @@ async def test_encrypted_small_io_is_answered_inline(dirs, file_calls):
         async with NBDClient("127.0.0.1", server.port, "e") as client:
             data = os.urandom(CHUNK)
             await client.write(0, data)  # allocate the chunk
-            contexts: collections.Counter[str] = collections.Counter()
-            count_cipher_contexts(vm.exports["e"].cipher, contexts)
+            ciphered: collections.Counter[str] = collections.Counter()
+            count_cipher_calls(vm.exports["e"].cipher, ciphered)
 
             async def per_request(request):
                 file_calls.clear()
-                contexts.clear()
+                ciphered.clear()
                 tasks = new_tasks[0]
                 for i in range(ROUNDS):
                     await request(i % BLOCKS * BLOCK)
-                return ({k: v / ROUNDS for k, v in (file_calls + contexts).items()},
+                return ({k: v / ROUNDS for k, v in (file_calls + ciphered).items()},
                         (new_tasks[0] - tasks) / ROUNDS)
 
             async def write4k(offset):
@@ -176,8 +176,8 @@ async def test_encrypted_small_io_is_answered_inline(dirs, file_calls):
             async def read4k(offset):
                 assert await client.read(offset, BLOCK) == data[offset:offset + BLOCK]
 
-            assert await per_request(write4k) == ({"_enc": 1, "pwrite": 2 * replicas}, 0)
-            assert await per_request(read4k) == ({"_dec": 1, "preadinto": 1, "pread": 1}, 0)
+            assert await per_request(write4k) == ({"encrypt": 1, "pwrite": 2 * replicas}, 0)
+            assert await per_request(read4k) == ({"decrypt_into": 1, "preadinto": 1, "pread": 1}, 0)
     finally:
         await server.close()
         await close(store, vm)

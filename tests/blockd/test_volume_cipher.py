@@ -2,6 +2,7 @@
 plaintext pattern survives encryption."""
 
 import os
+import threading
 
 import pytest
 
@@ -41,16 +42,50 @@ def test_refusals():
         VolumeCipher(KEY).encrypt(0, b"x" * 100)
 
 
-def test_agrees_with_the_public_cipher_api():
-    """Contexts are made by the function Cipher.encryptor calls (faster): the
-    result must be what the public API gives, block by block."""
+def _public(first: int, data: bytes, encrypting: bool = True) -> bytes:
+    """What cryptography's public API gives, block by block."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    out = []
+    for i in range(len(data) // BLOCK):
+        cipher = Cipher(algorithms.AES(KEY), modes.XTS((first + i).to_bytes(16, "little")))
+        ctx = cipher.encryptor() if encrypting else cipher.decryptor()
+        out.append(ctx.update(data[i * BLOCK:(i + 1) * BLOCK]))
+    return b"".join(out)
+
+
+def test_agrees_with_the_public_cipher_api():
+    """Blocks go through libcrypto's EVP interface (one context per thread, only
+    the tweak set per block): the result must be what the public API gives."""
+    cipher = VolumeCipher(KEY)
+    assert "_openssl_xts" in cipher.decrypt_into.__qualname__  # the fast path is in use
     data = os.urandom(3 * BLOCK)
-    sealed = VolumeCipher(KEY).encrypt(7, data)
-    for i in range(3):
-        tweak = (7 + i).to_bytes(16, "little")
-        ctx = Cipher(algorithms.AES(KEY), modes.XTS(tweak)).encryptor()
-        assert ctx.update(data[i * BLOCK:(i + 1) * BLOCK]) == sealed[i * BLOCK:(i + 1) * BLOCK]
+    sealed = cipher.encrypt(7, data)
+    assert sealed == _public(7, data)
+    assert cipher.decrypt(7, data) == _public(7, data, encrypting=False)
+    assert cipher.encrypt(2**63, data[:BLOCK]) == _public(2**63, data[:BLOCK])
+
+
+def test_threads_each_use_their_own_context():
+    """Larger I/O runs in the pool's threads: a context shared between threads
+    would take one thread's tweak for another's block."""
+    cipher = VolumeCipher(KEY)
+    blocks = [(n, os.urandom(BLOCK)) for n in range(64)]
+    expected = {n: _public(n, data) for n, data in blocks}
+    wrong = []
+
+    def work(seed: int) -> None:
+        for _ in range(150):
+            for n, data in blocks[seed::4]:
+                sealed = cipher.encrypt(n, data)
+                if sealed != expected[n] or cipher.decrypt(n, sealed) != data:
+                    wrong.append(n)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
 
 
 def test_holes_read_as_zeros_in_place():
@@ -64,15 +99,17 @@ def test_holes_read_as_zeros_in_place():
     assert "key" in repr(cipher) and KEY.hex() not in repr(cipher)
 
 
-def test_falls_back_to_the_public_api_when_the_private_path_disagrees(monkeypatch):
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
+@pytest.mark.parametrize("failure", ["disagrees", "no libcrypto"])
+def test_falls_back_to_the_public_api(monkeypatch, failure):
     from blockd import volume_cipher
-    monkeypatch.setattr(volume_cipher, "_unchecked_xts",
-                        lambda xts: lambda tweak: modes.XTS(bytes(16)))  # a wrong tweak
+
+    def broken(key):
+        if failure == "no libcrypto":
+            raise OSError("no libcrypto to load")
+        return (lambda first, data: bytearray(len(data)),  # zeros: not XTS
+                lambda first, view: None)
+    monkeypatch.setattr(volume_cipher, "_openssl_xts", broken)
     cipher = VolumeCipher(KEY)
-    assert cipher._xts is modes.XTS
-    data = os.urandom(BLOCK)
-    public = Cipher(algorithms.AES(KEY), modes.XTS((3).to_bytes(16, "little"))).encryptor()
-    assert cipher.encrypt(3, data) == public.update(data)
+    data = os.urandom(2 * BLOCK)
+    assert cipher.encrypt(3, data) == _public(3, data)
     assert cipher.decrypt(3, cipher.encrypt(3, data)) == data

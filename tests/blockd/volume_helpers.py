@@ -17,15 +17,15 @@ async def open_manager(dirs, master: bytes | None = None):
     return store, manager
 
 
-def count_cipher_contexts(cipher, counter) -> None:
-    """Count in ``counter`` (a Counter) each XTS context ``cipher`` (a
-    blockd.volume_cipher.VolumeCipher) makes: ``_enc`` and ``_dec``."""
-    for side in ("_enc", "_dec"):
-        make = getattr(cipher, side)
+def count_cipher_calls(cipher, counter) -> None:
+    """Count in ``counter`` (a Counter) each call of ``cipher``'s (a
+    blockd.volume_cipher.VolumeCipher) ``encrypt`` and ``decrypt_into``."""
+    for side in ("encrypt", "decrypt_into"):
+        run = getattr(cipher, side)
 
-        def counted(*args, _make=make, _side=side):
+        def counted(*args, _run=run, _side=side):
             counter[_side] += 1
-            return _make(*args)
+            return _run(*args)
 
         setattr(cipher, side, counted)
 
