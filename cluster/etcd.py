@@ -20,7 +20,11 @@ or the member refused it for lack of a leader). When the answer was lost after
 the request went out, :class:`EtcdUnavailable` is raised with ``maybe_applied``
 set: the outcome is unknown and the caller must look before retrying. Reads,
 puts, deletes and lease calls are retried freely (repeating them leaves the same
-state).
+state). A read that every member failed because an election is under way
+("leader changed": the leader was lost, a new one is being chosen) is tried
+again for up to ``ELECTION_PATIENCE`` seconds: an election takes about a second,
+and a member without any leader ("no leader": the quorum is lost) still fails
+at once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -70,6 +75,7 @@ _UNAVAILABLE_MESSAGES = (
     "timed out",
 )
 _NOT_APPLIED_MESSAGES = ("etcdserver: no leader", "etcdserver: too many requests")
+ELECTION_PATIENCE = 3.0  # seconds a read waits out an election (etcd's takes ~1 s)
 _HEADERS = {"Grpc-Metadata-Hasleader": "true"}
 
 
@@ -286,6 +292,19 @@ class Etcd:
         n = len(self.endpoints)
         return [(self._current + i) % n for i in range(n)]
 
+    async def _read(self, body: dict, *, serializable: bool = False) -> dict:
+        """A range request, waiting out an election (see the module's docstring)."""
+        if serializable:
+            body["serializable"] = True
+        deadline = time.monotonic() + ELECTION_PATIENCE
+        while True:
+            try:
+                return await self._call("/v3/kv/range", body, need_leader=not serializable)
+            except EtcdUnavailable as exc:
+                if "leader changed" not in exc.message or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.2)
+
     async def _call(self, path: str, body: dict, *, retry_applied: bool = True,
                     need_leader: bool = True) -> dict:
         """POST ``body`` to ``path`` on the working endpoint, failing over.
@@ -336,10 +355,7 @@ class Etcd:
     async def get(self, key: Bytes, *, serializable: bool = False) -> tuple[bytes, int] | None:
         """``(value, mod_revision)`` of ``key``, or None. ``serializable`` reads the
         member's local copy (possibly stale, but served without a quorum)."""
-        body = {"key": _b64(key)}
-        if serializable:
-            body["serializable"] = True
-        data = await self._call("/v3/kv/range", body, need_leader=not serializable)
+        data = await self._read({"key": _b64(key)}, serializable=serializable)
         kvs = data.get("kvs") or []
         if not kvs:
             return None
@@ -349,14 +365,12 @@ class Etcd:
         """Every key starting with ``prefix``, in key order, as ``(key, value, mod_revision)``."""
         body = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
                 "sort_order": "ASCEND", "sort_target": "KEY"}
-        if serializable:
-            body["serializable"] = True
-        data = await self._call("/v3/kv/range", body, need_leader=not serializable)
+        data = await self._read(body, serializable=serializable)
         return [_kv(item) for item in data.get("kvs") or []]
 
     async def revision(self) -> int:
         """The store's current revision."""
-        data = await self._call("/v3/kv/range", {"key": _b64(b"\0"), "count_only": True})
+        data = await self._read({"key": _b64(b"\0"), "count_only": True})
         return _revision(data)
 
     async def put(self, key: Bytes, value: Bytes, lease: int | None = None) -> int:
