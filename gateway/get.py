@@ -132,6 +132,9 @@ async def _resolve(ctx: Context
 
 SEND_PIECE = 256 * 1024
 _DRAINED = 0x10000  # aiohttp drains after a write once more than this is unsent
+# A body up to this size, read whole in the first chunk, is copied and sent in
+# one write with the headers (_Sender copies chunks this small anyway).
+SMALL_BODY = _DRAINED
 
 
 class _Sender:
@@ -202,6 +205,15 @@ async def get_object(ctx: Context) -> web.StreamResponse:
         # The first batch is read before the status line goes out, so an
         # unreadable object still gets a proper error response.
         first = await anext(chunks, None)
+        if length <= SMALL_BODY and (0 if first is None else len(first)) == length:
+            # The whole body is here: one Response sends the status line, the
+            # headers and the body in one write (a StreamResponse sends its
+            # headers on their own: a second send, and a second segment for the
+            # client to take in, per small GET).
+            resp = web.Response(status=status, headers=headers,
+                                body=b"" if first is None else bytes(first))
+            ctx.request["bytes_out"] = length
+            return resp
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = length
         await resp.prepare(ctx.request)

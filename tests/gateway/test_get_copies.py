@@ -87,3 +87,26 @@ async def test_a_large_get_sends_the_batches_uncopied(served, server_writes):
     copied = sum(n for kind, n in server_writes if kind is not memoryview)
     assert views == [MIB] * 8, views  # one write per batch
     assert copied < 4096 + 5, server_writes  # the headers and the 5-byte tail
+
+
+async def test_a_small_get_goes_out_in_one_write(served, server_writes):
+    """Status line, headers and a small body in one send (not the headers first:
+    a second system call and a second segment for the client, per 4 KiB GET)."""
+    store, s3 = served
+    await store.make_bucket("b")
+    data = os.urandom(4096)
+    for key, body in (("k", data), ("empty", b"")):
+        await s3_put(s3, key, body)
+    for key, params, expected in (("k", {}, data), ("k", {"Range": "bytes=100-199"}, data[100:200]),
+                                  ("empty", {}, b"")):
+        server_writes.clear()
+        got = await asyncio.to_thread(s3.get_object, Bucket="b", Key=key, **params)
+        assert got["Body"].read() == expected
+        assert len(server_writes) == 1, (key, params, server_writes)
+        assert server_writes[0][1] > len(expected)  # the headers came along
+    head = await asyncio.to_thread(s3.head_object, Bucket="b", Key="k")
+    assert head["ContentLength"] == 4096
+
+
+async def s3_put(s3, key: str, body: bytes) -> None:
+    await asyncio.to_thread(s3.put_object, Bucket="b", Key=key, Body=body)
