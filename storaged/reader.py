@@ -146,18 +146,23 @@ async def read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
     damage = Damage()
     vid = info.version_id.encode()
     found = 0
-    # What the request's resolve brought along, where it is this version's;
-    # the rest (a newer write in between, a damaged disk) is asked for.
+    # What the request's resolve brought along, where it is this version's; the
+    # rest (a newer write in between, a damaged disk, a disk the resolve did not
+    # read: it may read only the K holding the data shards) is asked for once a
+    # shard that is needed is not among them.
     blobs = {p: b for p, b in take_inline(store, info.bucket, info.key).items()
              if b.startswith(vid)}
-    missing = [p for p in info.dist if store.disks[p].online and p not in blobs]
-    if missing:
-        blobs.update((disk.position, blob) for disk, blob in await store.set.ask(
-            "version_inline", info.bucket, info.key, info.mtime_ns, info.version_id,
-            positions=missing))
+    asked = False
     for index in range(n):
         if found == k:
             break
+        if not asked and info.dist[index] not in blobs:
+            asked = True
+            missing = [p for p in info.dist if store.disks[p].online and p not in blobs]
+            if missing:
+                blobs.update((disk.position, blob) for disk, blob in await store.set.ask(
+                    "version_inline", info.bucket, info.key, info.mtime_ns, info.version_id,
+                    positions=missing))
         blob = blobs.get(info.dist[index])
         if blob is None or not blob.startswith(vid):
             damage.add(index, MISSING)

@@ -177,6 +177,17 @@ async def copy_through(store: Any, src_bucket: str, src_key: str, dst_bucket: st
         await reader.aclose()
 
 
+def _settled(answers: Sequence[tuple[Disk, Any]], with_bucket: bool) -> bool:
+    """Disks' ``object_view`` answers that all hold one record of the key (and,
+    ``with_bucket``, one record of its bucket), none of them being healed."""
+    (state, record, _), first = answers[0][1], answers[0][0]
+    if not record or first.healing or (with_bucket and not state[0]):
+        return False
+    return all(not disk.healing and view[1] == record
+               and (not with_bucket or view[0][0] == state[0])
+               for disk, view in answers[1:])
+
+
 class BucketNames(Protocol):
     """Where a cluster claims bucket names (see ObjectStore.bucket_names)."""
 
@@ -555,7 +566,7 @@ class ObjectStore(WriteGate):
             return fetched
         state_key = (id(self), bucket)
         with_bucket = state_key not in memo
-        answers = await self.set.ask("object_view", bucket, key, with_bucket, body)
+        answers = await self._object_views(bucket, key, with_bucket, body)
         if with_bucket:
             memo[state_key] = [(disk, state) for disk, (state, _, _) in answers]
         if body:
@@ -564,6 +575,27 @@ class ObjectStore(WriteGate):
         # as ErasureSet.vote: a healing disk's silence is no evidence of absence
         return {disk.position: record or None for disk, (_, record, _) in answers
                 if record or not disk.healing}
+
+    async def _object_views(self, bucket: str, key: str, with_bucket: bool, body: bool
+                            ) -> list[tuple[Disk, Any]]:
+        """Each disk's ``object_view`` — or, when they settle it, only those of the
+        K disks that hold the key's data shards (``distribution``: the shards a
+        GET of a small object reads, no decoding). K answers meet every write
+        quorum (K > N - W), so K disks holding the same record (and the same
+        bucket record) have the latest committed one, and the newest setting is
+        among theirs, as in :meth:`_ask_bucket_state`. Anything else (a disk
+        offline, remote or healing, an absent key, disagreement) asks the rest."""
+        chosen = distribution(bucket, key, self.n)[:self.k]
+        if not all(self.disks[p].online and self.disks[p].local for p in chosen):
+            return await self.set.ask("object_view", bucket, key, with_bucket, body)
+        answers = await self.set.ask("object_view", bucket, key, with_bucket, body,
+                                     positions=chosen)
+        if len(answers) == self.k and _settled(answers, with_bucket):
+            return answers
+        rest = await self.set.ask("object_view", bucket, key, with_bucket, body,
+                                  positions=[p for p in self.set.online_positions()
+                                             if p not in chosen])
+        return sorted(answers + rest, key=lambda answer: answer[0].position)
 
     async def prefetch(self, bucket: str, key: str, *, body: bool = False) -> None:
         """Read the bucket's state and a key's latest records now, in the one query

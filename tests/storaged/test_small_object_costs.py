@@ -1,12 +1,16 @@
 """Regression guard for the cost of small objects, counted, not timed: LMDB
 transactions per disk for 4 KiB PUTs and GETs (each transaction is a lock and,
-for writes, an fsync; see ARCHITECTURE.md, small objects)."""
+for writes, an fsync; see ARCHITECTURE.md, small objects). A GET reads only the
+K disks holding its data shards when they agree."""
 
 from __future__ import annotations
 
 import asyncio
 
-from storaged import request_scope
+import pytest
+
+from storaged import NoSuchKey, request_scope
+from storaged.layout import distribution
 
 from .helpers import chunks, payload
 
@@ -62,18 +66,52 @@ async def test_concurrent_small_puts_share_fsynced_commits(open_store):
         assert await reader.read() == body
 
 
-async def test_a_small_get_reads_each_disk_once(open_store):
+async def _small_get(store, key: str = "k") -> bytes:
+    with request_scope():  # what the gateway does for a GetObject
+        await store.prefetch("b", key, body=True)  # judging the request
+        await store.bucket_config("b", "owner")
+        await store.bucket_config("b", "policy")
+        info = await store.head_object("b", key, body=True)
+        reader = await store.get_object("b", key, info=info)
+        return await reader.read()
+
+
+async def test_a_small_get_reads_the_disks_of_its_data_shards_unless_they_disagree(open_store):
+    """K disks that agree settle a GET (they meet every write quorum); they are
+    the ones holding the data shards, so the body needs no other disk either.
+    Anything less settled (disagreement, an absent key, a disk being healed)
+    is asked of every disk, and decided as before."""
     store = await open_store(4)
     await store.make_bucket("b")
     body = payload("get", SMALL)
     await store.put_object("b", "k", chunks(body), size=SMALL)
+    data_disks = distribution("b", "k", store.n)[:store.k]
     envs = count_transactions(store)
-    with request_scope():  # what the gateway does for a GetObject
-        await store.prefetch("b", "k", body=True)  # judging the request
-        await store.bucket_config("b", "owner")
-        await store.bucket_config("b", "policy")
-        info = await store.head_object("b", "k", body=True)
-        reader = await store.get_object("b", "k", info=info)
-        assert await reader.read() == body
-    assert [env.reads for env in envs] == [1] * 4
+    assert await _small_get(store) == body
+    assert [env.reads for env in envs] == [1 if pos in data_disks else 0 for pos in range(4)]
     assert [env.writes for env in envs] == [0] * 4
+
+    stale = data_disks[0]
+    store.disks[stale].online = False  # misses the overwrite
+    body = payload("new", SMALL)
+    await store.put_object("b", "k", chunks(body), size=SMALL)
+    store.disks[stale].online = True
+    envs = count_transactions(store)
+    assert await _small_get(store) == body
+    # the other two are asked (once each) and decide; the stale disk is then
+    # asked for its shard of the new version, has none, and that is reported
+    assert [env.reads for env in envs] == [2 if pos == stale else 1 for pos in range(4)]
+    assert store.stats["shards_missing"] == 1
+
+    envs = count_transactions(store)
+    with request_scope():
+        await store.prefetch("b", "nothing", body=True)
+        with pytest.raises(NoSuchKey):
+            await store.head_object("b", "nothing", body=True)
+    assert [env.reads for env in envs] == [1] * 4
+
+    await store.put_object("b", "k", chunks(body), size=SMALL)
+    store.disks[data_disks[1]].healing = True
+    envs = count_transactions(store)
+    assert await _small_get(store) == body
+    assert [env.reads for env in envs] == [1] * 4
