@@ -9,7 +9,10 @@ one call, so a reply's header and payload never interleave with another's.
 Small READs and WRITEs the export can serve without awaiting
 (:meth:`Commands.read_now`, :meth:`Commands.write_now`) are answered at once,
 from the connection's parse loop: no task, no coroutine chain per request.
-Large payloads live in reused buffers (:mod:`blockd.nbd_buffers`).
+Large payloads live in reused buffers (:mod:`blockd.nbd_buffers`). A large
+READ of an export that lends views of its verified bytes (``read_ranges``: a
+plaintext volume, its page cache mapped) is sent from those views
+(``send_views``), without reading them into a buffer first.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import errno as _errno
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from . import protocol as p
 from .export import NBDError
@@ -56,6 +59,10 @@ _PAYLOAD = {p.CMD_READ, p.CMD_WRITE, p.CMD_CACHE}
 
 # send(reply buffers, owned): ``owned`` are reused buffers to take back once sent
 Send = Callable[..., None]
+# await send_views(reply pieces): once it returns, no piece is needed any more
+# (sent, or copied)
+SendViews = Callable[[list], Awaitable[None]]
+_ZEROS = memoryview(bytes(64 * 1024))  # a hole's bytes (a volume's pieces are <= 64 KiB)
 
 _OPS = {p.CMD_READ: "read", p.CMD_WRITE: "write", p.CMD_FLUSH: "flush", p.CMD_TRIM: "trim",
         p.CMD_CACHE: "cache", p.CMD_WRITE_ZEROES: "write_zeroes",
@@ -137,10 +144,12 @@ def _allowed_flags(flags: int) -> dict[int, int]:
 class Commands:
     """Runs one session's requests against its export."""
 
-    def __init__(self, session: Session, send: Send, buffers: Buffers | None = None) -> None:
+    def __init__(self, session: Session, send: Send, buffers: Buffers | None = None,
+                 send_views: SendViews | None = None) -> None:
         self.session = session
         self.export = export = session.export
         self.send = send
+        self.send_views = send_views
         self.buffers = buffers or Buffers()
         self.structured = session.structured
         self.errors = 0
@@ -326,6 +335,10 @@ class Commands:
 
     async def _read(self, handle: int, flags: int, offset: int, length: int) -> None:
         try:
+            if (self.send_views is not None and length >= SPARSE_READ_MIN
+                    and getattr(self.export, "lends_views", False)):
+                await self._read_ranges(handle, flags, offset, length)
+                return
             if self.structured and length >= SPARSE_READ_MIN and not flags & p.CMD_FLAG_DF:
                 chunks, owned = await self._sparse_read(handle, offset, length)
                 self.send(chunks, owned)
@@ -335,6 +348,35 @@ class Commands:
             self._fail(handle, p.CMD_READ, offset, length, exc)
             return
         self.send((self._data_header(handle, offset, length), data), (data,))
+
+    async def _read_ranges(self, handle: int, flags: int, offset: int, length: int) -> None:
+        """A large READ sent from the views the export lends of its verified
+        bytes, holes as OFFSET_HOLE chunks (structured replies) or zeros; sent
+        while the export holds the views valid."""
+        async with self.export.read_ranges(offset, length) as pieces:
+            if self.structured and not flags & p.CMD_FLAG_DF:
+                items: list = []
+                headers = []  # [index in items, start, length, is a hole]
+                at = offset
+                for n, piece in pieces:
+                    hole = piece is None
+                    if headers and headers[-1][3] == hole:
+                        headers[-1][2] += n
+                    else:
+                        headers.append([len(items), at, n, hole])
+                        items.append(None)  # the chunk's header, made below
+                    if not hole:
+                        items.append(piece)
+                    at += n
+                last = len(headers) - 1
+                for i, (index, start, n, hole) in enumerate(headers):
+                    flag = p.REPLY_FLAG_DONE if i == last else 0
+                    items[index] = (p.hole_chunk(handle, start, n, flag) if hole
+                                    else p.data_chunk_header(handle, start, n, flag))
+            else:
+                items = [self._data_header(handle, offset, length)]
+                items += [_ZEROS[:n] if piece is None else piece for n, piece in pieces]
+            await self.send_views(items)
 
     async def _sparse_read(self, handle: int, offset: int, length: int
                            ) -> tuple[list, list[bytearray]]:

@@ -27,8 +27,11 @@ A disk's slab and sums are :class:`~storaged.BlockFile` objects from
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
+import mmap
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -47,6 +50,15 @@ BLOCK = 4096
 BLOCKS = CHUNK // BLOCK
 SUM = 8
 _NO_SUM = bytes(SUM)
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+_PAGE = mmap.PAGESIZE
+_RESIDENT = bytes(i & 1 for i in range(256))  # mincore: bit 0 of each byte, the rest undefined
+try:
+    _mincore = ctypes.CDLL(None, use_errno=True).mincore
+    _mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    _mincore.restype = ctypes.c_int
+except (OSError, AttributeError):  # no mincore here: reads go the careful way
+    _mincore = None
 
 
 _digest = xxhash.xxh3_64_digest
@@ -90,6 +102,12 @@ class ChunkPool:
         self.missed: set[int] = set()  # disks that missed writes (offline, failing)
         self._block_locks = [threading.Lock() for _ in range(256)]
         self.repaired = 0
+        # pos → (slab file, its mapping's view, mapped length, address): see read_range
+        self._maps: dict[int, tuple[BlockFile, memoryview, int, int]] = {}
+        self._resident = bytearray(CHUNK // _PAGE)
+        self._resident_at = ctypes.addressof((ctypes.c_char * len(self._resident))
+                                             .from_buffer(self._resident))
+        self._sums = bytearray(BLOCKS * SUM)
         # A slot's replica positions depend only on slot % n.
         self._replica_sets = [tuple((r + j) % self.n for j in range(self.replicas))
                               for r in range(self.n)]
@@ -99,6 +117,7 @@ class ChunkPool:
             for _, slab, sums in self._files.values():
                 _close(slab, sums)
             self._files.clear()
+            self._maps.clear()
 
     def positions(self, slot: int) -> list[int]:
         return list(self._replica_sets[slot % self.n])
@@ -203,6 +222,71 @@ class ChunkPool:
             self._repair(slot, first, dest, stored)
         if cipher is not None:
             cipher.decrypt_into(tweak + first, dest)
+
+    def read_range(self, slot: int, offset: int, length: int) -> memoryview | None:
+        """``length`` bytes at ``offset`` within a slot, every block verified, as
+        a view of the preferred replica's slab file mapped into memory (no copy
+        here; the socket send is the one copy), when they are in the page cache
+        and intact; None when the careful path (:meth:`read`) must answer: not
+        all cached (the event loop must not wait for a disk), damaged,
+        unwritten blocks, or not a whole-block range of a local file.
+
+        For the event loop only (it shares buffers between calls). The view
+        reads the file as it is when read: hold ``VolumeManager.io()`` until
+        it is consumed, so that its slot cannot be freed and reused meanwhile.
+        Safety of the mapping: only pages found resident (mincore) are read
+        here, so a fault never waits for (or fails on, SIGBUS) a disk read; a
+        slab never shrinks (slots are punched, not truncated) and a replaced
+        or wiped disk's old file stays mapped until its views are gone. A
+        socket write from a view copies at write time and cannot fault."""
+        pos = (slot + slot % self.replicas) % self.n
+        cached = self._files.get(pos)
+        disk = self.store.disks[pos]
+        if (cached is None or _mincore is None or not _NOWAIT or offset % BLOCK
+                or length % BLOCK or not disk.online
+                or cached[0] != getattr(disk, "generation", 0) or pos in self.untrusted):
+            return None
+        at = slot * CHUNK + offset
+        mapped = self._maps.get(pos)
+        if mapped is None or mapped[0] is not cached[1] or mapped[2] < at + length:
+            mapped = self._map(pos, cached[1], at + length)
+            if mapped is None:
+                return None
+        resident = self._resident
+        count = length // _PAGE
+        if (_mincore(mapped[3] + at, length, self._resident_at)
+                or resident.translate(_RESIDENT).count(0, 0, count)):
+            return None
+        first = offset // BLOCK
+        sums = memoryview(self._sums)[:length // BLOCK * SUM]
+        try:
+            got = os.preadv(cached[2].fd, [sums], (slot * BLOCKS + first) * SUM, _NOWAIT)
+        except (OSError, AttributeError):  # not cached, failing: the careful path
+            return None
+        data = mapped[1][at:at + length]
+        if got == len(sums) and block_sums(data) == sums:
+            return data
+        return None
+
+    def _map(self, pos: int, slab: BlockFile, end: int
+             ) -> tuple[BlockFile, memoryview, int, int] | None:
+        """Map a disk's slab file up to its current size (again when it has
+        grown); None when it ends before ``end`` or cannot be mapped."""
+        fd = getattr(slab, "fd", None)
+        if fd is None:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if size < end:
+                return None
+            mm = mmap.mmap(fd, size)
+        except (OSError, ValueError):
+            return None
+        address = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+        # Views are read-only: nothing can write the slab through them.
+        mapped = (slab, memoryview(mm).toreadonly(), size, address)
+        self._maps[pos] = mapped  # an older mapping lives on while views of it do
+        return mapped
 
     def _repair(self, slot: int, first: int, dest: memoryview, stored: bytes) -> None:
         """Some block read is unwritten or damaged: recover the damaged ones."""

@@ -4,8 +4,9 @@ A volume served by an in-process NBDServer, driven by blockd's NBD client one
 request at a time. Counted per READ and WRITE of 4 KiB and of 1 MiB: calls
 into the disks' block files (each one system call: pread, preadv or pwrite),
 tasks created, large buffers allocated, and WRITE payload bytes copied out of
-the receive buffer. A change that adds a system call, a task, a fresh payload
-buffer or a payload copy per request fails here; so does a punch of a
+the receive buffer; for a 1 MiB READ, the system calls and thread hops that
+check it and the bytes copied to send it. A change that adds a system call,
+a task, a fresh payload buffer or a payload copy per request fails here; so does a punch of a
 freshly allocated slot past the files' ends, and an encrypted volume's 4 KiB
 request that leaves the inline path or makes more than one cipher call.
 """
@@ -44,6 +45,21 @@ def file_calls(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def os_calls(monkeypatch):
+    """Calls of os.preadv and os.writev (the pool's and the connection's own)."""
+    calls: collections.Counter[str] = collections.Counter()
+    for name in ("preadv", "writev"):
+        original = getattr(os, name)
+
+        def counted(*args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(os, name, counted)
+    return calls
+
+
 def count_tasks() -> list[int]:
     """Count the tasks created on the running loop from now on (in [0])."""
     created = [0]
@@ -67,7 +83,8 @@ def replica_runs(vm, name: str, offset: int, length: int) -> int:
     return sum(1 + sum(b != a + 1 for a, b in zip(slots, slots[1:])) for slots in held.values())
 
 
-async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls):
+async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls, os_calls,
+                                                          monkeypatch):
     new_tasks = count_tasks()
     store, vm = await open_manager(dirs)
     server = NBDServer(vm)
@@ -111,10 +128,20 @@ async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls):
             # checksum from one replica, a write both to every replica.
             assert await per_request(read4k, small) == ({"preadinto": 1, "pread": 1}, 0, 0)
             assert await per_request(write4k, small) == ({"pwrite": 2 * replicas}, 0, 0)
-            # 1 MiB: one task, the same per 64 KiB chunk, and reused buffers.
+            # 1 MiB: one task, and no thread hop, no block-file call, no
+            # buffer: each chunk is checked straight from the mapped slab (one
+            # read of its checksums) and the reply written from views of it in
+            # one writev (no read copy; nothing copied to be sent later).
             chunks = MiB // CHUNK
-            assert await per_request(read1m, large) == (
-                {"preadinto": chunks, "pread": chunks}, 1, 0)
+            hops = collections.Counter()
+            run = store.run
+            monkeypatch.setattr(store, "run", lambda *a: hops.update(["run"]) or run(*a))
+            os_calls.clear()
+            copied = conn.tx_copied
+            assert await per_request(read1m, large) == ({}, 1, 0)
+            assert {k: v / ROUNDS for k, v in os_calls.items()} == {"preadv": chunks,
+                                                                    "writev": 1}
+            assert not hops and conn.tx_copied == copied
             # A WRITE of whole chunks in consecutive slots (a volume filled in
             # order): one pwrite of data and one of checksums per run of those
             # slots a disk holds, not two per slot and replica.
