@@ -51,6 +51,7 @@ BLOCKS = CHUNK // BLOCK
 SUM = 8
 _NO_SUM = bytes(SUM)
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+RELEASE_BYTES = 32 << 20  # views consumed between unmappings of the slabs' pages
 _PAGE = mmap.PAGESIZE
 _RESIDENT = bytes(i & 1 for i in range(256))  # mincore: bit 0 of each byte, the rest undefined
 try:
@@ -108,6 +109,7 @@ class ChunkPool:
         self._resident_at = ctypes.addressof((ctypes.c_char * len(self._resident))
                                              .from_buffer(self._resident))
         self._sums = bytearray(BLOCKS * SUM)
+        self._viewed = 0  # bytes of views consumed since the slabs' pages were unmapped
         # A slot's replica positions depend only on slot % n.
         self._replica_sets = [tuple((r + j) % self.n for j in range(self.replicas))
                               for r in range(self.n)]
@@ -267,6 +269,24 @@ class ChunkPool:
         if got == len(sums) and block_sums(data) == sums:
             return data
         return None
+
+    def release_view(self, view: memoryview) -> None:
+        """Account a consumed :meth:`read_range` view; every ``RELEASE_BYTES``
+        of them, unmap the slabs' pages from this process (MADV_DONTNEED: they
+        stay in the page cache, and the next view maps them again). Mapped pages
+        count in the server's RSS, the kernel maps whole page-cache folios
+        around what a view touches (more than the view), and reading a volume
+        would otherwise keep all of it mapped. A view still queued faults its
+        pages back in when the socket copies it (a kernel copy: no SIGBUS)."""
+        self._viewed += len(view)
+        if self._viewed < RELEASE_BYTES:
+            return
+        self._viewed = 0
+        for _, whole, size, _ in self._maps.values():
+            try:
+                whole.obj.madvise(mmap.MADV_DONTNEED, 0, size)
+            except (OSError, ValueError):
+                pass  # only the RSS figure is at stake
 
     def _map(self, pos: int, slab: BlockFile, end: int
              ) -> tuple[BlockFile, memoryview, int, int] | None:

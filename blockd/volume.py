@@ -148,7 +148,12 @@ class Volume(Export):
                       for slot, within, n, _ in jobs]
             if _LATER in pieces:
                 pieces = await self.manager.store.run(self._read_later, jobs, pieces)
-            yield [(job[2], piece) for job, piece in zip(jobs, pieces)]
+            try:
+                yield [(job[2], piece) for job, piece in zip(jobs, pieces)]
+            finally:
+                for piece in pieces:
+                    if isinstance(piece, memoryview):
+                        pool.release_view(piece)
 
     def _read_later(self, jobs, pieces: list) -> list:
         """The pieces read_ranges left: read into memory, every block verified."""

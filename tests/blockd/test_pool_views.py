@@ -72,3 +72,35 @@ async def test_no_views_of_blocks_not_in_the_page_cache(dirs):
         assert pool.read_range(7, 0, CHUNK) == data
     finally:
         await close(store, vm)
+
+
+def slab_rss_kib() -> int:
+    """This process's resident pages of mapped volume slabs."""
+    total, in_slab = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if "-" in line.split()[0]:
+                in_slab = line.rstrip().endswith("volumes.slab")
+            elif in_slab and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+async def test_consumed_views_do_not_stay_mapped(dirs, monkeypatch):
+    """Mapped pages count in the server's RSS: reading a whole volume through
+    views must not leave it all mapped."""
+    from blockd import pool as pool_module
+    monkeypatch.setattr(pool_module, "RELEASE_BYTES", 4 << 20)
+    store, vm = await open_manager(dirs)
+    pool = vm.pool
+    try:
+        data = os.urandom(CHUNK)
+        for slot in range(1024):  # 64 MiB
+            pool.write(slot, 0, data)
+        for slot in range(1024):
+            view = pool.read_range(slot, 0, CHUNK)
+            assert view == data
+            pool.release_view(view)
+        assert slab_rss_kib() < 16 << 10  # without unmapping: ~44 MiB here
+    finally:
+        await close(store, vm)
