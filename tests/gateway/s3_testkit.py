@@ -184,3 +184,25 @@ def raises(code: str, message: str | None = None):
     assert info.value.code == code, str(info.value)
     if message is not None:
         assert info.value.message == message
+
+
+@contextlib.asynccontextmanager
+async def served_gateway(tmp_path, aiohttp_server):
+    """(store, boto3 client) of an in-process gateway on four disks in
+    ``tmp_path``, served by pytest-aiohttp's ``aiohttp_server``."""
+    from gateway import Gateway
+    from gateway.request import GatewayConfig
+    from storaged import ObjectStore
+    store = ObjectStore.open([str(tmp_path / f"d{i}") for i in range(4)], sync=False)
+    await store.start(heal=False)
+    server = await aiohttp_server(
+        Gateway(store, GatewayConfig(credentials={ACCESS_KEY: SECRET_KEY})).app())
+    s3 = boto3.client("s3", endpoint_url=str(server.make_url("")).rstrip("/"),
+                      aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                      region_name="us-east-1",
+                      config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+    try:
+        yield store, s3
+    finally:
+        await server.close()
+        await store.close()

@@ -13,28 +13,15 @@ from asyncio import selector_events
 import aiohttp
 import pytest
 from aiohttp import web_protocol
+from s3_testkit import served_gateway
 
-AK, SK = "AKIDCOPIES", "copies-secret"
 MIB = 1 << 20
 
 
 @pytest.fixture
 async def served(tmp_path, aiohttp_server):
-    boto3 = pytest.importorskip("boto3")
-    from botocore.config import Config
-
-    from gateway import Gateway
-    from gateway.request import GatewayConfig
-    from storaged import ObjectStore
-    store = ObjectStore.open([str(tmp_path / f"d{i}") for i in range(4)], sync=False)
-    await store.start(heal=False)
-    server = await aiohttp_server(Gateway(store, GatewayConfig(credentials={AK: SK})).app())
-    s3 = boto3.client("s3", endpoint_url=str(server.make_url("")).rstrip("/"),
-                      aws_access_key_id=AK, aws_secret_access_key=SK, region_name="us-east-1",
-                      config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
-    yield store, s3
-    await server.close()
-    await store.close()
+    async with served_gateway(tmp_path, aiohttp_server) as pair:
+        yield pair
 
 
 @pytest.fixture
