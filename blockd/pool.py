@@ -6,6 +6,9 @@ of the pool. Slot ``s`` is stored on R = M+1 distinct disks (positions
 so losing any M disks leaves a full copy. Each 4 KiB block carries an xxh3
 checksum in the disk's ``sums`` file, verified on every read; a block that
 fails is read from another replica and rewritten (0 means "never written").
+A slot is read from one of its replicas, the same one for every read
+(:meth:`ChunkPool.preferred`): runs of up to R consecutive slots go to the
+one disk holding them all, so a large read is checked and sent run by run.
 
 Why replicas and not erasure coding for volumes: guests write 4 KiB at random
 places. Erasure coding a 4 KiB write means reading and rewriting a stripe
@@ -30,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import math
 import mmap
 import os
 import threading
@@ -105,14 +109,18 @@ class ChunkPool:
         self.repaired = 0
         # pos → (slab file, its mapping's view, mapped length, address): see read_range
         self._maps: dict[int, tuple[BlockFile, memoryview, int, int]] = {}
-        self._resident = bytearray(CHUNK // _PAGE)
-        self._resident_at = ctypes.addressof((ctypes.c_char * len(self._resident))
-                                             .from_buffer(self._resident))
-        self._sums = bytearray(BLOCKS * SUM)
         self._viewed = 0  # bytes of views consumed since the slabs' pages were unmapped
         # A slot's replica positions depend only on slot % n.
         self._replica_sets = [tuple((r + j) % self.n for j in range(self.replicas))
                               for r in range(self.n)]
+        # The replica a slot's reads go to, and how many slots from it on go
+        # to the same one (see _preferred_table).
+        self._prefer, self._run = _preferred_table(self.n, self.replicas)
+        self._run_max = max(self._run)
+        self._resident = bytearray(self._run_max * CHUNK // _PAGE)
+        self._resident_at = ctypes.addressof((ctypes.c_char * len(self._resident))
+                                             .from_buffer(self._resident))
+        self._sums = bytearray(self._run_max * BLOCKS * SUM)
 
     def close(self) -> None:
         with self._lock:
@@ -123,6 +131,15 @@ class ChunkPool:
 
     def positions(self, slot: int) -> list[int]:
         return list(self._replica_sets[slot % self.n])
+
+    def preferred(self, slot: int) -> int:
+        """The replica a slot's reads go to (one of its positions)."""
+        return self._prefer[slot % len(self._prefer)]
+
+    def run_length(self, slot: int) -> int:
+        """How many consecutive slots from ``slot`` on have its preferred
+        replica: :meth:`read_range` checks and returns them as one view."""
+        return self._run[slot % len(self._run)]
 
     def _disk_files(self, pos: int) -> tuple[BlockFile, BlockFile] | None:
         """(slab, sums) block files of a disk, None when it cannot serve now (the
@@ -229,7 +246,10 @@ class ChunkPool:
         """``length`` bytes at ``offset`` within a slot, every block verified, as
         a view of the preferred replica's slab file mapped into memory (no copy
         here; the socket send is the one copy), when they are in the page cache
-        and intact; None when the careful path (:meth:`read`) must answer: not
+        and intact. The range may go on into the next slots, :meth:`run_length`
+        of them in all: they lie one after another in the same file, so one
+        mincore, one checksum read and one view cover them (a 1 MiB read on
+        2+2: 6 or 7 views, not 16). None when the careful path (:meth:`read`) must answer: not
         all cached (the event loop must not wait for a disk), damaged,
         unwritten blocks, or not a whole-block range of a local file.
 
@@ -241,11 +261,12 @@ class ChunkPool:
         slab never shrinks (slots are punched, not truncated) and a replaced
         or wiped disk's old file stays mapped until its views are gone. A
         socket write from a view copies at write time and cannot fault."""
-        pos = (slot + slot % self.replicas) % self.n
+        pos = self._prefer[slot % len(self._prefer)]
         cached = self._files.get(pos)
         disk = self.store.disks[pos]
         if (cached is None or _mincore is None or not _NOWAIT or offset % BLOCK
-                or length % BLOCK or not disk.online
+                or length % BLOCK or not disk.online or length <= 0
+                or offset + length > self._run[slot % len(self._run)] * CHUNK
                 or cached[0] != getattr(disk, "generation", 0) or pos in self.untrusted):
             return None
         at = slot * CHUNK + offset
@@ -321,7 +342,7 @@ class ChunkPool:
         """The hot path: read from the replica this slot's reads go to when its
         files are open, of the disk's current generation and trusted; the
         stored checksums, or None to take the careful path."""
-        pos = (slot + slot % self.replicas) % self.n
+        pos = self._prefer[slot % len(self._prefer)]
         cached = self._files.get(pos)
         disk = self.store.disks[pos]
         if (cached is None or not disk.online or cached[0] != getattr(disk, "generation", 0)
@@ -569,6 +590,42 @@ class ChunkPool:
                         self._write_replica(pos, slot, b, good[0], good[1])
                         healed += 1
         return healed
+
+
+RUN = 16  # slots a disk serves in a row when every disk holds every slot (1 MiB)
+
+
+def _preferred_table(n: int, replicas: int) -> tuple[list[int], list[int]]:
+    """The replica each slot's reads go to, and the run of slots from it on
+    that go there too, over one period of slot numbers (the rule repeats).
+
+    A disk's slab holds slot ``s`` at ``s * CHUNK``, so consecutive slots a
+    disk holds lie one after another there, and a disk holds R (replicas)
+    consecutive slots of every N. Reads of groups of R consecutive slots go to
+    the one disk holding all of them (the group's last slot's first
+    position), so that a large read is checked and sent in runs of R slots,
+    not slot by slot. Groups end at multiples of R (slot 0 is read from its
+    first position, as before), shifted by one more slot every lcm(N, R)
+    slots when R and N share a factor (else some disks would serve nothing):
+    every disk serves 1 of every N slots. When every disk holds every slot
+    (N == R), groups of RUN slots rotate over the disks."""
+    if n == replicas:
+        prefer = [(s // RUN) % n for s in range(RUN * n)]
+    else:
+        d = math.gcd(n, replicas)
+        cycle = n * replicas // d
+        prefer = []
+        for s in range(cycle * d):
+            shift = (s // cycle) % d
+            prefer.append((s + (shift - s) % replicas) % n)  # the group's last slot
+    period = len(prefer)
+    run = []
+    for s in range(period):  # a run may go on into the next period, not round it
+        k = 1
+        while k < period and prefer[(s + k) % period] == prefer[s]:
+            k += 1
+        run.append(k)
+    return prefer, run
 
 
 def _created(disk, name: str) -> BlockFile:

@@ -130,11 +130,13 @@ class Volume(Export):
     @contextlib.asynccontextmanager
     async def read_ranges(self, offset: int, length: int
                           ) -> AsyncIterator[list[tuple[int, memoryview | bytes | None]]]:
-        """The bytes at ``offset``, verified, as (length, piece) per chunk: None
-        for a hole (zeros), else the bytes, as a view of the file they are in
-        where that holds them intact in the page cache. The views are valid
-        only inside the ``async with``: freed slots are not reused (punched,
-        handed out again) until it ends, so consume them (send them) within it.
+        """The bytes at ``offset``, verified, as (length, piece) per chunk or run
+        of chunks: None for a hole (zeros), else the bytes, as a view of the
+        file they are in where that holds them intact in the page cache (one
+        view per run of consecutive slots read from one replica: see
+        ChunkPool.read_range). The views are valid only inside the ``async
+        with``: freed slots are not reused (punched, handed out again) until it
+        ends, so consume them (send them) within it.
 
         Chunks in the page cache are checked right here, on the event loop,
         straight from the mapped file (a thread hop per request, and the GIL
@@ -144,23 +146,44 @@ class Volume(Export):
         jobs = self._slots(offset, length)  # resolved now, before any await
         async with self.manager.io():
             pool = self.manager.pool
-            pieces = [None if slot is None else pool.read_range(slot, within, n) or _LATER
-                      for slot, within, n, _ in jobs]
+            # Chunks in consecutive slots with the same preferred replica lie
+            # one after another in its slab: one check, one view for them all.
+            spans: list = []  # (slot or None, offset in chunk, length, piece)
+            i, count = 0, len(jobs)
+            while i < count:
+                slot, within, n, _ = jobs[i]
+                if slot is None:
+                    spans.append((None, within, n, None))
+                    i += 1
+                    continue
+                j = i + 1
+                if within + n == CHUNK:
+                    end = min(count, i + pool.run_length(slot))
+                    while j < end and jobs[j][0] == slot + j - i:
+                        n += jobs[j][2]
+                        j += 1
+                view = pool.read_range(slot, within, n)
+                if view is not None:
+                    spans.append((slot, within, n, view))
+                else:  # the careful path, chunk by chunk
+                    spans += [(s, w, m, _LATER) for s, w, m, _ in jobs[i:j]]
+                i = j
+            pieces = [span[3] for span in spans]
             if _LATER in pieces:
-                pieces = await self.manager.store.run(self._read_later, jobs, pieces)
+                pieces = await self.manager.store.run(self._read_later, spans)
             try:
-                yield [(job[2], piece) for job, piece in zip(jobs, pieces)]
+                yield [(span[2], piece) for span, piece in zip(spans, pieces)]
             finally:
                 for piece in pieces:
                     if isinstance(piece, memoryview):
                         pool.release_view(piece)
 
-    def _read_later(self, jobs, pieces: list) -> list:
+    def _read_later(self, spans: list) -> list:
         """The pieces read_ranges left: read into memory, every block verified."""
         pool = self.manager.pool
         try:
             return [pool.read(slot, within, n) if piece is _LATER else piece
-                    for (slot, within, n, _), piece in zip(jobs, pieces)]
+                    for slot, within, n, piece in spans]
         except OSError as exc:
             raise NBDError(exc.errno or errno.EIO, str(exc)) from None
 

@@ -20,6 +20,7 @@ import os
 import pytest
 from volume_helpers import close, count_cipher_calls, open_manager
 
+from blockd import pool as pool_module
 from blockd.nbd_client import NBDClient
 from blockd.nbd_connection import RECV_BUFFER
 from blockd.nbd_server import NBDServer
@@ -60,6 +61,19 @@ def os_calls(monkeypatch):
     return calls
 
 
+def count_views(monkeypatch, conn) -> list[int]:
+    """Count the slab views each large READ reply sends (one count per reply)."""
+    sent: list[int] = []
+    original = conn._cmds.send_views
+
+    async def counted(items):
+        sent.append(sum(isinstance(item, memoryview) and item.readonly for item in items))
+        return await original(items)
+
+    monkeypatch.setattr(conn._cmds, "send_views", counted)
+    return sent
+
+
 def count_tasks() -> list[int]:
     """Count the tasks created on the running loop from now on (in [0])."""
     created = [0]
@@ -81,6 +95,21 @@ def replica_runs(vm, name: str, offset: int, length: int) -> int:
         for pos in vm.pool.positions(slot):
             held.setdefault(pos, []).append(slot)
     return sum(1 + sum(b != a + 1 for a, b in zip(slots, slots[1:])) for slots in held.values())
+
+
+def read_runs(vm, name: str, offset: int, length: int) -> int:
+    """Runs of consecutive slots read from one replica (its preferred one), over
+    the chunks of a range: what a large READ checks and sends a view of each."""
+    mapping, pool = vm.map_of(name), vm.pool
+    slots = [mapping[index] for index in range(offset // CHUNK, (offset + length) // CHUNK)]
+    runs, i = 0, 0
+    while i < len(slots):
+        j, end = i + 1, min(len(slots), i + pool.run_length(slots[i]))
+        while j < end and slots[j] == slots[i] + j - i:
+            j += 1
+        assert len({pool.preferred(slot) for slot in slots[i:j]}) == 1
+        runs, i = runs + 1, j
+    return runs
 
 
 async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls, os_calls,
@@ -129,18 +158,27 @@ async def test_system_calls_tasks_and_buffers_per_request(dirs, file_calls, os_c
             assert await per_request(read4k, small) == ({"preadinto": 1, "pread": 1}, 0, 0)
             assert await per_request(write4k, small) == ({"pwrite": 2 * replicas}, 0, 0)
             # 1 MiB: one task, and no thread hop, no block-file call, no
-            # buffer: each chunk is checked straight from the mapped slab (one
-            # read of its checksums) and the reply written from views of it in
-            # one writev (no read copy; nothing copied to be sent later).
+            # buffer: each run of consecutive slots read from one replica is
+            # checked straight from the mapped slab (one mincore, one read of
+            # its checksums) and the reply written from one view per run in
+            # one writev (no read copy; nothing copied to be sent later). A
+            # disk holds R consecutive slots of every N, so about 16/R runs.
             chunks = MiB // CHUNK
             hops = collections.Counter()
             run = store.run
             monkeypatch.setattr(store, "run", lambda *a: hops.update(["run"]) or run(*a))
+            mincore = pool_module._mincore
+            monkeypatch.setattr(pool_module, "_mincore",
+                                lambda *a: os_calls.update(["mincore"]) or mincore(*a))
+            sent = count_views(monkeypatch, conn)
             os_calls.clear()
             copied = conn.tx_copied
+            views = sum(read_runs(vm, "v", offset, MiB) for offset in large) / len(large)
+            assert views <= -(-chunks // replicas) + 1
             assert await per_request(read1m, large) == ({}, 1, 0)
-            assert {k: v / ROUNDS for k, v in os_calls.items()} == {"preadv": chunks,
-                                                                    "writev": 1}
+            assert {k: v / ROUNDS for k, v in os_calls.items()} == {
+                "mincore": views, "preadv": views, "writev": 1}
+            assert sum(sent) / ROUNDS == views
             assert not hops and conn.tx_copied == copied
             # A WRITE of whole chunks in consecutive slots (a volume filled in
             # order): one pwrite of data and one of checksums per run of those

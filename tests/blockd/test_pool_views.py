@@ -20,7 +20,7 @@ def cached(fd: int, offset: int) -> bool:
 
 
 def preferred(pool, slot: int) -> int:
-    return (slot + slot % pool.replicas) % pool.n
+    return pool.preferred(slot)
 
 
 async def test_views_of_intact_cached_blocks_only(dirs):
