@@ -9,6 +9,7 @@ itself (LMDB is multi-process safe; handles must not cross a fork).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -86,6 +87,7 @@ async def run(cfg: dict) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    freeze_startup_objects()
     os.write(cfg["ready_fd"], b"R")
     os.close(cfg["ready_fd"])
     await stop.wait()
@@ -101,6 +103,19 @@ async def run(cfg: dict) -> None:
     if etcd is not None:
         await etcd.close()
     log.debug("worker stopped", extra={"fields": {"seconds": round(loop.time() - started, 3)}})
+
+
+def freeze_startup_objects() -> None:
+    """Move what start-up made (modules, classes, the gateway, the disks' handles:
+    ~48,000 objects) out of the collector's sight, once, after a collection.
+
+    They live as long as the process; a full collection walked them all each time
+    (~14 ms in which no request is served, every ~2 s under 4 KiB PUTs); frozen,
+    ~0.5 ms. Frozen objects are still freed when their count drops to zero; only a
+    cycle among them would outlive its use (retired stores: unfrozen once closed).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def follow_read_only(store: Callable[[], Any], path: str,
@@ -134,7 +149,13 @@ async def follow_worker_layout(gateway: Gateway, live: Any, registry: Any, path:
         gateway.store = store
         if gone:  # after the requests still using them
             asyncio.get_running_loop().call_later(
-                30, lambda: [asyncio.ensure_future(s.close()) for s in gone])
+                30, lambda: asyncio.ensure_future(retire(gone)))
+
+    async def retire(gone: list) -> None:
+        await asyncio.gather(*(s.close() for s in gone))
+        # Start-up froze them: let a collection see them again (their cycles).
+        gc.unfreeze()
+        freeze_startup_objects()
 
     await follow_layout(read_layout_file(path), live, apply, interval=1.0)
 
