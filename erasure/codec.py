@@ -13,6 +13,7 @@ parity buffers (see :func:`allocate`) and reuses them for every block.
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import threading
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,14 @@ Buffer = bytes | bytearray | memoryview | mmap.mmap
 _u8p = ctypes.POINTER(ctypes.c_ubyte)
 _lib = _isal.lib
 
+
+
+@functools.cache
+def _pointers(n: int) -> type:
+    """The ctypes array type of ``n`` pointers, made once: ctypes keeps array
+    types only weakly, so one built per call became cyclic garbage per call (the
+    young collections of small PUTs were mostly these types)."""
+    return ctypes.c_void_p * n
 
 class ErasureError(ValueError):
     """Invalid codec parameters, or too few shards to rebuild a block."""
@@ -200,8 +209,8 @@ class Codec:
         return tables
 
     def _run(self, tables: ctypes.Array, shard_len: int, src: list[int], dst: list[int]) -> None:
-        src_ptrs = (ctypes.c_void_p * len(src))(*src)
-        dst_ptrs = (ctypes.c_void_p * len(dst))(*dst)
+        src_ptrs = _pointers(len(src))(*src)
+        dst_ptrs = _pointers(len(dst))(*dst)
         _lib.ec_encode_data(shard_len, self.k, len(dst), tables, src_ptrs, dst_ptrs)
 
     def _decode_tables(self, sources: tuple[int, ...], wanted: tuple[int, ...]) -> ctypes.Array:
