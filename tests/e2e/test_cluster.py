@@ -196,6 +196,10 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster, tmp_pat
     nodes[3] = start_node(str(nodes[3].data_dir).rsplit("/", 1)[0], "n4", etcd.endpoints,
                           node_ports[3])
     wait_for(lambda: health(nodes[3])[0] == 200 and alive(nodes[0], "n4"), "n4 back", nodes)
+    # Each node reconnects to n4's disks on its own: until all see them, a GET
+    # through one that does not yet finds n4's rebuilt shard "offline".
+    wait_for(lambda: all(health(n)[1]["status"] == "ok" for n in nodes), "n4's disks seen",
+             nodes)
     nodes[0].cli("heal")
     os.killpg(nodes[1].proc.pid, signal.SIGKILL)
     nodes[1].proc.wait()
