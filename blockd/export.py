@@ -105,9 +105,15 @@ class Export(ABC):
         """Fill ``dest`` with the bytes at ``offset`` (the server's reused buffers)."""
         dest[:] = await self.pread(offset, len(dest))
 
-    def read_now(self, offset: int, dest: memoryview) -> bool:
+    def read_now(self, offset: int, dest: memoryview, later: list | None = None) -> bool:
         """Fill ``dest`` without awaiting, or return False (then :meth:`pread_into`
-        serves it). For small reads an export can serve at once: no task per request."""
+        serves it). For small reads an export can serve at once: no task per request.
+
+        ``later``, when given, is a list of steps ``(fn, a, b)`` the export may
+        append to (only when it returns True): ``fn(a, b)`` completes ``dest``
+        (an encrypted volume decrypts it) before the reply is sent, one after
+        another with the other replies' of the same event-loop turn, while
+        their code and keys are in the CPU's caches."""
         return False
 
     def write_now(self, offset: int, data: memoryview) -> bool:

@@ -145,11 +145,15 @@ class Commands:
     """Runs one session's requests against its export."""
 
     def __init__(self, session: Session, send: Send, buffers: Buffers | None = None,
-                 send_views: SendViews | None = None) -> None:
+                 send_views: SendViews | None = None, later: list | None = None) -> None:
         self.session = session
         self.export = export = session.export
         self.send = send
         self.send_views = send_views
+        # Steps that complete queued replies (see Export.read_now); whoever
+        # passes this list runs them before those replies leave. None: the
+        # export completes each reply itself.
+        self.later = later
         self.buffers = buffers or Buffers()
         self.structured = session.structured
         self.errors = 0
@@ -294,7 +298,7 @@ class Commands:
         started = time.monotonic()
         buf = self.buffers.get(length)
         try:
-            if not self.export.read_now(offset, memoryview(buf)):
+            if not self.export.read_now(offset, memoryview(buf), self.later):
                 self.buffers.put(buf)
                 return False
         except Exception as exc:

@@ -84,6 +84,9 @@ class NBDConnection(asyncio.BufferedProtocol):
         self._tasks: set[asyncio.Task] = set()
         self._buffers: Buffers = server.buffers
         self._outq: list = []  # reply buffers not yet handed to the transport
+        # Steps (fn, a, b) that complete replies in _outq (decryption): run
+        # together just before _outq leaves (see Export.read_now).
+        self._later: list = []
         self._outq_bytes = 0
         self._queued = 0  # reply bytes handed to the transport so far
         # Reused buffers the transport may still be sending, as (where their
@@ -262,7 +265,8 @@ class NBDConnection(asyncio.BufferedProtocol):
                 self._finish("client aborted the handshake")
             else:
                 self.export_name = session.export.name
-                self._cmds = Commands(session, self._send, self._buffers, self._send_views)
+                self._cmds = Commands(session, self._send, self._buffers, self._send_views,
+                                      self._later)
                 self._process()  # requests that arrived with the last option
             await self._finished
             if self._inflight:
@@ -346,6 +350,8 @@ class NBDConnection(asyncio.BufferedProtocol):
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        if self._later and not self._complete_replies():
+            return
         self._flush_pending = False
         queue, self._outq = self._outq, []
         nbytes, self._outq_bytes = self._outq_bytes, 0
@@ -361,6 +367,27 @@ class NBDConnection(asyncio.BufferedProtocol):
             return
         transport.writelines(queue)
         self._release_sent()
+
+    def _complete_replies(self) -> bool:
+        """Run the steps that complete the queued replies; False when one
+        failed: then no reply of this batch may leave (it would carry bytes
+        that are not what was asked for), and the connection is dropped."""
+        later = self._later
+        try:
+            for fn, a, b in later:
+                fn(a, b)
+        except Exception:
+            log.exception("nbd reply could not be completed; dropping the connection",
+                          extra={"fields": {"client": self.peer, "export": self.export_name}})
+            self._outq.clear()
+            self._outq_bytes = 0
+            self._flush_pending = False
+            self._stop("internal error completing a reply")
+            self.abort()
+            return False
+        finally:
+            later.clear()
+        return True
 
     async def _send_views(self, items: list) -> None:
         """Send a reply whose pieces are borrowed (memoryviews: the export's

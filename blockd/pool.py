@@ -216,10 +216,13 @@ class ChunkPool:
         return bytes(out)
 
     def read_into(self, slot: int, offset: int, dest: memoryview,
-                  cipher: VolumeCipher | None = None, tweak: int = 0) -> None:
+                  cipher: VolumeCipher | None = None, tweak: int = 0,
+                  later: list | None = None) -> None:
         """Fill ``dest`` from ``offset`` within a slot, every block verified (then
         decrypted with ``cipher``, the slot's first block being volume block
-        ``tweak``).
+        ``tweak``; when ``later`` is given and the range is whole blocks, by a
+        step ``(cipher.decrypt_into, first block, dest)`` appended to it, for
+        the caller to run before ``dest`` is used).
 
         Block-aligned reads land straight in ``dest``: two system calls (the
         data, its checksums) on the replica the slot's reads go to."""
@@ -240,7 +243,10 @@ class ChunkPool:
         elif block_sums(dest) != stored:
             self._repair(slot, first, dest, stored)
         if cipher is not None:
-            cipher.decrypt_into(tweak + first, dest)
+            if later is None:
+                cipher.decrypt_into(tweak + first, dest)
+            else:
+                later.append((cipher.decrypt_into, tweak + first, dest))
 
     def read_range(self, slot: int, offset: int, length: int) -> memoryview | None:
         """``length`` bytes at ``offset`` within a slot, every block verified, as

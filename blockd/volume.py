@@ -103,12 +103,14 @@ class Volume(Export):
 
     # reads -----------------------------------------------------------------------
 
-    def read_now(self, offset: int, dest: memoryview) -> bool:
+    def read_now(self, offset: int, dest: memoryview, later: list | None = None) -> bool:
         """Fill ``dest`` at once (on the event loop: a small read costs less than
-        a thread hop); False when it is too large for that."""
+        a thread hop); False when it is too large for that. An encrypted
+        volume's blocks are decrypted by steps appended to ``later`` when it is
+        given (see Export.read_now), else here."""
         if len(dest) > INLINE_IO:
             return False
-        self._fill(dest, self._slots(offset, len(dest)), offset)
+        self._fill(dest, self._slots(offset, len(dest)), offset, later)
         return True
 
     async def pread_into(self, offset: int, dest: memoryview) -> None:
@@ -196,7 +198,7 @@ class Volume(Export):
         return [(mapping.get(index), within, n, at) for index, within, n, at in
                 pieces(offset, length)]
 
-    def _fill(self, dest: memoryview, jobs, offset: int) -> None:
+    def _fill(self, dest: memoryview, jobs, offset: int, later: list | None = None) -> None:
         pool, cipher = self.manager.pool, self.cipher
         try:
             for slot, within, n, at in jobs:
@@ -206,7 +208,7 @@ class Volume(Export):
                     pool.read_into(slot, within, dest[at:at + n])
                 else:
                     pool.read_into(slot, within, dest[at:at + n], cipher,
-                                   (offset + at) // CHUNK * BLOCKS)
+                                   (offset + at) // CHUNK * BLOCKS, later)
         except OSError as exc:
             raise NBDError(exc.errno or errno.EIO, str(exc)) from None
 
