@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from .buffers import Batch, Lease
 from .errors import ReadQuorumError
@@ -25,6 +25,8 @@ from .stripes import CORRUPT, MISSING, Damage, read_batch
 
 if TYPE_CHECKING:
     from .store import ObjectStore
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -111,21 +113,10 @@ class ObjectReader:
         store, info = self.store, self.info
         batch = lease.acquire()
         try:
-            for attempt in (0, 1):
-                try:
-                    damage = await read_batch(store.run, store.disks, store.codec,
-                                              info.geometry, info.dist, job.data_id,
-                                              job.part, job.part_size, job.first_block,
-                                              job.nblocks, batch, store.scratch,
-                                              exclude=store.offline_positions(),
-                                              cached=cached)
-                    break
-                except ReadQuorumError:
-                    # A disk this process still holds offline may be back (replaced
-                    # and healed by another process): look again before giving up.
-                    if attempt or not store.offline_positions():
-                        raise
-                    await store.run(store.healer.watch_disks)
+            damage = await with_a_second_look(store, lambda: read_batch(
+                store.run, store.disks, store.codec, info.geometry, info.dist, job.data_id,
+                job.part, job.part_size, job.first_block, job.nblocks, batch, store.scratch,
+                exclude=store.offline_positions(), cached=cached))
         except BaseException:
             lease.release(batch)
             raise
@@ -139,8 +130,27 @@ def inline_blob(vid: str, shard: bytes) -> bytes:
     return vid.encode() + checksum(shard) + shard
 
 
+async def with_a_second_look(store: ObjectStore, read: Callable[[], Awaitable[T]]) -> T:
+    """``await read()``, and once more when it finds too few shards while a disk
+    this process holds offline may be back (replaced and healed by another
+    process, or its node restarted and not yet reconnected here): the healer
+    looks at the disks first."""
+    try:
+        return await read()
+    except ReadQuorumError:
+        if not store.offline_positions():
+            raise
+    await store.run(store.healer.watch_disks)
+    return await read()
+
+
 async def read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
-    """Decode a small object from the inline shards in the disks' LMDB."""
+    """Decode a small object from the inline shards in the disks' LMDB (see
+    :func:`with_a_second_look`)."""
+    return await with_a_second_look(store, lambda: _read_inline(store, info))
+
+
+async def _read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
     k, n = info.k, info.k + info.m
     shards: list[bytes | None] = [None] * n
     damage = Damage()

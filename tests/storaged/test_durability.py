@@ -198,3 +198,21 @@ async def test_disk_back_after_being_away_is_healed_completely(open_store, tmp_p
     wipe(dirs, [0, 2])  # with disk 1 healed, four disks still hold everything
     store = await open_store(dirs=dirs)
     await check_all(store, expected)
+
+
+@pytest.mark.parametrize("size", [10, 300_000])  # inline in LMDB; shard files
+async def test_a_read_short_of_shards_looks_at_offline_disks_again(open_store, size):
+    """Disks this process holds offline that are in fact back (a node restarted
+    and not yet reconnected here, a disk replaced by another process) are looked
+    at again before a read gives up for want of shards: here two such disks and
+    a corrupt shard leave 3 of the 4 shards needed."""
+    store = await open_store(n=6, ec=(4, 2))
+    await store.make_bucket("b")
+    data = os.urandom(size)
+    await store.put_object("b", "k", chunks(data, 100_000), size=len(data))
+    await corrupt(store, "k", [3])
+    for p in (0, 1):
+        store.disks[p].close()  # offline in this process only
+        store.disks[p].reason = "unavailable: node restarting"
+    assert await read(store, "b", "k") == data
+    assert store.disks[0].online and store.disks[1].online
