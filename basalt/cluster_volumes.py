@@ -135,8 +135,9 @@ class ClusterVolumes:
         for writer in list(self._relayed):  # clients reconnect to the owner
             writer.close()
 
-    async def owner_services(self) -> dict[str, str] | None:
-        leader = await self.node.election.leader()
+    async def owner_services(self, leader: str | None = None) -> dict[str, str] | None:
+        """The volume owner's addresses (of ``leader``, default: the elected one)."""
+        leader = leader or await self.node.election.leader()
         if leader is None:
             return None
         found = await self.node.etcd.get(SERVICES + leader)
@@ -172,7 +173,14 @@ class ClusterVolumes:
             body = await request.read()
             if self.manager is not None:
                 return await _over_unix(self.owner_socket, request, body)
-            services = await self.owner_services()
+            leader = await self.node.election.leader()
+            if leader == self.node.opts.node:
+                # Elected but still loading the volumes: forwarding would come
+                # back here, each hop holding a thread of the default executor
+                # until none was left (a deadlock until the 300 s timeout).
+                return web.json_response({"code": "ServiceUnavailable",
+                                          "message": "the volume owner is starting"}, status=503)
+            services = await self.owner_services(leader)
             if services is None:
                 return web.json_response({"code": "ServiceUnavailable",
                                           "message": "no volume owner elected yet"}, status=503)
