@@ -143,7 +143,10 @@ async def _resolve(ctx: Context
     return info, headers, status, offset, length, key
 
 
-SEND_PIECE = 256 * 1024
+# Over TLS each write is encrypted whole into the connection's outgoing memory
+# BIO, which keeps the largest size it ever held for the connection's life: 64 KiB
+# pieces (4 TLS records) keep it at ~64 KiB where 256 KiB pieces pinned ~340 KiB.
+SEND_PIECE = 64 * 1024
 _DRAINED = 0x10000  # aiohttp drains after a write once more than this is unsent
 # A body up to this size, read whole in the first chunk, is copied and sent in
 # one write with the headers (_Sender copies chunks this small anyway).
@@ -159,8 +162,8 @@ class _Sender:
     at any byte it holds (write-buffer high water 0), so aiohttp's drain after
     a write returns only once the kernel has taken all of it and the buffer may
     be read into again. Over TLS (which copies while encrypting anyway) and for
-    small tails the chunk is copied, in pieces that keep what each connection
-    queues to a few hundred KiB.
+    small tails the chunk is copied, in pieces of SEND_PIECE; a decrypted
+    package (bytes) goes out in views of such pieces.
     """
 
     def __init__(self, resp: web.StreamResponse, transport: asyncio.Transport | None) -> None:
@@ -174,8 +177,13 @@ class _Sender:
             transport.set_write_buffer_limits(high=0)
 
     async def send(self, chunk: memoryview | bytes) -> None:
-        if isinstance(chunk, bytes):  # immutable (a decrypted package): sent as it is
-            await self.resp.write(chunk)
+        if isinstance(chunk, bytes):  # immutable (a decrypted package): sent uncopied
+            if self.whole or len(chunk) <= SEND_PIECE:
+                await self.resp.write(chunk)
+            else:
+                view = memoryview(chunk)
+                for start in range(0, len(chunk), SEND_PIECE):
+                    await self.resp.write(view[start:start + SEND_PIECE])
         elif self.whole and len(chunk) > _DRAINED:
             await self.resp.write(chunk)
             if self.transport.get_write_buffer_size():  # type: ignore[union-attr]
