@@ -254,11 +254,14 @@ def test_list_multipart_uploads_and_abort(basalt, s3, bucket):
 def test_aws_cli_cp_large_file_with_bounded_server_memory(basalt, bucket, tmp_path):
     """`aws s3 cp` of 5 GiB up and down at default settings; the server stays small.
 
-    Idle it is ~145 MiB (a main process and two workers) and each worker holds at
-    most 8 MiB of stripe batches; measured peaks (RSS summed over the processes)
-    are 188-196 MiB over HTTP and HTTPS (issue 15: below 200); with the packages
-    of a fresh install on 2026-12-02 HTTP 193 and HTTPS 200-218 (with or without
-    the workers' gc.freeze; cause not found). The bound keeps a
+    Idle it is ~142 MiB (a main process of ~48 and two workers of ~47) and each
+    worker holds at most 8 MiB of stripe batches. Measured peaks (RSS summed over
+    the processes, 2026-12-02, 3 runs each): HTTP 185-186 MiB, HTTPS 192-193
+    (issue 15: below 200), since the workers give their heap's free pages back
+    (basalt.heap) and keep each TLS connection's buffers small (basalt.worker,
+    gateway.get: OpenSSL's memory BIOs keep the most they ever held); before,
+    HTTP 186-190 and HTTPS 203-204 (200-218 seen earlier, cause not found, so
+    the bound is kept). The bound keeps a
     margin for CI and still fails the unbounded pool of before (260-307 MiB) and
     a child process of the owner's during the upload (a vfork'd child shares the
     owner's memory until it execs, so RSS sums count ~48 MiB twice: the usage
