@@ -25,6 +25,7 @@ from .request import Context
 from .sse_packages import (
     PACKAGE,
     SEALED,
+    TAG,
     Encryptor,
     PackageCipher,
     PackageError,
@@ -152,7 +153,9 @@ def response_headers(info: ObjectInfo | None = None, encryption: str = "") -> di
 async def plaintext(store: Any, info: ObjectInfo, key: bytes, offset: int,
                     length: int) -> AsyncIterator[bytes]:
     """Plaintext bytes ``offset .. offset+length`` of an encrypted object: each
-    part's touched packages are read and opened, nothing more."""
+    part's touched packages are read and opened, nothing more. As the engine's
+    readers, it yields views of a buffer it reuses: each is valid until the next
+    one is asked for."""
     end = offset + length
     base = stored_base = 0
     for part in info.parts:
@@ -175,58 +178,68 @@ async def _part(store: Any, info: ObjectInfo, part: Any, base: int, key: bytes, 
     skip, want = lo - first * PACKAGE, hi - lo
     index = first
 
-    def open_all(start: int, view: memoryview) -> list[bytes]:
-        out = []
-        for pos in range(0, len(view), SEALED):
-            i = start + pos // SEALED
-            if i >= total:
-                raise PackageError("encrypted body is longer than its size")
-            out.append(cipher.open(i, view[pos:pos + SEALED], i == total - 1))
-        return out
+    scratch = bytearray()
 
-    async def opened(view: memoryview) -> list[bytes]:
-        """The plaintext of the packages in ``view``, trimmed to the range."""
+    def open_all(start: int, sealed: list[memoryview]) -> memoryview:
+        """Packages ``start, start+1, ...`` (views of their sealed bytes) opened
+        into ``scratch``: the response took the last chunk whole before this
+        runs again (see gateway.get._Sender)."""
+        nonlocal scratch
+        if start + len(sealed) > total:
+            raise PackageError("encrypted body is longer than its size")
+        if any(len(s) < TAG for s in sealed):
+            raise PackageError("encrypted package cut short")
+        size = sum(map(len, sealed)) - TAG * len(sealed)
+        if len(scratch) < size:
+            scratch = bytearray(size)
+        dest = memoryview(scratch)[:size]
+        at = 0
+        for i, s in enumerate(sealed, start):
+            cipher.open_into(i, s, i == total - 1, dest[at:at + len(s) - TAG])
+            at += len(s) - TAG
+        return dest
+
+    def opened(sealed: list[memoryview]) -> memoryview | None:
+        """The plaintext of these packages (one view: one response write per
+        engine chunk, not one per package), trimmed to the range. AES-GCM runs
+        at ~10 GB/s here: a chunk's packages take ~0.1 ms, less than a thread
+        hop would cost."""
         nonlocal index, skip, want
         try:
-            plains = (await store.run(open_all, index, view) if len(view) > SEALED
-                      else open_all(index, view))
+            plain = open_all(index, sealed)
         except PackageError:
             raise InternalError("The object's stored data does not authenticate: it was "
                                 "altered or damaged.") from None
-        index += len(plains)
-        out = []
-        for plain in plains:
-            if skip:
-                plain, skip = plain[skip:], 0
-            if len(plain) > want:
-                plain = plain[:want]
-            want -= len(plain)
-            if plain:
-                out.append(plain)
-        return out
+        index += len(sealed)
+        plain = plain[skip:skip + want]
+        skip, want = 0, want - len(plain)
+        return plain or None
 
     # Packages are opened straight from the reader's chunks (no gathering copy);
-    # only one straddling two chunks is put together in ``carry``.
+    # only one straddling two chunks is put together in ``carry``, and opened
+    # with the next chunk's.
     carry = bytearray()
     try:
         async for chunk in reader:
             view = memoryview(chunk)
+            batch = []
             if carry:
                 take = SEALED - len(carry)
                 carry += view[:take]
                 view = view[take:]
                 if len(carry) < SEALED:
                     continue
-                for plain in await opened(memoryview(bytes(carry))):
-                    yield plain
+                batch.append(memoryview(bytes(carry)))
                 carry.clear()
             whole = len(view) // SEALED * SEALED
-            if whole:
-                for plain in await opened(view[:whole]):
-                    yield plain
+            batch += [view[at:at + SEALED] for at in range(0, whole, SEALED)]
+            plain = opened(batch) if batch else None
+            if plain is not None:
+                yield plain
             carry += view[whole:]
         if carry:
-            for plain in await opened(memoryview(bytes(carry))):
+            plain = opened([memoryview(bytes(carry))])
+            if plain is not None:
                 yield plain
     finally:
         await reader.aclose()

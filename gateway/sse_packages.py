@@ -70,6 +70,18 @@ class PackageCipher:
             raise PackageError(f"encrypted package {index} of stream {self.stream} does not "
                                "authenticate: the body was altered or the key is wrong") from None
 
+    def open_into(self, index: int, sealed: bytes | memoryview, last: bool,
+                  dest: memoryview) -> None:
+        """:meth:`open` into ``dest`` (exactly the plaintext's length)."""
+        from cryptography.exceptions import InvalidTag
+        if len(sealed) < TAG or len(dest) != len(sealed) - TAG:
+            raise PackageError(f"encrypted package {index} of stream {self.stream} is cut short")
+        try:
+            self._aead.decrypt_into(_NONCE.pack(self.stream, index), sealed, _AAD[last], dest)
+        except InvalidTag:
+            raise PackageError(f"encrypted package {index} of stream {self.stream} does not "
+                               "authenticate: the body was altered or the key is wrong") from None
+
     def open_span(self, first: int, stored: bytes | memoryview, size: int) -> bytes:
         """The plaintext of whole packages ``first, first+1, …`` stored in
         ``stored`` (as :func:`sealed_span` named them) of a ``size``-byte stream."""

@@ -187,16 +187,17 @@ def raises(code: str, message: str | None = None):
 
 
 @contextlib.asynccontextmanager
-async def served_gateway(tmp_path, aiohttp_server):
+async def served_gateway(tmp_path, aiohttp_server, **config):
     """(store, boto3 client) of an in-process gateway on four disks in
-    ``tmp_path``, served by pytest-aiohttp's ``aiohttp_server``."""
+    ``tmp_path``, served by pytest-aiohttp's ``aiohttp_server`` (``config``:
+    more GatewayConfig fields)."""
     from gateway import Gateway
     from gateway.request import GatewayConfig
     from storaged import ObjectStore
     store = ObjectStore.open([str(tmp_path / f"d{i}") for i in range(4)], sync=False)
     await store.start(heal=False)
     server = await aiohttp_server(
-        Gateway(store, GatewayConfig(credentials={ACCESS_KEY: SECRET_KEY})).app())
+        Gateway(store, GatewayConfig(credentials={ACCESS_KEY: SECRET_KEY}, **config)).app())
     s3 = boto3.client("s3", endpoint_url=str(server.make_url("")).rstrip("/"),
                       aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
                       region_name="us-east-1",

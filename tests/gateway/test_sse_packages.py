@@ -82,6 +82,27 @@ def test_altered_bodies_are_refused():
         cipher.open_span(0, seal_all(data, stream=2), size)
 
 
+def test_open_into_fills_its_view_or_refuses():
+    """``open_into`` (what a GET uses) gives what ``open`` gives, into the view it
+    is handed, and refuses an altered, cut or misplaced package."""
+    data = os.urandom(PACKAGE + 10)
+    stored = seal_all(data)
+    cipher = PackageCipher(KEY)
+    out = bytearray(len(data))
+    cipher.open_into(0, stored[:SEALED], False, memoryview(out)[:PACKAGE])
+    cipher.open_into(1, stored[SEALED:], True, memoryview(out)[PACKAGE:])
+    assert out == data
+    flipped = bytearray(stored[SEALED:])
+    flipped[3] ^= 1
+    for index, sealed, last, size in ((1, bytes(flipped), True, 10),   # altered
+                                      (1, stored[SEALED:SEALED + TAG - 1], True, 0),  # cut
+                                      (1, stored[SEALED:], True, 11),  # wrong size asked
+                                      (0, stored[SEALED:], True, 10),  # another index
+                                      (1, stored[SEALED:], False, 10)):  # not sealed last
+        with pytest.raises(PackageError):
+            cipher.open_into(index, sealed, last, memoryview(bytearray(size)))
+
+
 def test_each_upload_of_a_part_seals_under_a_key_of_its_own():
     """A part number uploaded twice must not reuse the object key's GCM nonces
     (part number, package index): each upload gets a salt and a derived key."""
