@@ -116,11 +116,11 @@ class ChunkPool:
         # The replica a slot's reads go to, and how many slots from it on go
         # to the same one (see _preferred_table).
         self._prefer, self._run = _preferred_table(self.n, self.replicas)
-        self._run_max = max(self._run)
-        self._resident = bytearray(self._run_max * CHUNK // _PAGE)
+        longest = max(self._run)
+        self._resident = bytearray(longest * CHUNK // _PAGE)
         self._resident_at = ctypes.addressof((ctypes.c_char * len(self._resident))
                                              .from_buffer(self._resident))
-        self._sums = bytearray(self._run_max * BLOCKS * SUM)
+        self._sums = bytearray(longest * BLOCKS * SUM)
 
     def close(self) -> None:
         with self._lock:

@@ -29,13 +29,13 @@ _u8p = ctypes.POINTER(ctypes.c_ubyte)
 _lib = _isal.lib
 
 
-
 @functools.cache
 def _pointers(n: int) -> type:
     """The ctypes array type of ``n`` pointers, made once: ctypes keeps array
     types only weakly, so one built per call became cyclic garbage per call (the
     young collections of small PUTs were mostly these types)."""
     return ctypes.c_void_p * n
+
 
 class ErasureError(ValueError):
     """Invalid codec parameters, or too few shards to rebuild a block."""

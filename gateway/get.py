@@ -162,8 +162,8 @@ class _Sender:
     at any byte it holds (write-buffer high water 0), so aiohttp's drain after
     a write returns only once the kernel has taken all of it and the buffer may
     be read into again. Over TLS (which copies while encrypting anyway) and for
-    small tails the chunk is copied, in pieces of SEND_PIECE; a decrypted
-    package (bytes) goes out in views of such pieces.
+    small tails the chunk is copied, in pieces of SEND_PIECE. Encrypted objects'
+    plaintext comes the same way (views of a buffer gateway.sse_objects reuses).
     """
 
     def __init__(self, resp: web.StreamResponse, transport: asyncio.Transport | None) -> None:
@@ -176,15 +176,8 @@ class _Sender:
             self.limits = transport.get_write_buffer_limits()
             transport.set_write_buffer_limits(high=0)
 
-    async def send(self, chunk: memoryview | bytes) -> None:
-        if isinstance(chunk, bytes):  # immutable (a decrypted package): sent uncopied
-            if self.whole or len(chunk) <= SEND_PIECE:
-                await self.resp.write(chunk)
-            else:
-                view = memoryview(chunk)
-                for start in range(0, len(chunk), SEND_PIECE):
-                    await self.resp.write(view[start:start + SEND_PIECE])
-        elif self.whole and len(chunk) > _DRAINED:
+    async def send(self, chunk: memoryview) -> None:
+        if self.whole and len(chunk) > _DRAINED:
             await self.resp.write(chunk)
             if self.transport.get_write_buffer_size():  # type: ignore[union-attr]
                 # never happens while aiohttp drains as it does; if it stopped,

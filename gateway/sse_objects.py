@@ -151,7 +151,7 @@ def response_headers(info: ObjectInfo | None = None, encryption: str = "") -> di
 
 
 async def plaintext(store: Any, info: ObjectInfo, key: bytes, offset: int,
-                    length: int) -> AsyncIterator[bytes]:
+                    length: int) -> AsyncIterator[memoryview]:
     """Plaintext bytes ``offset .. offset+length`` of an encrypted object: each
     part's touched packages are read and opened, nothing more. As the engine's
     readers, it yields views of a buffer it reuses: each is valid until the next
@@ -168,7 +168,7 @@ async def plaintext(store: Any, info: ObjectInfo, key: bytes, offset: int,
 
 
 async def _part(store: Any, info: ObjectInfo, part: Any, base: int, key: bytes, lo: int,
-                hi: int) -> AsyncIterator[bytes]:
+                hi: int) -> AsyncIterator[memoryview]:
     first, slo, shi = sealed_span(lo, hi, part.size)
     # Parts sealed before part salts existed (empty salt) are under the object key.
     cipher = PackageCipher(part_key(key, part.salt) if part.salt else key, part.number)
@@ -182,8 +182,8 @@ async def _part(store: Any, info: ObjectInfo, part: Any, base: int, key: bytes, 
 
     def open_all(start: int, sealed: list[memoryview]) -> memoryview:
         """Packages ``start, start+1, ...`` (views of their sealed bytes) opened
-        into ``scratch``: the response took the last chunk whole before this
-        runs again (see gateway.get._Sender)."""
+        into ``scratch``: whoever reads :func:`plaintext` (a GET's response, a
+        copy's writer) has taken the previous chunk before asking for the next."""
         nonlocal scratch
         if start + len(sealed) > total:
             raise PackageError("encrypted body is longer than its size")
