@@ -429,14 +429,17 @@ class ChunkPool:
     # writes ------------------------------------------------------------------
 
     def _write_replica(self, pos: int, slot: int, first: int, data: bytes | memoryview,
-                       sums: bytes) -> bool:
+                       sums: bytes, direct: bool = False) -> bool:
         files = self._disk_files(pos)
         if files is None:
             self.missed.add(pos)  # its copy is stale from now on: heal it when back
             return False
         slab, sumfile = files
         try:
-            slab.pwrite(data, slot * CHUNK + first * BLOCK)
+            if direct:
+                slab.pwrite_direct(data, slot * CHUNK + first * BLOCK)
+            else:
+                slab.pwrite(data, slot * CHUNK + first * BLOCK)
             sumfile.pwrite(sums, (slot * BLOCKS + first) * SUM)
         except OSError as exc:
             self._write_failed(pos, exc)
@@ -509,12 +512,14 @@ class ChunkPool:
         if not written:
             raise PoolError(f"slot {slot}: no replica writable")
 
-    def write_chunks(self, slot: int, data: memoryview) -> None:
-        """Whole chunks (plaintext) to the consecutive slots ``slot, slot+1, ...``.
+    def write_chunks(self, slot: int, data: memoryview, direct: bool = False) -> None:
+        """Whole chunks (as stored) to the consecutive slots ``slot, slot+1, ...``.
 
         A disk holds runs of consecutive slots (R of every N): each run it
         holds here is one pwrite of data and one of checksums, not two per
-        slot (a sequential 1 MiB write on 2+2: ~30 system calls, not 96)."""
+        slot (a sequential 1 MiB write on 2+2: ~30 system calls, not 96).
+        ``direct``: bulk data nobody is about to read (restores) goes past the
+        page cache where the disk allows (``BlockFile.pwrite_direct``)."""
         count = len(data) // CHUNK
         sums = block_sums(data)
         runs: dict[int, list[list[int]]] = {}  # disk → [first, end) chunk indexes
@@ -530,7 +535,7 @@ class ChunkPool:
         for pos, held in runs.items():
             for a, b in held:
                 if self._write_replica(pos, slot + a, 0, data[a * CHUNK:b * CHUNK],
-                                       sums[a * span:b * span]):
+                                       sums[a * span:b * span], direct):
                     written[a:b] = [w + 1 for w in written[a:b]]
         if 0 in written:
             raise PoolError(f"slot {slot + written.index(0)}: no replica writable")

@@ -32,6 +32,7 @@ import collections
 import concurrent.futures
 import hashlib
 import http.client
+import mmap
 import ssl
 import threading
 import urllib.parse
@@ -155,7 +156,7 @@ async def restore(manager: VolumeManager, name: str, packs: list, ca: str | None
     try:
         for i in range(len(packs)):
             entries, lo, body = await fetches[i]
-            await asyncio.gather(*(volume.pwrite(index * CHUNK, data, fua=False)
+            await asyncio.gather(*(volume.pwrite(index * CHUNK, data, fua=False, direct=True)
                                    for index, data in _runs(entries, lo, body)))
             fetcher.release(body)
             if i + FETCHES < len(packs):  # its buffer is free again
@@ -185,7 +186,7 @@ class _Fetcher:
         self.keys = keys
         self.context: ssl.SSLContext | None = None  # made on the first https URL
         self.local = threading.local()
-        self.buffers: list[bytearray] = []
+        self.buffers: list[mmap.mmap] = []
         self.lock = threading.Lock()
         self.connections: list[http.client.HTTPConnection] = []
 
@@ -197,11 +198,13 @@ class _Fetcher:
         with self.lock:
             self.buffers.append(body.obj)
 
-    def _buffer(self, size: int) -> bytearray:
+    def _buffer(self, size: int) -> mmap.mmap:
+        """A reused buffer of at least ``size`` bytes, page-aligned (anonymous
+        memory) so that the pool can write its chunks with O_DIRECT."""
         with self.lock:
-            buf = self.buffers.pop() if self.buffers else bytearray()
-        if len(buf) < size:
-            buf = bytearray(size)
+            buf = self.buffers.pop() if self.buffers else None
+        if buf is None or len(buf) < size:
+            buf = mmap.mmap(-1, max(size, 1))
         return buf
 
     def _connection(self, url: urllib.parse.SplitResult) -> http.client.HTTPConnection:

@@ -239,7 +239,10 @@ class Volume(Export):
         self._write_spans(data, spans)
         return True
 
-    async def pwrite(self, offset: int, data: memoryview, fua: bool) -> None:
+    async def pwrite(self, offset: int, data: memoryview, fua: bool,
+                     direct: bool = False) -> None:
+        """Write ``data`` at ``offset``; ``direct`` for bulk data nobody is about
+        to read (restores): whole chunks then bypass the page cache."""
         self._writable()
         manager = self.manager
         async with manager.writes.shared(), manager.io():
@@ -247,11 +250,11 @@ class Volume(Export):
             # chunk cannot interleave with another request's.
             spans = [(manager.own_chunk(self.name, index), within, n, at, index * BLOCKS)
                      for index, within, n, at in pieces(offset, len(data))]
-            await self._io(len(data), self._write_spans, data, spans)
+            await self._io(len(data), self._write_spans, data, spans, direct)
         if fua:
             await manager.flush()
 
-    def _write_spans(self, data: memoryview, spans) -> None:
+    def _write_spans(self, data: memoryview, spans, direct: bool = False) -> None:
         """Write each (slot, offset in chunk, length, offset in data, tweak); whole
         chunks in consecutive slots (a sequential write to a volume filled in
         order) go to the pool together, one pwrite per run a disk holds."""
@@ -264,8 +267,8 @@ class Volume(Export):
                 if cipher is None and n == CHUNK:
                     while j < len(spans) and spans[j][2] == CHUNK and spans[j][0] == slot + j - i:
                         j += 1
-                if j - i > 1:
-                    pool.write_chunks(slot, data[at:at + (j - i) * CHUNK])
+                if j - i > 1 or (direct and cipher is None and n == CHUNK):
+                    pool.write_chunks(slot, data[at:at + (j - i) * CHUNK], direct)
                 else:
                     pool.write(slot, within, data[at:at + n], cipher, tweak)
                 i = j

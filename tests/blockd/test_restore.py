@@ -6,6 +6,7 @@ chunks, whatever the machine's speed."""
 
 import hashlib
 import os
+import subprocess
 
 import pytest
 from aiohttp import web
@@ -77,6 +78,42 @@ async def test_restore_writes_verified_chunks_with_one_get_per_pack(dirs, packs_
         assert vm.info("v").allocated == 131 * CHUNK
         # durable when it returns: nothing left for a later flush to commit
         assert not vm.chunks.changes.maps and not vm.chunks.changes.refcounts
+    finally:
+        await close(store, vm)
+
+
+def cached_slab_bytes(vm) -> int:
+    """Bytes of the pool's slab files in the page cache (util-linux fincore)."""
+    total = 0
+    for pos in range(vm.pool.n):
+        slab, _ = vm.pool._disk_files(pos)
+        out = subprocess.run(["fincore", "-nbr", "-o", "RES", f"/proc/{os.getpid()}/fd/{slab.fd}"],
+                             capture_output=True, text=True, check=True).stdout
+        total += int(out)
+    return total
+
+
+async def test_restored_chunks_go_past_the_page_cache(dirs, packs_server):
+    """A restore writes M+1 copies of every chunk that nobody is about to read:
+    with O_DIRECT (where the disks' filesystem has it) none of them lands in
+    the page cache, where it would cost a copy into fresh pages, dirty-page
+    throttling and the cache's other contents. An ordinary write still does."""
+    objects, url = packs_server
+    store, vm = await open_manager(dirs)
+    try:
+        await vm.create("v", 16 * MiB)
+        vm.pool.open(0)
+        if vm.pool._disk_files(0)[0]._open_direct() < 0:
+            pytest.skip("no O_DIRECT on this filesystem")
+        chunks = {i: os.urandom(CHUNK) for i in range(64)}
+        body = {"chunk_size": CHUNK, "packs": [pack(objects, url, "a", dict(list(chunks.items())[:40])),
+                                               pack(objects, url, "b", dict(list(chunks.items())[40:]))]}
+        await restore.restore(vm, "v", restore.parse_packs(body, 16 * MiB), None, lambda n: None)
+        assert cached_slab_bytes(vm) == 0
+        vol = await vm.lookup("v")
+        assert await vol.pread(0, 64 * CHUNK) == b"".join(chunks.values())
+        await vol.pwrite(128 * CHUNK, memoryview(os.urandom(4 * CHUNK)), fua=True)
+        assert cached_slab_bytes(vm) >= 64 * CHUNK + 4 * CHUNK * vm.pool.replicas
     finally:
         await close(store, vm)
 

@@ -263,3 +263,115 @@ async def test_pool_serves_from_other_replicas_when_a_disk_cannot_open_its_files
         assert pool._disk_files(broken) is None
     finally:
         pool.close()
+
+
+# -- pwrite_direct: bulk writes past the page cache (restores) -------------------
+
+def cached_bytes(f: LocalBlockFile) -> int:
+    """Bytes of the file in the page cache (util-linux fincore)."""
+    out = subprocess.run(["fincore", "-nbr", "-o", "RES", f"/proc/{os.getpid()}/fd/{f.fd}"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out)
+
+
+def aligned(data: bytes) -> memoryview:
+    """``data`` in page-aligned (anonymous mmap) memory, as restores hold it."""
+    import mmap
+    buf = mmap.mmap(-1, len(data))
+    buf[:] = data
+    return memoryview(buf)
+
+
+@pytest.fixture
+def direct_file(local_file):
+    f = local_file()
+    if f._open_direct() < 0:
+        pytest.skip("no O_DIRECT on this filesystem")
+    return f
+
+
+def test_pwrite_direct_writes_past_the_page_cache(direct_file):
+    f, data = direct_file, os.urandom(1 << 20)
+    f.pwrite(data, 0)  # buffered: the cache holds it (what the check below can see)
+    assert cached_bytes(f) == 1 << 20
+    new = os.urandom(1 << 20)
+    f.pwrite_direct(aligned(new), 1 << 20)
+    f.pwrite_direct(aligned(new), 0)  # over cached pages: they are dropped, not stale
+    assert cached_bytes(f) == 0
+    assert f.pread(2 << 20, 0) == new + new
+    f.sync()
+
+
+def test_a_mapping_of_the_file_sees_direct_writes(direct_file):
+    import mmap
+    f = direct_file
+    f.pwrite(b"a" * 8192, 0)
+    mapped = mmap.mmap(f.fd, 8192, prot=mmap.PROT_READ)
+    try:
+        assert mapped[:4] == b"aaaa"  # faulted in, then overwritten behind it
+        f.pwrite_direct(aligned(b"b" * 8192), 0)
+        assert mapped[:8192] == b"b" * 8192
+    finally:
+        mapped.close()
+
+
+@pytest.mark.parametrize("case", ["offset", "length", "address", "read-only"])
+def test_pwrite_direct_writes_unaligned_data_through_the_cache(direct_file, case):
+    f, data = direct_file, os.urandom(8192)
+    offset, view = 4096, aligned(data)
+    if case == "offset":
+        offset = 4096 + 512
+    elif case == "length":
+        view = view[:8000]
+    elif case == "address":
+        view = memoryview(bytearray(1) + data)[1:]
+    else:
+        view = memoryview(data)
+    f.pwrite_direct(view, offset)
+    assert f.pread(len(view), offset) == bytes(view)
+    assert cached_bytes(f) > 0
+
+
+def test_pwrite_direct_without_o_direct_is_pwrite(local_file, monkeypatch):
+    real_open = os.open
+
+    def no_direct(path, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "O_DIRECT not supported")
+        return real_open(path, flags, *args)
+    monkeypatch.setattr(bf.os, "open", no_direct)
+    f, data = local_file(), os.urandom(8192)
+    f.pwrite_direct(aligned(data), 0)
+    assert f._direct == -1 and f.pread(8192, 0) == data
+
+
+def test_pwrite_direct_refused_by_the_filesystem_is_pwrite(direct_file, monkeypatch):
+    """EINVAL on the direct write (stricter alignment rules): written buffered."""
+    real_pwrite, f, data = os.pwrite, direct_file, os.urandom(8192)
+
+    def strict(fd, buf, offset):
+        if fd == f._direct:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, buf, offset)
+    monkeypatch.setattr(bf.os, "pwrite", strict)
+    f.pwrite_direct(aligned(data), 0)
+    assert f.pread(8192, 0) == data
+
+
+def test_pwrite_direct_reports_a_full_disk(direct_file, monkeypatch):
+    f = direct_file
+
+    def full(fd, buf, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(bf.os, "pwrite", full)
+    with pytest.raises(OSError) as err:
+        f.pwrite_direct(aligned(bytes(4096)), 0)
+    assert err.value.errno == errno.ENOSPC
+
+
+def test_close_closes_the_direct_descriptor(direct_file):
+    f = direct_file
+    direct = f._direct
+    f.close()
+    with pytest.raises(OSError):
+        os.fstat(direct)
