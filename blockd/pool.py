@@ -30,6 +30,7 @@ A disk's slab and sums are :class:`~storaged.BlockFile` objects from
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import errno
 import logging
@@ -106,6 +107,12 @@ class ChunkPool:
         self.has_data: Callable[[], bool] = lambda: True  # are any slots in use?
         self.missed: set[int] = set()  # disks that missed writes (offline, failing)
         self._block_locks = [threading.Lock() for _ in range(256)]
+        # The highest slot an opened file may hold data in: raised from each
+        # file's size when it is opened and before every write. A whole slot
+        # above it is a hole on every disk, so clear() needs no fstat for it.
+        self._top = -1
+        self._top_lock = threading.Lock()
+        self._writers: concurrent.futures.ThreadPoolExecutor | None = None
         self.repaired = 0
         # pos → (slab file, its mapping's view, mapped length, address): see read_range
         self._maps: dict[int, tuple[BlockFile, memoryview, int, int]] = {}
@@ -124,6 +131,9 @@ class ChunkPool:
 
     def close(self) -> None:
         with self._lock:
+            if self._writers is not None:
+                self._writers.shutdown(wait=False)
+                self._writers = None
             for _, slab, sums in self._files.values():
                 _close(slab, sums)
             self._files.clear()
@@ -179,8 +189,14 @@ class ChunkPool:
             except BaseException:
                 slab.close()
                 raise
+            self._raise_top(max(-(-slab.size() // CHUNK), -(-sums.size() // (BLOCKS * SUM))) - 1)
             self._files[pos] = (generation, slab, sums)
             return slab, sums
+
+    def _raise_top(self, slot: int) -> None:
+        with self._top_lock:  # a check-then-set from two threads could lower it
+            if slot > self._top:
+                self._top = slot
 
     def open(self, pos: int) -> None:
         """Open (or reopen, after a replacement) a disk's files."""
@@ -435,6 +451,9 @@ class ChunkPool:
             self.missed.add(pos)  # its copy is stale from now on: heal it when back
             return False
         slab, sumfile = files
+        last = slot + (first * BLOCK + len(data) - 1) // CHUNK
+        if last > self._top:
+            self._raise_top(last)
         try:
             if direct:
                 slab.pwrite_direct(data, slot * CHUNK + first * BLOCK)
@@ -494,6 +513,8 @@ class ChunkPool:
         or records the disk as missing the write."""
         at, sum_at = slot * CHUNK + first * BLOCK, (slot * BLOCKS + first) * SUM
         files, disks, dirty = self._files, self.store.disks, self._dirty
+        if slot > self._top:
+            self._raise_top(slot)
         written = 0
         for pos in self._replica_sets[slot % self.n]:
             cached = files.get(pos)
@@ -530,15 +551,31 @@ class ChunkPool:
                     held[-1][1] = i + 1
                 else:
                     held.append([i, i + 1])
-        written = [0] * count
         span = BLOCKS * SUM
-        for pos, held in runs.items():
-            for a, b in held:
-                if self._write_replica(pos, slot + a, 0, data[a * CHUNK:b * CHUNK],
-                                       sums[a * span:b * span], direct):
-                    written[a:b] = [w + 1 for w in written[a:b]]
+
+        def to_disk(pos: int, held: list[list[int]]) -> list[list[int]]:
+            return [[a, b] for a, b in held
+                    if self._write_replica(pos, slot + a, 0, data[a * CHUNK:b * CHUNK],
+                                           sums[a * span:b * span], direct)]
+
+        if direct:  # each disk's writes wait on its device: the disks in parallel
+            done = list(self._disk_writers().map(to_disk, runs, runs.values()))
+        else:
+            done = [to_disk(pos, held) for pos, held in runs.items()]
+        written = [0] * count
+        for ok in done:
+            for a, b in ok:
+                written[a:b] = [w + 1 for w in written[a:b]]
         if 0 in written:
             raise PoolError(f"slot {slot + written.index(0)}: no replica writable")
+
+    def _disk_writers(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Threads for direct writes, made on first use (restores only)."""
+        with self._lock:
+            if self._writers is None:
+                self._writers = concurrent.futures.ThreadPoolExecutor(
+                    4 * self.n, thread_name_prefix="volume-disk")
+            return self._writers
 
     def _block_lock(self, slot: int, block: int) -> threading.Lock:
         return self._block_locks[(slot * BLOCKS + block) % len(self._block_locks)]
@@ -558,10 +595,10 @@ class ChunkPool:
             slab, sums = files
             try:
                 punched = False
-                if not whole or slab.size() > slot * CHUNK:
+                if not whole or (slot <= self._top and slab.size() > slot * CHUNK):
                     slab.punch(slot * CHUNK + first * BLOCK, count * BLOCK)
                     punched = True
-                if not whole or sums.size() > slot * BLOCKS * SUM:
+                if not whole or (slot <= self._top and sums.size() > slot * BLOCKS * SUM):
                     sums.punch((slot * BLOCKS + first) * SUM, count * SUM)
                     punched = True
             except OSError as exc:

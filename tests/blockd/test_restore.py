@@ -7,6 +7,7 @@ chunks, whatever the machine's speed."""
 import hashlib
 import os
 import subprocess
+import threading
 
 import pytest
 from aiohttp import web
@@ -93,11 +94,18 @@ def cached_slab_bytes(vm) -> int:
     return total
 
 
-async def test_restored_chunks_go_past_the_page_cache(dirs, packs_server):
+async def test_restored_chunks_go_past_the_page_cache(dirs, packs_server, monkeypatch):
     """A restore writes M+1 copies of every chunk that nobody is about to read:
     with O_DIRECT (where the disks' filesystem has it) none of them lands in
     the page cache, where it would cost a copy into fresh pages, dirty-page
-    throttling and the cache's other contents. An ordinary write still does."""
+    throttling and the cache's other contents, and the disks are written in
+    parallel (each write waits on its device). An ordinary write still goes
+    through the cache."""
+    from storaged.block_file import LocalBlockFile
+    writers: set[str] = set()
+    direct = LocalBlockFile.pwrite_direct
+    monkeypatch.setattr(LocalBlockFile, "pwrite_direct", lambda self, *a: writers.add(
+        threading.current_thread().name) or direct(self, *a))
     objects, url = packs_server
     store, vm = await open_manager(dirs)
     try:
@@ -110,6 +118,7 @@ async def test_restored_chunks_go_past_the_page_cache(dirs, packs_server):
                                                pack(objects, url, "b", dict(list(chunks.items())[40:]))]}
         await restore.restore(vm, "v", restore.parse_packs(body, 16 * MiB), None, lambda n: None)
         assert cached_slab_bytes(vm) == 0
+        assert len({w for w in writers if w.startswith("volume-disk")}) > 1
         vol = await vm.lookup("v")
         assert await vol.pread(0, 64 * CHUNK) == b"".join(chunks.values())
         await vol.pwrite(128 * CHUNK, memoryview(os.urandom(4 * CHUNK)), fua=True)
