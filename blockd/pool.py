@@ -585,7 +585,8 @@ class ChunkPool:
 
         A whole slot past the end of a file is a hole already: a slot allocated
         for the first time (a restore or a fill allocates one per 64 KiB) costs
-        an fstat per file instead of a punch (a journal transaction on ext4)."""
+        no punch (a journal transaction on ext4), and above ``_top`` not even
+        the fstat per file that tells."""
         first, count = offset // BLOCK, length // BLOCK
         whole = count == BLOCKS
         for pos in self.positions(slot):
