@@ -67,8 +67,7 @@ class PackageCipher:
         try:
             return self._aead.decrypt(_NONCE.pack(self.stream, index), sealed, _AAD[last])
         except InvalidTag:
-            raise PackageError(f"encrypted package {index} of stream {self.stream} does not "
-                               "authenticate: the body was altered or the key is wrong") from None
+            raise self._unauthentic(index) from None
 
     def open_into(self, index: int, sealed: bytes | memoryview, last: bool,
                   dest: memoryview) -> None:
@@ -79,8 +78,11 @@ class PackageCipher:
         try:
             self._aead.decrypt_into(_NONCE.pack(self.stream, index), sealed, _AAD[last], dest)
         except InvalidTag:
-            raise PackageError(f"encrypted package {index} of stream {self.stream} does not "
-                               "authenticate: the body was altered or the key is wrong") from None
+            raise self._unauthentic(index) from None
+
+    def _unauthentic(self, index: int) -> PackageError:
+        return PackageError(f"encrypted package {index} of stream {self.stream} does not "
+                            "authenticate: the body was altered or the key is wrong")
 
     def open_span(self, first: int, stored: bytes | memoryview, size: int) -> bytes:
         """The plaintext of whole packages ``first, first+1, …`` stored in
