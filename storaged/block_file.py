@@ -139,6 +139,11 @@ class LocalBlockFile(BlockFile):
         if done < len(view):  # short (a filling disk): the rest, or the error
             self.pwrite(view[done:], offset + done)
 
+    def direct_capable(self) -> bool:
+        """Whether this file can be opened for O_DIRECT here (not on tmpfs)."""
+        fd = self._direct if self._direct is not None else self._open_direct()
+        return fd >= 0
+
     def _open_direct(self) -> int:
         """A second, O_DIRECT, description of this file (-1 where unsupported)."""
         with _DIRECT_LOCK:

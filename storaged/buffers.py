@@ -10,7 +10,8 @@ buffers. Requests beyond the limit wait before reading their body: their bytes
 stay in the kernel's socket buffers, not in this process.
 
 Parity is computed into scratch buffers (:class:`Scratch`) taken for one
-coding call: it is written out within that call, so it never outlives it.
+coding call: it is written out within that call, so it never outlives it. Direct
+shard writes stage their bytes the same way (:attr:`BufferPool.stage`).
 
 Once no lease has been open for ``idle_seconds``, the free batches and parity
 buffers are unmapped: a burst of large requests does not leave its buffers
@@ -32,6 +33,7 @@ from .layout import Geometry
 BATCH_BYTES = 1 << 20  # one block: 2 MiB batches were no faster and held twice the memory
 POOL_BATCHES = 8       # per process: two puts (3 each) and a get (2) streaming at once
 IDLE_SECONDS = 2.0
+STAGE_BYTES = 256 * 1024  # per direct shard write in flight; 512 KiB or 1 MiB were no faster
 
 
 @dataclasses.dataclass(eq=False)
@@ -83,6 +85,7 @@ class BufferPool:
         self.idle_seconds = idle_seconds
         g = geometry
         self.scratch = Scratch(batch_blocks * g.m * g.shard_len(g.block_size))
+        self.stage = Scratch(STAGE_BYTES)  # aligned copies for direct shard writes
         self.mapped = self.peak = self.allocations = 0
         self._free: list[Batch] = []
         self._reserved = 0
@@ -134,6 +137,7 @@ class BufferPool:
             self.mapped -= len(self._free)
             self._free.clear()
             self.scratch.trim()
+            self.stage.trim()
 
     async def _wake(self) -> None:
         assert self._cond is not None

@@ -43,6 +43,7 @@ from yarl import URL
 
 from . import data_channel, node_auth, wire
 from .block_file import BlockFile
+from .buffers import Scratch
 from .data_channel import Channel
 from .disk import READS, Disk, Iov, ShardWriter
 from .disk_server import EPOCH, PREFIX, STATE
@@ -692,7 +693,7 @@ class RemoteDisk(Disk):
 
     # shard files -----------------------------------------------------------------
 
-    def create_shard(self, vid: str, part: int) -> ShardWriter:
+    def create_shard(self, vid: str, part: int, stage: Scratch | None = None) -> ShardWriter:
         doc = self._json("POST", "/writers", {"vid": vid, "part": part}, io=True)
         return RemoteShardWriter(self, doc["session"])
 

@@ -308,9 +308,10 @@ class ShardStream:
     INFLIGHT = 2  # batches being hashed/written while the next one is read
 
     def __init__(self, store: ObjectStore, bucket: str, key: str, data_id: str,
-                 number: int = 1, upload_id: str = "") -> None:
+                 number: int = 1, upload_id: str = "", direct: bool = False) -> None:
         self.store, self.bucket, self.key = store, bucket, key
         self.data_id, self.number, self.upload_id = data_id, number, upload_id
+        self.stage = store.buffers.stage if direct else None
         self.dist = distribution(bucket, key, store.n)
         self.writers: dict[int, ShardWriter] = {}
         self.failed: dict[int, BaseException] = {}
@@ -381,7 +382,7 @@ class ShardStream:
         done.require(store.write_quorum, f"writing {self.bucket}/{self.key}")
         ready = [store.disks[p] for p in done.results]
         opened = await asyncio.gather(
-            *(store.run(d.create_shard, self.data_id, self.number) for d in ready),
+            *(store.run(d.create_shard, self.data_id, self.number, self.stage) for d in ready),
             return_exceptions=True)
         for d, w in zip(ready, opened):
             if isinstance(w, BaseException):

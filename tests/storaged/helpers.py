@@ -1,6 +1,8 @@
 """Shared helpers of the storage engine tests."""
 
+import os
 import random
+import subprocess
 
 
 async def chunks(data: bytes, size: int = 65536):
@@ -26,3 +28,24 @@ def payload(seed: str, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+
+
+def cached_bytes(path) -> int:
+    """Bytes of the file at ``path`` (or an fd, as an int) in the page cache
+    (util-linux fincore)."""
+    if isinstance(path, int):
+        path = f"/proc/{os.getpid()}/fd/{path}"
+    out = subprocess.run(["fincore", "-nbr", "-o", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out)
+
+
+def direct_capable(root: str) -> bool:
+    """Whether the filesystem holding directory ``root`` takes O_DIRECT (tmpfs does not)."""
+    import tempfile
+    with tempfile.NamedTemporaryFile(dir=root) as probe:
+        try:
+            os.close(os.open(probe.name, os.O_WRONLY | os.O_DIRECT))
+            return True
+        except OSError:
+            return False

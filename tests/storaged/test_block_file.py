@@ -13,6 +13,8 @@ from storaged import BlockFile
 from storaged import block_file as bf
 from storaged.block_file import LocalBlockFile
 
+from .helpers import cached_bytes
+
 
 @pytest.fixture
 def local_file(tmp_path):
@@ -267,13 +269,6 @@ async def test_pool_serves_from_other_replicas_when_a_disk_cannot_open_its_files
 
 # -- pwrite_direct: bulk writes past the page cache (restores) -------------------
 
-def cached_bytes(f: LocalBlockFile) -> int:
-    """Bytes of the file in the page cache (util-linux fincore)."""
-    out = subprocess.run(["fincore", "-nbr", "-o", "RES", f"/proc/{os.getpid()}/fd/{f.fd}"],
-                         capture_output=True, text=True, check=True).stdout
-    return int(out)
-
-
 def aligned(data: bytes) -> memoryview:
     """``data`` in page-aligned (anonymous mmap) memory, as restores hold it."""
     import mmap
@@ -293,11 +288,11 @@ def direct_file(local_file):
 def test_pwrite_direct_writes_past_the_page_cache(direct_file):
     f, data = direct_file, os.urandom(1 << 20)
     f.pwrite(data, 0)  # buffered: the cache holds it (what the check below can see)
-    assert cached_bytes(f) == 1 << 20
+    assert cached_bytes(f.fd) == 1 << 20
     new = os.urandom(1 << 20)
     f.pwrite_direct(aligned(new), 1 << 20)
     f.pwrite_direct(aligned(new), 0)  # over cached pages: they are dropped, not stale
-    assert cached_bytes(f) == 0
+    assert cached_bytes(f.fd) == 0
     assert f.pread(2 << 20, 0) == new + new
     f.sync()
 
@@ -329,7 +324,7 @@ def test_pwrite_direct_writes_unaligned_data_through_the_cache(direct_file, case
         view = memoryview(data)
     f.pwrite_direct(view, offset)
     assert f.pread(len(view), offset) == bytes(view)
-    assert cached_bytes(f) > 0
+    assert cached_bytes(f.fd) > 0
 
 
 def test_pwrite_direct_without_o_direct_is_pwrite(local_file, monkeypatch):
