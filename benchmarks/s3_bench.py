@@ -346,6 +346,8 @@ def _cp_file(target: Target) -> str:
         with open(path, "wb") as f:
             for i in range(target.options.cp_mib // 16):
                 f.write(i.to_bytes(8, "little") + block[8:])
+            f.flush()
+            os.fsync(f.fileno())  # not written back during the first server's timed upload
         target.options.cp_path = path
     return path
 
@@ -543,11 +545,11 @@ async def run_rows(targets: list[Target], rounds: int,
     """Every row on every target, ``rounds`` times; the first server of a row
     alternates. Returns {row name: {target name: [Measurement, ...]}}."""
     results: dict[str, dict[str, list]] = {row.name: {} for row in rows}
-    turn = 0
     for round_no in range(rounds):
-        for row in rows:
-            order = targets if turn % 2 == 0 else targets[::-1]
-            turn += 1
+        for i, row in enumerate(rows):
+            # Alternates per row and per round: with an even number of rows a
+            # single counter would put the same server first in every round.
+            order = targets if (round_no + i) % 2 == 0 else targets[::-1]
             for target in order:
                 flush_page_cache()
                 name = target.name
