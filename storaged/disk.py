@@ -583,12 +583,17 @@ class _LocalShardWriter(ShardWriter):
         self.tmp = os.path.join(disk.root, "tmp", f"{vid}.{part}.{new_id(32)}")
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self._direct: LocalBlockFile | None = None
-        if stage is not None and stage.size >= DIRECT_MIN:
-            self._direct = LocalBlockFile(os.dup(self.fd))
-            if not self._direct.direct_capable():  # tmpfs: no staging copies for nothing
-                self._direct.close()
-                self._direct = None
         self._stage = stage
+        if stage is not None and stage.size >= DIRECT_MIN:
+            try:
+                direct = LocalBlockFile(os.dup(self.fd))
+            except OSError:  # out of descriptors: nothing is left behind
+                self.abort()
+                raise
+            if direct.direct_capable():
+                self._direct = direct
+            else:  # tmpfs: no staging copies for nothing
+                direct.close()
 
     def write(self, iov: Iov, offset: int) -> None:
         total = sum(len(b) for b in iov)

@@ -164,3 +164,15 @@ async def test_multipart_parts_skip_the_cache_and_puts_do_not(open_store):
     await store.complete_upload("b", "parts", up.upload_id, [(1, part.etag)])
     assert await read(store, "b", "parts") == body
     assert DIRECT_ALIGN == PAGE
+
+
+def test_a_writer_that_cannot_open_leaves_nothing_behind(disk, monkeypatch):
+    from storaged import disk as disk_module
+
+    def no_descriptors(fd):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(disk_module.os, "dup", no_descriptors)
+    with pytest.raises(OSError):
+        disk.create_shard("ab" * 16, 1, Scratch(256 * 1024))
+    assert os.listdir(os.path.join(disk.root, "tmp")) == []
