@@ -370,11 +370,20 @@ async def cp_up(target: Target) -> Measurement:
 
 
 async def cp_down(target: Target) -> Measurement:
-    """`aws s3 cp` of it back down, compared byte for byte."""
+    """`aws s3 cp` of it back down, compared byte for byte.
+
+    An untimed download comes first and its file is removed: aws-cli's writes
+    are most of this row's cost, and on this VM a write into never-used (host-
+    reclaimed) pages costs far more than one into pages just freed. Without it
+    whichever server ran first after the upload rows paid that (first in the row:
+    243-328 MB/s, second: 516-576, for either server)."""
     src = _cp_file(target)
     back = src + ".back"
+    source = f"s3://{target.bucket}/cp.bin"
     try:
-        result = await _timed_cp(target, f"s3://{target.bucket}/cp.bin", back)
+        await asyncio.get_running_loop().run_in_executor(None, _aws_cp, target, source, back)
+        os.unlink(back)
+        result = await _timed_cp(target, source, back)
         with open(src, "rb") as a, open(back, "rb") as b:
             while chunk := a.read(16 << 20):
                 if chunk != b.read(len(chunk)):
