@@ -141,8 +141,7 @@ class LocalBlockFile(BlockFile):
 
     def direct_capable(self) -> bool:
         """Whether this file can be opened for O_DIRECT here (not on tmpfs)."""
-        fd = self._direct if self._direct is not None else self._open_direct()
-        return fd >= 0
+        return self._open_direct() >= 0
 
     def _open_direct(self) -> int:
         """A second, O_DIRECT, description of this file (-1 where unsupported)."""

@@ -111,7 +111,7 @@ async def test_restored_chunks_go_past_the_page_cache(dirs, packs_server, monkey
     try:
         await vm.create("v", 16 * MiB)
         vm.pool.open(0)
-        if vm.pool._disk_files(0)[0]._open_direct() < 0:
+        if not vm.pool._disk_files(0)[0].direct_capable():
             pytest.skip("no O_DIRECT on this filesystem")
         chunks = {i: os.urandom(CHUNK) for i in range(64)}
         body = {"chunk_size": CHUNK, "packs": [pack(objects, url, "a", dict(list(chunks.items())[:40])),

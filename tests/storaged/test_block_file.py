@@ -280,7 +280,7 @@ def aligned(data: bytes) -> memoryview:
 @pytest.fixture
 def direct_file(local_file):
     f = local_file()
-    if f._open_direct() < 0:
+    if not f.direct_capable():
         pytest.skip("no O_DIRECT on this filesystem")
     return f
 
