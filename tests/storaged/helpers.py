@@ -28,8 +28,6 @@ def payload(seed: str, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-
-
 def cached_bytes(path) -> int:
     """Bytes of the file at ``path`` (or an fd, as an int) in the page cache
     (util-linux fincore)."""

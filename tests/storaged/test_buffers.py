@@ -66,7 +66,6 @@ async def test_an_idle_pool_unmaps_its_buffers(open_store):
     assert len(await (await store.get_object("b", "k")).read()) == 5 * MIB  # allocates again
 
 
-
 async def test_a_body_longer_than_declared_is_refused_without_spending_the_lease(open_store):
     store = await open_store()
     await store.make_bucket("b")
