@@ -20,11 +20,11 @@ or the member refused it for lack of a leader). When the answer was lost after
 the request went out, :class:`EtcdUnavailable` is raised with ``maybe_applied``
 set: the outcome is unknown and the caller must look before retrying. Reads,
 puts, deletes and lease calls are retried freely (repeating them leaves the same
-state). A read that every member failed because an election is under way
-("leader changed": the leader was lost, a new one is being chosen) is tried
-again for up to ``ELECTION_PATIENCE`` seconds: an election takes about a second,
-and a member without any leader ("no leader": the quorum is lost) still fails
-at once.
+state). A read that every member failed for want of a leader ("leader changed":
+the leader was lost; "no leader": a new one is being chosen, or the quorum is
+lost) is tried again for up to ``ELECTION_PATIENCE`` seconds, as etcd's own
+client retries unavailable reads: an election takes about a second, and until
+it ends the members answer exactly as they do without a quorum.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ _UNAVAILABLE_MESSAGES = (
 )
 _NOT_APPLIED_MESSAGES = ("etcdserver: no leader", "etcdserver: too many requests")
 ELECTION_PATIENCE = 3.0  # seconds a read waits out an election (etcd's takes ~1 s)
+_ELECTION_MESSAGES = ("leader changed", "no leader")
 _HEADERS = {"Grpc-Metadata-Hasleader": "true"}
 
 
@@ -301,7 +302,8 @@ class Etcd:
             try:
                 return await self._call("/v3/kv/range", body, need_leader=not serializable)
             except EtcdUnavailable as exc:
-                if "leader changed" not in exc.message or time.monotonic() > deadline:
+                if not any(m in exc.message for m in _ELECTION_MESSAGES) \
+                        or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(0.2)
 
