@@ -163,6 +163,7 @@ async def _read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
     blobs = {p: b for p, b in take_inline(store, info.bucket, info.key).items()
              if b.startswith(vid)}
     asked = False
+    silent: set[int] = set()  # asked, and no answer came
     for index in range(n):
         if found == k:
             break
@@ -170,9 +171,11 @@ async def _read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
             asked = True
             missing = [p for p in info.dist if store.disks[p].online and p not in blobs]
             if missing:
-                blobs.update((disk.position, blob) for disk, blob in await store.set.ask(
+                answers = dict((disk.position, blob) for disk, blob in await store.set.ask(
                     "version_inline", info.bucket, info.key, info.mtime_ns, info.version_id,
                     positions=missing))
+                blobs.update(answers)
+                silent.update(p for p in missing if p not in answers)
         blob = blobs.get(info.dist[index])
         if blob is None or not blob.startswith(vid):
             damage.add(index, MISSING)
@@ -187,5 +190,17 @@ async def _read_inline(store: ObjectStore, info: ObjectInfo) -> bytes:
     if damage.bad:
         store.report_damage(info, damage)
     if found < k:
-        raise ReadQuorumError(f"{info.bucket}/{info.key}: {found} of {k} shards readable")
+        raise ReadQuorumError(f"{info.bucket}/{info.key}: {found} of {k} shards readable "
+                              f"({_unreadable(store, info, damage, silent)})")
     return store.codec.decode_block(shards, info.stored_size)
+
+
+def _unreadable(store: ObjectStore, info: ObjectInfo, damage: Damage, silent: set[int]) -> str:
+    """Why each shard a failed inline read lacked was unreadable, by disk name."""
+    reasons = []
+    for index, state in sorted(damage.bad.items()):
+        disk = store.disks[info.dist[index]]
+        why = ("corrupt" if state == CORRUPT else "offline" if not disk.online
+               else "no answer" if disk.position in silent else "no shard")
+        reasons.append(f"{disk.name}: {why}")
+    return ", ".join(reasons)

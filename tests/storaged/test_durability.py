@@ -216,3 +216,30 @@ async def test_a_read_short_of_shards_looks_at_offline_disks_again(open_store, s
         store.disks[p].reason = "unavailable: node restarting"
     assert await read(store, "b", "k") == data
     assert store.disks[0].online and store.disks[1].online
+
+
+async def test_an_inline_read_short_of_shards_names_each_disk_and_why(open_store, monkeypatch):
+    """One shard corrupt, one absent, one disk offline, one not answering: the
+    error says which disk lacked what (an operator's first question)."""
+    from storaged import ReadQuorumError
+    store = await open_store(n=6, ec=(3, 3))
+    await store.make_bucket("b")
+    await store.put_object("b", "k", chunks(b"small", 100), size=5)
+    info = await store.head_object("b", "k")
+    corrupt_at, absent_at, offline_at, silent_at = info.dist[:4]
+    await corrupt(store, "k", [corrupt_at])
+    disk = store.disks[absent_at]
+    disk.commit_now([PutObject("b", "k", disk.get_object("b", "k"), None, replace_equal=True)])
+    store.disks[offline_at].close()
+    monkeypatch.setattr(store.disks[offline_at], "reattach", lambda owner: "unavailable: gone")
+
+    def no_answer(*args):
+        raise OSError("node unreachable")
+    monkeypatch.setattr(store.disks[silent_at], "read_now", no_answer)
+    with pytest.raises(ReadQuorumError) as caught:
+        await read(store, "b", "k")
+    names = {p: store.disks[p].name for p in info.dist[:4]}
+    assert str(caught.value) == (
+        f"b/k: 2 of 3 shards readable ({names[corrupt_at]}: corrupt, "
+        f"{names[absent_at]}: no shard, {names[offline_at]}: offline, "
+        f"{names[silent_at]}: no answer)")
