@@ -8,7 +8,8 @@ signed by hand) drives both with the same rows:
     64 MiB PUT MB/s, 64 MiB GET MB/s   concurrency 4, --big-count objects
     64 MiB GET x64 MB/s                 64 GETs of them at once (a memory row)
     4 KiB PUT ops/s, 4 KiB GET ops/s   concurrency 16, --seconds each
-    aws s3 cp up/down MB/s             a --cp-mib file, aws-cli's defaults
+    aws s3 cp up/down MB/s             a --cp-mib file, aws-cli's defaults (the
+                                       client CPU printed is aws-cli's own)
 
 Each row has a warm-up, every PUT's ETag must equal the body's MD5 and every
 GET body is compared byte for byte, so a broken server cannot win. Rows run
@@ -66,6 +67,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -352,15 +354,25 @@ def _cp_file(target: Target) -> str:
     return path
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def _timed_cp(target: Target, src: str, dst: str) -> Measurement:
+    """One timed ``aws s3 cp``; its client CPU is aws-cli's (the only child that
+    ends meanwhile: the servers run on), so the report can flag the row as
+    client-bound."""
     size = os.path.getsize(_cp_file(target))
-    server_cpu = peers.group_cpu_seconds(target.server)
+    server_cpu, client_cpu = peers.group_cpu_seconds(target.server), _children_cpu()
     started = time.perf_counter()
     with MemoryPeak(target.server) as memory:
         await asyncio.get_running_loop().run_in_executor(None, _aws_cp, target, src, dst)
     seconds = time.perf_counter() - started
     server_cpu = peers.group_cpu_seconds(target.server) - server_cpu
+    client_cpu = _children_cpu() - client_cpu
     return memory.record(Measurement(value=size / seconds / 1e6, ops=1, seconds=seconds,
+                                     client_cpu=client_cpu / seconds,
                                      server_cpu=server_cpu / seconds))
 
 
