@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from .manager import VolumeManager
 
 INLINE_IO = 64 * 1024  # smaller I/O runs on the event loop: a thread hop costs more
+ENCRYPTED_RUN = 4 << 20  # an encrypted volume's whole chunks written together, at most
 _ZEROS = memoryview(bytes(CHUNK))
 _LATER = object()  # a piece read_ranges leaves to a thread
 
@@ -257,23 +260,43 @@ class Volume(Export):
     def _write_spans(self, data: memoryview, spans, direct: bool = False) -> None:
         """Write each (slot, offset in chunk, length, offset in data, tweak); whole
         chunks in consecutive slots (a sequential write to a volume filled in
-        order) go to the pool together, one pwrite per run a disk holds."""
+        order) go to the pool together, one pwrite per run a disk holds (an
+        encrypted volume's runs of up to ENCRYPTED_RUN, encrypted first into a
+        reused buffer)."""
         pool, cipher = self.manager.pool, self.cipher
+        most = len(spans) if cipher is None else ENCRYPTED_RUN // CHUNK
         try:
             i = 0
             while i < len(spans):
                 slot, within, n, at, tweak = spans[i]
                 j = i + 1
-                if cipher is None and n == CHUNK:
-                    while j < len(spans) and spans[j][2] == CHUNK and spans[j][0] == slot + j - i:
+                if n == CHUNK:
+                    while j < len(spans) and j - i < most and spans[j][2] == CHUNK \
+                            and spans[j][0] == slot + j - i:
                         j += 1
-                if j - i > 1 or (direct and cipher is None and n == CHUNK):
-                    pool.write_chunks(slot, data[at:at + (j - i) * CHUNK], direct)
+                if j - i > 1 or (direct and n == CHUNK):
+                    run = data[at:at + (j - i) * CHUNK]
+                    if cipher is None:
+                        pool.write_chunks(slot, run, direct)
+                    else:
+                        self._write_encrypted(slot, run, tweak, direct)
                 else:
                     pool.write(slot, within, data[at:at + n], cipher, tweak)
                 i = j
         except OSError as exc:
             raise NBDError(exc.errno or errno.EIO, str(exc)) from None
+
+    def _write_encrypted(self, slot: int, run: memoryview, tweak: int, direct: bool) -> None:
+        """Whole chunks of an encrypted volume, consecutive in the volume (so their
+        blocks' tweaks are too) and in the pool, encrypted into a reused
+        page-aligned buffer (a direct write can take it) and written together."""
+        buf = _cipher_buffers.get()
+        out = memoryview(buf)[:len(run)]
+        self.cipher.encrypt_into(tweak, run, out)
+        self.manager.pool.write_chunks(slot, out, direct)
+        # Back only after a write that returned: a failed one may leave a disk's
+        # write still reading from the buffer.
+        _cipher_buffers.put(buf)
 
     async def flush(self) -> None:
         await self.manager.flush()
@@ -339,13 +362,40 @@ def _zero_range(pool, slot: int, within: int, n: int, cipher=None, tweak: int = 
         pool.write(slot, within, bytes(n), cipher, tweak)
 
 
+class _CipherBuffers:
+    """Page-aligned buffers of ENCRYPTED_RUN bytes (anonymous maps) for encrypted
+    runs, taken by the I/O threads; at most ``keep`` are kept idle. A fresh
+    buffer per run would fault in fresh pages: the dearest copy on this VM."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self.made = 0  # buffers mapped (tests check that runs reuse them)
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> mmap.mmap:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            self.made += 1
+        return mmap.mmap(-1, ENCRYPTED_RUN)
+
+    def put(self, buf: mmap.mmap) -> None:
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(buf)
+
+
+_cipher_buffers = _CipherBuffers()
+
+
 class _Locked:
     """An encrypted volume's cipher before its key is opened: I/O is refused."""
 
     def _refuse(self, *_) -> None:
         raise NBDError(errno.EACCES, "the volume's key is not open")
 
-    encrypt = decrypt_into = _refuse
+    encrypt = encrypt_into = decrypt_into = _refuse
 
 
 LOCKED = _Locked()

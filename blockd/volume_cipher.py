@@ -36,9 +36,10 @@ KEY_BYTES = 64  # two AES-256 keys (data and tweak)
 _ZERO = bytes(16)
 _PROBE = bytes(range(256)) * (BLOCK // 256)
 
-# A cipher's two operations: encrypt(first block, data) -> ciphertext, and
-# decrypt_into(first block, view) in place, leaving holes (zeros) alone.
-Encrypt = Callable[[int, "bytes | memoryview"], bytearray]
+# A cipher's two operations: encrypt_into(first block, data, out) writes the
+# ciphertext into ``out``, decrypt_into(first block, view) decrypts in place,
+# leaving holes (zeros) alone.
+EncryptInto = Callable[[int, "bytes | memoryview", memoryview], None]
 DecryptInto = Callable[[int, memoryview], None]
 
 _EVP = """
@@ -74,7 +75,7 @@ def _blocks(length: int) -> range:
     return range(0, length, BLOCK)
 
 
-def _openssl_xts(key: bytes) -> tuple[Encrypt, DecryptInto]:
+def _openssl_xts(key: bytes) -> tuple[EncryptInto, DecryptInto]:
     """The two operations through libcrypto's EVP interface.
 
     An XTS context cannot be shared between threads (the tweak is set, then
@@ -105,16 +106,16 @@ def _openssl_xts(key: bytes) -> tuple[Encrypt, DecryptInto]:
                 or update(ctx, dst, outl, src, BLOCK) != 1):
             raise RuntimeError("OpenSSL AES-XTS failed")
 
-    def encrypt(first_block: int, data: bytes | memoryview) -> bytearray:
+    def encrypt_into(first_block: int, data: bytes | memoryview, out: memoryview) -> None:
         try:
             ctx, _, outl = local.contexts
         except AttributeError:
             ctx, _, outl = contexts()
-        out = bytearray(len(data))
-        dst, src = from_buffer(out), from_buffer(data)
-        for i in _blocks(len(out)):
+        if len(out) < len(data):  # libcrypto would write past its end
+            raise ValueError("the ciphertext buffer is shorter than the data")
+        dst, src = from_buffer(out, require_writable=True), from_buffer(data)
+        for i in _blocks(len(data)):
             crypt(ctx, outl, first_block + i // BLOCK, dst + i, src + i)
-        return out
 
     def decrypt_into(first_block: int, view: memoryview) -> None:
         try:
@@ -132,10 +133,10 @@ def _openssl_xts(key: bytes) -> tuple[Encrypt, DecryptInto]:
         for i in _blocks(len(view)):
             if view[i:i + 16].tobytes() != _ZERO:
                 crypt(ctx, outl, first_block + i // BLOCK, p + i, p + i)
-    return encrypt, decrypt_into
+    return encrypt_into, decrypt_into
 
 
-def _public_xts(key: bytes) -> tuple[Encrypt, DecryptInto]:
+def _public_xts(key: bytes) -> tuple[EncryptInto, DecryptInto]:
     """The two operations through ``cryptography``'s public API: a context per
     block."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -144,30 +145,32 @@ def _public_xts(key: bytes) -> tuple[Encrypt, DecryptInto]:
     def cipher(block: int) -> Cipher:
         return Cipher(aes, modes.XTS(block.to_bytes(16, "little")))
 
-    def encrypt(first_block: int, data: bytes | memoryview) -> bytearray:
+    def encrypt_into(first_block: int, data: bytes | memoryview, out: memoryview) -> None:
         src = memoryview(data)
-        return bytearray().join([cipher(first_block + i // BLOCK).encryptor()
-                                 .update(src[i:i + BLOCK]) for i in _blocks(len(src))])
+        for i in _blocks(len(src)):
+            out[i:i + BLOCK] = cipher(first_block + i // BLOCK).encryptor().update(
+                src[i:i + BLOCK])
 
     def decrypt_into(first_block: int, view: memoryview) -> None:
         for i in _blocks(len(view)):
             block = view[i:i + BLOCK]
             if block[:16].tobytes() != _ZERO:
                 block[:] = cipher(first_block + i // BLOCK).decryptor().update(block)
-    return encrypt, decrypt_into
+    return encrypt_into, decrypt_into
 
 
 class VolumeCipher:
     """Encrypts and decrypts whole 4 KiB blocks of one volume family; safe to use
     from several threads at once.
 
-    ``encrypt(first_block, data)``: the ciphertext (a new bytearray) of whole
-    blocks starting at volume block ``first_block``. ``decrypt_into(first_block,
-    view)``: decrypt whole blocks in place; holes (never written, or trimmed:
-    zeros) stay zeros. Both are the chosen backend's own functions (no call in
-    between: a 4 KiB read is the hot path)."""
+    ``encrypt_into(first_block, data, out)``: the ciphertext of whole blocks
+    starting at volume block ``first_block``, written into ``out`` (as long as
+    ``data``). ``decrypt_into(first_block, view)``: decrypt whole blocks in
+    place; holes (never written, or trimmed: zeros) stay zeros. Both are the
+    chosen backend's own functions (no call in between: a 4 KiB read is the hot
+    path)."""
 
-    encrypt: Encrypt
+    encrypt_into: EncryptInto
     decrypt_into: DecryptInto
 
     def __init__(self, key: bytes) -> None:
@@ -175,17 +178,24 @@ class VolumeCipher:
             raise ValueError(f"an XTS volume key is {KEY_BYTES} bytes")
         if key[:32] == key[32:]:
             raise ValueError("the two halves of an XTS key must differ")
-        self.encrypt, self.decrypt_into = _public_xts(key)
+        self.encrypt_into, self.decrypt_into = _public_xts(key)
         expected = self.encrypt(1, _PROBE), self.decrypt(1, _PROBE)
         try:
-            self.encrypt, self.decrypt_into = _openssl_xts(key)
+            self.encrypt_into, self.decrypt_into = _openssl_xts(key)
             if (self.encrypt(1, _PROBE), self.decrypt(1, _PROBE)) != expected:
                 raise ValueError("libcrypto's AES-XTS disagrees with cryptography's")
         except Exception:  # noqa: BLE001 - no usable libcrypto: the public API
-            self.encrypt, self.decrypt_into = _public_xts(key)
+            self.encrypt_into, self.decrypt_into = _public_xts(key)
 
     def __repr__(self) -> str:
         return "VolumeCipher(<key hidden>)"
+
+    def encrypt(self, first_block: int, data: bytes | memoryview) -> bytearray:
+        """Ciphertext (a new bytearray) of whole blocks starting at volume block
+        ``first_block``."""
+        out = bytearray(len(data))
+        self.encrypt_into(first_block, data, memoryview(out))
+        return out
 
     def decrypt(self, first_block: int, data: bytes | memoryview) -> bytes:
         """Plaintext of whole blocks starting at volume block ``first_block``."""

@@ -206,3 +206,49 @@ async def test_cost_guard_one_cipher_call_per_block_and_no_extra_system_call(
         assert not calls
     finally:
         await close(store, vm)
+
+
+async def test_whole_chunk_runs_are_encrypted_together_into_reused_buffers(dirs, monkeypatch):
+    """A sequential write of whole chunks to an encrypted volume is encrypted
+    run by run (up to ENCRYPTED_RUN) into reused buffers and written like a plain
+    volume's runs, one pool write each, not chunk by chunk; each chunk's
+    ciphertext is what the chunk-by-chunk path writes (its blocks' own tweaks).
+    A buffer whose write failed is never handed out again."""
+    from blockd import volume as volume_module
+    from blockd.volume import ENCRYPTED_RUN
+    store, vm = await open_manager(dirs, MASTER)
+    try:
+        await vm.create("r", 96 * CHUNK, encrypted=True)
+        vol = await opened(vm, "r")
+        runs: list[int] = []
+        write_chunks = vm.pool.write_chunks
+        monkeypatch.setattr(vm.pool, "write_chunks", lambda slot, data, direct=False: (
+            runs.append(len(data)), write_chunks(slot, data, direct))[1])
+        data = os.urandom(83 * CHUNK)
+        buffers = volume_module._cipher_buffers
+        made = buffers.made
+        for _ in range(3):
+            await vol.pwrite(CHUNK, memoryview(data), fua=False)
+        assert runs == [ENCRYPTED_RUN, 83 * CHUNK - ENCRYPTED_RUN] * 3
+        assert buffers.made - made <= 1
+        assert await vol.pread(CHUNK, len(data)) == data
+        for i in range(83):
+            index = 1 + i
+            stored = bytearray(CHUNK)
+            vm.pool.read_into(vol.map[index], 0, memoryview(stored))
+            assert stored == vol.cipher.encrypt(index * CHUNK // BLOCK,
+                                                data[i * CHUNK:(i + 1) * CHUNK]), index
+        await vol.flush()
+        assert_no_plaintext(dirs)
+
+        def broken(slot, data, direct=False):
+            raise OSError(errno.EIO, "disk gone")
+        monkeypatch.setattr(vm.pool, "write_chunks", broken)
+        taken = buffers._free[-1]  # what the next run gets
+        with pytest.raises(NBDError):
+            await vol.pwrite(CHUNK, memoryview(data[:2 * CHUNK]), fua=False)
+        monkeypatch.setattr(vm.pool, "write_chunks", write_chunks)
+        await vol.pwrite(CHUNK, memoryview(data[:2 * CHUNK]), fua=False)
+        assert buffers._free and all(b is not taken for b in buffers._free)
+    finally:
+        await close(store, vm)

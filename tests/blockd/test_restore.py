@@ -94,22 +94,24 @@ def cached_slab_bytes(vm) -> int:
     return total
 
 
-async def test_restored_chunks_go_past_the_page_cache(dirs, packs_server, monkeypatch):
+@pytest.mark.parametrize("encrypted", [False, True])
+async def test_restored_chunks_go_past_the_page_cache(dirs, packs_server, monkeypatch, encrypted):
     """A restore writes M+1 copies of every chunk that nobody is about to read:
     with O_DIRECT (where the disks' filesystem has it) none of them lands in
     the page cache, where it would cost a copy into fresh pages, dirty-page
     throttling and the cache's other contents, and the disks are written in
     parallel (each write waits on its device). An ordinary write still goes
-    through the cache."""
+    through the cache. Onto an encrypted volume alike (its runs are encrypted
+    into page-aligned buffers)."""
     from storaged.block_file import LocalBlockFile
     writers: set[str] = set()
     direct = LocalBlockFile.pwrite_direct
     monkeypatch.setattr(LocalBlockFile, "pwrite_direct", lambda self, *a: writers.add(
         threading.current_thread().name) or direct(self, *a))
     objects, url = packs_server
-    store, vm = await open_manager(dirs)
+    store, vm = await open_manager(dirs, bytes(range(32)) if encrypted else None)
     try:
-        await vm.create("v", 16 * MiB)
+        await vm.create("v", 16 * MiB, encrypted=encrypted)
         vm.pool.open(0)
         if not vm.pool._disk_files(0)[0].direct_capable():
             pytest.skip("no O_DIRECT on this filesystem")
@@ -120,6 +122,7 @@ async def test_restored_chunks_go_past_the_page_cache(dirs, packs_server, monkey
         assert cached_slab_bytes(vm) == 0
         assert len({w for w in writers if w.startswith("volume-disk")}) > 1
         vol = await vm.lookup("v")
+        await vol.open()
         assert await vol.pread(0, 64 * CHUNK) == b"".join(chunks.values())
         await vol.pwrite(128 * CHUNK, memoryview(os.urandom(4 * CHUNK)), fua=True)
         assert cached_slab_bytes(vm) >= 64 * CHUNK + 4 * CHUNK * vm.pool.replicas

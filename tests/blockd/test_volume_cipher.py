@@ -113,3 +113,12 @@ def test_falls_back_to_the_public_api(monkeypatch, failure):
     data = os.urandom(2 * BLOCK)
     assert cipher.encrypt(3, data) == _public(3, data)
     assert cipher.decrypt(3, cipher.encrypt(3, data)) == data
+
+
+def test_encrypt_into_refuses_a_short_buffer():
+    cipher = VolumeCipher(bytes(range(64)))
+    with pytest.raises(ValueError):
+        cipher.encrypt_into(0, bytes(2 * BLOCK), memoryview(bytearray(BLOCK)))
+    out = bytearray(2 * BLOCK)
+    cipher.encrypt_into(5, bytes(range(256)) * 32, memoryview(out))
+    assert out == cipher.encrypt(5, bytes(range(256)) * 32)
