@@ -17,7 +17,7 @@ Routes (``{disk}`` is a disk id; bodies of ``read``/``commit`` are
     GET    disks/{disk}/status | space | check
     POST   disks/{disk}/reattach?owner=&away=   → {"reason": ..., disk entry}
     POST   disks/{disk}/healed                  mark_healed
-    POST   disks/{disk}/writers?vid=&part=      create a shard writer → {"session": id}
+    POST   disks/{disk}/writers?vid=&part=&direct=  create a shard writer → {"session": id}
     PUT    disks/{disk}/writers/{s}?offset=     frames (streamed, UNSIGNED-PAYLOAD allowed)
     POST   disks/{disk}/writers/{s}/commit
     DELETE disks/{disk}/writers/{s}             abort
@@ -71,6 +71,7 @@ from aiohttp import web
 
 from . import data_channel, node_auth, wire
 from .block_file import BlockFile
+from .buffers import STAGE_BYTES, Scratch
 from .disk import READS, Disk, LocalDisk
 from .errors import DiskFull, StorageError
 from .format import mark_healing
@@ -247,6 +248,7 @@ class _Service:
         self.executor = concurrent.futures.ThreadPoolExecutor(threads,
                                                               thread_name_prefix="basalt-node")
         self.sessions: dict[str, _Writer] = {}
+        self.stage = Scratch(STAGE_BYTES)  # aligned copies for direct shard writes
         self.files = _BlockFiles()
         self.locks = {disk_id: threading.Lock() for disk_id in self.disks}
         self._reaper: asyncio.Task | None = None
@@ -343,6 +345,8 @@ class _Service:
         """Abort shard writers left idle (their client died or gave up)."""
         while True:
             await asyncio.sleep(max(0.05, min(self.writer_idle / 4, 5.0)))
+            if not self.sessions:
+                self.stage.trim()
             now = time.monotonic()
             for sid, session in list(self.sessions.items()):
                 if not session.users and now - session.last > self.writer_idle:
@@ -452,7 +456,9 @@ class _Service:
         if not _VID.fullmatch(vid):
             raise _bad("malformed data id")
         part = _int(request, "part", high=1 << 20)
-        writer = await self.run(disk.create_shard, vid, part)
+        # direct: a part's shard, written past the page cache (storaged.writer)
+        stage = self.stage if _flag(request, "direct") else None
+        writer = await self.run(disk.create_shard, vid, part, stage)
         sid = secrets.token_hex(16)
         self.sessions[sid] = _Writer(disk.format.disk_id, writer, time.monotonic())
         return web.json_response({"session": sid})

@@ -694,7 +694,9 @@ class RemoteDisk(Disk):
     # shard files -----------------------------------------------------------------
 
     def create_shard(self, vid: str, part: int, stage: Scratch | None = None) -> ShardWriter:
-        doc = self._json("POST", "/writers", {"vid": vid, "part": part}, io=True)
+        # The node stages the writes itself (``stage`` is this process's memory).
+        params = {"vid": vid, "part": part, "direct": int(stage is not None)}
+        doc = self._json("POST", "/writers", params, io=True)
         return RemoteShardWriter(self, doc["session"])
 
     def read_shard(self, vid: str, part: int, offset: int, iov: Iov) -> int:

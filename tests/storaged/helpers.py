@@ -47,3 +47,10 @@ def direct_capable(root: str) -> bool:
             return True
         except OSError:
             return False
+
+
+def need_direct(disk) -> None:
+    """Skip the test unless ``disk`` (a LocalDisk) is on a filesystem with O_DIRECT."""
+    import pytest
+    if not direct_capable(disk.root):
+        pytest.skip("no O_DIRECT on this filesystem")

@@ -29,7 +29,7 @@ from storaged.metadb import PutBucket, PutBucketConfig
 from storaged.remote_disk import NodeClient, NodeRefused, NodeUnavailable, RemoteDisk, remote_disks
 from storaged.store import BLOCK_SIZE
 
-from .helpers import chunks, payload, read
+from .helpers import cached_bytes, chunks, need_direct, payload, read
 
 SECRET = b"cluster-secret-for-tests-0123456789"
 MIB = 1 << 20
@@ -198,6 +198,30 @@ async def test_object_store_over_local_and_remote_disks(cluster, closing):
     assert await read(store, "b", "mp") == b"".join(parts_data)
     info = await store.head_object("v", "k", v1.version)
     assert await (await store.get_object("v", "k", info=info)).read() == b"one"
+
+
+async def test_a_parts_shards_skip_the_nodes_page_cache_too(cluster, closing):
+    """A multipart part's shards on other nodes' disks are written past their
+    page cache, as on local disks (storaged.writer); a PUT's are not."""
+    store, _, disks = await cluster((1, 1))
+    closing(store)
+    need_direct(disks[2])
+    await store.make_bucket("b")
+    body = os.urandom(6 * MIB)
+    up = await store.create_upload("b", "parts")
+    part = await store.upload_part("b", "parts", up.upload_id, 1, chunks(body), size=len(body))
+    await store.put_object("b", "single", chunks(body), size=len(body))
+
+    def cached_on_nodes(files) -> int:
+        return sum(cached_bytes(d.shard_path(data_id, n)) for d in disks[2:]
+                   for data_id, numbers in files.items() for n in numbers)
+
+    single = (await store.head_object("b", "single")).files()
+    assert cached_on_nodes(single) >= len(body) // 2  # 2 of the 4 shards, all cached
+    edges = 2 * 4096 * 6 * 2  # two edge pages per write, six batches, two disks
+    assert cached_on_nodes({part.data_id: [1]}) <= edges
+    await store.complete_upload("b", "parts", up.upload_id, [(1, part.etag)])
+    assert await read(store, "b", "parts") == body
 
 
 async def test_volume_slots_through_remote_block_files(cluster, closing):
@@ -454,7 +478,7 @@ class _FullWriter:
 class FullDisk(LocalDisk):
     """A disk whose data writes find no space (its LMDB map is small too)."""
 
-    def create_shard(self, vid, part):
+    def create_shard(self, vid, part, stage=None):
         return _FullWriter()
 
 

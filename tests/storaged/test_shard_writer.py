@@ -13,7 +13,7 @@ from storaged import block_file
 from storaged.buffers import Scratch
 from storaged.disk import DIRECT_ALIGN, DIRECT_MIN, iov_range
 
-from .helpers import cached_bytes, chunks, direct_capable, read
+from .helpers import cached_bytes, chunks, need_direct, read
 
 MIB = 1 << 20
 PAGE = DIRECT_ALIGN  # the edges of a direct write are at most this long
@@ -66,11 +66,6 @@ def write_all(writer, batches, threads=4):
 
 def expected(batches) -> bytes:
     return b"".join(b"".join(iov) for iov, _ in batches)
-
-
-def need_direct(disk):
-    if not direct_capable(disk.root):
-        pytest.skip("no O_DIRECT on this filesystem")
 
 
 def test_a_staged_writer_writes_past_the_page_cache(disk):
