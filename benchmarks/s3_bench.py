@@ -10,6 +10,8 @@ signed by hand) drives both with the same rows:
     4 KiB PUT ops/s, 4 KiB GET ops/s   concurrency 16, --seconds each
     aws s3 cp up/down MB/s             a --cp-mib file, aws-cli's defaults (the
                                        client CPU printed is aws-cli's own)
+    cp down GETs MB/s                  the same object, read as aws-cli reads it
+                                       (8 MiB ranges, 10 at a time), no aws-cli
 
 Each row has a warm-up, every PUT's ETag must equal the body's MD5 and every
 GET body is compared byte for byte, so a broken server cannot win. Rows run
@@ -65,6 +67,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import random
 import resource
@@ -406,6 +409,38 @@ async def cp_down(target: Target) -> Measurement:
             os.unlink(back)
 
 
+CP_PART = 8 << 20  # aws-cli's default multipart_chunksize: its ranged GETs' size
+CP_CONCURRENCY = 10  # and its default max_concurrent_requests
+
+
+async def cp_down_gets(target: Target) -> Measurement:
+    """cp down's requests without aws-cli: the --cp-mib object read as aws-cli
+    reads it (ranged GETs of 8 MiB, 10 at a time) by this script's client, every
+    byte compared, nothing written to a file. aws-cli itself is at ~1 core on
+    the cp down row for either server; this row shows what the servers deliver."""
+    path = _cp_file(target)
+    size = os.path.getsize(path)
+    async with target.client(CP_CONCURRENCY) as client:
+        status, _, _ = await client.request("HEAD", target.bucket, "cp.bin", expect=(200, 404))
+        if status == 404:  # the cp up row did not run
+            await asyncio.get_running_loop().run_in_executor(
+                None, _aws_cp, target, path, f"s3://{target.bucket}/cp.bin")
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+            data = memoryview(mapped)
+
+            async def get(i: int) -> None:
+                first = i * CP_PART
+                last = min(size, first + CP_PART) - 1
+                await client.get_object(target.bucket, "cp.bin", data[first:last + 1],
+                                        first, last)
+
+            try:
+                return await measured(target, run_count(-(-size // CP_PART), CP_CONCURRENCY, get),
+                                      lambda t: size / t.seconds / 1e6)
+            finally:
+                data.release()
+
+
 @dataclass
 class Row:
     """A benchmark row: what it measures, the Basalt/SeaweedFS target ratio, and
@@ -414,7 +449,7 @@ class Row:
     name: str
     unit: str
     run: Callable[[Target], Awaitable[Measurement]]
-    target_ratio: float | None  # None: a memory row, no throughput target
+    target_ratio: float | None  # None: no throughput target (a memory row, or a diagnosis)
     max_rss_mib: float | None = None
 
 
@@ -426,6 +461,7 @@ ROWS = [
     Row("4 KiB GET", "ops/s", get_small, 2.0),
     Row("aws s3 cp up", "MB/s", cp_up, 1.5, max_rss_mib=200),
     Row("aws s3 cp down", "MB/s", cp_down, 1.5),
+    Row("cp down GETs", "MB/s", cp_down_gets, None),
 ]
 
 # --versioning: the same rows, versioned bucket / unversioned bucket on one Basalt.
@@ -736,7 +772,8 @@ def print_table(summary: dict) -> None:
         cells = [format_value(Measurement(**v) if v else None) for v in values]
         ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "n/a"
         target = row["target_ratio"]
-        verdict = "(memory row)" if target is None else f">= {target:g}x"
+        verdict = (f">= {target:g}x" if target is not None
+                   else "(memory row)" if row.get("max_rss_mib") else "(no target)")
         if row["ratio"] is not None and target is not None:
             verdict += " met" if row["ratio"] >= target else " MISSED"
         print(f"{row['row'] + ' ' + row['unit']:<18}{cells[0]:>{widths[0]}}{cells[1]:>{widths[1]}}"

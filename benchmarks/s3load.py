@@ -204,16 +204,22 @@ class S3Client:
         return etag
 
     async def get_object(self, bucket: str, key: str,
-                         expected: memoryview | bytes | None = None) -> int:
-        """GET an object, return the number of body bytes.
+                         expected: memoryview | bytes | None = None,
+                         first_byte: int | None = None, last_byte: int | None = None) -> int:
+        """GET an object (``first_byte``..``last_byte``: that range of it, as
+        Range: bytes=FIRST-LAST), return the number of body bytes.
 
         With ``expected`` every chunk is compared with the expected bytes at
         its offset (memcmp speed) and the total size must match; without it
         the body is only counted and dropped.
         """
         url, signed = self._target("GET", bucket, key, None)
+        status = 200
+        if first_byte is not None:
+            signed["Range"] = f"bytes={first_byte}-{last_byte}"
+            status = 206
         async with self.session.get(url, headers=signed) as resp:
-            if resp.status != 200:
+            if resp.status != status:
                 raise S3Error("GET", url.raw_path, resp.status, await resp.read())
             view = memoryview(expected) if expected is not None else None
             offset = 0
