@@ -9,8 +9,12 @@ which the next flush commits to the disks. A snapshot's map never changes, so
 it is committed packed (volmeta.pack_map): a few puts, not one per chunk.
 
 Slot life cycle: allocated (hole-punched, so it reads as zeros) when a chunk
-is first written or copied on write; released when no map uses it; reused
-only once no I/O that started before the release can still touch it.
+is first written or copied on write; released when no map uses it; punched
+(its space given back) and free once no I/O that started before the release
+can still touch it. With :attr:`ChunkMaps.punch_later` set (the manager), the
+punching runs off the event loop and the slots are free when it calls
+:meth:`ChunkMaps.reclaimed`: six fallocates per slot, 0.3 ms, so deleting a
+10 GiB volume on the loop would stall every volume's I/O for ~50 s.
 
 Only the process that owns the disks keeps these maps, and nothing here
 awaits, so allocation and copy-on-write of one chunk never interleave with
@@ -20,7 +24,7 @@ another request's and need no locking.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from .volmeta import MetaChanges, PoolState, pack_map
@@ -45,6 +49,9 @@ class ChunkMaps:
         self.next_slot = 0
         self.limbo: list[int] = []       # released; their unmap not durable yet
         self.releasable: list[int] = []  # released, unmap durable; reusable once I/O drains
+        self.reclaiming: set[int] = set()  # handed to punch_later, not free yet
+        # Punches released slots elsewhere, then calls reclaimed(); None: here.
+        self.punch_later: Callable[[list[int]], None] | None = None
         self.changes = MetaChanges()     # what the next flush commits
         self.packed: set[str] = set()    # maps stored packed: frozen, never changed
         self._inflight = 0
@@ -182,13 +189,23 @@ class ChunkMaps:
     def recycle(self) -> None:
         """Reuse released slots: only once the map no longer naming them is durable
         (else a crash would bring back a map pointing at reused data) and no I/O
-        that began before the release can still touch them."""
-        if self._inflight:
+        that began before the release can still touch them. Their space is
+        given back first (punched), here or by :attr:`punch_later`."""
+        if self._inflight or not self.releasable:
             return
-        for slot in self.releasable:
-            self.pool.clear(slot)  # give the space back now
-            self.free.add(slot)
-        self.releasable.clear()
+        slots, self.releasable = self.releasable, []
+        if self.punch_later is not None:
+            self.reclaiming.update(slots)
+            self.punch_later(slots)
+            return
+        for slot in slots:
+            self.pool.clear(slot)
+        self.free.update(slots)
+
+    def reclaimed(self, slots: list[int]) -> None:
+        """``punch_later`` punched ``slots``: they are free."""
+        self.reclaiming.difference_update(slots)
+        self.free.update(slots)
 
     # flushes -------------------------------------------------------------------------
 

@@ -159,6 +159,8 @@ class VolumeManager(ExportRegistry):
         self.ciphers: dict[str, VolumeCipher] = {}  # family → its opened key
         self.pool = ChunkPool(store)
         self.chunks = ChunkMaps(self.pool)
+        self.chunks.punch_later = self._punch_later
+        self._punches: set[asyncio.Future] = set()
         self.pool.has_data = lambda: bool(self.chunks.refcounts)
         self.records: dict[str, VolumeRecord] = {}
         self.exports: dict[str, Volume] = {}
@@ -197,7 +199,35 @@ class VolumeManager(ExportRegistry):
         try:
             await self.flush()
         finally:
+            await self.reclaimed()
             self.pool.close()
+
+    def _punch_later(self, slots: list[int]) -> None:
+        """Punch released slots in a thread (see blockd.chunk_map), then free them."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop running: here, then
+            self._clear(slots)
+            self.chunks.reclaimed(slots)
+            return
+        job = loop.create_task(self._punch(slots))
+        self._punches.add(job)
+        job.add_done_callback(self._punches.discard)
+
+    async def _punch(self, slots: list[int]) -> None:
+        try:
+            await self.store.run(self._clear, slots)
+        finally:  # a failed punch only leaves space used: the next allocation clears
+            self.chunks.reclaimed(slots)
+
+    def _clear(self, slots: list[int]) -> None:
+        for slot in slots:
+            self.pool.clear(slot)
+
+    async def reclaimed(self) -> None:
+        """Wait until every released slot is punched and free."""
+        while self._punches:
+            await asyncio.gather(*self._punches, return_exceptions=True)
 
     def watch(self, interval: float = 5.0) -> None:
         """Heal in the background when a disk comes back replaced or wiped."""

@@ -169,6 +169,7 @@ async def test_freed_and_reused_slots_cannot_change_replies_not_yet_read(
             assert conn.tx_copied > 0
         await trimmer.zero(0, 8 * MiB)  # unmaps the chunks
         await trimmer.flush()  # their slots are released: punched and free again
+        await vm.reclaimed()
         assert slots <= vm.free
         await writer.write(0, secret)
         assert slots & set(vm.map_of("w").values()), "no freed slot was reused"

@@ -46,7 +46,47 @@ async def test_trim_and_zero_release_whole_chunks(dirs):
         await vol.zero(3 * CHUNK, CHUNK, may_trim=True, fast_only=True, fua=True)
         assert vm.info("v").allocated == CHUNK
         await vol.flush()
+        await vm.reclaimed()
         assert vm.free  # released slots are reusable once no I/O is in flight
+    finally:
+        await close(store, vm)
+
+
+async def test_released_slots_are_punched_off_the_event_loop(dirs, monkeypatch):
+    """Deleting a volume punches its slots (six fallocates each) in a thread,
+    not on the event loop every volume's I/O shares; until punched they are
+    neither free nor handed to a new write, and then they read as holes."""
+    import threading
+
+    from blockd.pool import ChunkPool
+    store, vm = await open_manager(dirs)
+    try:
+        await vm.create("old", 64 * CHUNK)
+        vol = await vm.lookup("old")
+        await vol.pwrite(0, memoryview(os.urandom(64 * CHUNK)), fua=True)
+        slots = set(vm.map_of("old").values())
+        punched_in: set[str] = set()
+        gate = threading.Event()
+        clear = ChunkPool.clear
+
+        def slow_clear(self, slot, *args):
+            if slot in slots:  # the deleted volume's, not a new write's
+                punched_in.add(threading.current_thread().name)
+                if threading.current_thread() is not threading.main_thread():
+                    gate.wait(10)  # (never the loop's: a punch there fails below)
+            return clear(self, slot, *args)
+        monkeypatch.setattr(ChunkPool, "clear", slow_clear)
+        await vm.delete("old")  # returns while the punches wait on the gate
+        assert vm.chunks.reclaiming == slots and not slots & vm.free
+        await vm.create("new", 8 * CHUNK)
+        new = await vm.lookup("new")
+        await new.pwrite(0, memoryview(os.urandom(8 * CHUNK)), fua=True)
+        assert not slots & set(vm.map_of("new").values())
+        gate.set()
+        await vm.reclaimed()
+        assert slots <= vm.free and not vm.chunks.reclaiming
+        assert punched_in and threading.current_thread().name not in punched_in
+        assert all(not vm.pool.read(s, 0, CHUNK).strip(b"\0") for s in slots)
     finally:
         await close(store, vm)
 
@@ -193,6 +233,7 @@ async def test_snapshots_share_until_written_and_give_space_back(dirs):
         assert (await c.pread(0, 4 * CHUNK)) == b"a" * 4 * CHUNK
         await vm.delete("c")
         await vol.flush()
+        await vm.reclaimed()
         assert len(vm.refcounts) == 4 and set(vm.refcounts.values()) == {1}
         assert len(vm.free) == 1  # the snapshot's copy of chunk 0 came back
         await vm.snapshot("v", "t")
