@@ -217,8 +217,11 @@ class VolumeManager(ExportRegistry):
     async def _punch(self, slots: list[int]) -> None:
         try:
             await self.store.run(self._clear, slots)
-        finally:  # a failed punch only leaves space used: the next allocation clears
-            self.chunks.reclaimed(slots)
+        except asyncio.CancelledError:
+            raise  # the thread may still be punching: never hand these slots out
+        except Exception:  # only space left used: an allocation clears its slot anyway
+            log.exception("punching %d released volume slots failed", len(slots))
+        self.chunks.reclaimed(slots)
 
     def _clear(self, slots: list[int]) -> None:
         for slot in slots:
