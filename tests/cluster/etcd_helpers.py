@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -43,14 +44,32 @@ def require_etcd() -> str:
     return path
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports free on 127.0.0.1 right now (all held open
-    until every one is picked, so none is handed out twice)."""
-    socks = []
+def _listen_range() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range: between a test picking one and
+    its server binding it, no outgoing connection can take it as its own
+    (a port the kernel hands out, bind(0), can be: EADDRINUSE in the server)."""
     try:
-        for _ in range(count):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(1024, low - 12000), low - 1
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now, outside the
+    ephemeral range (all held open until every one is picked, so none is handed
+    out twice)."""
+    low, high = _listen_range()
+    socks: list[socket.socket] = []
+    try:
+        while len(socks) < count:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", random.randint(low, high) if high > low else 0))
+            except OSError:  # taken: another
+                sock.close()
+                continue
             socks.append(sock)
         return [sock.getsockname()[1] for sock in socks]
     finally:

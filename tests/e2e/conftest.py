@@ -12,7 +12,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,14 +22,12 @@ import uuid
 import boto3
 import pytest
 
+from tests.cluster.etcd_helpers import free_port
+
 BASALT = os.path.join(os.path.dirname(sys.executable), "basalt")
 ACCESS, SECRET = "BASALTTESTACCESSKEY1", "basalt-test-secret-key/0123456789abcdefgh"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclasses.dataclass
