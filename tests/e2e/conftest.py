@@ -28,8 +28,6 @@ BASALT = os.path.join(os.path.dirname(sys.executable), "basalt")
 ACCESS, SECRET = "BASALTTESTACCESSKEY1", "basalt-test-secret-key/0123456789abcdefgh"
 
 
-
-
 @dataclasses.dataclass
 class Server:
     proc: subprocess.Popen

@@ -22,7 +22,7 @@ import urllib3
 from aiohttp import web
 
 from storaged import DiskFull, ObjectStore
-from storaged.disk import LocalDisk
+from storaged.disk import DIRECT_ALIGN, LocalDisk
 from storaged.disk_server import PREFIX, disk_app
 from storaged.format import assemble
 from storaged.metadb import PutBucket, PutBucketConfig
@@ -218,7 +218,7 @@ async def test_a_parts_shards_skip_the_nodes_page_cache_too(cluster, closing):
 
     single = (await store.head_object("b", "single")).files()
     assert cached_on_nodes(single) >= len(body) // 2  # 2 of the 4 shards, all cached
-    edges = 2 * 4096 * 6 * 2  # two edge pages per write, six batches, two disks
+    edges = 2 * DIRECT_ALIGN * 6 * 2  # two edge pages per write, six batches, two disks
     assert cached_on_nodes({part.data_id: [1]}) <= edges
     await store.complete_upload("b", "parts", up.upload_id, [(1, part.etag)])
     assert await read(store, "b", "parts") == body
