@@ -255,13 +255,15 @@ async def _heal_version(store: ObjectStore, res: Resolved, records: dict[int, by
                         deep: bool, report: HealReport) -> str:
     info = res.info
     bad = await bad_shards(store, info, records, deep)
+    todo = [p for p in records if p in bad or records[p] != res.record]
     blobs: dict[int, bytes] = {}
-    if bad and info.inline:
+    if todo and info.inline:
+        # Every record written carries its shard: ``records`` may be older than
+        # ``bad`` (another healer may have healed a disk in between).
         blobs = store.inline_blobs(info, await read_inline(store, info))
         count_rebuilt(report, len(bad), sum(len(blobs[p]) for p in bad if p in blobs))
     elif bad:
         await rebuild_shard_files(store, info, bad, report)
-    todo = [p for p in records if p in bad or records[p] != res.record]
     for pos in todo:
         # Exactly this version, displacing nothing: other versions heal on their own.
         # A null version obeys the one-null rule, though: a write racing this heal

@@ -744,8 +744,11 @@ class PutObject:
     A null version (unversioned or suspended bucket) replaces the key's null
     version if it is newer (last writer wins); a versioned one joins the key's
     versions. ``replace_equal`` re-installs the same version (healing a damaged
-    inline shard or stale record); ``force`` (healing) installs the record
-    without displacing anything — stale versions are removed separately.
+    inline shard or stale record), keeping the disk's inline shard when given
+    none: a version's data never changes, and a healer that looked before
+    another one healed this disk must not erase what that one wrote. ``force``
+    (healing) installs the record without displacing anything — stale
+    versions are removed separately.
     """
 
     bucket: str
@@ -768,6 +771,7 @@ class PutObject:
         found = tx.find_version(bucket, key, *order)
         if found is not None and not self.replace_equal:
             return Replaced(False, *found)
+        inline = self.inline if self.inline is not None or found is None else found[1]
         displaced = None
         if found is None and not self.force and record_null(self.record):
             displaced = tx.null_version(bucket, key)
@@ -775,7 +779,7 @@ class PutObject:
                 if record_version(displaced[0]) > order:
                     return Replaced(False, *displaced)
                 tx.remove_version(bucket, key, *record_version(displaced[0]))
-        tx.add_version(bucket, key, self.record, self.inline)
+        tx.add_version(bucket, key, self.record, inline)
         tx.clear_pending(order[1])
         if displaced is None:
             return Replaced(True)

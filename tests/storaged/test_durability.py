@@ -12,8 +12,9 @@ import shutil
 import pytest
 
 from storaged import ObjectStore
+from storaged.healing import HealReport
 from storaged.layout import HASH_LEN
-from storaged.metadb import PutObject
+from storaged.metadb import PutObject, encode_key
 from storaged.store import BLOCK_SIZE, INLINE_LIMIT
 
 from .helpers import chunks, payload, read
@@ -100,6 +101,12 @@ async def corrupt(store, key, positions):
         path = disk.shard_path(info.version_id, 1)
         size = os.path.getsize(path)
         flip_bytes(path, sorted({HASH_LEN, size // 2, size - 1, 3}))
+
+
+def drop_inline(disk, bucket, key):
+    """Lose a disk's inline shard of ``key``, keeping its record."""
+    with disk.meta.env.begin(write=True) as txn:
+        assert txn.delete(encode_key(bucket, key), db=disk.meta.dbs[b"inline"])
 
 
 async def test_flipped_bytes_on_two_disks_read_correctly_and_are_reported(loaded, open_store):
@@ -228,8 +235,7 @@ async def test_an_inline_read_short_of_shards_names_each_disk_and_why(open_store
     info = await store.head_object("b", "k")
     corrupt_at, absent_at, offline_at, silent_at = info.dist[:4]
     await corrupt(store, "k", [corrupt_at])
-    disk = store.disks[absent_at]
-    disk.commit_now([PutObject("b", "k", disk.get_object("b", "k"), None, replace_equal=True)])
+    drop_inline(store.disks[absent_at], "b", "k")
     store.disks[offline_at].close()
     monkeypatch.setattr(store.disks[offline_at], "reattach", lambda owner: "unavailable: gone")
 
@@ -243,3 +249,43 @@ async def test_an_inline_read_short_of_shards_names_each_disk_and_why(open_store
         f"b/k: 2 of 3 shards readable ({names[corrupt_at]}: corrupt, "
         f"{names[absent_at]}: no shard, {names[offline_at]}: offline, "
         f"{names[silent_at]}: no answer)")
+
+
+async def test_a_stale_healer_keeps_the_shard_another_healer_wrote(open_store, monkeypatch):
+    """Two healers of one wiped disk (the server's background one and `basalt
+    heal`, in different workers): the later one looked before the earlier one
+    wrote, so it finds the record missing but the shard good. What it writes
+    carries the shard; the disk is whole, and with two other disks lost the
+    object still reads."""
+    from storaged.healing import _heal_version
+    from storaged.quorum import resolve
+    store = await open_store(4, ec=(2, 2))
+    await store.make_bucket("b")
+    for key, data in (("empty", b""), ("small", b"seven b")):
+        await store.put_object("b", key, chunks(data, 100), size=len(data))
+        info = await store.head_object("b", key)
+        held = {p: store.disks[p].get_object("b", key) for p in range(4)}
+        stale = {**held, info.dist[0]: None}  # as the late healer saw it
+        res = resolve("b", key, stale, 2, 3)
+        written = []
+        commit = store.disks[info.dist[0]].commit
+
+        async def spy(ops, commit=commit, written=written):
+            written.extend(ops)
+            return await commit(ops)
+        monkeypatch.setattr(store.disks[info.dist[0]], "commit", spy)
+        assert await _heal_version(store, res, stale, True, HealReport()) == "healed"
+        assert written and all(op.inline for op in written)  # never a record alone
+        for pos in info.dist[1:3]:  # the disk healed is one of the two left
+            drop_inline(store.disks[pos], "b", key)
+        assert await read(store, "b", key) == data
+
+
+async def test_a_record_reinstalled_without_its_shard_keeps_the_disks_shard(open_store):
+    store = await open_store(4, ec=(2, 2))
+    await store.make_bucket("b")
+    await store.put_object("b", "k", chunks(b"small", 100), size=5)
+    disk = store.disks[0]
+    blob = disk.get_inline("b", "k")
+    disk.commit_now([PutObject("b", "k", disk.get_object("b", "k"), None, replace_equal=True)])
+    assert blob and disk.get_inline("b", "k") == blob
