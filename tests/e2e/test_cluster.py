@@ -9,6 +9,7 @@ disk locally, the others' through the node RPC).
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from tests.e2e.nbd_e2e_helpers import require, run, uri
 NODES = 4
 node_ports: list[tuple[int, int, int]] = []  # (S3, RPC, NBD): a restarted node keeps its own
 SECRET_ENV = "a-cluster-secret-for-the-tests-0123456789"
+PART = 5 * 1024 * 1024  # S3's smallest part
 
 
 def start_node(tmp, name: str, etcd: str, ports: tuple[int, int, int], disks: int = 1,
@@ -158,6 +160,10 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster, tmp_pat
     for node in nodes:
         page = node.client().list_objects_v2(Bucket="shared")
         assert [o["Key"] for o in page["Contents"]] == sorted(bodies)
+    # A multipart upload through one node (its parts' shards on the others
+    # written past their page cache), read back through another.
+    bodies["multi"] = upload_multipart(a, "multi")
+    assert b.get_object(Bucket="shared", Key="multi")["Body"].read() == bodies["multi"]
 
     # One bucket name created at once through two nodes: exactly one wins.
     def create(client):
@@ -188,6 +194,7 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster, tmp_pat
     missed = {f"while-n4-is-down-{i}": os.urandom(50_000 * i + 1) for i in range(4)}
     for key, body in missed.items():
         b.put_object(Bucket="shared", Key=key, Body=body)
+    missed["while-n4-is-down-multi"] = upload_multipart(b, "while-n4-is-down-multi")
     for key, body in bodies.items():
         assert c.get_object(Bucket="shared", Key=key)["Body"].read() == body
 
@@ -211,6 +218,16 @@ def test_nodes_join_a_pool_forms_and_any_node_serves_any_object(cluster, tmp_pat
     refused = nodes[2].cli("cluster", "node", "remove", "n2", "--json", check=False)
     assert refused.returncode != 0 and json.loads(refused.stdout)["error"] == "NodeInUse"
     assert "n2" in {n["name"] for n in status(nodes[2])["nodes"]}
+
+
+def upload_multipart(client, key: str) -> bytes:
+    """Upload a random body of three parts to bucket "shared" as boto3 does; returns it."""
+    from boto3.s3.transfer import TransferConfig
+    body = os.urandom(2 * PART + 3)
+    client.upload_fileobj(io.BytesIO(body), "shared", key,
+                          Config=TransferConfig(multipart_threshold=PART, multipart_chunksize=PART))
+    assert client.head_object(Bucket="shared", Key=key)["ETag"].endswith('-3"')
+    return body
 
 
 def alive(node: Server, name: str) -> bool:
