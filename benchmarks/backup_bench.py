@@ -48,7 +48,6 @@ import contextlib
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -74,11 +73,6 @@ def run(cmd: list[str], env: dict, **kw) -> subprocess.CompletedProcess:
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])}... failed: {out.stderr[-2000:]}")
     return out
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def tree_cpu(pid: int) -> float:
@@ -111,13 +105,13 @@ class Timed:
                  then_sync: bool = False) -> None:
         os.sync()  # each row starts on a quiet disk, not behind the last one's writeback
         before = {name: tree_cpu(pid) for name, pid in servers.items()}
-        child = children_cpu()
+        child = peers.children_cpu()
         started = time.perf_counter()
         self.stdout = run(cmd, env).stdout
         if then_sync:
             os.sync()
         self.seconds = time.perf_counter() - started
-        self.cpu = {"client": children_cpu() - child}
+        self.cpu = {"client": peers.children_cpu() - child}
         self.cpu.update({name: tree_cpu(pid) - before[name] for name, pid in servers.items()})
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -247,6 +248,13 @@ def _remove_grpc_sockets(ports: dict[str, int]) -> None:
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that ended and were waited for
+    (e.g. an aws-cli run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def group_cpu_seconds(server: Server) -> float:

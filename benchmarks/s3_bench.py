@@ -70,7 +70,6 @@ import json
 import mmap
 import os
 import random
-import resource
 import signal
 import subprocess
 import sys
@@ -332,7 +331,7 @@ async def get_small(target: Target) -> Measurement:
                               lambda t: t.ops / t.seconds)
 
 
-def _aws_cp(target: Target, src: str, dst: str) -> None:
+def aws_cp(target: Target, src: str, dst: str) -> None:
     server = target.server
     env = dict(os.environ, AWS_ACCESS_KEY_ID=server.access_key,
                AWS_SECRET_ACCESS_KEY=server.secret_key, AWS_DEFAULT_REGION="us-east-1")
@@ -341,7 +340,7 @@ def _aws_cp(target: Target, src: str, dst: str) -> None:
                     src, dst], env=env, check=True, capture_output=True, timeout=1800)
 
 
-def _cp_file(target: Target) -> str:
+def cp_file(target: Target) -> str:
     """A --cp-mib random file (made once per run, shared by both servers)."""
     path = getattr(target.options, "cp_path", None)
     if path is None:
@@ -357,23 +356,18 @@ def _cp_file(target: Target) -> str:
     return path
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def _timed_cp(target: Target, src: str, dst: str) -> Measurement:
     """One timed ``aws s3 cp``; its client CPU is aws-cli's (the only child that
     ends meanwhile: the servers run on), so the report can flag the row as
     client-bound."""
-    size = os.path.getsize(_cp_file(target))
-    server_cpu, client_cpu = peers.group_cpu_seconds(target.server), _children_cpu()
+    size = os.path.getsize(cp_file(target))
+    server_cpu, client_cpu = peers.group_cpu_seconds(target.server), peers.children_cpu()
     started = time.perf_counter()
     with MemoryPeak(target.server) as memory:
-        await asyncio.get_running_loop().run_in_executor(None, _aws_cp, target, src, dst)
+        await asyncio.get_running_loop().run_in_executor(None, aws_cp, target, src, dst)
     seconds = time.perf_counter() - started
     server_cpu = peers.group_cpu_seconds(target.server) - server_cpu
-    client_cpu = _children_cpu() - client_cpu
+    client_cpu = peers.children_cpu() - client_cpu
     return memory.record(Measurement(value=size / seconds / 1e6, ops=1, seconds=seconds,
                                      client_cpu=client_cpu / seconds,
                                      server_cpu=server_cpu / seconds))
@@ -381,7 +375,7 @@ async def _timed_cp(target: Target, src: str, dst: str) -> Measurement:
 
 async def cp_up(target: Target) -> Measurement:
     """`aws s3 cp` of a --cp-mib file up (aws-cli's default multipart settings)."""
-    return await _timed_cp(target, _cp_file(target), f"s3://{target.bucket}/cp.bin")
+    return await _timed_cp(target, cp_file(target), f"s3://{target.bucket}/cp.bin")
 
 
 async def cp_down(target: Target) -> Measurement:
@@ -392,11 +386,11 @@ async def cp_down(target: Target) -> Measurement:
     reclaimed) pages costs far more than one into pages just freed. Without it
     whichever server ran first after the upload rows paid that (first in the row:
     243-328 MB/s, second: 516-576, for either server)."""
-    src = _cp_file(target)
+    src = cp_file(target)
     back = src + ".back"
     source = f"s3://{target.bucket}/cp.bin"
     try:
-        await asyncio.get_running_loop().run_in_executor(None, _aws_cp, target, source, back)
+        await asyncio.get_running_loop().run_in_executor(None, aws_cp, target, source, back)
         os.unlink(back)
         result = await _timed_cp(target, source, back)
         with open(src, "rb") as a, open(back, "rb") as b:
@@ -418,13 +412,13 @@ async def cp_down_gets(target: Target) -> Measurement:
     reads it (ranged GETs of 8 MiB, 10 at a time) by this script's client, every
     byte compared, nothing written to a file. aws-cli itself is at ~1 core on
     the cp down row for either server; this row shows what the servers deliver."""
-    path = _cp_file(target)
+    path = cp_file(target)
     size = os.path.getsize(path)
     async with target.client(CP_CONCURRENCY) as client:
         status, _, _ = await client.request("HEAD", target.bucket, "cp.bin", expect=(200, 404))
         if status == 404:  # the cp up row did not run
             await asyncio.get_running_loop().run_in_executor(
-                None, _aws_cp, target, path, f"s3://{target.bucket}/cp.bin")
+                None, aws_cp, target, path, f"s3://{target.bucket}/cp.bin")
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
             data = memoryview(mapped)
 
@@ -650,8 +644,7 @@ async def bench(servers: list[peers.Server], options: argparse.Namespace) -> dic
     else:
         targets = [Target(server, options, payloads) for server in servers]
         rows = ROWS
-    if options.rows:
-        rows = [row for row in rows if any(word in row.name for word in options.rows)]
+    rows = chosen(rows, options)
     for target in targets:
         await prepare(target, options.timeout)
     return await run_rows(targets, options.repeat, rows)
@@ -821,8 +814,20 @@ def print_table(summary: dict) -> None:
           f"every PUT ETag checked against MD5, every GET compared byte for byte")
 
 
+def chosen(rows: list[Row], options: argparse.Namespace) -> list[Row]:
+    """The rows --rows selects (every row without it)."""
+    if not options.rows:
+        return rows
+    return [row for row in rows if any(word in row.name for word in options.rows)]
+
+
 def add_row_options(parser: argparse.ArgumentParser) -> None:
-    """The options of the 64 MiB and 4 KiB rows (shared with cluster_bench.py)."""
+    """The options of the 64 MiB, 4 KiB and cp rows (shared with cluster_bench.py)."""
+    parser.add_argument("--rows", type=lambda v: [w.strip() for w in v.split(",") if w.strip()],
+                        help='only the rows whose name contains one of these words, '
+                             'e.g. "4 KiB" or "64 MiB,cp"')
+    parser.add_argument("--cp-mib", type=int, default=1024,
+                        help="size of the file aws s3 cp moves up and down (default 1024)")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="length of each timed 4 KiB row (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0,
@@ -838,14 +843,9 @@ def add_row_options(parser: argparse.ArgumentParser) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=SERVERS, help="run one server only (no ratios)")
-    parser.add_argument("--cp-mib", type=int, default=1024,
-                        help="size of the file aws s3 cp moves up and down (default 1024)")
     add_row_options(parser)
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of all rows; the median is reported (default 1)")
-    parser.add_argument("--rows", type=lambda v: [w.strip() for w in v.split(",") if w.strip()],
-                        help='only the rows whose name contains one of these words, '
-                             'e.g. "4 KiB" or "64 MiB,cp"')
     parser.add_argument("--basalt-args", default="",
                         help='extra arguments for "basalt serve", e.g. "--no-fsync"')
     parser.add_argument("--dir", help="parent of the servers' temp data dirs (default $TMPDIR)")
