@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
+
+from storaged.buffers import Scratch
 
 from . import protocol as _p
 from .errors import VolumeError
@@ -290,13 +290,10 @@ class Volume(Export):
         """Whole chunks of an encrypted volume, consecutive in the volume (so their
         blocks' tweaks are too) and in the pool, encrypted into a reused
         page-aligned buffer (a direct write can take it) and written together."""
-        buf = _cipher_buffers.get()
-        out = memoryview(buf)[:len(run)]
-        self.cipher.encrypt_into(tweak, run, out)
-        self.manager.pool.write_chunks(slot, out, direct)
-        # Back only after a write that returned: a failed one may leave a disk's
-        # write still reading from the buffer.
-        _cipher_buffers.put(buf)
+        with _cipher_buffers.use() as buf:
+            out = buf[:len(run)]
+            self.cipher.encrypt_into(tweak, run, out)
+            self.manager.pool.write_chunks(slot, out, direct)
 
     async def flush(self) -> None:
         await self.manager.flush()
@@ -362,31 +359,10 @@ def _zero_range(pool, slot: int, within: int, n: int, cipher=None, tweak: int = 
         pool.write(slot, within, bytes(n), cipher, tweak)
 
 
-class _CipherBuffers:
-    """Page-aligned buffers of ENCRYPTED_RUN bytes (anonymous maps) for encrypted
-    runs, taken by the I/O threads; at most ``keep`` are kept idle. A fresh
-    buffer per run would fault in fresh pages: the dearest copy on this VM."""
-
-    def __init__(self, keep: int = 2) -> None:
-        self.keep = keep
-        self.made = 0  # buffers mapped (tests check that runs reuse them)
-        self._free: list[mmap.mmap] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> mmap.mmap:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-            self.made += 1
-        return mmap.mmap(-1, ENCRYPTED_RUN)
-
-    def put(self, buf: mmap.mmap) -> None:
-        with self._lock:
-            if len(self._free) < self.keep:
-                self._free.append(buf)
-
-
-_cipher_buffers = _CipherBuffers()
+# Page-aligned buffers for encrypted runs, taken by the I/O threads (a write
+# that failed keeps its buffer: a disk's write may still read it). A fresh
+# buffer per run would fault in fresh pages: the dearest copy on this VM.
+_cipher_buffers = Scratch(ENCRYPTED_RUN, keep=2)
 
 
 class _Locked:

@@ -146,24 +146,29 @@ class BufferPool:
 
 
 class Scratch:
-    """Parity buffers for the coding threads: taken for one call, then given back,
-    so there are only as many as calls coding at the same moment."""
+    """Buffers of ``size`` bytes for threads (parity, aligned copies): taken for
+    one call, then given back, so there are only as many as calls at the same
+    moment; at most ``keep`` (None: any number) are kept idle."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int, keep: int | None = None) -> None:
+        self.size, self.keep = size, keep
+        self.made = 0  # buffers allocated (tests check that calls reuse them)
         self._free: list[memoryview] = []
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def use(self) -> Iterator[memoryview]:
+        """A buffer, given back only when the block returned: one whose user
+        raised may still be read by a write that failed elsewhere."""
         with self._lock:
             buf = self._free.pop() if self._free else None
+            if buf is None:
+                self.made += 1
         if buf is None:
             buf = allocate(max(1, self.size))
-        try:
-            yield buf
-        finally:
-            with self._lock:
+        yield buf
+        with self._lock:
+            if self.keep is None or len(self._free) < self.keep:
                 self._free.append(buf)
 
     def trim(self) -> None:
