@@ -47,7 +47,6 @@ Where the rest goes, per row and system (only over the timed phase of a row):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import contextlib
 import json
@@ -246,31 +245,12 @@ from s3_bench import (  # noqa: E402
 )
 from s3load import S3Client, Timing  # noqa: E402
 
-
-async def cp_up(target: Target) -> Measurement:
-    """`aws s3 cp` of a --cp-mib file up through the first endpoint (aws-cli's
-    defaults: 8 MiB parts, 10 at a time): the cluster's multipart path, where a
-    part's shards on the other nodes are written past their page cache."""
-    path = s3_bench.cp_file(target)
-    size = os.path.getsize(path)
-    requests = -(-size // s3_bench.CP_PART) + 2  # the parts, create and complete
-
-    async def phase() -> Timing:
-        started = time.perf_counter()
-        await asyncio.get_running_loop().run_in_executor(
-            None, s3_bench.aws_cp, target, path, f"s3://{target.bucket}/cp.bin")
-        seconds = time.perf_counter() - started
-        return Timing(ops=requests, seconds=seconds, latencies=[seconds])
-    return await measured(target, phase(), lambda timing: size / timing.seconds / 1e6)
-
-
 # The rows: s3_bench's own functions (each calls s3_bench.measured around its
-# timed phase; run_target swaps in `measured` below, which also takes the costs),
-# and cp up (None: no target, the figure is for reading).
+# timed phase; run_target swaps in `measured` below, which also takes the costs).
+# cp up has no target (None): the cluster's multipart path, for reading.
 TARGETS = {"64 MiB PUT": 0.60, "64 MiB GET": 0.60, "4 KiB PUT": 0.50, "4 KiB GET": 0.50,
            "aws s3 cp up": None}
-ROWS = [row for row in s3_bench.ROWS if row.name in TARGETS and row.name != "aws s3 cp up"]
-ROWS.append(s3_bench.Row("aws s3 cp up", "MB/s", cp_up, None))
+ROWS = [row for row in s3_bench.ROWS if row.name in TARGETS]
 SYSTEMS = ("single", "cluster")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

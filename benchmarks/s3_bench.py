@@ -221,13 +221,19 @@ class MemoryPeak:
 
 async def measured(target: Target, phase: Awaitable[Timing],
                    value: Callable[[Timing], float]) -> Measurement:
-    """Await a timed phase, charging the client's and server's CPU and memory to it."""
-    client_cpu, server_cpu = time.process_time(), peers.group_cpu_seconds(target.server)
+    """Await a timed phase, charging the client's and server's CPU and memory to it
+    (the client's: this process and any child that ended meanwhile, e.g. aws-cli;
+    the servers run on)."""
+    client_cpu, server_cpu = _client_cpu(), peers.group_cpu_seconds(target.server)
     with MemoryPeak(target.server) as memory:
         timing = await phase
-    client_cpu = time.process_time() - client_cpu
+    client_cpu = _client_cpu() - client_cpu
     server_cpu = peers.group_cpu_seconds(target.server) - server_cpu
     return memory.record(Measurement.from_timing(timing, value(timing), client_cpu, server_cpu))
+
+
+def _client_cpu() -> float:
+    return time.process_time() + peers.children_cpu()
 
 
 def big_key(i: int) -> str:
@@ -331,6 +337,10 @@ async def get_small(target: Target) -> Measurement:
                               lambda t: t.ops / t.seconds)
 
 
+CP_PART = 8 << 20  # aws-cli's default multipart_chunksize: its parts' and ranged GETs' size
+CP_CONCURRENCY = 10  # and its default max_concurrent_requests
+
+
 def aws_cp(target: Target, src: str, dst: str) -> None:
     server = target.server
     env = dict(os.environ, AWS_ACCESS_KEY_ID=server.access_key,
@@ -356,26 +366,23 @@ def cp_file(target: Target) -> str:
     return path
 
 
-async def _timed_cp(target: Target, src: str, dst: str) -> Measurement:
-    """One timed ``aws s3 cp``; its client CPU is aws-cli's (the only child that
-    ends meanwhile: the servers run on), so the report can flag the row as
-    client-bound."""
+async def _timed_cp(target: Target, src: str, dst: str, requests: int) -> Measurement:
+    """One timed ``aws s3 cp`` of the --cp-mib file, counted as the ``requests``
+    S3 requests it makes besides its parts; its client CPU is aws-cli's (see
+    :func:`measured`), so the report can flag the row as client-bound."""
     size = os.path.getsize(cp_file(target))
-    server_cpu, client_cpu = peers.group_cpu_seconds(target.server), peers.children_cpu()
-    started = time.perf_counter()
-    with MemoryPeak(target.server) as memory:
+
+    async def phase() -> Timing:
+        started = time.perf_counter()
         await asyncio.get_running_loop().run_in_executor(None, aws_cp, target, src, dst)
-    seconds = time.perf_counter() - started
-    server_cpu = peers.group_cpu_seconds(target.server) - server_cpu
-    client_cpu = peers.children_cpu() - client_cpu
-    return memory.record(Measurement(value=size / seconds / 1e6, ops=1, seconds=seconds,
-                                     client_cpu=client_cpu / seconds,
-                                     server_cpu=server_cpu / seconds))
+        return Timing(ops=-(-size // CP_PART) + requests, seconds=time.perf_counter() - started)
+    return await measured(target, phase(), lambda timing: size / timing.seconds / 1e6)
 
 
 async def cp_up(target: Target) -> Measurement:
     """`aws s3 cp` of a --cp-mib file up (aws-cli's default multipart settings)."""
-    return await _timed_cp(target, cp_file(target), f"s3://{target.bucket}/cp.bin")
+    return await _timed_cp(target, cp_file(target), f"s3://{target.bucket}/cp.bin",
+                           requests=2)  # create and complete the upload
 
 
 async def cp_down(target: Target) -> Measurement:
@@ -392,7 +399,7 @@ async def cp_down(target: Target) -> Measurement:
     try:
         await asyncio.get_running_loop().run_in_executor(None, aws_cp, target, source, back)
         os.unlink(back)
-        result = await _timed_cp(target, source, back)
+        result = await _timed_cp(target, source, back, requests=1)  # its HEAD
         with open(src, "rb") as a, open(back, "rb") as b:
             while chunk := a.read(16 << 20):
                 if chunk != b.read(len(chunk)):
@@ -401,10 +408,6 @@ async def cp_down(target: Target) -> Measurement:
     finally:
         if os.path.exists(back):
             os.unlink(back)
-
-
-CP_PART = 8 << 20  # aws-cli's default multipart_chunksize: its ranged GETs' size
-CP_CONCURRENCY = 10  # and its default max_concurrent_requests
 
 
 async def cp_down_gets(target: Target) -> Measurement:
