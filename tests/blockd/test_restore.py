@@ -6,7 +6,6 @@ chunks, whatever the machine's speed."""
 
 import hashlib
 import os
-import subprocess
 import threading
 
 import pytest
@@ -15,6 +14,7 @@ from volume_helpers import close, open_manager
 
 from blockd import restore
 from blockd.pool import CHUNK
+from tests.storaged.helpers import cached_bytes
 
 MiB = 1 << 20
 
@@ -84,14 +84,8 @@ async def test_restore_writes_verified_chunks_with_one_get_per_pack(dirs, packs_
 
 
 def cached_slab_bytes(vm) -> int:
-    """Bytes of the pool's slab files in the page cache (util-linux fincore)."""
-    total = 0
-    for pos in range(vm.pool.n):
-        slab, _ = vm.pool._disk_files(pos)
-        out = subprocess.run(["fincore", "-nbr", "-o", "RES", f"/proc/{os.getpid()}/fd/{slab.fd}"],
-                             capture_output=True, text=True, check=True).stdout
-        total += int(out)
-    return total
+    """Bytes of the pool's slab files in the page cache."""
+    return sum(cached_bytes(vm.pool._disk_files(pos)[0].fd) for pos in range(vm.pool.n))
 
 
 @pytest.mark.parametrize("encrypted", [False, True])
