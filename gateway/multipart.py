@@ -116,7 +116,7 @@ async def upload_part(ctx: Context) -> web.Response:
     part = await ctx.store.upload_part(
         ctx.bucket, ctx.key, upload.upload_id, number, payload.stream, size=payload.size,
         content_md5=payload.content_md5, hashers=payload.hashers, finalize=payload.finalize,
-        seal=seal)
+        seal=seal, upload=upload)
     ctx.request["bytes_in"] = part.size
     return web.Response(status=200, headers={**_part_response(part), **_sse_headers(upload)})
 
@@ -148,7 +148,7 @@ async def upload_part_copy(ctx: Context) -> web.Response:
     try:
         part = await ctx.store.upload_part(ctx.bucket, ctx.key, upload.upload_id, number, reader,
                                            size=length, hashers=hashers, finalize=finalize,
-                                           seal=seal)
+                                           seal=seal, upload=upload)
     finally:
         await reader.aclose()
     body = s3xml.copy_part_result(part.etag, part.mtime_ns / 1e9,

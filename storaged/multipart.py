@@ -168,10 +168,14 @@ async def upload_part(store: ObjectStore, bucket: str, key: str, upload_id: str,
                       body: Body, *, size: int | None = None, content_md5: bytes | None = None,
                       hashers: Sequence[Any] = (),
                       finalize: Callable[[str], Mapping[str, str] | None] | None = None,
-                      seal: Seal | None = None) -> PartRecord:
+                      seal: Seal | None = None, upload: UploadInfo | None = None) -> PartRecord:
     """Store one part (replacing an earlier upload of the same number); ``seal``
-    encrypts it as for a PUT."""
-    await get_upload(store, bucket, key, upload_id)
+    encrypts it as for a PUT. ``upload`` is the upload as the caller just read it
+    (else it is read here first, so a part of no upload writes no data)."""
+    if upload is None:
+        # Only an early refusal: the part's record is not applied on a disk that
+        # does not know the upload (PutPart), e.g. when it was aborted meanwhile.
+        await get_upload(store, bucket, key, upload_id)
     # Parts skip the page cache: they are the bulk path (aws s3 cp, rclone),
     # rarely read back soon, and through the cache a third of 1 GiB uploads fell
     # into page reclaim (see ARCHITECTURE.md, "What bounds the large-object rows").
