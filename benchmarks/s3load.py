@@ -207,7 +207,8 @@ class S3Client:
                          expected: memoryview | bytes | None = None,
                          first_byte: int | None = None, last_byte: int | None = None) -> int:
         """GET an object (``first_byte``..``last_byte``: that range of it, as
-        Range: bytes=FIRST-LAST), return the number of body bytes.
+        Range: bytes=FIRST-LAST; without ``last_byte``, to the end), return the
+        number of body bytes.
 
         With ``expected`` every chunk is compared with the expected bytes at
         its offset (memcmp speed) and the total size must match; without it
@@ -216,7 +217,7 @@ class S3Client:
         url, signed = self._target("GET", bucket, key, None)
         status = 200
         if first_byte is not None:
-            signed["Range"] = f"bytes={first_byte}-{last_byte}"
+            signed["Range"] = f"bytes={first_byte}-{'' if last_byte is None else last_byte}"
             status = 206
         async with self.session.get(url, headers=signed) as resp:
             if resp.status != status:
