@@ -19,12 +19,6 @@ MIB = 1 << 20
 
 
 @pytest.fixture
-async def served(tmp_path, aiohttp_server):
-    async with served_gateway(tmp_path, aiohttp_server) as pair:
-        yield pair
-
-
-@pytest.fixture
 def server_writes(monkeypatch):
     """(type, length) of every buffer the server's transports were handed."""
     seen: list[tuple[type, int]] = []

@@ -7,15 +7,8 @@ import asyncio
 
 import pytest
 from botocore.exceptions import ClientError
-from s3_testkit import served_gateway
 
 from gateway import conditions
-
-
-@pytest.fixture
-async def served(tmp_path, aiohttp_server):
-    async with served_gateway(tmp_path, aiohttp_server) as pair:
-        yield pair
 
 
 @pytest.fixture

@@ -6,17 +6,10 @@ import asyncio
 
 import pytest
 from botocore.exceptions import ClientError
-from s3_testkit import served_gateway
 
 from storaged.erasure_set import ErasureSet
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-async def served(tmp_path, aiohttp_server):
-    async with served_gateway(tmp_path, aiohttp_server) as pair:
-        yield pair
 
 
 @pytest.fixture
