@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from .conftest import ACCESS, SECRET
+from .rclone import rclone_runner
 
 AWS = os.path.join(os.path.dirname(sys.executable), "aws")
 CUSTOMER_KEY = "0123456789abcdef0123456789abcdef"  # 32 bytes, as aws-cli and rclone take it
@@ -75,9 +74,7 @@ def test_aws_cli_every_mode(server, tmp_path):
 
 
 def test_rclone_sse_options(server, tmp_path):
-    rclone = shutil.which("rclone")
-    if rclone is None:
-        pytest.fail("rclone is not installed (scripts/test installs Debian's)")
+    rclone = rclone_runner(server, tmp_path)
     s3 = server.client()
     s3.create_bucket(Bucket="rclone")
     src = tmp_path / "src"
@@ -85,22 +82,15 @@ def test_rclone_sse_options(server, tmp_path):
     files = {f"f{i}": os.urandom(size) for i, size in enumerate([0, 1000, 70_000, 6 << 20])}
     for name, data in files.items():
         (src / name).write_bytes(data)
-    (tmp_path / "rclone.conf").write_text(
-        f"[b]\ntype = s3\nprovider = Other\naccess_key_id = {ACCESS}\n"
-        f"secret_access_key = {SECRET}\nendpoint = {server.endpoint}\nregion = us-east-1\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(RCLONE_CONFIG=str(tmp_path / "rclone.conf"), SSL_CERT_FILE=server.ca_path)
-    # Go reads the CA from SSL_CERT_FILE (rclone 1.60 refuses --ca-cert for S3)
-    base = [rclone, "--retries", "1"]
     sse_c = ["--s3-sse-customer-algorithm", "AES256", "--s3-sse-customer-key", CUSTOMER_KEY]
-    run(base + ["copy", str(src), "b:rclone/s3", "--s3-server-side-encryption", "AES256"], env)
-    run(base + ["copy", str(src), "b:rclone/c", *sse_c], env)
+    rclone("copy", str(src), "b:rclone/s3", "--s3-server-side-encryption", "AES256")
+    rclone("copy", str(src), "b:rclone/c", *sse_c)
     for prefix, extra in (("s3", []), ("c", sse_c)):
         out = tmp_path / f"out-{prefix}"
-        run(base + ["copy", f"b:rclone/{prefix}", str(out), *extra], env)
+        rclone("copy", f"b:rclone/{prefix}", str(out), *extra)
         for name, data in files.items():
             assert (out / name).read_bytes() == data, (prefix, name)
-        run(base + ["check", str(src), f"b:rclone/{prefix}", "--download", *extra], env)
+        rclone("check", str(src), f"b:rclone/{prefix}", "--download", *extra)
     assert s3.head_object(Bucket="rclone", Key="s3/f2")["ServerSideEncryption"] == "AES256"
     head = s3.head_object(Bucket="rclone", Key="c/f2", SSECustomerAlgorithm="AES256",
                           SSECustomerKey=CUSTOMER_KEY)
