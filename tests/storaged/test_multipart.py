@@ -106,6 +106,20 @@ async def test_abort_frees_space_at_once(store):
         await store.abort_upload("b", "gone", up.upload_id)
 
 
+async def test_a_part_of_an_upload_aborted_after_its_check_is_refused_and_purged(store):
+    # The gateway reads the upload, then hands it to upload_part, which does not
+    # read it again: an abort in between is caught by the part's commit.
+    up = await store.create_upload("b", "late")
+    checked = await store.get_upload("b", "late", up.upload_id)
+    await store.abort_upload("b", "late", up.upload_id)
+    with pytest.raises(NoSuchUpload):
+        await store.upload_part("b", "late", up.upload_id, 1, chunks(os.urandom(2 * MIB)),
+                                upload=checked)
+    await settle(store)
+    assert shard_files(store) == []
+    assert all(d.pending() == [] for d in store.disks)
+
+
 async def test_unused_parts_are_purged_at_completion(store):
     up, datas, parts = await upload(store, "some", [5 * MIB, MIB, MIB])
     await store.complete_upload("b", "some", up.upload_id, [parts[0], parts[2]])
